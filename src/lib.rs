@@ -1,0 +1,27 @@
+//! p2pmarket: a research engine for secured peer-to-peer energy markets.
+//!
+//! A microgrid trades power with the IEEE RTS-24 smart grid over 24 hours; the price and
+//! power of each hour are negotiated by the Relaxed Consensus + Innovations (RCI)
+//! algorithm and checked against centralized optima solved by a QP solver.
+//!
+//! Module map (where to look):
+//! - [`data`]: MATPOWER case reader and the RTS-79 load model (embedded defaults).
+//! - [`microgrid`]: component models of eq. (20)-(28) and default weather profiles.
+//! - [`grid`]: the smart grid's DC network, dispatch rows and exact offer curve.
+//! - [`offer`]: the flat offer-curve representation every backend evaluates.
+//! - [`rci`]: the RCI negotiation of one hour (the f64 CPU reference).
+//! - [`central`]: the centralized QP references (hourly and 24-h).
+//! - [`scenario`]: the one settings struct, read from TOML and validated.
+//! - [`market`]: assembles a market from a scenario and runs the day.
+
+pub mod central;
+pub mod data;
+pub mod error;
+pub mod grid;
+pub mod market;
+pub mod microgrid;
+pub mod offer;
+pub mod rci;
+pub mod scenario;
+
+pub use error::{Error, Result};

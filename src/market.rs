@@ -1,0 +1,356 @@
+//! A validated market (smart grid + microgrid + 24-h loads) and its P2P day: offer curves,
+//! the RCI negotiation of every hour, and the comparison with the centralized references.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::central::{self, ReferenceHour};
+use crate::error::{Error, Result};
+use crate::grid::{SmartGrid, curve::smart_grid_curve};
+use crate::microgrid::{BatteryPlan, HOURS, HourlyMicrogrid, Microgrid};
+use crate::offer::{OfferCurve, QuadraticUnit};
+use crate::rci::{self, Agent, HourOutcome, RciSettings};
+use crate::scenario::Scenario;
+
+/// Names of the agents, in the order of every per-agent array.
+pub const AGENT_NAMES: [&str; 2] = ["smart_grid", "microgrid"];
+
+/// The microgrid as the market sees it.
+#[derive(Debug, Clone)]
+pub struct MicrogridModel {
+    /// The configuration it was built from.
+    pub config: Microgrid,
+    /// tie capacity, MW (mirrors `config.tie_capacity_mw`).
+    pub tie_capacity_mw: f64,
+    /// Available renewables and load per hour.
+    pub hourly: [HourlyMicrogrid; HOURS],
+    /// Battery power per hour for the hourly market, MW (> 0 discharging).
+    pub battery_plan: [f64; HOURS],
+    /// Quadratic cost of the renewables' curtailment model, $/MW^2h (erratum 2 floor).
+    pub linear_cost_c2: f64,
+}
+
+impl MicrogridModel {
+    /// The dispatchable (curtailable) renewable units of an hour: wind, PV, tidal.
+    pub fn units(&self, hour: usize) -> [QuadraticUnit; 3] {
+        let h = &self.hourly[hour];
+        let c = &self.config;
+        let unit = |c1: f64, avail: f64| QuadraticUnit {
+            c2: self.linear_cost_c2,
+            c1,
+            c0: 0.0,
+            pmin: 0.0,
+            pmax: avail,
+        };
+        [
+            unit(c.wind.cost_per_mwh, h.wind_mw),
+            unit(c.pv.cost_per_mwh, h.pv_mw),
+            unit(c.tidal.cost_per_mwh, h.tidal_mw),
+        ]
+    }
+
+    /// The microgrid's offer curve for an hour: renewables' supply plus the battery plan
+    /// minus the load, with the battery's throughput cost.
+    pub fn curve(&self, hour: usize) -> Result<OfferCurve> {
+        let battery = self.battery_plan[hour];
+        OfferCurve::from_units(
+            &self.units(hour),
+            battery - self.hourly[hour].load_mw,
+            self.config.battery.cost_per_mwh * battery.abs(),
+        )
+    }
+}
+
+/// A validated market, ready to run.
+#[derive(Debug, Clone)]
+pub struct Market {
+    /// The smart grid.
+    pub grid: SmartGrid,
+    /// System load per hour, MW.
+    pub system_load_mw: [f64; HOURS],
+    /// The microgrid (present even when disabled, so its settings stay inspectable).
+    pub microgrid: MicrogridModel,
+    /// Bus index of the PCC.
+    pub pcc: usize,
+    /// RCI settings.
+    pub rci: RciSettings,
+}
+
+impl Market {
+    /// Builds and validates a market from a scenario. Every bad input is an
+    /// [`Error::InvalidInput`] (or a case/scenario error) naming the field.
+    pub fn from_scenario(scenario: &Scenario) -> Result<Self> {
+        scenario.validate_settings()?;
+        let case = scenario.load_case()?;
+        let grid = SmartGrid::from_case(&case, scenario.grid.linear_cost_c2)?;
+        let system_load_mw = scenario.system_load_mw(&case)?;
+        let mg = &scenario.microgrid;
+        mg.validate(&grid.bus_ids)?;
+        let pcc = grid.bus_index(mg.pcc_bus).ok_or_else(|| {
+            Error::invalid(
+                "microgrid.pcc_bus",
+                mg.pcc_bus,
+                format!("a bus of the case: {:?}", grid.bus_ids),
+            )
+        })?;
+        let capacity = grid.capacity_mw();
+        let min_out = grid.min_output_mw();
+        for (h, &load) in system_load_mw.iter().enumerate() {
+            // The microgrid can at most relieve the smart grid by its tie capacity.
+            let relief = if mg.enabled { mg.tie_capacity_mw } else { 0.0 };
+            if load > capacity + relief {
+                return Err(Error::invalid(
+                    format!("load (hour {h})"),
+                    format!("{load:.3} MW"),
+                    format!("<= total committed capacity {capacity:.1} MW (+ tie {relief:.1} MW)"),
+                ));
+            }
+            if load + relief < min_out {
+                return Err(Error::invalid(
+                    format!("load (hour {h})"),
+                    format!("{load:.3} MW"),
+                    format!(
+                        ">= total minimum output of committed units {min_out:.1} MW (- tie {relief:.1} MW)"
+                    ),
+                ));
+            }
+        }
+        let mut microgrid = MicrogridModel {
+            config: mg.clone(),
+            tie_capacity_mw: mg.tie_capacity_mw,
+            hourly: mg.hourly(),
+            battery_plan: [0.0; HOURS],
+            linear_cost_c2: scenario.grid.linear_cost_c2,
+        };
+        let mut market = Market {
+            grid,
+            system_load_mw,
+            microgrid: microgrid.clone(),
+            pcc,
+            rci: scenario.rci.clone(),
+        };
+        if mg.enabled {
+            microgrid.battery_plan = match &mg.battery_plan {
+                BatteryPlan::Idle => [0.0; HOURS],
+                BatteryPlan::Explicit(v) => {
+                    let mut p = [0.0; HOURS];
+                    p.copy_from_slice(v);
+                    p
+                }
+                BatteryPlan::SelfSchedule => central::self_schedule_battery(&market)?,
+            };
+            for h in 0..HOURS {
+                let hm = &microgrid.hourly[h];
+                let need =
+                    hm.load_mw - microgrid.battery_plan[h] - (hm.wind_mw + hm.pv_mw + hm.tidal_mw);
+                if need > mg.tie_capacity_mw {
+                    return Err(Error::invalid(
+                        "microgrid.tie_capacity_mw",
+                        mg.tie_capacity_mw,
+                        format!(">= {need:.3} MW, the microgrid's shortfall at hour {h}"),
+                    ));
+                }
+                if -(hm.load_mw - microgrid.battery_plan[h]) > mg.tie_capacity_mw {
+                    return Err(Error::invalid(
+                        "microgrid.tie_capacity_mw",
+                        mg.tie_capacity_mw,
+                        format!(">= the battery's forced export at hour {h}"),
+                    ));
+                }
+            }
+        }
+        market.microgrid = microgrid;
+        Ok(market)
+    }
+
+    /// Bus loads of an hour, MW.
+    pub fn bus_loads(&self, hour: usize) -> Vec<f64> {
+        self.grid.bus_loads(self.system_load_mw[hour])
+    }
+
+    /// The agents' offer curves for an hour, in [`AGENT_NAMES`] order (one agent when the
+    /// microgrid is disabled). The smart grid's curve spans the tie capacity.
+    pub fn curves(&self, hour: usize) -> Result<Vec<OfferCurve>> {
+        let tie = self.microgrid.tie_capacity_mw;
+        let sg = smart_grid_curve(
+            &self.grid,
+            &self.bus_loads(hour),
+            self.pcc,
+            -tie,
+            tie,
+            &format!("hour {hour}"),
+        )?;
+        if self.microgrid.config.enabled {
+            Ok(vec![sg, self.microgrid.curve(hour)?])
+        } else {
+            Ok(vec![sg])
+        }
+    }
+
+    /// Trade limits of each agent (the P_min/P_max of eq. 33-36): the tie capacity.
+    pub fn agent_limits(&self) -> (f64, f64) {
+        (
+            -self.microgrid.tie_capacity_mw,
+            self.microgrid.tie_capacity_mw,
+        )
+    }
+
+    /// Negotiates one hour over given curves.
+    pub fn negotiate(&self, curves: &[OfferCurve], keep_trajectory: bool) -> HourOutcome {
+        let (lo, hi) = self.agent_limits();
+        let agents: Vec<Agent<'_>> = curves
+            .iter()
+            .map(|c| Agent {
+                curve: c,
+                min_export: lo,
+                max_export: hi,
+            })
+            .collect();
+        rci::negotiate(&agents, &self.rci, keep_trajectory)
+    }
+}
+
+/// One hour of the P2P market.
+#[derive(Debug, Clone, PartialEq)]
+pub struct P2pHour {
+    /// The negotiation's outcome (converged flag, iterations, residuals, trajectory).
+    pub outcome: HourOutcome,
+    /// Market price, $/MWh.
+    pub price: f64,
+    /// Power from the smart grid to the microgrid, MW (> 0: the microgrid buys).
+    pub exchange_mw: f64,
+    /// Each agent's operating cost at its final power, $/h, in [`AGENT_NAMES`] order.
+    pub agent_costs: Vec<f64>,
+}
+
+/// Everything one hour produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourResult {
+    /// Hour of the day, 0..24.
+    pub hour: usize,
+    /// Smart-grid system load, MW.
+    pub system_load_mw: f64,
+    /// The P2P market.
+    pub p2p: P2pHour,
+    /// Same-information hourly reference.
+    pub hourly_reference: ReferenceHour,
+    /// 24-h co-optimization, this hour.
+    pub horizon_reference: ReferenceHour,
+    /// The agents' offer curves.
+    pub curves: Vec<OfferCurve>,
+}
+
+/// Headline figures of a day (the keys of `summary.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Hours whose negotiation met every stop rule.
+    pub converged_hours: usize,
+    /// Largest iteration count over the hours.
+    pub iterations_max: u32,
+    /// Mean iteration count over the hours.
+    pub iterations_mean: f64,
+    /// Sum over hours and agents of the P2P operating costs, $.
+    pub p2p_total_cost: f64,
+    /// Sum of the same-information hourly reference costs, $.
+    pub central_hourly_total_cost: f64,
+    /// Cost of the 24-h co-optimization, $.
+    pub central_24h_total_cost: f64,
+    /// max_h |P2P exchange - hourly reference exchange| / max(|reference|, 1 MW), %.
+    pub max_power_deviation_pct: f64,
+    /// |P2P total cost - hourly reference cost| / hourly reference cost, %.
+    pub cost_gap_pct: f64,
+    /// max_h |P2P price - hourly reference price|, $/MWh.
+    pub max_price_deviation: f64,
+    /// (hourly reference - 24-h co-optimization) / hourly reference, %: what coordinating
+    /// the battery and ramps across hours would save over the hourly market.
+    pub co_optimization_advantage_pct: f64,
+    /// Wall time of the whole run (curves, negotiation, references), s.
+    pub runtime_s: f64,
+}
+
+/// A complete day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayResult {
+    /// The 24 hours.
+    pub hours: Vec<HourResult>,
+    /// Headline figures.
+    pub summary: Summary,
+}
+
+/// Runs the whole day: curves, RCI per hour, both references, and the summary.
+pub fn run_day(market: &Market, keep_trajectories: bool) -> Result<DayResult> {
+    let start = Instant::now();
+    let horizon = central::horizon_reference(market)?;
+    let hours: Vec<HourResult> = (0..HOURS)
+        .into_par_iter()
+        .map(|h| -> Result<HourResult> {
+            let curves = market.curves(h)?;
+            let outcome = market.negotiate(&curves, keep_trajectories);
+            let agent_costs = curves
+                .iter()
+                .zip(&outcome.agents)
+                .map(|(c, a)| c.cost_at_export(a.power))
+                .collect();
+            // The smart grid's export is the microgrid's import.
+            let exchange_mw = if curves.len() > 1 {
+                outcome.agents[0].power
+            } else {
+                0.0
+            };
+            Ok(HourResult {
+                hour: h,
+                system_load_mw: market.system_load_mw[h],
+                p2p: P2pHour {
+                    price: outcome.price(),
+                    exchange_mw,
+                    agent_costs,
+                    outcome,
+                },
+                hourly_reference: central::hourly_reference(market, h)?,
+                horizon_reference: horizon[h].clone(),
+                curves,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let summary = summarize(&hours, start.elapsed().as_secs_f64());
+    Ok(DayResult { hours, summary })
+}
+
+/// Computes the headline figures.
+pub fn summarize(hours: &[HourResult], runtime_s: f64) -> Summary {
+    let p2p_total_cost: f64 = hours
+        .iter()
+        .map(|h| h.p2p.agent_costs.iter().sum::<f64>())
+        .sum();
+    let central_hourly_total_cost: f64 =
+        hours.iter().map(|h| h.hourly_reference.total_cost()).sum();
+    let central_24h_total_cost: f64 = hours.iter().map(|h| h.horizon_reference.total_cost()).sum();
+    let max_power_deviation_pct = hours
+        .iter()
+        .map(|h| {
+            let r = h.hourly_reference.exchange_mw;
+            100.0 * (h.p2p.exchange_mw - r).abs() / r.abs().max(1.0)
+        })
+        .fold(0.0, f64::max);
+    let max_price_deviation = hours
+        .iter()
+        .map(|h| (h.p2p.price - h.hourly_reference.price).abs())
+        .fold(0.0, f64::max);
+    let iters: Vec<u32> = hours.iter().map(|h| h.p2p.outcome.iterations).collect();
+    Summary {
+        converged_hours: hours.iter().filter(|h| h.p2p.outcome.converged).count(),
+        iterations_max: iters.iter().copied().max().unwrap_or(0),
+        iterations_mean: iters.iter().map(|&i| i as f64).sum::<f64>() / iters.len().max(1) as f64,
+        p2p_total_cost,
+        central_hourly_total_cost,
+        central_24h_total_cost,
+        max_power_deviation_pct,
+        cost_gap_pct: 100.0 * (p2p_total_cost - central_hourly_total_cost).abs()
+            / central_hourly_total_cost,
+        max_price_deviation,
+        co_optimization_advantage_pct: 100.0 * (central_hourly_total_cost - central_24h_total_cost)
+            / central_hourly_total_cost,
+        runtime_s,
+    }
+}

@@ -1,0 +1,349 @@
+//! Offer curves: the one representation of an agent's response to a price.
+//!
+//! Every market agent (the smart grid with its generator fleet and network, the microgrid
+//! with its units, battery plan and load) is reduced, per hour, to a monotone
+//! piecewise-linear curve `export(price)` with the agent's internal operating cost known at
+//! every breakpoint. Flat arrays of `f64` are all a consumer needs, so the same curve is
+//! evaluated by the CPU reference, the rayon backend and the WGSL kernels.
+//!
+//! Sign convention (eq. 31-32, Kavousi-Fard 2021): `export > 0` means the agent supplies
+//! power to the market, so the trade balance of an hour is `sum_i export_i = 0`.
+//!
+//! The cost between two breakpoints is exact: the inverse curve `price(export)` is the
+//! agent's marginal cost, linear on a segment, so its integral (the cost) is quadratic and
+//! the trapezoid rule is exact.
+
+use crate::error::{Error, Result};
+
+/// A monotone piecewise-linear offer curve with its cost function.
+///
+/// Breakpoints are `(prices[k], exports[k])` with both coordinates non-decreasing. Below
+/// the first price the agent exports `exports[0]`, above the last `exports[n-1]`.
+/// `costs[k]` is the agent's internal cost, $/h, when it exports `exports[k]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferCurve {
+    /// Breakpoint prices, $/MWh, non-decreasing.
+    pub prices: Vec<f64>,
+    /// Breakpoint exports, MW, non-decreasing.
+    pub exports: Vec<f64>,
+    /// Internal operating cost at each breakpoint, $/h.
+    pub costs: Vec<f64>,
+}
+
+/// A generating unit with a quadratic cost, as an offer-curve building block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuadraticUnit {
+    /// Quadratic cost coefficient, $/MW^2h; must be > 0 (erratum 2: see `linear_cost_c2`).
+    pub c2: f64,
+    /// Linear cost coefficient, $/MWh.
+    pub c1: f64,
+    /// Constant cost while committed, $/h.
+    pub c0: f64,
+    /// Minimum output, MW.
+    pub pmin: f64,
+    /// Maximum output, MW.
+    pub pmax: f64,
+}
+
+impl QuadraticUnit {
+    /// Output that minimizes `cost(p) - price * p` on `[pmin, pmax]` (the inverse marginal
+    /// cost of eq. 37-38 with erratum 1: `(price - c1) / (2 c2)`, clamped).
+    pub fn output_at(&self, price: f64) -> f64 {
+        ((price - self.c1) / (2.0 * self.c2)).clamp(self.pmin, self.pmax)
+    }
+
+    /// Cost of producing `p`, $/h.
+    pub fn cost(&self, p: f64) -> f64 {
+        (self.c2 * p + self.c1) * p + self.c0
+    }
+}
+
+impl OfferCurve {
+    /// A curve that exports `export` at every price with cost `cost`.
+    pub fn fixed(export: f64, cost: f64) -> Self {
+        OfferCurve {
+            prices: vec![0.0],
+            exports: vec![export],
+            costs: vec![cost],
+        }
+    }
+
+    /// Builds a curve from breakpoints and checks its invariants.
+    pub fn new(prices: Vec<f64>, exports: Vec<f64>, costs: Vec<f64>) -> Result<Self> {
+        let curve = OfferCurve {
+            prices,
+            exports,
+            costs,
+        };
+        curve.check()?;
+        Ok(curve)
+    }
+
+    /// The exact aggregate curve of quadratic units plus a fixed export and cost (for a
+    /// microgrid: the battery plan minus the load). Breakpoints sit where a unit reaches
+    /// its minimum or maximum, so linear interpolation between them is exact.
+    pub fn from_units(units: &[QuadraticUnit], fixed_export: f64, fixed_cost: f64) -> Result<Self> {
+        for (i, u) in units.iter().enumerate() {
+            if !(u.c2 > 0.0 && u.c2.is_finite()) {
+                return Err(Error::invalid(
+                    format!("unit[{i}].c2"),
+                    u.c2,
+                    "> 0 (apply the linear-cost floor first)",
+                ));
+            }
+            if !(u.pmin <= u.pmax) {
+                return Err(Error::invalid(
+                    format!("unit[{i}].pmin"),
+                    u.pmin,
+                    format!("<= pmax = {}", u.pmax),
+                ));
+            }
+        }
+        if units.is_empty() {
+            return Ok(Self::fixed(fixed_export, fixed_cost));
+        }
+        let mut prices: Vec<f64> = units
+            .iter()
+            .flat_map(|u| [u.c1 + 2.0 * u.c2 * u.pmin, u.c1 + 2.0 * u.c2 * u.pmax])
+            .collect();
+        prices.sort_by(f64::total_cmp);
+        prices.dedup();
+        let (mut exports, mut costs) = (Vec::with_capacity(prices.len()), Vec::new());
+        for &price in &prices {
+            let (mut x, mut c) = (fixed_export, fixed_cost);
+            for u in units {
+                let p = u.output_at(price);
+                x += p;
+                c += u.cost(p);
+            }
+            exports.push(x);
+            costs.push(c);
+        }
+        Self::new(prices, exports, costs)
+    }
+
+    /// Number of breakpoints.
+    pub fn len(&self) -> usize {
+        self.prices.len()
+    }
+
+    /// Always false for a valid curve (kept for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty()
+    }
+
+    /// Lowest export the agent can offer, MW.
+    pub fn min_export(&self) -> f64 {
+        self.exports[0]
+    }
+
+    /// Highest export the agent can offer, MW.
+    pub fn max_export(&self) -> f64 {
+        self.exports[self.exports.len() - 1]
+    }
+
+    /// Checks the invariants: equal non-zero lengths, finite values, monotone coordinates.
+    pub fn check(&self) -> Result<()> {
+        let n = self.prices.len();
+        if n == 0 || self.exports.len() != n || self.costs.len() != n {
+            return Err(Error::invalid(
+                "offer_curve.len",
+                format!("{}/{}/{}", n, self.exports.len(), self.costs.len()),
+                "equal, non-zero lengths",
+            ));
+        }
+        for k in 0..n {
+            for (name, v) in [
+                ("prices", self.prices[k]),
+                ("exports", self.exports[k]),
+                ("costs", self.costs[k]),
+            ] {
+                if !v.is_finite() {
+                    return Err(Error::invalid(
+                        format!("offer_curve.{name}[{k}]"),
+                        v,
+                        "finite",
+                    ));
+                }
+            }
+            if k > 0
+                && (self.prices[k] < self.prices[k - 1] || self.exports[k] < self.exports[k - 1])
+            {
+                return Err(Error::invalid(
+                    format!("offer_curve[{k}]"),
+                    format!("({}, {})", self.prices[k], self.exports[k]),
+                    "prices and exports non-decreasing",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index `k` of the segment `[k, k+1]` that contains `price` (prices[k] <= price <
+    /// prices[k+1]); `None` outside the curve's price range.
+    fn segment_by_price(&self, price: f64) -> Option<usize> {
+        let n = self.prices.len();
+        if n < 2 || price < self.prices[0] || price >= self.prices[n - 1] {
+            return None;
+        }
+        // partition_point gives the first breakpoint with price > `price`.
+        Some(self.prices.partition_point(|&p| p <= price) - 1)
+    }
+
+    /// The export at `price`, MW: the agent's set point (eq. 37-38 generalized to any
+    /// monotone response).
+    pub fn export_at(&self, price: f64) -> f64 {
+        let n = self.prices.len();
+        if price <= self.prices[0] {
+            return self.exports[0];
+        }
+        if price >= self.prices[n - 1] {
+            return self.exports[n - 1];
+        }
+        match self.segment_by_price(price) {
+            Some(k) => {
+                let dp = self.prices[k + 1] - self.prices[k];
+                let t = (price - self.prices[k]) / dp;
+                self.exports[k] + t * (self.exports[k + 1] - self.exports[k])
+            }
+            None => self.exports[n - 1],
+        }
+    }
+
+    /// Slope `d export / d price`, MW per $/MWh, on the side of `price` the price is moving
+    /// to (`downward` true: the segment left of `price`).
+    pub fn slope_at(&self, price: f64, downward: bool) -> f64 {
+        let n = self.prices.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let k = if downward {
+            if price <= self.prices[0] || price > self.prices[n - 1] {
+                return 0.0;
+            }
+            // Last breakpoint strictly below `price`.
+            self.prices.partition_point(|&p| p < price) - 1
+        } else {
+            match self.segment_by_price(price) {
+                Some(k) => k,
+                None => return 0.0,
+            }
+        };
+        let dp = self.prices[k + 1] - self.prices[k];
+        if dp > 0.0 {
+            (self.exports[k + 1] - self.exports[k]) / dp
+        } else {
+            0.0
+        }
+    }
+
+    /// Marginal cost at export `x`, $/MWh (the inverse curve). Outside the curve's export
+    /// range the end price is returned.
+    pub fn price_at_export(&self, x: f64) -> f64 {
+        let n = self.exports.len();
+        if x <= self.exports[0] {
+            return self.prices[0];
+        }
+        if x >= self.exports[n - 1] {
+            return self.prices[n - 1];
+        }
+        let k = self.exports.partition_point(|&e| e <= x) - 1;
+        let dx = self.exports[k + 1] - self.exports[k];
+        let t = (x - self.exports[k]) / dx;
+        self.prices[k] + t * (self.prices[k + 1] - self.prices[k])
+    }
+
+    /// Internal operating cost at export `x`, $/h: exact integral of the marginal cost.
+    /// Outside the export range the cost is extended with the end price (a linear
+    /// extrapolation), which only a relaxed, not-yet-converged iterate can reach.
+    pub fn cost_at_export(&self, x: f64) -> f64 {
+        let n = self.exports.len();
+        if x <= self.exports[0] {
+            return self.costs[0] + (x - self.exports[0]) * self.prices[0];
+        }
+        if x >= self.exports[n - 1] {
+            return self.costs[n - 1] + (x - self.exports[n - 1]) * self.prices[n - 1];
+        }
+        let k = self.exports.partition_point(|&e| e <= x) - 1;
+        let p = self.price_at_export(x);
+        // Trapezoid rule: exact, because the marginal cost is linear on the segment.
+        self.costs[k] + (x - self.exports[k]) * 0.5 * (self.prices[k] + p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(c2: f64, c1: f64, pmin: f64, pmax: f64) -> QuadraticUnit {
+        QuadraticUnit {
+            c2,
+            c1,
+            c0: 10.0,
+            pmin,
+            pmax,
+        }
+    }
+
+    #[test]
+    fn two_units_hand_computed() {
+        // Unit A: c2 0.5, c1 10, 0..10 MW -> marginal 10..20 $/MWh.
+        // Unit B: c2 0.25, c1 15, 2..12 MW -> marginal 16..21 $/MWh.
+        let a = unit(0.5, 10.0, 0.0, 10.0);
+        let b = unit(0.25, 15.0, 2.0, 12.0);
+        let c = OfferCurve::from_units(&[a, b], -5.0, 1.0).unwrap();
+        assert_eq!(c.prices, vec![10.0, 16.0, 20.0, 21.0]);
+        // At 10: A 0, B 2 -> 2 - 5 = -3. At 16: A 6, B 2 -> 3. At 20: A 10, B 10 -> 15.
+        // At 21: A 10, B 12 -> 17.
+        assert_eq!(c.exports, vec![-3.0, 3.0, 15.0, 17.0]);
+        // At price 18: A 8, B 6 -> 9.
+        assert!((c.export_at(18.0) - 9.0).abs() < 1e-12);
+        // Slope between 16 and 20: 1/(2*0.5) + 1/(2*0.25) = 3 MW per $/MWh.
+        assert!((c.slope_at(18.0, true) - 3.0).abs() < 1e-12);
+        assert!((c.slope_at(16.0, false) - 3.0).abs() < 1e-12);
+        assert!((c.slope_at(16.0, true) - 1.0).abs() < 1e-12);
+        assert_eq!(c.export_at(0.0), -3.0);
+        assert_eq!(c.export_at(100.0), 17.0);
+        assert_eq!(c.slope_at(100.0, false), 0.0);
+        // Cost at export 9 (A 8, B 6): 0.5*64 + 80 + 10 + 0.25*36 + 90 + 10 + 1 = 232.
+        assert!((c.cost_at_export(9.0) - 232.0).abs() < 1e-9);
+        assert!((c.price_at_export(9.0) - 18.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cost_matches_direct_evaluation_everywhere() {
+        let units = [
+            unit(0.01, 20.0, 10.0, 100.0),
+            unit(0.2, 18.0, 0.0, 30.0),
+            unit(0.05, 40.0, 5.0, 50.0),
+        ];
+        let c = OfferCurve::from_units(&units, -60.0, 0.0).unwrap();
+        for i in 0..=400 {
+            let price = i as f64 * 0.2;
+            let x = c.export_at(price);
+            let direct: f64 = units.iter().map(|u| u.cost(u.output_at(price))).sum();
+            assert!(
+                (c.cost_at_export(x) - direct).abs() < 1e-9 * direct.abs().max(1.0),
+                "price {price}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_non_monotone_and_nan() {
+        assert!(OfferCurve::new(vec![1.0, 0.5], vec![0.0, 1.0], vec![0.0, 0.0]).is_err());
+        assert!(OfferCurve::new(vec![0.0, 1.0], vec![1.0, 0.0], vec![0.0, 0.0]).is_err());
+        let e = OfferCurve::new(vec![0.0, f64::NAN], vec![0.0, 1.0], vec![0.0, 0.0]).unwrap_err();
+        assert!(e.to_string().contains("prices[1]"), "{e}");
+        assert!(OfferCurve::from_units(&[unit(0.0, 1.0, 0.0, 1.0)], 0.0, 0.0).is_err());
+    }
+
+    #[test]
+    fn fixed_curve_is_flat() {
+        let c = OfferCurve::fixed(-7.0, 3.0);
+        assert_eq!(c.export_at(-100.0), -7.0);
+        assert_eq!(c.export_at(100.0), -7.0);
+        assert_eq!(c.slope_at(5.0, true), 0.0);
+        assert_eq!(c.cost_at_export(-7.0), 3.0);
+    }
+}

@@ -1,0 +1,178 @@
+//! The scenario: one settings struct that can override every default, read from TOML and
+//! validated in one place. Every error names the field, the value and the allowed range.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::matpower::{self, Case};
+use crate::data::rts79::{self, Season, Weekday};
+use crate::error::{Error, Result};
+use crate::microgrid::{HOURS, Microgrid};
+use crate::rci::RciSettings;
+
+/// The smart-grid data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GridSettings {
+    /// MATPOWER case file; absent: the embedded IEEE RTS-24 (`case24_ieee_rts.m`).
+    pub case_file: Option<PathBuf>,
+    /// Quadratic cost given to units whose gencost has c2 = 0, $/MW^2h (erratum 2: a small
+    /// proximal term; the centralized references use the same costs).
+    pub linear_cost_c2: f64,
+}
+
+impl Default for GridSettings {
+    fn default() -> Self {
+        GridSettings {
+            case_file: None,
+            linear_cost_c2: 0.01,
+        }
+    }
+}
+
+/// The smart grid's 24-h system load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadSettings {
+    /// RTS-79 week, 1..=52 (default 51: the annual peak week).
+    pub week: usize,
+    /// RTS-79 day of the week (default Tuesday: the annual peak day).
+    pub day: Weekday,
+    /// Season whose hourly shape is used; absent: the season of `week`.
+    pub season: Option<Season>,
+    /// Multiplier applied to every hour's load, > 0.
+    pub scale: f64,
+    /// 24 explicit system loads, MW; when given they replace the RTS-79 profile.
+    pub hourly_mw: Option<Vec<f64>>,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        LoadSettings {
+            week: rts79::PEAK_WEEK,
+            day: rts79::PEAK_DAY,
+            season: None,
+            scale: 1.0,
+            hourly_mw: None,
+        }
+    }
+}
+
+/// What a run keeps beyond the hourly results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputSettings {
+    /// Keep per-iteration trajectories of every hour (Parquet + convergence plots).
+    pub keep_trajectories: bool,
+    /// Write PNG and SVG plots.
+    pub plots: bool,
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        OutputSettings {
+            keep_trajectories: true,
+            plots: true,
+        }
+    }
+}
+
+/// A complete scenario. `Scenario::default()` is the embedded default job.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Smart-grid data.
+    pub grid: GridSettings,
+    /// System load profile.
+    pub load: LoadSettings,
+    /// The microgrid.
+    pub microgrid: Microgrid,
+    /// RCI negotiation settings.
+    pub rci: RciSettings,
+    /// Output options.
+    pub output: OutputSettings,
+}
+
+impl Scenario {
+    /// Reads a scenario from a TOML file (unknown fields are errors).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading scenario {}", path.display()), e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses a scenario from TOML text; `path` labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Scenario {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })
+    }
+
+    /// Loads the MATPOWER case the scenario names (or the embedded RTS-24).
+    pub fn load_case(&self) -> Result<Case> {
+        match &self.grid.case_file {
+            None => matpower::parse(crate::data::CASE24_IEEE_RTS, "<embedded case24_ieee_rts>"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::io(format!("reading grid.case_file {}", p.display()), e))?;
+                matpower::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// The 24 system loads, MW, before validation against the case.
+    pub fn system_load_mw(&self, case: &Case) -> Result<[f64; HOURS]> {
+        let mut out = [0.0; HOURS];
+        match &self.load.hourly_mw {
+            Some(v) => {
+                if v.len() != HOURS {
+                    return Err(Error::invalid(
+                        "load.hourly_mw",
+                        format!("{} values", v.len()),
+                        "exactly 24 values",
+                    ));
+                }
+                for (h, &x) in v.iter().enumerate() {
+                    if !(x.is_finite() && x >= 0.0) {
+                        return Err(Error::invalid(
+                            format!("load.hourly_mw[{h}]"),
+                            x,
+                            "finite, >= 0 MW",
+                        ));
+                    }
+                    out[h] = x * self.load.scale;
+                }
+            }
+            None => {
+                let frac = rts79::day_profile_with_season(
+                    self.load.week,
+                    self.load.day,
+                    self.load.season,
+                )?;
+                let peak = case.total_load_mw();
+                for h in 0..HOURS {
+                    out[h] = frac[h] * peak * self.load.scale;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validates every field that does not need the case.
+    pub fn validate_settings(&self) -> Result<()> {
+        let c2 = self.grid.linear_cost_c2;
+        if !(c2.is_finite() && c2 > 0.0 && c2 <= 10.0) {
+            return Err(Error::invalid("grid.linear_cost_c2", c2, "(0, 10] $/MW^2h"));
+        }
+        let s = self.load.scale;
+        if !(s.is_finite() && s > 0.0 && s <= 10.0) {
+            return Err(Error::invalid("load.scale", s, "(0, 10]"));
+        }
+        if self.load.hourly_mw.is_none() && !(1..=52).contains(&self.load.week) {
+            return Err(Error::invalid("load.week", self.load.week, "1..=52"));
+        }
+        self.rci.validate()
+    }
+}
