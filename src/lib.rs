@@ -13,6 +13,7 @@
 //! - [`central`]: the centralized QP references (hourly and 24-h).
 //! - [`scenario`]: the one settings struct, read from TOML and validated.
 //! - [`market`]: assembles a market from a scenario and runs the day.
+//! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
 
 pub mod central;
 pub mod data;
@@ -21,6 +22,7 @@ pub mod grid;
 pub mod market;
 pub mod microgrid;
 pub mod offer;
+pub mod output;
 pub mod rci;
 pub mod scenario;
 

@@ -17,9 +17,9 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::central::qp::Qp;
+use crate::central::qp::{Qp, QpSolution};
 use crate::error::{Error, Result};
-use crate::grid::SmartGrid;
+use crate::grid::{HourRows, SmartGrid};
 use crate::offer::OfferCurve;
 
 /// One affine piece of the marginal cost around a sample point.
@@ -33,11 +33,26 @@ struct Piece {
     /// Unit outputs on the piece: p0 + x p1 (fixed units have p1 = 0).
     p0: Vec<f64>,
     p1: Vec<f64>,
+    /// Exports between which the piece stays primal feasible (no free unit past a limit,
+    /// no inactive line past its rating).
+    valid_from: f64,
+    valid_to: f64,
 }
 
 impl Piece {
     fn lmp(&self, x: f64) -> f64 {
         self.l0 + self.l1 * x
+    }
+
+    /// The breakpoint `(x, marginal cost, unit outputs)` of this piece at `x`.
+    fn point(&self, x: f64) -> (f64, f64, Vec<f64>) {
+        let outputs = self
+            .p0
+            .iter()
+            .zip(&self.p1)
+            .map(|(a, b)| a + b * x)
+            .collect();
+        (x, self.lmp(x), outputs)
     }
 
     fn same_line(&self, other: &Piece) -> bool {
@@ -71,26 +86,18 @@ pub fn smart_grid_curve(
     let samples: Vec<Piece> = xs.iter().map(|&x| oracle.piece(x)).collect::<Result<_>>()?;
     // Each breakpoint: (x, marginal cost, unit outputs from the piece valid there).
     let mut points: Vec<(f64, f64, Vec<f64>)> = Vec::new();
-    let at = |p: &Piece, x: f64| {
-        (
-            x,
-            p.lmp(x),
-            p.p0.iter()
-                .zip(&p.p1)
-                .map(|(a, b)| a + b * x)
-                .collect::<Vec<_>>(),
-        )
-    };
-    points.push(at(&samples[0], samples[0].x));
+    points.push(samples[0].point(samples[0].x));
     for w in samples.windows(2) {
         oracle.refine(&w[0], &w[1], 0, &mut points)?;
-        points.push(at(&w[1], w[1].x));
+        points.push(w[1].point(w[1].x));
     }
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     let (mut prices, mut exports, mut costs) = (Vec::new(), Vec::new(), Vec::new());
     for (x, lmp, outputs) in points {
-        if let Some(&last) = exports.last()
-            && x - last <= 1e-9
+        // A repeated export is kept only as the upper end of a jump in marginal cost.
+        if let (Some(&last_x), Some(&last_p)) = (exports.last(), prices.last())
+            && x - last_x <= 1e-9
+            && lmp - last_p <= 1e-9 * lmp.abs().max(1.0)
         {
             continue;
         }
@@ -139,6 +146,12 @@ fn prune_collinear(prices: &mut Vec<f64>, exports: &mut Vec<f64>, costs: &mut Ve
     costs.retain(|_| *it.next().unwrap_or(&true));
 }
 
+/// Which units sit at a limit and which lines at their rating (with the sign).
+struct ActiveSet {
+    fixed: Vec<Option<f64>>,
+    lines: Vec<(usize, f64)>,
+}
+
 struct Oracle<'a> {
     grid: &'a SmartGrid,
     bus_loads: &'a [f64],
@@ -165,37 +178,57 @@ impl Oracle<'_> {
         if a.same_line(b) {
             return Ok(());
         }
-        let at = |p: &Piece, x: f64| {
-            (
-                x,
-                p.lmp(x),
-                p.p0.iter()
-                    .zip(&p.p1)
-                    .map(|(u, v)| u + v * x)
-                    .collect::<Vec<_>>(),
-            )
-        };
+        // Adjacent pieces: a stops being feasible exactly where b starts. The breakpoint is
+        // there, with a jump in the marginal cost when every unit sits at a limit.
+        let xe = a.valid_to;
+        if xe > a.x && xe < b.x && (xe - b.valid_from).abs() <= 1e-9 * xe.abs().max(1.0) {
+            out.push(a.point(xe));
+            if (a.lmp(xe) - b.lmp(xe)).abs() > 1e-9 * a.lmp(xe).abs().max(1.0) {
+                out.push(b.point(xe));
+            }
+            return Ok(());
+        }
+        // Step just past the end of a's feasibility: the piece found there usually starts
+        // exactly where a ends. The step stays clear of the interior-point solver's
+        // ambiguity zone around a jump (about 5e-4 MW for the nearly flat nuclear units).
+        if xe > a.x && xe < b.x && b.x - xe > 4e-3 {
+            if let Ok(c) = self.piece(xe + 2e-3) {
+                self.refine(a, &c, depth + 1, out)?;
+                out.push(c.point(c.x));
+                return self.refine(&c, b, depth + 1, out);
+            }
+        }
+        // A single kink between a and b lies where their lines cross; the oracle confirms.
         if (a.l1 - b.l1).abs() > 1e-14 {
             let xc = (b.l0 - a.l0) / (a.l1 - b.l1);
             if xc > a.x && xc < b.x {
-                let c = self.piece(xc)?;
                 let v = a.lmp(xc);
-                if (c.lmp(xc) - v).abs() <= 1e-7 * v.abs().max(1.0)
+                if let Ok(c) = self.piece(xc)
+                    && (c.lmp(xc) - v).abs() <= 1e-7 * v.abs().max(1.0)
                     && (c.same_line(a) || c.same_line(b))
                 {
-                    out.push(at(a, xc));
+                    out.push(a.point(xc));
                     return Ok(());
                 }
             }
         }
         if b.x - a.x <= 1e-7 || depth > 60 {
-            // Two kinks closer than 1e-7 MW: linear interpolation between a and b is exact
-            // to far below any tolerance the market uses.
+            // Two breakpoints closer than 1e-7 MW: the straight segment between a and b is
+            // exact to far below any tolerance the market uses.
             return Ok(());
         }
-        let m = self.piece(0.5 * (a.x + b.x))?;
+        let m = match self
+            .piece(0.5 * (a.x + b.x))
+            .or_else(|_| self.piece(a.x + 0.513 * (b.x - a.x)))
+        {
+            Ok(m) => m,
+            // Within the interior-point accuracy of a jump no active set can be read; the
+            // exact pieces on either side bound the jump to this interval.
+            Err(_) if b.x - a.x <= 1e-2 => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.refine(a, &m, depth + 1, out)?;
-        out.push(at(&m, m.x));
+        out.push(m.point(m.x));
         self.refine(&m, b, depth + 1, out)
     }
 
@@ -212,17 +245,156 @@ impl Oracle<'_> {
         let lmp = g.lmp(&sol, &rows, self.pcc);
         let flows = g.flows(&g.injections(&outputs, self.bus_loads, self.pcc, -x));
 
-        // Active set: units at a limit are fixed; lines at their rating become equalities.
-        let n = g.units.len();
-        let mut fixed: Vec<Option<f64>> = vec![None; n];
-        for (i, u) in g.units.iter().enumerate() {
-            let tol = 1e-6 * u.pmax.abs().max(1.0);
-            if u.pmax - u.pmin <= tol || outputs[i] >= u.pmax - tol {
-                fixed[i] = Some(u.pmax);
-            } else if outputs[i] <= u.pmin + tol {
-                fixed[i] = Some(u.pmin);
+        // The active set is read with a tolerance; near a kink or a jump one tolerance can
+        // misclassify a unit that sits a hair off its limit, so several are tried and the
+        // first piece that reproduces the interior-point solution is kept.
+        let mut last = String::new();
+        for active in self.candidate_active_sets(&sol, &rows, &outputs, &flows) {
+            match self.kkt_piece(x, &active) {
+                Ok(piece) => {
+                    // Accept the piece when it is feasible, prices the PCC like the QP and
+                    // costs no more than the QP's dispatch: then it is the optimum. (The
+                    // interior-point outputs themselves are only accurate to about
+                    // sqrt(gap / c2), which is coarse for the nearly flat nuclear units.)
+                    let kkt_lmp = piece.lmp(x);
+                    let p: Vec<f64> = (0..outputs.len())
+                        .map(|i| piece.p0[i] + piece.p1[i] * x)
+                        .collect();
+                    let bound_violation = g
+                        .units
+                        .iter()
+                        .zip(&p)
+                        .map(|(u, &v)| (u.pmin - v).max(v - u.pmax))
+                        .fold(0.0, f64::max);
+                    let line_violation = g
+                        .flows(&g.injections(&p, self.bus_loads, self.pcc, -x))
+                        .iter()
+                        .zip(&g.lines)
+                        .map(|(f, l)| f.abs() - l.limit_mw)
+                        .fold(0.0, f64::max);
+                    let cost =
+                        |q: &[f64]| g.units.iter().zip(q).map(|(u, &v)| u.cost(v)).sum::<f64>();
+                    let (kkt_cost, qp_cost) = (cost(&p), cost(&outputs));
+                    if (kkt_lmp - lmp).abs() <= 1e-5 * lmp.abs().max(1.0)
+                        && bound_violation <= 1e-6
+                        && line_violation <= 1e-6
+                        && kkt_cost <= qp_cost + 1e-9 * qp_cost.abs().max(1.0)
+                    {
+                        return Ok(piece);
+                    }
+                    last = format!(
+                        "price {kkt_lmp} vs {lmp}, bound violation {bound_violation:.3e} MW, line violation {line_violation:.3e} MW, cost {kkt_cost} vs {qp_cost}"
+                    );
+                }
+                Err(e) => last = e.to_string(),
             }
         }
+        Err(self.error(format!(
+            "no active set reproduces the QP at export {x:.6} MW: {last}"
+        )))
+    }
+
+    /// Candidate active sets, most reliable first: units classified by their own bus price
+    /// (accurate even where the interior-point outputs are not) and lines by their duals;
+    /// then units and lines classified by distance to their limits at several tolerances.
+    fn candidate_active_sets(
+        &self,
+        sol: &QpSolution,
+        rows: &HourRows,
+        outputs: &[f64],
+        flows: &[f64],
+    ) -> Vec<ActiveSet> {
+        let g = self.grid;
+        let bus_lmp: Vec<f64> = (0..g.bus_ids.len()).map(|b| g.lmp(sol, rows, b)).collect();
+        let by_price: Vec<Option<f64>> = g
+            .units
+            .iter()
+            .map(|u| {
+                let p = (bus_lmp[u.bus] - u.c1) / (2.0 * u.c2);
+                if u.pmax - u.pmin <= 1e-12 || p >= u.pmax {
+                    Some(u.pmax)
+                } else if p <= u.pmin {
+                    Some(u.pmin)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let by_dual: Vec<(usize, f64)> = rows
+            .line_rows
+            .iter()
+            .enumerate()
+            .filter_map(|(l, &(up, dn))| {
+                let (zu, zd) = (-sol.sensitivity(up), -sol.sensitivity(dn));
+                if zu > 1e-7 {
+                    Some((l, 1.0))
+                } else if zd > 1e-7 {
+                    Some((l, -1.0))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let by_output = |tol: f64| -> Vec<Option<f64>> {
+            g.units
+                .iter()
+                .zip(outputs)
+                .map(|(u, &p)| {
+                    if u.pmax - u.pmin <= tol || p >= u.pmax - tol {
+                        Some(u.pmax)
+                    } else if p <= u.pmin + tol {
+                        Some(u.pmin)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        let by_flow = |tol: f64| -> Vec<(usize, f64)> {
+            g.lines
+                .iter()
+                .zip(flows)
+                .enumerate()
+                .filter_map(|(l, (line, &f))| {
+                    if f >= line.limit_mw - tol {
+                        Some((l, 1.0))
+                    } else if f <= -line.limit_mw + tol {
+                        Some((l, -1.0))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        let mut sets = vec![
+            ActiveSet {
+                fixed: by_price.clone(),
+                lines: by_dual.clone(),
+            },
+            ActiveSet {
+                fixed: by_price,
+                lines: by_flow(1e-6),
+            },
+        ];
+        for tol in [1e-7, 1e-6, 1e-5, 1e-4] {
+            sets.push(ActiveSet {
+                fixed: by_output(tol),
+                lines: by_dual.clone(),
+            });
+            sets.push(ActiveSet {
+                fixed: by_output(tol),
+                lines: by_flow(tol),
+            });
+        }
+        sets
+    }
+
+    /// The affine piece of a given active set: the equality-constrained KKT system solved
+    /// for the value and the derivative in `x`.
+    fn kkt_piece(&self, x: f64, active: &ActiveSet) -> Result<Piece> {
+        let g = self.grid;
+        let n = g.units.len();
+        let fixed = &active.fixed;
         let free: Vec<usize> = (0..n).filter(|&i| fixed[i].is_none()).collect();
         // Equality rows E p_free = r0 + r1 x.
         let mut e_rows: Vec<Vec<f64>> = Vec::new();
@@ -234,15 +406,8 @@ impl Oracle<'_> {
         e_rows.push(vec![1.0; free.len()]);
         r0.push(total_load - fixed_sum(&|_| 1.0));
         r1.push(1.0);
-        for (l, line) in g.lines.iter().enumerate() {
-            let tol = 1e-6 * line.limit_mw;
-            let sign = if flows[l] >= line.limit_mw - tol {
-                1.0
-            } else if flows[l] <= -line.limit_mw + tol {
-                -1.0
-            } else {
-                continue;
-            };
+        for &(l, sign) in &active.lines {
+            let line = &g.lines[l];
             let a = |i: usize| g.ptdf[(l, g.units[i].bus)];
             e_rows.push(free.iter().map(|&i| a(i)).collect());
             let load_flow: f64 = self
@@ -292,17 +457,38 @@ impl Oracle<'_> {
             l0 += (2.0 * u.c2 * s0[k] + u.c1) * s1[k];
             l1 += 2.0 * u.c2 * s1[k] * s1[k];
         }
-        let piece = Piece { x, l0, l1, p0, p1 };
-        // The KKT piece must reproduce the interior-point solution it came from.
-        let kkt_lmp = piece.lmp(x);
-        let worst_p = (0..n)
-            .map(|i| (piece.p0[i] + piece.p1[i] * x - outputs[i]).abs())
-            .fold(0.0, f64::max);
-        if (kkt_lmp - lmp).abs() > 1e-4 * lmp.abs().max(1.0) || worst_p > 1e-3 {
-            return Err(self.error(format!(
-                "active-set piece disagrees with the QP at export {x:.6} MW: price {kkt_lmp} vs {lmp}, outputs off by {worst_p:.3e} MW"
-            )));
+        // Primal validity: free units stay within their limits, inactive lines within
+        // their ratings, as x moves along the piece.
+        let (mut valid_from, mut valid_to) = (f64::NEG_INFINITY, f64::INFINITY);
+        let mut clip = |v0: f64, v1: f64, lo: f64, hi: f64| {
+            if v1.abs() < 1e-14 {
+                return;
+            }
+            // v(x) = v0 + v1 x stays in [lo, hi] between these two exports.
+            let (xa, xb) = ((lo - v0) / v1, (hi - v0) / v1);
+            let (xlo, xhi) = if v1 > 0.0 { (xa, xb) } else { (xb, xa) };
+            valid_from = valid_from.max(xlo);
+            valid_to = valid_to.min(xhi);
+        };
+        for &i in &free {
+            clip(p0[i], p1[i], g.units[i].pmin, g.units[i].pmax);
         }
-        Ok(piece)
+        let zeros = vec![0.0; self.bus_loads.len()];
+        let f0 = g.flows(&g.injections(&p0, self.bus_loads, self.pcc, 0.0));
+        let f1 = g.flows(&g.injections(&p1, &zeros, self.pcc, -1.0));
+        for (l, line) in g.lines.iter().enumerate() {
+            if !active.lines.iter().any(|&(k, _)| k == l) {
+                clip(f0[l], f1[l], -line.limit_mw, line.limit_mw);
+            }
+        }
+        Ok(Piece {
+            x,
+            l0,
+            l1,
+            p0,
+            p1,
+            valid_from,
+            valid_to,
+        })
     }
 }

@@ -1,0 +1,386 @@
+//! Where output goes: Parquet files written atomically, and the [`Sink`] abstraction that
+//! lets the same writers target a directory ([`DirSink`]) or memory ([`MemorySink`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+
+/// Wraps a Parquet error as an [`Error::Output`] for `path`.
+fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::Output {
+        context: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `batch` to `path` as a ZSTD-compressed Parquet file. The data goes to
+/// `path.with_extension("parquet.tmp")` first and is renamed into place, so a file under
+/// the final name is always complete.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let tmp = path.with_extension("parquet.tmp");
+    let result = write_parquet_file(&tmp, batch).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("renaming {} into place", tmp.display()), e))
+    });
+    if result.is_err() {
+        // Best effort: the original error is the one worth reporting.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes and syncs one Parquet file (no renaming).
+fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let file =
+        File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err(path))?;
+    writer.write(batch).map_err(parquet_err(path))?;
+    let file = writer.into_inner().map_err(parquet_err(path))?;
+    // Sync before the rename so that a crash cannot leave a renamed but empty file.
+    file.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// A destination for a run's tables and files.
+pub trait Sink {
+    /// Stores a table under `name` (a [`DirSink`] writes `{name}.parquet`).
+    fn write_table(&mut self, name: &str, batch: &RecordBatch) -> Result<()>;
+
+    /// Stores a file's bytes under the file name `name`.
+    fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Stores a file that `render` must write to a path (plotters' PNG encoder only
+    /// writes to files). The path handed to `render` ends with `name`'s extension, since
+    /// the encoder picks the format from it.
+    ///
+    /// The default renders into a scratch file in the system temporary directory, reads
+    /// it back and passes the bytes to [`Sink::write_bytes`].
+    fn write_rendered(
+        &mut self,
+        name: &str,
+        render: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()> {
+        check_name(name)?;
+        let scratch = Scratch(std::env::temp_dir().join(format!(
+            "p2pmarket-{}-{}-{name}",
+            std::process::id(),
+            SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )));
+        render(&scratch.0)?;
+        let bytes = std::fs::read(&scratch.0)
+            .map_err(|e| Error::io(format!("reading back {}", scratch.0.display()), e))?;
+        self.write_bytes(name, &bytes)
+    }
+}
+
+/// Distinguishes the scratch files of one process.
+static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A scratch file, removed when dropped (also on error paths).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The file may never have been created; nothing to report either way.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Rejects names that would escape the sink's directory or clash with staging files.
+fn check_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.ends_with(".tmp");
+    if bad {
+        return Err(Error::Output {
+            context: format!("output file `{name}`"),
+            message: "a plain file name is required (no path separators, not ending in .tmp)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// A sink writing files into a directory; each file appears atomically (staged and
+/// renamed).
+#[derive(Debug, Clone)]
+pub struct DirSink {
+    dir: PathBuf,
+    written: Vec<String>,
+}
+
+impl DirSink {
+    /// A sink writing into `dir`, which must exist.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirSink {
+            dir: dir.into(),
+            written: Vec::new(),
+        }
+    }
+
+    /// The directory written into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// File names written so far, in order.
+    pub fn written(&self) -> &[String] {
+        &self.written
+    }
+
+    /// The staging path of file `name`: `{stem}.tmp.{ext}`, keeping the extension last
+    /// because plotters' encoder picks the image format from it.
+    fn staging_path(&self, name: &str) -> PathBuf {
+        let path = Path::new(name);
+        let staged = match (path.file_stem(), path.extension()) {
+            (Some(stem), Some(ext)) => {
+                format!("{}.tmp.{}", stem.to_string_lossy(), ext.to_string_lossy())
+            }
+            _ => format!("{name}.tmp"),
+        };
+        self.dir.join(staged)
+    }
+
+    /// Renames a staged file into place, removing it on failure.
+    fn commit(&mut self, staged: &Path, name: &str) -> Result<()> {
+        let target = self.dir.join(name);
+        if let Err(e) = std::fs::rename(staged, &target) {
+            let _ = std::fs::remove_file(staged);
+            return Err(Error::io(
+                format!("renaming {} into place", staged.display()),
+                e,
+            ));
+        }
+        self.written.push(name.to_string());
+        Ok(())
+    }
+}
+
+impl Sink for DirSink {
+    fn write_table(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
+        let file = format!("{name}.parquet");
+        check_name(&file)?;
+        write_parquet(&self.dir.join(&file), batch)?;
+        self.written.push(file);
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let staged = self.staging_path(name);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = File::create(&staged)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&staged);
+            return Err(Error::io(format!("writing {}", staged.display()), e));
+        }
+        self.commit(&staged, name)
+    }
+
+    fn write_rendered(
+        &mut self,
+        name: &str,
+        render: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()> {
+        check_name(name)?;
+        let staged = self.staging_path(name);
+        if let Err(e) = render(&staged) {
+            // A failed renderer may still have flushed a partial image when dropped.
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        self.commit(&staged, name)
+    }
+}
+
+/// A sink keeping everything in memory (for tests and embedding).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    /// Tables by name.
+    pub tables: BTreeMap<String, RecordBatch>,
+    /// Files by name.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Sink for MemorySink {
+    fn write_table(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
+        self.tables.insert(name.to_string(), batch.clone());
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_name(name)?;
+        self.files.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tables::{hourly_table, trajectory_table};
+    use crate::output::test_support::day;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn read_back(path: &Path) -> RecordBatch {
+        let file = File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 1);
+        batches.into_iter().next().unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hourly_table_round_trips_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hourly.parquet");
+        let batch = hourly_table(&day(true)).unwrap();
+        write_parquet(&path, &batch).unwrap();
+        let back = read_back(&path);
+        // Schema (with its unit metadata) and every value come back unchanged.
+        assert_eq!(back, batch);
+        assert_eq!(entries(dir.path()), vec!["hourly.parquet"]);
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        let codec = meta.row_group(0).column(0).compression();
+        assert!(matches!(codec, Compression::ZSTD(_)), "{codec:?}");
+    }
+
+    #[test]
+    fn trajectory_table_round_trips_through_parquet_even_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        for keep in [true, false] {
+            let path = dir.path().join(format!("traj-{keep}.parquet"));
+            let batch = trajectory_table(&day(keep)).unwrap();
+            write_parquet(&path, &batch).unwrap();
+            let file = File::open(&path).unwrap();
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            assert_eq!(builder.schema().as_ref(), batch.schema().as_ref());
+            let rows: usize = builder
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum();
+            assert_eq!(rows, batch.num_rows());
+        }
+    }
+
+    #[test]
+    fn failed_parquet_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is an existing directory: the rename fails after the data is written.
+        let path = dir.path().join("taken.parquet");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), b"x").unwrap();
+        let batch = hourly_table(&day(false)).unwrap();
+        assert!(matches!(
+            write_parquet(&path, &batch),
+            Err(Error::Io { .. })
+        ));
+        assert_eq!(entries(dir.path()), vec!["taken.parquet"]);
+    }
+
+    #[test]
+    fn dir_sink_writes_atomically_named_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink::new(dir.path());
+        sink.write_table("hourly", &hourly_table(&day(true)).unwrap())
+            .unwrap();
+        sink.write_bytes("a.json", b"{}").unwrap();
+        sink.write_rendered("b.txt", &mut |p: &Path| {
+            assert!(p.to_string_lossy().ends_with(".tmp.txt"));
+            std::fs::write(p, b"rendered").map_err(|e| Error::io("test", e))
+        })
+        .unwrap();
+        let failed = sink.write_rendered("c.png", &mut |p: &Path| {
+            std::fs::write(p, b"partial").map_err(|e| Error::io("test", e))?;
+            Err(Error::Output {
+                context: "test".into(),
+                message: "renderer failed".into(),
+            })
+        });
+        assert!(failed.is_err());
+        assert_eq!(sink.written(), ["hourly.parquet", "a.json", "b.txt"]);
+        assert_eq!(
+            entries(dir.path()),
+            vec!["a.json", "b.txt", "hourly.parquet"]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("b.txt")).unwrap(),
+            b"rendered"
+        );
+    }
+
+    #[test]
+    fn sinks_reject_path_like_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = DirSink::new(dir.path());
+        for bad in ["", "..", "../x", "a/b", "x.tmp"] {
+            assert!(sink.write_bytes(bad, b"x").is_err(), "{bad:?}");
+        }
+        assert!(
+            sink.write_table("../up", &hourly_table(&day(false)).unwrap())
+                .is_err()
+        );
+        assert!(MemorySink::new().write_bytes("a/b", b"x").is_err());
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn memory_sink_keeps_tables_bytes_and_rendered_files() {
+        let mut sink = MemorySink::new();
+        let batch = hourly_table(&day(true)).unwrap();
+        sink.write_table("hourly", &batch).unwrap();
+        sink.write_bytes("x.json", b"[1]").unwrap();
+        let mut scratch = PathBuf::new();
+        sink.write_rendered("y.png", &mut |p: &Path| {
+            scratch = p.to_path_buf();
+            std::fs::write(p, b"png").map_err(|e| Error::io("test", e))
+        })
+        .unwrap();
+        assert_eq!(sink.tables["hourly"], batch);
+        assert_eq!(sink.files["x.json"], b"[1]");
+        assert_eq!(sink.files["y.png"], b"png");
+        assert!(scratch.to_string_lossy().ends_with(".png"));
+        assert!(!scratch.exists(), "scratch file left behind");
+    }
+}

@@ -1,0 +1,562 @@
+//! Figures of a day, each as PNG and SVG drawn by one function generic over the plotters
+//! backend, so both files show the same thing:
+//! - `price_convergence`: market price vs iteration, one line per hour (Fig. 8);
+//! - `power_convergence`: exchange smart grid -> microgrid vs iteration (Fig. 6-7);
+//! - `cost_convergence`: total cost of the day vs iteration (Fig. 9);
+//! - `p2p_vs_central`: exchange and price per hour, P2P against both references
+//!   (Fig. 10-11).
+//!
+//! The crate uses no system fonts: an embedded DejaVu Sans is registered with plotters'
+//! `ab_glyph` renderer on first use. PNGs go through [`Sink::write_rendered`] because
+//! plotters' PNG encoder only writes files; SVGs are rendered to a string.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::error::{Error, Result};
+use crate::market::{DayResult, HourResult};
+use crate::output::parquet::Sink;
+use crate::output::tables::{cost_by_iteration, iteration_chunks};
+
+/// Size of every figure, pixels.
+const SIZE: (u32, u32) = (1200, 700);
+
+/// Most points drawn per line; longer series are decimated (min/max per bucket), which
+/// keeps their envelope while bounding the SVG size for runs of 1e5 iterations.
+const MAX_POINTS: usize = 4000;
+
+/// Registers the embedded font once; later calls return the first outcome.
+fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            register_font(
+                "sans-serif",
+                FontStyle::Normal,
+                include_bytes!("../../assets/fonts/DejaVuSans.ttf"),
+            )
+            .map_err(|_| "the embedded DejaVu Sans font is invalid".to_string())
+        })
+        .clone()
+        .map_err(|message| Error::Output {
+            context: "plots".into(),
+            message,
+        })
+}
+
+/// The figures, in the order they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plot {
+    PriceConvergence,
+    PowerConvergence,
+    CostConvergence,
+    P2pVsCentral,
+}
+
+impl Plot {
+    const ALL: [Plot; 4] = [
+        Plot::PriceConvergence,
+        Plot::PowerConvergence,
+        Plot::CostConvergence,
+        Plot::P2pVsCentral,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Plot::PriceConvergence => "price_convergence",
+            Plot::PowerConvergence => "power_convergence",
+            Plot::CostConvergence => "cost_convergence",
+            Plot::P2pVsCentral => "p2p_vs_central",
+        }
+    }
+
+    fn needs_trajectories(self) -> bool {
+        self != Plot::P2pVsCentral
+    }
+}
+
+/// Names (without extension) of every figure [`write_plots`] can write.
+pub const PLOT_NAMES: [&str; 4] = [
+    "price_convergence",
+    "power_convergence",
+    "cost_convergence",
+    "p2p_vs_central",
+];
+
+/// Draws every figure as `NAME.png` and `NAME.svg` into `sink` and returns the file names
+/// written. The convergence figures are skipped (not an error) when no trajectories were
+/// kept.
+pub fn write_plots(sink: &mut dyn Sink, day: &DayResult) -> Result<Vec<String>> {
+    ensure_font()?;
+    let has_trajectories = day
+        .hours
+        .iter()
+        .any(|h| !h.p2p.outcome.trajectory.is_empty());
+    let mut written = Vec::new();
+    for plot in Plot::ALL {
+        if plot.needs_trajectories() && !has_trajectories {
+            continue;
+        }
+        let png = format!("{}.png", plot.name());
+        sink.write_rendered(&png, &mut |path: &Path| {
+            let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+            draw(plot, &root, day)?;
+            root.present().map_err(draw_err(plot))
+        })?;
+        written.push(png);
+
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            draw(plot, &root, day)?;
+            root.present().map_err(draw_err(plot))?;
+        }
+        let name = format!("{}.svg", plot.name());
+        sink.write_bytes(&name, svg.as_bytes())?;
+        written.push(name);
+    }
+    Ok(written)
+}
+
+/// Wraps a plotters error as an [`Error::Output`] for `plot`.
+fn draw_err<E: std::fmt::Display>(plot: Plot) -> impl Fn(E) -> Error {
+    move |e| Error::Output {
+        context: format!("plot {}", plot.name()),
+        message: e.to_string(),
+    }
+}
+
+/// Draws one figure on any backend.
+fn draw<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    day: &DayResult,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(draw_err(plot))?;
+    match plot {
+        Plot::PriceConvergence => {
+            let series = hour_series(day, |points| {
+                points.iter().map(|p| p.state.price).sum::<f64>() / points.len() as f64
+            });
+            draw_hourly_lines(
+                plot,
+                root,
+                &series,
+                "Price convergence per hour",
+                "market price ($/MWh)",
+            )
+        }
+        Plot::PowerConvergence => {
+            // Agent 0 is the smart grid: its export is the microgrid's import.
+            let series = hour_series(day, |points| {
+                points
+                    .iter()
+                    .find(|p| p.agent == 0)
+                    .map_or(f64::NAN, |p| p.state.power)
+            });
+            draw_hourly_lines(
+                plot,
+                root,
+                &series,
+                "Exchange convergence per hour",
+                "exchange smart grid -> microgrid (MW)",
+            )
+        }
+        Plot::CostConvergence => {
+            let points: Vec<(f64, f64)> = cost_by_iteration(day)
+                .into_iter()
+                .map(|(k, c)| (f64::from(k), c))
+                .collect();
+            draw_cost(plot, root, &points)
+        }
+        Plot::P2pVsCentral => draw_p2p_vs_central(plot, root, &day.hours),
+    }
+}
+
+/// One (iteration, value) series per hour, from the kept trajectory; `value` maps the
+/// agents' states of one iteration to a number.
+fn hour_series(
+    day: &DayResult,
+    value: impl Fn(&[crate::rci::TrajectoryPoint]) -> f64,
+) -> Vec<(usize, Vec<(f64, f64)>)> {
+    day.hours
+        .iter()
+        .filter(|h| !h.p2p.outcome.trajectory.is_empty())
+        .map(|h| {
+            let points = iteration_chunks(&h.p2p.outcome.trajectory)
+                .map(|(k, pts)| (f64::from(k), value(pts)))
+                .filter(|(_, v)| v.is_finite())
+                .collect::<Vec<_>>();
+            (h.hour, decimate(&points, MAX_POINTS))
+        })
+        .collect()
+}
+
+/// Keeps at most about `max` points: the first and last, and the minimum and maximum of
+/// each bucket in x order, so spikes and the envelope survive.
+fn decimate(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max.max(4) {
+        return points.to_vec();
+    }
+    let buckets = (max / 2).max(1);
+    let size = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(2 * buckets + 2);
+    for chunk in points.chunks(size) {
+        let lo = chunk
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map(|(i, _)| i);
+        let hi = chunk
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map(|(i, _)| i);
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            let (a, b) = (lo.min(hi), lo.max(hi));
+            out.push(chunk[a]);
+            if b != a {
+                out.push(chunk[b]);
+            }
+        }
+    }
+    // The first and last points anchor the line's ends exactly.
+    if out.first() != points.first() {
+        out.insert(0, points[0]);
+    }
+    if out.last() != points.last() {
+        out.push(points[points.len() - 1]);
+    }
+    out
+}
+
+/// A range covering the finite values, padded by 5 % (a unit wide when they are equal or
+/// absent), so a flat line is still drawn inside the frame.
+fn padded_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return -1.0..1.0;
+    }
+    let pad = if hi > lo {
+        0.05 * (hi - lo)
+    } else {
+        0.5 * lo.abs().max(1.0)
+    };
+    (lo - pad)..(hi + pad)
+}
+
+/// The x range of iteration series: from 0 to the last iteration (at least 1).
+fn iteration_range(last: f64) -> Range<f64> {
+    0.0..last.max(1.0)
+}
+
+/// Stops of the viridis colour map (matplotlib's default), dark blue to yellow.
+const VIRIDIS: [(u8, u8, u8); 8] = [
+    (68, 1, 84),
+    (70, 50, 127),
+    (54, 92, 141),
+    (39, 127, 143),
+    (31, 162, 136),
+    (74, 194, 110),
+    (160, 219, 57),
+    (254, 232, 37),
+];
+
+/// The colour of an hour on a viridis gradient over the day (plotters' own colour maps
+/// sit behind a feature this crate does not enable). The last tenth (a pale yellow) is
+/// cut off so every line stays visible on white.
+fn hour_color(hour: usize) -> RGBColor {
+    let t = 0.9 * hour.min(23) as f64 / 23.0 * (VIRIDIS.len() - 1) as f64;
+    let k = (t.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = t - k as f64;
+    let (a, b) = (VIRIDIS[k], VIRIDIS[k + 1]);
+    let mix = |x: u8, y: u8| (f64::from(x) + f * (f64::from(y) - f64::from(x))).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Lines of one quantity vs iteration, coloured by hour, with a colour bar.
+fn draw_hourly_lines<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    series: &[(usize, Vec<(f64, f64)>)],
+    title: &str,
+    y_desc: &str,
+) -> Result<()> {
+    let err = draw_err(plot);
+    let (main, bar) = root.split_horizontally(SIZE.0 - 110);
+    let last = series
+        .iter()
+        .flat_map(|(_, s)| s.last().map(|p| p.0))
+        .fold(0.0, f64::max);
+    let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
+    let mut chart = ChartBuilder::on(&main)
+        .caption(title, ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(90)
+        .build_cartesian_2d(iteration_range(last), y)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .draw()
+        .map_err(&err)?;
+    for (hour, points) in series {
+        let style = hour_color(*hour).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(&err)?;
+    }
+    draw_hour_colour_bar(plot, &bar)
+}
+
+/// A vertical colour bar labelled "hour 0" to "hour 23".
+fn draw_hour_colour_bar<DB: DrawingBackend>(
+    plot: Plot,
+    area: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    let err = draw_err(plot);
+    let (x0, y0, cell) = (10, 70, 22);
+    let text = ("sans-serif", 15).into_font();
+    area.draw(&Text::new("hour", (x0, y0 - 25), text.clone()))
+        .map_err(&err)?;
+    for hour in 0..24 {
+        let top = y0 + hour * cell;
+        area.draw(&Rectangle::new(
+            [(x0, top), (x0 + 24, top + cell)],
+            hour_color(hour as usize).filled(),
+        ))
+        .map_err(&err)?;
+        if hour % 6 == 0 || hour == 23 {
+            area.draw(&Text::new(
+                hour.to_string(),
+                (x0 + 32, top + cell / 2 - 8),
+                text.clone(),
+            ))
+            .map_err(&err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Total cost of the day vs iteration.
+fn draw_cost<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    let err = draw_err(plot);
+    let points: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let points = decimate(&points, MAX_POINTS);
+    let last = points.last().map_or(0.0, |p| p.0);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Total cost of the day vs iteration", ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(110)
+        .build_cartesian_2d(
+            iteration_range(last),
+            padded_range(points.iter().map(|p| p.1)),
+        )
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc("total cost ($)")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .draw()
+        .map_err(&err)?;
+    chart
+        .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
+        .map_err(&err)?;
+    Ok(())
+}
+
+/// One quantity per hour: P2P (markers), hourly reference (line), 24-h co-optimization
+/// (dashed line).
+struct HourlyComparison<'a> {
+    title: &'a str,
+    y_desc: &'a str,
+    p2p: Vec<(f64, f64)>,
+    hourly: Vec<(f64, f64)>,
+    horizon: Vec<(f64, f64)>,
+}
+
+/// Exchange (top) and price (bottom) per hour: P2P against both references.
+fn draw_p2p_vs_central<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    hours: &[HourResult],
+) -> Result<()> {
+    let series = |f: &dyn Fn(&HourResult) -> f64| -> Vec<(f64, f64)> {
+        hours
+            .iter()
+            .map(|h| (h.hour as f64, f(h)))
+            .filter(|p| p.1.is_finite())
+            .collect()
+    };
+    let exchange = HourlyComparison {
+        title: "Exchange smart grid -> microgrid",
+        y_desc: "exchange (MW)",
+        p2p: series(&|h| h.p2p.exchange_mw),
+        hourly: series(&|h| h.hourly_reference.exchange_mw),
+        horizon: series(&|h| h.horizon_reference.exchange_mw),
+    };
+    let price = HourlyComparison {
+        title: "Price at the PCC",
+        y_desc: "price ($/MWh)",
+        p2p: series(&|h| h.p2p.price),
+        hourly: series(&|h| h.hourly_reference.price),
+        horizon: series(&|h| h.horizon_reference.price),
+    };
+    let (top, bottom) = root.split_vertically(SIZE.1 / 2);
+    draw_comparison(plot, &top, &exchange)?;
+    draw_comparison(plot, &bottom, &price)
+}
+
+/// One panel of [`draw_p2p_vs_central`].
+fn draw_comparison<DB: DrawingBackend>(
+    plot: Plot,
+    area: &DrawingArea<DB, Shift>,
+    c: &HourlyComparison<'_>,
+) -> Result<()> {
+    let err = draw_err(plot);
+    let y = padded_range(c.p2p.iter().chain(&c.hourly).chain(&c.horizon).map(|p| p.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(c.title, ("sans-serif", 22))
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(90)
+        .build_cartesian_2d(-0.5f64..23.5f64, y)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour")
+        .y_desc(c.y_desc)
+        .x_labels(24)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(&err)?;
+    let red = RED.stroke_width(2);
+    let blue = BLUE.stroke_width(2);
+    let green = GREEN.mix(0.8).stroke_width(2);
+    chart
+        .draw_series(LineSeries::new(c.hourly.iter().copied(), blue))
+        .map_err(&err)?
+        .label("hourly reference")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue));
+    chart
+        .draw_series(DashedLineSeries::new(
+            c.horizon.iter().copied(),
+            8,
+            5,
+            green,
+        ))
+        .map_err(&err)?
+        .label("24-h co-optimization")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+    chart
+        .draw_series(c.p2p.iter().map(|&p| Circle::new(p, 5, red.filled())))
+        .map_err(&err)?
+        .label("P2P (RCI)")
+        .legend(move |(x, y)| Circle::new((x + 10, y), 5, red.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(&err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::parquet::MemorySink;
+    use crate::output::test_support::day;
+
+    const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+    #[test]
+    fn all_plots_as_png_and_svg() {
+        let mut sink = MemorySink::new();
+        let written = write_plots(&mut sink, &day(true)).unwrap();
+        let expected: Vec<String> = PLOT_NAMES
+            .iter()
+            .flat_map(|n| [format!("{n}.png"), format!("{n}.svg")])
+            .collect();
+        assert_eq!(written, expected);
+        assert_eq!(sink.files.len(), 8);
+        for (name, bytes) in &sink.files {
+            if name.ends_with(".png") {
+                assert!(bytes.starts_with(PNG_MAGIC), "{name} is not a PNG");
+            } else {
+                let text = std::str::from_utf8(bytes).unwrap();
+                assert!(text.contains("<svg"), "{name} is not an SVG");
+                // Axis labels with units are drawn as text.
+                assert!(
+                    text.contains("iteration") || text.contains("hour"),
+                    "{name}"
+                );
+            }
+        }
+        let cmp = std::str::from_utf8(&sink.files["p2p_vs_central.svg"]).unwrap();
+        for label in [
+            "exchange (MW)",
+            "price ($/MWh)",
+            "24-h co-optimization",
+            "P2P (RCI)",
+        ] {
+            assert!(cmp.contains(label), "missing {label}");
+        }
+    }
+
+    #[test]
+    fn convergence_plots_skipped_without_trajectories() {
+        let mut sink = MemorySink::new();
+        let written = write_plots(&mut sink, &day(false)).unwrap();
+        assert_eq!(written, ["p2p_vs_central.png", "p2p_vs_central.svg"]);
+    }
+
+    #[test]
+    fn long_trajectories_are_decimated() {
+        let points: Vec<(f64, f64)> = (0..100_000)
+            .map(|k| (k as f64, if k == 54_321 { 1e6 } else { (k % 7) as f64 }))
+            .collect();
+        let d = decimate(&points, MAX_POINTS);
+        assert!(d.len() <= MAX_POINTS + 2, "{}", d.len());
+        assert_eq!(d.first(), points.first());
+        assert_eq!(d.last(), points.last());
+        assert!(d.contains(&(54_321.0, 1e6)), "the spike survives");
+        assert!(d.windows(2).all(|w| w[0].0 < w[1].0), "x order kept");
+        let short = &points[..10];
+        assert_eq!(decimate(short, MAX_POINTS), short);
+    }
+
+    #[test]
+    fn ranges_are_never_empty() {
+        assert_eq!(padded_range([].into_iter()), -1.0..1.0);
+        assert_eq!(padded_range([f64::NAN].into_iter()), -1.0..1.0);
+        let r = padded_range([5.0, 5.0].into_iter());
+        assert!(r.start < 5.0 && r.end > 5.0);
+        let r = padded_range([0.0, 10.0, f64::INFINITY].into_iter());
+        assert_eq!(r, -0.5..10.5);
+        assert_eq!(hour_color(0), RGBColor(68, 1, 84));
+    }
+}
