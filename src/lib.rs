@@ -13,10 +13,12 @@
 //! - [`central`]: the centralized QP references (hourly and 24-h).
 //! - [`scenario`]: the one settings struct, read from TOML and validated.
 //! - [`market`]: assembles a market from a scenario and runs the day.
+//! - [`engine`]: batches of perturbed days on the rayon CPU backend or the WGSL GPU kernel.
 //! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
 
 pub mod central;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod grid;
 pub mod market;

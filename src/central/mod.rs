@@ -28,6 +28,10 @@ pub struct ReferenceHour {
     pub battery_mw: f64,
     /// Lines at their rating, `from-to`.
     pub binding_lines: Vec<String>,
+    /// Output of each committed unit, MW, in [`crate::grid::SmartGrid::units`] order.
+    pub generator_mw: Vec<f64>,
+    /// Locational marginal price at every bus, $/MWh, in case bus order.
+    pub bus_prices: Vec<f64>,
 }
 
 impl ReferenceHour {
@@ -90,7 +94,6 @@ fn add_microgrid_hour(
 fn summarize_hour(
     market: &Market,
     hour: usize,
-    qp: &Qp,
     sol: &qp::QpSolution,
     rows: &crate::grid::HourRows,
     mv: Option<&MicrogridVars>,
@@ -114,7 +117,6 @@ fn summarize_hour(
         }
         None => (0.0, 0.0),
     };
-    let _ = qp;
     let loads = market.bus_loads(hour);
     let flows = g.flows(&g.injections(&outputs, &loads, market.pcc, export));
     ReferenceHour {
@@ -124,6 +126,8 @@ fn summarize_hour(
         microgrid_cost,
         battery_mw,
         binding_lines: g.binding_lines(&flows, 1e-4),
+        bus_prices: (0..g.bus_ids.len()).map(|b| g.lmp(sol, rows, b)).collect(),
+        generator_mw: outputs,
     }
 }
 
@@ -145,7 +149,6 @@ pub fn hourly_reference(market: &Market, hour: usize) -> Result<ReferenceHour> {
     Ok(summarize_hour(
         market,
         hour,
-        &qp,
         &sol,
         &rows,
         mv.as_ref(),
@@ -210,7 +213,7 @@ pub fn horizon_reference(market: &Market) -> Result<Vec<ReferenceHour>> {
                 .as_ref()
                 .and_then(|m| m.battery)
                 .map_or(0.0, |(ch, dis)| sol.x[dis] - sol.x[ch]);
-            summarize_hour(market, *h, &qp, &sol, rows, mv.as_ref(), battery_mw)
+            summarize_hour(market, *h, &sol, rows, mv.as_ref(), battery_mw)
         })
         .collect())
 }

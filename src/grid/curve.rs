@@ -37,6 +37,9 @@ struct Piece {
     /// no inactive line past its rating).
     valid_from: f64,
     valid_to: f64,
+    /// Largest violation of the KKT sign conditions at `x`, $/MWh (0: the active set is
+    /// dual feasible there, so with primal feasibility the piece is the exact optimum).
+    dual_violation: f64,
 }
 
 impl Piece {
@@ -79,6 +82,7 @@ pub fn smart_grid_curve(
         pcc,
         label,
     };
+    let (lo, hi) = feasible_exports(grid, bus_loads, pcc, lo, hi, label)?;
     const SAMPLES: usize = 12;
     let xs: Vec<f64> = (0..=SAMPLES)
         .map(|i| lo + (hi - lo) * i as f64 / SAMPLES as f64)
@@ -122,6 +126,43 @@ pub fn smart_grid_curve(
     }
     prune_collinear(&mut prices, &mut exports, &mut costs);
     OfferCurve::new(prices, exports, costs)
+}
+
+/// The exports in `[lo, hi]` the smart grid can deliver within its unit and line limits
+/// (two LPs), pulled in by 1e-6 MW: at an edge a limit may bind with every unit fixed, where
+/// the price is not unique, and no curve sample may sit on such a point.
+fn feasible_exports(
+    grid: &SmartGrid,
+    bus_loads: &[f64],
+    pcc: usize,
+    lo: f64,
+    hi: f64,
+    label: &str,
+) -> Result<(f64, f64)> {
+    let edge = |direction: f64| -> Result<f64> {
+        let mut qp = Qp::default();
+        // A load at the PCC of `x` MW; the units get zero cost so only feasibility counts.
+        let x = qp.var(0.0, direction, lo, hi);
+        let mut zero_cost = grid.clone();
+        for u in &mut zero_cost.units {
+            u.c2 = 0.0;
+            u.c1 = 0.0;
+        }
+        zero_cost.add_hour(&mut qp, bus_loads, pcc, &vec![(x, -1.0)], 0.0);
+        let sol = qp.solve(&format!("feasible exports of the smart grid, {label}"))?;
+        Ok(sol.x[x])
+    };
+    let (min_x, max_x) = (edge(1.0)?, edge(-1.0)?);
+    let (min_x, max_x) = (min_x + 1e-6, max_x - 1e-6);
+    if !(min_x < max_x) {
+        return Err(Error::Solver {
+            problem: format!("smart-grid offer curve, {label}"),
+            message: format!(
+                "the grid can only trade in [{min_x:.6}, {max_x:.6}] MW at the PCC: no room to negotiate"
+            ),
+        });
+    }
+    Ok((min_x, max_x))
 }
 
 /// Removes interior breakpoints that lie on the line through their neighbours: the
@@ -250,44 +291,59 @@ impl Oracle<'_> {
         // first piece that reproduces the interior-point solution is kept.
         let mut last = String::new();
         for active in self.candidate_active_sets(&sol, &rows, &outputs, &flows) {
-            match self.kkt_piece(x, &active) {
-                Ok(piece) => {
-                    // Accept the piece when it is feasible, prices the PCC like the QP and
-                    // costs no more than the QP's dispatch: then it is the optimum. (The
-                    // interior-point outputs themselves are only accurate to about
-                    // sqrt(gap / c2), which is coarse for the nearly flat nuclear units.)
-                    let kkt_lmp = piece.lmp(x);
-                    let p: Vec<f64> = (0..outputs.len())
-                        .map(|i| piece.p0[i] + piece.p1[i] * x)
-                        .collect();
-                    let bound_violation = g
-                        .units
-                        .iter()
-                        .zip(&p)
-                        .map(|(u, &v)| (u.pmin - v).max(v - u.pmax))
-                        .fold(0.0, f64::max);
-                    let line_violation = g
-                        .flows(&g.injections(&p, self.bus_loads, self.pcc, -x))
-                        .iter()
-                        .zip(&g.lines)
-                        .map(|(f, l)| f.abs() - l.limit_mw)
-                        .fold(0.0, f64::max);
-                    let cost =
-                        |q: &[f64]| g.units.iter().zip(q).map(|(u, &v)| u.cost(v)).sum::<f64>();
-                    let (kkt_cost, qp_cost) = (cost(&p), cost(&outputs));
-                    if (kkt_lmp - lmp).abs() <= 1e-5 * lmp.abs().max(1.0)
-                        && bound_violation <= 1e-6
-                        && line_violation <= 1e-6
-                        && kkt_cost <= qp_cost + 1e-9 * qp_cost.abs().max(1.0)
-                    {
-                        return Ok(piece);
-                    }
-                    last = format!(
-                        "price {kkt_lmp} vs {lmp}, bound violation {bound_violation:.3e} MW, line violation {line_violation:.3e} MW, cost {kkt_cost} vs {qp_cost}"
-                    );
+            let piece = match self.kkt_piece(x, &active) {
+                Ok(piece) => piece,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
                 }
-                Err(e) => last = e.to_string(),
+            };
+            // A piece is the optimum when it is feasible and costs no more than the QP's
+            // dispatch. (The interior-point outputs themselves are only accurate to about
+            // sqrt(gap / c2), which is coarse for the nearly flat nuclear units.)
+            let kkt_lmp = piece.lmp(x);
+            let p: Vec<f64> = (0..outputs.len())
+                .map(|i| piece.p0[i] + piece.p1[i] * x)
+                .collect();
+            let bound_violation = g
+                .units
+                .iter()
+                .zip(&p)
+                .map(|(u, &v)| (u.pmin - v).max(v - u.pmax))
+                .fold(0.0, f64::max);
+            let line_violation = g
+                .flows(&g.injections(&p, self.bus_loads, self.pcc, -x))
+                .iter()
+                .zip(&g.lines)
+                .map(|(f, l)| f.abs() - l.limit_mw)
+                .fold(0.0, f64::max);
+            let cost = |q: &[f64]| g.units.iter().zip(q).map(|(u, &v)| u.cost(v)).sum::<f64>();
+            let (kkt_cost, qp_cost) = (cost(&p), cost(&outputs));
+            let balance = (p.iter().sum::<f64>() - self.bus_loads.iter().sum::<f64>() - x).abs();
+            // Primal and dual feasibility of the KKT point certify the exact optimum,
+            // whatever the interior-point solver's accuracy near a kink.
+            if balance <= 1e-7
+                && bound_violation <= 1e-7
+                && line_violation <= 1e-7
+                && piece.dual_violation <= 1e-9
+            {
+                return Ok(piece);
             }
+            // Otherwise (degenerate multipliers) accept an optimal piece that prices the PCC
+            // like the QP: near a kink a neighbouring piece can be optimal to second order
+            // yet carry the wrong slope, which the price comparison rejects.
+            if balance <= 1e-6
+                && bound_violation <= 1e-6
+                && line_violation <= 1e-6
+                && kkt_cost <= qp_cost + 1e-9 * qp_cost.abs().max(1.0)
+                && (kkt_lmp - lmp).abs() <= 1e-6 * lmp.abs().max(1.0)
+            {
+                return Ok(piece);
+            }
+            last = format!(
+                "price {kkt_lmp} vs {lmp}, dual violation {:.3e}, balance {balance:.3e} MW, bound violation {bound_violation:.3e} MW, line violation {line_violation:.3e} MW, cost {kkt_cost} vs {qp_cost}",
+                piece.dual_violation
+            );
         }
         Err(self.error(format!(
             "no active set reproduces the QP at export {x:.6} MW: {last}"
@@ -457,6 +513,34 @@ impl Oracle<'_> {
             l0 += (2.0 * u.c2 * s0[k] + u.c1) * s1[k];
             l1 += 2.0 * u.c2 * s1[k] * s1[k];
         }
+        // Dual feasibility: bus prices from the multipliers, pi_b = -(nu_balance +
+        // sum_l nu_l PTDF[l, b]); a unit fixed at its maximum must not be dearer than its
+        // bus price, one at its minimum not cheaper; a line at its rating must have a
+        // multiplier pushing the right way (sign * nu_l >= 0).
+        let nu: Vec<f64> = (0..ne).map(|r| s0[nf + r] + x * s1[nf + r]).collect();
+        let bus_price = |b: usize| -> f64 {
+            -(nu[0]
+                + active
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &(l, _))| nu[k + 1] * g.ptdf[(l, b)])
+                    .sum::<f64>())
+        };
+        let mut dual_violation: f64 = 0.0;
+        for (i, u) in g.units.iter().enumerate() {
+            if let Some(p) = fixed[i]
+                && u.pmax - u.pmin > 1e-12
+            {
+                let mc = 2.0 * u.c2 * p + u.c1;
+                let pi = bus_price(u.bus);
+                let v = if p >= u.pmax { mc - pi } else { pi - mc };
+                dual_violation = dual_violation.max(v / pi.abs().max(1.0));
+            }
+        }
+        for (k, &(_, sign)) in active.lines.iter().enumerate() {
+            dual_violation = dual_violation.max(-sign * nu[k + 1]);
+        }
         // Primal validity: free units stay within their limits, inactive lines within
         // their ratings, as x moves along the piece.
         let (mut valid_from, mut valid_to) = (f64::NEG_INFINITY, f64::INFINITY);
@@ -489,6 +573,7 @@ impl Oracle<'_> {
             p1,
             valid_from,
             valid_to,
+            dual_violation,
         })
     }
 }

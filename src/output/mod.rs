@@ -2,7 +2,7 @@
 //! and the figures, published atomically as one directory.
 //!
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
-//! - [`parquet`]: atomic Parquet files and the [`Sink`] abstraction (directory or memory);
+//! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
 //! - [`plots`]: PNG + SVG figures;
 //! - [`summary`]: the JSON summary.
 

@@ -259,6 +259,12 @@ fn iteration_range(last: f64) -> Range<f64> {
     0.0..last.max(1.0)
 }
 
+/// How many x labels an iteration axis ending at `last` gets: at most one per
+/// iteration, so the chosen label step is at least 1 and integer labels are exact.
+fn iteration_labels(last: f64) -> usize {
+    (last.max(1.0) as usize + 1).min(10)
+}
+
 /// Stops of the viridis colour map (matplotlib's default), dark blue to yellow.
 const VIRIDIS: [(u8, u8, u8); 8] = [
     (68, 1, 84),
@@ -309,6 +315,8 @@ fn draw_hourly_lines<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("iteration")
         .y_desc(y_desc)
+        .x_labels(iteration_labels(last))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .draw()
@@ -375,6 +383,9 @@ fn draw_cost<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("iteration")
         .y_desc("total cost ($)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .x_labels(iteration_labels(last))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .draw()
@@ -435,6 +446,9 @@ fn draw_comparison<DB: DrawingBackend>(
 ) -> Result<()> {
     let err = draw_err(plot);
     let y = padded_range(c.p2p.iter().chain(&c.hourly).chain(&c.horizon).map(|p| p.1));
+    // Headroom above the data for the legend: the series span all 24 hours, so any
+    // corner of the plot would otherwise hide some of them.
+    let y = y.start..y.end + 0.4 * (y.end - y.start);
     let mut chart = ChartBuilder::on(area)
         .caption(c.title, ("sans-serif", 22))
         .margin(10)
@@ -447,6 +461,7 @@ fn draw_comparison<DB: DrawingBackend>(
         .x_desc("hour")
         .y_desc(c.y_desc)
         .x_labels(24)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()

@@ -79,6 +79,8 @@ fn reference(price: f64, exchange_mw: f64, lines: &[&str]) -> ReferenceHour {
         microgrid_cost: 50.0,
         battery_mw: 1.5,
         binding_lines: lines.iter().map(|s| s.to_string()).collect(),
+        generator_mw: vec![exchange_mw + 100.0],
+        bus_prices: vec![price; 3],
     }
 }
 

@@ -1,0 +1,513 @@
+//! The flat, structure-of-arrays batch that every backend evaluates, and its outputs.
+//!
+//! One *run* is one full market day (every hour), possibly perturbed. The batch holds:
+//! - a shared **pool** of `f64` values: base offer curves (`prices`, `exports`, `costs` of
+//!   a curve stored back to back, `len` values each) and scalable quadratic units (5 values
+//!   each: `c2` $/MW^2h, `c1` $/MWh, `c0` $/h, `pmin` MW, `pmax` MW);
+//! - one [`AgentSlot`] per (curve set, hour, agent) saying which pool curve or unit group
+//!   an agent answers with, its fixed export and cost, and its trade limits;
+//! - per-run perturbations and RCI settings as vectors indexed by run.
+//!
+//! A *curve set* is one version of the base market for one distinct system-load scale.
+//! The smart grid's curve is network-exact (a sequence of DC-OPF solves, see
+//! [`crate::grid::curve`]) and far too costly to rebuild per run, so the host builds one
+//! set per distinct `load_scale` and runs index it; everything else (renewables, the
+//! microgrid's load) is scaled inside every backend from the per-run factors.
+//!
+//! An agent answers either with a pool curve (the smart grid) or with its unit group plus a
+//! fixed export and cost (the microgrid), never both. For a unit agent every backend builds
+//! exactly the curve [`OfferCurve::from_units`] builds, from the scaled units, so all
+//! backends evaluate the same function (see [`Batch::reference_curves`]).
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::market::Market;
+use crate::microgrid::HOURS;
+use crate::offer::{OfferCurve, QuadraticUnit};
+use crate::rci::{RciSettings, Residuals, TrajectoryPoint};
+
+/// Most agents one market hour may have (the smart grid and the microgrid).
+pub const MAX_AGENTS: usize = 2;
+/// Most quadratic units in one agent's unit group (the kernel's curve has twice as many
+/// breakpoints).
+pub const MAX_UNITS: usize = 4;
+/// Values per unit in the pool: `c2, c1, c0, pmin, pmax`.
+pub const UNIT_STRIDE: usize = 5;
+/// Agent flag: the unit group's `pmax` is multiplied by the run's `renewable_scale`.
+pub const SCALE_RENEWABLES: u32 = 1;
+/// Agent flag: the agent's `load_mw` is multiplied by the run's `mg_load_scale`.
+pub const SCALE_LOAD: u32 = 2;
+
+/// Which attack a run's [`AttackSlot`] describes. Only `None` exists for now; the slot is
+/// carried through every backend so the attack model can fill it without a layout change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum AttackKind {
+    /// No attack.
+    None = 0,
+}
+
+/// One run's attack description, read by every backend (kind 0 = none). Any other kind is
+/// rejected by [`Batch::from_market`] until the attack model is implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttackSlot {
+    /// [`AttackKind`] as `u32`.
+    pub kind: u32,
+    /// Hour of the day the attack hits, 0..24.
+    pub hour: u32,
+    /// First RCI iteration the attack is active.
+    pub first_iteration: u32,
+    /// Last RCI iteration the attack is active (inclusive).
+    pub last_iteration: u32,
+    /// Index of the attacked agent.
+    pub target_agent: u32,
+    /// Size of the attack, in the unit of the attacked quantity.
+    pub magnitude: f64,
+}
+
+/// The perturbation and settings of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// Factor on the smart grid's system load of every hour, > 0.
+    pub load_scale: f64,
+    /// Factor on the microgrid renewables' available power (their `pmax`), >= 0.
+    pub renewable_scale: f64,
+    /// Factor on the microgrid's load, >= 0.
+    pub mg_load_scale: f64,
+    /// RCI settings of every hour of the run.
+    pub rci: RciSettings,
+    /// Keep the per-iteration states of every hour.
+    pub trajectory: bool,
+    /// The run's attack slot (kind 0 = none).
+    pub attack: AttackSlot,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            load_scale: 1.0,
+            renewable_scale: 1.0,
+            mg_load_scale: 1.0,
+            rci: RciSettings::default(),
+            trajectory: false,
+            attack: AttackSlot::default(),
+        }
+    }
+}
+
+/// What one agent answers with in one hour of one curve set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AgentSlot {
+    /// Offset of the agent's curve in the pool (prices, then exports, then costs).
+    pub curve_offset: u32,
+    /// Breakpoints of the pool curve; 0 when the agent answers with its units.
+    pub curve_len: u32,
+    /// Offset of the agent's first unit in the pool.
+    pub unit_offset: u32,
+    /// Units in the agent's group, 0..=[`MAX_UNITS`].
+    pub unit_count: u32,
+    /// [`SCALE_RENEWABLES`] | [`SCALE_LOAD`].
+    pub flags: u32,
+    /// Export that is not scaled (the battery plan), MW.
+    pub fixed_export_mw: f64,
+    /// Load subtracted from the fixed export (scaled when [`SCALE_LOAD`]), MW.
+    pub load_mw: f64,
+    /// Cost of the fixed part (the battery's throughput cost), $/h.
+    pub fixed_cost: f64,
+    /// Lowest export the duals allow, MW (P_min of eq. 34/36).
+    pub min_export: f64,
+    /// Highest export the duals allow, MW (P_max of eq. 33/35).
+    pub max_export: f64,
+}
+
+/// A validated batch of runs over one base market.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub(crate) hours: usize,
+    pub(crate) agents: usize,
+    pub(crate) curve_sets: usize,
+    pub(crate) pool: Vec<f64>,
+    /// Indexed `(set * hours + hour) * agents + agent`.
+    pub(crate) slots: Vec<AgentSlot>,
+    pub(crate) load_scale: Vec<f64>,
+    pub(crate) renewable_scale: Vec<f64>,
+    pub(crate) mg_load_scale: Vec<f64>,
+    pub(crate) sg_curve_set: Vec<u32>,
+    pub(crate) rci: Vec<RciSettings>,
+    pub(crate) trajectory: Vec<bool>,
+    pub(crate) attack: Vec<AttackSlot>,
+}
+
+fn check_scale(run: usize, field: &str, v: f64, zero_ok: bool) -> Result<()> {
+    let ok = v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0));
+    if ok {
+        Ok(())
+    } else {
+        let allowed = if zero_ok {
+            ">= 0, finite"
+        } else {
+            "> 0, finite"
+        };
+        Err(Error::invalid(format!("runs[{run}].{field}"), v, allowed))
+    }
+}
+
+fn validate_run(i: usize, r: &RunSpec) -> Result<()> {
+    check_scale(i, "load_scale", r.load_scale, false)?;
+    check_scale(i, "renewable_scale", r.renewable_scale, true)?;
+    check_scale(i, "mg_load_scale", r.mg_load_scale, true)?;
+    r.rci.validate().map_err(|e| match e {
+        Error::InvalidInput {
+            field,
+            value,
+            allowed,
+        } => Error::InvalidInput {
+            field: format!("runs[{i}].{field}"),
+            value,
+            allowed,
+        },
+        other => other,
+    })?;
+    if r.attack.kind != AttackKind::None as u32 {
+        return Err(Error::invalid(
+            format!("runs[{i}].attack.kind"),
+            r.attack.kind,
+            "0 (none; attacks are not implemented yet)",
+        ));
+    }
+    Ok(())
+}
+
+impl Batch {
+    /// Builds a batch over `market` with one run per spec: one curve set per distinct
+    /// `load_scale` (the market with `system_load_mw` scaled, its curves rebuilt), the
+    /// microgrid as scalable units plus its battery plan and load.
+    ///
+    /// The battery plan of the base market is kept for every load scale (it is a plan the
+    /// microgrid made before the market, not a function of the smart grid's load).
+    pub fn from_market(market: &Market, runs: &[RunSpec]) -> Result<Batch> {
+        if runs.is_empty() {
+            return Err(Error::invalid("runs", 0, "at least one run"));
+        }
+        for (i, r) in runs.iter().enumerate() {
+            validate_run(i, r)?;
+        }
+        // Distinct load scales in order of first appearance, keyed by bit pattern.
+        let mut scales: Vec<f64> = Vec::new();
+        let mut sg_curve_set = Vec::with_capacity(runs.len());
+        for r in runs {
+            let set = match scales
+                .iter()
+                .position(|s| s.to_bits() == r.load_scale.to_bits())
+            {
+                Some(k) => k,
+                None => {
+                    scales.push(r.load_scale);
+                    scales.len() - 1
+                }
+            };
+            sg_curve_set.push(set as u32);
+        }
+        let hours = HOURS;
+        let mg_enabled = market.microgrid.config.enabled;
+        let agents = if mg_enabled { 2 } else { 1 };
+        // The smart grid's curves of every (set, hour): the costly part, in parallel.
+        let sg_curves: Vec<OfferCurve> = (0..scales.len() * hours)
+            .into_par_iter()
+            .map(|k| {
+                let (set, hour) = (k / hours, k % hours);
+                let mut scaled = market.clone();
+                // A scale of exactly 1 keeps the base loads bit for bit.
+                if scales[set] != 1.0 {
+                    for l in scaled.system_load_mw.iter_mut() {
+                        *l *= scales[set];
+                    }
+                }
+                let mut curves = scaled.curves(hour)?;
+                Ok(curves.swap_remove(0))
+            })
+            .collect::<Result<_>>()?;
+        let (min_export, max_export) = market.agent_limits();
+        let mut pool = Vec::new();
+        // The microgrid's units of each hour, shared by every set.
+        let mut mg_slots = Vec::with_capacity(hours);
+        for hour in 0..hours {
+            let units = market.microgrid.units(hour);
+            if units.len() > MAX_UNITS {
+                return Err(Error::invalid(
+                    "microgrid units",
+                    units.len(),
+                    format!("<= {MAX_UNITS}"),
+                ));
+            }
+            // Fails early on a unit the curve builder rejects (c2 <= 0, pmin > pmax).
+            market.microgrid.curve(hour)?;
+            let unit_offset = pool.len() as u32;
+            for u in &units {
+                pool.extend_from_slice(&[u.c2, u.c1, u.c0, u.pmin, u.pmax]);
+            }
+            let battery = market.microgrid.battery_plan[hour];
+            mg_slots.push(AgentSlot {
+                curve_offset: 0,
+                curve_len: 0,
+                unit_offset,
+                unit_count: units.len() as u32,
+                flags: SCALE_RENEWABLES | SCALE_LOAD,
+                fixed_export_mw: battery,
+                load_mw: market.microgrid.hourly[hour].load_mw,
+                fixed_cost: market.microgrid.config.battery.cost_per_mwh * battery.abs(),
+                min_export,
+                max_export,
+            });
+        }
+        let mut slots = Vec::with_capacity(scales.len() * hours * agents);
+        for (k, c) in sg_curves.iter().enumerate() {
+            let curve_offset = pool.len() as u32;
+            pool.extend_from_slice(&c.prices);
+            pool.extend_from_slice(&c.exports);
+            pool.extend_from_slice(&c.costs);
+            slots.push(AgentSlot {
+                curve_offset,
+                curve_len: c.len() as u32,
+                min_export,
+                max_export,
+                ..AgentSlot::default()
+            });
+            if mg_enabled {
+                slots.push(mg_slots[k % hours]);
+            }
+        }
+        if pool.len() > u32::MAX as usize {
+            return Err(Error::invalid("batch.pool", pool.len(), "< 2^32 values"));
+        }
+        Ok(Batch {
+            hours,
+            agents,
+            curve_sets: scales.len(),
+            pool,
+            slots,
+            load_scale: runs.iter().map(|r| r.load_scale).collect(),
+            renewable_scale: runs.iter().map(|r| r.renewable_scale).collect(),
+            mg_load_scale: runs.iter().map(|r| r.mg_load_scale).collect(),
+            sg_curve_set,
+            rci: runs.iter().map(|r| r.rci.clone()).collect(),
+            trajectory: runs.iter().map(|r| r.trajectory).collect(),
+            attack: runs.iter().map(|r| r.attack).collect(),
+        })
+    }
+
+    /// Number of runs.
+    pub fn runs(&self) -> usize {
+        self.rci.len()
+    }
+
+    /// Hours per run.
+    pub fn hours(&self) -> usize {
+        self.hours
+    }
+
+    /// Agents per hour.
+    pub fn agents(&self) -> usize {
+        self.agents
+    }
+
+    /// Number of curve sets (distinct load scales).
+    pub fn curve_sets(&self) -> usize {
+        self.curve_sets
+    }
+
+    /// The system-load scale of a run.
+    pub fn load_scale(&self, run: usize) -> f64 {
+        self.load_scale[run]
+    }
+
+    /// The RCI settings of a run.
+    pub fn rci(&self, run: usize) -> &RciSettings {
+        &self.rci[run]
+    }
+
+    /// Whether a run keeps its trajectories.
+    pub fn keeps_trajectory(&self, run: usize) -> bool {
+        self.trajectory[run]
+    }
+
+    /// The slot of an agent in an hour of a run.
+    pub fn slot(&self, run: usize, hour: usize, agent: usize) -> &AgentSlot {
+        let set = self.sg_curve_set[run] as usize;
+        &self.slots[(set * self.hours + hour) * self.agents + agent]
+    }
+
+    /// The pool-curve of a slot as an [`OfferCurve`] (the slot must have `curve_len > 0`).
+    fn pool_curve(&self, s: &AgentSlot) -> OfferCurve {
+        let (o, n) = (s.curve_offset as usize, s.curve_len as usize);
+        OfferCurve {
+            prices: self.pool[o..o + n].to_vec(),
+            exports: self.pool[o + n..o + 2 * n].to_vec(),
+            costs: self.pool[o + 2 * n..o + 3 * n].to_vec(),
+        }
+    }
+
+    /// The scaled units of a unit agent and its fixed export, MW, as every backend
+    /// computes them: `pmax * renewable_scale`, `fixed_export - load * mg_load_scale`.
+    pub fn scaled_units(
+        &self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+    ) -> (Vec<QuadraticUnit>, f64, f64) {
+        let s = self.slot(run, hour, agent);
+        let rs = if s.flags & SCALE_RENEWABLES != 0 {
+            self.renewable_scale[run]
+        } else {
+            1.0
+        };
+        let load = if s.flags & SCALE_LOAD != 0 {
+            s.load_mw * self.mg_load_scale[run]
+        } else {
+            s.load_mw
+        };
+        let units = (0..s.unit_count as usize)
+            .map(|u| {
+                let o = s.unit_offset as usize + u * UNIT_STRIDE;
+                let v = &self.pool[o..o + UNIT_STRIDE];
+                QuadraticUnit {
+                    c2: v[0],
+                    c1: v[1],
+                    c0: v[2],
+                    pmin: v[3],
+                    pmax: v[4] * rs,
+                }
+            })
+            .collect();
+        (units, s.fixed_export_mw - load, s.fixed_cost)
+    }
+
+    /// The exact CPU offer curves of every agent of a run's hour: the pool curve, or
+    /// [`OfferCurve::from_units`] over the scaled units and fixed part.
+    pub fn reference_curves(&self, run: usize, hour: usize) -> Result<Vec<OfferCurve>> {
+        (0..self.agents)
+            .map(|a| {
+                let s = self.slot(run, hour, a);
+                if s.curve_len > 0 {
+                    Ok(self.pool_curve(s))
+                } else {
+                    let (units, fixed_export, fixed_cost) = self.scaled_units(run, hour, a);
+                    OfferCurve::from_units(&units, fixed_export, fixed_cost)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The outcome of one hour of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HourRecord {
+    /// Market price: the mean of the agents' local prices, $/MWh.
+    pub price: f64,
+    /// Power from the smart grid to the microgrid (agent 0's export), MW; 0 with one agent.
+    pub exchange_mw: f64,
+    /// Each agent's final export, MW (unused entries 0).
+    pub agent_power: [f64; MAX_AGENTS],
+    /// Each agent's operating cost at its final export, $/h (its curve's
+    /// `cost_at_export`; unused entries 0).
+    pub agent_cost: [f64; MAX_AGENTS],
+    /// RCI iterations performed.
+    pub iterations: u32,
+    /// All stop rules held before the iteration cap.
+    pub converged: bool,
+    /// Final residuals.
+    pub residuals: Residuals,
+}
+
+/// The kept trajectories of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTrajectory {
+    /// Run index in the batch.
+    pub run: usize,
+    /// Per hour, the agents' states after every iteration (iteration 0 = the start).
+    pub hours: Vec<Vec<TrajectoryPoint>>,
+}
+
+/// The device a batch ran on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterInfo {
+    /// Adapter name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` or `rayon CPU (8 threads)`.
+    pub name: String,
+    /// Device type (`DiscreteGpu`, `Cpu`, ...).
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver details.
+    pub driver_info: String,
+    /// Graphics backend (`Vulkan`, `Metal`, ..., or `cpu` for the rayon backend).
+    pub backend: String,
+}
+
+/// Everything a backend returns for a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutputs {
+    /// One record per (run, hour), indexed `run * hours + hour`.
+    pub records: Vec<HourRecord>,
+    /// Trajectories of the runs that asked for them, in run order.
+    pub trajectories: Vec<RunTrajectory>,
+    /// Hours per run.
+    pub hours: usize,
+    /// The device that computed the batch.
+    pub adapter: AdapterInfo,
+    /// A human-readable notice, e.g. why the batch fell back to the CPU backend.
+    pub notice: Option<String>,
+}
+
+impl BatchOutputs {
+    /// The record of one hour of one run.
+    pub fn record(&self, run: usize, hour: usize) -> &HourRecord {
+        &self.records[run * self.hours + hour]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn rejects_bad_runs_with_field_names() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let bad = RunSpec {
+            renewable_scale: -1.0,
+            ..RunSpec::default()
+        };
+        let e = Batch::from_market(&market, &[RunSpec::default(), bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runs[1].renewable_scale"), "{e}");
+        let bad = RunSpec {
+            attack: AttackSlot {
+                kind: 3,
+                ..AttackSlot::default()
+            },
+            ..RunSpec::default()
+        };
+        let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("runs[0].attack.kind"), "{e}");
+        let mut bad = RunSpec::default();
+        bad.rci.chi = 2.0;
+        let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("runs[0].rci.chi"), "{e}");
+        assert!(Batch::from_market(&market, &[]).is_err());
+    }
+
+    #[test]
+    fn unscaled_run_reproduces_the_market_curves() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let batch = Batch::from_market(&market, &[RunSpec::default()]).unwrap();
+        assert_eq!(batch.curve_sets(), 1);
+        for h in 0..HOURS {
+            assert_eq!(
+                batch.reference_curves(0, h).unwrap(),
+                market.curves(h).unwrap()
+            );
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Throughput of the batch engine: runs per second per backend and batch size.
+//!
+//! The batches are seeded perturbations of the base market (load scale in {0.95, 1, 1.05},
+//! renewables 0.5..1.5, microgrid load 0.8..1.2, the market's RCI settings), so every
+//! backend sees the same work. Sizes are capped per backend: once a backend has been
+//! timed, a size whose predicted time exceeds [`TIME_CAP_S`] is skipped, and so is a
+//! size whose outputs would exceed [`MEMORY_CAP_BYTES`] on the host.
+
+use std::fmt;
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::engine::batch::{Batch, HourRecord, RunSpec};
+use crate::engine::cpu::run_cpu;
+use crate::engine::gpu::{GpuContext, Precision};
+use crate::error::Result;
+use crate::market::Market;
+
+/// Largest predicted time of one timed batch, s.
+pub const TIME_CAP_S: f64 = 20.0;
+/// Largest host memory for one batch's records, bytes.
+pub const MEMORY_CAP_BYTES: usize = 1 << 30;
+/// Seed of the benchmark's perturbations.
+pub const BENCH_SEED: u64 = 0x5eed_be9c;
+
+/// A backend to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchBackend {
+    /// The rayon CPU backend (f64).
+    Cpu,
+    /// The GPU kernel in a precision.
+    Gpu(Precision),
+}
+
+impl fmt::Display for BenchBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchBackend::Cpu => write!(f, "cpu (f64)"),
+            BenchBackend::Gpu(Precision::F32) => write!(f, "gpu f32"),
+            BenchBackend::Gpu(Precision::F64) => write!(f, "gpu f64"),
+        }
+    }
+}
+
+/// One timed (backend, size), or why it was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchRow {
+    /// The backend.
+    pub backend: BenchBackend,
+    /// The device's name.
+    pub adapter: String,
+    /// Runs in the batch.
+    pub runs: usize,
+    /// Wall time of the batch (upload, compute, readback), s; 0 when skipped.
+    pub seconds: f64,
+    /// Runs per second; 0 when skipped.
+    pub runs_per_s: f64,
+    /// Work per run: the sum over hours of the RCI iterations, mean over runs.
+    pub hour_iterations_per_run: f64,
+    /// Why the size was not timed.
+    pub skipped: Option<String>,
+}
+
+/// The table of a benchmark.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BenchReport {
+    /// One row per (backend, size), in the order asked.
+    pub rows: Vec<BenchRow>,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| backend | adapter | runs | time (s) | runs/s | hour-iterations/run | note |"
+        )?;
+        writeln!(f, "|---|---|---:|---:|---:|---:|---|")?;
+        for r in &self.rows {
+            match &r.skipped {
+                Some(why) => writeln!(
+                    f,
+                    "| {} | {} | {} | - | - | - | skipped: {} |",
+                    r.backend, r.adapter, r.runs, why
+                )?,
+                None => writeln!(
+                    f,
+                    "| {} | {} | {} | {:.3} | {:.1} | {:.1} | |",
+                    r.backend,
+                    r.adapter,
+                    r.runs,
+                    r.seconds,
+                    r.runs_per_s,
+                    r.hour_iterations_per_run
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The benchmark's run specs: `n` seeded perturbations of the market's settings.
+pub fn bench_runs(market: &Market, n: usize) -> Vec<RunSpec> {
+    let mut rng = ChaCha8Rng::seed_from_u64(BENCH_SEED);
+    (0..n)
+        .map(|_| RunSpec {
+            load_scale: [0.95, 1.0, 1.05][rng.random_range(0..3usize)],
+            renewable_scale: rng.random_range(0.5..1.5),
+            mg_load_scale: rng.random_range(0.8..1.2),
+            rci: market.rci.clone(),
+            ..RunSpec::default()
+        })
+        .collect()
+}
+
+/// Times every backend on batches of every size (see the module doc for the caps).
+pub fn run_bench(
+    market: &Market,
+    sizes: &[usize],
+    backends: &[BenchBackend],
+) -> Result<BenchReport> {
+    let needs_gpu = backends.iter().any(|b| matches!(b, BenchBackend::Gpu(_)));
+    let gpu = needs_gpu.then(|| GpuContext::new(None));
+    let mut report = BenchReport::default();
+    for &backend in backends {
+        // Seconds per run of the last timed size, for the time cap.
+        let mut per_run_s: Option<f64> = None;
+        for &runs in sizes {
+            let mut row = BenchRow {
+                backend,
+                adapter: String::new(),
+                runs,
+                seconds: 0.0,
+                runs_per_s: 0.0,
+                hour_iterations_per_run: 0.0,
+                skipped: None,
+            };
+            let ctx = match (backend, &gpu) {
+                (BenchBackend::Gpu(_), Some(Err(e))) => {
+                    row.skipped = Some(format!("no GPU ({e})"));
+                    report.rows.push(row);
+                    continue;
+                }
+                (BenchBackend::Gpu(p), Some(Ok(ctx))) => {
+                    row.adapter = ctx.info().name.clone();
+                    if p == Precision::F64 && !ctx.supports_f64() {
+                        row.skipped = Some("adapter has no SHADER_F64".into());
+                        report.rows.push(row);
+                        continue;
+                    }
+                    Some(ctx)
+                }
+                _ => {
+                    row.adapter = format!("rayon ({} threads)", rayon::current_num_threads());
+                    None
+                }
+            };
+            let bytes = runs * 24 * size_of::<HourRecord>();
+            if bytes > MEMORY_CAP_BYTES {
+                row.skipped = Some(format!("outputs would take {} MiB", bytes >> 20));
+                report.rows.push(row);
+                continue;
+            }
+            if let Some(s) = per_run_s
+                && s * runs as f64 > TIME_CAP_S
+            {
+                row.skipped = Some(format!(
+                    "predicted {:.0} s > {TIME_CAP_S} s",
+                    s * runs as f64
+                ));
+                report.rows.push(row);
+                continue;
+            }
+            let batch = Batch::from_market(market, &bench_runs(market, runs))?;
+            let start = Instant::now();
+            let out = match (backend, ctx) {
+                (BenchBackend::Gpu(p), Some(ctx)) => ctx.run(&batch, p)?,
+                _ => run_cpu(&batch)?,
+            };
+            row.seconds = start.elapsed().as_secs_f64();
+            row.runs_per_s = runs as f64 / row.seconds.max(1e-9);
+            row.hour_iterations_per_run =
+                out.records.iter().map(|r| r.iterations as f64).sum::<f64>() / runs.max(1) as f64;
+            per_run_s = Some(row.seconds / runs.max(1) as f64);
+            report.rows.push(row);
+        }
+    }
+    Ok(report)
+}

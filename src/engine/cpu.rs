@@ -1,0 +1,98 @@
+//! The rayon backend: every (run, hour) through the f64 CPU reference [`rci::negotiate`]
+//! on the run's exact [`Batch::reference_curves`].
+//!
+//! Each (run, hour) is independent and the results are collected in index order, so the
+//! output is bit-identical whatever the size of the thread pool (the caller may install
+//! its own pool with `ThreadPool::install`).
+
+use rayon::prelude::*;
+
+use crate::engine::batch::{AdapterInfo, Batch, BatchOutputs, HourRecord, RunTrajectory};
+use crate::error::Result;
+use crate::rci::{self, Agent, TrajectoryPoint};
+
+/// Negotiates one hour of one run with the CPU reference; the trajectory is empty unless
+/// the run keeps it.
+pub fn evaluate_hour(
+    batch: &Batch,
+    run: usize,
+    hour: usize,
+) -> Result<(HourRecord, Vec<TrajectoryPoint>)> {
+    let curves = batch.reference_curves(run, hour)?;
+    let agents: Vec<Agent<'_>> = curves
+        .iter()
+        .enumerate()
+        .map(|(a, c)| {
+            let s = batch.slot(run, hour, a);
+            Agent {
+                curve: c,
+                min_export: s.min_export,
+                max_export: s.max_export,
+            }
+        })
+        .collect();
+    let out = rci::negotiate(&agents, batch.rci(run), batch.keeps_trajectory(run));
+    let mut rec = HourRecord {
+        price: out.price(),
+        // The smart grid's export is the microgrid's import (as in `market::run_day`).
+        exchange_mw: if out.agents.len() > 1 {
+            out.agents[0].power
+        } else {
+            0.0
+        },
+        iterations: out.iterations,
+        converged: out.converged,
+        residuals: out.residuals,
+        ..HourRecord::default()
+    };
+    for (a, (c, st)) in curves.iter().zip(&out.agents).enumerate() {
+        rec.agent_power[a] = st.power;
+        rec.agent_cost[a] = c.cost_at_export(st.power);
+    }
+    Ok((rec, out.trajectory))
+}
+
+/// The backend's description of itself (the current rayon pool's size).
+pub fn cpu_adapter_info() -> AdapterInfo {
+    AdapterInfo {
+        name: format!("rayon CPU ({} threads)", rayon::current_num_threads()),
+        device_type: "Cpu".into(),
+        driver: "rci::negotiate".into(),
+        driver_info: "f64 CPU reference".into(),
+        backend: "cpu".into(),
+    }
+}
+
+/// Evaluates a whole batch on the current rayon pool, parallel over runs.
+pub fn run_cpu(batch: &Batch) -> Result<BatchOutputs> {
+    let hours = batch.hours();
+    let per_run: Vec<(Vec<HourRecord>, Option<RunTrajectory>)> = (0..batch.runs())
+        .into_par_iter()
+        .map(|run| {
+            let mut records = Vec::with_capacity(hours);
+            let mut traj = Vec::new();
+            for hour in 0..hours {
+                let (rec, t) = evaluate_hour(batch, run, hour)?;
+                records.push(rec);
+                traj.push(t);
+            }
+            let traj = batch
+                .keeps_trajectory(run)
+                .then(|| RunTrajectory { run, hours: traj });
+            Ok((records, traj))
+        })
+        .collect::<Result<_>>()?;
+    let mut records = Vec::with_capacity(batch.runs() * hours);
+    let mut trajectories = Vec::new();
+    for (r, t) in per_run {
+        records.extend(r);
+        trajectories.extend(t);
+    }
+    Ok(BatchOutputs {
+        records,
+        trajectories,
+        hours,
+        adapter: cpu_adapter_info(),
+        notice: None,
+    })
+}

@@ -1,0 +1,1264 @@
+//! The wgpu backend: `shaders/rci.wgsl`, one invocation per (run, hour), in f32 or f64.
+//!
+//! The host packs a [`Batch`] into `#[repr(C)]` Pod structs mirrored in WGSL (one set per
+//! precision: [`RunParams32`]/[`RunParams64`] and friends, each with a layout test against
+//! naga's layouter), splits the runs into chunks that respect the device's buffer, binding
+//! and dispatch limits, and keeps two chunks in flight: chunk `i + 1` is submitted before
+//! chunk `i`'s readback is mapped, so upload, compute and readback overlap.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, mpsc};
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use crate::engine::batch::{
+    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, HourRecord, MAX_AGENTS, MAX_UNITS,
+    RunTrajectory,
+};
+use crate::error::{Error, Result};
+use crate::rci::{AgentState, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
+
+/// The kernel, without its precision prelude (see [`shader_source`]).
+pub const KERNEL_WGSL: &str = include_str!("../../shaders/rci.wgsl");
+/// Invocations per workgroup.
+pub const WORKGROUP_SIZE: u32 = 64;
+/// Runs per chunk unless the limits ask for fewer: small enough that two chunks in flight
+/// overlap, large enough to fill a GPU (16384 runs x 24 hours = 393k invocations).
+pub const DEFAULT_RUNS_PER_CHUNK: usize = 16_384;
+/// Marks a run without trajectory in [`RunParams32::trajectory_offset`].
+pub const NO_TRAJECTORY: u32 = u32::MAX;
+
+/// Arithmetic precision of the GPU kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// 32-bit floats: every adapter.
+    F32,
+    /// 64-bit floats: adapters with `SHADER_F64` (Vulkan `shaderFloat64`).
+    F64,
+}
+
+/// The WGSL source of the kernel for a precision: an `alias real` and the size constants
+/// prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
+/// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
+pub fn shader_source(precision: Precision) -> String {
+    let real = match precision {
+        Precision::F32 => "f32",
+        Precision::F64 => "f64",
+    };
+    format!(
+        "alias real = {real};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
+         {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = \
+         {WORKGROUP_SIZE}u;\n{KERNEL_WGSL}",
+        2 * MAX_UNITS
+    )
+}
+
+fn gpu_error(message: impl Into<String>) -> Error {
+    Error::Solver {
+        problem: "GPU engine".into(),
+        message: message.into(),
+    }
+}
+
+/// Uniform parameters of one chunk (mirror of WGSL `Params`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct ChunkParams {
+    /// (run, hour) pairs in the chunk.
+    pub items: u32,
+    /// Hours per run.
+    pub hours: u32,
+    /// Agents per hour.
+    pub agents: u32,
+    /// Workgroups along x of the 2-D dispatch.
+    pub groups_x: u32,
+}
+
+/// Host mirrors of the kernel's structs for one precision, and their conversions.
+pub trait Layout {
+    /// The kernel's `real`.
+    type Real: Pod + Copy + Into<f64>;
+    /// Mirror of `RunParams`.
+    type Run: Pod;
+    /// Mirror of `AttackSlot`.
+    type Attack: Pod;
+    /// Mirror of `AgentSlot`.
+    type Slot: Pod;
+    /// Mirror of `HourOut`.
+    type Out: Pod;
+    /// The kernel's precision.
+    const PRECISION: Precision;
+    /// Rounds a host value to the kernel's `real`.
+    fn real(x: f64) -> Self::Real;
+    /// Packs the settings of run `run` of `batch`.
+    fn run(batch: &Batch, run: usize, trajectory_offset: u32) -> Self::Run;
+    /// Packs an attack slot.
+    fn attack(a: &AttackSlot) -> Self::Attack;
+    /// Packs an agent slot.
+    fn slot(s: &AgentSlot) -> Self::Slot;
+    /// Unpacks one (run, hour) outcome.
+    fn record(o: &Self::Out) -> HourRecord;
+}
+
+fn step_rule_code(r: StepRule) -> u32 {
+    match r {
+        StepRule::Constant => 0,
+        StepRule::Diminishing => 1,
+        StepRule::Newton => 2,
+    }
+}
+
+fn power_update_code(p: PowerUpdate) -> u32 {
+    match p {
+        PowerUpdate::Plain => 0,
+        PowerUpdate::Relaxed => 1,
+    }
+}
+
+macro_rules! mirrors {
+    ($layout:ident, $real:ty, $prec:expr, $run:ident, $attack:ident, $slot:ident, $out:ident) => {
+        /// Mirror of WGSL `RunParams`: one run's RCI settings (units as in
+        /// [`crate::rci::RciSettings`]) and perturbation factors.
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        pub struct $run {
+            /// Consensus weight chi.
+            pub chi: $real,
+            /// Innovation step kappa, ($/MWh)/MW.
+            pub kappa: $real,
+            /// Halving iterations of the diminishing step.
+            pub kappa_decay: $real,
+            /// Damping of the Newton step.
+            pub newton_damping: $real,
+            /// Smallest summed slope, MW/($/MWh).
+            pub slope_floor: $real,
+            /// Dual step xi, ($/MWh)/MW.
+            pub xi: $real,
+            /// Relaxation gamma, MW.
+            pub relax_gamma: $real,
+            /// Price stop tolerance, $/MWh.
+            pub price_tol: $real,
+            /// Power stop tolerance, MW.
+            pub power_tol: $real,
+            /// Dual stop tolerance, $/MWh.
+            pub dual_tol: $real,
+            /// Balance stop tolerance, MW.
+            pub balance_tol: $real,
+            /// Starting price, $/MWh.
+            pub initial_price: $real,
+            /// Factor on the renewables' pmax.
+            pub renewable_scale: $real,
+            /// Factor on the microgrid load.
+            pub mg_load_scale: $real,
+            /// Iteration cap.
+            pub max_iterations: u32,
+            /// 0 constant, 1 diminishing, 2 newton.
+            pub step_rule: u32,
+            /// 0 plain, 1 relaxed.
+            pub power_update: u32,
+            /// Curve set (load scale) of the run.
+            pub curve_set: u32,
+            /// Offset of the run's trajectory in reals, or [`NO_TRAJECTORY`].
+            pub trajectory_offset: u32,
+            /// Padding to the struct's alignment.
+            pub _pad: u32,
+        }
+
+        /// Mirror of WGSL `AttackSlot`.
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        pub struct $attack {
+            /// Attack kind (0 = none).
+            pub kind: u32,
+            /// Attacked hour.
+            pub hour: u32,
+            /// First attacked iteration.
+            pub first_iteration: u32,
+            /// Last attacked iteration.
+            pub last_iteration: u32,
+            /// Attacked agent.
+            pub target_agent: u32,
+            /// Padding so that `magnitude` is aligned.
+            pub _pad: u32,
+            /// Attack size.
+            pub magnitude: $real,
+        }
+
+        /// Mirror of WGSL `AgentSlot` (see [`AgentSlot`]).
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        pub struct $slot {
+            /// Unscaled fixed export, MW.
+            pub fixed_export_mw: $real,
+            /// Load subtracted from the fixed export, MW.
+            pub load_mw: $real,
+            /// Fixed cost, $/h.
+            pub fixed_cost: $real,
+            /// Lowest export, MW.
+            pub min_export: $real,
+            /// Highest export, MW.
+            pub max_export: $real,
+            /// Pool offset of the curve.
+            pub curve_offset: u32,
+            /// Breakpoints of the pool curve (0: unit agent).
+            pub curve_len: u32,
+            /// Pool offset of the first unit.
+            pub unit_offset: u32,
+            /// Units in the group.
+            pub unit_count: u32,
+            /// Scaling flags.
+            pub flags: u32,
+            /// Padding to the struct's alignment.
+            pub _pad: u32,
+        }
+
+        /// Mirror of WGSL `HourOut` (see [`HourRecord`]).
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        pub struct $out {
+            /// Mean price, $/MWh.
+            pub price: $real,
+            /// Agent 0's export, MW.
+            pub exchange: $real,
+            /// Last price change, $/MWh.
+            pub price_change: $real,
+            /// Last power change, MW.
+            pub power_change: $real,
+            /// Last dual change, $/MWh.
+            pub dual_change: $real,
+            /// |sum of exports|, MW.
+            pub balance: $real,
+            /// Price spread, $/MWh.
+            pub price_spread: $real,
+            /// Final exports, MW.
+            pub power: [$real; MAX_AGENTS],
+            /// Costs at the final exports, $/h.
+            pub cost: [$real; MAX_AGENTS],
+            /// Iterations performed.
+            pub iterations: u32,
+            /// 1 when converged.
+            pub converged: u32,
+        }
+
+        /// Marker of the kernel's layout in this precision.
+        #[derive(Debug, Clone, Copy)]
+        pub struct $layout;
+
+        impl Layout for $layout {
+            type Real = $real;
+            type Run = $run;
+            type Attack = $attack;
+            type Slot = $slot;
+            type Out = $out;
+            const PRECISION: Precision = $prec;
+
+            fn real(x: f64) -> $real {
+                x as $real
+            }
+
+            fn run(b: &Batch, i: usize, trajectory_offset: u32) -> $run {
+                let s = &b.rci[i];
+                let r = |x: f64| x as $real;
+                $run {
+                    chi: r(s.chi),
+                    kappa: r(s.kappa),
+                    kappa_decay: r(s.kappa_decay),
+                    newton_damping: r(s.newton_damping),
+                    slope_floor: r(s.slope_floor),
+                    xi: r(s.xi),
+                    relax_gamma: r(s.relax_gamma),
+                    price_tol: r(s.price_tol),
+                    power_tol: r(s.power_tol),
+                    dual_tol: r(s.dual_tol),
+                    balance_tol: r(s.balance_tol),
+                    initial_price: r(s.initial_price),
+                    renewable_scale: r(b.renewable_scale[i]),
+                    mg_load_scale: r(b.mg_load_scale[i]),
+                    max_iterations: s.max_iterations,
+                    step_rule: step_rule_code(s.step_rule),
+                    power_update: power_update_code(s.power_update),
+                    curve_set: b.sg_curve_set[i],
+                    trajectory_offset,
+                    _pad: 0,
+                }
+            }
+
+            fn attack(a: &AttackSlot) -> $attack {
+                $attack {
+                    kind: a.kind,
+                    hour: a.hour,
+                    first_iteration: a.first_iteration,
+                    last_iteration: a.last_iteration,
+                    target_agent: a.target_agent,
+                    _pad: 0,
+                    magnitude: a.magnitude as $real,
+                }
+            }
+
+            fn slot(s: &AgentSlot) -> $slot {
+                $slot {
+                    fixed_export_mw: s.fixed_export_mw as $real,
+                    load_mw: s.load_mw as $real,
+                    fixed_cost: s.fixed_cost as $real,
+                    min_export: s.min_export as $real,
+                    max_export: s.max_export as $real,
+                    curve_offset: s.curve_offset,
+                    curve_len: s.curve_len,
+                    unit_offset: s.unit_offset,
+                    unit_count: s.unit_count,
+                    flags: s.flags,
+                    _pad: 0,
+                }
+            }
+
+            fn record(o: &$out) -> HourRecord {
+                let mut agent_power = [0.0; MAX_AGENTS];
+                let mut agent_cost = [0.0; MAX_AGENTS];
+                for a in 0..MAX_AGENTS {
+                    agent_power[a] = o.power[a].into();
+                    agent_cost[a] = o.cost[a].into();
+                }
+                HourRecord {
+                    price: o.price.into(),
+                    exchange_mw: o.exchange.into(),
+                    agent_power,
+                    agent_cost,
+                    iterations: o.iterations,
+                    converged: o.converged != 0,
+                    residuals: Residuals {
+                        price_change: o.price_change.into(),
+                        power_change: o.power_change.into(),
+                        dual_change: o.dual_change.into(),
+                        balance: o.balance.into(),
+                        price_spread: o.price_spread.into(),
+                    },
+                }
+            }
+        }
+    };
+}
+
+mirrors!(
+    Layout32,
+    f32,
+    Precision::F32,
+    RunParams32,
+    AttackSlot32,
+    AgentSlot32,
+    HourOut32
+);
+mirrors!(
+    Layout64,
+    f64,
+    Precision::F64,
+    RunParams64,
+    AttackSlot64,
+    AgentSlot64,
+    HourOut64
+);
+
+/// A compiled kernel and its bind-group layout.
+#[derive(Debug)]
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    bind_layout: wgpu::BindGroupLayout,
+}
+
+/// The device, queue and pipelines, created once and passed to every GPU run.
+#[derive(Debug)]
+pub struct GpuContext {
+    adapter: wgpu::Adapter,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterInfo,
+    kernel_f32: Kernel,
+    kernel_f64: Option<Kernel>,
+    /// Errors the device reported outside an error scope (the default handler panics).
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+/// Rank of an adapter when none is named: real GPUs first, then software rasterizers.
+fn device_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter and builds the context. `adapter_name` (or, when `None`, the
+    /// environment variable `WGPU_ADAPTER_NAME`) selects the first adapter whose name
+    /// contains it, case-insensitively; otherwise discrete > integrated > virtual > CPU
+    /// (Mesa's lavapipe, a valid adapter for tests). Backends: `WGPU_BACKEND`, else the
+    /// primary ones (Vulkan, Metal, DX12).
+    pub fn new(adapter_name: Option<&str>) -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let desc = desc.with_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let env_name = std::env::var("WGPU_ADAPTER_NAME").ok();
+        let wanted = adapter_name
+            .map(str::to_owned)
+            .or(env_name)
+            .filter(|s| !s.is_empty());
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let chosen = match &wanted {
+            Some(w) => {
+                let w = w.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&w))
+            }
+            None => adapters.into_iter().min_by_key(|a| {
+                let i = a.get_info();
+                (device_rank(i.device_type), backend_rank(i.backend))
+            }),
+        };
+        let adapter = chosen.ok_or_else(|| match &wanted {
+            Some(w) => gpu_error(format!(
+                "no adapter named like {w:?} (available: {names:?})"
+            )),
+            None => gpu_error(format!(
+                "no adapter on backends {backends:?}; install a GPU driver or Mesa's \
+                 lavapipe, or set WGPU_BACKEND"
+            )),
+        })?;
+        Self::from_adapter(adapter)
+    }
+
+    /// Builds the context on a given adapter: requests a device with the adapter's limits
+    /// (and `SHADER_F64` when offered) and compiles the kernels.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let features = adapter.features() & wgpu::Features::SHADER_F64;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("p2pmarket engine"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| gpu_error(format!("requesting a device: {e}")))?;
+        Self::from_device(adapter, device, queue)
+    }
+
+    /// Builds the context on a device the caller created (tests may supply their own).
+    pub fn from_device(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Self> {
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let i = adapter.get_info();
+        let info = AdapterInfo {
+            name: i.name,
+            device_type: format!("{:?}", i.device_type),
+            driver: i.driver,
+            driver_info: i.driver_info,
+            backend: format!("{:?}", i.backend),
+        };
+        let kernel_f32 = Self::kernel(&device, Precision::F32)?;
+        let kernel_f64 = if device.features().contains(wgpu::Features::SHADER_F64) {
+            Some(Self::kernel(&device, Precision::F64)?)
+        } else {
+            None
+        };
+        Ok(GpuContext {
+            adapter,
+            device,
+            queue,
+            info,
+            kernel_f32,
+            kernel_f64,
+            uncaptured,
+        })
+    }
+
+    fn kernel(device: &wgpu::Device, precision: Precision) -> Result<Kernel> {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("rci.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(Cow::Owned(shader_source(precision))),
+        });
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let bind_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("rci bindings"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, true),
+                storage(3, true),
+                storage(4, true),
+                storage(5, false),
+                storage(6, false),
+            ],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("rci layout"),
+            bind_group_layouts: &[Some(&bind_layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("rci"),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_error(format!(
+                "compiling the {precision:?} kernel: {e}"
+            )));
+        }
+        Ok(Kernel {
+            pipeline,
+            bind_layout,
+        })
+    }
+
+    /// The adapter the context runs on.
+    pub fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// The wgpu adapter.
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.adapter
+    }
+
+    /// Whether the f64 kernel is available.
+    pub fn supports_f64(&self) -> bool {
+        self.kernel_f64.is_some()
+    }
+
+    /// Evaluates a batch with the default chunking.
+    pub fn run(&self, batch: &Batch, precision: Precision) -> Result<BatchOutputs> {
+        self.run_chunked(batch, precision, DEFAULT_RUNS_PER_CHUNK)
+    }
+
+    /// Evaluates a batch in chunks of at most `max_runs_per_chunk` runs (fewer when the
+    /// device's limits require). Results do not depend on the chunk size.
+    pub fn run_chunked(
+        &self,
+        batch: &Batch,
+        precision: Precision,
+        max_runs_per_chunk: usize,
+    ) -> Result<BatchOutputs> {
+        match precision {
+            Precision::F32 => {
+                self.run_layout::<Layout32>(batch, &self.kernel_f32, max_runs_per_chunk)
+            }
+            Precision::F64 => {
+                let k = self.kernel_f64.as_ref().ok_or_else(|| {
+                    gpu_error(format!(
+                        "adapter {} has no SHADER_F64 (64-bit floats in shaders)",
+                        self.info.name
+                    ))
+                })?;
+                self.run_layout::<Layout64>(batch, k, max_runs_per_chunk)
+            }
+        }
+    }
+
+    fn take_uncaptured(&self) -> Result<()> {
+        let mut v = self
+            .uncaptured
+            .lock()
+            .map_err(|_| gpu_error("error log poisoned"))?;
+        if v.is_empty() {
+            Ok(())
+        } else {
+            let msg = v.join("; ");
+            v.clear();
+            Err(gpu_error(msg))
+        }
+    }
+
+    fn run_layout<L: Layout>(
+        &self,
+        batch: &Batch,
+        kernel: &Kernel,
+        max_runs_per_chunk: usize,
+    ) -> Result<BatchOutputs> {
+        let limits = self.device.limits();
+        let sizes = ChunkSizes::of::<L>(batch);
+        let chunks = plan_chunks(
+            batch,
+            &sizes,
+            &DeviceLimits::from(&limits),
+            max_runs_per_chunk,
+        )?;
+        let dev = &self.device;
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let slots: Vec<L::Slot> = batch.slots.iter().map(L::slot).collect();
+        let pool: Vec<L::Real> = batch.pool.iter().map(|&x| L::real(x)).collect();
+        let slots_buf = storage_init(dev, "slots", bytemuck::cast_slice(&slots));
+        let pool_buf = storage_init(dev, "pool", bytemuck::cast_slice(&pool));
+        let hours = batch.hours();
+        let mut records = Vec::with_capacity(batch.runs() * hours);
+        let mut trajectories = Vec::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let result = (|| -> Result<()> {
+            for range in chunks {
+                in_flight.push_back(
+                    self.submit_chunk::<L>(batch, kernel, &slots_buf, &pool_buf, range, &limits)?,
+                );
+                // Two chunks in flight: the next is queued before this one is read back.
+                if in_flight.len() >= 2
+                    && let Some(done) = in_flight.pop_front()
+                {
+                    self.finish_chunk::<L>(batch, done, &mut records, &mut trajectories)?;
+                }
+            }
+            while let Some(done) = in_flight.pop_front() {
+                self.finish_chunk::<L>(batch, done, &mut records, &mut trajectories)?;
+            }
+            Ok(())
+        })();
+        let oom = pollster::block_on(oom.pop());
+        let val = pollster::block_on(scope.pop());
+        if let Some(e) = oom.or(val) {
+            return Err(gpu_error(e.to_string()));
+        }
+        self.take_uncaptured()?;
+        result?;
+        Ok(BatchOutputs {
+            records,
+            trajectories,
+            hours,
+            adapter: self.info.clone(),
+            notice: None,
+        })
+    }
+
+    fn submit_chunk<L: Layout>(
+        &self,
+        batch: &Batch,
+        kernel: &Kernel,
+        slots_buf: &wgpu::Buffer,
+        pool_buf: &wgpu::Buffer,
+        runs: Range<usize>,
+        limits: &wgpu::Limits,
+    ) -> Result<InFlight> {
+        let dev = &self.device;
+        let hours = batch.hours();
+        let items = runs.len() * hours;
+        let mut traj_reals = 0usize;
+        let mut traj_runs = Vec::new();
+        let params: Vec<L::Run> = runs
+            .clone()
+            .map(|r| {
+                let offset = if batch.trajectory[r] {
+                    let o = traj_reals;
+                    traj_reals += trajectory_reals(batch, r);
+                    traj_runs.push((r, o));
+                    o as u32
+                } else {
+                    NO_TRAJECTORY
+                };
+                L::run(batch, r, offset)
+            })
+            .collect();
+        let attacks: Vec<L::Attack> = runs.clone().map(|r| L::attack(&batch.attack[r])).collect();
+        let groups = items.div_ceil(WORKGROUP_SIZE as usize) as u32;
+        let max_dim = limits.max_compute_workgroups_per_dimension;
+        let (gx, gy) = if groups <= max_dim {
+            (groups, 1)
+        } else {
+            (max_dim, groups.div_ceil(max_dim))
+        };
+        let chunk = ChunkParams {
+            items: items as u32,
+            hours: hours as u32,
+            agents: batch.agents() as u32,
+            groups_x: gx,
+        };
+        let params_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("chunk params"),
+            contents: bytemuck::bytes_of(&chunk),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let runs_buf = storage_init(dev, "runs", bytemuck::cast_slice(&params));
+        let attacks_buf = storage_init(dev, "attacks", bytemuck::cast_slice(&attacks));
+        let out_bytes = (items * size_of::<L::Out>()) as u64;
+        let traj_bytes = (traj_reals.max(1) * size_of::<L::Real>()) as u64;
+        let out_buf = storage_out(dev, "outputs", out_bytes);
+        let traj_buf = storage_out(dev, "trajectory", traj_bytes);
+        let out_read = readback(dev, "outputs readback", out_bytes);
+        let traj_read = (traj_reals > 0).then(|| readback(dev, "trajectory readback", traj_bytes));
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rci chunk"),
+            layout: &kernel.bind_layout,
+            entries: &[
+                entry(0, &params_buf),
+                entry(1, &runs_buf),
+                entry(2, &attacks_buf),
+                entry(3, slots_buf),
+                entry(4, pool_buf),
+                entry(5, &out_buf),
+                entry(6, &traj_buf),
+            ],
+        });
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("rci chunk"),
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("rci"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        enc.copy_buffer_to_buffer(&out_buf, 0, &out_read, 0, out_bytes);
+        if let Some(tr) = &traj_read {
+            enc.copy_buffer_to_buffer(&traj_buf, 0, tr, 0, traj_bytes);
+        }
+        let submission = self.queue.submit([enc.finish()]);
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        out_read.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        let expected = if let Some(tr) = &traj_read {
+            tr.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx2.send(r);
+            });
+            2
+        } else {
+            1
+        };
+        Ok(InFlight {
+            runs,
+            submission,
+            out_read,
+            traj_read,
+            traj_runs,
+            mapped: rx,
+            expected,
+        })
+    }
+
+    fn finish_chunk<L: Layout>(
+        &self,
+        batch: &Batch,
+        done: InFlight,
+        records: &mut Vec<HourRecord>,
+        trajectories: &mut Vec<RunTrajectory>,
+    ) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(done.submission),
+                timeout: None,
+            })
+            .map_err(|e| gpu_error(format!("waiting for a chunk: {e}")))?;
+        for _ in 0..done.expected {
+            done.mapped
+                .try_recv()
+                .map_err(|_| gpu_error("readback was not mapped after the wait"))?
+                .map_err(|e| gpu_error(format!("mapping the readback: {e}")))?;
+        }
+        self.take_uncaptured()?;
+        let view = done
+            .out_read
+            .get_mapped_range(..)
+            .map_err(|e| gpu_error(format!("reading the outputs: {e}")))?;
+        let outs: Vec<L::Out> = bytemuck::pod_collect_to_vec(&view);
+        drop(view);
+        done.out_read.unmap();
+        records.extend(
+            outs.iter()
+                .take(done.runs.len() * batch.hours())
+                .map(L::record),
+        );
+        if let Some(tr) = done.traj_read {
+            let view = tr
+                .get_mapped_range(..)
+                .map_err(|e| gpu_error(format!("reading the trajectories: {e}")))?;
+            let reals: Vec<L::Real> = bytemuck::pod_collect_to_vec(&view);
+            drop(view);
+            tr.unmap();
+            for &(run, offset) in &done.traj_runs {
+                trajectories.push(unpack_trajectory::<L>(
+                    batch,
+                    records,
+                    run,
+                    &reals[offset..],
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reals of one run's trajectory: 4 per agent per iteration (and the start) per hour.
+fn trajectory_reals(batch: &Batch, run: usize) -> usize {
+    batch.hours() * (batch.rci[run].max_iterations as usize + 1) * batch.agents() * 4
+}
+
+fn unpack_trajectory<L: Layout>(
+    batch: &Batch,
+    records: &[HourRecord],
+    run: usize,
+    reals: &[L::Real],
+) -> RunTrajectory {
+    let (hours, n) = (batch.hours(), batch.agents());
+    let per_hour = (batch.rci[run].max_iterations as usize + 1) * n * 4;
+    let hours_out = (0..hours)
+        .map(|h| {
+            let iters = records[run * hours + h].iterations as usize;
+            let base = &reals[h * per_hour..];
+            (0..=iters)
+                .flat_map(|k| {
+                    (0..n).map(move |a| {
+                        let o = (k * n + a) * 4;
+                        TrajectoryPoint {
+                            iteration: k as u32,
+                            agent: a as u32,
+                            state: AgentState {
+                                price: base[o].into(),
+                                power: base[o + 1].into(),
+                                dual_upper: base[o + 2].into(),
+                                dual_lower: base[o + 3].into(),
+                            },
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    RunTrajectory {
+        run,
+        hours: hours_out,
+    }
+}
+
+/// A submitted chunk waiting for its readback.
+struct InFlight {
+    runs: Range<usize>,
+    submission: wgpu::SubmissionIndex,
+    out_read: wgpu::Buffer,
+    traj_read: Option<wgpu::Buffer>,
+    traj_runs: Vec<(usize, usize)>,
+    mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    expected: usize,
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+fn storage_init(dev: &wgpu::Device, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    // A binding may not be empty.
+    let padded;
+    let contents = if bytes.is_empty() {
+        padded = [0u8; 16];
+        &padded[..]
+    } else {
+        bytes
+    };
+    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents,
+        usage: wgpu::BufferUsages::STORAGE,
+    })
+}
+
+fn storage_out(dev: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
+    dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}
+
+fn readback(dev: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
+    dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Byte sizes of the per-run and per-item buffers of one precision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkSizes {
+    /// Bytes of one `RunParams`.
+    pub run: u64,
+    /// Bytes of one `AttackSlot`.
+    pub attack: u64,
+    /// Bytes of one `HourOut`.
+    pub out: u64,
+    /// Bytes of one `real`.
+    pub real: u64,
+    /// Bytes of the shared slots buffer.
+    pub slots: u64,
+    /// Bytes of the shared pool buffer.
+    pub pool: u64,
+}
+
+impl ChunkSizes {
+    /// The sizes of `batch` in layout `L`.
+    pub fn of<L: Layout>(batch: &Batch) -> Self {
+        ChunkSizes {
+            run: size_of::<L::Run>() as u64,
+            attack: size_of::<L::Attack>() as u64,
+            out: size_of::<L::Out>() as u64,
+            real: size_of::<L::Real>() as u64,
+            slots: (batch.slots.len() * size_of::<L::Slot>()) as u64,
+            pool: (batch.pool.len() * size_of::<L::Real>()) as u64,
+        }
+    }
+}
+
+/// The device limits that bound a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Largest storage-buffer binding, bytes.
+    pub max_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer: u64,
+    /// Most workgroups along one dispatch dimension.
+    pub max_groups_per_dim: u32,
+}
+
+impl From<&wgpu::Limits> for DeviceLimits {
+    fn from(l: &wgpu::Limits) -> Self {
+        DeviceLimits {
+            max_binding: l.max_storage_buffer_binding_size,
+            max_buffer: l.max_buffer_size,
+            max_groups_per_dim: l.max_compute_workgroups_per_dimension,
+        }
+    }
+}
+
+/// Splits the runs into chunks whose buffers fit `limits` and whose dispatch fits a 2-D
+/// grid, with at most `max_runs` runs each. Chunks are consecutive run ranges.
+pub fn plan_chunks(
+    batch: &Batch,
+    sizes: &ChunkSizes,
+    limits: &DeviceLimits,
+    max_runs: usize,
+) -> Result<Vec<Range<usize>>> {
+    let cap = limits.max_binding.min(limits.max_buffer);
+    for (what, bytes) in [("slots", sizes.slots), ("pool", sizes.pool)] {
+        if bytes > cap {
+            return Err(gpu_error(format!(
+                "the batch's {what} buffer ({bytes} bytes) exceeds the device's limit ({cap} bytes)"
+            )));
+        }
+    }
+    let hours = batch.hours() as u64;
+    let max_items =
+        limits.max_groups_per_dim as u64 * limits.max_groups_per_dim as u64 * WORKGROUP_SIZE as u64;
+    let per_run_max = [
+        cap / (hours * sizes.out),
+        cap / sizes.run,
+        cap / sizes.attack,
+        max_items / hours,
+        u32::MAX as u64 / hours,
+        max_runs.max(1) as u64,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(1);
+    if per_run_max == 0 {
+        return Err(gpu_error(format!(
+            "one run does not fit the device's limits (binding {cap} bytes)"
+        )));
+    }
+    let traj_cap = cap.min(u32::MAX as u64) / sizes.real;
+    let mut chunks = Vec::new();
+    let (mut start, mut traj) = (0usize, 0u64);
+    for r in 0..batch.runs() {
+        let t = if batch.trajectory[r] {
+            trajectory_reals(batch, r) as u64
+        } else {
+            0
+        };
+        if t > traj_cap {
+            return Err(Error::invalid(
+                format!("runs[{r}].trajectory"),
+                format!("{t} values"),
+                format!("<= {traj_cap} values on this device (lower rci.max_iterations)"),
+            ));
+        }
+        if (r - start) as u64 >= per_run_max || traj + t > traj_cap {
+            chunks.push(start..r);
+            start = r;
+            traj = 0;
+        }
+        traj += t;
+    }
+    chunks.push(start..batch.runs());
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    fn parse(precision: Precision) -> naga::Module {
+        naga::front::wgsl::parse_str(&shader_source(precision)).unwrap_or_else(|e| {
+            panic!(
+                "{precision:?}: {}",
+                e.emit_to_string(&shader_source(precision))
+            )
+        })
+    }
+
+    #[test]
+    fn kernels_validate_with_naga() {
+        for (p, caps) in [
+            (Precision::F32, Capabilities::empty()),
+            (Precision::F64, Capabilities::FLOAT64),
+        ] {
+            let module = parse(p);
+            Validator::new(ValidationFlags::all(), caps)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{p:?}: {}", e.emit_to_string(&shader_source(p))));
+        }
+        // The f64 kernel really needs the capability (no silent f32 fallback).
+        let module = parse(Precision::F64);
+        assert!(
+            Validator::new(ValidationFlags::all(), Capabilities::empty())
+                .validate(&module)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn f64_kernel_uses_no_transcendental_builtins() {
+        const FORBIDDEN: [&str; 16] = [
+            "exp",
+            "exp2",
+            "log",
+            "log2",
+            "sin",
+            "cos",
+            "tan",
+            "pow",
+            "sinh",
+            "cosh",
+            "tanh",
+            "asin",
+            "acos",
+            "atan",
+            "atan2",
+            "inverseSqrt",
+        ];
+        let src = shader_source(Precision::F64);
+        // Strip comments, then look at whole identifiers only.
+        let code: String = src
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let idents: Vec<&str> = code
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        for f in FORBIDDEN {
+            assert!(
+                !idents.contains(&f),
+                "the f64 kernel calls `{f}`, which lavapipe computes wrongly in f64"
+            );
+        }
+        // The scan itself finds a call when there is one.
+        assert!(
+            "let y = exp(x);"
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|s| s == "exp")
+        );
+    }
+
+    /// Offsets and size of the WGSL struct `name` as naga lays it out.
+    fn wgsl_layout(module: &naga::Module, name: &str) -> (Vec<(String, u32)>, u32, u32) {
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        for (handle, ty) in module.types.iter() {
+            if ty.name.as_deref() == Some(name)
+                && let naga::TypeInner::Struct { members, span } = &ty.inner
+            {
+                let offsets = members
+                    .iter()
+                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                    .collect();
+                return (offsets, *span, layouter[handle].alignment * 1);
+            }
+        }
+        panic!("struct {name} not in the kernel");
+    }
+
+    macro_rules! check_layout {
+        ($module:expr, $wgsl:literal, $ty:ty, [$($field:ident),*]) => {{
+            let (offsets, span, align) = wgsl_layout($module, $wgsl);
+            let host: Vec<(String, u32)> = vec![
+                $((stringify!($field).to_string(), std::mem::offset_of!($ty, $field) as u32)),*
+            ];
+            assert_eq!(offsets, host, "{} member offsets", $wgsl);
+            assert_eq!(span as usize, size_of::<$ty>(), "{} size", $wgsl);
+            assert_eq!(align as usize, align_of::<$ty>(), "{} alignment", $wgsl);
+        }};
+    }
+
+    macro_rules! check_all {
+        ($p:expr, $run:ty, $attack:ty, $slot:ty, $out:ty) => {{
+            let m = parse($p);
+            check_layout!(&m, "Params", ChunkParams, [items, hours, agents, groups_x]);
+            check_layout!(
+                &m,
+                "RunParams",
+                $run,
+                [
+                    chi,
+                    kappa,
+                    kappa_decay,
+                    newton_damping,
+                    slope_floor,
+                    xi,
+                    relax_gamma,
+                    price_tol,
+                    power_tol,
+                    dual_tol,
+                    balance_tol,
+                    initial_price,
+                    renewable_scale,
+                    mg_load_scale,
+                    max_iterations,
+                    step_rule,
+                    power_update,
+                    curve_set,
+                    trajectory_offset,
+                    _pad
+                ]
+            );
+            check_layout!(
+                &m,
+                "AttackSlot",
+                $attack,
+                [
+                    kind,
+                    hour,
+                    first_iteration,
+                    last_iteration,
+                    target_agent,
+                    _pad,
+                    magnitude
+                ]
+            );
+            check_layout!(
+                &m,
+                "AgentSlot",
+                $slot,
+                [
+                    fixed_export_mw,
+                    load_mw,
+                    fixed_cost,
+                    min_export,
+                    max_export,
+                    curve_offset,
+                    curve_len,
+                    unit_offset,
+                    unit_count,
+                    flags,
+                    _pad
+                ]
+            );
+            check_layout!(
+                &m,
+                "HourOut",
+                $out,
+                [
+                    price,
+                    exchange,
+                    price_change,
+                    power_change,
+                    dual_change,
+                    balance,
+                    price_spread,
+                    power,
+                    cost,
+                    iterations,
+                    converged
+                ]
+            );
+        }};
+    }
+
+    #[test]
+    fn host_structs_match_the_wgsl_layout_f32() {
+        check_all!(
+            Precision::F32,
+            RunParams32,
+            AttackSlot32,
+            AgentSlot32,
+            HourOut32
+        );
+    }
+
+    #[test]
+    fn host_structs_match_the_wgsl_layout_f64() {
+        check_all!(
+            Precision::F64,
+            RunParams64,
+            AttackSlot64,
+            AgentSlot64,
+            HourOut64
+        );
+    }
+}

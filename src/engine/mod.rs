@@ -1,0 +1,100 @@
+//! The batch engine: many perturbed market days evaluated at once, on the rayon CPU
+//! backend (the f64 reference itself) or on a GPU through wgpu (f32 or f64 WGSL kernel).
+//!
+//! - [`batch`]: the flat structure-of-arrays batch and its outputs;
+//! - [`cpu`]: the rayon backend, [`crate::rci::negotiate`] per (run, hour);
+//! - [`gpu`]: `shaders/rci.wgsl`, its host mirrors and the chunked, overlapped runner;
+//! - [`bench`]: runs/s per backend and batch size.
+
+pub mod batch;
+pub mod bench;
+pub mod cpu;
+pub mod gpu;
+
+pub use batch::{
+    AdapterInfo, AgentSlot, AttackKind, AttackSlot, Batch, BatchOutputs, HourRecord, RunSpec,
+    RunTrajectory,
+};
+pub use gpu::{GpuContext, Precision};
+
+use crate::error::Result;
+
+/// Which backend evaluates a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendChoice {
+    /// The GPU when an adapter (with the asked precision) exists, else the CPU backend,
+    /// with a notice in [`BatchOutputs::notice`].
+    Auto,
+    /// The GPU, or an error.
+    Gpu,
+    /// The rayon CPU backend (always f64).
+    Cpu,
+}
+
+/// Evaluates `batch` on the chosen backend. `gpu` is a context created beforehand (it is
+/// costly: adapter, device, kernel compilation); with `None` one is created for this call
+/// when a GPU is asked for.
+pub fn run_batch(
+    batch: &Batch,
+    choice: BackendChoice,
+    precision: Precision,
+    gpu: Option<&GpuContext>,
+) -> Result<BatchOutputs> {
+    match choice {
+        BackendChoice::Cpu => cpu::run_cpu(batch),
+        BackendChoice::Gpu => match gpu {
+            Some(ctx) => ctx.run(batch, precision),
+            None => GpuContext::new(None)?.run(batch, precision),
+        },
+        BackendChoice::Auto => match gpu {
+            Some(ctx) => run_auto(batch, precision, Ok(ctx)),
+            None => match GpuContext::new(None) {
+                Ok(ctx) => run_auto(batch, precision, Ok(&ctx)),
+                Err(e) => run_auto(batch, precision, Err(e)),
+            },
+        },
+    }
+}
+
+/// The `Auto` choice once the GPU context is known (or known to be missing).
+fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Result<BatchOutputs> {
+    let why = match gpu {
+        Ok(ctx) if precision == Precision::F32 || ctx.supports_f64() => {
+            return ctx.run(batch, precision);
+        }
+        Ok(ctx) => format!("adapter {} has no SHADER_F64", ctx.info().name),
+        Err(e) => e.to_string(),
+    };
+    let mut out = cpu::run_cpu(batch)?;
+    out.notice = Some(format!(
+        "no GPU adapter found ({why}); falling back to the rayon CPU backend"
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::market::Market;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn auto_falls_back_to_the_cpu_with_a_notice() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let batch = Batch::from_market(&market, &[RunSpec::default()]).unwrap();
+        let missing = Err(Error::Solver {
+            problem: "GPU engine".into(),
+            message: "no adapter on backends VULKAN".into(),
+        });
+        let out = run_auto(&batch, Precision::F32, missing).unwrap();
+        let notice = out.notice.as_deref().unwrap_or_default();
+        assert!(
+            notice.starts_with("no GPU adapter found (")
+                && notice.ends_with("; falling back to the rayon CPU backend"),
+            "{notice}"
+        );
+        assert_eq!(out.adapter.backend, "cpu");
+        assert_eq!(out.records, cpu::run_cpu(&batch).unwrap().records);
+    }
+}

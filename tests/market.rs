@@ -1,0 +1,429 @@
+//! Integration tests of the market: the default day against its acceptance targets, the
+//! QP references against hand-solved cases and KKT conditions, RCI against an independent
+//! QP on random small markets, a congested network, and every bad input through the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proptest::prelude::*;
+
+use p2pmarket::central::{self, qp::Qp};
+use p2pmarket::market::{self, Market};
+use p2pmarket::offer::{OfferCurve, QuadraticUnit};
+use p2pmarket::rci::{self, Agent, RciSettings, StepRule};
+use p2pmarket::scenario::Scenario;
+
+/// The RTS-24 case text with one line's rating replaced.
+fn case_with_rating(from: usize, to: usize, rating: f64) -> String {
+    let text = p2pmarket::data::CASE24_IEEE_RTS;
+    let mut out = String::new();
+    let mut replaced = false;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if !replaced
+            && cols.len() >= 13
+            && cols[0] == from.to_string()
+            && cols[1] == to.to_string()
+            && cols[2].contains('.')
+        {
+            let mut c: Vec<String> = cols.iter().map(|s| s.to_string()).collect();
+            c[5] = format!("{rating}");
+            out.push_str(&c.join("\t"));
+            replaced = true;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(replaced, "branch {from}-{to} not found");
+    out
+}
+
+fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write temp file");
+    p
+}
+
+#[test]
+fn default_day_meets_the_acceptance_targets() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default is valid");
+    let day = market::run_day(&market, false).expect("default day runs");
+    let s = &day.summary;
+    assert_eq!(s.converged_hours, 24, "{s:?}");
+    assert!(s.iterations_max < 463, "{s:?}");
+    assert!(s.max_power_deviation_pct <= 0.1, "{s:?}");
+    assert!(s.cost_gap_pct <= 0.01, "{s:?}");
+    // The co-optimization can only do better than the hourly market: the microgrid's own
+    // battery plan is one of its feasible schedules.
+    assert!(
+        s.central_24h_total_cost <= s.central_hourly_total_cost + 1e-6,
+        "{s:?}"
+    );
+    assert!(s.co_optimization_advantage_pct >= 0.0);
+    // The tolerances are at least as tight as anything the paper could have used.
+    assert!(market.rci.price_tol <= 1e-6 && market.rci.power_tol <= 1e-6);
+}
+
+#[test]
+fn hourly_reference_satisfies_kkt_conditions() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default is valid");
+    for hour in [0, 9, 17] {
+        let r = central::hourly_reference(&market, hour).expect("solves");
+        for (u, &p) in market.grid.units.iter().zip(&r.generator_mw) {
+            let lmp = r.bus_prices[u.bus];
+            let mc = 2.0 * u.c2 * p + u.c1;
+            let tol = 1e-4;
+            if p > u.pmin + tol && p < u.pmax - tol {
+                assert!(
+                    (mc - lmp).abs() < 1e-3 * lmp.abs().max(1.0),
+                    "hour {hour}: free unit mc {mc} vs lmp {lmp}"
+                );
+            } else if p >= u.pmax - tol {
+                assert!(
+                    mc <= lmp + 1e-3,
+                    "hour {hour}: unit at max has mc {mc} > lmp {lmp}"
+                );
+            } else {
+                assert!(
+                    mc >= lmp - 1e-3,
+                    "hour {hour}: unit at min has mc {mc} < lmp {lmp}"
+                );
+            }
+        }
+        // Power balance: generation + microgrid export = system load.
+        let gen_total: f64 = r.generator_mw.iter().sum();
+        assert!((gen_total - r.exchange_mw - market.system_load_mw[hour]).abs() < 1e-5);
+        // Uncongested hour: the PCC price is the system price at the reference bus.
+        assert!(r.binding_lines.is_empty());
+        assert!((r.price - r.bus_prices[12]).abs() < 1e-6);
+    }
+}
+
+/// A two-bus, two-generator system solvable by hand.
+const TWO_BUS: &str = "function mpc = two_bus
+mpc.version = '2';
+mpc.baseMVA = 100;
+mpc.bus = [
+	1	3	0	0	0	0	1	1	0	230	1	1.05	0.95;
+	2	1	300	0	0	0	1	1	0	230	1	1.05	0.95;
+];
+mpc.gen = [
+	1	0	0	0	0	1	100	1	250	0	0	0	0	0	0	0	0	0	0	0	0;
+	2	0	0	0	0	1	100	1	250	0	0	0	0	0	0	0	0	0	0	0	0;
+];
+mpc.branch = [
+	1	2	0.01	0.1	0	RATING	0	0	0	0	1	-360	360;
+];
+mpc.gencost = [
+	2	0	0	3	0.01	10	5;
+	2	0	0	3	0.02	12	7;
+];
+";
+
+fn two_bus_scenario(dir: &Path, rating: f64) -> Scenario {
+    let case = write_temp(
+        dir,
+        &format!("two_bus_{rating}.m"),
+        &TWO_BUS.replace("RATING", &rating.to_string()),
+    );
+    let mut s = Scenario::default();
+    s.grid.case_file = Some(case);
+    s.load.hourly_mw = Some(vec![300.0; 24]);
+    s.microgrid.enabled = false;
+    s.microgrid.pcc_bus = 2;
+    s
+}
+
+#[test]
+fn two_generator_case_solved_by_hand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Uncongested: equal marginal costs 10 + 0.02 g1 = 12 + 0.04 g2, g1 + g2 = 300
+    // -> g1 = 700/3, g2 = 200/3, price 44/3 $/MWh at both buses.
+    let m = Market::from_scenario(&two_bus_scenario(dir.path(), 1000.0)).expect("valid");
+    let r = central::hourly_reference(&m, 5).expect("solves");
+    assert!(
+        (r.generator_mw[0] - 700.0 / 3.0).abs() < 1e-6,
+        "{:?}",
+        r.generator_mw
+    );
+    assert!((r.generator_mw[1] - 200.0 / 3.0).abs() < 1e-6);
+    assert!((r.price - 44.0 / 3.0).abs() < 1e-6, "{}", r.price);
+    let cost = 0.01 * (700.0f64 / 3.0).powi(2)
+        + 10.0 * 700.0 / 3.0
+        + 5.0
+        + 0.02 * (200.0f64 / 3.0).powi(2)
+        + 12.0 * 200.0 / 3.0
+        + 7.0;
+    assert!(
+        (r.smart_grid_cost - cost).abs() < 1e-5,
+        "{} vs {cost}",
+        r.smart_grid_cost
+    );
+    // Congested at 200 MW: g1 = 200, g2 = 100; LMPs 14 (bus 1) and 16 (bus 2, the PCC).
+    let m = Market::from_scenario(&two_bus_scenario(dir.path(), 200.0)).expect("valid");
+    let r = central::hourly_reference(&m, 5).expect("solves");
+    assert!((r.generator_mw[0] - 200.0).abs() < 1e-6);
+    assert!((r.price - 16.0).abs() < 1e-6, "{}", r.price);
+    assert!((r.bus_prices[0] - 14.0).abs() < 1e-6, "{:?}", r.bus_prices);
+    assert_eq!(r.binding_lines, vec!["1-2".to_string()]);
+    // The lone smart grid's market clears at its own PCC price.
+    let day = market::run_day(&m, false).expect("runs");
+    assert!(
+        day.hours
+            .iter()
+            .all(|h| h.p2p.outcome.converged && (h.p2p.price - 16.0).abs() < 1e-6)
+    );
+}
+
+#[test]
+fn congested_network_consensus_still_matches_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Line 7-8 is bus 7's only link to the grid; at 60 MW it binds in the peak hours, so
+    // the PCC price separates from the system price.
+    let case = write_temp(dir.path(), "rts_7_8.m", &case_with_rating(7, 8, 60.0));
+    let mut s = Scenario::default();
+    s.grid.case_file = Some(case);
+    let m = Market::from_scenario(&s).expect("valid");
+    let day = market::run_day(&m, false).expect("runs");
+    let congested = day
+        .hours
+        .iter()
+        .filter(|h| {
+            h.hourly_reference
+                .binding_lines
+                .contains(&"7-8".to_string())
+        })
+        .count();
+    assert!(congested > 0, "the test needs a binding line");
+    for h in &day.hours {
+        let r = &h.hourly_reference;
+        assert!(h.p2p.outcome.converged, "hour {}", h.hour);
+        assert!(
+            (h.p2p.exchange_mw - r.exchange_mw).abs() <= 1e-3 * r.exchange_mw.abs().max(1.0),
+            "hour {}: {} vs {}",
+            h.hour,
+            h.p2p.exchange_mw,
+            r.exchange_mw
+        );
+        assert!(
+            (h.p2p.price - r.price).abs() <= 1e-5 * r.price.abs().max(1.0),
+            "hour {}: {} vs {}",
+            h.hour,
+            h.p2p.price,
+            r.price
+        );
+    }
+}
+
+/// Independent clearing of quadratic agents: min total cost s.t. sum of exports = 0.
+fn qp_clearing(agents: &[(Vec<QuadraticUnit>, f64)]) -> (f64, Vec<f64>) {
+    let mut qp = Qp::default();
+    let mut vars = Vec::new();
+    let mut terms = Vec::new();
+    let mut rhs = 0.0;
+    for (units, fixed) in agents {
+        let v: Vec<usize> = units
+            .iter()
+            .map(|u| qp.var(u.c2, u.c1, u.pmin, u.pmax))
+            .collect();
+        terms.extend(v.iter().map(|&j| (j, 1.0)));
+        rhs -= fixed;
+        vars.push(v);
+    }
+    let row = qp.eq(terms, rhs);
+    let sol = qp.solve("random market").expect("feasible by construction");
+    // The balance dual is the value of one more MW of demand: the clearing price.
+    let exports = agents
+        .iter()
+        .zip(&vars)
+        .map(|((_, fixed), v)| fixed + v.iter().map(|&j| sol.x[j]).sum::<f64>())
+        .collect();
+    (sol.sensitivity(row), exports)
+}
+
+fn unit_strategy() -> impl Strategy<Value = QuadraticUnit> {
+    (0.005f64..0.5, 0.0f64..60.0, 0.0f64..20.0, 5.0f64..80.0).prop_map(|(c2, c1, pmin, span)| {
+        QuadraticUnit {
+            c2,
+            c1,
+            c0: 0.0,
+            pmin,
+            pmax: pmin + span,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// RCI (default safeguarded Newton) reaches the centralized clearing of random small
+    /// markets: 2-4 agents, each with 1-3 quadratic units and a fixed load.
+    #[test]
+    fn rci_reaches_the_qp_clearing_on_random_markets(
+        agents in prop::collection::vec((prop::collection::vec(unit_strategy(), 1..4), 0.0f64..1.0), 2..5)
+    ) {
+        // Loads that keep the market feasible: a fraction of the agents' joint range.
+        let min_total: f64 = agents.iter().flat_map(|(u, _)| u.iter().map(|x| x.pmin)).sum();
+        let max_total: f64 = agents.iter().flat_map(|(u, _)| u.iter().map(|x| x.pmax)).sum();
+        let weights: f64 = agents.iter().map(|(_, w)| w + 0.1).sum();
+        let demand = min_total + 0.5 * (max_total - min_total);
+        let market: Vec<(Vec<QuadraticUnit>, f64)> = agents
+            .iter()
+            .map(|(u, w)| (u.clone(), -demand * (w + 0.1) / weights))
+            .collect();
+        let (price, exports) = qp_clearing(&market);
+        let curves: Vec<OfferCurve> = market
+            .iter()
+            .map(|(u, fixed)| OfferCurve::from_units(u, *fixed, 0.0).expect("valid units"))
+            .collect();
+        let ag: Vec<Agent<'_>> = curves.iter().map(|c| Agent { curve: c, min_export: -1e4, max_export: 1e4 }).collect();
+        let chi = 1.0 / ag.len() as f64;
+        let out = rci::negotiate(&ag, &RciSettings { chi, ..RciSettings::default() }, false);
+        prop_assert!(out.converged, "{:?}", out.residuals);
+        // The price is unique only where some agent's curve has a slope there.
+        let slope: f64 = curves.iter().map(|c| c.slope_at(out.price(), true) + c.slope_at(out.price(), false)).sum();
+        if slope > 0.0 {
+            prop_assert!((out.price() - price).abs() <= 1e-5 * price.abs().max(1.0), "{} vs {}", out.price(), price);
+        }
+        for (a, x) in out.agents.iter().zip(&exports) {
+            prop_assert!((a.power - x).abs() <= 1e-4 * x.abs().max(1.0), "{} vs {}", a.power, x);
+        }
+        // The paper's constant step converges too when kappa * total slope < 2.
+        let max_slope: f64 = market.iter().flat_map(|(u, _)| u.iter().map(|x| 1.0 / (2.0 * x.c2))).sum();
+        let s = RciSettings { chi, step_rule: StepRule::Constant, kappa: 1.0 / max_slope, max_iterations: 200_000, ..RciSettings::default() };
+        let out = rci::negotiate(&ag, &s, false);
+        prop_assert!(out.converged, "constant step: {:?}", out.residuals);
+        for (a, x) in out.agents.iter().zip(&exports) {
+            prop_assert!((a.power - x).abs() <= 1e-3 * x.abs().max(1.0), "{} vs {}", a.power, x);
+        }
+    }
+}
+
+/// Runs the CLI, returning (exit code, stderr).
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Each bad input exits with code 2, names the field and value, and writes nothing.
+#[test]
+fn bad_inputs_exit_2_and_leave_no_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let malformed = write_temp(
+        dir.path(),
+        "bad.m",
+        "function mpc = bad\nmpc.baseMVA = 100;\nmpc.bus = [\n 1 3 0 0 0 0 1 1 0 230 1 1.05 0.95;\n];\n",
+    );
+    let malformed = malformed.display().to_string().replace('\\', "/");
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "unknown field",
+            "[microgrid]\nwind_turbines = 3\n".into(),
+            vec!["wind_turbines"],
+        ),
+        (
+            "negative capacity",
+            "[microgrid.battery]\ncapacity_mwh = -5.0\n".into(),
+            vec!["microgrid.battery.capacity_mwh", "-5"],
+        ),
+        (
+            "NaN",
+            "[microgrid.pv]\nrated_mw = nan\n".into(),
+            vec!["microgrid.pv.rated_mw", "NaN"],
+        ),
+        (
+            "missing bus",
+            "[microgrid]\npcc_bus = 99\n".into(),
+            vec!["microgrid.pcc_bus", "99"],
+        ),
+        (
+            "load above capacity",
+            "[load]\nscale = 1.3\n".into(),
+            vec!["load", "capacity"],
+        ),
+        (
+            "malformed MATPOWER",
+            format!("[grid]\ncase_file = \"{malformed}\"\n"),
+            vec!["MATPOWER", "bad.m"],
+        ),
+        (
+            "bad rci setting",
+            "[rci]\nchi = 1.5\n".into(),
+            vec!["rci.chi", "1.5"],
+        ),
+    ];
+    for (name, toml, needles) in cases {
+        let cfg = write_temp(dir.path(), "bad.toml", &toml);
+        let out = dir.path().join("out");
+        let (code, stderr) = cli(&[
+            "run",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+        ]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{name}: stderr lacks {n:?}: {stderr}");
+        }
+        assert!(!out.exists(), "{name}: output written");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{name}: staging left behind");
+    }
+}
+
+#[test]
+fn cli_run_writes_every_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let (code, stderr) = cli(&["run", "--out", out.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{stderr}");
+    for f in [
+        "hourly.parquet",
+        "trajectories.parquet",
+        "summary.json",
+        "scenario.toml",
+        "price_convergence.png",
+        "price_convergence.svg",
+        "power_convergence.png",
+        "cost_convergence.png",
+        "p2p_vs_central.png",
+        "p2p_vs_central.svg",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("read"))
+            .expect("json");
+    for key in [
+        "converged_hours",
+        "iterations_max",
+        "p2p_total_cost",
+        "central_hourly_total_cost",
+        "central_24h_total_cost",
+        "max_power_deviation_pct",
+        "cost_gap_pct",
+        "runtime_s",
+    ] {
+        assert!(summary.get(key).is_some(), "summary lacks {key}");
+    }
+    assert_eq!(summary["converged_hours"], 24);
+    // The written scenario reproduces the run.
+    let (code, stderr) = cli(&[
+        "check",
+        "--config",
+        out.join("scenario.toml").to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}
