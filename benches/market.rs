@@ -35,7 +35,7 @@ fn market_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20);
+    config = Criterion::default().sample_size(20).without_plots();
     targets = market_benches
 }
 criterion_main!(benches);

@@ -183,7 +183,8 @@ impl OfferCurve {
     /// prices[k+1]); `None` outside the curve's price range.
     fn segment_by_price(&self, price: f64) -> Option<usize> {
         let n = self.prices.len();
-        if n < 2 || price < self.prices[0] || price >= self.prices[n - 1] {
+        // Written so that NaN falls outside every segment.
+        if n < 2 || !(price >= self.prices[0] && price < self.prices[n - 1]) {
             return None;
         }
         // partition_point gives the first breakpoint with price > `price`.
@@ -193,6 +194,9 @@ impl OfferCurve {
     /// The export at `price`, MW: the agent's set point (eq. 37-38 generalized to any
     /// monotone response).
     pub fn export_at(&self, price: f64) -> f64 {
+        if price.is_nan() {
+            return f64::NAN;
+        }
         let n = self.prices.len();
         if price <= self.prices[0] {
             return self.exports[0];
@@ -218,7 +222,7 @@ impl OfferCurve {
             return 0.0;
         }
         let k = if downward {
-            if price <= self.prices[0] || price > self.prices[n - 1] {
+            if !(price > self.prices[0] && price <= self.prices[n - 1]) {
                 return 0.0;
             }
             // Last breakpoint strictly below `price`.
@@ -240,6 +244,9 @@ impl OfferCurve {
     /// Marginal cost at export `x`, $/MWh (the inverse curve). Outside the curve's export
     /// range the end price is returned.
     pub fn price_at_export(&self, x: f64) -> f64 {
+        if x.is_nan() {
+            return f64::NAN;
+        }
         let n = self.exports.len();
         if x <= self.exports[0] {
             return self.prices[0];
@@ -257,6 +264,9 @@ impl OfferCurve {
     /// Outside the export range the cost is extended with the end price (a linear
     /// extrapolation), which only a relaxed, not-yet-converged iterate can reach.
     pub fn cost_at_export(&self, x: f64) -> f64 {
+        if x.is_nan() {
+            return f64::NAN;
+        }
         let n = self.exports.len();
         if x <= self.exports[0] {
             return self.costs[0] + (x - self.exports[0]) * self.prices[0];
@@ -336,6 +346,16 @@ mod tests {
         let e = OfferCurve::new(vec![0.0, f64::NAN], vec![0.0, 1.0], vec![0.0, 0.0]).unwrap_err();
         assert!(e.to_string().contains("prices[1]"), "{e}");
         assert!(OfferCurve::from_units(&[unit(0.0, 1.0, 0.0, 1.0)], 0.0, 0.0).is_err());
+    }
+
+    #[test]
+    fn nan_never_panics() {
+        let c = OfferCurve::from_units(&[unit(0.5, 10.0, 0.0, 10.0)], 0.0, 0.0).unwrap();
+        assert!(c.export_at(f64::NAN).is_nan());
+        assert_eq!(c.slope_at(f64::NAN, true), 0.0);
+        assert_eq!(c.slope_at(f64::NAN, false), 0.0);
+        assert!(c.cost_at_export(f64::NAN).is_nan());
+        assert!(c.price_at_export(f64::NAN).is_nan());
     }
 
     #[test]

@@ -217,7 +217,8 @@ pub struct Residuals {
     pub price_spread: f64,
 }
 
-/// How one hour's negotiation ended.
+/// How one hour's negotiation ended. A run that diverged (non-finite state) stops at once
+/// with `converged == false` and `iterations` below the cap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourOutcome {
     /// All stop rules held before the iteration cap.
@@ -329,8 +330,22 @@ pub fn negotiate(
         }
         residuals = residuals_between(&state, &next);
         std::mem::swap(&mut state, &mut next);
+        // A diverged iterate (e.g. the relaxation ratio of eq. 41-42 blowing up) can never
+        // meet the stop rules: report it as not converged after k + 1 iterations.
+        let finite = state
+            .iter()
+            .all(|a| a.price.is_finite() && a.power.is_finite());
         if keep_trajectory {
             record(&mut trajectory, k + 1, &state);
+        }
+        if !finite {
+            return HourOutcome {
+                converged: false,
+                iterations: k + 1,
+                agents: state,
+                residuals,
+                trajectory,
+            };
         }
         if residuals.price_change < s.price_tol
             && residuals.power_change < s.power_tol
@@ -358,6 +373,7 @@ pub fn negotiate(
 
 /// The safeguarded Newton innovation step: a full Newton step on the trade balance unless
 /// it leaves the bracket `[lo, hi]`, in which case the step lands on the bracket's middle.
+/// Targets are checked with `f64` comparisons only, so the GPU kernel can mirror them.
 pub fn newton_kappa(
     mismatch: f64,
     mean_price: f64,
@@ -371,7 +387,10 @@ pub fn newton_kappa(
         return kappa;
     }
     let target = mean_price - kappa * mismatch;
-    if lo.is_finite() && hi.is_finite() && !(target > lo && target < hi) {
+    // Only a target strictly outside the bracket is replaced: the solution may sit exactly
+    // on a bracket end (the current price when the mismatch is ~0), and bisecting away from
+    // it would cost dozens of iterations.
+    if lo.is_finite() && hi.is_finite() && (target < lo || target > hi) {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {
