@@ -387,10 +387,15 @@ pub fn newton_kappa(
         return kappa;
     }
     let target = mean_price - kappa * mismatch;
-    // Only a target strictly outside the bracket is replaced: the solution may sit exactly
-    // on a bracket end (the current price when the mismatch is ~0), and bisecting away from
-    // it would cost dozens of iterations.
-    if lo.is_finite() && hi.is_finite() && (target < lo || target > hi) {
+    // Once the trade balances to tolerance the step is negligible and is taken as it is:
+    // the solution then sits on a bracket end, and bisecting away from it would cost dozens
+    // of iterations. Otherwise a target not strictly inside the bracket is replaced by its
+    // middle, which also breaks the period-2 cycles Newton can fall into at kinks.
+    if mismatch.abs() > s.balance_tol
+        && lo.is_finite()
+        && hi.is_finite()
+        && !(target > lo && target < hi)
+    {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {
