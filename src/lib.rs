@@ -15,6 +15,7 @@
 //! - [`market`]: assembles a market from a scenario and runs the day.
 //! - [`engine`]: batches of perturbed days on the rayon CPU backend or the WGSL GPU kernel.
 //! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
+//! - [`sweep`]: parameter sweeps (TOML) run part by part into resumable Parquet datasets.
 
 pub mod central;
 pub mod data;

@@ -4,11 +4,51 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use p2pmarket::Error;
+use p2pmarket::engine::bench::{BenchBackend, run_bench};
+use p2pmarket::engine::day::negotiate_day;
+use p2pmarket::engine::{BackendChoice, Precision};
 use p2pmarket::market::{self, DayResult, Market};
 use p2pmarket::scenario::Scenario;
+
+/// `--backend`: where RCI runs are evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// A GPU when one exists, else the rayon CPU backend (said on stderr).
+    Auto,
+    /// A GPU, or an error.
+    Gpu,
+    /// The rayon CPU backend (the f64 reference).
+    Cpu,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Gpu => BackendChoice::Gpu,
+            BackendArg::Cpu => BackendChoice::Cpu,
+        }
+    }
+}
+
+/// `--precision` of the GPU kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    F64,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F64 => Precision::F64,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +72,31 @@ enum Command {
         /// Output directory (replaced atomically when the run completes).
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Where the negotiation runs. The default is the exact f64 CPU reference.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        /// Precision of the GPU kernel (the scenario's tolerances must suit it: f32 cannot
+        /// meet 1e-7 $/MWh).
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: PrecisionArg,
+        /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
+        #[arg(long)]
+        adapter: Option<String>,
+    },
+    /// Print runs per second of every backend at batch sizes from 1e3 to 1e6.
+    Bench {
+        /// Scenario TOML file whose market is perturbed (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Backends to time: auto = CPU plus every GPU precision available.
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Batch sizes (runs), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1_000usize, 10_000, 100_000, 1_000_000])]
+        sizes: Vec<usize>,
+        /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
+        #[arg(long)]
+        adapter: Option<String>,
     },
     /// Validate a scenario file and print the effective scenario; writes nothing.
     Check {
@@ -65,17 +130,96 @@ fn load_scenario(config: Option<&Path>) -> Result<Scenario, Failure> {
     }
 }
 
-fn run(config: Option<&Path>, out: &Path) -> Result<(), Failure> {
-    let scenario = load_scenario(config)?;
+/// The validated plan of a `run`.
+struct RunPlan<'a> {
+    config: Option<&'a Path>,
+    out: &'a Path,
+    backend: BackendChoice,
+    precision: Precision,
+    adapter: Option<&'a str>,
+}
+
+fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
+    let start = std::time::Instant::now();
+    let scenario = load_scenario(plan.config)?;
     let market = Market::from_scenario(&scenario)?;
-    let day = market::run_day(&market, scenario.output.keep_trajectories)?;
+    let keep = scenario.output.keep_trajectories;
+    let r = &scenario.rci;
+    if plan.backend != BackendChoice::Cpu
+        && plan.precision == Precision::F32
+        && (r.price_tol < 1e-3 || r.power_tol < 1e-2 || r.balance_tol < 1e-2)
+    {
+        eprintln!(
+            "note: f32 cannot meet price_tol {} / power_tol {} / balance_tol {}; hours will stop at the iteration cap (see experiments/gpu_f32.toml)",
+            r.price_tol, r.power_tol, r.balance_tol
+        );
+    }
+    let (negotiated, adapter) = if plan.backend == BackendChoice::Cpu {
+        (
+            None,
+            serde_json::json!({"name": "f64 CPU reference", "backend": "cpu"}),
+        )
+    } else {
+        let day = negotiate_day(&market, keep, plan.backend, plan.precision, plan.adapter)?;
+        if let Some(notice) = &day.notice {
+            eprintln!("note: {notice}");
+        }
+        let a = &day.adapter;
+        let info = serde_json::json!({
+            "name": a.name, "device_type": a.device_type, "driver": a.driver,
+            "driver_info": a.driver_info, "backend": a.backend, "notice": day.notice,
+        });
+        (Some(day.outcomes), info)
+    };
+    let mut day = market::run_day_with(&market, keep, negotiated)?;
+    day.summary.runtime_s = start.elapsed().as_secs_f64();
     let extra = serde_json::json!({
         "p2pmarket_version": env!("CARGO_PKG_VERSION"),
-        "backend": "cpu-f64-reference",
+        "backend": format!("{:?}", plan.backend).to_lowercase(),
+        "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" } },
+        "adapter": adapter,
     });
-    let files = p2pmarket::output::write_run(out, &scenario, &day, extra)?;
+    let files = p2pmarket::output::write_run(plan.out, &scenario, &day, extra)?;
     print_report(&day);
-    println!("\nwrote {} files to {}", files.len(), out.display());
+    println!("\nwrote {} files to {}", files.len(), plan.out.display());
+    Ok(())
+}
+
+fn bench(
+    config: Option<&Path>,
+    backend: BackendChoice,
+    sizes: &[usize],
+    adapter: Option<&str>,
+) -> Result<(), Failure> {
+    if sizes.is_empty() || sizes.iter().any(|&n| n == 0 || n > 100_000_000) {
+        return Err(Failure::BadInput(Error::invalid(
+            "--sizes",
+            format!("{sizes:?}"),
+            "1..=100000000 runs each, at least one size",
+        )));
+    }
+    let scenario = load_scenario(config)?;
+    let market = Market::from_scenario(&scenario)?;
+    let mut backends = Vec::new();
+    if backend != BackendChoice::Gpu {
+        backends.push(BenchBackend::Cpu);
+    }
+    if backend != BackendChoice::Cpu {
+        match p2pmarket::engine::GpuContext::new(adapter) {
+            Ok(ctx) => {
+                backends.push(BenchBackend::Gpu(Precision::F32));
+                if ctx.supports_f64() {
+                    backends.push(BenchBackend::Gpu(Precision::F64));
+                }
+            }
+            Err(e) if backend == BackendChoice::Gpu => return Err(e.into()),
+            Err(e) => {
+                eprintln!("note: no GPU adapter found ({e}); falling back to the rayon CPU backend")
+            }
+        }
+    }
+    let report = run_bench(&market, sizes, &backends, adapter)?;
+    println!("{report}");
     Ok(())
 }
 
@@ -132,7 +276,30 @@ fn print_report(day: &DayResult) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Run { config, out } => run(config.as_deref(), out),
+        Command::Run {
+            config,
+            out,
+            backend,
+            precision,
+            adapter,
+        } => run(&RunPlan {
+            config: config.as_deref(),
+            out,
+            backend: (*backend).into(),
+            precision: (*precision).into(),
+            adapter: adapter.as_deref(),
+        }),
+        Command::Bench {
+            config,
+            backend,
+            sizes,
+            adapter,
+        } => bench(
+            config.as_deref(),
+            (*backend).into(),
+            sizes,
+            adapter.as_deref(),
+        ),
         Command::Check { config } => load_scenario(config.as_deref()).and_then(|s| {
             Market::from_scenario(&s)?;
             print!(

@@ -278,15 +278,39 @@ pub struct DayResult {
     pub summary: Summary,
 }
 
-/// Runs the whole day: curves, RCI per hour, both references, and the summary.
+/// Runs the whole day: curves, RCI per hour (the f64 CPU reference), both references, and
+/// the summary.
 pub fn run_day(market: &Market, keep_trajectories: bool) -> Result<DayResult> {
+    run_day_with(market, keep_trajectories, None)
+}
+
+/// [`run_day`], with the hours' negotiations already done elsewhere (a batch backend):
+/// `negotiated[h]` replaces the reference negotiation of hour `h`. Curves, costs and the
+/// references are computed here in f64 either way.
+pub fn run_day_with(
+    market: &Market,
+    keep_trajectories: bool,
+    negotiated: Option<Vec<HourOutcome>>,
+) -> Result<DayResult> {
+    if let Some(v) = &negotiated
+        && v.len() != HOURS
+    {
+        return Err(Error::invalid(
+            "negotiated outcomes",
+            v.len(),
+            "exactly 24 hours",
+        ));
+    }
     let start = Instant::now();
     let horizon = central::horizon_reference(market)?;
     let hours: Vec<HourResult> = (0..HOURS)
         .into_par_iter()
         .map(|h| -> Result<HourResult> {
             let curves = market.curves(h)?;
-            let outcome = market.negotiate(&curves, keep_trajectories);
+            let outcome = match &negotiated {
+                Some(v) => v[h].clone(),
+                None => market.negotiate(&curves, keep_trajectories),
+            };
             let agent_costs = curves
                 .iter()
                 .zip(&outcome.agents)

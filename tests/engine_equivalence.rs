@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use p2pmarket::engine::cpu::{evaluate_hour, run_cpu};
 use p2pmarket::engine::gpu::{GpuContext, Precision};
-use p2pmarket::engine::{Batch, BatchOutputs, HourRecord, RunSpec};
+use p2pmarket::engine::{BackendChoice, Batch, HourRecord, RunSpec, run_batch};
 use p2pmarket::market::Market;
 use p2pmarket::rci::{PowerUpdate, RciSettings, StepRule};
 use p2pmarket::scenario::Scenario;
@@ -56,8 +56,14 @@ fn skip(why: &str) {
     );
 }
 
+/// Power and balance stop tolerance of the f32 batches, MW. f32 resolves a price of
+/// 32..64 $/MWh to 3.8e-6 $/MWh, and the steepest smart-grid segment of these batches
+/// exports 4695 MW per $/MWh, so one price ulp moves the balance by ~0.018 MW: 1e-3 MW
+/// (the brief's first guess) is below what f32 can resolve and stalls ~2% of the hours.
+const F32_POWER_TOL: f64 = 1e-2;
+
 /// Stop tolerances: the reference's defaults for f64; for f32, tolerances that f32
-/// arithmetic can meet (prices ~5..50 $/MWh have an ulp of ~4e-6).
+/// arithmetic can meet (price 1e-3 $/MWh, power and balance [`F32_POWER_TOL`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tolerances {
     Tight,
@@ -93,9 +99,9 @@ fn random_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
             };
             if tol == Tolerances::F32 {
                 rci.price_tol = 1e-3;
-                rci.power_tol = 1e-3;
+                rci.power_tol = F32_POWER_TOL;
                 rci.dual_tol = 1e-3;
-                rci.balance_tol = 1e-3;
+                rci.balance_tol = F32_POWER_TOL;
             }
             RunSpec {
                 load_scale: [0.9, 1.0, 1.1][rng.random_range(0..3usize)],
@@ -123,48 +129,121 @@ fn reference(b: &Batch) -> Vec<HourRecord> {
     out
 }
 
-/// Largest differences between a backend and the reference.
+/// Bits of every number of a record (NaN-safe equality: a diverged hour holds NaN/inf).
+fn bits(r: &HourRecord) -> Vec<u64> {
+    let mut v = vec![
+        r.price.to_bits(),
+        r.exchange_mw.to_bits(),
+        r.iterations as u64,
+        r.converged as u64,
+        r.residuals.price_change.to_bits(),
+        r.residuals.power_change.to_bits(),
+        r.residuals.dual_change.to_bits(),
+        r.residuals.balance.to_bits(),
+        r.residuals.price_spread.to_bits(),
+    ];
+    v.extend(
+        r.agent_power
+            .iter()
+            .chain(&r.agent_cost)
+            .map(|x| x.to_bits()),
+    );
+    v
+}
+
+fn assert_bitwise_equal(a: &[HourRecord], b: &[HourRecord]) {
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(bits(x) == bits(y), "record {i}: {x:?} != {y:?}");
+    }
+}
+
+/// How a backend differs from the reference over a batch.
 #[derive(Debug, Default)]
 struct Diff {
     hours: usize,
     converged_ref: usize,
-    flag_mismatches: usize,
-    max_iteration_diff: u32,
+    diverged_ref: usize,
+    /// Converged flags that differ, on plain-update and on relaxed-update hours.
+    flag_mismatches_plain: usize,
+    flag_mismatches_relaxed: usize,
+    hours_plain: usize,
+    hours_relaxed: usize,
+    /// Over hours where both converged.
+    max_iteration_diff_converged: u32,
+    /// Both-converged plain-update hours, those whose iteration counts differ by more
+    /// than 2, and the largest difference among them.
+    both_converged_plain: usize,
+    iteration_diff_over_2_plain: usize,
+    max_iteration_diff_plain: u32,
     max_price_rel: f64,
-    max_exchange_rel: f64,
+    max_exchange_abs: f64,
     max_cost_rel: f64,
+    /// Over hours where neither converged nor diverged (stopped at the cap with finite
+    /// states).
+    max_iteration_diff_capped: u32,
+    max_price_rel_capped: f64,
 }
 
-/// Relative difference with a floor on the scale (1 $/MWh, 1 MW, 1 $/h).
+/// Relative difference with a floor on the scale (1 $/MWh, 1 $/h).
 fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1.0)
+    let d = (a - b).abs() / b.abs().max(1.0);
+    // NaN must not hide in a max.
+    if d.is_nan() { f64::INFINITY } else { d }
 }
 
-/// Compares the records of every hour whose reference and backend both converged, or both
-/// did not; `values_when_unconverged` also compares values of unconverged hours.
-fn compare(reference: &[HourRecord], got: &[HourRecord], values_when_unconverged: bool) -> Diff {
+fn diverged(r: &HourRecord) -> bool {
+    !(r.price.is_finite() && r.agent_power.iter().all(|p| p.is_finite()))
+}
+
+fn compare(b: &Batch, reference: &[HourRecord], got: &[HourRecord]) -> Diff {
     assert_eq!(reference.len(), got.len());
     assert!(!reference.is_empty());
     let mut d = Diff {
         hours: reference.len(),
         ..Diff::default()
     };
-    for (r, g) in reference.iter().zip(got) {
+    for (i, (r, g)) in reference.iter().zip(got).enumerate() {
+        let relaxed = b.rci(i / b.hours()).power_update == PowerUpdate::Relaxed;
+        if relaxed {
+            d.hours_relaxed += 1;
+        } else {
+            d.hours_plain += 1;
+        }
         d.converged_ref += r.converged as usize;
+        d.diverged_ref += diverged(r) as usize;
         if r.converged != g.converged {
-            d.flag_mismatches += 1;
+            if relaxed {
+                d.flag_mismatches_relaxed += 1;
+            } else {
+                d.flag_mismatches_plain += 1;
+            }
             continue;
         }
-        d.max_iteration_diff = d
-            .max_iteration_diff
-            .max(r.iterations.abs_diff(g.iterations));
-        if !r.converged && !values_when_unconverged {
-            continue;
-        }
-        d.max_price_rel = d.max_price_rel.max(rel(g.price, r.price));
-        d.max_exchange_rel = d.max_exchange_rel.max(rel(g.exchange_mw, r.exchange_mw));
-        for a in 0..2 {
-            d.max_cost_rel = d.max_cost_rel.max(rel(g.agent_cost[a], r.agent_cost[a]));
+        if r.converged {
+            if !relaxed {
+                let di = r.iterations.abs_diff(g.iterations);
+                d.both_converged_plain += 1;
+                d.iteration_diff_over_2_plain += (di > 2) as usize;
+                d.max_iteration_diff_plain = d.max_iteration_diff_plain.max(di);
+            }
+            d.max_iteration_diff_converged = d
+                .max_iteration_diff_converged
+                .max(r.iterations.abs_diff(g.iterations));
+            d.max_price_rel = d.max_price_rel.max(rel(g.price, r.price));
+            let dx = (g.exchange_mw - r.exchange_mw).abs();
+            d.max_exchange_abs =
+                d.max_exchange_abs
+                    .max(if dx.is_nan() { f64::INFINITY } else { dx });
+            for a in 0..b.agents() {
+                d.max_cost_rel = d.max_cost_rel.max(rel(g.agent_cost[a], r.agent_cost[a]));
+            }
+        } else if !diverged(r) && !diverged(g) {
+            d.max_iteration_diff_capped = d
+                .max_iteration_diff_capped
+                .max(r.iterations.abs_diff(g.iterations));
+            d.max_price_rel_capped = d.max_price_rel_capped.max(rel(g.price, r.price));
         }
     }
     d
@@ -183,42 +262,201 @@ fn rayon_backend_is_the_reference() {
         t.elapsed().as_secs_f64(),
         b.runs()
     );
-    assert_eq!(out.records, reference);
+    assert_bitwise_equal(&out.records, &reference);
     let conv = reference.iter().filter(|r| r.converged).count();
-    // The batch really mixes converged and unconverged hours.
+    let div = reference.iter().filter(|r| diverged(r)).count();
+    // The batch really mixes converged, capped and diverged hours.
     assert!(
-        conv > reference.len() / 4 && conv < reference.len(),
+        conv > reference.len() / 4 && conv < reference.len() / 2,
         "{conv}"
     );
+    assert!(div > 0 && div < reference.len() / 2, "{div}");
 }
 
-fn gpu_diff(ctx: &GpuContext, p: Precision, tol: Tolerances, seed: u64) -> (Diff, BatchOutputs) {
+fn gpu_diff(ctx: &GpuContext, p: Precision, tol: Tolerances, seed: u64) -> Diff {
     let b = batch(seed, RUNS, tol);
     let reference = reference(&b);
     let t = Instant::now();
     let out = ctx.run(&b, p).expect("gpu run");
     let secs = t.elapsed().as_secs_f64();
-    let d = compare(&reference, &out.records, true);
-    let d_conv = compare(&reference, &out.records, false);
+    assert_eq!(out.adapter, *ctx.info());
+    let d = compare(&b, &reference, &out.records);
+    let identical = reference
+        .iter()
+        .zip(&out.records)
+        .filter(|(r, g)| bits(r) == bits(g))
+        .count();
     eprintln!(
-        "{p:?} on {} ({}): {secs:.2} s for {} runs\n  all hours: {d:?}\n  converged hours: {d_conv:?}",
+        "{p:?} on {} ({}): {secs:.2} s for {} runs; {identical}/{} hours bitwise identical\n  {d:?}",
         ctx.info().name,
         ctx.info().backend,
-        b.runs()
+        b.runs(),
+        d.hours,
     );
-    (d, out)
+    d
 }
 
+/// f64 kernel vs reference: the same flags on every hour, the same iteration counts, and
+/// values within 1e-9 relative (on lavapipe the results are bitwise identical; other GPUs
+/// may contract a*b+c into fma).
 #[test]
 fn gpu_f64_matches_the_reference() {
     let Some(ctx) = gpu_f64() else { return };
-    let (d, _) = gpu_diff(ctx, Precision::F64, Tolerances::Tight, 2);
-    assert_eq!(d.flag_mismatches, 0, "{d:?}");
+    let d = gpu_diff(ctx, Precision::F64, Tolerances::Tight, 2);
+    assert_eq!(
+        d.flag_mismatches_plain + d.flag_mismatches_relaxed,
+        0,
+        "{d:?}"
+    );
+    assert_eq!(d.max_iteration_diff_converged, 0, "{d:?}");
+    assert_eq!(d.max_iteration_diff_capped, 0, "{d:?}");
+    assert!(d.max_price_rel <= 1e-9, "{d:?}");
+    assert!(d.max_exchange_abs <= 1e-9, "{d:?}");
+    assert!(d.max_cost_rel <= 1e-9, "{d:?}");
+    assert!(d.max_price_rel_capped <= 1e-9, "{d:?}");
+    assert!(d.converged_ref > d.hours / 4 && d.diverged_ref > 0, "{d:?}");
 }
 
+/// f32 kernel vs the f64 reference at the same (f32-meetable) settings.
+///
+/// Allowed flag disagreements: 0.2% of the plain-update hours (observed 11/22920 = 0.05%:
+/// constant or diminishing steps at the stability edge, kappa x slope ~ 2, where rounding
+/// decides whether the oscillation decays, and balances at the f32 resolution of the
+/// steep smart-grid segments) and 3% of the relaxed-update hours (observed 330/25080 =
+/// 1.3%: the relaxation ratio of eq. 41-42 as printed amplifies rounding, so whether an
+/// hour converges, stalls or diverges is decided by the last bits).
+/// Where both converged: prices within 1e-4 relative (observed 1.5e-5), exchanges within
+/// 5 x the power tolerance (observed 0.017 MW), costs within 1e-3 relative (observed
+/// 4.7e-4; the smart grid's cost is ~5e4 $/h), and for plain updates at most 5% of the
+/// hours more than 2 iterations apart (observed 2.1%, up to 244: with a constant or
+/// diminishing step the contraction rate is close to 1, so a tiny difference in the
+/// residuals moves the iteration where they cross the tolerance a long way). Hours that
+/// stopped at the cap are not compared by value: an unconverged oscillation has no
+/// precision-independent state.
 #[test]
 fn gpu_f32_matches_the_reference() {
     let Some(ctx) = gpu() else { return };
-    let (d, _) = gpu_diff(ctx, Precision::F32, Tolerances::F32, 3);
-    assert!(d.hours > 0, "{d:?}");
+    let d = gpu_diff(ctx, Precision::F32, Tolerances::F32, 3);
+    assert!(
+        d.flag_mismatches_plain as f64 <= 0.002 * d.hours_plain as f64,
+        "{d:?}"
+    );
+    assert!(
+        d.flag_mismatches_relaxed as f64 <= 0.03 * d.hours_relaxed as f64,
+        "{d:?}"
+    );
+    assert!(d.max_price_rel <= 1e-4, "{d:?}");
+    assert!(d.max_exchange_abs <= 5.0 * F32_POWER_TOL, "{d:?}");
+    assert!(d.max_cost_rel <= 1e-3, "{d:?}");
+    assert!(
+        d.iteration_diff_over_2_plain as f64 <= 0.05 * d.both_converged_plain as f64,
+        "{d:?}"
+    );
+    assert!(d.converged_ref > d.hours / 4, "{d:?}");
+}
+
+/// A small batch of runs that keep their trajectories (and some that do not).
+fn trajectory_batch() -> Batch {
+    let mut runs = random_runs(4, 12, Tolerances::Tight);
+    for (i, r) in runs.iter_mut().enumerate() {
+        r.trajectory = i % 3 != 1;
+        r.rci.max_iterations = 60;
+    }
+    Batch::from_market(market(), &runs).expect("batch")
+}
+
+#[test]
+fn cpu_results_do_not_depend_on_the_thread_count() {
+    let b = batch(5, 300, Tolerances::Tight);
+    let run_on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(|| run_cpu(&b).expect("cpu"))
+    };
+    let (one, two) = (run_on(1), run_on(2));
+    assert_eq!(one.adapter.name, "rayon CPU (1 threads)");
+    assert_bitwise_equal(&one.records, &two.records);
+    let tb = trajectory_batch();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(|| run_cpu(&tb).expect("cpu"));
+    assert_eq!(one.trajectories, run_cpu(&tb).expect("cpu").trajectories);
+    assert_eq!(one.trajectories.len(), 8);
+}
+
+#[test]
+fn gpu_results_do_not_depend_on_the_chunk_size() {
+    let Some(ctx) = gpu() else { return };
+    let b = batch(6, 300, Tolerances::F32);
+    let mut precisions = vec![Precision::F32];
+    if ctx.supports_f64() {
+        precisions.push(Precision::F64);
+    }
+    for p in precisions {
+        let whole = ctx.run(&b, p).expect("gpu");
+        let chunked = ctx.run_chunked(&b, p, 7).expect("gpu chunked");
+        assert_bitwise_equal(&whole.records, &chunked.records);
+    }
+}
+
+#[test]
+fn gpu_trajectories_match_the_reference() {
+    let Some(ctx) = gpu_f64() else { return };
+    let b = trajectory_batch();
+    let cpu = run_cpu(&b).expect("cpu");
+    // Chunks of 5 runs: trajectory offsets restart in every chunk.
+    let gpu = ctx.run_chunked(&b, Precision::F64, 5).expect("gpu");
+    assert_eq!(cpu.trajectories.len(), 8);
+    assert_eq!(gpu.trajectories.len(), cpu.trajectories.len());
+    for (c, g) in cpu.trajectories.iter().zip(&gpu.trajectories) {
+        assert_eq!(c.run, g.run);
+        assert_eq!(c.hours.len(), g.hours.len());
+        for (ch, gh) in c.hours.iter().zip(&g.hours) {
+            assert_eq!(ch.len(), gh.len(), "run {}", c.run);
+            for (cp, gp) in ch.iter().zip(gh) {
+                assert_eq!((cp.iteration, cp.agent), (gp.iteration, gp.agent));
+                let (a, b) = (cp.state, gp.state);
+                for (x, y) in [
+                    (a.price, b.price),
+                    (a.power, b.power),
+                    (a.dual_upper, b.dual_upper),
+                    (a.dual_lower, b.dual_lower),
+                ] {
+                    assert!(
+                        x.to_bits() == y.to_bits() || rel(y, x) <= 1e-9,
+                        "run {} {cp:?} vs {gp:?}",
+                        c.run
+                    );
+                }
+            }
+        }
+    }
+    // The f32 kernel fills the same rows.
+    let f32_out = ctx.run(&b, Precision::F32).expect("gpu f32");
+    assert_eq!(f32_out.trajectories.len(), 8);
+}
+
+#[test]
+fn unknown_adapter_name_is_an_error_naming_the_adapters() {
+    let e = GpuContext::new(Some("no-such-adapter-p2pmarket")).expect_err("no such adapter");
+    assert!(e.to_string().contains("no-such-adapter-p2pmarket"), "{e}");
+}
+
+#[test]
+fn auto_backend_runs_or_reports_its_fallback() {
+    let b = batch(7, 20, Tolerances::F32);
+    let out = run_batch(&b, BackendChoice::Auto, Precision::F32, None).expect("auto");
+    assert_eq!(out.records.len(), 20 * 24);
+    match &out.notice {
+        Some(n) => {
+            assert_eq!(out.adapter.backend, "cpu");
+            assert!(n.contains("falling back to the rayon CPU backend"), "{n}");
+            skip(n);
+        }
+        None => assert_ne!(out.adapter.backend, "cpu"),
+    }
 }

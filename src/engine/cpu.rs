@@ -78,7 +78,7 @@ pub fn run_cpu(batch: &Batch) -> Result<BatchOutputs> {
             }
             let traj = batch
                 .keeps_trajectory(run)
-                .then(|| RunTrajectory { run, hours: traj });
+                .then_some(RunTrajectory { run, hours: traj });
             Ok((records, traj))
         })
         .collect::<Result<_>>()?;

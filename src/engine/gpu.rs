@@ -44,12 +44,13 @@ pub enum Precision {
 /// prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
 /// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
 pub fn shader_source(precision: Precision) -> String {
-    let real = match precision {
-        Precision::F32 => "f32",
-        Precision::F64 => "f64",
+    // The largest finite value, the kernel's `is_finite` bound.
+    let (real, max_real) = match precision {
+        Precision::F32 => ("f32", "3.40282346638528859811704183484516925440e38"),
+        Precision::F64 => ("f64", "1.7976931348623157e308"),
     };
     format!(
-        "alias real = {real};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
+        "alias real = {real};\nconst MAX_REAL: real = {max_real};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
          {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = \
          {WORKGROUP_SIZE}u;\n{KERNEL_WGSL}",
         2 * MAX_UNITS
