@@ -232,12 +232,14 @@ impl Oracle<'_> {
         // Step just past the end of a's feasibility: the piece found there usually starts
         // exactly where a ends. The step stays clear of the interior-point solver's
         // ambiguity zone around a jump (about 5e-4 MW for the nearly flat nuclear units).
-        if xe > a.x && xe < b.x && b.x - xe > 4e-3 {
-            if let Ok(c) = self.piece(xe + 2e-3) {
-                self.refine(a, &c, depth + 1, out)?;
-                out.push(c.point(c.x));
-                return self.refine(&c, b, depth + 1, out);
-            }
+        if xe > a.x
+            && xe < b.x
+            && b.x - xe > 4e-3
+            && let Ok(c) = self.piece(xe + 2e-3)
+        {
+            self.refine(a, &c, depth + 1, out)?;
+            out.push(c.point(c.x));
+            return self.refine(&c, b, depth + 1, out);
         }
         // A single kink between a and b lies where their lines cross; the oracle confirms.
         if (a.l1 - b.l1).abs() > 1e-14 {
