@@ -147,17 +147,8 @@ fn publish(staging: &Path, out_dir: &Path, old: &Path, exists: bool) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::test_support::day;
+    use crate::output::test_support::{day, entries};
     use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
 
     fn extra() -> serde_json::Value {
         serde_json::json!({"version": "test"})

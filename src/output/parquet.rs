@@ -244,7 +244,7 @@ impl Sink for MemorySink {
 mod tests {
     use super::*;
     use crate::output::tables::{hourly_table, trajectory_table};
-    use crate::output::test_support::day;
+    use crate::output::test_support::{day, entries};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn read_back(path: &Path) -> RecordBatch {
@@ -256,15 +256,6 @@ mod tests {
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), 1);
         batches.into_iter().next().unwrap()
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

@@ -160,3 +160,18 @@ pub fn day(keep_trajectories: bool) -> DayResult {
     let summary = summarize(&hours, 0.25);
     DayResult { hours, summary }
 }
+
+/// The sorted file names in a directory.
+pub fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("test dir is readable")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
