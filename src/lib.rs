@@ -17,6 +17,9 @@
 //! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
 //! - [`sweep`]: parameter sweeps (TOML) run part by part into resumable Parquet datasets.
 
+// Range checks are written `!(lo < x)` on purpose: NaN must fail them.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod central;
 pub mod data;
 pub mod engine;
@@ -28,5 +31,6 @@ pub mod offer;
 pub mod output;
 pub mod rci;
 pub mod scenario;
+pub mod sweep;
 
 pub use error::{Error, Result};

@@ -83,6 +83,29 @@ enum Command {
         #[arg(long)]
         adapter: Option<String>,
     },
+    /// Run a parameter sweep (grids and seeded random draws) into hive-partitioned Parquet;
+    /// resumable: rerun the same command after an interruption.
+    Sweep {
+        /// Sweep TOML file (see experiments/sweeps/).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory (parts already complete there are not recomputed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the runs are evaluated.
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Precision of the GPU kernel. f32 needs stop tolerances it can meet (price 1e-3,
+        /// power and balance 1e-2; see experiments/gpu_f32.toml).
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: PrecisionArg,
+        /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print runs per second of every backend at batch sizes from 1e3 to 1e6.
     Bench {
         /// Scenario TOML file whose market is perturbed (default: the embedded default).
@@ -182,6 +205,68 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let files = p2pmarket::output::write_run(plan.out, &scenario, &day, extra)?;
     print_report(&day);
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
+    Ok(())
+}
+
+fn sweep(
+    config: &Path,
+    out: &Path,
+    options: p2pmarket::sweep::SweepOptions,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let spec = p2pmarket::sweep::SweepSpec::from_file(config)?;
+    if options.backend != BackendChoice::Cpu && options.precision == Precision::F32 {
+        eprintln!(
+            "note: f32 kernels cannot meet stop tolerances below ~1e-3 $/MWh / 1e-2 MW; runs with tighter ones stop at their iteration cap (see experiments/gpu_f32.toml)"
+        );
+    }
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs  {elapsed_precise} (eta {eta})  {msg}",
+        )
+        .map_err(|e| Failure::Other(e.into()))?,
+    );
+    let report = p2pmarket::sweep::run_sweep(&spec, out, &options, &mut |p| {
+        bar.set_length(p.runs_total);
+        bar.set_position(p.runs_done);
+        bar.set_message(format!(
+            "part {}/{}{}",
+            p.parts_done,
+            p.parts_total,
+            if p.skipped { " (already done)" } else { "" }
+        ));
+    })?;
+    bar.finish_and_clear();
+    for n in &report.notices {
+        eprintln!("note: {n}");
+    }
+    let device = report
+        .adapter
+        .as_ref()
+        .map_or("none (every part was already done)".to_string(), |a| {
+            format!("{} ({})", a.name, a.backend)
+        });
+    println!(
+        "{} runs in {} parts ({} written, {} already done) on {device} in {:.2} s{}",
+        report.runs,
+        report.parts_total,
+        report.parts_written,
+        report.parts_skipped,
+        report.wall_s,
+        if report.complete {
+            ""
+        } else {
+            " (stopped early: incomplete)"
+        }
+    );
+    if let Some(m) = &report.manifest {
+        println!("manifest: {}", m.display());
+    }
     Ok(())
 }
 
@@ -289,6 +374,24 @@ fn main() -> ExitCode {
             precision: (*precision).into(),
             adapter: adapter.as_deref(),
         }),
+        Command::Sweep {
+            config,
+            out,
+            backend,
+            precision,
+            adapter,
+            quiet,
+        } => sweep(
+            config,
+            out,
+            p2pmarket::sweep::SweepOptions {
+                backend: (*backend).into(),
+                precision: (*precision).into(),
+                adapter: adapter.clone(),
+                max_parts: None,
+            },
+            *quiet,
+        ),
         Command::Bench {
             config,
             backend,

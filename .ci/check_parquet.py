@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Checks p2pmarket's Parquet outputs with an independent reader (pyarrow).
+
+Usage: check_parquet.py <sweep_out_dir> [<run_out_dir>]
+
+- <sweep_out_dir>: the output of a sweep (`runs/` and `run_hours/` hive-partitioned by
+  `pcc_bus`, `manifest.json`). Checks that both datasets open with
+  `pyarrow.dataset.dataset(path, partitioning="hive")`, that their columns and types are
+  the documented ones, that row counts agree with the manifest and with each other, and
+  that every file's sha256 matches the manifest (and no file is missing or unlisted).
+- <run_out_dir> (optional): the output of `p2pmarket run` (`hourly.parquet`,
+  `trajectories.parquet`, `summary.json`). Checks columns, types and counts.
+
+Exits 0 when everything holds, 1 with one line per problem otherwise, 2 on bad usage.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+F64, U32, U64, BOOL, STR = pa.float64(), pa.uint32(), pa.uint64(), pa.bool_(), pa.string()
+
+# The documented schemas, in column order. Keep in sync with src/sweep/tables.rs and
+# src/output/tables.rs (the README documents these).
+RUNS = [
+    ("run", U64), ("part", U32), ("grid_point", U64), ("sample", U32),
+    ("load_scale", F64), ("renewable_scale", F64), ("mg_load_scale", F64),
+    ("rci_chi", F64), ("rci_kappa", F64), ("rci_xi", F64), ("rci_step_rule", STR),
+    ("rci_price_tol", F64), ("rci_power_tol", F64), ("rci_balance_tol", F64),
+    ("rci_max_iterations", U32),
+    ("converged_hours", U32), ("iterations_max", U32), ("iterations_mean", F64),
+    ("price_mean", F64), ("price_min", F64), ("price_max", F64), ("exchange_mwh", F64),
+    ("smart_grid_cost", F64), ("microgrid_cost", F64), ("p2p_total_cost", F64),
+    ("max_abs_balance", F64),
+]
+RUN_HOURS = [
+    ("run", U64), ("hour", U32), ("price", F64), ("exchange_mw", F64),
+    ("smart_grid_cost", F64), ("microgrid_cost", F64), ("iterations", U32),
+    ("converged", BOOL), ("residual_price", F64), ("residual_power", F64),
+    ("residual_dual", F64), ("residual_balance", F64),
+]
+# The hive partition column, as pyarrow infers it from `pcc_bus=7`.
+PARTITION = ("pcc_bus", pa.int32())
+HOURLY = [
+    ("hour", U32), ("system_load_mw", F64), ("price", F64), ("exchange_mw", F64),
+    ("smart_grid_cost", F64), ("microgrid_cost", F64), ("converged", BOOL),
+    ("iterations", U32), ("residual_price", F64), ("residual_power", F64),
+    ("residual_dual", F64), ("residual_balance", F64),
+    ("hourly_ref_price", F64), ("hourly_ref_exchange_mw", F64),
+    ("hourly_ref_smart_grid_cost", F64), ("hourly_ref_microgrid_cost", F64),
+    ("hourly_ref_binding_lines", STR),
+    ("horizon_ref_price", F64), ("horizon_ref_exchange_mw", F64),
+    ("horizon_ref_smart_grid_cost", F64), ("horizon_ref_microgrid_cost", F64),
+    ("horizon_ref_battery_mw", F64), ("horizon_ref_binding_lines", STR),
+    ("battery_plan_mw", F64), ("power_deviation_pct", F64),
+]
+TRAJECTORIES = [
+    ("hour", U32), ("iteration", U32), ("agent", STR), ("price", F64),
+    ("power_mw", F64), ("dual_upper", F64), ("dual_lower", F64),
+]
+HOURS = 24
+AGENTS = {"smart_grid", "microgrid"}
+
+problems = []
+
+
+def problem(msg):
+    problems.append(msg)
+
+
+def check_schema(label, schema, expected):
+    """Exact column names, order and types (field metadata is not compared)."""
+    got = [(f.name, f.type) for f in schema]
+    if got != expected:
+        want = ", ".join(f"{n}: {t}" for n, t in expected)
+        have = ", ".join(f"{n}: {t}" for n, t in got)
+        problem(f"{label}: schema mismatch\n  expected: {want}\n  found:    {have}")
+        return False
+    return True
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def all_files(root):
+    out = []
+    for d, _, names in os.walk(root):
+        for n in names:
+            out.append(os.path.relpath(os.path.join(d, n), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def check_sweep(root):
+    mpath = os.path.join(root, "manifest.json")
+    if not os.path.isfile(mpath):
+        problem(f"{mpath}: missing (the sweep did not finish)")
+        return
+    with open(mpath) as f:
+        manifest = json.load(f)
+
+    listed = [e["path"] for e in manifest["files"]]
+    if listed != sorted(listed):
+        problem("manifest.json: files are not sorted by path")
+    on_disk = [p for p in all_files(root) if p != "manifest.json"]
+    for p in sorted(set(on_disk) - set(listed)):
+        problem(f"{p}: on disk but not in manifest.json" + (" (staging file)" if ".tmp" in p or any(c.startswith(".") for c in p.split("/")) else ""))
+    for e in manifest["files"]:
+        path = os.path.join(root, e["path"])
+        if not os.path.isfile(path):
+            problem(f"{e['path']}: listed in manifest.json but missing")
+            continue
+        digest = sha256(path)
+        if digest != e["sha256"]:
+            problem(f"{e['path']}: sha256 {digest} != manifest {e['sha256']}")
+        if os.path.getsize(path) != e["bytes"]:
+            problem(f"{e['path']}: {os.path.getsize(path)} bytes != manifest {e['bytes']}")
+        if path.endswith(".parquet"):
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except Exception as exc:  # any pyarrow failure means "not a readable file"
+                problem(f"{e['path']}: not a readable Parquet file: {exc}")
+                continue
+            if rows != e["rows"]:
+                problem(f"{e['path']}: {rows} rows != manifest {e['rows']}")
+
+    total = manifest["total_runs"]
+    counts = {}
+    for table, expected, per_run in (("runs", RUNS, 1), ("run_hours", RUN_HOURS, HOURS)):
+        label = f"{table}/"
+        try:
+            dataset = ds.dataset(os.path.join(root, table), format="parquet", partitioning="hive")
+            t = dataset.to_table()
+        except Exception as exc:  # pyarrow raises several types; all mean "unreadable"
+            problem(f"{label}: pyarrow cannot read the hive dataset: {exc}")
+            continue
+        check_schema(label, t.schema, expected + [PARTITION])
+        if t.num_rows != total * per_run:
+            problem(f"{label}: {t.num_rows} rows != total_runs {total} x {per_run}")
+        from_manifest = sum(e["rows"] for e in manifest["files"] if e["path"].startswith(label))
+        if t.num_rows != from_manifest:
+            problem(f"{label}: {t.num_rows} rows != {from_manifest} in manifest.json")
+        files_here = [e for e in manifest["files"] if e["path"].startswith(label)]
+        if len(files_here) != manifest["parts"]:
+            problem(f"{label}: {len(files_here)} files != manifest parts {manifest['parts']}")
+        buses = sorted(set(t.column("pcc_bus").to_pylist())) if "pcc_bus" in t.schema.names else []
+        if buses != sorted(manifest["pcc_buses"]):
+            problem(f"{label}: pcc_bus partitions {buses} != manifest {manifest['pcc_buses']}")
+        counts[table] = t
+
+    if "runs" in counts and "run_hours" in counts:
+        runs, hours = counts["runs"], counts["run_hours"]
+        ids = sorted(runs.column("run").to_pylist())
+        if ids != list(range(total)):
+            problem("runs/: `run` is not exactly 0..total_runs")
+        conv = {}
+        for r, c in zip(hours.column("run").to_pylist(), hours.column("converged").to_pylist()):
+            conv[r] = conv.get(r, 0) + int(c)
+        for r, c in zip(runs.column("run").to_pylist(), runs.column("converged_hours").to_pylist()):
+            if conv.get(r) != c:
+                problem(f"runs/: run {r} has converged_hours {c} but run_hours counts {conv.get(r)}")
+                break
+
+
+def check_run(root):
+    hourly_path = os.path.join(root, "hourly.parquet")
+    traj_path = os.path.join(root, "trajectories.parquet")
+    summary_path = os.path.join(root, "summary.json")
+    for p in (hourly_path, traj_path, summary_path):
+        if not os.path.isfile(p):
+            problem(f"{p}: missing")
+    if problems:
+        return
+    try:
+        hourly = pq.read_table(hourly_path)
+        traj = pq.read_table(traj_path)
+    except Exception as exc:  # any pyarrow failure means "not a readable file"
+        problem(f"{root}: cannot read the run's Parquet files: {exc}")
+        return
+    with open(summary_path) as f:
+        summary = json.load(f)
+    check_schema("hourly.parquet", hourly.schema, HOURLY)
+    ok = check_schema("trajectories.parquet", traj.schema, TRAJECTORIES)
+    if hourly.num_rows != summary.get("hours", HOURS):
+        problem(f"hourly.parquet: {hourly.num_rows} rows != summary hours {summary.get('hours')}")
+    if hourly.column("hour").to_pylist() != list(range(hourly.num_rows)):
+        problem("hourly.parquet: `hour` is not 0..hours in order")
+    converged = sum(hourly.column("converged").to_pylist())
+    if "converged_hours" in summary and converged != summary["converged_hours"]:
+        problem(f"hourly.parquet: {converged} converged hours != summary {summary['converged_hours']}")
+    if "iterations_max" in summary and max(hourly.column("iterations").to_pylist()) != summary["iterations_max"]:
+        problem("hourly.parquet: max iterations != summary iterations_max")
+    if ok and traj.num_rows > 0:
+        agents = set(traj.column("agent").to_pylist())
+        if not agents <= AGENTS:
+            problem(f"trajectories.parquet: unknown agents {sorted(agents - AGENTS)}")
+        last = {}
+        for h, k in zip(traj.column("hour").to_pylist(), traj.column("iteration").to_pylist()):
+            last[h] = max(last.get(h, 0), k)
+        iters = dict(zip(hourly.column("hour").to_pylist(), hourly.column("iterations").to_pylist()))
+        for h, k in sorted(last.items()):
+            if h not in iters:
+                problem(f"trajectories.parquet: hour {h} is not in hourly.parquet")
+            elif k != iters[h]:
+                problem(f"trajectories.parquet: hour {h} ends at iteration {k}, hourly says {iters[h]}")
+
+
+def main(argv):
+    if len(argv) not in (2, 3):
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    check_sweep(argv[1])
+    if len(argv) == 3:
+        check_run(argv[2])
+    if problems:
+        for p in problems:
+            print(f"check_parquet: {p}", file=sys.stderr)
+        return 1
+    print(f"check_parquet: OK ({', '.join(argv[1:])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

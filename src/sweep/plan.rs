@@ -1,0 +1,412 @@
+//! The run list of a sweep: the cartesian product of the grid values times `samples`
+//! uniform draws, in a fixed order, each run's draws taken from its own ChaCha stream.
+//!
+//! Run `i = grid_point * samples + sample`. The grid point is decoded in mixed radix over
+//! the grid dimensions in the order of [`SweepSpec`]'s parameters (`pcc_bus` outermost,
+//! so each bus is one contiguous range of runs; `rci.max_iterations` fastest). Run `i`
+//! draws its uniform parameters, in that same order, from `ChaCha8Rng::seed_from_u64(seed)`
+//! on stream `i`: a run's values depend on `(seed, i)` only, never on parts, batches or
+//! threads.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::engine::RunSpec;
+use crate::error::{Error, Result};
+use crate::market::Market;
+use crate::rci::RciSettings;
+use crate::sweep::spec::{Axis, Dimension, SweepSpec, Target, Value, apply, prefix_field};
+
+/// The values one run is evaluated with (swept or taken from the base scenario).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunValues {
+    /// External bus number of the PCC.
+    pub pcc_bus: usize,
+    /// Factor on the base system load.
+    pub load_scale: f64,
+    /// Factor on the microgrid renewables' available power.
+    pub renewable_scale: f64,
+    /// Factor on the microgrid's load.
+    pub mg_load_scale: f64,
+    /// The run's RCI settings.
+    pub rci: RciSettings,
+}
+
+/// One run of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// Global run index, `grid_point * samples + sample`.
+    pub run: u64,
+    /// Index of the grid point in the cartesian product.
+    pub grid_point: u64,
+    /// Index of the uniform draw at this grid point, `0..samples`.
+    pub sample: u64,
+    /// The run's values.
+    pub values: RunValues,
+}
+
+impl PlannedRun {
+    /// The engine's description of the run (no trajectory, no attack).
+    pub fn run_spec(&self) -> RunSpec {
+        RunSpec {
+            load_scale: self.values.load_scale,
+            renewable_scale: self.values.renewable_scale,
+            mg_load_scale: self.values.mg_load_scale,
+            rci: self.values.rci.clone(),
+            ..RunSpec::default()
+        }
+    }
+}
+
+/// One Parquet part: a contiguous range of runs of one pcc bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    /// The partition's pcc bus.
+    pub pcc_bus: usize,
+    /// Part number within the partition (`part-{index:05}.parquet`).
+    pub index: usize,
+    /// First global run index of the part.
+    pub first_run: u64,
+    /// Runs in the part.
+    pub runs: usize,
+}
+
+impl PartPlan {
+    /// The part's `runs` file, relative to the sweep's output directory.
+    pub fn runs_path(&self) -> String {
+        format!(
+            "runs/pcc_bus={}/part-{:05}.parquet",
+            self.pcc_bus, self.index
+        )
+    }
+
+    /// The part's `run_hours` file, relative to the sweep's output directory.
+    pub fn run_hours_path(&self) -> String {
+        format!(
+            "run_hours/pcc_bus={}/part-{:05}.parquet",
+            self.pcc_bus, self.index
+        )
+    }
+}
+
+/// A validated sweep with one market per pcc bus: the run list, computed on demand.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    seed: u64,
+    samples: u64,
+    total: u64,
+    dims: Vec<Dimension>,
+    base: RunValues,
+    /// (pcc bus, first run, runs, market), in run order.
+    groups: Vec<(usize, u64, u64, Market)>,
+    runs_per_part: u64,
+}
+
+/// A uniform `f64` in `[0, 1)` from the top 53 bits of one `u64` (written out rather than
+/// taken from `rand`'s distributions so that the values cannot change with its version).
+fn unit_f64(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A uniform integer in `lo..=hi` by a widening multiply (bias < span / 2^64).
+fn uniform_u32(rng: &mut ChaCha8Rng, lo: u32, hi: u32) -> u32 {
+    let span = u128::from(hi - lo) + 1;
+    lo + ((u128::from(rng.next_u64()) * span) >> 64) as u32
+}
+
+impl SweepSpec {
+    /// Validates the sweep against the grid case (pcc buses, load limits), builds one
+    /// market per pcc bus and returns the plan.
+    pub fn plan(&self) -> Result<SweepPlan> {
+        self.validate()?;
+        let dims = self.dimensions()?;
+        let total = self.total_runs()?;
+        let base = RunValues {
+            pcc_bus: self.base.microgrid.pcc_bus,
+            load_scale: 1.0,
+            renewable_scale: 1.0,
+            mg_load_scale: 1.0,
+            rci: self.base.rci.clone(),
+        };
+        let buses: Vec<usize> = match dims.iter().find(|d| d.target == Target::PccBus) {
+            Some(Dimension {
+                axis: Axis::Grid(v),
+                ..
+            }) => v
+                .iter()
+                .filter_map(|x| match x {
+                    Value::Bus(b) => Some(*b),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![base.pcc_bus],
+        };
+        let per_bus = total / buses.len() as u64;
+        let mut groups = Vec::with_capacity(buses.len());
+        for (k, &bus) in buses.iter().enumerate() {
+            let mut scenario = self.base.clone();
+            scenario.microgrid.pcc_bus = bus;
+            let swept = self.parameters.pcc_bus.is_some();
+            let market = Market::from_scenario(&scenario).map_err(|e| match e {
+                Error::InvalidInput { ref field, .. } if swept && field == "microgrid.pcc_bus" => {
+                    rename(e, &format!("parameters.pcc_bus.values[{k}]"))
+                }
+                other => prefix_field("base.", other),
+            })?;
+            check_load_scale(&dims, &market, bus)?;
+            groups.push((bus, k as u64 * per_bus, per_bus, market));
+        }
+        Ok(SweepPlan {
+            seed: self.seed,
+            samples: self.samples,
+            total,
+            dims,
+            base,
+            groups,
+            runs_per_part: self.runs_per_part,
+        })
+    }
+}
+
+fn rename(e: Error, field: &str) -> Error {
+    match e {
+        Error::InvalidInput { value, allowed, .. } => Error::InvalidInput {
+            field: field.to_string(),
+            value,
+            allowed,
+        },
+        other => other,
+    }
+}
+
+/// The smart grid's curve exists only while the scaled load stays within its committed
+/// units' range (plus the tie); the same check as [`Market::from_scenario`], per scale.
+fn check_load_scale(dims: &[Dimension], market: &Market, bus: usize) -> Result<()> {
+    let Some(d) = dims.iter().find(|d| d.target == Target::LoadScale) else {
+        return Ok(());
+    };
+    let relief = if market.microgrid.config.enabled {
+        market.microgrid.tie_capacity_mw
+    } else {
+        0.0
+    };
+    let (cap, min_out) = (market.grid.capacity_mw(), market.grid.min_output_mw());
+    let (mut lo, mut hi) = (0.0_f64, f64::INFINITY);
+    for &l in &market.system_load_mw {
+        if l > 0.0 {
+            hi = hi.min((cap + relief) / l);
+            lo = lo.max((min_out - relief) / l);
+        }
+    }
+    let allowed = format!(
+        "[{lo:.4}, {hi:.4}] at pcc_bus {bus}: the scaled system load must stay within the \
+         committed units' minimum output {min_out:.1} MW and capacity {cap:.1} MW (+/- tie \
+         {relief:.1} MW)"
+    );
+    let candidates: Vec<(String, f64)> = match &d.axis {
+        Axis::Grid(v) => v
+            .iter()
+            .enumerate()
+            .filter_map(|(k, x)| match x {
+                Value::F64(s) => Some((format!("{}.values[{k}]", d.field), *s)),
+                _ => None,
+            })
+            .collect(),
+        Axis::Uniform(a, b) => vec![
+            (format!("{}.uniform[0]", d.field), *a),
+            (format!("{}.uniform[1]", d.field), *b),
+        ],
+        Axis::UniformInt(..) => Vec::new(),
+    };
+    for (field, s) in candidates {
+        if !(s >= lo && s <= hi) {
+            return Err(Error::invalid(field, s, allowed));
+        }
+    }
+    Ok(())
+}
+
+impl SweepPlan {
+    /// Total runs.
+    pub fn total_runs(&self) -> u64 {
+        self.total
+    }
+
+    /// Uniform draws per grid point.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The pcc buses, in run order (one hive partition each).
+    pub fn pcc_buses(&self) -> Vec<usize> {
+        self.groups.iter().map(|g| g.0).collect()
+    }
+
+    /// The market of a pcc bus.
+    pub fn market(&self, pcc_bus: usize) -> Option<&Market> {
+        self.groups.iter().find(|g| g.0 == pcc_bus).map(|g| &g.3)
+    }
+
+    /// Every part, partition by partition in run order.
+    pub fn parts(&self) -> Vec<PartPlan> {
+        let mut parts = Vec::new();
+        for &(pcc_bus, first, runs, _) in &self.groups {
+            let mut start = 0;
+            let mut index = 0;
+            while start < runs {
+                let n = self.runs_per_part.min(runs - start);
+                parts.push(PartPlan {
+                    pcc_bus,
+                    index,
+                    first_run: first + start,
+                    runs: n as usize,
+                });
+                start += n;
+                index += 1;
+            }
+        }
+        parts
+    }
+
+    /// Run `i` (panics when `i >= total_runs()`, a caller bug, not user input).
+    pub fn run(&self, i: u64) -> PlannedRun {
+        assert!(i < self.total, "run {i} out of 0..{}", self.total);
+        let grid_point = i / self.samples;
+        let sample = i % self.samples;
+        let mut values = self.base.clone();
+        let mut scales = [
+            values.load_scale,
+            values.renewable_scale,
+            values.mg_load_scale,
+        ];
+        // Mixed-radix decode, last grid dimension fastest.
+        let mut rest = grid_point;
+        let mut picks = vec![0usize; self.dims.len()];
+        for (k, d) in self.dims.iter().enumerate().rev() {
+            let n = d.axis.grid_len() as u64;
+            picks[k] = (rest % n) as usize;
+            rest /= n;
+        }
+        let mut rng = None::<ChaCha8Rng>;
+        for (d, &pick) in self.dims.iter().zip(&picks) {
+            let value = match &d.axis {
+                Axis::Grid(v) => v[pick],
+                Axis::Uniform(lo, hi) => {
+                    let rng = rng.get_or_insert_with(|| stream(self.seed, i));
+                    // `min` guards the rounding of lo + (hi - lo) * u up to hi only.
+                    Value::F64((lo + (hi - lo) * unit_f64(rng)).min(*hi))
+                }
+                Axis::UniformInt(lo, hi) => {
+                    let rng = rng.get_or_insert_with(|| stream(self.seed, i));
+                    Value::U32(uniform_u32(rng, *lo, *hi))
+                }
+            };
+            apply(
+                d.target,
+                value,
+                &mut values.rci,
+                &mut scales,
+                &mut values.pcc_bus,
+            );
+        }
+        [
+            values.load_scale,
+            values.renewable_scale,
+            values.mg_load_scale,
+        ] = scales;
+        PlannedRun {
+            run: i,
+            grid_point,
+            sample,
+            values,
+        }
+    }
+}
+
+/// Run `i`'s random stream: the sweep seed's ChaCha8 key, stream (nonce) `i`.
+fn stream(seed: u64, i: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(i);
+    rng
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(text: &str) -> SweepSpec {
+        SweepSpec::from_toml(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn grid_order_is_row_major_with_samples_innermost() {
+        let s = spec(
+            "seed = 3\nsamples = 2\n[parameters]\nrenewable_scale = { uniform = [0.5, 1.5] }\n\
+             rci.kappa = { values = [1.0, 2.0, 3.0] }\n\
+             rci.step_rule = { values = [\"constant\", \"newton\"] }",
+        );
+        let plan = s.plan().unwrap();
+        assert_eq!(plan.total_runs(), 12);
+        let r = plan.run(7); // grid point 3 = kappa index 1, step rule index 1; sample 1
+        assert_eq!((r.grid_point, r.sample), (3, 1));
+        assert_eq!(r.values.rci.kappa, 2.0);
+        assert_eq!(r.values.rci.step_rule, crate::rci::StepRule::Newton);
+        assert!((0.5..1.5).contains(&r.values.renewable_scale));
+        assert_eq!(r.values.load_scale, 1.0);
+        // Draws depend on (seed, run) only.
+        assert_eq!(plan.run(7), s.plan().unwrap().run(7));
+        assert_ne!(plan.run(6).values.renewable_scale, r.values.renewable_scale);
+    }
+
+    #[test]
+    fn draws_are_value_stable() {
+        // Golden values: a change here changes every published sweep's runs.
+        let mut rng = stream(42, 5);
+        let u = unit_f64(&mut rng);
+        let mut rng = stream(42, 5);
+        assert_eq!(uniform_u32(&mut rng, 10, 20), 10 + (u * 11.0) as u32);
+        assert_eq!(u, GOLDEN_U_42_5);
+    }
+
+    /// First unit draw of stream 5 under seed 42 (ChaCha8, rand_chacha 0.10).
+    const GOLDEN_U_42_5: f64 = 0.3527329318569201;
+
+    #[test]
+    fn parts_cover_each_bus_contiguously() {
+        let s = spec(
+            "seed = 1\nruns_per_part = 4\nsamples = 5\n[parameters]\n\
+             pcc_bus = { values = [7, 8] }\nload_scale = { uniform = [0.95, 1.0] }",
+        );
+        let plan = s.plan().unwrap();
+        let parts = plan.parts();
+        let summary: Vec<(usize, usize, u64, usize)> = parts
+            .iter()
+            .map(|p| (p.pcc_bus, p.index, p.first_run, p.runs))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(7, 0, 0, 4), (7, 1, 4, 1), (8, 0, 5, 4), (8, 1, 9, 1)]
+        );
+        assert_eq!(plan.run(6).values.pcc_bus, 8);
+        assert_eq!(parts[2].runs_path(), "runs/pcc_bus=8/part-00000.parquet");
+    }
+
+    #[test]
+    fn case_dependent_errors_name_the_field() {
+        let e = spec("seed = 1\n[parameters]\npcc_bus = { values = [7, 99] }")
+            .plan()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("parameters.pcc_bus.values[1]"),
+            "{e}"
+        );
+        let e = spec("seed = 1\n[parameters]\nload_scale = { uniform = [0.9, 3.0] }")
+            .plan()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("parameters.load_scale.uniform[1]"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,728 @@
+//! The sweep file: a base scenario, a seed and the parameters to vary, read from TOML and
+//! validated in one place. Every error names the field (`parameters.rci.kappa.values[2]`),
+//! the value and the allowed range.
+//!
+//! ```toml
+//! seed = 42                 # ChaCha seed of the uniform draws
+//! runs_per_part = 4096      # rows of `runs` per Parquet part (default 4096)
+//! samples = 100             # uniform draws per grid point (default 1)
+//! base_config = "../default.toml"   # or an inline [base] scenario table
+//!
+//! [parameters]
+//! load_scale = { uniform = [0.9, 1.05] }
+//! rci.step_rule = { values = ["constant", "newton"] }
+//! rci.kappa = { values = [0.001, 0.002] }
+//! pcc_bus = { values = [7, 8] }
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rci::{RciSettings, StepRule};
+use crate::scenario::Scenario;
+
+/// Default rows of the `runs` table per Parquet part.
+pub const DEFAULT_RUNS_PER_PART: u64 = 4096;
+/// Most runs one sweep may plan (grid points x samples).
+pub const MAX_TOTAL_RUNS: u64 = 100_000_000;
+/// Most runs in one part: bounds the host memory of a part's records (24 per run).
+pub const MAX_RUNS_PER_PART: u64 = 1 << 20;
+/// Most Parquet parts one sweep may write (per table).
+pub const MAX_PARTS: u64 = 1_000_000;
+/// Largest factor `load_scale`, `renewable_scale` and `mg_load_scale` may take.
+pub const MAX_SCALE: f64 = 10.0;
+
+/// A real-valued sweep parameter: exactly one of a grid or a uniform draw.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealParam {
+    /// Grid values, each a point of the cartesian product; distinct, non-empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f64>>,
+    /// `[lo, hi]`: each run draws one value uniformly in `[lo, hi)`, `lo <= hi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniform: Option<[f64; 2]>,
+}
+
+/// An integer sweep parameter: exactly one of a grid or a uniform draw.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntParam {
+    /// Grid values; distinct, non-empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u32>>,
+    /// `[lo, hi]`: each run draws one integer uniformly in `lo..=hi`, `lo <= hi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniform: Option<[u32; 2]>,
+}
+
+/// A grid-only sweep parameter (categorical values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridParam<T> {
+    /// Grid values; distinct, non-empty.
+    pub values: Vec<T>,
+}
+
+/// The RCI settings a sweep may vary (`[parameters.rci]` or `rci.kappa = ...`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RciParameters {
+    /// Consensus weight chi of eq. (31)-(32), (0, 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chi: Option<RealParam>,
+    /// Innovation step kappa, ($/MWh) per MW, > 0 (used by `constant`/`diminishing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kappa: Option<RealParam>,
+    /// Dual step xi of eq. (33)-(36), ($/MWh) per MW, > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xi: Option<RealParam>,
+    /// Innovation step rule: `constant`, `diminishing` or `newton` (grid only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_rule: Option<GridParam<StepRule>>,
+    /// Price stop tolerance of eq. (43), $/MWh, > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_tol: Option<RealParam>,
+    /// Power stop tolerance of eq. (44), MW, > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power_tol: Option<RealParam>,
+    /// Trade-balance stop tolerance, MW, > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_tol: Option<RealParam>,
+    /// Iteration cap, 1..=10000000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_iterations: Option<IntParam>,
+}
+
+/// The parameters a sweep varies; an absent one keeps the base scenario's value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Parameters {
+    /// External bus number of the microgrid's PCC (grid only; one Market and one hive
+    /// partition per bus).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcc_bus: Option<GridParam<usize>>,
+    /// Factor on the base scenario's system load (on top of `base.load.scale`), (0, 10].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_scale: Option<RealParam>,
+    /// Factor on the microgrid renewables' available power, [0, 10].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewable_scale: Option<RealParam>,
+    /// Factor on the microgrid's load, [0, 10].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mg_load_scale: Option<RealParam>,
+    /// RCI settings.
+    pub rci: RciParameters,
+}
+
+fn default_runs_per_part() -> u64 {
+    DEFAULT_RUNS_PER_PART
+}
+
+fn default_samples() -> u64 {
+    1
+}
+
+/// The TOML file as written (before the base is resolved).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    seed: u64,
+    #[serde(default = "default_runs_per_part")]
+    runs_per_part: u64,
+    #[serde(default = "default_samples")]
+    samples: u64,
+    base: Option<Scenario>,
+    base_config: Option<PathBuf>,
+    #[serde(default)]
+    parameters: Parameters,
+}
+
+/// A parsed and validated sweep. Its serialized form (JSON) is the sweep's identity: a
+/// resumed sweep must have the same one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepSpec {
+    /// Seed of every run's ChaCha stream (run `i` uses stream `i`).
+    pub seed: u64,
+    /// Runs per Parquet part, 1..=2^20.
+    pub runs_per_part: u64,
+    /// Uniform draws per grid point, >= 1 (1 when no parameter is drawn).
+    pub samples: u64,
+    /// The base scenario every run starts from (`base`, `base_config` or the default).
+    pub base: Scenario,
+    /// The parameters varied.
+    pub parameters: Parameters,
+    /// The file the spec was read from, for messages and the manifest.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// The TOML text as given, kept for the manifest.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// Prefixes the field of an [`Error::InvalidInput`] (other errors pass through).
+pub(crate) fn prefix_field(prefix: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidInput {
+            field,
+            value,
+            allowed,
+        } => Error::InvalidInput {
+            field: format!("{prefix}{field}"),
+            value,
+            allowed,
+        },
+        other => other,
+    }
+}
+
+/// Replaces the field of an [`Error::InvalidInput`] (other errors pass through).
+fn rename_field(field: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidInput { value, allowed, .. } => Error::InvalidInput {
+            field: field.to_string(),
+            value,
+            allowed,
+        },
+        other => other,
+    }
+}
+
+impl SweepSpec {
+    /// Reads a sweep from a TOML file; `base_config` is resolved relative to its directory.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading sweep {}", path.display()), e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates a sweep from TOML text; `path` labels errors and anchors a
+    /// relative `base_config`. Checks that need the grid case (bus numbers, load limits)
+    /// happen in [`SweepSpec::plan`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let file: SweepFile = toml::from_str(text).map_err(|e| Error::Scenario {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        let base = match (file.base, &file.base_config) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "base_config",
+                    "given together with [base]",
+                    "one of `base` (inline table) or `base_config` (path), not both",
+                ));
+            }
+            (Some(b), None) => b,
+            (None, Some(p)) => {
+                let p = if p.is_relative() {
+                    path.parent().unwrap_or(Path::new("")).join(p)
+                } else {
+                    p.clone()
+                };
+                Scenario::from_file(&p)?
+            }
+            (None, None) => Scenario::default(),
+        };
+        let spec = SweepSpec {
+            seed: file.seed,
+            runs_per_part: file.runs_per_part,
+            samples: file.samples,
+            base,
+            parameters: file.parameters,
+            source: path.to_path_buf(),
+            text: text.to_string(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Validates everything that does not need the grid case.
+    pub fn validate(&self) -> Result<()> {
+        self.base
+            .validate_settings()
+            .map_err(|e| prefix_field("base.", e))?;
+        if !(1..=MAX_RUNS_PER_PART).contains(&self.runs_per_part) {
+            return Err(Error::invalid(
+                "runs_per_part",
+                self.runs_per_part,
+                format!("1..={MAX_RUNS_PER_PART}"),
+            ));
+        }
+        let dims = self.dimensions()?;
+        let any_uniform = dims.iter().any(|d| !d.axis.is_grid());
+        if self.samples == 0 || (!any_uniform && self.samples != 1) {
+            let allowed = if any_uniform {
+                ">= 1"
+            } else {
+                "1 (no parameter has `uniform`, so more samples would repeat identical runs)"
+            };
+            return Err(Error::invalid("samples", self.samples, allowed));
+        }
+        let total = self.total_runs_of(&dims)?;
+        let parts = self.parts_upper_bound(&dims, total);
+        if parts > MAX_PARTS {
+            return Err(Error::invalid(
+                "runs_per_part",
+                self.runs_per_part,
+                format!(
+                    "large enough that the {total} runs fit in <= {MAX_PARTS} parts \
+                     (this gives {parts})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of runs: the product of the grid sizes times `samples`.
+    pub fn total_runs(&self) -> Result<u64> {
+        self.total_runs_of(&self.dimensions()?)
+    }
+
+    fn total_runs_of(&self, dims: &[Dimension]) -> Result<u64> {
+        let mut total = self.samples;
+        for d in dims {
+            total = total.saturating_mul(d.axis.grid_len() as u64);
+        }
+        if total > MAX_TOTAL_RUNS {
+            let sizes: Vec<String> = dims
+                .iter()
+                .filter(|d| d.axis.is_grid())
+                .map(|d| format!("{} {}", d.field, d.axis.grid_len()))
+                .collect();
+            return Err(Error::invalid(
+                "parameters",
+                format!(
+                    "{} runs (grid sizes: {}; samples {})",
+                    if total == u64::MAX {
+                        "more than 2^64".to_string()
+                    } else {
+                        total.to_string()
+                    },
+                    sizes.join(", "),
+                    self.samples
+                ),
+                format!("<= {MAX_TOTAL_RUNS} runs in one sweep; split it into several sweeps"),
+            ));
+        }
+        Ok(total)
+    }
+
+    /// Parts over all pcc buses, counting a partial last part per bus.
+    fn parts_upper_bound(&self, dims: &[Dimension], total: u64) -> u64 {
+        let buses = dims
+            .iter()
+            .find(|d| d.target == Target::PccBus)
+            .map_or(1, |d| d.axis.grid_len() as u64);
+        let per_bus = total / buses.max(1);
+        buses * per_bus.div_ceil(self.runs_per_part)
+    }
+
+    /// The swept dimensions in their fixed order (pcc bus outermost, the last grid
+    /// dimension fastest), each validated.
+    pub(crate) fn dimensions(&self) -> Result<Vec<Dimension>> {
+        let p = &self.parameters;
+        let mut dims = Vec::new();
+        if let Some(g) = &p.pcc_bus {
+            let field = "parameters.pcc_bus";
+            check_grid(field, &g.values)?;
+            dims.push(Dimension {
+                target: Target::PccBus,
+                field,
+                axis: Axis::Grid(g.values.iter().map(|&b| Value::Bus(b)).collect()),
+            });
+        }
+        let real = [
+            (Target::LoadScale, "parameters.load_scale", &p.load_scale),
+            (
+                Target::RenewableScale,
+                "parameters.renewable_scale",
+                &p.renewable_scale,
+            ),
+            (
+                Target::MgLoadScale,
+                "parameters.mg_load_scale",
+                &p.mg_load_scale,
+            ),
+            (Target::Chi, "parameters.rci.chi", &p.rci.chi),
+            (Target::Kappa, "parameters.rci.kappa", &p.rci.kappa),
+            (Target::Xi, "parameters.rci.xi", &p.rci.xi),
+        ];
+        for (target, field, param) in real {
+            if let Some(param) = param {
+                dims.push(self.real_dimension(target, field, param)?);
+            }
+        }
+        if let Some(g) = &p.rci.step_rule {
+            let field = "parameters.rci.step_rule";
+            check_grid(field, &g.values)?;
+            dims.push(Dimension {
+                target: Target::StepRule,
+                field,
+                axis: Axis::Grid(g.values.iter().map(|&r| Value::StepRule(r)).collect()),
+            });
+        }
+        let tols = [
+            (
+                Target::PriceTol,
+                "parameters.rci.price_tol",
+                &p.rci.price_tol,
+            ),
+            (
+                Target::PowerTol,
+                "parameters.rci.power_tol",
+                &p.rci.power_tol,
+            ),
+            (
+                Target::BalanceTol,
+                "parameters.rci.balance_tol",
+                &p.rci.balance_tol,
+            ),
+        ];
+        for (target, field, param) in tols {
+            if let Some(param) = param {
+                dims.push(self.real_dimension(target, field, param)?);
+            }
+        }
+        if let Some(param) = &p.rci.max_iterations {
+            dims.push(self.int_dimension(param)?);
+        }
+        Ok(dims)
+    }
+
+    fn real_dimension(
+        &self,
+        target: Target,
+        field: &'static str,
+        param: &RealParam,
+    ) -> Result<Dimension> {
+        let axis = match (&param.values, &param.uniform) {
+            (Some(values), None) => {
+                check_grid(&format!("{field}.values"), values)?;
+                for (k, &v) in values.iter().enumerate() {
+                    self.check_value(target, v)
+                        .map_err(|e| rename_field(&format!("{field}.values[{k}]"), e))?;
+                }
+                Axis::Grid(values.iter().map(|&v| Value::F64(v)).collect())
+            }
+            (None, Some([lo, hi])) => {
+                for (k, &v) in [*lo, *hi].iter().enumerate() {
+                    self.check_value(target, v)
+                        .map_err(|e| rename_field(&format!("{field}.uniform[{k}]"), e))?;
+                }
+                if lo > hi {
+                    return Err(Error::invalid(
+                        format!("{field}.uniform"),
+                        format!("[{lo}, {hi}]"),
+                        "[lo, hi] with lo <= hi",
+                    ));
+                }
+                Axis::Uniform(*lo, *hi)
+            }
+            _ => return Err(one_of(field)),
+        };
+        Ok(Dimension {
+            target,
+            field,
+            axis,
+        })
+    }
+
+    fn int_dimension(&self, param: &IntParam) -> Result<Dimension> {
+        let field = "parameters.rci.max_iterations";
+        let check = |sub: String, v: u32| {
+            let mut rci = self.base.rci.clone();
+            rci.max_iterations = v;
+            rci.validate().map_err(|e| rename_field(&sub, e))
+        };
+        let axis = match (&param.values, &param.uniform) {
+            (Some(values), None) => {
+                check_grid(&format!("{field}.values"), values)?;
+                for (k, &v) in values.iter().enumerate() {
+                    check(format!("{field}.values[{k}]"), v)?;
+                }
+                Axis::Grid(values.iter().map(|&v| Value::U32(v)).collect())
+            }
+            (None, Some([lo, hi])) => {
+                check(format!("{field}.uniform[0]"), *lo)?;
+                check(format!("{field}.uniform[1]"), *hi)?;
+                if lo > hi {
+                    return Err(Error::invalid(
+                        format!("{field}.uniform"),
+                        format!("[{lo}, {hi}]"),
+                        "[lo, hi] with lo <= hi",
+                    ));
+                }
+                Axis::UniformInt(*lo, *hi)
+            }
+            _ => return Err(one_of(field)),
+        };
+        Ok(Dimension {
+            target: Target::MaxIterations,
+            field,
+            axis,
+        })
+    }
+
+    /// Checks one value of a real parameter; the caller renames the field. The allowed
+    /// sets are intervals, so checking both bounds of a uniform range checks every draw.
+    fn check_value(&self, target: Target, v: f64) -> Result<()> {
+        let scale = |zero_ok: bool| {
+            let ok = v.is_finite() && v <= MAX_SCALE && (v > 0.0 || (zero_ok && v == 0.0));
+            if ok {
+                Ok(())
+            } else {
+                let lo = if zero_ok { "[0" } else { "(0" };
+                Err(Error::invalid("", v, format!("{lo}, {MAX_SCALE}]")))
+            }
+        };
+        let mut rci = self.base.rci.clone();
+        match target {
+            Target::LoadScale => return scale(false),
+            Target::RenewableScale | Target::MgLoadScale => return scale(true),
+            Target::Chi => rci.chi = v,
+            Target::Kappa => rci.kappa = v,
+            Target::Xi => rci.xi = v,
+            Target::PriceTol => rci.price_tol = v,
+            Target::PowerTol => rci.power_tol = v,
+            Target::BalanceTol => rci.balance_tol = v,
+            Target::PccBus | Target::StepRule | Target::MaxIterations => {}
+        }
+        // The base settings are valid (checked first), so a failure is this value's.
+        rci.validate()
+    }
+}
+
+fn one_of(field: &str) -> Error {
+    Error::invalid(
+        field,
+        "neither or both of `values` and `uniform`",
+        "exactly one of `values = [...]` or `uniform = [lo, hi]`",
+    )
+}
+
+/// A grid must be non-empty and its values distinct (duplicates would repeat runs, and
+/// two equal pcc buses would write the same partition).
+fn check_grid<T: std::fmt::Debug>(field: &str, values: &[T]) -> Result<()> {
+    if values.is_empty() {
+        return Err(Error::invalid(field, "[]", "at least one value"));
+    }
+    let mut seen = HashSet::new();
+    for v in values {
+        if !seen.insert(format!("{v:?}")) {
+            return Err(Error::invalid(
+                field,
+                format!("{v:?} (repeated)"),
+                "distinct values",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a dimension sets in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    PccBus,
+    LoadScale,
+    RenewableScale,
+    MgLoadScale,
+    Chi,
+    Kappa,
+    Xi,
+    StepRule,
+    PriceTol,
+    PowerTol,
+    BalanceTol,
+    MaxIterations,
+}
+
+/// One value a dimension can take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Value {
+    F64(f64),
+    U32(u32),
+    StepRule(StepRule),
+    Bus(usize),
+}
+
+/// How a dimension varies.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Axis {
+    Grid(Vec<Value>),
+    Uniform(f64, f64),
+    UniformInt(u32, u32),
+}
+
+impl Axis {
+    pub(crate) fn is_grid(&self) -> bool {
+        matches!(self, Axis::Grid(_))
+    }
+
+    /// Points this axis contributes to the cartesian product (1 for a draw).
+    pub(crate) fn grid_len(&self) -> usize {
+        match self {
+            Axis::Grid(v) => v.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// One swept parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dimension {
+    pub(crate) target: Target,
+    pub(crate) field: &'static str,
+    pub(crate) axis: Axis,
+}
+
+/// Sets `value` into the run's settings.
+pub(crate) fn apply(
+    target: Target,
+    value: Value,
+    rci: &mut RciSettings,
+    scales: &mut [f64; 3],
+    pcc_bus: &mut usize,
+) {
+    match (target, value) {
+        (Target::PccBus, Value::Bus(b)) => *pcc_bus = b,
+        (Target::LoadScale, Value::F64(v)) => scales[0] = v,
+        (Target::RenewableScale, Value::F64(v)) => scales[1] = v,
+        (Target::MgLoadScale, Value::F64(v)) => scales[2] = v,
+        (Target::Chi, Value::F64(v)) => rci.chi = v,
+        (Target::Kappa, Value::F64(v)) => rci.kappa = v,
+        (Target::Xi, Value::F64(v)) => rci.xi = v,
+        (Target::StepRule, Value::StepRule(r)) => rci.step_rule = r,
+        (Target::PriceTol, Value::F64(v)) => rci.price_tol = v,
+        (Target::PowerTol, Value::F64(v)) => rci.power_tol = v,
+        (Target::BalanceTol, Value::F64(v)) => rci.balance_tol = v,
+        (Target::MaxIterations, Value::U32(v)) => rci.max_iterations = v,
+        // Dimensions are built with matching (target, value) pairs only.
+        _ => debug_assert!(false, "mismatched sweep value {value:?} for {target:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SweepSpec> {
+        SweepSpec::from_toml(text, Path::new("test.toml"))
+    }
+
+    fn field_of(e: Error) -> String {
+        match e {
+            Error::InvalidInput { field, .. } => field,
+            other => panic!("not an InvalidInput: {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_sweep_has_defaults() {
+        let s = parse("seed = 1").unwrap();
+        assert_eq!(s.runs_per_part, DEFAULT_RUNS_PER_PART);
+        assert_eq!(s.samples, 1);
+        assert_eq!(s.base, Scenario::default());
+        assert_eq!(s.total_runs().unwrap(), 1);
+    }
+
+    #[test]
+    fn dotted_and_table_spellings_agree() {
+        let a = parse("seed = 1\n[parameters]\nrci.kappa = { values = [1, 2] }").unwrap();
+        let b = parse("seed = 1\n[parameters.rci.kappa]\nvalues = [1.0, 2.0]").unwrap();
+        assert_eq!(a.parameters, b.parameters);
+        assert_eq!(a.total_runs().unwrap(), 2);
+    }
+
+    #[test]
+    fn counts_the_cartesian_product() {
+        let s = parse(
+            "seed = 1\nsamples = 10\n[parameters]\nload_scale = { uniform = [0.9, 1.0] }\n\
+             rci.kappa = { values = [0.001, 0.002, 0.003] }\n\
+             rci.step_rule = { values = [\"constant\", \"newton\"] }",
+        )
+        .unwrap();
+        assert_eq!(s.total_runs().unwrap(), 60);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "seed = 1\n[parameters]\nload_scale = { uniform = [1.1, 0.9] }",
+                "parameters.load_scale.uniform",
+            ),
+            (
+                "seed = 1\n[parameters]\nrenewable_scale = { values = [1.0, nan] }",
+                "parameters.renewable_scale.values[1]",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.kappa = { values = [] }",
+                "parameters.rci.kappa.values",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.chi = { uniform = [0.5, 1.5] }",
+                "parameters.rci.chi.uniform[1]",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.xi = { values = [1.0], uniform = [1.0, 2.0] }",
+                "parameters.rci.xi",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.max_iterations = { values = [0] }",
+                "parameters.rci.max_iterations.values[0]",
+            ),
+            (
+                "seed = 1\n[parameters]\npcc_bus = { values = [7, 7] }",
+                "parameters.pcc_bus",
+            ),
+            ("seed = 1\nruns_per_part = 0", "runs_per_part"),
+            ("seed = 1\nsamples = 3", "samples"),
+            ("seed = 1\n[base.rci]\nchi = 3.0", "base.rci.chi"),
+            (
+                "seed = 1\nsamples = 1000000\n[parameters]\nload_scale = { uniform = [1, 1.1] }\n\
+                 rci.kappa = { values = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, \
+                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, \
+                 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, \
+                 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, \
+                 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, \
+                 97, 98, 99, 100, 101] }",
+                "parameters",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).expect_err(text);
+            assert_eq!(field_of(e), field, "{text}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_key() {
+        for (text, needle) in [
+            ("seed = 1\nsede = 2", "sede"),
+            (
+                "seed = 1\n[parameters]\nload_scael = { values = [1] }",
+                "load_scael",
+            ),
+            (
+                "seed = 1\n[parameters]\nload_scale = { normal = [1, 0.1] }",
+                "normal",
+            ),
+            (
+                "seed = 1\n[parameters]\npcc_bus = { uniform = [1, 2] }",
+                "uniform",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.step_rule = { values = [\"bisect\"] }",
+                "bisect",
+            ),
+            ("runs_per_part = 5", "seed"),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(matches!(e, Error::Scenario { .. }), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+}

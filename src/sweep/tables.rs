@@ -1,0 +1,465 @@
+//! The two Arrow tables of a sweep part: `runs` (one row per run: its parameters and
+//! day-level results) and `run_hours` (one row per run and hour).
+//!
+//! Both schemas are fixed: every sweepable parameter has a column whether it was swept or
+//! not (an unswept one holds the base value), so datasets of different sweeps share one
+//! schema. `pcc_bus` is not a column: it is the hive partition (`pcc_bus=7/`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use crate::engine::{BatchOutputs, HourRecord};
+use crate::error::{Error, Result};
+use crate::rci::StepRule;
+use crate::sweep::plan::PlannedRun;
+
+/// Schema-level metadata key naming the engine that computed a file (`cpu-f64`,
+/// `gpu-f32`, `gpu-f64`).
+pub const ENGINE_KEY: &str = "p2pmarket.engine";
+
+/// A non-null field with `unit` and `description` metadata (as in the run's tables).
+fn field(name: &str, data_type: DataType, unit: &str, description: &str) -> Field {
+    Field::new(name, data_type, false).with_metadata(HashMap::from([
+        ("unit".to_string(), unit.to_string()),
+        ("description".to_string(), description.to_string()),
+    ]))
+}
+
+/// `(name, type, unit, description)` of every `runs` column, in order.
+const RUNS_COLUMNS: [(&str, DataType, &str, &str); 26] = [
+    (
+        "run",
+        DataType::UInt64,
+        "",
+        "global run index, grid_point * samples + sample",
+    ),
+    (
+        "part",
+        DataType::UInt32,
+        "",
+        "part number within the pcc_bus partition",
+    ),
+    (
+        "grid_point",
+        DataType::UInt64,
+        "",
+        "index of the grid point in the cartesian product",
+    ),
+    (
+        "sample",
+        DataType::UInt32,
+        "",
+        "index of the uniform draw at the grid point",
+    ),
+    (
+        "load_scale",
+        DataType::Float64,
+        "",
+        "factor on the base system load",
+    ),
+    (
+        "renewable_scale",
+        DataType::Float64,
+        "",
+        "factor on the microgrid renewables",
+    ),
+    (
+        "mg_load_scale",
+        DataType::Float64,
+        "",
+        "factor on the microgrid load",
+    ),
+    (
+        "rci_chi",
+        DataType::Float64,
+        "",
+        "consensus weight chi, eq. (31)-(32)",
+    ),
+    (
+        "rci_kappa",
+        DataType::Float64,
+        "($/MWh)/MW",
+        "innovation step kappa",
+    ),
+    (
+        "rci_xi",
+        DataType::Float64,
+        "($/MWh)/MW",
+        "dual step xi, eq. (33)-(36)",
+    ),
+    (
+        "rci_step_rule",
+        DataType::Utf8,
+        "",
+        "innovation step rule: constant, diminishing or newton",
+    ),
+    (
+        "rci_price_tol",
+        DataType::Float64,
+        "$/MWh",
+        "price stop tolerance, eq. (43)",
+    ),
+    (
+        "rci_power_tol",
+        DataType::Float64,
+        "MW",
+        "power stop tolerance, eq. (44)",
+    ),
+    (
+        "rci_balance_tol",
+        DataType::Float64,
+        "MW",
+        "trade-balance stop tolerance",
+    ),
+    ("rci_max_iterations", DataType::UInt32, "", "iteration cap"),
+    (
+        "converged_hours",
+        DataType::UInt32,
+        "h",
+        "hours whose negotiation met every stop rule",
+    ),
+    (
+        "iterations_max",
+        DataType::UInt32,
+        "",
+        "most RCI iterations of any hour",
+    ),
+    (
+        "iterations_mean",
+        DataType::Float64,
+        "",
+        "RCI iterations, mean over the hours",
+    ),
+    (
+        "price_mean",
+        DataType::Float64,
+        "$/MWh",
+        "market price, mean over the hours",
+    ),
+    (
+        "price_min",
+        DataType::Float64,
+        "$/MWh",
+        "lowest hourly market price",
+    ),
+    (
+        "price_max",
+        DataType::Float64,
+        "$/MWh",
+        "highest hourly market price",
+    ),
+    (
+        "exchange_mwh",
+        DataType::Float64,
+        "MWh",
+        "net energy smart grid -> microgrid over the day",
+    ),
+    (
+        "smart_grid_cost",
+        DataType::Float64,
+        "$",
+        "smart grid's P2P operating cost over the day",
+    ),
+    (
+        "microgrid_cost",
+        DataType::Float64,
+        "$",
+        "microgrid's P2P operating cost over the day",
+    ),
+    (
+        "p2p_total_cost",
+        DataType::Float64,
+        "$",
+        "smart_grid_cost + microgrid_cost",
+    ),
+    (
+        "max_abs_balance",
+        DataType::Float64,
+        "MW",
+        "largest final trade imbalance |sum of exports| of any hour",
+    ),
+];
+
+/// `(name, type, unit, description)` of every `run_hours` column, in order.
+const RUN_HOURS_COLUMNS: [(&str, DataType, &str, &str); 12] = [
+    ("run", DataType::UInt64, "", "global run index"),
+    ("hour", DataType::UInt32, "h", "hour of the day, 0..24"),
+    (
+        "price",
+        DataType::Float64,
+        "$/MWh",
+        "market price: mean of the agents' local prices",
+    ),
+    (
+        "exchange_mw",
+        DataType::Float64,
+        "MW",
+        "exchange smart grid -> microgrid (> 0: the microgrid buys)",
+    ),
+    (
+        "smart_grid_cost",
+        DataType::Float64,
+        "$/h",
+        "smart grid's P2P operating cost",
+    ),
+    (
+        "microgrid_cost",
+        DataType::Float64,
+        "$/h",
+        "microgrid's P2P operating cost (0 when disabled)",
+    ),
+    (
+        "iterations",
+        DataType::UInt32,
+        "",
+        "RCI iterations performed",
+    ),
+    (
+        "converged",
+        DataType::Boolean,
+        "",
+        "every stop rule held before the iteration cap",
+    ),
+    (
+        "residual_price",
+        DataType::Float64,
+        "$/MWh",
+        "final max price change (eq. 43)",
+    ),
+    (
+        "residual_power",
+        DataType::Float64,
+        "MW",
+        "final max power change (eq. 44)",
+    ),
+    (
+        "residual_dual",
+        DataType::Float64,
+        "$/MWh",
+        "final max dual change (eq. 45)",
+    ),
+    (
+        "residual_balance",
+        DataType::Float64,
+        "MW",
+        "final trade imbalance |sum of exports|",
+    ),
+];
+
+fn schema_of(columns: &[(&str, DataType, &str, &str)]) -> Schema {
+    Schema::new(
+        columns
+            .iter()
+            .map(|(n, t, u, d)| field(n, t.clone(), u, d))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Schema of the `runs` table (without the engine metadata a written file carries).
+pub fn runs_schema() -> SchemaRef {
+    Arc::new(schema_of(&RUNS_COLUMNS))
+}
+
+/// Schema of the `run_hours` table (without the engine metadata a written file carries).
+pub fn run_hours_schema() -> SchemaRef {
+    Arc::new(schema_of(&RUN_HOURS_COLUMNS))
+}
+
+fn with_engine(schema: SchemaRef, engine: &str) -> SchemaRef {
+    let meta = HashMap::from([(ENGINE_KEY.to_string(), engine.to_string())]);
+    Arc::new(schema.as_ref().clone().with_metadata(meta))
+}
+
+/// The name `rci_step_rule` holds (the TOML spelling).
+pub fn step_rule_name(rule: StepRule) -> &'static str {
+    match rule {
+        StepRule::Constant => "constant",
+        StepRule::Diminishing => "diminishing",
+        StepRule::Newton => "newton",
+    }
+}
+
+fn output_err(context: &str) -> impl Fn(arrow::error::ArrowError) -> Error + '_ {
+    move |e| Error::Output {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(v))
+}
+
+fn u32s(v: impl Iterator<Item = u32>) -> ArrayRef {
+    Arc::new(UInt32Array::from_iter_values(v))
+}
+
+fn u64s(v: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(v))
+}
+
+/// Day-level figures of one run, reduced over the hours in hour order.
+struct DayFigures {
+    converged_hours: u32,
+    iterations_max: u32,
+    iterations_mean: f64,
+    price_mean: f64,
+    price_min: f64,
+    price_max: f64,
+    exchange_mwh: f64,
+    smart_grid_cost: f64,
+    microgrid_cost: f64,
+    max_abs_balance: f64,
+}
+
+fn day_figures(hours: &[HourRecord]) -> DayFigures {
+    let n = hours.len().max(1) as f64;
+    let mut f = DayFigures {
+        converged_hours: 0,
+        iterations_max: 0,
+        iterations_mean: 0.0,
+        price_mean: 0.0,
+        price_min: f64::INFINITY,
+        price_max: f64::NEG_INFINITY,
+        exchange_mwh: 0.0,
+        smart_grid_cost: 0.0,
+        microgrid_cost: 0.0,
+        max_abs_balance: 0.0,
+    };
+    let mut iterations = 0u64;
+    for h in hours {
+        f.converged_hours += u32::from(h.converged);
+        f.iterations_max = f.iterations_max.max(h.iterations);
+        iterations += u64::from(h.iterations);
+        f.price_mean += h.price;
+        f.price_min = f.price_min.min(h.price);
+        f.price_max = f.price_max.max(h.price);
+        // One-hour steps: MW summed over hours is MWh.
+        f.exchange_mwh += h.exchange_mw;
+        f.smart_grid_cost += h.agent_cost[0];
+        f.microgrid_cost += h.agent_cost[1];
+        f.max_abs_balance = f.max_abs_balance.max(h.residuals.balance.abs());
+    }
+    f.iterations_mean = iterations as f64 / n;
+    f.price_mean /= n;
+    f
+}
+
+/// The `runs` rows of one part: `runs[k]` is batch run `k` of `outputs`.
+pub fn runs_table(
+    part: u32,
+    runs: &[PlannedRun],
+    outputs: &BatchOutputs,
+    engine: &str,
+) -> Result<RecordBatch> {
+    check_sizes(runs, outputs)?;
+    let h = outputs.hours;
+    let days: Vec<DayFigures> = (0..runs.len())
+        .map(|k| day_figures(&outputs.records[k * h..(k + 1) * h]))
+        .collect();
+    let v = |g: fn(&PlannedRun) -> f64| f64s(runs.iter().map(g));
+    let d = |g: fn(&DayFigures) -> f64| f64s(days.iter().map(g));
+    let arrays: Vec<ArrayRef> = vec![
+        u64s(runs.iter().map(|r| r.run)),
+        u32s(runs.iter().map(|_| part)),
+        u64s(runs.iter().map(|r| r.grid_point)),
+        // `samples` <= MAX_TOTAL_RUNS < 2^32.
+        u32s(runs.iter().map(|r| r.sample as u32)),
+        v(|r| r.values.load_scale),
+        v(|r| r.values.renewable_scale),
+        v(|r| r.values.mg_load_scale),
+        v(|r| r.values.rci.chi),
+        v(|r| r.values.rci.kappa),
+        v(|r| r.values.rci.xi),
+        Arc::new(StringArray::from_iter_values(
+            runs.iter().map(|r| step_rule_name(r.values.rci.step_rule)),
+        )),
+        v(|r| r.values.rci.price_tol),
+        v(|r| r.values.rci.power_tol),
+        v(|r| r.values.rci.balance_tol),
+        u32s(runs.iter().map(|r| r.values.rci.max_iterations)),
+        u32s(days.iter().map(|f| f.converged_hours)),
+        u32s(days.iter().map(|f| f.iterations_max)),
+        d(|f| f.iterations_mean),
+        d(|f| f.price_mean),
+        d(|f| f.price_min),
+        d(|f| f.price_max),
+        d(|f| f.exchange_mwh),
+        d(|f| f.smart_grid_cost),
+        d(|f| f.microgrid_cost),
+        d(|f| f.smart_grid_cost + f.microgrid_cost),
+        d(|f| f.max_abs_balance),
+    ];
+    RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
+        .map_err(output_err("runs table"))
+}
+
+/// The `run_hours` rows of one part, ordered by (run, hour).
+pub fn run_hours_table(
+    runs: &[PlannedRun],
+    outputs: &BatchOutputs,
+    engine: &str,
+) -> Result<RecordBatch> {
+    check_sizes(runs, outputs)?;
+    let h = outputs.hours;
+    let recs = &outputs.records;
+    let r = |g: fn(&HourRecord) -> f64| f64s(recs.iter().map(g));
+    let arrays: Vec<ArrayRef> = vec![
+        u64s(runs.iter().flat_map(|run| std::iter::repeat_n(run.run, h))),
+        u32s((0..recs.len()).map(|k| (k % h) as u32)),
+        r(|x| x.price),
+        r(|x| x.exchange_mw),
+        r(|x| x.agent_cost[0]),
+        r(|x| x.agent_cost[1]),
+        u32s(recs.iter().map(|x| x.iterations)),
+        Arc::new(BooleanArray::from(
+            recs.iter().map(|x| x.converged).collect::<Vec<bool>>(),
+        )),
+        r(|x| x.residuals.price_change),
+        r(|x| x.residuals.power_change),
+        r(|x| x.residuals.dual_change),
+        r(|x| x.residuals.balance),
+    ];
+    RecordBatch::try_new(with_engine(run_hours_schema(), engine), arrays)
+        .map_err(output_err("run_hours table"))
+}
+
+fn check_sizes(runs: &[PlannedRun], outputs: &BatchOutputs) -> Result<()> {
+    if outputs.records.len() != runs.len() * outputs.hours {
+        return Err(Error::Output {
+            context: "sweep part".into(),
+            message: format!(
+                "the backend returned {} records for {} runs x {} hours",
+                outputs.records.len(),
+                runs.len(),
+                outputs.hours
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_have_unique_documented_columns() {
+        for schema in [runs_schema(), run_hours_schema()] {
+            let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let n = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), n);
+            assert!(!names.contains(&"pcc_bus"), "pcc_bus is the hive partition");
+            for f in schema.fields() {
+                assert!(!f.is_nullable());
+                assert!(!f.metadata()["description"].is_empty(), "{}", f.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Sweeps end to end on the CPU backend: reproducibility whatever the part size and thread
+//! count, resumption after a kill, atomic files, the manifest, and input validation.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
+
+use p2pmarket::Error;
+use p2pmarket::engine::BackendChoice;
+use p2pmarket::sweep::{
+    MANIFEST_NAME, Manifest, SweepOptions, SweepReport, SweepSpec, run_hours_schema, run_sweep,
+    runs_schema,
+};
+
+/// 2 grid values x 10 samples of three uniform parameters; 7 runs per part, so each of the
+/// two pcc-bus-free partitions' parts are 7, 7, 6.
+const SMALL: &str = r#"
+seed = 11
+runs_per_part = 7
+samples = 10
+
+[parameters]
+load_scale = { values = [0.97, 1.0] }
+renewable_scale = { uniform = [0.5, 1.5] }
+mg_load_scale = { uniform = [0.9, 1.1] }
+rci.chi = { uniform = [0.3, 0.7] }
+"#;
+
+fn spec(text: &str) -> SweepSpec {
+    SweepSpec::from_toml(text, Path::new("tests/small_sweep.toml")).expect("valid sweep")
+}
+
+fn cpu(max_parts: Option<usize>) -> SweepOptions {
+    SweepOptions {
+        backend: BackendChoice::Cpu,
+        max_parts,
+        ..SweepOptions::default()
+    }
+}
+
+fn sweep_in_pool(spec: &SweepSpec, out: &Path, opts: &SweepOptions, threads: usize) -> SweepReport {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    pool.install(|| run_sweep(spec, out, opts, &mut |_| {}))
+        .expect("sweep runs")
+}
+
+/// Every file under `dir`, relative, `/`-separated, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap();
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+fn bytes_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(dir.join(&f)).unwrap();
+            (f, b)
+        })
+        .collect()
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// A table's rows over every partition and part, in path order, without the `part` column
+/// (which depends on the part size by definition).
+fn dataset(dir: &Path, table: &str) -> RecordBatch {
+    let parts: Vec<RecordBatch> = files(dir)
+        .iter()
+        .filter(|f| f.starts_with(&format!("{table}/")) && f.ends_with(".parquet"))
+        .map(|f| read_parquet(&dir.join(f)))
+        .collect();
+    assert!(!parts.is_empty(), "no {table} files in {}", dir.display());
+    let all = concat_batches(&parts[0].schema(), &parts).unwrap();
+    match all.schema().index_of("part") {
+        Ok(i) => {
+            let keep: Vec<usize> = (0..all.num_columns()).filter(|&c| c != i).collect();
+            all.project(&keep).unwrap()
+        }
+        Err(_) => all,
+    }
+}
+
+fn manifest(dir: &Path) -> Manifest {
+    serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_NAME)).unwrap()).unwrap()
+}
+
+fn no_tmp_files(dir: &Path) {
+    let tmp: Vec<String> = files(dir)
+        .into_iter()
+        .filter(|f| f.contains(".tmp") || f.split('/').any(|c| c.starts_with('.')))
+        .collect();
+    assert!(tmp.is_empty(), "staging files left: {tmp:?}");
+}
+
+#[test]
+fn same_seed_gives_the_same_tables_whatever_the_part_size_and_threads() {
+    let base = spec(SMALL);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // (runs_per_part, threads)
+    let cases = [(7, 1), (7, 2), (20, 2)];
+    for ((rpp, threads), dir) in cases.iter().zip(&dirs) {
+        let s = SweepSpec {
+            runs_per_part: *rpp,
+            ..base.clone()
+        };
+        let report = sweep_in_pool(&s, dir.path(), &cpu(None), *threads);
+        assert!(report.complete);
+        assert_eq!(report.runs, 20);
+        assert_eq!(report.parts_written, report.parts_total);
+        no_tmp_files(dir.path());
+    }
+    // Same part size, different thread counts: byte-identical files.
+    assert_eq!(bytes_of(dirs[0].path()).len(), 2 + 2 * 3);
+    let (a, b) = (bytes_of(dirs[0].path()), bytes_of(dirs[1].path()));
+    for (name, bytes) in &a {
+        if name != MANIFEST_NAME {
+            assert!(b[name] == *bytes, "{name} differs between 1 and 2 threads");
+        }
+    }
+    assert_eq!(
+        manifest(dirs[0].path()).files,
+        manifest(dirs[1].path()).files
+    );
+    // Different part size: the same decoded rows.
+    for table in ["runs", "run_hours"] {
+        let t0 = dataset(dirs[0].path(), table);
+        assert_eq!(t0, dataset(dirs[2].path(), table), "{table}");
+        assert_eq!(t0.num_rows(), if table == "runs" { 20 } else { 20 * 24 });
+    }
+}
+
+#[test]
+fn killed_midway_and_resumed_equals_uninterrupted() {
+    let s = spec(SMALL);
+    let full = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, full.path(), &cpu(None), 2);
+
+    let out = tempfile::tempdir().unwrap();
+    let first = sweep_in_pool(&s, out.path(), &cpu(Some(2)), 2);
+    assert!(!first.complete);
+    assert_eq!(first.parts_written, 2);
+    assert!(first.manifest.is_none());
+    assert!(!out.path().join(MANIFEST_NAME).exists());
+    // A kill between the two renames of part 1, and inside the write of part 2.
+    std::fs::remove_file(out.path().join("run_hours/pcc_bus=7/part-00001.parquet")).unwrap();
+    std::fs::write(
+        out.path().join("runs/pcc_bus=7/.part-00002.parquet.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    std::fs::write(
+        out.path().join("run_hours/pcc_bus=7/.part-00001.parquet"),
+        b"staged",
+    )
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let second = pool
+        .install(|| {
+            run_sweep(&s, out.path(), &cpu(None), &mut |p| {
+                seen.push((p.part.index, p.skipped))
+            })
+        })
+        .unwrap();
+    assert!(second.complete);
+    assert_eq!(second.parts_skipped, 1, "only part 0 was complete");
+    assert_eq!(second.parts_written, 2);
+    assert_eq!(seen, vec![(0, true), (1, false), (2, false)]);
+    no_tmp_files(out.path());
+    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
+    assert_eq!(manifest(out.path()), manifest(full.path()));
+
+    // Run again on the finished directory: everything skipped, nothing changes.
+    let third = sweep_in_pool(&s, out.path(), &cpu(None), 1);
+    assert_eq!((third.parts_skipped, third.parts_written), (3, 0));
+    assert_eq!(manifest(out.path()).files, manifest(full.path()).files);
+}
+
+#[test]
+fn manifest_lists_every_file_with_its_sha256() {
+    let s = spec(SMALL);
+    let out = tempfile::tempdir().unwrap();
+    let report = sweep_in_pool(&s, out.path(), &cpu(None), 2);
+    let m = manifest(out.path());
+    let on_disk: Vec<String> = files(out.path())
+        .into_iter()
+        .filter(|f| f != MANIFEST_NAME)
+        .collect();
+    let listed: Vec<String> = m.files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(listed, on_disk, "sorted by path, every file");
+    for f in &m.files {
+        let bytes = std::fs::read(out.path().join(&f.path)).unwrap();
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)), "{}", f.path);
+        assert_eq!(f.bytes, bytes.len() as u64);
+    }
+    let rows = |prefix: &str| -> u64 {
+        m.files
+            .iter()
+            .filter(|f| f.path.starts_with(prefix))
+            .map(|f| f.rows)
+            .sum()
+    };
+    assert_eq!(rows("runs/"), 20);
+    assert_eq!(rows("run_hours/"), 20 * 24);
+    assert_eq!((m.total_runs, m.parts, m.seed), (20, 3, 11));
+    assert_eq!(m.engines, vec!["cpu-f64"]);
+    assert_eq!(m.adapter.as_ref().unwrap().backend, "cpu");
+    assert_eq!(m.sweep_text, SMALL);
+    assert_eq!(m.p2pmarket_version, env!("CARGO_PKG_VERSION"));
+    assert!(!m.git_commit.is_empty());
+    assert!(report.notices.is_empty(), "{:?}", report.notices);
+}
+
+#[test]
+fn tables_hold_the_planned_runs_and_consistent_figures() {
+    let s = spec(SMALL);
+    let out = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, out.path(), &cpu(None), 2);
+    let runs = dataset(out.path(), "runs");
+    let hours = dataset(out.path(), "run_hours");
+    // Files carry the documented schemas (plus the engine tag).
+    let file = read_parquet(&out.path().join("runs/pcc_bus=7/part-00000.parquet"));
+    assert_eq!(file.schema().fields(), runs_schema().fields());
+    let file = read_parquet(&out.path().join("run_hours/pcc_bus=7/part-00000.parquet"));
+    assert_eq!(file.schema().fields(), run_hours_schema().fields());
+
+    use arrow::array::{Array, BooleanArray, Float64Array, UInt32Array, UInt64Array};
+    let col = |b: &RecordBatch, name: &str| b.column_by_name(name).unwrap().clone();
+    let run = col(&runs, "run");
+    let run = run.as_any().downcast_ref::<UInt64Array>().unwrap();
+    assert_eq!(run.values().to_vec(), (0..20).collect::<Vec<u64>>());
+    let plan = s.plan().unwrap();
+    let load = col(&runs, "load_scale");
+    let load = load.as_any().downcast_ref::<Float64Array>().unwrap();
+    let chi = col(&runs, "rci_chi");
+    let chi = chi.as_any().downcast_ref::<Float64Array>().unwrap();
+    for i in 0..20 {
+        let p = plan.run(i as u64);
+        assert_eq!(load.value(i), p.values.load_scale);
+        assert_eq!(chi.value(i), p.values.rci.chi);
+        assert!((0.3..0.7).contains(&chi.value(i)));
+    }
+    assert_eq!(load.value(0), 0.97);
+    assert_eq!(load.value(10), 1.0);
+    // converged_hours is the count of converged rows of run_hours.
+    let conv = col(&runs, "converged_hours");
+    let conv = conv.as_any().downcast_ref::<UInt32Array>().unwrap();
+    let hconv = col(&hours, "converged");
+    let hconv = hconv.as_any().downcast_ref::<BooleanArray>().unwrap();
+    for i in 0..20 {
+        let n = (0..24).filter(|h| hconv.value(i * 24 + h)).count() as u32;
+        assert_eq!(conv.value(i), n);
+    }
+    assert!(
+        conv.values().iter().all(|&c| c == 24),
+        "default settings converge"
+    );
+    let price = col(&runs, "price_mean");
+    let price = price.as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(price.values().iter().all(|p| p.is_finite() && *p > 0.0));
+    assert_eq!(hours.num_rows(), 480);
+    assert_eq!(price.null_count(), 0);
+}
+
+fn err_text(text: &str) -> String {
+    match SweepSpec::from_toml(text, Path::new("bad.toml")).and_then(|s| s.plan().map(|_| ())) {
+        Ok(()) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_sweep_inputs_name_the_field() {
+    let cases = [
+        ("seed = 1\nrun_per_part = 3", "run_per_part"),
+        (
+            "seed = 1\n[parameters]\nload_scale = { uniform = [1.05, 0.9] }",
+            "parameters.load_scale.uniform",
+        ),
+        (
+            "seed = 1\n[parameters]\nrci.kappa = { values = [0.001, nan] }",
+            "parameters.rci.kappa.values[1]",
+        ),
+        (
+            "seed = 1\n[parameters]\nrenewable_scale = { uniform = [nan, 1.0] }",
+            "parameters.renewable_scale.uniform[0]",
+        ),
+        (
+            "seed = 1\n[parameters]\npcc_bus = { values = [7, 25] }",
+            "parameters.pcc_bus.values[1]",
+        ),
+        (
+            "seed = 1\n[parameters]\nrci.step_rule = { values = [] }",
+            "parameters.rci.step_rule",
+        ),
+        (
+            "seed = 1\n[parameters]\nmg_load_scale = { values = [] }",
+            "parameters.mg_load_scale.values",
+        ),
+        (
+            "seed = 1\n[parameters]\nload_scale = { values = [1.0, 2.5] }",
+            "parameters.load_scale.values[1]",
+        ),
+        (
+            "seed = 1\nbase_config = \"x.toml\"\n[base.load]\nscale = 1.0",
+            "base_config",
+        ),
+        ("seed = 1\n[base.load]\nscale = -1.0", "base.load.scale"),
+        (
+            "seed = 1\nsamples = 100000000\n[parameters]\nload_scale = { uniform = [0.95, 1.0] }\n\
+             rci.kappa = { values = [0.001, 0.002] }",
+            "parameters",
+        ),
+    ];
+    for (text, field) in cases {
+        let e = err_text(text);
+        assert!(e.contains(field), "{text}\n-> {e}");
+    }
+    let e = err_text("seed = 1\n[parameters]\nload_scale = { uniform = [1.05, 0.9] }");
+    assert!(e.contains("[1.05, 0.9]") && e.contains("lo <= hi"), "{e}");
+    let e = err_text(
+        "seed = 1\nsamples = 100000000\n[parameters]\nload_scale = { uniform = [0.95, 1.0] }\nrci.kappa = { values = [0.001, 0.002] }",
+    );
+    assert!(
+        e.contains("200000000 runs") && e.contains("100000000"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_directory_of_another_sweep_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let s = spec(SMALL);
+    sweep_in_pool(&s, out.path(), &cpu(Some(1)), 2);
+    let other = SweepSpec { seed: 12, ..s };
+    let e = run_sweep(&other, out.path(), &cpu(None), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidInput { field, .. } if field == "out"),
+        "{e}"
+    );
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments/sweeps")
+        .join(name)
+}
+
+#[test]
+fn example_sweeps_are_valid() {
+    for (name, runs, parts) in [
+        ("step_size_grid.toml", 14, 1),
+        ("load_renewable_mc.toml", 4000, 4),
+        ("pcc_buses.toml", 100, 5),
+    ] {
+        let s = SweepSpec::from_file(&example(name)).unwrap();
+        let plan = s.plan().unwrap();
+        assert_eq!(plan.total_runs(), runs, "{name}");
+        assert_eq!(plan.parts().len(), parts, "{name}");
+        assert!(
+            s.text.starts_with('#'),
+            "{name}: a comment says what it studies"
+        );
+    }
+}
+
+/// Runs every example sweep to completion and prints its CPU throughput (a measurement,
+/// not an assertion: `cargo test --release --test sweep -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn example_sweeps_run_to_completion() {
+    // SWEEP_EXAMPLE=<file name> runs one of them; SWEEP_OUT=<dir> keeps the outputs in
+    // <dir>/<file stem> (for .ci/check_parquet.py).
+    let only = std::env::var("SWEEP_EXAMPLE").ok();
+    let keep = std::env::var_os("SWEEP_OUT").map(PathBuf::from);
+    for name in [
+        "step_size_grid.toml",
+        "load_renewable_mc.toml",
+        "pcc_buses.toml",
+    ] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let s = SweepSpec::from_file(&example(name)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = match &keep {
+            Some(dir) => dir.join(name.trim_end_matches(".toml")),
+            None => tmp.path().to_path_buf(),
+        };
+        let r = run_sweep(&s, &out, &cpu(None), &mut |_| {}).unwrap();
+        assert!(r.complete);
+        eprintln!(
+            "{name}: {} runs in {} parts in {:.2} s = {:.1} runs/s on {}",
+            r.runs,
+            r.parts_total,
+            r.wall_s,
+            r.runs as f64 / r.wall_s,
+            r.adapter.map(|a| a.name).unwrap_or_default()
+        );
+    }
+}
