@@ -96,6 +96,57 @@ impl Default for RunSpec {
     }
 }
 
+/// Smart-grid curve sets (24 hourly curves per load scale) already built for one market.
+/// Bound to the market it was first used with: used with another market it starts empty.
+#[derive(Debug, Clone, Default)]
+pub struct CurveCache {
+    market: Option<u64>,
+    sets: std::collections::HashMap<u64, Vec<OfferCurve>>,
+}
+
+impl CurveCache {
+    /// Number of load scales whose curves are held.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// True when no curves are held.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// Empties the cache when `market` is not the one its curves were built for.
+    fn bind(&mut self, market: &Market) {
+        let id = market_fingerprint(market);
+        if self.market != Some(id) {
+            self.sets.clear();
+            self.market = Some(id);
+        }
+    }
+}
+
+/// A hash of everything a smart-grid curve depends on: units, lines, PTDFs, loads, PCC and
+/// tie capacity (bit patterns, so any change gives another fingerprint).
+fn market_fingerprint(market: &Market) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut f = |x: f64| x.to_bits().hash(&mut h);
+    for u in &market.grid.units {
+        for v in [u.c2, u.c1, u.c0, u.pmin, u.pmax, u.bus as f64] {
+            f(v);
+        }
+    }
+    for l in &market.grid.lines {
+        f(l.limit_mw);
+    }
+    market.grid.ptdf.iter().for_each(|&v| f(v));
+    market.grid.load_share.iter().for_each(|&v| f(v));
+    market.system_load_mw.iter().for_each(|&v| f(v));
+    f(market.pcc as f64);
+    f(market.microgrid.tie_capacity_mw);
+    h.finish()
+}
+
 /// What one agent answers with in one hour of one curve set.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AgentSlot {
@@ -187,6 +238,16 @@ impl Batch {
     /// The battery plan of the base market is kept for every load scale (it is a plan the
     /// microgrid made before the market, not a function of the smart grid's load).
     pub fn from_market(market: &Market, runs: &[RunSpec]) -> Result<Batch> {
+        Self::from_market_cached(market, runs, &mut CurveCache::default())
+    }
+
+    /// [`Batch::from_market`], reusing the smart-grid curve sets `cache` already holds for
+    /// this market (a sweep builds each load scale's curves once, not once per part).
+    pub fn from_market_cached(
+        market: &Market,
+        runs: &[RunSpec],
+        cache: &mut CurveCache,
+    ) -> Result<Batch> {
         if runs.is_empty() {
             return Err(Error::invalid("runs", 0, "at least one run"));
         }
@@ -212,22 +273,36 @@ impl Batch {
         let hours = HOURS;
         let mg_enabled = market.microgrid.config.enabled;
         let agents = if mg_enabled { 2 } else { 1 };
-        // The smart grid's curves of every (set, hour): the costly part, in parallel.
-        let sg_curves: Vec<OfferCurve> = (0..scales.len() * hours)
+        // The smart grid's curves of every (set, hour): the costly part, in parallel, for the
+        // scales the cache does not hold yet.
+        cache.bind(market);
+        let missing: Vec<f64> = scales
+            .iter()
+            .copied()
+            .filter(|s| !cache.sets.contains_key(&s.to_bits()))
+            .collect();
+        let built: Vec<OfferCurve> = (0..missing.len() * hours)
             .into_par_iter()
             .map(|k| {
                 let (set, hour) = (k / hours, k % hours);
                 let mut scaled = market.clone();
                 // A scale of exactly 1 keeps the base loads bit for bit.
-                if scales[set] != 1.0 {
+                if missing[set] != 1.0 {
                     for l in scaled.system_load_mw.iter_mut() {
-                        *l *= scales[set];
+                        *l *= missing[set];
                     }
                 }
                 let mut curves = scaled.curves(hour)?;
                 Ok(curves.swap_remove(0))
             })
             .collect::<Result<_>>()?;
+        for (set, chunk) in built.chunks(hours).enumerate() {
+            cache.sets.insert(missing[set].to_bits(), chunk.to_vec());
+        }
+        let sg_curves: Vec<&OfferCurve> = scales
+            .iter()
+            .flat_map(|s| cache.sets[&s.to_bits()].iter())
+            .collect();
         let (min_export, max_export) = market.agent_limits();
         let mut pool = Vec::new();
         // The microgrid's units of each hour, shared by every set.
@@ -496,6 +571,34 @@ mod tests {
         let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
         assert!(e.contains("runs[0].rci.chi"), "{e}");
         assert!(Batch::from_market(&market, &[]).is_err());
+    }
+
+    #[test]
+    fn curve_cache_is_reused_and_bound_to_its_market() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let run = |scale: f64| RunSpec {
+            load_scale: scale,
+            ..RunSpec::default()
+        };
+        let mut cache = CurveCache::default();
+        let a = Batch::from_market_cached(&market, &[run(1.0), run(0.9)], &mut cache).unwrap();
+        assert_eq!(cache.len(), 2);
+        // A second batch with a known and a new scale builds only the new one, and its
+        // curves equal those of an uncached build.
+        let b = Batch::from_market_cached(&market, &[run(0.9), run(0.95)], &mut cache).unwrap();
+        assert_eq!(cache.len(), 3);
+        assert_eq!(
+            b.reference_curves(0, 7).unwrap(),
+            a.reference_curves(1, 7).unwrap()
+        );
+        let fresh = Batch::from_market(&market, &[run(0.9), run(0.95)]).unwrap();
+        assert_eq!(b.pool, fresh.pool);
+        // Another market (another PCC) must not see these curves.
+        let mut other = Scenario::default();
+        other.microgrid.pcc_bus = 8;
+        let other = Market::from_scenario(&other).unwrap();
+        Batch::from_market_cached(&other, &[run(1.0)], &mut cache).unwrap();
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -215,6 +215,9 @@ struct Backend {
     adapter: Option<String>,
     gpu: Option<GpuContext>,
     started: bool,
+    /// Smart-grid curve sets built so far, per PCC bus: each load scale is built once per
+    /// sweep, not once per part.
+    curves: std::collections::HashMap<usize, crate::engine::CurveCache>,
 }
 
 impl Backend {
@@ -291,6 +294,7 @@ pub fn run_sweep(
         adapter: options.adapter.clone(),
         gpu: None,
         started: false,
+        curves: Default::default(),
     };
     let mut runs_done = 0u64;
     for (done, part) in parts.iter().enumerate() {
@@ -355,7 +359,8 @@ fn write_part(
         context: "sweep plan".into(),
         message: format!("no market for pcc_bus {}", part.pcc_bus),
     })?;
-    let batch = Batch::from_market(market, &specs)?;
+    let cache = backend.curves.entry(part.pcc_bus as usize).or_default();
+    let batch = Batch::from_market_cached(market, &specs, cache)?;
     let outputs = run_batch(
         &batch,
         backend.choice,
