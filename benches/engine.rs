@@ -25,5 +25,10 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine);
+criterion_group! {
+    name = benches;
+    // Criterion's own plots need system fonts this crate's plotters build does not have.
+    config = Criterion::default().without_plots();
+    targets = engine
+}
 criterion_main!(benches);

@@ -35,6 +35,7 @@ fn market_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
+    // Criterion's own plots need system fonts this crate's plotters build does not have.
     config = Criterion::default().sample_size(20).without_plots();
     targets = market_benches
 }
