@@ -272,6 +272,24 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
 }
 
 // OfferCurve::cost_at_export (with price_at_export inlined).
+// OfferCurve::next_breakpoint as a distance from `price` (-1: none in that direction).
+fn next_break_distance(a: u32, price: real, downward: bool) -> real {
+    let n = curve_len[a];
+    var best = real(-1.0);
+    for (var j = 0u; j < n; j++) {
+        let p = cp(a, j);
+        if downward {
+            // Ascending prices: the last one below `price` is the nearest.
+            if p < price {
+                best = price - p;
+            }
+        } else if p > price && best < 0.0 {
+            best = p - price;
+        }
+    }
+    return best;
+}
+
 fn cost_at_export(a: u32, x: real) -> real {
     let n = curve_len[a];
     if x <= ce(a, 0u) {
@@ -298,14 +316,20 @@ fn newton_kappa(
     mismatch: real,
     mean_price: real,
     slope: real,
+    flat_distance: real,
     lo: real,
     hi: real,
     bracketed: bool,
     rp: RunParams,
 ) -> real {
-    let kappa = rp.newton_damping / max(slope, rp.slope_floor);
+    let newton = rp.newton_damping / max(slope, rp.slope_floor);
     if mismatch == 0.0 {
-        return kappa;
+        return newton;
+    }
+    // On a flat stretch: step to the nearest breakpoint (flat_distance < 0: none).
+    var kappa = newton;
+    if flat_distance >= 0.0 && slope < rp.slope_floor {
+        kappa = flat_distance / abs(mismatch);
     }
     let target_price = mean_price - kappa * mismatch;
     // Mirrors rci::newton_kappa: once the trade balances to tolerance the step is taken as
@@ -422,7 +446,16 @@ fn main(
             for (var i = 0u; i < n; i++) {
                 slope += slope_at(i, price[i] - du[i] + dl[i], downward);
             }
-            kappa = newton_kappa(mismatch, mean_price, slope, lo, hi, lo_set && hi_set, rp);
+            var flat_distance = real(-1.0);
+            if slope < rp.slope_floor {
+                for (var i = 0u; i < n; i++) {
+                    let d = next_break_distance(i, price[i] - du[i] + dl[i], downward);
+                    if d >= 0.0 && (flat_distance < 0.0 || d < flat_distance) {
+                        flat_distance = d;
+                    }
+                }
+            }
+            kappa = newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, lo_set && hi_set, rp);
         }
         var duals_moved = false;
         for (var i = 0u; i < n; i++) {

@@ -241,6 +241,16 @@ impl OfferCurve {
         }
     }
 
+    /// The nearest breakpoint price strictly below (`downward`) or above `price`: where a
+    /// flat stretch of the curve ends in that direction. `None` past the last breakpoint.
+    pub fn next_breakpoint(&self, price: f64, downward: bool) -> Option<f64> {
+        if downward {
+            self.prices.iter().rev().find(|&&p| p < price).copied()
+        } else {
+            self.prices.iter().find(|&&p| p > price).copied()
+        }
+    }
+
     /// Marginal cost at export `x`, $/MWh (the inverse curve). Outside the curve's export
     /// range the end price is returned.
     pub fn price_at_export(&self, x: f64) -> f64 {
@@ -346,6 +356,18 @@ mod tests {
         let e = OfferCurve::new(vec![0.0, f64::NAN], vec![0.0, 1.0], vec![0.0, 0.0]).unwrap_err();
         assert!(e.to_string().contains("prices[1]"), "{e}");
         assert!(OfferCurve::from_units(&[unit(0.0, 1.0, 0.0, 1.0)], 0.0, 0.0).is_err());
+    }
+
+    #[test]
+    fn next_breakpoint_in_both_directions() {
+        let c = OfferCurve::new(vec![1.0, 2.0, 5.0], vec![0.0, 3.0, 3.0], vec![0.0; 3]).unwrap();
+        assert_eq!(c.next_breakpoint(3.0, true), Some(2.0));
+        assert_eq!(c.next_breakpoint(3.0, false), Some(5.0));
+        assert_eq!(c.next_breakpoint(2.0, true), Some(1.0));
+        assert_eq!(c.next_breakpoint(2.0, false), Some(5.0));
+        assert_eq!(c.next_breakpoint(1.0, true), None);
+        assert_eq!(c.next_breakpoint(5.0, false), None);
+        assert_eq!(c.next_breakpoint(f64::NAN, true), None);
     }
 
     #[test]

@@ -296,7 +296,25 @@ pub fn negotiate(
                             .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
                     })
                     .sum();
-                newton_kappa(mismatch, mean_price, slope, lo, hi, s)
+                // On a flat stretch (summed slope below the floor) the step goes to the
+                // nearest breakpoint of any agent in the direction of motion, instead of
+                // creeping at mismatch / slope_floor across it.
+                let flat_distance = if slope < s.slope_floor {
+                    agents
+                        .iter()
+                        .zip(&state)
+                        .filter_map(|(a, st)| {
+                            let p = st.price - st.dual_upper + st.dual_lower;
+                            let b = a.curve.next_breakpoint(p, downward)?;
+                            Some(if downward { p - b } else { b - p })
+                        })
+                        .fold(None, |best: Option<f64>, d| {
+                            Some(best.map_or(d, |x| x.min(d)))
+                        })
+                } else {
+                    None
+                };
+                newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, s)
             }
         };
         let mut duals_moved = false;
@@ -371,21 +389,28 @@ pub fn negotiate(
     }
 }
 
-/// The safeguarded Newton innovation step: a full Newton step on the trade balance unless
-/// it leaves the bracket `[lo, hi]`, in which case the step lands on the bracket's middle.
+/// The safeguarded Newton innovation step: a full Newton step on the trade balance (on a
+/// flat stretch, where the summed slope is below the floor, a step of `flat_distance` to the
+/// nearest breakpoint) unless it leaves the bracket `[lo, hi]`, in which case the step
+/// lands on the bracket's middle.
 /// Targets are checked with `f64` comparisons only, so the GPU kernel can mirror them.
 pub fn newton_kappa(
     mismatch: f64,
     mean_price: f64,
     slope: f64,
+    flat_distance: Option<f64>,
     lo: f64,
     hi: f64,
     s: &RciSettings,
 ) -> f64 {
-    let kappa = s.newton_damping / slope.max(s.slope_floor);
+    let newton = s.newton_damping / slope.max(s.slope_floor);
     if mismatch == 0.0 {
-        return kappa;
+        return newton;
     }
+    let kappa = match flat_distance {
+        Some(d) if slope < s.slope_floor => d / mismatch.abs(),
+        _ => newton,
+    };
     let target = mean_price - kappa * mismatch;
     // Once the trade balances to tolerance the step is negligible and is taken as it is:
     // the solution then sits on a bracket end, and bisecting away from it would cost dozens

@@ -319,12 +319,14 @@ fn gpu_f64_matches_the_reference() {
 
 /// f32 kernel vs the f64 reference at the same (f32-meetable) settings.
 ///
-/// Allowed flag disagreements: 0.2% of the plain-update hours (observed 11/22920 = 0.05%:
+/// Allowed flag disagreements: 0.2% of the plain-update hours (observed 8/22920 = 0.03%:
 /// constant or diminishing steps at the stability edge, kappa x slope ~ 2, where rounding
 /// decides whether the oscillation decays, and balances at the f32 resolution of the
-/// steep smart-grid segments) and 3% of the relaxed-update hours (observed 330/25080 =
-/// 1.3%: the relaxation ratio of eq. 41-42 as printed amplifies rounding, so whether an
-/// hour converges, stalls or diverges is decided by the last bits).
+/// steep smart-grid segments) and 5% of the relaxed-update hours (observed 912/25080 =
+/// 3.6%; 1.3% before the Newton step learned to jump flat curve stretches, which changed
+/// these chaotic trajectories: the relaxation ratio of eq. 41-42 as printed amplifies
+/// rounding, so whether an hour converges, stalls or diverges is decided by the last
+/// bits).
 /// Where both converged: prices within 1e-4 relative (observed 1.5e-5), exchanges within
 /// 5 x the power tolerance (observed 0.017 MW), costs within 1e-3 relative (observed
 /// 4.7e-4; the smart grid's cost is ~5e4 $/h), and for plain updates at most 5% of the
@@ -342,7 +344,7 @@ fn gpu_f32_matches_the_reference() {
         "{d:?}"
     );
     assert!(
-        d.flag_mismatches_relaxed as f64 <= 0.03 * d.hours_relaxed as f64,
+        d.flag_mismatches_relaxed as f64 <= 0.05 * d.hours_relaxed as f64,
         "{d:?}"
     );
     assert!(d.max_price_rel <= 1e-4, "{d:?}");
