@@ -76,6 +76,19 @@ impl Error {
         }
     }
 
+    /// The same error reported against another field (a value checked by a shared
+    /// validator, named the way the user wrote it); other errors pass through.
+    pub fn with_field(self, field: &str) -> Self {
+        match self {
+            Error::InvalidInput { value, allowed, .. } => Error::InvalidInput {
+                field: field.to_string(),
+                value,
+                allowed,
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -359,7 +359,7 @@ fn write_part(
         context: "sweep plan".into(),
         message: format!("no market for pcc_bus {}", part.pcc_bus),
     })?;
-    let cache = backend.curves.entry(part.pcc_bus as usize).or_default();
+    let cache = backend.curves.entry(part.pcc_bus).or_default();
     let batch = Batch::from_market_cached(market, &specs, cache)?;
     let outputs = run_batch(
         &batch,

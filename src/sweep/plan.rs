@@ -149,7 +149,7 @@ impl SweepSpec {
             let swept = self.parameters.pcc_bus.is_some();
             let market = Market::from_scenario(&scenario).map_err(|e| match e {
                 Error::InvalidInput { ref field, .. } if swept && field == "microgrid.pcc_bus" => {
-                    rename(e, &format!("parameters.pcc_bus.values[{k}]"))
+                    e.with_field(&format!("parameters.pcc_bus.values[{k}]"))
                 }
                 other => prefix_field("base.", other),
             })?;
@@ -168,16 +168,6 @@ impl SweepSpec {
     }
 }
 
-fn rename(e: Error, field: &str) -> Error {
-    match e {
-        Error::InvalidInput { value, allowed, .. } => Error::InvalidInput {
-            field: field.to_string(),
-            value,
-            allowed,
-        },
-        other => other,
-    }
-}
 
 /// The smart grid's curve exists only while the scaled load stays within its committed
 /// units' range (plus the tie); the same check as [`Market::from_scenario`], per scale.

@@ -179,17 +179,6 @@ pub(crate) fn prefix_field(prefix: &str, e: Error) -> Error {
     }
 }
 
-/// Replaces the field of an [`Error::InvalidInput`] (other errors pass through).
-fn rename_field(field: &str, e: Error) -> Error {
-    match e {
-        Error::InvalidInput { value, allowed, .. } => Error::InvalidInput {
-            field: field.to_string(),
-            value,
-            allowed,
-        },
-        other => other,
-    }
-}
 
 impl SweepSpec {
     /// Reads a sweep from a TOML file; `base_config` is resolved relative to its directory.
@@ -403,14 +392,14 @@ impl SweepSpec {
                 check_grid(&format!("{field}.values"), values)?;
                 for (k, &v) in values.iter().enumerate() {
                     self.check_value(target, v)
-                        .map_err(|e| rename_field(&format!("{field}.values[{k}]"), e))?;
+                        .map_err(|e| e.with_field(&format!("{field}.values[{k}]")))?;
                 }
                 Axis::Grid(values.iter().map(|&v| Value::F64(v)).collect())
             }
             (None, Some([lo, hi])) => {
                 for (k, &v) in [*lo, *hi].iter().enumerate() {
                     self.check_value(target, v)
-                        .map_err(|e| rename_field(&format!("{field}.uniform[{k}]"), e))?;
+                        .map_err(|e| e.with_field(&format!("{field}.uniform[{k}]")))?;
                 }
                 if lo > hi {
                     return Err(Error::invalid(
@@ -435,7 +424,7 @@ impl SweepSpec {
         let check = |sub: String, v: u32| {
             let mut rci = self.base.rci.clone();
             rci.max_iterations = v;
-            rci.validate().map_err(|e| rename_field(&sub, e))
+            rci.validate().map_err(|e| e.with_field(&sub))
         };
         let axis = match (&param.values, &param.uniform) {
             (Some(values), None) => {
