@@ -168,7 +168,6 @@ impl SweepSpec {
     }
 }
 
-
 /// The smart grid's curve exists only while the scaled load stays within its committed
 /// units' range (plus the tie); the same check as [`Market::from_scenario`], per scale.
 fn check_load_scale(dims: &[Dimension], market: &Market, bus: usize) -> Result<()> {

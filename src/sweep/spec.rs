@@ -179,7 +179,6 @@ pub(crate) fn prefix_field(prefix: &str, e: Error) -> Error {
     }
 }
 
-
 impl SweepSpec {
     /// Reads a sweep from a TOML file; `base_config` is resolved relative to its directory.
     pub fn from_file(path: &Path) -> Result<Self> {
