@@ -442,6 +442,31 @@ fn gpu_trajectories_match_the_reference() {
     assert_eq!(f32_out.trajectories.len(), 8);
 }
 
+/// One context shared by several threads, each reading back many small chunks: the map
+/// callback of one thread's readback may run inside another thread's poll. Every thread
+/// must still get its own, correct results (CI once failed on this race).
+#[test]
+fn one_context_serves_concurrent_threads() {
+    let Some(ctx) = gpu() else { return };
+    let b = batch(11, 40, Tolerances::F32);
+    let expected = ctx.run(&b, Precision::F32).expect("gpu");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..4 {
+                        let out = ctx.run_chunked(&b, Precision::F32, 1).expect("gpu");
+                        assert_bitwise_equal(&expected.records, &out.records);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+    });
+}
+
 #[test]
 fn unknown_adapter_name_is_an_error_naming_the_adapters() {
     let e = GpuContext::new(Some("no-such-adapter-p2pmarket")).expect_err("no such adapter");

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
@@ -30,6 +31,8 @@ pub const WORKGROUP_SIZE: u32 = 64;
 pub const DEFAULT_RUNS_PER_CHUNK: usize = 16_384;
 /// Marks a run without trajectory in [`RunParams32::trajectory_offset`].
 pub const NO_TRAJECTORY: u32 = u32::MAX;
+/// Longest wait for a readback's map callback once its submission has completed.
+pub const MAP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arithmetic precision of the GPU kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -607,6 +610,43 @@ impl GpuContext {
         }
     }
 
+    /// Receives `expected` map callbacks. The submission is complete when this is called,
+    /// but the callbacks run inside whichever `poll` picks them up: when several threads
+    /// share this context (a test harness, a caller's thread pool), that can be another
+    /// thread's poll, still running after ours returned. So wait for them, polling again,
+    /// up to [`MAP_TIMEOUT`].
+    fn await_mapped(
+        &self,
+        mapped: &mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+        expected: usize,
+    ) -> Result<()> {
+        let deadline = Instant::now() + MAP_TIMEOUT;
+        let mut received = 0;
+        while received < expected {
+            match mapped.recv_timeout(Duration::from_millis(1)) {
+                Ok(r) => {
+                    r.map_err(|e| gpu_error(format!("mapping the readback: {e}")))?;
+                    received += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    self.device
+                        .poll(wgpu::PollType::Poll)
+                        .map_err(|e| gpu_error(format!("polling for the readback: {e}")))?;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(gpu_error(format!(
+                        "readback was not mapped {} s after its submission completed",
+                        MAP_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(gpu_error("readback callback was dropped unanswered"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn take_uncaptured(&self) -> Result<()> {
         let mut v = self
             .uncaptured
@@ -801,12 +841,7 @@ impl GpuContext {
                 timeout: None,
             })
             .map_err(|e| gpu_error(format!("waiting for a chunk: {e}")))?;
-        for _ in 0..done.expected {
-            done.mapped
-                .try_recv()
-                .map_err(|_| gpu_error("readback was not mapped after the wait"))?
-                .map_err(|e| gpu_error(format!("mapping the readback: {e}")))?;
-        }
+        self.await_mapped(&done.mapped, done.expected)?;
         self.take_uncaptured()?;
         let view = done
             .out_read
