@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use p2pmarket::Error;
-use p2pmarket::engine::bench::{BenchBackend, run_bench};
+use p2pmarket::engine::bench::{BenchBackend, DEFAULT_TIME_CAP_S, run_bench};
 use p2pmarket::engine::day::negotiate_day;
 use p2pmarket::engine::{BackendChoice, Precision};
 use p2pmarket::market::{self, DayResult, Market};
@@ -120,6 +120,10 @@ enum Command {
         /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
         #[arg(long)]
         adapter: Option<String>,
+        /// Skip a size whose time, predicted from the backend's last timed size, exceeds
+        /// this many seconds.
+        #[arg(long, default_value_t = DEFAULT_TIME_CAP_S)]
+        max_seconds: f64,
     },
     /// Validate a scenario file and print the effective scenario; writes nothing.
     Check {
@@ -275,7 +279,15 @@ fn bench(
     backend: BackendChoice,
     sizes: &[usize],
     adapter: Option<&str>,
+    max_seconds: f64,
 ) -> Result<(), Failure> {
+    if !(max_seconds.is_finite() && max_seconds > 0.0) {
+        return Err(Failure::BadInput(Error::invalid(
+            "--max-seconds",
+            max_seconds,
+            "> 0 s, finite",
+        )));
+    }
     if sizes.is_empty() || sizes.iter().any(|&n| n == 0 || n > 100_000_000) {
         return Err(Failure::BadInput(Error::invalid(
             "--sizes",
@@ -303,7 +315,7 @@ fn bench(
             }
         }
     }
-    let report = run_bench(&market, sizes, &backends, adapter)?;
+    let report = run_bench(&market, sizes, &backends, adapter, max_seconds)?;
     println!("{report}");
     Ok(())
 }
@@ -397,11 +409,13 @@ fn main() -> ExitCode {
             backend,
             sizes,
             adapter,
+            max_seconds,
         } => bench(
             config.as_deref(),
             (*backend).into(),
             sizes,
             adapter.as_deref(),
+            *max_seconds,
         ),
         Command::Check { config } => load_scenario(config.as_deref()).and_then(|s| {
             Market::from_scenario(&s)?;

@@ -9,9 +9,11 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use p2pmarket::engine::cpu::{evaluate_hour, run_cpu};
+use p2pmarket::engine::cpu::{evaluate_hour, run_cpu, run_cpu_streaming};
 use p2pmarket::engine::gpu::{GpuContext, Precision};
-use p2pmarket::engine::{BackendChoice, Batch, HourRecord, RunSpec, run_batch};
+use p2pmarket::engine::{
+    BackendChoice, Batch, ChunkOutputs, HourRecord, RunSpec, RunTrajectory, run_batch,
+};
 use p2pmarket::market::Market;
 use p2pmarket::rci::{PowerUpdate, RciSettings, StepRule};
 use p2pmarket::scenario::Scenario;
@@ -388,6 +390,54 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
         .install(|| run_cpu(&tb).expect("cpu"));
     assert_eq!(one.trajectories, run_cpu(&tb).expect("cpu").trajectories);
     assert_eq!(one.trajectories.len(), 8);
+}
+
+/// Concatenates streamed chunks, checking that they arrive in run order and cover the
+/// batch; returns the records and trajectories and the number of chunks.
+fn assemble(
+    b: &Batch,
+    stream: impl FnOnce(&mut dyn FnMut(ChunkOutputs) -> p2pmarket::Result<()>),
+) -> (Vec<HourRecord>, Vec<RunTrajectory>, usize) {
+    let (mut records, mut trajectories, mut chunks) = (Vec::new(), Vec::new(), 0);
+    let mut next = 0;
+    stream(&mut |c: ChunkOutputs| {
+        assert_eq!(c.runs.start, next, "chunks out of order");
+        assert_eq!(c.records.len(), c.runs.len() * b.hours());
+        assert!(c.trajectories.iter().all(|t| c.runs.contains(&t.run)));
+        next = c.runs.end;
+        chunks += 1;
+        records.extend(c.records);
+        trajectories.extend(c.trajectories);
+        Ok(())
+    });
+    assert_eq!(next, b.runs(), "chunks do not cover the batch");
+    (records, trajectories, chunks)
+}
+
+#[test]
+fn cpu_streamed_chunks_assemble_to_the_whole_batch() {
+    let b = trajectory_batch();
+    let whole = run_cpu(&b).expect("cpu");
+    let (records, trajectories, chunks) = assemble(&b, |f| {
+        run_cpu_streaming(&b, 5, f).expect("cpu streaming");
+    });
+    assert_eq!(chunks, b.runs().div_ceil(5));
+    assert_bitwise_equal(&whole.records, &records);
+    assert_eq!(whole.trajectories, trajectories);
+}
+
+#[test]
+fn gpu_streamed_chunks_assemble_to_the_whole_batch() {
+    let Some(ctx) = gpu() else { return };
+    let b = trajectory_batch();
+    let whole = ctx.run(&b, Precision::F32).expect("gpu");
+    let (records, trajectories, chunks) = assemble(&b, |f| {
+        ctx.run_streaming(&b, Precision::F32, 5, f)
+            .expect("gpu streaming");
+    });
+    assert_eq!(chunks, b.runs().div_ceil(5));
+    assert_bitwise_equal(&whole.records, &records);
+    assert_eq!(whole.trajectories, trajectories);
 }
 
 #[test]

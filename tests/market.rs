@@ -383,6 +383,28 @@ fn bad_inputs_exit_2_and_leave_no_output() {
     }
 }
 
+/// The bench's own options are checked before any work, with the option and value named.
+#[test]
+fn bench_rejects_bad_options_with_exit_2() {
+    for (args, needles) in [
+        (vec!["bench", "--sizes", "0"], vec!["--sizes", "0"]),
+        (
+            vec!["bench", "--sizes", "1000", "--max-seconds", "0"],
+            vec!["--max-seconds", "0", "> 0 s"],
+        ),
+        (
+            vec!["bench", "--sizes", "1000", "--max-seconds", "NaN"],
+            vec!["--max-seconds", "NaN"],
+        ),
+    ] {
+        let (code, stderr) = cli(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{args:?}: stderr lacks {n:?}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn cli_run_writes_every_output() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -19,6 +19,8 @@
 //! exactly the curve [`OfferCurve::from_units`] builds, from the scaled units, so all
 //! backends evaluate the same function (see [`Batch::reference_curves`]).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -372,6 +374,16 @@ impl Batch {
         })
     }
 
+    /// Host bytes each run adds to a batch (its entries in the per-run vectors; the shared
+    /// curve pool and slots come on top, once per distinct load scale).
+    pub const fn bytes_per_run() -> usize {
+        3 * size_of::<f64>()
+            + size_of::<u32>()
+            + size_of::<RciSettings>()
+            + size_of::<bool>()
+            + size_of::<AttackSlot>()
+    }
+
     /// Number of runs.
     pub fn runs(&self) -> usize {
         self.rci.len()
@@ -541,10 +553,89 @@ impl BatchOutputs {
     }
 }
 
+/// The outputs of consecutive runs of a batch, as the streaming entry points
+/// ([`crate::engine::cpu::run_cpu_streaming`], [`crate::engine::GpuContext::run_streaming`])
+/// deliver them: in run order, so that a caller can reduce or write a batch far larger than
+/// its host memory would hold as one [`BatchOutputs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkOutputs {
+    /// The runs of the chunk.
+    pub runs: Range<usize>,
+    /// One record per (run, hour) of the chunk, indexed `(run - runs.start) * hours + hour`.
+    pub records: Vec<HourRecord>,
+    /// Trajectories of the chunk's runs that asked for them, in run order.
+    pub trajectories: Vec<RunTrajectory>,
+}
+
+/// Assembles streamed chunks into one [`BatchOutputs`], checking that they arrive in order.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    hours: usize,
+    records: Vec<HourRecord>,
+    trajectories: Vec<RunTrajectory>,
+}
+
+impl Collector {
+    pub(crate) fn new(batch: &Batch) -> Self {
+        Collector {
+            hours: batch.hours(),
+            records: Vec::with_capacity(batch.runs() * batch.hours()),
+            trajectories: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, chunk: ChunkOutputs) -> Result<()> {
+        let next = self.records.len() / self.hours.max(1);
+        if chunk.runs.start != next || chunk.records.len() != chunk.runs.len() * self.hours {
+            return Err(Error::Solver {
+                problem: "batch engine".into(),
+                message: format!(
+                    "chunk of runs {:?} with {} records arrived after run {next}",
+                    chunk.runs,
+                    chunk.records.len()
+                ),
+            });
+        }
+        self.records.extend(chunk.records);
+        self.trajectories.extend(chunk.trajectories);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self, adapter: AdapterInfo) -> BatchOutputs {
+        BatchOutputs {
+            records: self.records,
+            trajectories: self.trajectories,
+            hours: self.hours,
+            adapter,
+            notice: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+
+    #[test]
+    fn collector_rejects_chunks_out_of_order_or_short() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let batch = Batch::from_market(&market, &vec![RunSpec::default(); 4]).unwrap();
+        let chunk = |runs: Range<usize>, records: usize| ChunkOutputs {
+            runs,
+            records: vec![HourRecord::default(); records],
+            trajectories: Vec::new(),
+        };
+        let mut c = Collector::new(&batch);
+        c.push(chunk(0..2, 48)).unwrap();
+        let e = c.push(chunk(3..4, 24)).unwrap_err().to_string();
+        assert!(e.contains("3..4") && e.contains("after run 2"), "{e}");
+        let e = c.push(chunk(2..4, 24)).unwrap_err().to_string();
+        assert!(e.contains("24 records"), "{e}");
+        c.push(chunk(2..4, 48)).unwrap();
+        let out = c.finish(crate::engine::cpu::cpu_adapter_info());
+        assert_eq!((out.records.len(), out.hours), (96, 24));
+    }
 
     #[test]
     fn rejects_bad_runs_with_field_names() {

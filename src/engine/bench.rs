@@ -4,9 +4,11 @@
 //! renewables 0.5..1.5, microgrid load 0.8..1.2) with the market's RCI settings but stop
 //! tolerances f32 can meet ([`bench_rci`]), so every backend does the same work: with the
 //! default 1e-6 MW tolerances the f32 kernel would run every hour to the iteration cap.
-//! Each backend first runs a one-run batch untimed (shader compilation, thread start-up). Sizes are capped per backend: once a backend has been
-//! timed, a size whose predicted time exceeds [`TIME_CAP_S`] is skipped, and so is a
-//! size whose outputs would exceed [`MEMORY_CAP_BYTES`] on the host.
+//! Each backend first runs a one-run batch untimed (shader compilation, thread start-up).
+//! Sizes are capped per backend: once a backend has been timed, a size whose predicted
+//! time exceeds the time cap (default [`DEFAULT_TIME_CAP_S`]) is skipped, and so is a size whose inputs would exceed
+//! [`MEMORY_CAP_BYTES`] on the host. The outputs are streamed chunk by chunk and reduced
+//! to the work per run, as a sweep writes and drops them, so they set no cap.
 
 use std::fmt;
 use std::time::Instant;
@@ -14,16 +16,17 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::engine::batch::{Batch, HourRecord, RunSpec};
-use crate::engine::cpu::run_cpu;
-use crate::engine::gpu::{GpuContext, Precision};
+use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, RunSpec};
+use crate::engine::cpu::{CPU_RUNS_PER_CHUNK, run_cpu, run_cpu_streaming};
+use crate::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, GpuContext, Precision};
 use crate::error::Result;
 use crate::market::Market;
 use crate::rci::RciSettings;
 
-/// Largest predicted time of one timed batch, s.
-pub const TIME_CAP_S: f64 = 20.0;
-/// Largest host memory for one batch's records, bytes.
+/// Default largest predicted time of one timed batch, s (`p2pmarket bench --max-seconds`).
+pub const DEFAULT_TIME_CAP_S: f64 = 20.0;
+/// Largest host memory for one batch's inputs, bytes (the outputs are streamed, two
+/// chunks at a time).
 pub const MEMORY_CAP_BYTES: usize = 1 << 30;
 /// Seed of the benchmark's perturbations.
 pub const BENCH_SEED: u64 = 0x5eed_be9c;
@@ -138,14 +141,17 @@ pub fn run_bench(
     sizes: &[usize],
     backends: &[BenchBackend],
     adapter: Option<&str>,
+    time_cap_s: f64,
 ) -> Result<BenchReport> {
     let needs_gpu = backends.iter().any(|b| matches!(b, BenchBackend::Gpu(_)));
     let gpu = needs_gpu.then(|| GpuContext::new(adapter));
     let mut report = BenchReport::default();
+    // The smart grid's curves of each load scale, built once for every batch.
+    let mut curves = CurveCache::default();
     for &backend in backends {
         // Seconds per run of the last timed size, for the time cap.
         let mut per_run_s: Option<f64> = None;
-        let warm_up = Batch::from_market(market, &bench_runs(market, 1))?;
+        let warm_up = Batch::from_market_cached(market, &bench_runs(market, 1), &mut curves)?;
         match (backend, &gpu) {
             (BenchBackend::Gpu(p), Some(Ok(ctx))) if p == Precision::F32 || ctx.supports_f64() => {
                 ctx.run(&warm_up, p)?;
@@ -185,35 +191,74 @@ pub fn run_bench(
                     None
                 }
             };
-            let bytes = runs * 24 * size_of::<HourRecord>();
+            // Outputs stream through in chunks; the inputs (the specs and the batch) are
+            // what grows with the size.
+            let bytes = runs * (size_of::<RunSpec>() + Batch::bytes_per_run());
             if bytes > MEMORY_CAP_BYTES {
-                row.skipped = Some(format!("outputs would take {} MiB", bytes >> 20));
+                row.skipped = Some(format!("inputs would take {} MiB", bytes >> 20));
                 report.rows.push(row);
                 continue;
             }
             if let Some(s) = per_run_s
-                && s * runs as f64 > TIME_CAP_S
+                && s * runs as f64 > time_cap_s
             {
                 row.skipped = Some(format!(
-                    "predicted {:.0} s > {TIME_CAP_S} s",
+                    "predicted {:.0} s > {time_cap_s} s",
                     s * runs as f64
                 ));
                 report.rows.push(row);
                 continue;
             }
-            let batch = Batch::from_market(market, &bench_runs(market, runs))?;
+            let batch = Batch::from_market_cached(market, &bench_runs(market, runs), &mut curves)?;
             let start = Instant::now();
-            let out = match (backend, ctx) {
-                (BenchBackend::Gpu(p), Some(ctx)) => ctx.run(&batch, p)?,
-                _ => run_cpu(&batch)?,
+            // Only the total work is kept: the records of a chunk are dropped once counted,
+            // as a sweep drops them once written.
+            let mut iterations = 0u64;
+            let count = |c: ChunkOutputs| {
+                iterations += c
+                    .records
+                    .iter()
+                    .map(|r| u64::from(r.iterations))
+                    .sum::<u64>();
+                Ok(())
+            };
+            match (backend, ctx) {
+                (BenchBackend::Gpu(p), Some(ctx)) => {
+                    ctx.run_streaming(&batch, p, DEFAULT_RUNS_PER_CHUNK, count)?
+                }
+                _ => run_cpu_streaming(&batch, CPU_RUNS_PER_CHUNK, count)?,
             };
             row.seconds = start.elapsed().as_secs_f64();
             row.runs_per_s = runs as f64 / row.seconds.max(1e-9);
-            row.hour_iterations_per_run =
-                out.records.iter().map(|r| r.iterations as f64).sum::<f64>() / runs.max(1) as f64;
+            row.hour_iterations_per_run = iterations as f64 / runs.max(1) as f64;
             per_run_s = Some(row.seconds / runs.max(1) as f64);
             report.rows.push(row);
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn streamed_work_count_matches_the_whole_batch_and_caps_skip() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let report = run_bench(&market, &[40], &[BenchBackend::Cpu], None, 1e9).unwrap();
+        let row = &report.rows[0];
+        assert_eq!((row.runs, row.skipped.as_deref()), (40, None));
+        let whole = run_cpu(&Batch::from_market(&market, &bench_runs(&market, 40)).unwrap())
+            .unwrap()
+            .records;
+        let per_run = whole.iter().map(|r| r.iterations as f64).sum::<f64>() / 40.0;
+        assert!(per_run > 24.0, "{per_run}");
+        assert_eq!(row.hour_iterations_per_run, per_run);
+        // A cap below any measurable time skips every size after the first.
+        let capped = run_bench(&market, &[10, 20], &[BenchBackend::Cpu], None, 1e-12).unwrap();
+        assert!(capped.rows[0].skipped.is_none());
+        let why = capped.rows[1].skipped.as_deref().unwrap_or_default();
+        assert!(why.starts_with("predicted"), "{why}");
+    }
 }

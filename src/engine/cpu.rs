@@ -7,7 +7,9 @@
 
 use rayon::prelude::*;
 
-use crate::engine::batch::{AdapterInfo, Batch, BatchOutputs, HourRecord, RunTrajectory};
+use crate::engine::batch::{
+    AdapterInfo, Batch, BatchOutputs, ChunkOutputs, Collector, HourRecord, RunTrajectory,
+};
 use crate::error::Result;
 use crate::rci::{self, Agent, TrajectoryPoint};
 
@@ -63,36 +65,56 @@ pub fn cpu_adapter_info() -> AdapterInfo {
     }
 }
 
+/// Runs per chunk of [`run_cpu`]: enough to keep any pool busy, small enough that a
+/// streamed batch holds little in memory.
+pub const CPU_RUNS_PER_CHUNK: usize = 16_384;
+
 /// Evaluates a whole batch on the current rayon pool, parallel over runs.
 pub fn run_cpu(batch: &Batch) -> Result<BatchOutputs> {
+    let mut all = Collector::new(batch);
+    run_cpu_streaming(batch, CPU_RUNS_PER_CHUNK, |chunk| all.push(chunk))?;
+    Ok(all.finish(cpu_adapter_info()))
+}
+
+/// Evaluates a batch in chunks of at most `runs_per_chunk` runs, each parallel over its
+/// runs, and hands every chunk to `on_chunk` in run order. The results do not depend on
+/// the chunk size or the pool's size. Returns the backend's description.
+pub fn run_cpu_streaming(
+    batch: &Batch,
+    runs_per_chunk: usize,
+    mut on_chunk: impl FnMut(ChunkOutputs) -> Result<()>,
+) -> Result<AdapterInfo> {
     let hours = batch.hours();
-    let per_run: Vec<(Vec<HourRecord>, Option<RunTrajectory>)> = (0..batch.runs())
-        .into_par_iter()
-        .map(|run| {
-            let mut records = Vec::with_capacity(hours);
-            let mut traj = Vec::new();
-            for hour in 0..hours {
-                let (rec, t) = evaluate_hour(batch, run, hour)?;
-                records.push(rec);
-                traj.push(t);
-            }
-            let traj = batch
-                .keeps_trajectory(run)
-                .then_some(RunTrajectory { run, hours: traj });
-            Ok((records, traj))
-        })
-        .collect::<Result<_>>()?;
-    let mut records = Vec::with_capacity(batch.runs() * hours);
-    let mut trajectories = Vec::new();
-    for (r, t) in per_run {
-        records.extend(r);
-        trajectories.extend(t);
+    let step = runs_per_chunk.max(1);
+    for start in (0..batch.runs()).step_by(step) {
+        let runs = start..(start + step).min(batch.runs());
+        let per_run: Vec<(Vec<HourRecord>, Option<RunTrajectory>)> = runs
+            .clone()
+            .into_par_iter()
+            .map(|run| {
+                let mut records = Vec::with_capacity(hours);
+                let mut traj = Vec::new();
+                for hour in 0..hours {
+                    let (rec, t) = evaluate_hour(batch, run, hour)?;
+                    records.push(rec);
+                    traj.push(t);
+                }
+                let traj = batch
+                    .keeps_trajectory(run)
+                    .then_some(RunTrajectory { run, hours: traj });
+                Ok((records, traj))
+            })
+            .collect::<Result<_>>()?;
+        let mut chunk = ChunkOutputs {
+            records: Vec::with_capacity(runs.len() * hours),
+            runs,
+            trajectories: Vec::new(),
+        };
+        for (r, t) in per_run {
+            chunk.records.extend(r);
+            chunk.trajectories.extend(t);
+        }
+        on_chunk(chunk)?;
     }
-    Ok(BatchOutputs {
-        records,
-        trajectories,
-        hours,
-        adapter: cpu_adapter_info(),
-        notice: None,
-    })
+    Ok(cpu_adapter_info())
 }

@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use crate::engine::batch::{
-    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, HourRecord, MAX_AGENTS, MAX_UNITS,
-    RunTrajectory,
+    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, Collector, HourRecord,
+    MAX_AGENTS, MAX_UNITS, RunTrajectory,
 };
 use crate::error::{Error, Result};
 use crate::rci::{AgentState, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
@@ -594,10 +594,29 @@ impl GpuContext {
         precision: Precision,
         max_runs_per_chunk: usize,
     ) -> Result<BatchOutputs> {
+        let mut all = Collector::new(batch);
+        let info = self.run_streaming(batch, precision, max_runs_per_chunk, |c| all.push(c))?;
+        Ok(all.finish(info))
+    }
+
+    /// Evaluates a batch in chunks of at most `max_runs_per_chunk` runs and hands every
+    /// chunk's outputs to `on_chunk` in run order, while the next chunk computes: host
+    /// memory holds two chunks, whatever the batch's size. Returns the adapter's
+    /// description.
+    pub fn run_streaming(
+        &self,
+        batch: &Batch,
+        precision: Precision,
+        max_runs_per_chunk: usize,
+        mut on_chunk: impl FnMut(ChunkOutputs) -> Result<()>,
+    ) -> Result<AdapterInfo> {
         match precision {
-            Precision::F32 => {
-                self.run_layout::<Layout32>(batch, &self.kernel_f32, max_runs_per_chunk)
-            }
+            Precision::F32 => self.run_layout::<Layout32>(
+                batch,
+                &self.kernel_f32,
+                max_runs_per_chunk,
+                &mut on_chunk,
+            )?,
             Precision::F64 => {
                 let k = self.kernel_f64.as_ref().ok_or_else(|| {
                     gpu_error(format!(
@@ -605,9 +624,10 @@ impl GpuContext {
                         self.info.name
                     ))
                 })?;
-                self.run_layout::<Layout64>(batch, k, max_runs_per_chunk)
+                self.run_layout::<Layout64>(batch, k, max_runs_per_chunk, &mut on_chunk)?
             }
         }
+        Ok(self.info.clone())
     }
 
     /// Receives `expected` map callbacks. The submission is complete when this is called,
@@ -666,7 +686,8 @@ impl GpuContext {
         batch: &Batch,
         kernel: &Kernel,
         max_runs_per_chunk: usize,
-    ) -> Result<BatchOutputs> {
+        on_chunk: &mut dyn FnMut(ChunkOutputs) -> Result<()>,
+    ) -> Result<()> {
         let limits = self.device.limits();
         let sizes = ChunkSizes::of::<L>(batch);
         let chunks = plan_chunks(
@@ -682,9 +703,6 @@ impl GpuContext {
         let pool: Vec<L::Real> = batch.pool.iter().map(|&x| L::real(x)).collect();
         let slots_buf = storage_init(dev, "slots", bytemuck::cast_slice(&slots));
         let pool_buf = storage_init(dev, "pool", bytemuck::cast_slice(&pool));
-        let hours = batch.hours();
-        let mut records = Vec::with_capacity(batch.runs() * hours);
-        let mut trajectories = Vec::new();
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let result = (|| -> Result<()> {
             for range in chunks {
@@ -695,11 +713,11 @@ impl GpuContext {
                 if in_flight.len() >= 2
                     && let Some(done) = in_flight.pop_front()
                 {
-                    self.finish_chunk::<L>(batch, done, &mut records, &mut trajectories)?;
+                    on_chunk(self.finish_chunk::<L>(batch, done)?)?;
                 }
             }
             while let Some(done) = in_flight.pop_front() {
-                self.finish_chunk::<L>(batch, done, &mut records, &mut trajectories)?;
+                on_chunk(self.finish_chunk::<L>(batch, done)?)?;
             }
             Ok(())
         })();
@@ -709,14 +727,7 @@ impl GpuContext {
             return Err(gpu_error(e.to_string()));
         }
         self.take_uncaptured()?;
-        result?;
-        Ok(BatchOutputs {
-            records,
-            trajectories,
-            hours,
-            adapter: self.info.clone(),
-            notice: None,
-        })
+        result
     }
 
     fn submit_chunk<L: Layout>(
@@ -828,13 +839,7 @@ impl GpuContext {
         })
     }
 
-    fn finish_chunk<L: Layout>(
-        &self,
-        batch: &Batch,
-        done: InFlight,
-        records: &mut Vec<HourRecord>,
-        trajectories: &mut Vec<RunTrajectory>,
-    ) -> Result<()> {
+    fn finish_chunk<L: Layout>(&self, batch: &Batch, done: InFlight) -> Result<ChunkOutputs> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(done.submission),
@@ -847,14 +852,20 @@ impl GpuContext {
             .out_read
             .get_mapped_range(..)
             .map_err(|e| gpu_error(format!("reading the outputs: {e}")))?;
-        let outs: Vec<L::Out> = bytemuck::pod_collect_to_vec(&view);
+        let n = done.runs.len() * batch.hours();
+        // The mapping is aligned for every output struct on the backends we know; copy
+        // when one is not.
+        let records: Vec<HourRecord> = match bytemuck::try_cast_slice::<u8, L::Out>(&view) {
+            Ok(outs) => outs.iter().take(n).map(L::record).collect(),
+            Err(_) => bytemuck::pod_collect_to_vec::<u8, L::Out>(&view)
+                .iter()
+                .take(n)
+                .map(L::record)
+                .collect(),
+        };
         drop(view);
         done.out_read.unmap();
-        records.extend(
-            outs.iter()
-                .take(done.runs.len() * batch.hours())
-                .map(L::record),
-        );
+        let mut trajectories = Vec::with_capacity(done.traj_runs.len());
         if let Some(tr) = done.traj_read {
             let view = tr
                 .get_mapped_range(..)
@@ -863,15 +874,20 @@ impl GpuContext {
             drop(view);
             tr.unmap();
             for &(run, offset) in &done.traj_runs {
+                let first = (run - done.runs.start) * batch.hours();
                 trajectories.push(unpack_trajectory::<L>(
                     batch,
-                    records,
+                    &records[first..first + batch.hours()],
                     run,
                     &reals[offset..],
                 ));
             }
         }
-        Ok(())
+        Ok(ChunkOutputs {
+            runs: done.runs,
+            records,
+            trajectories,
+        })
     }
 }
 
@@ -880,9 +896,10 @@ fn trajectory_reals(batch: &Batch, run: usize) -> usize {
     batch.hours() * (batch.rci[run].max_iterations as usize + 1) * batch.agents() * 4
 }
 
+/// Unpacks one run's trajectory; `run_records` are the records of its hours.
 fn unpack_trajectory<L: Layout>(
     batch: &Batch,
-    records: &[HourRecord],
+    run_records: &[HourRecord],
     run: usize,
     reals: &[L::Real],
 ) -> RunTrajectory {
@@ -890,7 +907,7 @@ fn unpack_trajectory<L: Layout>(
     let per_hour = (batch.rci[run].max_iterations as usize + 1) * n * 4;
     let hours_out = (0..hours)
         .map(|h| {
-            let iters = records[run * hours + h].iterations as usize;
+            let iters = run_records[h].iterations as usize;
             let base = &reals[h * per_hour..];
             (0..=iters)
                 .flat_map(|k| {

@@ -14,8 +14,8 @@ pub mod day;
 pub mod gpu;
 
 pub use batch::{
-    AdapterInfo, AgentSlot, AttackKind, AttackSlot, Batch, BatchOutputs, CurveCache, HourRecord,
-    RunSpec, RunTrajectory,
+    AdapterInfo, AgentSlot, AttackKind, AttackSlot, Batch, BatchOutputs, ChunkOutputs, CurveCache,
+    HourRecord, RunSpec, RunTrajectory,
 };
 pub use gpu::{GpuContext, Precision};
 
