@@ -396,18 +396,18 @@ fn cpu_results_do_not_depend_on_the_thread_count() {
 /// batch; returns the records and trajectories and the number of chunks.
 fn assemble(
     b: &Batch,
-    stream: impl FnOnce(&mut dyn FnMut(ChunkOutputs) -> p2pmarket::Result<()>),
+    stream: impl FnOnce(&mut dyn FnMut(&ChunkOutputs) -> p2pmarket::Result<()>),
 ) -> (Vec<HourRecord>, Vec<RunTrajectory>, usize) {
     let (mut records, mut trajectories, mut chunks) = (Vec::new(), Vec::new(), 0);
     let mut next = 0;
-    stream(&mut |c: ChunkOutputs| {
+    stream(&mut |c: &ChunkOutputs| {
         assert_eq!(c.runs.start, next, "chunks out of order");
         assert_eq!(c.records.len(), c.runs.len() * b.hours());
         assert!(c.trajectories.iter().all(|t| c.runs.contains(&t.run)));
         next = c.runs.end;
         chunks += 1;
-        records.extend(c.records);
-        trajectories.extend(c.trajectories);
+        records.extend_from_slice(&c.records);
+        trajectories.extend_from_slice(&c.trajectories);
         Ok(())
     });
     assert_eq!(next, b.runs(), "chunks do not cover the batch");

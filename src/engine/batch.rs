@@ -555,8 +555,9 @@ impl BatchOutputs {
 
 /// The outputs of consecutive runs of a batch, as the streaming entry points
 /// ([`crate::engine::cpu::run_cpu_streaming`], [`crate::engine::GpuContext::run_streaming`])
-/// deliver them: in run order, so that a caller can reduce or write a batch far larger than
-/// its host memory would hold as one [`BatchOutputs`].
+/// lend them to their callback: in run order, so that a caller can reduce or write a batch
+/// far larger than its host memory would hold as one [`BatchOutputs`]. The backend reuses
+/// the buffers for the next chunk, so the callback copies what it keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkOutputs {
     /// The runs of the chunk.
@@ -584,7 +585,7 @@ impl Collector {
         }
     }
 
-    pub(crate) fn push(&mut self, chunk: ChunkOutputs) -> Result<()> {
+    pub(crate) fn push(&mut self, chunk: &ChunkOutputs) -> Result<()> {
         let next = self.records.len() / self.hours.max(1);
         if chunk.runs.start != next || chunk.records.len() != chunk.runs.len() * self.hours {
             return Err(Error::Solver {
@@ -596,8 +597,8 @@ impl Collector {
                 ),
             });
         }
-        self.records.extend(chunk.records);
-        self.trajectories.extend(chunk.trajectories);
+        self.records.extend_from_slice(&chunk.records);
+        self.trajectories.extend_from_slice(&chunk.trajectories);
         Ok(())
     }
 
@@ -627,12 +628,12 @@ mod tests {
             trajectories: Vec::new(),
         };
         let mut c = Collector::new(&batch);
-        c.push(chunk(0..2, 48)).unwrap();
-        let e = c.push(chunk(3..4, 24)).unwrap_err().to_string();
+        c.push(&chunk(0..2, 48)).unwrap();
+        let e = c.push(&chunk(3..4, 24)).unwrap_err().to_string();
         assert!(e.contains("3..4") && e.contains("after run 2"), "{e}");
-        let e = c.push(chunk(2..4, 24)).unwrap_err().to_string();
+        let e = c.push(&chunk(2..4, 24)).unwrap_err().to_string();
         assert!(e.contains("24 records"), "{e}");
-        c.push(chunk(2..4, 48)).unwrap();
+        c.push(&chunk(2..4, 48)).unwrap();
         let out = c.finish(crate::engine::cpu::cpu_adapter_info());
         assert_eq!((out.records.len(), out.hours), (96, 24));
     }

@@ -214,7 +214,7 @@ pub fn run_bench(
             // Only the total work is kept: the records of a chunk are dropped once counted,
             // as a sweep drops them once written.
             let mut iterations = 0u64;
-            let count = |c: ChunkOutputs| {
+            let count = |c: &ChunkOutputs| {
                 iterations += c
                     .records
                     .iter()

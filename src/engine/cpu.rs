@@ -82,10 +82,15 @@ pub fn run_cpu(batch: &Batch) -> Result<BatchOutputs> {
 pub fn run_cpu_streaming(
     batch: &Batch,
     runs_per_chunk: usize,
-    mut on_chunk: impl FnMut(ChunkOutputs) -> Result<()>,
+    mut on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
 ) -> Result<AdapterInfo> {
     let hours = batch.hours();
     let step = runs_per_chunk.max(1);
+    let mut chunk = ChunkOutputs {
+        runs: 0..0,
+        records: Vec::with_capacity(step.min(batch.runs()) * hours),
+        trajectories: Vec::new(),
+    };
     for start in (0..batch.runs()).step_by(step) {
         let runs = start..(start + step).min(batch.runs());
         let per_run: Vec<(Vec<HourRecord>, Option<RunTrajectory>)> = runs
@@ -105,16 +110,14 @@ pub fn run_cpu_streaming(
                 Ok((records, traj))
             })
             .collect::<Result<_>>()?;
-        let mut chunk = ChunkOutputs {
-            records: Vec::with_capacity(runs.len() * hours),
-            runs,
-            trajectories: Vec::new(),
-        };
+        chunk.runs = runs;
+        chunk.records.clear();
+        chunk.trajectories.clear();
         for (r, t) in per_run {
             chunk.records.extend(r);
             chunk.trajectories.extend(t);
         }
-        on_chunk(chunk)?;
+        on_chunk(&chunk)?;
     }
     Ok(cpu_adapter_info())
 }

@@ -608,7 +608,7 @@ impl GpuContext {
         batch: &Batch,
         precision: Precision,
         max_runs_per_chunk: usize,
-        mut on_chunk: impl FnMut(ChunkOutputs) -> Result<()>,
+        mut on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<AdapterInfo> {
         match precision {
             Precision::F32 => self.run_layout::<Layout32>(
@@ -686,7 +686,7 @@ impl GpuContext {
         batch: &Batch,
         kernel: &Kernel,
         max_runs_per_chunk: usize,
-        on_chunk: &mut dyn FnMut(ChunkOutputs) -> Result<()>,
+        on_chunk: &mut dyn FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<()> {
         let limits = self.device.limits();
         let sizes = ChunkSizes::of::<L>(batch);
@@ -704,6 +704,13 @@ impl GpuContext {
         let slots_buf = storage_init(dev, "slots", bytemuck::cast_slice(&slots));
         let pool_buf = storage_init(dev, "pool", bytemuck::cast_slice(&pool));
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // One host buffer for every chunk's outputs: a fresh 40 MB allocation per chunk
+        // costs more in page faults than the unpacking itself.
+        let mut chunk = ChunkOutputs {
+            runs: 0..0,
+            records: Vec::new(),
+            trajectories: Vec::new(),
+        };
         let result = (|| -> Result<()> {
             for range in chunks {
                 in_flight.push_back(
@@ -713,11 +720,13 @@ impl GpuContext {
                 if in_flight.len() >= 2
                     && let Some(done) = in_flight.pop_front()
                 {
-                    on_chunk(self.finish_chunk::<L>(batch, done)?)?;
+                    self.finish_chunk::<L>(batch, done, &mut chunk)?;
+                    on_chunk(&chunk)?;
                 }
             }
             while let Some(done) = in_flight.pop_front() {
-                on_chunk(self.finish_chunk::<L>(batch, done)?)?;
+                self.finish_chunk::<L>(batch, done, &mut chunk)?;
+                on_chunk(&chunk)?;
             }
             Ok(())
         })();
@@ -839,7 +848,13 @@ impl GpuContext {
         })
     }
 
-    fn finish_chunk<L: Layout>(&self, batch: &Batch, done: InFlight) -> Result<ChunkOutputs> {
+    /// Reads a finished chunk back into `chunk`, replacing its contents.
+    fn finish_chunk<L: Layout>(
+        &self,
+        batch: &Batch,
+        done: InFlight,
+        chunk: &mut ChunkOutputs,
+    ) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(done.submission),
@@ -855,17 +870,20 @@ impl GpuContext {
         let n = done.runs.len() * batch.hours();
         // The mapping is aligned for every output struct on the backends we know; copy
         // when one is not.
-        let records: Vec<HourRecord> = match bytemuck::try_cast_slice::<u8, L::Out>(&view) {
-            Ok(outs) => outs.iter().take(n).map(L::record).collect(),
-            Err(_) => bytemuck::pod_collect_to_vec::<u8, L::Out>(&view)
-                .iter()
-                .take(n)
-                .map(L::record)
-                .collect(),
-        };
+        let records = &mut chunk.records;
+        records.clear();
+        match bytemuck::try_cast_slice::<u8, L::Out>(&view) {
+            Ok(outs) => records.extend(outs.iter().take(n).map(L::record)),
+            Err(_) => records.extend(
+                bytemuck::pod_collect_to_vec::<u8, L::Out>(&view)
+                    .iter()
+                    .take(n)
+                    .map(L::record),
+            ),
+        }
         drop(view);
         done.out_read.unmap();
-        let mut trajectories = Vec::with_capacity(done.traj_runs.len());
+        chunk.trajectories.clear();
         if let Some(tr) = done.traj_read {
             let view = tr
                 .get_mapped_range(..)
@@ -875,7 +893,7 @@ impl GpuContext {
             tr.unmap();
             for &(run, offset) in &done.traj_runs {
                 let first = (run - done.runs.start) * batch.hours();
-                trajectories.push(unpack_trajectory::<L>(
+                chunk.trajectories.push(unpack_trajectory::<L>(
                     batch,
                     &records[first..first + batch.hours()],
                     run,
@@ -883,11 +901,8 @@ impl GpuContext {
                 ));
             }
         }
-        Ok(ChunkOutputs {
-            runs: done.runs,
-            records,
-            trajectories,
-        })
+        chunk.runs = done.runs;
+        Ok(())
     }
 }
 
