@@ -6,9 +6,10 @@
 //! default 1e-6 MW tolerances the f32 kernel would run every hour to the iteration cap.
 //! Each backend first runs a one-run batch untimed (shader compilation, thread start-up).
 //! Sizes are capped per backend: once a backend has been timed, a size whose predicted
-//! time exceeds the time cap (default [`DEFAULT_TIME_CAP_S`]) is skipped, and so is a size whose inputs would exceed
-//! [`MEMORY_CAP_BYTES`] on the host. The outputs are streamed chunk by chunk and reduced
-//! to the work per run, as a sweep writes and drops them, so they set no cap.
+//! time exceeds the time cap (default [`DEFAULT_TIME_CAP_S`]) is skipped, and so is a size
+//! whose inputs would exceed [`MEMORY_CAP_BYTES`] on the host. The outputs are streamed
+//! chunk by chunk and reduced to the work per run, as a sweep writes and drops them, so
+//! they set no cap.
 
 use std::fmt;
 use std::time::Instant;
