@@ -89,6 +89,23 @@ impl Error {
         }
     }
 
+    /// The same error with `prefix` put before its field (a nested value checked by its
+    /// own validator, e.g. `runs[3].` + `rci.chi`); other errors pass through.
+    pub fn with_field_prefix(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidInput {
+                field,
+                value,
+                allowed,
+            } => Error::InvalidInput {
+                field: format!("{prefix}{field}"),
+                value,
+                allowed,
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -210,18 +210,9 @@ fn validate_run(i: usize, r: &RunSpec) -> Result<()> {
     check_scale(i, "load_scale", r.load_scale, false)?;
     check_scale(i, "renewable_scale", r.renewable_scale, true)?;
     check_scale(i, "mg_load_scale", r.mg_load_scale, true)?;
-    r.rci.validate().map_err(|e| match e {
-        Error::InvalidInput {
-            field,
-            value,
-            allowed,
-        } => Error::InvalidInput {
-            field: format!("runs[{i}].{field}"),
-            value,
-            allowed,
-        },
-        other => other,
-    })?;
+    r.rci
+        .validate()
+        .map_err(|e| e.with_field_prefix(&format!("runs[{i}].")))?;
     if r.attack.kind != AttackKind::None as u32 {
         return Err(Error::invalid(
             format!("runs[{i}].attack.kind"),

@@ -15,7 +15,7 @@ use crate::engine::RunSpec;
 use crate::error::{Error, Result};
 use crate::market::Market;
 use crate::rci::RciSettings;
-use crate::sweep::spec::{Axis, Dimension, SweepSpec, Target, Value, apply, prefix_field};
+use crate::sweep::spec::{Axis, Dimension, SweepSpec, Target, Value, apply};
 
 /// The values one run is evaluated with (swept or taken from the base scenario).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ impl SweepSpec {
                 Error::InvalidInput { ref field, .. } if swept && field == "microgrid.pcc_bus" => {
                     e.with_field(&format!("parameters.pcc_bus.values[{k}]"))
                 }
-                other => prefix_field("base.", other),
+                other => other.with_field_prefix("base."),
             })?;
             check_load_scale(&dims, &market, bus)?;
             groups.push((bus, k as u64 * per_bus, per_bus, market));

@@ -163,22 +163,6 @@ pub struct SweepSpec {
     pub text: String,
 }
 
-/// Prefixes the field of an [`Error::InvalidInput`] (other errors pass through).
-pub(crate) fn prefix_field(prefix: &str, e: Error) -> Error {
-    match e {
-        Error::InvalidInput {
-            field,
-            value,
-            allowed,
-        } => Error::InvalidInput {
-            field: format!("{prefix}{field}"),
-            value,
-            allowed,
-        },
-        other => other,
-    }
-}
-
 impl SweepSpec {
     /// Reads a sweep from a TOML file; `base_config` is resolved relative to its directory.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -231,7 +215,7 @@ impl SweepSpec {
     pub fn validate(&self) -> Result<()> {
         self.base
             .validate_settings()
-            .map_err(|e| prefix_field("base.", e))?;
+            .map_err(|e| e.with_field_prefix("base."))?;
         if !(1..=MAX_RUNS_PER_PART).contains(&self.runs_per_part) {
             return Err(Error::invalid(
                 "runs_per_part",
