@@ -93,30 +93,31 @@ pub fn run_cpu_streaming(
     };
     for start in (0..batch.runs()).step_by(step) {
         let runs = start..(start + step).min(batch.runs());
-        let per_run: Vec<(Vec<HourRecord>, Option<RunTrajectory>)> = runs
-            .clone()
-            .into_par_iter()
-            .map(|run| {
-                let mut records = Vec::with_capacity(hours);
+        // Every run fills its own rows of the reused buffer.
+        chunk.records.clear();
+        chunk
+            .records
+            .resize(runs.len() * hours, HourRecord::default());
+        let kept: Vec<Option<RunTrajectory>> = chunk
+            .records
+            .par_chunks_mut(hours.max(1))
+            .zip(runs.clone().into_par_iter())
+            .map(|(rows, run)| {
+                let keep = batch.keeps_trajectory(run);
                 let mut traj = Vec::new();
-                for hour in 0..hours {
+                for (hour, row) in rows.iter_mut().enumerate() {
                     let (rec, t) = evaluate_hour(batch, run, hour)?;
-                    records.push(rec);
-                    traj.push(t);
+                    *row = rec;
+                    if keep {
+                        traj.push(t);
+                    }
                 }
-                let traj = batch
-                    .keeps_trajectory(run)
-                    .then_some(RunTrajectory { run, hours: traj });
-                Ok((records, traj))
+                Ok(keep.then_some(RunTrajectory { run, hours: traj }))
             })
             .collect::<Result<_>>()?;
         chunk.runs = runs;
-        chunk.records.clear();
         chunk.trajectories.clear();
-        for (r, t) in per_run {
-            chunk.records.extend(r);
-            chunk.trajectories.extend(t);
-        }
+        chunk.trajectories.extend(kept.into_iter().flatten());
         on_chunk(&chunk)?;
     }
     Ok(cpu_adapter_info())

@@ -868,19 +868,13 @@ impl GpuContext {
             .get_mapped_range(..)
             .map_err(|e| gpu_error(format!("reading the outputs: {e}")))?;
         let n = done.runs.len() * batch.hours();
-        // The mapping is aligned for every output struct on the backends we know; copy
-        // when one is not.
+        // Mapped ranges start MAP_ALIGNMENT (8)-aligned, enough for every output struct,
+        // and the buffer holds whole structs.
+        let outs = bytemuck::try_cast_slice::<u8, L::Out>(&view)
+            .map_err(|e| gpu_error(format!("reading the outputs: {e}")))?;
         let records = &mut chunk.records;
         records.clear();
-        match bytemuck::try_cast_slice::<u8, L::Out>(&view) {
-            Ok(outs) => records.extend(outs.iter().take(n).map(L::record)),
-            Err(_) => records.extend(
-                bytemuck::pod_collect_to_vec::<u8, L::Out>(&view)
-                    .iter()
-                    .take(n)
-                    .map(L::record),
-            ),
-        }
+        records.extend(outs.iter().take(n).map(L::record));
         drop(view);
         done.out_read.unmap();
         chunk.trajectories.clear();
