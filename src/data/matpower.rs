@@ -18,6 +18,9 @@ pub struct Bus {
     pub pd_mw: f64,
     /// Reactive demand, MVAr (`QD`), kept for completeness.
     pub qd_mvar: f64,
+    /// Shunt conductance, MW demanded at 1 p.u. voltage (`GS`). The DC model counts it as
+    /// a constant load at the bus, as MATPOWER's `makeBdc`/`dcopf` do.
+    pub gs_mw: f64,
 }
 
 /// One row of `mpc.gen` joined with its `mpc.gencost` row.
@@ -56,6 +59,9 @@ pub struct Branch {
     pub rate_a_mw: f64,
     /// Off-nominal tap ratio (`TAP`); 0 means 1.
     pub tap: f64,
+    /// Phase-shift angle, degrees (`SHIFT`, positive: a delay of the to-bus angle). In the
+    /// DC model it adds a fixed injection pair (MATPOWER's `makeBdc`, `Pfinj`/`Pbusinj`).
+    pub shift_deg: f64,
     /// In service (`BR_STATUS` > 0).
     pub in_service: bool,
 }
@@ -63,6 +69,8 @@ pub struct Branch {
 /// A parsed MATPOWER case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
+    /// File name the case was read from (or `<embedded case24_ieee_rts>`), for errors.
+    pub source_name: String,
     /// System MVA base.
     pub base_mva: f64,
     /// Buses in file order.
@@ -607,6 +615,7 @@ fn read_buses(matrix: &Matrix, source_name: &str) -> Result<Vec<Bus>> {
             kind,
             pd_mw: v[2],
             qd_mvar: v[3],
+            gs_mw: v[4],
         });
     }
     Ok(buses)
@@ -817,6 +826,7 @@ fn read_branches(
             x_pu,
             rate_a_mw,
             tap: v[8],
+            shift_deg: v[9],
             in_service,
         });
     }
@@ -870,6 +880,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Case> {
     let generators = read_generators(&gen_, &gencost, &bus_ids, source_name)?;
     let branches = read_branches(&branch, &bus_ids, source_name)?;
     Ok(Case {
+        source_name: source_name.to_string(),
         base_mva,
         buses,
         generators,
@@ -1045,6 +1056,19 @@ mod tests {
             (0.01, 20.0, 50.0, 100.0)
         );
         assert_eq!(case.reference_bus(), 0);
+    }
+
+    #[test]
+    fn shunt_conductance_and_phase_shift_are_read() {
+        // GS is bus column 5, SHIFT branch column 10 (MATPOWER's caseformat).
+        let bus = BUS_ROWS.replacen("\t50\t10\t0\t0\t", "\t50\t10\t1.3\t0\t", 1);
+        let branch = BRANCH_ROWS.replacen("\t0\t0\t0\t0\t1\t", "\t0\t0\t0\t-10\t1\t", 1);
+        let case = parse(&small_case(&bus, GEN_ROWS, &branch, GENCOST_ROWS), "test.m")
+            .expect("valid case");
+        assert_eq!(case.buses[1].gs_mw, 1.3);
+        assert_eq!(case.buses[0].gs_mw, 0.0);
+        assert_eq!(case.branches[0].shift_deg, -10.0);
+        assert_eq!(case.source_name, "test.m");
     }
 
     #[test]
