@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use crate::central::{self, ReferenceHour};
 use crate::error::{Error, Result};
-use crate::grid::{SmartGrid, curve::smart_grid_curve};
+use crate::grid::SmartGrid;
+use crate::grid::curve::{export_range, smart_grid_curve};
 use crate::microgrid::{BatteryPlan, HOURS, HourlyMicrogrid, Microgrid};
 use crate::offer::{OfferCurve, QuadraticUnit};
 use crate::rci::{self, Agent, HourOutcome, RciSettings};
@@ -75,6 +76,16 @@ pub struct Market {
     pub pcc: usize,
     /// RCI settings.
     pub rci: RciSettings,
+    /// The exports the smart grid can deliver at the PCC, per hour, for the system load
+    /// they were computed with (a clone with other loads recomputes them).
+    export_ranges: Vec<ExportRange>,
+}
+
+/// The smart grid's feasible exports at the PCC for one hour's system load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ExportRange {
+    system_load_mw: f64,
+    range: (f64, f64),
 }
 
 impl Market {
@@ -129,6 +140,7 @@ impl Market {
             microgrid: microgrid.clone(),
             pcc,
             rci: scenario.rci.clone(),
+            export_ranges: Vec::new(),
         };
         if mg.enabled {
             microgrid.battery_plan = match &mg.battery_plan {
@@ -161,7 +173,65 @@ impl Market {
             }
         }
         market.microgrid = microgrid;
+        market.export_ranges = market.exchange_ranges(scenario)?;
         Ok(market)
+    }
+
+    /// The smart grid's feasible exports at the PCC of every hour, checked against what
+    /// the market needs: with the microgrid, some exchange it can make (its load minus its
+    /// renewables and battery plan, within the tie); without it, no exchange at all. A bus
+    /// or load the network cannot serve is bad input, named with the hour and the limits.
+    fn exchange_ranges(&self, scenario: &Scenario) -> Result<Vec<ExportRange>> {
+        let tie = self.microgrid.tie_capacity_mw;
+        let enabled = self.microgrid.config.enabled;
+        let bus = self.grid.bus_ids[self.pcc];
+        (0..HOURS)
+            .into_par_iter()
+            .map(|h| {
+                let label = format!("hour {h}");
+                let range = export_range(&self.grid, &self.bus_loads(h), self.pcc, -tie, tie, &label)?;
+                if !enabled {
+                    return match range {
+                        Some(r) if r.0 <= 1e-6 && r.1 >= -1e-6 => Ok(ExportRange {
+                            system_load_mw: self.system_load_mw[h],
+                            range: r,
+                        }),
+                        _ => Err(Error::invalid(
+                            load_field(scenario, h),
+                            format!("{:.3} MW", self.system_load_mw[h]),
+                            format!(
+                                "a load the network can serve: at hour {h} no dispatch of the committed units meets it within their limits and the line ratings"
+                            ),
+                        )),
+                    };
+                }
+                let hm = &self.microgrid.hourly[h];
+                let fixed = hm.load_mw - self.microgrid.battery_plan[h];
+                let renewables = hm.wind_mw + hm.pv_mw + hm.tidal_mw;
+                // What the microgrid can take from the grid (> 0) or give to it (< 0).
+                let (need_lo, need_hi) = ((fixed - renewables).max(-tie), fixed.min(tie));
+                match range {
+                    Some((lo, hi)) if lo <= need_hi + 1e-6 && hi >= need_lo - 1e-6 => Ok(ExportRange {
+                        system_load_mw: self.system_load_mw[h],
+                        range: (lo, hi),
+                    }),
+                    Some((lo, hi)) => Err(Error::invalid(
+                        "microgrid.pcc_bus",
+                        bus,
+                        format!(
+                            "a bus whose network can carry the microgrid's exchange: at hour {h} the grid can deliver between {lo:.3} and {hi:.3} MW at bus {bus} (negative: it takes power) within its unit and line limits, but the microgrid needs between {need_lo:.3} and {need_hi:.3} MW (its load minus its renewables and battery plan, within the tie)"
+                        ),
+                    )),
+                    None => Err(Error::invalid(
+                        "microgrid.pcc_bus",
+                        bus,
+                        format!(
+                            "a bus whose network can carry the microgrid's exchange: at hour {h} no exchange within the tie capacity (+-{tie} MW) at bus {bus} is feasible within the grid's unit and line limits"
+                        ),
+                    )),
+                }
+            })
+            .collect()
     }
 
     /// Bus loads of an hour, MW.
@@ -173,14 +243,26 @@ impl Market {
     /// microgrid is disabled). The smart grid's curve spans the tie capacity.
     pub fn curves(&self, hour: usize) -> Result<Vec<OfferCurve>> {
         let tie = self.microgrid.tie_capacity_mw;
-        let sg = smart_grid_curve(
-            &self.grid,
-            &self.bus_loads(hour),
-            self.pcc,
-            -tie,
-            tie,
-            &format!("hour {hour}"),
-        )?;
+        let label = format!("hour {hour}");
+        let loads = self.bus_loads(hour);
+        let range = match self.export_ranges.get(hour) {
+            Some(r) if r.system_load_mw.to_bits() == self.system_load_mw[hour].to_bits() => r.range,
+            _ => {
+                export_range(&self.grid, &loads, self.pcc, -tie, tie, &label)?.ok_or_else(|| {
+                    Error::Solver {
+                        problem: format!(
+                            "smart-grid offer curve at bus {}, {label}",
+                            self.grid.bus_ids[self.pcc]
+                        ),
+                        message: format!(
+                            "no export within +-{tie} MW is feasible (system load {:.3} MW)",
+                            self.system_load_mw[hour]
+                        ),
+                    }
+                })?
+            }
+        };
+        let sg = smart_grid_curve(&self.grid, &loads, self.pcc, range, &label)?;
         if self.microgrid.config.enabled {
             Ok(vec![sg, self.microgrid.curve(hour)?])
         } else {
@@ -376,5 +458,14 @@ pub fn summarize(hours: &[HourResult], runtime_s: f64) -> Summary {
         co_optimization_advantage_pct: 100.0 * (central_hourly_total_cost - central_24h_total_cost)
             / central_hourly_total_cost,
         runtime_s,
+    }
+}
+
+/// The field that sets hour `h`'s system load: the explicit entry, or the RTS-79 scale.
+fn load_field(scenario: &Scenario, h: usize) -> String {
+    if scenario.load.hourly_mw.is_some() {
+        format!("load.hourly_mw[{h}]")
+    } else {
+        "load.scale".to_string()
     }
 }

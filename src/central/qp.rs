@@ -6,7 +6,8 @@
 
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
-    DefaultSettingsBuilder, DefaultSolver, IPSolver, NonnegativeConeT, SolverStatus, ZeroConeT,
+    DefaultSettings, DefaultSettingsBuilder, DefaultSolver, IPSolver, NonnegativeConeT,
+    SolverStatus, ZeroConeT,
 };
 
 use crate::error::{Error, Result};
@@ -104,8 +105,23 @@ impl Qp {
         e.chain(l).fold(0.0, f64::max)
     }
 
-    /// Solves the problem; `name` labels errors (e.g. `hourly reference, hour 7`).
+    /// Solves the problem; `name` labels errors (e.g. `hourly reference, hour 7`). An
+    /// infeasible problem is an error here; see [`Qp::solve_outcome`] to tell it apart.
     pub fn solve(&self, name: &str) -> Result<QpSolution> {
+        match self.solve_outcome(name)? {
+            QpOutcome::Solved(sol) => Ok(sol),
+            QpOutcome::Infeasible => Err(Error::Solver {
+                problem: name.into(),
+                message: "infeasible: no dispatch meets demand within generator and line limits"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Solves the problem, reporting infeasibility as an outcome. A solver that stops
+    /// short (too little progress, numerical trouble, the iteration cap) is retried with
+    /// other settings before an error names the problem and every status seen.
+    pub fn solve_outcome(&self, name: &str) -> Result<QpOutcome> {
         let n = self.num_vars();
         let (ne, nl) = (self.eq.len(), self.le.len());
         // Upper triangle of P: diagonal 2 c2 (Clarabel minimizes 1/2 x'Px + q'x).
@@ -129,48 +145,89 @@ impl Qp {
         }
         let a = CscMatrix::new_from_triplets(ne + nl, n, ri, cj, v);
         let cones = [ZeroConeT(ne), NonnegativeConeT(nl)];
-        let settings = DefaultSettingsBuilder::default()
-            .verbose(false)
+        let mut seen = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            let settings = settings(attempt).map_err(|e| Error::Solver {
+                problem: name.into(),
+                message: format!("settings: {e}"),
+            })?;
+            let mut solver =
+                DefaultSolver::new(&p, &self.c1, &a, &b, &cones, settings).map_err(|e| {
+                    Error::Solver {
+                        problem: name.into(),
+                        message: format!("setup: {e:?}"),
+                    }
+                })?;
+            solver.solve();
+            let sol = &solver.solution;
+            match sol.status {
+                SolverStatus::Solved | SolverStatus::AlmostSolved => {
+                    return Ok(QpOutcome::Solved(QpSolution {
+                        x: sol.x.clone(),
+                        eq_duals: sol.z[..ne].to_vec(),
+                        le_duals: sol.z[ne..].to_vec(),
+                        objective: self.objective_at(&sol.x),
+                    }));
+                }
+                SolverStatus::PrimalInfeasible => return Ok(QpOutcome::Infeasible),
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+        if seen.iter().all(|s| s == "AlmostPrimalInfeasible") {
+            return Ok(QpOutcome::Infeasible);
+        }
+        Err(Error::Solver {
+            problem: name.into(),
+            message: format!(
+                "the QP solver stopped short with every setting tried (statuses: {})",
+                seen.join(", ")
+            ),
+        })
+    }
+}
+
+/// How a solve ended.
+#[derive(Debug, Clone)]
+pub enum QpOutcome {
+    /// Optimal (to the solver's tolerances).
+    Solved(QpSolution),
+    /// No point satisfies the rows.
+    Infeasible,
+}
+
+/// Settings tried in turn: tight tolerances first; then more iterations, a longer
+/// equilibration and a larger static regularization; then looser tolerances without
+/// equilibration. Every caller that needs exact values certifies them itself (the offer
+/// curve's KKT check) or compares with tolerances far above 1e-8.
+const ATTEMPTS: usize = 3;
+
+fn settings(attempt: usize) -> std::result::Result<DefaultSettings<f64>, String> {
+    let mut b = DefaultSettingsBuilder::default();
+    b.verbose(false).max_threads(1);
+    match attempt {
+        0 => b
             .tol_gap_abs(1e-10)
             .tol_gap_rel(1e-10)
             .tol_feas(1e-10)
             .tol_ktratio(1e-8)
-            .max_iter(200)
-            .build()
-            .map_err(|e| Error::Solver {
-                problem: name.into(),
-                message: format!("settings: {e:?}"),
-            })?;
-        let mut solver =
-            DefaultSolver::new(&p, &self.c1, &a, &b, &cones, settings).map_err(|e| {
-                Error::Solver {
-                    problem: name.into(),
-                    message: format!("setup: {e:?}"),
-                }
-            })?;
-        solver.solve();
-        let sol = &solver.solution;
-        match sol.status {
-            SolverStatus::Solved | SolverStatus::AlmostSolved => Ok(QpSolution {
-                x: sol.x.clone(),
-                eq_duals: sol.z[..ne].to_vec(),
-                le_duals: sol.z[ne..].to_vec(),
-                objective: self.objective_at(&sol.x),
-            }),
-            SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
-                Err(Error::Solver {
-                    problem: name.into(),
-                    message:
-                        "infeasible: no dispatch meets demand within generator and line limits"
-                            .into(),
-                })
-            }
-            other => Err(Error::Solver {
-                problem: name.into(),
-                message: format!("solver stopped with status {other:?}"),
-            }),
-        }
-    }
+            .max_iter(200),
+        1 => b
+            .tol_gap_abs(1e-9)
+            .tol_gap_rel(1e-9)
+            .tol_feas(1e-9)
+            .tol_ktratio(1e-7)
+            .max_iter(500)
+            .equilibrate_max_iter(50)
+            .static_regularization_constant(1e-7),
+        _ => b
+            .tol_gap_abs(1e-8)
+            .tol_gap_rel(1e-8)
+            .tol_feas(1e-8)
+            .tol_ktratio(1e-6)
+            .max_iter(1000)
+            .equilibrate_enable(false),
+    };
+    b.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

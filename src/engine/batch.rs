@@ -127,7 +127,7 @@ impl CurveCache {
     }
 }
 
-/// A hash of everything a smart-grid curve depends on: units, lines, PTDFs, loads, PCC and
+/// A hash of everything a smart-grid curve depends on: units, lines, network, loads, PCC and
 /// tie capacity (bit patterns, so any change gives another fingerprint).
 fn market_fingerprint(market: &Market) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -141,8 +141,14 @@ fn market_fingerprint(market: &Market) -> u64 {
     for l in &market.grid.lines {
         f(l.limit_mw);
     }
-    market.grid.ptdf.iter().for_each(|&v| f(v));
+    for b in market.grid.network.branches() {
+        for v in [b.from as f64, b.to as f64, b.y, b.shift_flow_mw] {
+            f(v);
+        }
+    }
+    f(market.grid.network.slack() as f64);
     market.grid.load_share.iter().for_each(|&v| f(v));
+    market.grid.shunt_load_mw.iter().for_each(|&v| f(v));
     market.system_load_mw.iter().for_each(|&v| f(v));
     f(market.pcc as f64);
     f(market.microgrid.tie_capacity_mw);

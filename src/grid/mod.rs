@@ -5,14 +5,20 @@
 //! no-load cost c0), reactive power and voltages are outside the DC model, and reserve
 //! constraints (13)-(14) of the paper are not modelled: MATPOWER's RTS-24 carries no
 //! reserve data. Ramp limits come from `RAMP_30` (x2 per hour); a zero field means none.
+//!
+//! The DC model is MATPOWER's (`makeBdc`, `dcopf`): bus shunt conductance `GS` is a
+//! constant load, phase shifters add a fixed injection pair, taps scale the susceptance,
+//! and isolated (type 4) buses are dropped with everything attached to them. Dispatch
+//! problems use the sparse bus-angle form (one balance row per bus, two rows per rated
+//! line), so their size grows with the network, never with its square.
 
 pub mod curve;
-
-use nalgebra::DMatrix;
+pub mod network;
 
 use crate::central::qp::{Qp, QpSolution, Row, Terms};
 use crate::data::matpower::Case;
 use crate::error::{Error, Result};
+use network::DcNetwork;
 
 /// A committed generating unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +49,8 @@ impl Unit {
 /// A transmission line with a finite rating.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Line {
-    /// Index of the line in the case's branch list.
+    /// Index of the line among the network's in-service branches
+    /// ([`DcNetwork::branches`]).
     pub branch: usize,
     /// External from-bus id.
     pub from_id: usize,
@@ -56,17 +63,18 @@ pub struct Line {
 /// The smart grid ready for dispatch problems.
 #[derive(Debug, Clone)]
 pub struct SmartGrid {
-    /// External bus ids, in case order.
+    /// External bus ids, in case order (isolated type-4 buses omitted).
     pub bus_ids: Vec<usize>,
     /// Each bus's share of the system load (case Pd / total Pd).
     pub load_share: Vec<f64>,
+    /// Constant load of each bus's shunt conductance (`GS` at 1 p.u.), MW.
+    pub shunt_load_mw: Vec<f64>,
     /// Committed units.
     pub units: Vec<Unit>,
     /// Lines with a finite rating (the only ones that constrain a DC dispatch).
     pub lines: Vec<Line>,
-    /// Power transfer distribution factors, `lines x buses`: flow on a line per MW
-    /// injected at a bus and withdrawn at the reference bus.
-    pub ptdf: DMatrix<f64>,
+    /// The DC network: susceptances, shifters and the factored susceptance matrix.
+    pub network: DcNetwork,
 }
 
 /// The rows of one hour's dispatch inside a QP.
@@ -74,8 +82,8 @@ pub struct SmartGrid {
 pub struct HourRows {
     /// QP variable of each unit's output.
     pub gen_vars: Vec<usize>,
-    /// The power-balance row.
-    pub balance: Row,
+    /// The power-balance row of each bus (its sensitivity is the bus's LMP).
+    pub balance: Vec<Row>,
     /// Upper and lower flow-limit rows of each line.
     pub line_rows: Vec<(Row, Row)>,
 }
@@ -85,18 +93,26 @@ impl SmartGrid {
     /// (erratum 2: a small proximal term that makes every response continuous; the
     /// centralized references use the same costs, so the two remain comparable).
     pub fn from_case(case: &Case, linear_cost_c2: f64) -> Result<Self> {
-        let bus_ids: Vec<usize> = case.buses.iter().map(|b| b.id).collect();
-        let index = |id: usize, what: &str| {
-            bus_ids
-                .iter()
-                .position(|&b| b == id)
-                .ok_or_else(|| Error::Matpower {
-                    source_name: "case".into(),
-                    line: 0,
-                    message: format!("{what} refers to bus {id}, which does not exist"),
-                })
+        let case_error = |message: String| Error::Matpower {
+            source_name: case.source_name.clone(),
+            line: 0,
+            message,
         };
-        let total: f64 = case.buses.iter().map(|b| b.pd_mw).sum();
+        // MATPOWER drops isolated (type 4) buses and everything attached to them.
+        let kept: Vec<usize> = (0..case.buses.len())
+            .filter(|&i| case.buses[i].kind != 4)
+            .collect();
+        let bus_ids: Vec<usize> = kept.iter().map(|&i| case.buses[i].id).collect();
+        let index_of: std::collections::HashMap<usize, usize> =
+            bus_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let index = |id: usize, what: &str| {
+            index_of.get(&id).copied().ok_or_else(|| {
+                case_error(format!(
+                    "{what} is attached to bus {id}, which is isolated (type 4) or missing"
+                ))
+            })
+        };
+        let total: f64 = kept.iter().map(|&i| case.buses[i].pd_mw).sum();
         if !(total > 0.0) {
             return Err(Error::invalid(
                 "case.bus.Pd",
@@ -104,11 +120,18 @@ impl SmartGrid {
                 "> 0 in total (the load shape needs a distribution)",
             ));
         }
-        let load_share = case.buses.iter().map(|b| b.pd_mw / total).collect();
+        let load_share = kept.iter().map(|&i| case.buses[i].pd_mw / total).collect();
+        let shunt_load_mw = kept.iter().map(|&i| case.buses[i].gs_mw).collect();
         let mut units = Vec::new();
-        for g in case.generators.iter().filter(|g| g.in_service) {
+        for (row, g) in case.generators.iter().enumerate() {
+            if !g.in_service {
+                continue;
+            }
             units.push(Unit {
-                bus: index(g.bus, "generator")?,
+                bus: index(
+                    g.bus,
+                    &format!("in-service generator (mpc.gen row {})", row + 1),
+                )?,
                 c2: if g.c2 > 0.0 { g.c2 } else { linear_cost_c2 },
                 c1: g.c1,
                 c0: g.c0,
@@ -121,70 +144,52 @@ impl SmartGrid {
                 },
             });
         }
-        let nb = bus_ids.len();
-        let slack = case.reference_bus();
-        let branches: Vec<(usize, usize, f64, usize)> = case
-            .branches
+        let slack = kept
             .iter()
-            .enumerate()
-            .filter(|(_, br)| br.in_service)
-            .map(|(k, br)| {
-                let tap = if br.tap == 0.0 { 1.0 } else { br.tap };
-                Ok((
-                    index(br.from, "branch")?,
-                    index(br.to, "branch")?,
-                    1.0 / (br.x_pu * tap),
-                    k,
-                ))
-            })
-            .collect::<Result<_>>()?;
-        // B matrix without the reference bus; PTDF = Bf * inv(B_red), slack column 0.
-        let keep: Vec<usize> = (0..nb).filter(|&b| b != slack).collect();
-        let pos = |b: usize| keep.iter().position(|&k| k == b);
-        let mut bred = DMatrix::<f64>::zeros(nb - 1, nb - 1);
-        for &(f, t, b, _) in &branches {
-            for (i, j, v) in [(f, f, b), (t, t, b), (f, t, -b), (t, f, -b)] {
-                if let (Some(pi), Some(pj)) = (pos(i), pos(j)) {
-                    bred[(pi, pj)] += v;
-                }
-            }
-        }
-        let binv = bred.try_inverse().ok_or_else(|| Error::Matpower {
-            source_name: "case".into(),
-            line: 0,
-            message: "the network is not connected (singular susceptance matrix)".into(),
-        })?;
-        let mut lines = Vec::new();
-        let mut rows = Vec::new();
-        for &(f, t, b, k) in &branches {
-            let br = &case.branches[k];
-            if br.rate_a_mw <= 0.0 {
+            .position(|&i| case.buses[i].kind == 3)
+            .unwrap_or(0);
+        let mut branches = Vec::new();
+        for (row, br) in case.branches.iter().enumerate() {
+            if !br.in_service {
                 continue;
             }
-            // Angle sensitivity of a bus to an injection at `pb` is binv[(bus, pb)]; the
-            // reference bus has angle 0.
-            let theta = |bus: usize, pb: usize| pos(bus).map_or(0.0, |i| binv[(i, pb)]);
-            let mut row = vec![0.0; nb];
-            for (bus, r) in row.iter_mut().enumerate() {
-                if let Some(pb) = pos(bus) {
-                    *r = b * (theta(f, pb) - theta(t, pb));
-                }
-            }
-            lines.push(Line {
-                branch: k,
-                from_id: br.from,
-                to_id: br.to,
-                limit_mw: br.rate_a_mw,
-            });
-            rows.push(row);
+            let what = format!("in-service branch (mpc.branch row {})", row + 1);
+            branches.push((
+                index(br.from, &what)?,
+                index(br.to, &what)?,
+                br.x_pu,
+                br.tap,
+                br.shift_deg,
+                row,
+            ));
         }
-        let ptdf = DMatrix::from_fn(rows.len(), nb, |l, b| rows[l][b]);
+        let describe = |b: usize| format!("bus {}", bus_ids[b]);
+        let network = DcNetwork::new(bus_ids.len(), slack, case.base_mva, &branches, &describe)
+            .map_err(|e| match e {
+                Error::Matpower { message, .. } => case_error(message),
+                other => other,
+            })?;
+        let lines = network
+            .branches()
+            .iter()
+            .enumerate()
+            .filter_map(|(k, nb)| {
+                let br = &case.branches[nb.case_row];
+                (br.rate_a_mw > 0.0).then_some(Line {
+                    branch: k,
+                    from_id: br.from,
+                    to_id: br.to,
+                    limit_mw: br.rate_a_mw,
+                })
+            })
+            .collect();
         Ok(SmartGrid {
             bus_ids,
             load_share,
+            shunt_load_mw,
             units,
             lines,
-            ptdf,
+            network,
         })
     }
 
@@ -208,25 +213,30 @@ impl SmartGrid {
         self.units.iter().map(|u| u.c0).sum()
     }
 
-    /// Bus loads, MW, for a system load.
-    pub fn bus_loads(&self, system_load_mw: f64) -> Vec<f64> {
-        self.load_share.iter().map(|s| s * system_load_mw).collect()
+    /// Total constant shunt load, MW.
+    pub fn shunt_load_total_mw(&self) -> f64 {
+        self.shunt_load_mw.iter().sum()
     }
 
-    /// Line flows, MW, for bus injections.
-    pub fn flows(&self, injections: &[f64]) -> Vec<f64> {
-        (0..self.lines.len())
-            .map(|l| {
-                (0..injections.len())
-                    .map(|b| self.ptdf[(l, b)] * injections[b])
-                    .sum()
-            })
+    /// Bus loads, MW, for a system load: its share of `system_load_mw` plus the bus's
+    /// constant shunt load.
+    pub fn bus_loads(&self, system_load_mw: f64) -> Vec<f64> {
+        self.load_share
+            .iter()
+            .zip(&self.shunt_load_mw)
+            .map(|(s, g)| s * system_load_mw + g)
             .collect()
     }
 
-    /// Adds one hour's DC dispatch to `qp`: unit outputs, the power balance and the line
-    /// limits. `pcc_injection` are QP terms injecting at bus `pcc` (e.g. the microgrid's
-    /// export); `pcc_withdrawal` is a fixed extra load there, MW.
+    /// Flows on the rated lines, MW, for bus injections (phase shifters included).
+    pub fn flows(&self, injections: &[f64]) -> Vec<f64> {
+        let all = self.network.flows(injections);
+        self.lines.iter().map(|l| all[l.branch]).collect()
+    }
+
+    /// Adds one hour's DC dispatch to `qp`: unit outputs, bus angles, one power balance per
+    /// bus and the line limits. `pcc_injection` are QP terms injecting at bus `pcc` (e.g.
+    /// the microgrid's export); `pcc_withdrawal` is a fixed extra load there, MW.
     pub fn add_hour(
         &self,
         qp: &mut Qp,
@@ -235,39 +245,52 @@ impl SmartGrid {
         pcc_injection: &Terms,
         pcc_withdrawal: f64,
     ) -> HourRows {
+        let net = &self.network;
         let gen_vars: Vec<usize> = self
             .units
             .iter()
             .map(|u| qp.var(u.c2, u.c1, u.pmin, u.pmax))
             .collect();
-        let mut terms: Terms = gen_vars.iter().map(|&v| (v, 1.0)).collect();
-        terms.extend(pcc_injection.iter().copied());
-        let demand: f64 = bus_loads.iter().sum::<f64>() + pcc_withdrawal;
-        let balance = qp.eq(terms, demand);
-        let mut line_rows = Vec::with_capacity(self.lines.len());
-        for (l, line) in self.lines.iter().enumerate() {
-            let mut t: Terms = self
-                .units
-                .iter()
-                .zip(&gen_vars)
-                .map(|(u, &v)| (v, self.ptdf[(l, u.bus)]))
-                .collect();
-            t.extend(
-                pcc_injection
-                    .iter()
-                    .map(|&(v, a)| (v, a * self.ptdf[(l, pcc)])),
-            );
-            let fixed: f64 = bus_loads
-                .iter()
-                .enumerate()
-                .map(|(b, d)| self.ptdf[(l, b)] * d)
-                .sum::<f64>()
-                + self.ptdf[(l, pcc)] * pcc_withdrawal;
-            let neg: Terms = t.iter().map(|&(v, a)| (v, -a)).collect();
-            let up = qp.le(t, line.limit_mw + fixed);
-            let dn = qp.le(neg, line.limit_mw - fixed);
-            line_rows.push((up, dn));
+        // Scaled angles psi = baseMVA theta, free; the reference bus is fixed at 0.
+        let psi: Vec<Option<usize>> = (0..net.num_buses())
+            .map(|b| (b != net.slack()).then(|| qp.var(0.0, 0.0, f64::NEG_INFINITY, f64::INFINITY)))
+            .collect();
+        let mut terms: Vec<Terms> = vec![Vec::new(); net.num_buses()];
+        for (u, &v) in self.units.iter().zip(&gen_vars) {
+            terms[u.bus].push((v, 1.0));
         }
+        terms[pcc].extend(pcc_injection.iter().copied());
+        // Flow y (psi_f - psi_t) leaves the from-bus and enters the to-bus.
+        let flow_terms = |k: usize, sign: f64| -> Terms {
+            let br = &net.branches()[k];
+            [(br.from, sign * br.y), (br.to, -sign * br.y)]
+                .into_iter()
+                .filter_map(|(b, a)| psi[b].map(|v| (v, a)))
+                .collect()
+        };
+        for k in 0..net.branches().len() {
+            let br = net.branches()[k];
+            terms[br.from].extend(flow_terms(k, -1.0));
+            terms[br.to].extend(flow_terms(k, 1.0));
+        }
+        let balance: Vec<Row> = terms
+            .into_iter()
+            .enumerate()
+            .map(|(b, t)| {
+                let withdrawal = if b == pcc { pcc_withdrawal } else { 0.0 };
+                qp.eq(t, bus_loads[b] + net.shift_injection()[b] + withdrawal)
+            })
+            .collect();
+        let line_rows = self
+            .lines
+            .iter()
+            .map(|line| {
+                let shift = net.branches()[line.branch].shift_flow_mw;
+                let up = qp.le(flow_terms(line.branch, 1.0), line.limit_mw - shift);
+                let dn = qp.le(flow_terms(line.branch, -1.0), line.limit_mw + shift);
+                (up, dn)
+            })
+            .collect();
         HourRows {
             gen_vars,
             balance,
@@ -276,14 +299,9 @@ impl SmartGrid {
     }
 
     /// Locational marginal price at bus `bus`, $/MWh: the sensitivity of the optimal cost
-    /// to one more MW of load there (balance row plus every line row it loads).
+    /// to one more MW of load there (the dual of the bus's balance row).
     pub fn lmp(&self, sol: &QpSolution, rows: &HourRows, bus: usize) -> f64 {
-        let mut lmp = sol.sensitivity(rows.balance);
-        for (l, &(up, dn)) in rows.line_rows.iter().enumerate() {
-            let a = self.ptdf[(l, bus)];
-            lmp += a * sol.sensitivity(up) - a * sol.sensitivity(dn);
-        }
-        lmp
+        sol.sensitivity(rows.balance[bus])
     }
 
     /// Lines whose flow is within `tol_mw` of the rating, as `from-to` labels.
