@@ -3,8 +3,9 @@
 //
 // One source serves both precisions: the host prepends
 //   alias real = f32;   or   alias real = f64;
-// plus the constants MAX_REAL, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE (see
-// `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
+// plus the constants MAX_REAL, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE, and
+// the codes of the step rule (STEP_*), the power update (UPDATE_*) and the dual update
+// (DUAL_*), all generated from the Rust definitions (see `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
 // clamp select: Mesa's lavapipe returns garbage for f64 transcendentals (wgpu issue 6087),
 // and a unit test scans the generated source for them.
 //
@@ -43,14 +44,15 @@ struct RunParams {
     renewable_scale: real,
     mg_load_scale: real,
     max_iterations: u32,
-    // 0 constant, 1 diminishing, 2 newton.
+    // STEP_CONSTANT, STEP_DIMINISHING or STEP_NEWTON.
     step_rule: u32,
-    // 0 plain, 1 relaxed.
+    // UPDATE_PLAIN or UPDATE_RELAXED.
     power_update: u32,
     curve_set: u32,
     // Offset of the run's trajectory in `trajectory` (reals), or 0xffffffff for none.
     trajectory_offset: u32,
-    _pad: u32,
+    // DUAL_EXACT or DUAL_GRADIENT.
+    dual_update: u32,
 }
 
 // Mirror of `engine::gpu::AttackSlot*`; kind 0 = no attack (the only kind for now).
@@ -95,9 +97,6 @@ struct HourOut {
 }
 
 const NO_TRAJECTORY: u32 = 0xffffffffu;
-const STEP_DIMINISHING: u32 = 1u;
-const STEP_NEWTON: u32 = 2u;
-const UPDATE_RELAXED: u32 = 1u;
 const SCALE_RENEWABLES: u32 = 1u;
 const SCALE_LOAD: u32 = 2u;
 const UNIT_STRIDE: u32 = 5u;
@@ -311,7 +310,7 @@ fn cost_at_export(a: u32, x: real) -> real {
     return cc(a, k) + (x - ce(a, k)) * 0.5 * (cp(a, k) + p);
 }
 
-// rci::newton_kappa, with the bracket's "finite" test as flags.
+// rci::newton_kappa, with the bracket's "finite" tests as flags.
 fn newton_kappa(
     mismatch: real,
     mean_price: real,
@@ -319,22 +318,37 @@ fn newton_kappa(
     flat_distance: real,
     lo: real,
     hi: real,
-    bracketed: bool,
+    lo_set: bool,
+    hi_set: bool,
     rp: RunParams,
 ) -> real {
     let newton = rp.newton_damping / max(slope, rp.slope_floor);
     if mismatch == 0.0 {
         return newton;
     }
+    let balanced = abs(mismatch) <= rp.balance_tol;
     // On a flat stretch: step to the nearest breakpoint (flat_distance < 0: none).
     var kappa = newton;
-    if flat_distance >= 0.0 && slope < rp.slope_floor {
+    if flat_distance >= 0.0 && slope < rp.slope_floor && !balanced {
         kappa = flat_distance / abs(mismatch);
     }
     let target_price = mean_price - kappa * mismatch;
-    // Mirrors rci::newton_kappa: once the trade balances to tolerance the step is taken as
-    // it is; otherwise a target not strictly inside the bracket goes to its middle.
-    if abs(mismatch) > rp.balance_tol && bracketed && !(target_price > lo && target_price < hi) {
+    if balanced {
+        // A balanced iterate stays: its step is clamped into the bracket.
+        var inside = target_price;
+        if lo_set {
+            inside = max(inside, lo);
+        }
+        if hi_set {
+            inside = min(inside, hi);
+        }
+        if (!(lo_set && hi_set) || lo <= hi) && inside != target_price {
+            return (mean_price - inside) / mismatch;
+        }
+        return kappa;
+    }
+    // Otherwise a target not strictly inside the bracket goes to its middle.
+    if lo_set && hi_set && !(target_price > lo && target_price < hi) {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {
@@ -342,6 +356,54 @@ fn newton_kappa(
         }
     }
     return kappa;
+}
+
+// The price at which an agent's own curve meets one of its trade limits
+// (OfferCurve::highest_price_within / lowest_price_reaching); `unbounded`: never, the
+// reference's infinity.
+struct LimitPrice {
+    price: real,
+    unbounded: bool,
+}
+
+// OfferCurve::highest_price_within.
+fn highest_price_within(a: u32, x: real) -> LimitPrice {
+    let n = curve_len[a];
+    if ce(a, n - 1u) <= x {
+        return LimitPrice(real(0.0), true);
+    }
+    if ce(a, 0u) > x {
+        return LimitPrice(cp(a, 0u), false);
+    }
+    // Last breakpoint with export <= x (partition_point - 1).
+    var k = 0u;
+    for (var j = 1u; j < n; j++) {
+        if ce(a, j) <= x {
+            k = j;
+        }
+    }
+    let t = (x - ce(a, k)) / (ce(a, k + 1u) - ce(a, k));
+    return LimitPrice(cp(a, k) + t * (cp(a, k + 1u) - cp(a, k)), false);
+}
+
+// OfferCurve::lowest_price_reaching.
+fn lowest_price_reaching(a: u32, x: real) -> LimitPrice {
+    let n = curve_len[a];
+    if ce(a, 0u) >= x {
+        return LimitPrice(real(0.0), true);
+    }
+    if ce(a, n - 1u) < x {
+        return LimitPrice(cp(a, n - 1u), false);
+    }
+    // First breakpoint with export >= x (partition_point).
+    var k = n - 1u;
+    for (var j = n - 1u; j >= 1u; j--) {
+        if ce(a, j) >= x {
+            k = j;
+        }
+    }
+    let t = (x - ce(a, k - 1u)) / (ce(a, k) - ce(a, k - 1u));
+    return LimitPrice(cp(a, k - 1u) + t * (cp(a, k) - cp(a, k - 1u)), false);
 }
 
 fn record(offset: u32, hour_base: u32, k: u32, n: u32, i: u32, price: real, power: real, du: real, dl: real) {
@@ -384,6 +446,13 @@ fn main(
             build_unit_curve(i, s, rp);
         }
     }
+    // The prices at which each agent's own curve meets its trade limits (exact duals).
+    var limit_lo: array<LimitPrice, MAX_AGENTS>;
+    var limit_hi: array<LimitPrice, MAX_AGENTS>;
+    for (var i = 0u; i < n; i++) {
+        limit_lo[i] = lowest_price_reaching(i, lo_lim[i]);
+        limit_hi[i] = highest_price_within(i, hi_lim[i]);
+    }
 
     let traj = rp.trajectory_offset;
     let keep = traj != NO_TRAJECTORY;
@@ -403,7 +472,8 @@ fn main(
         }
     }
 
-    // Price bracket of the trade balance, valid while the duals do not move.
+    // Price bracket of the trade balance, valid while the duals do not move (exact duals
+    // are functions of the price, so the balance stays one monotone function of it).
     var lo = real(0.0);
     var hi = real(0.0);
     var lo_set = false;
@@ -455,7 +525,7 @@ fn main(
                     }
                 }
             }
-            kappa = newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, lo_set && hi_set, rp);
+            kappa = newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, lo_set, hi_set, rp);
         }
         var duals_moved = false;
         for (var i = 0u; i < n; i++) {
@@ -465,9 +535,21 @@ fn main(
                 disagreement += price[i] - price[j];
             }
             let p = price[i] - rp.chi * disagreement - kappa * mismatch;
-            // eq. (33)-(36): projected dual ascent on the agent's power limits.
-            let up = max(du[i] + rp.xi * (power[i] - hi_lim[i]), 0.0);
-            let low = max(dl[i] + rp.xi * (lo_lim[i] - power[i]), 0.0);
+            // eq. (33)-(36): the exact multipliers of the agent's trade limits, or projected
+            // dual ascent on them.
+            var up = real(0.0);
+            var low = real(0.0);
+            if rp.dual_update == DUAL_GRADIENT {
+                up = max(du[i] + rp.xi * (power[i] - hi_lim[i]), 0.0);
+                low = max(dl[i] + rp.xi * (lo_lim[i] - power[i]), 0.0);
+            } else if rp.dual_update == DUAL_EXACT {
+                if !limit_hi[i].unbounded {
+                    up = max(p - limit_hi[i].price, 0.0);
+                }
+                if !limit_lo[i].unbounded {
+                    low = max(limit_lo[i].price - p, 0.0);
+                }
+            }
             duals_moved = duals_moved || up != du[i] || low != dl[i];
             // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
             let set_point = export_at(i, p - up + low);
@@ -481,7 +563,7 @@ fn main(
             next_du[i] = up;
             next_dl[i] = low;
         }
-        if duals_moved {
+        if duals_moved && rp.dual_update == DUAL_GRADIENT {
             lo_set = false;
             hi_set = false;
         }

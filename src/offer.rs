@@ -251,6 +251,40 @@ impl OfferCurve {
         }
     }
 
+    /// The highest price at which the agent exports at most `x`, $/MWh: above it the
+    /// export exceeds `x`. `+inf` when the export never exceeds `x`; the lowest breakpoint
+    /// price when it always does (the agent cannot keep within `x` at any price).
+    pub fn highest_price_within(&self, x: f64) -> f64 {
+        let n = self.exports.len();
+        if self.exports[n - 1] <= x {
+            return f64::INFINITY;
+        }
+        if self.exports[0] > x {
+            return self.prices[0];
+        }
+        // Last breakpoint with export <= x; the next one exports more.
+        let k = self.exports.partition_point(|&e| e <= x) - 1;
+        let t = (x - self.exports[k]) / (self.exports[k + 1] - self.exports[k]);
+        self.prices[k] + t * (self.prices[k + 1] - self.prices[k])
+    }
+
+    /// The lowest price at which the agent exports at least `x`, $/MWh: below it the
+    /// export falls short of `x`. `-inf` when the export always reaches `x`; the highest
+    /// breakpoint price when it never does.
+    pub fn lowest_price_reaching(&self, x: f64) -> f64 {
+        let n = self.exports.len();
+        if self.exports[0] >= x {
+            return f64::NEG_INFINITY;
+        }
+        if self.exports[n - 1] < x {
+            return self.prices[n - 1];
+        }
+        // First breakpoint with export >= x; the previous one exports less.
+        let k = self.exports.partition_point(|&e| e < x);
+        let t = (x - self.exports[k - 1]) / (self.exports[k] - self.exports[k - 1]);
+        self.prices[k - 1] + t * (self.prices[k] - self.prices[k - 1])
+    }
+
     /// Marginal cost at export `x`, $/MWh (the inverse curve). Outside the curve's export
     /// range the end price is returned.
     pub fn price_at_export(&self, x: f64) -> f64 {

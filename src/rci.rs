@@ -50,6 +50,21 @@ pub enum PowerUpdate {
     Relaxed,
 }
 
+/// How each agent's duals on its trade limits are updated, eq. (33)-(36).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DualUpdate {
+    /// The agent's exact multipliers: `H_up = max(0, lambda - p_up)`, `H_lo = max(0,
+    /// p_lo - lambda)`, where `p_up` is the highest price at which its own curve stays
+    /// within `P_max` and `p_lo` the lowest at which it reaches `P_min`. This is the fixed
+    /// point of eq. (33)-(36), reached at once: the set point is the agent's response
+    /// clamped to its limits, and the multiplier is the price gap a binding limit holds.
+    Exact,
+    /// Projected dual ascent with step `xi`, eq. (33)-(36) as printed:
+    /// `H_up <- max(0, H_up + xi (P - P_max))`, `H_lo <- max(0, H_lo + xi (P_min - P))`.
+    Gradient,
+}
+
 /// Settings of the RCI negotiation. Every field has a default; see [`RciSettings::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,7 +81,9 @@ pub struct RciSettings {
     pub newton_damping: f64,
     /// Smallest summed slope the `newton` step divides by, MW per $/MWh, > 0.
     pub slope_floor: f64,
-    /// Dual step xi of eq. (33)-(36), ($/MWh) per MW.
+    /// How the duals of the trade limits are updated, eq. (33)-(36).
+    pub dual_update: DualUpdate,
+    /// Dual step xi of eq. (33)-(36) with `dual_update = "gradient"`, ($/MWh) per MW.
     pub xi: f64,
     /// Power update rule of eq. (39)-(42).
     pub power_update: PowerUpdate,
@@ -95,6 +112,7 @@ impl Default for RciSettings {
             kappa_decay: 200.0,
             newton_damping: 1.0,
             slope_floor: 1.0,
+            dual_update: DualUpdate::Exact,
             xi: 0.05,
             power_update: PowerUpdate::Plain,
             relax_gamma: 1.0,
@@ -271,7 +289,18 @@ pub fn negotiate(
     if keep_trajectory {
         record(&mut trajectory, 0, &state);
     }
-    // Price bracket of the trade balance, valid while the duals do not move.
+    // The prices at which each agent's own curve meets its trade limits (exact duals).
+    let limit_prices: Vec<(f64, f64)> = agents
+        .iter()
+        .map(|a| {
+            (
+                a.curve.lowest_price_reaching(a.min_export),
+                a.curve.highest_price_within(a.max_export),
+            )
+        })
+        .collect();
+    // Price bracket of the trade balance, valid while the duals do not move (exact duals
+    // are functions of the price, so the balance stays one monotone function of it).
     let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
     let mut residuals = Residuals::default();
     let mut next = state.clone();
@@ -324,8 +353,16 @@ pub fn negotiate(
             let disagreement: f64 = state.iter().map(|o| me.price - o.price).sum();
             let price = me.price - s.chi * disagreement - kappa * mismatch;
             // eq. (33)-(36): projected dual ascent on the agent's power limits.
-            let dual_upper = (me.dual_upper + s.xi * (me.power - agents[i].max_export)).max(0.0);
-            let dual_lower = (me.dual_lower + s.xi * (agents[i].min_export - me.power)).max(0.0);
+            let (dual_upper, dual_lower) = match s.dual_update {
+                DualUpdate::Exact => (
+                    (price - limit_prices[i].1).max(0.0),
+                    (limit_prices[i].0 - price).max(0.0),
+                ),
+                DualUpdate::Gradient => (
+                    (me.dual_upper + s.xi * (me.power - agents[i].max_export)).max(0.0),
+                    (me.dual_lower + s.xi * (agents[i].min_export - me.power)).max(0.0),
+                ),
+            };
             duals_moved |= dual_upper != me.dual_upper || dual_lower != me.dual_lower;
             // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
             let set_point = agents[i].curve.export_at(price - dual_upper + dual_lower);
@@ -343,7 +380,7 @@ pub fn negotiate(
                 dual_lower,
             };
         }
-        if duals_moved {
+        if duals_moved && s.dual_update == DualUpdate::Gradient {
             (lo, hi) = (f64::NEG_INFINITY, f64::INFINITY);
         }
         residuals = residuals_between(&state, &next);
@@ -392,7 +429,9 @@ pub fn negotiate(
 /// The safeguarded Newton innovation step: a full Newton step on the trade balance (on a
 /// flat stretch, where the summed slope is below the floor, a step of `flat_distance` to the
 /// nearest breakpoint) unless it leaves the bracket `[lo, hi]`, in which case the step
-/// lands on the bracket's middle.
+/// lands on the bracket's middle. A balanced iterate (`|mismatch| <= balance_tol`) stays
+/// where it is: it takes the plain Newton step (negligible at that mismatch), never the
+/// flat-stretch jump, and that step is clamped into the bracket, so no step rule leaves it.
 /// Targets are checked with `f64` comparisons only, so the GPU kernel can mirror them.
 pub fn newton_kappa(
     mismatch: f64,
@@ -407,20 +446,24 @@ pub fn newton_kappa(
     if mismatch == 0.0 {
         return newton;
     }
+    let balanced = mismatch.abs() <= s.balance_tol;
     let kappa = match flat_distance {
-        Some(d) if slope < s.slope_floor => d / mismatch.abs(),
+        Some(d) if slope < s.slope_floor && !balanced => d / mismatch.abs(),
         _ => newton,
     };
     let target = mean_price - kappa * mismatch;
-    // Once the trade balances to tolerance the step is negligible and is taken as it is:
-    // the solution then sits on a bracket end, and bisecting away from it would cost dozens
-    // of iterations. Otherwise a target not strictly inside the bracket is replaced by its
-    // middle, which also breaks the period-2 cycles Newton can fall into at kinks.
-    if mismatch.abs() > s.balance_tol
-        && lo.is_finite()
-        && hi.is_finite()
-        && !(target > lo && target < hi)
-    {
+    if balanced {
+        // The bracket's ends are earlier mean prices of opposite mismatch signs, so a
+        // clamped target keeps the step's sign.
+        let inside = target.max(lo).min(hi);
+        if lo <= hi && inside != target {
+            return (mean_price - inside) / mismatch;
+        }
+        return kappa;
+    }
+    // A target not strictly inside the bracket is replaced by its middle, which also
+    // breaks the period-2 cycles Newton can fall into at kinks.
+    if lo.is_finite() && hi.is_finite() && !(target > lo && target < hi) {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {

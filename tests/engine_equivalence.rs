@@ -15,7 +15,7 @@ use p2pmarket::engine::{
     BackendChoice, Batch, ChunkOutputs, HourRecord, RunSpec, RunTrajectory, run_batch,
 };
 use p2pmarket::market::Market;
-use p2pmarket::rci::{PowerUpdate, RciSettings, StepRule};
+use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule};
 use p2pmarket::scenario::Scenario;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -97,6 +97,11 @@ fn random_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
                 newton_damping: rng.random_range(0.5..1.0),
                 initial_price: rng.random_range(5.0..60.0),
                 max_iterations: [40, 150, 400][rng.random_range(0..3usize)],
+                dual_update: if rng.random_bool(0.5) {
+                    DualUpdate::Exact
+                } else {
+                    DualUpdate::Gradient
+                },
                 ..RciSettings::default()
             };
             if tol == Tolerances::F32 {

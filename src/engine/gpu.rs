@@ -20,7 +20,7 @@ use crate::engine::batch::{
     MAX_AGENTS, MAX_UNITS, RunTrajectory,
 };
 use crate::error::{Error, Result};
-use crate::rci::{AgentState, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
+use crate::rci::{AgentState, DualUpdate, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
 
 /// The kernel, without its precision prelude (see [`shader_source`]).
 pub const KERNEL_WGSL: &str = include_str!("../../shaders/rci.wgsl");
@@ -55,8 +55,9 @@ pub fn shader_source(precision: Precision) -> String {
     format!(
         "alias real = {real};\nconst MAX_REAL: real = {max_real};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
          {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = \
-         {WORKGROUP_SIZE}u;\n{KERNEL_WGSL}",
-        2 * MAX_UNITS
+         {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
+        2 * MAX_UNITS,
+        codes()
     )
 }
 
@@ -105,6 +106,31 @@ pub trait Layout {
     fn slot(s: &AgentSlot) -> Self::Slot;
     /// Unpacks one (run, hour) outcome.
     fn record(o: &Self::Out) -> HourRecord;
+}
+
+/// The kernel's codes, generated into its source by [`shader_source`]: every code the
+/// host and the kernel share is defined here once.
+fn codes() -> String {
+    let mut out = String::new();
+    for (name, code) in [
+        ("STEP_CONSTANT", step_rule_code(StepRule::Constant)),
+        ("STEP_DIMINISHING", step_rule_code(StepRule::Diminishing)),
+        ("STEP_NEWTON", step_rule_code(StepRule::Newton)),
+        ("UPDATE_PLAIN", power_update_code(PowerUpdate::Plain)),
+        ("UPDATE_RELAXED", power_update_code(PowerUpdate::Relaxed)),
+        ("DUAL_EXACT", dual_update_code(DualUpdate::Exact)),
+        ("DUAL_GRADIENT", dual_update_code(DualUpdate::Gradient)),
+    ] {
+        out.push_str(&format!("const {name}: u32 = {code}u;\n"));
+    }
+    out
+}
+
+fn dual_update_code(d: DualUpdate) -> u32 {
+    match d {
+        DualUpdate::Exact => 0,
+        DualUpdate::Gradient => 1,
+    }
 }
 
 fn step_rule_code(r: StepRule) -> u32 {
@@ -159,16 +185,16 @@ macro_rules! mirrors {
             pub mg_load_scale: $real,
             /// Iteration cap.
             pub max_iterations: u32,
-            /// 0 constant, 1 diminishing, 2 newton.
+            /// Step rule code (`STEP_*` of the kernel).
             pub step_rule: u32,
-            /// 0 plain, 1 relaxed.
+            /// Power update code (`UPDATE_*`).
             pub power_update: u32,
             /// Curve set (load scale) of the run.
             pub curve_set: u32,
             /// Offset of the run's trajectory in reals, or [`NO_TRAJECTORY`].
             pub trajectory_offset: u32,
-            /// Padding to the struct's alignment.
-            pub _pad: u32,
+            /// Dual update code (`DUAL_*`).
+            pub dual_update: u32,
         }
 
         /// Mirror of WGSL `AttackSlot`.
@@ -286,7 +312,7 @@ macro_rules! mirrors {
                     power_update: power_update_code(s.power_update),
                     curve_set: b.sg_curve_set[i],
                     trajectory_offset,
-                    _pad: 0,
+                    dual_update: dual_update_code(s.dual_update),
                 }
             }
 
@@ -1246,7 +1272,7 @@ mod tests {
                     power_update,
                     curve_set,
                     trajectory_offset,
-                    _pad
+                    dual_update
                 ]
             );
             check_layout!(
