@@ -320,6 +320,8 @@ fn newton_kappa(
     hi: real,
     lo_set: bool,
     hi_set: bool,
+    step_before_last: real,
+    have_step_before_last: bool,
     rp: RunParams,
 ) -> real {
     let newton = rp.newton_damping / max(slope, rp.slope_floor);
@@ -347,8 +349,10 @@ fn newton_kappa(
         }
         return kappa;
     }
-    // Otherwise a target not strictly inside the bracket goes to its middle.
-    if lo_set && hi_set && !(target_price > lo && target_price < hi) {
+    // Otherwise a target not strictly inside the bracket, or a step longer than half the
+    // step before the last, goes to its middle.
+    let long_step = have_step_before_last && abs(target_price - mean_price) > 0.5 * step_before_last;
+    if lo_set && hi_set && (!(target_price > lo && target_price < hi) || long_step) {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {
@@ -478,6 +482,12 @@ fn main(
     var hi = real(0.0);
     var lo_set = false;
     var hi_set = false;
+    // The last two Newton price steps (rci::negotiate's `last_step` and
+    // `step_before_last`; unset: infinite).
+    var last_step = real(0.0);
+    var have_last_step = false;
+    var step_before_last = real(0.0);
+    var have_step_before_last = false;
     var r_price = real(0.0);
     var r_power = real(0.0);
     var r_dual = real(0.0);
@@ -512,20 +522,42 @@ fn main(
                 lo_set = true;
             }
             let downward = mismatch > 0.0;
+            // An agent held at a limit by an exact dual has slope 0; its response resumes
+            // where the dual vanishes.
             var slope = real(0.0);
             for (var i = 0u; i < n; i++) {
-                slope += slope_at(i, price[i] - du[i] + dl[i], downward);
+                let held = rp.dual_update == DUAL_EXACT && (du[i] > 0.0 || dl[i] > 0.0);
+                if !held {
+                    slope += slope_at(i, price[i] - du[i] + dl[i], downward);
+                }
             }
             var flat_distance = real(-1.0);
             if slope < rp.slope_floor {
                 for (var i = 0u; i < n; i++) {
-                    let d = next_break_distance(i, price[i] - du[i] + dl[i], downward);
+                    let held = rp.dual_update == DUAL_EXACT && (du[i] > 0.0 || dl[i] > 0.0);
+                    var d = real(-1.0);
+                    if held {
+                        if downward && du[i] > 0.0 {
+                            d = du[i];
+                        } else if !downward && dl[i] > 0.0 {
+                            d = dl[i];
+                        }
+                    } else {
+                        d = next_break_distance(i, price[i] - du[i] + dl[i], downward);
+                    }
                     if d >= 0.0 && (flat_distance < 0.0 || d < flat_distance) {
                         flat_distance = d;
                     }
                 }
             }
-            kappa = newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, lo_set, hi_set, rp);
+            kappa = newton_kappa(
+                mismatch, mean_price, slope, flat_distance, lo, hi, lo_set, hi_set,
+                step_before_last, have_step_before_last, rp,
+            );
+            step_before_last = last_step;
+            have_step_before_last = have_last_step;
+            last_step = abs(kappa * mismatch);
+            have_last_step = true;
         }
         var duals_moved = false;
         for (var i = 0u; i < n; i++) {
@@ -566,6 +598,8 @@ fn main(
         if duals_moved && rp.dual_update == DUAL_GRADIENT {
             lo_set = false;
             hi_set = false;
+            have_last_step = false;
+            have_step_before_last = false;
         }
         // rci::residuals_between, then the swap.
         r_price = real(0.0);

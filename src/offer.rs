@@ -393,6 +393,42 @@ mod tests {
     }
 
     #[test]
+    fn prices_where_a_curve_meets_a_limit() {
+        // Exports -3 at 10, 3 at 16, 15 at 20, a flat stretch to 21, then 17 at 22.
+        let c = OfferCurve::new(
+            vec![10.0, 16.0, 20.0, 21.0, 22.0],
+            vec![-3.0, 3.0, 15.0, 15.0, 17.0],
+            vec![0.0; 5],
+        )
+        .unwrap();
+        // Within 9 MW up to 18 $/MWh (interpolated on the 16..20 segment).
+        assert!((c.highest_price_within(9.0) - 18.0).abs() < 1e-12);
+        // On the flat stretch the export stays at 15 up to 21 $/MWh: the highest price.
+        assert_eq!(c.highest_price_within(15.0), 21.0);
+        // And it first reaches 15 at 20 $/MWh: the lowest.
+        assert_eq!(c.lowest_price_reaching(15.0), 20.0);
+        assert!((c.lowest_price_reaching(0.0) - 13.0).abs() < 1e-12);
+        // Limits beyond the curve: never exceeded / always reached.
+        assert_eq!(c.highest_price_within(17.0), f64::INFINITY);
+        assert_eq!(c.lowest_price_reaching(-3.0), f64::NEG_INFINITY);
+        // Limits the curve cannot meet at any price: the end prices.
+        assert_eq!(c.highest_price_within(-5.0), 10.0);
+        assert_eq!(c.lowest_price_reaching(20.0), 22.0);
+        // Consistency with export_at on both sides of each limit price.
+        for x in [-2.0, 0.0, 5.0, 14.0, 16.0] {
+            let (lo, hi) = (c.lowest_price_reaching(x), c.highest_price_within(x));
+            assert!(
+                c.export_at(lo - 1e-9) < x && c.export_at(lo) >= x - 1e-9,
+                "{x}"
+            );
+            assert!(
+                c.export_at(hi) <= x + 1e-9 && c.export_at(hi + 1e-9) > x,
+                "{x}"
+            );
+        }
+    }
+
+    #[test]
     fn next_breakpoint_in_both_directions() {
         let c = OfferCurve::new(vec![1.0, 2.0, 5.0], vec![0.0, 3.0, 3.0], vec![0.0; 3]).unwrap();
         assert_eq!(c.next_breakpoint(3.0, true), Some(2.0));

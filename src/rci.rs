@@ -302,6 +302,8 @@ pub fn negotiate(
     // Price bracket of the trade balance, valid while the duals do not move (exact duals
     // are functions of the price, so the balance stays one monotone function of it).
     let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+    // The last two Newton price steps, $/MWh (the safeguard's memory).
+    let (mut last_step, mut step_before_last) = (f64::INFINITY, f64::INFINITY);
     let mut residuals = Residuals::default();
     let mut next = state.clone();
     for k in 0..s.max_iterations {
@@ -317,12 +319,23 @@ pub fn negotiate(
                     lo = lo.max(mean_price);
                 }
                 let downward = mismatch > 0.0;
+                // An agent held at a limit by an exact dual does not respond to a small
+                // price move: its local slope is 0, and its response resumes where the
+                // dual vanishes.
+                let held = |st: &AgentState| {
+                    s.dual_update == DualUpdate::Exact
+                        && (st.dual_upper > 0.0 || st.dual_lower > 0.0)
+                };
                 let slope: f64 = agents
                     .iter()
                     .zip(&state)
                     .map(|(a, st)| {
-                        a.curve
-                            .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
+                        if held(st) {
+                            0.0
+                        } else {
+                            a.curve
+                                .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
+                        }
                     })
                     .sum();
                 // On a flat stretch (summed slope below the floor) the step goes to the
@@ -333,6 +346,15 @@ pub fn negotiate(
                         .iter()
                         .zip(&state)
                         .filter_map(|(a, st)| {
+                            if held(st) {
+                                return if downward && st.dual_upper > 0.0 {
+                                    Some(st.dual_upper)
+                                } else if !downward && st.dual_lower > 0.0 {
+                                    Some(st.dual_lower)
+                                } else {
+                                    None
+                                };
+                            }
                             let p = st.price - st.dual_upper + st.dual_lower;
                             let b = a.curve.next_breakpoint(p, downward)?;
                             Some(if downward { p - b } else { b - p })
@@ -343,7 +365,18 @@ pub fn negotiate(
                 } else {
                     None
                 };
-                newton_kappa(mismatch, mean_price, slope, flat_distance, lo, hi, s)
+                let kappa = newton_kappa(
+                    mismatch,
+                    mean_price,
+                    slope,
+                    flat_distance,
+                    (lo, hi),
+                    step_before_last,
+                    s,
+                );
+                step_before_last = last_step;
+                last_step = (kappa * mismatch).abs();
+                kappa
             }
         };
         let mut duals_moved = false;
@@ -382,6 +415,7 @@ pub fn negotiate(
         }
         if duals_moved && s.dual_update == DualUpdate::Gradient {
             (lo, hi) = (f64::NEG_INFINITY, f64::INFINITY);
+            (last_step, step_before_last) = (f64::INFINITY, f64::INFINITY);
         }
         residuals = residuals_between(&state, &next);
         std::mem::swap(&mut state, &mut next);
@@ -428,18 +462,22 @@ pub fn negotiate(
 
 /// The safeguarded Newton innovation step: a full Newton step on the trade balance (on a
 /// flat stretch, where the summed slope is below the floor, a step of `flat_distance` to the
-/// nearest breakpoint) unless it leaves the bracket `[lo, hi]`, in which case the step
-/// lands on the bracket's middle. A balanced iterate (`|mismatch| <= balance_tol`) stays
-/// where it is: it takes the plain Newton step (negligible at that mismatch), never the
-/// flat-stretch jump, and that step is clamped into the bracket, so no step rule leaves it.
-/// Targets are checked with `f64` comparisons only, so the GPU kernel can mirror them.
+/// nearest breakpoint). Inside a finite bracket `[lo, hi]` the step lands on the bracket's
+/// middle instead when its target is not strictly inside, or when it is longer than half
+/// the step before the last, `step_before_last` (the safeguard of Numerical Recipes'
+/// `rtsafe`: the bracket keeps shrinking, so rounding cannot sustain a cycle between its
+/// ends). A
+/// balanced iterate (`|mismatch| <= balance_tol`) stays where it is: it takes the plain
+/// Newton step (negligible at that mismatch), never the flat-stretch jump, clamped into the
+/// bracket, so no step rule leaves it. Targets are checked with `f64` comparisons only, so
+/// the GPU kernel can mirror them.
 pub fn newton_kappa(
     mismatch: f64,
     mean_price: f64,
     slope: f64,
     flat_distance: Option<f64>,
-    lo: f64,
-    hi: f64,
+    (lo, hi): (f64, f64),
+    step_before_last: f64,
     s: &RciSettings,
 ) -> f64 {
     let newton = s.newton_damping / slope.max(s.slope_floor);
@@ -461,9 +499,10 @@ pub fn newton_kappa(
         }
         return kappa;
     }
-    // A target not strictly inside the bracket is replaced by its middle, which also
-    // breaks the period-2 cycles Newton can fall into at kinks.
-    if lo.is_finite() && hi.is_finite() && !(target > lo && target < hi) {
+    if lo.is_finite()
+        && hi.is_finite()
+        && (!(target > lo && target < hi) || (target - mean_price).abs() > 0.5 * step_before_last)
+    {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
         if k > 0.0 {
@@ -620,6 +659,7 @@ mod tests {
         ];
         let s = RciSettings {
             step_rule: StepRule::Constant,
+            dual_update: DualUpdate::Gradient,
             kappa: 0.05,
             xi: 0.05,
             max_iterations: 50_000,
@@ -627,6 +667,11 @@ mod tests {
         };
         let out = negotiate(&ag, &s, false);
         assert!(out.converged, "{:?}", out.residuals);
+        assert!(
+            out.iterations > 100,
+            "the gradient duals creep: {}",
+            out.iterations
+        );
         assert!((out.agents[0].power - 60.0).abs() < 1e-4);
         assert!((out.price() - 16.0).abs() < 1e-4, "{}", out.price());
         assert!(
@@ -634,6 +679,86 @@ mod tests {
             "{}",
             out.agents[1].dual_lower
         );
+    }
+
+    /// The smart grid's curve at case30's bus 8, hour 19, load x1.35 (issue 6, item 4): a
+    /// near-vertical stretch (0.06 MW per $/MWh, below the slope floor) holds the balance.
+    fn steep_stretch_curve() -> OfferCurve {
+        OfferCurve::new(
+            vec![3.8277, 3.8821, 4.2486, 4.2511, 25.0249, 26.0029, 4127.26],
+            vec![-60.0, -51.2, -0.795, -0.5225, 0.75396, 0.778, 0.8007],
+            vec![0.0; 7],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn balanced_iterate_on_a_flat_stretch_stays_inside_the_bracket() {
+        // Balanced to 1e-16 MW with the summed slope under the floor: the flat-stretch
+        // jump (20.77 $/MWh to the next breakpoint) used to leave the bracket and cycle.
+        let s = RciSettings::default();
+        let (mean, lo, hi) = (12.755, 12.75, 12.76);
+        for mismatch in [1e-16, -1e-16, 5e-7, -5e-7] {
+            let k = newton_kappa(mismatch, mean, 0.06, Some(20.77), (lo, hi), 1.0, &s);
+            let target = mean - k * mismatch;
+            assert!(k >= 0.0, "{mismatch}: {k}");
+            assert!((lo..=hi).contains(&target), "{mismatch}: {target}");
+            assert!(
+                (target - mean).abs() <= 1e-6,
+                "{mismatch}: moved to {target}"
+            );
+        }
+        // Not balanced: the jump is taken, and a target outside the bracket goes to its middle.
+        let k = newton_kappa(0.1, mean, 0.06, Some(20.77), (lo, hi), f64::INFINITY, &s);
+        assert!((mean - k * 0.1 - 0.5 * (lo + hi)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn newton_on_a_steep_stretch_converges_without_cycling() {
+        let c = steep_stretch_curve();
+        let agent = [Agent {
+            curve: &c,
+            min_export: -60.0,
+            max_export: 60.0,
+        }];
+        for dual_update in [DualUpdate::Exact, DualUpdate::Gradient] {
+            let s = RciSettings {
+                dual_update,
+                ..RciSettings::default()
+            };
+            let out = negotiate(&agent, &s, false);
+            assert!(out.converged, "{dual_update:?}: {:?}", out.residuals);
+            assert!(out.iterations < 100, "{dual_update:?}: {}", out.iterations);
+            // The crossing: 4.2511 + 0.5225 / (1.27646 / 20.7738) = 12.7546 $/MWh.
+            assert!((out.price() - 12.754_64).abs() < 1e-3, "{}", out.price());
+        }
+    }
+
+    #[test]
+    fn exact_duals_hold_a_binding_limit_in_a_few_newton_steps() {
+        // The binding-limit market below, with the default (Newton, exact duals): the same
+        // equilibrium in a handful of iterations instead of thousands.
+        let (a, b) = hand_market();
+        let ag = [
+            Agent {
+                curve: &a,
+                min_export: -500.0,
+                max_export: 500.0,
+            },
+            Agent {
+                curve: &b,
+                min_export: -60.0,
+                max_export: 500.0,
+            },
+        ];
+        let out = negotiate(&ag, &from_afar(), false);
+        assert!(out.converged, "{:?}", out.residuals);
+        assert!(out.iterations <= 12, "{}", out.iterations);
+        assert!((out.agents[0].power - 60.0).abs() < 1e-6);
+        assert!((out.agents[1].power + 60.0).abs() < 1e-6);
+        assert!((out.price() - 16.0).abs() < 1e-6, "{}", out.price());
+        assert!((out.agents[1].dual_lower - 12.0).abs() < 1e-6);
+        assert_eq!(out.agents[0].dual_upper, 0.0);
     }
 
     #[test]

