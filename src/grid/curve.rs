@@ -545,15 +545,18 @@ impl<'a> HourData<'a> {
                 .map(|i| side_of(i, outputs[i], tol))
                 .collect()
         };
+        // A line is active only at its rating: an interior-point dual on a line far from
+        // it (in large cases thousands of lines carry duals of 1e-7) is noise.
+        let near = |l: usize, f: f64| f.abs() >= g.lines[l].limit_mw * (1.0 - 1e-6) - 1e-3;
         let by_dual: Vec<(usize, f64)> = rows
             .line_rows
             .iter()
             .enumerate()
             .filter_map(|(l, &(up, dn))| {
                 let (zu, zd) = (-sol.sensitivity(up), -sol.sensitivity(dn));
-                if zu > 1e-7 {
+                if zu > 1e-7 && near(l, flows[l]) {
                     Some((l, 1.0))
-                } else if zd > 1e-7 {
+                } else if zd > 1e-7 && near(l, flows[l]) {
                     Some((l, -1.0))
                 } else {
                     None
