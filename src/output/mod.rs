@@ -311,8 +311,8 @@ pub fn write_run(
 /// Everything is first written into a sibling staging directory
 /// `{out_dir}.partial-{pid}-{n}` (missing parent directories are created), which this
 /// process keeps locked; staging directories of dead processes are removed first. Then:
-/// - a missing (or empty) `out_dir` is replaced by the staging directory in one rename;
-/// - otherwise, under the lock file [`LOCK_NAME`] in `out_dir`, the files move in one by one:
+/// - a missing `out_dir` becomes the staging directory in one rename;
+/// - an existing one is written into, under its lock file [`LOCK_NAME`], file by file:
 ///   files of a previous run (listed in its [`RUN_MARKER`]) are replaced or removed, any
 ///   other file is kept, and a name clash with one of them is refused. While this happens
 ///   the marker says `"complete": false` and lists old and new files, so a run killed
@@ -338,7 +338,14 @@ pub fn write_run_with(
         sink.write_bytes(RUN_MARKER, &RunMarker::new(names.clone(), true).to_bytes()?)?;
         names
     };
-    match std::fs::rename(&staging.path, &out) {
+    // An existing directory, even an empty one, is written into rather than replaced: it
+    // may be someone's working directory (`--out .`), with permissions of its own.
+    let renamed = if out.is_dir() {
+        Err(std::io::ErrorKind::AlreadyExists.into())
+    } else {
+        std::fs::rename(&staging.path, &out)
+    };
+    match renamed {
         Ok(()) => staging.published(),
         Err(e)
             if matches!(
@@ -589,6 +596,21 @@ mod tests {
             serde_json::from_slice(&std::fs::read(out.join(RUN_MARKER)).unwrap()).unwrap();
         assert!(marker.complete);
         assert_eq!(marker.files, expected_files(false));
+    }
+
+    /// `--out .` in an empty working directory must not swap that directory for another.
+    #[cfg(unix)]
+    #[test]
+    fn write_run_into_an_empty_directory_keeps_that_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("here");
+        std::fs::create_dir(&out).unwrap();
+        let inode = std::fs::metadata(&out).unwrap().ino();
+        write_run(&out, &Scenario::default(), &day(false), extra()).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().ino(), inode);
+        assert!(out.join("hourly.parquet").is_file() && !out.join(LOCK_NAME).exists());
+        assert_eq!(entries(tmp.path()), vec!["here"]);
     }
 
     #[test]
