@@ -669,18 +669,23 @@ fn two_runs_into_one_out_at_once_leave_one_complete_output() {
 struct KillPoints(u64);
 
 impl KillPoints {
-    /// A delay in `[lo, hi]` times `t`.
-    fn next(&mut self, t: Duration, lo: f64, hi: f64) -> Duration {
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
-        t.mul_f64(lo + (hi - lo) * u)
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Up to `ms` milliseconds.
+    fn jitter(&mut self, ms: f64) -> Duration {
+        Duration::from_secs_f64(ms * 1e-3 * self.unit())
     }
 }
 
-/// Runs the command and kills it (SIGKILL) after `delay` unless it ended first.
-fn kill_after(args: &[&str], delay: Duration) {
+/// Runs the command, waits until `reached()` (a point in its work, seen on disk) or `after`
+/// has passed, then `jitter` more, and kills it (SIGKILL) unless it ended first.
+fn kill_at(args: &[&str], reached: &dyn Fn() -> bool, after: Duration, jitter: Duration) {
     let mut child = bin()
         .args(args)
         .stdin(Stdio::null())
@@ -688,15 +693,34 @@ fn kill_after(args: &[&str], delay: Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
+    let start = Instant::now();
+    let mut kill_at: Option<Instant> = None;
+    loop {
         if child.try_wait().unwrap().is_some() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        let now = Instant::now();
+        match kill_at {
+            Some(at) if now >= at => break,
+            Some(_) => {}
+            None if reached() || now - start >= after => kill_at = Some(now + jitter),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_micros(500));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Names in `dir` that start with `prefix`.
+fn count(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+        .count()
+    })
 }
 
 fn timed(args: &[&str]) -> Duration {
@@ -706,9 +730,10 @@ fn timed(args: &[&str]) -> Duration {
     start.elapsed()
 }
 
-/// Item 9: `run` killed with SIGKILL at seeded random points (into a new directory and over
-/// a previous output): the next run succeeds, removes every leftover (`.partial-*`
-/// staging, temporary files, locks) and writes the uninterrupted run's Parquet bytes.
+/// Item 9: `run` killed with SIGKILL at seeded random points of its write phase (from the
+/// moment its staging directory, or the lock of the output it updates, appears) and of its
+/// computation, into a new directory and over a previous output: the next run succeeds, removes every leftover (`.partial-*`
+/// staging, temporary files, locks) and writes the uninterrupted run's bytes.
 #[test]
 fn run_killed_at_random_points_leaves_nothing_after_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -719,13 +744,26 @@ fn run_killed_at_random_points_leaves_nothing_after_the_next_run() {
     let want = run_output(&reference);
     let out = d.join("out");
     let args = ["run", "--config", s(&fast), "--out", s(&out)];
+    let staging = || count(d, "out.partial-") > 0;
+    let replacing = || out.join(".p2pmarket.lock").exists();
+    let never = || false;
     let mut points = KillPoints(0x5eed_0006);
-    for i in 0..6 {
+    for i in 0..8 {
         if i % 2 == 0 && out.exists() {
             std::fs::remove_dir_all(&out).unwrap();
         }
-        // Mostly late: the write phase is the last tenth of a run.
-        kill_after(&args, points.next(t, 0.3, 1.1));
+        match i % 4 {
+            // While the files move into a previous output.
+            1 => kill_at(&args, &replacing, t * 3, points.jitter(3.0)),
+            // During the computation.
+            3 => kill_at(
+                &args,
+                &never,
+                t.mul_f64(0.2 + 0.5 * points.unit()),
+                Duration::ZERO,
+            ),
+            _ => kill_at(&args, &staging, t * 3, points.jitter(40.0)),
+        }
         let o = p2pmarket(&args);
         assert_eq!(o.code, 0, "kill {i}: the next run failed: {}", o.stderr);
         let got = run_output(&out);
@@ -743,9 +781,10 @@ fn run_killed_at_random_points_leaves_nothing_after_the_next_run() {
     }
 }
 
-/// Item 9: `sweep` killed with SIGKILL at seeded random points, sometimes twice before it
-/// can finish: the next run of the same command completes it, leaves no staging file or
-/// lock, and the directory is byte-identical to an uninterrupted sweep's.
+/// Item 9: `sweep` killed with SIGKILL at seeded random points (after its k-th part, k
+/// drawn from 0 to all, plus a jitter; sometimes twice before it can finish): the next run
+/// of the same command completes it, leaves no staging file or lock, and the directory is
+/// byte-identical to an uninterrupted sweep's.
 #[test]
 fn sweep_killed_at_random_points_leaves_nothing_after_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -766,14 +805,19 @@ fn sweep_killed_at_random_points_leaves_nothing_after_the_next_run() {
     let out = d.join("out");
     let args = command(&out);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let parts = count(&reference.join("runs/pcc_bus=7"), "part-");
     let mut points = KillPoints(0x5eed_0009);
-    for i in 0..5 {
-        if i % 2 == 0 && out.exists() {
+    for i in 0..6 {
+        if i % 3 == 0 && out.exists() {
             std::fs::remove_dir_all(&out).unwrap();
         }
-        kill_after(&args, points.next(t, 0.1, 1.1));
-        if i % 2 == 1 {
-            kill_after(&args, points.next(t, 0.1, 0.8));
+        for _ in 0..1 + i % 2 {
+            // k = 0: as soon as the directory is claimed.
+            let k = (points.unit() * (parts + 1) as f64) as usize;
+            let reached = || {
+                out.join("sweep.json").exists() && count(&out.join("runs/pcc_bus=7"), "part-") >= k
+            };
+            kill_at(&args, &reached, t * 3, points.jitter(20.0));
         }
         let o = p2pmarket(&args);
         assert_eq!(o.code, 0, "kill {i}: the next run failed: {}", o.stderr);
