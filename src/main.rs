@@ -1,5 +1,6 @@
 //! The `p2pmarket` command line: parses flags, builds a validated plan, runs it, prints.
-//! Exit codes: 0 success, 2 bad input (nothing written), 1 any other failure.
+//! Exit codes: 0 success, 2 bad input (one message naming the flag, field or file; nothing
+//! written), 1 any other failure.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
