@@ -314,7 +314,10 @@ fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
     });
     let mut handled = Vec::new();
     loop {
-        match rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap() {
+        match rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap()
+        {
             SweepEvent::Part(p) => handled.push(p.part.index),
             SweepEvent::Waiting(m) => {
                 assert!(m.contains("part 1"), "{m}");
@@ -323,7 +326,10 @@ fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
         }
     }
     assert_eq!(handled, vec![0, 2], "the free parts first");
-    assert!(staging.is_file(), "a live writer's staging file was removed");
+    assert!(
+        staging.is_file(),
+        "a live writer's staging file was removed"
+    );
     drop(held);
     let report = worker.join().unwrap().unwrap();
     assert!(report.complete);
