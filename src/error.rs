@@ -52,6 +52,26 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// An input file named by a flag or field cannot be used: missing, a directory, not
+    /// UTF-8 text, binary, or unreadable.
+    #[error("cannot read {field} {path}: {reason}")]
+    InputFile {
+        /// The flag or field that named the file, e.g. `--config` or `grid.case_file`.
+        field: String,
+        /// The file as given.
+        path: PathBuf,
+        /// Why it cannot be read, once, in words.
+        reason: String,
+    },
+    /// An output directory the command must not write into (it holds files the tool did
+    /// not write, another sweep, or names the tool's files would overwrite).
+    #[error("output directory (--out) {path}: {reason}")]
+    OutputDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why it is refused and what to do instead.
+        reason: String,
+    },
     /// Parquet/Arrow encoding failure.
     #[error("writing {context}: {message}")]
     Output {

@@ -11,6 +11,7 @@
 //! - [`offer`]: the flat offer-curve representation every backend evaluates.
 //! - [`rci`]: the RCI negotiation of one hour (the f64 CPU reference).
 //! - [`central`]: the centralized QP references (hourly and 24-h).
+//! - [`input`]: reading the user's input files as text, with one clear error each.
 //! - [`scenario`]: the one settings struct, read from TOML and validated.
 //! - [`market`]: assembles a market from a scenario and runs the day.
 //! - [`engine`]: batches of perturbed days on the rayon CPU backend or the WGSL GPU kernel.
@@ -25,6 +26,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod grid;
+pub mod input;
 pub mod market;
 pub mod microgrid;
 pub mod offer;

@@ -1,5 +1,6 @@
 //! The `p2pmarket` command line: parses flags, builds a validated plan, runs it, prints.
-//! Exit codes: 0 success, 2 bad input (nothing written), 1 any other failure.
+//! Exit codes: 0 success, 2 bad input (one message naming the flag, field or file; nothing
+//! written), 1 any other failure.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use p2pmarket::engine::day::negotiate_day;
 use p2pmarket::engine::{BackendChoice, Precision};
 use p2pmarket::market::{self, DayResult, Market};
 use p2pmarket::scenario::Scenario;
+use p2pmarket::sweep::SweepEvent;
 
 /// `--backend`: where RCI runs are evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,9 +71,14 @@ enum Command {
         /// default microgrid) runs.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Output directory (replaced atomically when the run completes).
+        /// Output directory: new, empty, or a previous run's output (whose files are
+        /// replaced; files added to it are kept).
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Also write into a non-empty directory that is not a previous run's output; its
+        /// files are never deleted or overwritten.
+        #[arg(long)]
+        force: bool,
         /// Where the negotiation runs. The default is the exact f64 CPU reference.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
@@ -89,9 +96,14 @@ enum Command {
         /// Sweep TOML file (see experiments/sweeps/).
         #[arg(long)]
         config: PathBuf,
-        /// Output directory (parts already complete there are not recomputed).
+        /// Output directory: new, empty, or one holding this same sweep (parts already
+        /// complete there are verified, not recomputed).
         #[arg(long)]
         out: PathBuf,
+        /// Also write into a non-empty directory that holds no sweep; its files are never
+        /// deleted or overwritten.
+        #[arg(long)]
+        force: bool,
         /// Where the runs are evaluated.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendArg,
@@ -135,32 +147,84 @@ enum Command {
 
 /// Failure classes of the command, mapped to exit codes.
 enum Failure {
+    /// Exit 2: the input (a file, a field, a flag) is wrong; nothing was written.
     BadInput(Error),
+    /// Exit 1: the environment failed (I/O, solver, device).
+    Env(Error),
+    /// Exit 1: anything else.
     Other(anyhow::Error),
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         match e {
-            Error::InvalidInput { .. } | Error::Scenario { .. } | Error::Matpower { .. } => {
-                Failure::BadInput(e)
-            }
-            other => Failure::Other(other.into()),
+            Error::InvalidInput { .. }
+            | Error::Scenario { .. }
+            | Error::Matpower { .. }
+            | Error::InputFile { .. }
+            | Error::OutputDir { .. } => Failure::BadInput(e),
+            other => Failure::Env(other),
         }
+    }
+}
+
+/// Classifies an error of a command that may have opened a GPU: an adapter that was
+/// named (by `--adapter` or `WGPU_ADAPTER_NAME`) and does not exist is bad input.
+fn device_failure(e: Error, adapter: Option<&str>) -> Failure {
+    // The engine reports a missing named adapter as a GPU-engine error with this wording
+    // (src/engine/gpu.rs, GpuContext::new).
+    if let Error::Solver { problem, message } = &e
+        && problem == "GPU engine"
+        && message.starts_with("no adapter named like")
+    {
+        let (flag, name) = match adapter {
+            Some(a) => ("--adapter", a.to_string()),
+            None => (
+                "WGPU_ADAPTER_NAME",
+                std::env::var("WGPU_ADAPTER_NAME").unwrap_or_default(),
+            ),
+        };
+        return Failure::BadInput(Error::invalid(
+            flag,
+            format!("{name:?}"),
+            format!("a substring of an adapter's name; {message}"),
+        ));
+    }
+    e.into()
+}
+
+/// Refuses `--adapter` with `--backend cpu`, which uses no adapter.
+fn check_adapter_flag(backend: BackendChoice, adapter: Option<&str>) -> Result<(), Failure> {
+    match adapter {
+        Some(name) if backend == BackendChoice::Cpu => Err(Failure::BadInput(Error::invalid(
+            "--adapter",
+            format!("{name:?}"),
+            "only with --backend gpu or auto (the cpu backend uses no adapter)",
+        ))),
+        _ => Ok(()),
     }
 }
 
 fn load_scenario(config: Option<&Path>) -> Result<Scenario, Failure> {
     match config {
         None => Ok(Scenario::default()),
-        Some(p) => Ok(Scenario::from_file(p)?),
+        Some(p) => Ok(Scenario::from_toml(
+            &p2pmarket::input::read_text(p, "--config")?,
+            p,
+        )?),
     }
+}
+
+/// Prints a wait for another process, so that a blocked command is not taken for a hang.
+fn say_waiting(message: &str) {
+    eprintln!("note: {message}");
 }
 
 /// The validated plan of a `run`.
 struct RunPlan<'a> {
     config: Option<&'a Path>,
     out: &'a Path,
+    force: bool,
     backend: BackendChoice,
     precision: Precision,
     adapter: Option<&'a str>,
@@ -168,7 +232,11 @@ struct RunPlan<'a> {
 
 fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let start = std::time::Instant::now();
+    check_adapter_flag(plan.backend, plan.adapter)?;
     let scenario = load_scenario(plan.config)?;
+    let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
+    // Before any computing: a directory that may not be written is refused at once.
+    p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;
     let keep = scenario.output.keep_trajectories;
     let r = &scenario.rci;
@@ -187,7 +255,8 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
             serde_json::json!({"name": "f64 CPU reference", "backend": "cpu"}),
         )
     } else {
-        let day = negotiate_day(&market, keep, plan.backend, plan.precision, plan.adapter)?;
+        let day = negotiate_day(&market, keep, plan.backend, plan.precision, plan.adapter)
+            .map_err(|e| device_failure(e, plan.adapter))?;
         if let Some(notice) = &day.notice {
             eprintln!("note: {notice}");
         }
@@ -206,7 +275,14 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
         "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" } },
         "adapter": adapter,
     });
-    let files = p2pmarket::output::write_run(plan.out, &scenario, &day, extra)?;
+    let files = p2pmarket::output::write_run_with(
+        plan.out,
+        out_options,
+        &mut say_waiting,
+        &scenario,
+        &day,
+        extra,
+    )?;
     print_report(&day);
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
     Ok(())
@@ -218,7 +294,11 @@ fn sweep(
     options: p2pmarket::sweep::SweepOptions,
     quiet: bool,
 ) -> Result<(), Failure> {
-    let spec = p2pmarket::sweep::SweepSpec::from_file(config)?;
+    check_adapter_flag(options.backend, options.adapter.as_deref())?;
+    let spec = p2pmarket::sweep::SweepSpec::from_toml(
+        &p2pmarket::input::read_text(config, "--config")?,
+        config,
+    )?;
     if options.backend != BackendChoice::Cpu && options.precision == Precision::F32 {
         eprintln!(
             "note: f32 kernels cannot meet stop tolerances below ~1e-3 $/MWh / 1e-2 MW; runs with tighter ones stop at their iteration cap (see experiments/gpu_f32.toml)"
@@ -235,16 +315,20 @@ fn sweep(
         )
         .map_err(|e| Failure::Other(e.into()))?,
     );
-    let report = p2pmarket::sweep::run_sweep(&spec, out, &options, &mut |p| {
-        bar.set_length(p.runs_total);
-        bar.set_position(p.runs_done);
-        bar.set_message(format!(
-            "part {}/{}{}",
-            p.parts_done,
-            p.parts_total,
-            if p.skipped { " (already done)" } else { "" }
-        ));
-    })?;
+    let report = p2pmarket::sweep::run_sweep(&spec, out, &options, &mut |event| match event {
+        SweepEvent::Part(p) => {
+            bar.set_length(p.runs_total);
+            bar.set_position(p.runs_done);
+            bar.set_message(format!(
+                "part {}/{}{}",
+                p.parts_done,
+                p.parts_total,
+                if p.skipped { " (already done)" } else { "" }
+            ));
+        }
+        SweepEvent::Waiting(message) => bar.suspend(|| say_waiting(&message)),
+    })
+    .map_err(|e| device_failure(e, options.adapter.as_deref()))?;
     bar.finish_and_clear();
     for n in &report.notices {
         eprintln!("note: {n}");
@@ -295,6 +379,7 @@ fn bench(
             "1..=100000000 runs each, at least one size",
         )));
     }
+    check_adapter_flag(backend, adapter)?;
     let scenario = load_scenario(config)?;
     let market = Market::from_scenario(&scenario)?;
     let mut backends = Vec::new();
@@ -309,7 +394,10 @@ fn bench(
                     backends.push(BenchBackend::Gpu(Precision::F64));
                 }
             }
-            Err(e) if backend == BackendChoice::Gpu => return Err(e.into()),
+            // A named adapter that is missing is an error whatever the backend.
+            Err(e) if backend == BackendChoice::Gpu || adapter.is_some() => {
+                return Err(device_failure(e, adapter));
+            }
             Err(e) => {
                 eprintln!("note: no GPU adapter found ({e}); falling back to the rayon CPU backend")
             }
@@ -376,12 +464,14 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             out,
+            force,
             backend,
             precision,
             adapter,
         } => run(&RunPlan {
             config: config.as_deref(),
             out,
+            force: *force,
             backend: (*backend).into(),
             precision: (*precision).into(),
             adapter: adapter.as_deref(),
@@ -389,6 +479,7 @@ fn main() -> ExitCode {
         Command::Sweep {
             config,
             out,
+            force,
             backend,
             precision,
             adapter,
@@ -401,6 +492,7 @@ fn main() -> ExitCode {
                 precision: (*precision).into(),
                 adapter: adapter.clone(),
                 max_parts: None,
+                force: *force,
             },
             *quiet,
         ),
@@ -431,6 +523,12 @@ fn main() -> ExitCode {
         Err(Failure::BadInput(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Env(e)) => {
+            // The library's errors carry their cause in their message; `{e:#}` of a
+            // converted one would print the OS error twice.
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
         Err(Failure::Other(e)) => {
             eprintln!("error: {e:#}");

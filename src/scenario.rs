@@ -97,9 +97,7 @@ pub struct Scenario {
 impl Scenario {
     /// Reads a scenario from a TOML file (unknown fields are errors).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading scenario {}", path.display()), e))?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&crate::input::read_text(path, "scenario")?, path)
     }
 
     /// Parses a scenario from TOML text; `path` labels errors.
@@ -115,8 +113,7 @@ impl Scenario {
         match &self.grid.case_file {
             None => matpower::parse(crate::data::CASE24_IEEE_RTS, "<embedded case24_ieee_rts>"),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::io(format!("reading grid.case_file {}", p.display()), e))?;
+                let text = crate::input::read_text(p, "grid.case_file")?;
                 matpower::parse(&text, &p.display().to_string())
             }
         }

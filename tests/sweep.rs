@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use p2pmarket::Error;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::sweep::{
-    MANIFEST_NAME, Manifest, SweepOptions, SweepReport, SweepSpec, run_hours_schema, run_sweep,
-    runs_schema,
+    MANIFEST_NAME, Manifest, SweepEvent, SweepOptions, SweepReport, SweepSpec, run_hours_schema,
+    run_sweep, runs_schema,
 };
 
 /// 2 grid values x 10 samples of three uniform parameters; 7 runs per part, so each of the
@@ -192,8 +192,10 @@ fn killed_midway_and_resumed_equals_uninterrupted() {
         .unwrap();
     let second = pool
         .install(|| {
-            run_sweep(&s, out.path(), &cpu(None), &mut |p| {
-                seen.push((p.part.index, p.skipped))
+            run_sweep(&s, out.path(), &cpu(None), &mut |e| {
+                if let SweepEvent::Part(p) = e {
+                    seen.push((p.part.index, p.skipped))
+                }
             })
         })
         .unwrap();
@@ -208,7 +210,131 @@ fn killed_midway_and_resumed_equals_uninterrupted() {
     // Run again on the finished directory: everything skipped, nothing changes.
     let third = sweep_in_pool(&s, out.path(), &cpu(None), 1);
     assert_eq!((third.parts_skipped, third.parts_written), (3, 0));
-    assert_eq!(manifest(out.path()).files, manifest(full.path()).files);
+    assert_eq!(manifest(out.path()), manifest(full.path()));
+}
+
+/// Issue 6 item 9: a sweep killed between its last part and its manifest, or rerun once
+/// complete, computes nothing and still records the device that computed the parts.
+#[test]
+fn a_rerun_without_computing_records_the_adapters_of_the_parts() {
+    let s = spec(SMALL);
+    let out = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, out.path(), &cpu(None), 2);
+    let full = manifest(out.path());
+    assert_eq!(full.adapters.len(), 1);
+    std::fs::remove_file(out.path().join(MANIFEST_NAME)).unwrap();
+    for _ in 0..2 {
+        let r = sweep_in_pool(&s, out.path(), &cpu(None), 1);
+        assert_eq!((r.parts_written, r.parts_skipped), (0, 3));
+        assert!(r.adapter.is_none(), "nothing was computed");
+        assert_eq!(manifest(out.path()), full);
+    }
+}
+
+/// Issue 6 item 9: parts that are truncated, garbage or of the wrong size when a sweep
+/// resumes are recomputed (the tool wrote them) with a notice naming each file, and the
+/// result is the uninterrupted sweep's bytes.
+#[test]
+fn corrupt_parts_found_on_resume_are_recomputed_with_a_notice() {
+    let s = spec(SMALL);
+    let full = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, full.path(), &cpu(None), 2);
+    let out = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, out.path(), &cpu(None), 2);
+    let truncated = "runs/pcc_bus=7/part-00001.parquet";
+    let bytes = std::fs::read(out.path().join(truncated)).unwrap();
+    std::fs::write(out.path().join(truncated), &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = "run_hours/pcc_bus=7/part-00002.parquet";
+    std::fs::write(out.path().join(garbage), b"PAR1 not really PAR1").unwrap();
+    // A well-formed file of another part, at part 0's path.
+    std::fs::copy(
+        full.path().join("run_hours/pcc_bus=7/part-00002.parquet"),
+        out.path().join("run_hours/pcc_bus=7/part-00000.parquet"),
+    )
+    .unwrap();
+    std::fs::remove_file(out.path().join(MANIFEST_NAME)).unwrap();
+
+    let r = sweep_in_pool(&s, out.path(), &cpu(None), 2);
+    assert!(r.complete);
+    assert_eq!((r.parts_written, r.parts_skipped), (3, 0));
+    for name in [truncated, garbage, "run_hours/pcc_bus=7/part-00000.parquet"] {
+        assert!(
+            r.notices
+                .iter()
+                .any(|n| n.contains(name) && n.contains("recomputed")),
+            "no notice names {name}: {:?}",
+            r.notices
+        );
+    }
+    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
+}
+
+/// Issue 6 item 9: a sweep that claimed a directory and wrote no part (killed, or failed)
+/// does not make the directory refuse a corrected sweep.
+#[test]
+fn an_abandoned_claim_does_not_block_a_corrected_sweep() {
+    let out = tempfile::tempdir().unwrap();
+    let s = spec(SMALL);
+    let first = sweep_in_pool(&s, out.path(), &cpu(Some(0)), 2);
+    assert!(!first.complete && first.parts_written == 0);
+    assert!(out.path().join("sweep.json").is_file());
+    let corrected = SweepSpec { seed: 12, ..s };
+    let r = sweep_in_pool(&corrected, out.path(), &cpu(None), 2);
+    assert!(r.complete);
+    assert_eq!(manifest(out.path()).seed, 12);
+    no_tmp_files(out.path());
+}
+
+/// Issue 6 item 8: a part whose lock another writer holds is left for later and waited for
+/// (with a message), and that writer's staging file is not touched while it holds the
+/// lock; once released, the sweep completes it and matches an uninterrupted one.
+#[test]
+fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
+    use p2pmarket::output::lock::{Lock, LockMode};
+    let s = spec(SMALL);
+    let full = tempfile::tempdir().unwrap();
+    sweep_in_pool(&s, full.path(), &cpu(None), 2);
+    let out = tempfile::tempdir().unwrap();
+    // Claimed by the sweep; then another writer is in the middle of part 1.
+    sweep_in_pool(&s, out.path(), &cpu(Some(0)), 1);
+    let dir = out.path().join("runs/pcc_bus=7");
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = Lock::try_acquire(&dir.join(".part-00001.lock"), LockMode::Exclusive)
+        .unwrap()
+        .unwrap();
+    let staging = dir.join(".part-00001.parquet.4242.tmp");
+    std::fs::write(&staging, b"being written").unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = out.path().to_path_buf();
+    let worker = std::thread::spawn(move || {
+        run_sweep(&s, &path, &cpu(None), &mut |e| {
+            let _ = tx.send(e);
+        })
+    });
+    let mut handled = Vec::new();
+    loop {
+        match rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap()
+        {
+            SweepEvent::Part(p) => handled.push(p.part.index),
+            SweepEvent::Waiting(m) => {
+                assert!(m.contains("part 1"), "{m}");
+                break;
+            }
+        }
+    }
+    assert_eq!(handled, vec![0, 2], "the free parts first");
+    assert!(
+        staging.is_file(),
+        "a live writer's staging file was removed"
+    );
+    drop(held);
+    let report = worker.join().unwrap().unwrap();
+    assert!(report.complete);
+    assert!(!staging.exists(), "stale once its writer let go");
+    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
 }
 
 #[test]
@@ -239,7 +365,12 @@ fn manifest_lists_every_file_with_its_sha256() {
     assert_eq!(rows("run_hours/"), 20 * 24);
     assert_eq!((m.total_runs, m.parts, m.seed), (20, 3, 11));
     assert_eq!(m.engines, vec!["cpu-f64"]);
-    assert_eq!(m.adapter.as_ref().unwrap().backend, "cpu");
+    assert_eq!(m.adapters.len(), 1, "{:?}", m.adapters);
+    assert_eq!(m.adapters[0].backend, "cpu");
+    assert_eq!(
+        m.adapters[0].name, "rayon CPU",
+        "no thread count: it changes no bit"
+    );
     assert_eq!(m.sweep_text, SMALL);
     assert_eq!(m.p2pmarket_version, env!("CARGO_PKG_VERSION"));
     assert!(!m.git_commit.is_empty());
@@ -370,7 +501,7 @@ fn a_directory_of_another_sweep_is_refused() {
     let other = SweepSpec { seed: 12, ..s };
     let e = run_sweep(&other, out.path(), &cpu(None), &mut |_| {}).unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidInput { field, .. } if field == "out"),
+        matches!(&e, Error::OutputDir { reason, .. } if reason.contains("another sweep")),
         "{e}"
     );
 }

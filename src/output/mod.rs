@@ -4,8 +4,10 @@
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
 //! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
 //! - [`plots`]: PNG + SVG figures;
-//! - [`summary`]: the JSON summary.
+//! - [`summary`]: the JSON summary;
+//! - [`lock`]: advisory locks that tell a live writer from a dead one.
 
+pub mod lock;
 pub mod parquet;
 pub mod plots;
 pub mod summary;
@@ -13,10 +15,11 @@ pub mod tables;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub use self::parquet::{DirSink, MemorySink, Sink, write_parquet};
+use serde::{Deserialize, Serialize};
+
+pub use self::parquet::{DirSink, MemorySink, Sink, write_parquet, write_parquet_via};
 pub use self::plots::{PLOT_NAMES, write_plots};
 pub use self::summary::summary_json;
 pub use self::tables::{
@@ -55,93 +58,449 @@ pub fn write_outputs(
     Ok(names)
 }
 
-/// A sibling of `out_dir` named `{name}{suffix}`.
-fn sibling(out_dir: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = out_dir.file_name().ok_or_else(|| Error::Output {
-        context: format!("output directory {}", out_dir.display()),
-        message: "the path must end in a directory name".into(),
-    })?;
-    let mut staged = OsString::from(name);
-    staged.push(suffix);
-    Ok(out_dir.with_file_name(staged))
+/// Marker of a `run` output directory: the files the run wrote, so that a later run
+/// recognises its own output and replaces only those.
+pub const RUN_MARKER: &str = ".p2pmarket-run.json";
+/// Lock file of an output directory (`run` and `sweep`), held while a process writes there.
+pub const LOCK_NAME: &str = ".p2pmarket.lock";
+/// `written_by` of a run's marker.
+const RUN_WRITTEN_BY: &str = "p2pmarket run";
+
+/// The content of [`RUN_MARKER`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunMarker {
+    /// Always [`RUN_WRITTEN_BY`].
+    written_by: String,
+    /// Version of the crate that wrote the files.
+    version: String,
+    /// False while a run replaces the files (`files` then lists the old and the new ones).
+    complete: bool,
+    /// Names of the files the run wrote, in the directory.
+    files: Vec<String>,
 }
 
-/// Writes a run (see [`write_outputs`]) to `out_dir` atomically as a directory, and
-/// returns the final paths of its files.
-///
-/// Everything is written into the sibling staging directory `{out_dir}.partial-{pid}`
-/// (missing parent directories are created). On success an existing `out_dir` is
-/// replaced by it; on any error the staging directory is removed and an existing
-/// `out_dir` is left untouched. An `out_dir` that exists but is not a directory is an
-/// error, so a stray file is never replaced.
+impl RunMarker {
+    fn new(files: Vec<String>, complete: bool) -> Self {
+        RunMarker {
+            written_by: RUN_WRITTEN_BY.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            complete,
+            files,
+        }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Output {
+            context: RUN_MARKER.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// How a run may use an output directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOutputOptions {
+    /// Also write into a non-empty directory that is not a previous run's output. Files the
+    /// tool did not write are still never deleted or overwritten (a name clash is refused).
+    pub force: bool,
+}
+
+/// What an output directory holds.
+enum DirState {
+    Missing,
+    /// Exists and holds nothing but a lock or stale temporary files of the tool.
+    Empty,
+    /// A previous run's output (its marker).
+    PreviousRun(RunMarker),
+    /// Anything else: some of its entries, and why its marker (if any) was not accepted.
+    Foreign {
+        sample: Vec<String>,
+        marker: Option<String>,
+    },
+}
+
+/// The temporary name [`write_atomic`] writes `name` under in this process: hidden, and
+/// unique per process so that two writers never share one.
+fn tmp_name(name: &str) -> String {
+    format!("{}{}", tmp_prefix(name), std::process::id())
+}
+
+/// What every process's temporary name for `name` starts with.
+pub(crate) fn tmp_prefix(name: &str) -> String {
+    format!(".{}.tmp-", name.trim_start_matches('.'))
+}
+
+/// Writes `bytes` to `dir/name` through a hidden per-process temporary file, synced and
+/// renamed into place. Callers that share a directory hold its lock, so the temporary
+/// files of dead processes can be removed with [`remove_stale_tmp`].
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(tmp_name(name));
+    let target = dir.join(name);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = result {
+        // Best effort: the write error is the one worth reporting.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing {}", target.display()), e));
+    }
+    Ok(())
+}
+
+/// Removes the temporary files [`write_atomic`] left in `dir` for `names` (call it with the
+/// directory's lock held exclusively, so that no live writer owns them).
+pub(crate) fn remove_stale_tmp(dir: &Path, names: &[&str]) -> Result<()> {
+    let prefixes: Vec<String> = names.iter().map(|n| tmp_prefix(n)).collect();
+    for entry in list(dir)? {
+        if prefixes.iter().any(|p| entry.starts_with(p.as_str())) {
+            remove_file_if_present(&dir.join(&entry))?;
+        }
+    }
+    Ok(())
+}
+
+/// Entry names of `dir`, sorted.
+pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes a file; one already gone is fine.
+pub(crate) fn remove_file_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `out_dir` made usable: an existing directory (or a link to one) by its canonical path,
+/// so that renames replace the directory itself; a missing one as given. Refuses a path
+/// that is a file, a broken link, or has no final name (`/`, `..`).
+pub(crate) fn resolve_out(out_dir: &Path) -> Result<PathBuf> {
+    let refuse = |reason: &str| Error::OutputDir {
+        path: out_dir.to_path_buf(),
+        reason: reason.into(),
+    };
+    let resolved = match std::fs::symlink_metadata(out_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out_dir.to_path_buf(),
+        Err(e) => return Err(Error::io(format!("inspecting {}", out_dir.display()), e)),
+        Ok(_) => match std::fs::metadata(out_dir) {
+            Ok(m) if m.is_dir() => std::fs::canonicalize(out_dir)
+                .map_err(|e| Error::io(format!("resolving {}", out_dir.display()), e))?,
+            Ok(_) => return Err(refuse("exists and is not a directory")),
+            Err(_) => return Err(refuse("is a broken symbolic link")),
+        },
+    };
+    match resolved.file_name() {
+        Some(n) if n != ".." => Ok(resolved),
+        _ => Err(refuse("must end in a directory name")),
+    }
+}
+
+/// Whether `name`, in an output directory, is the tool's lock or one of its temporary
+/// files (which do not make a directory non-empty).
+fn is_transient(name: &str) -> bool {
+    name == LOCK_NAME || name.starts_with(&tmp_prefix(RUN_MARKER))
+}
+
+/// A file name inside the directory (a marker listing `../x` must not reach outside it).
+fn is_plain(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
+}
+
+/// What the directory `out` (resolved) holds.
+fn inspect(out: &Path) -> Result<DirState> {
+    if !out.is_dir() {
+        return Ok(DirState::Missing);
+    }
+    let entries: Vec<String> = list(out)?
+        .into_iter()
+        .filter(|n| !is_transient(n))
+        .collect();
+    if entries.is_empty() {
+        return Ok(DirState::Empty);
+    }
+    let mut marker = None;
+    if entries.iter().any(|n| n == RUN_MARKER) {
+        let parsed = std::fs::read(out.join(RUN_MARKER))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<RunMarker>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(m) if m.written_by == RUN_WRITTEN_BY && m.files.iter().all(|f| is_plain(f)) => {
+                return Ok(DirState::PreviousRun(m));
+            }
+            Ok(m) if m.written_by == RUN_WRITTEN_BY => {
+                marker = Some(format!("its {RUN_MARKER} lists paths, not file names"))
+            }
+            Ok(m) => marker = Some(format!("its {RUN_MARKER} names {:?}", m.written_by)),
+            Err(e) => marker = Some(format!("its {RUN_MARKER} cannot be read: {e}")),
+        }
+    }
+    let sample = entries.into_iter().filter(|n| n != RUN_MARKER).collect();
+    Ok(DirState::Foreign { sample, marker })
+}
+
+/// The refusal of a directory holding files a run did not write.
+fn foreign_refusal(out: &Path, sample: &[String], marker: Option<&str>) -> Error {
+    let shown: Vec<&str> = sample.iter().take(5).map(String::as_str).collect();
+    let more = if sample.len() > shown.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    Error::OutputDir {
+        path: out.to_path_buf(),
+        reason: format!(
+            "it holds files p2pmarket did not write ({}{more}) and is not a previous output of \
+             `p2pmarket run` ({}); nothing was written. Choose a new or empty directory, or \
+             pass --force to write beside those files (they are never deleted or overwritten)",
+            shown.join(", "),
+            marker.unwrap_or(&format!("it has no {RUN_MARKER}")),
+        ),
+    }
+}
+
+/// Checks, without writing anything, that a run may write into `out_dir`: it is missing,
+/// empty, a previous run's output, or (with `force`) any directory. The CLI calls it before
+/// computing; [`write_run_with`] checks again under the directory's lock.
+pub fn check_run_out(out_dir: &Path, options: RunOutputOptions) -> Result<()> {
+    let out = resolve_out(out_dir)?;
+    match inspect(&out)? {
+        DirState::Foreign { sample, marker } if !options.force => {
+            Err(foreign_refusal(out_dir, &sample, marker.as_deref()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes a run (see [`write_outputs`]) to `out_dir`, which must be missing, empty or a
+/// previous run's output (see [`write_run_with`]), and returns the final paths of its files.
 pub fn write_run(
     out_dir: &Path,
     scenario: &Scenario,
     day: &DayResult,
     extra: serde_json::Value,
 ) -> Result<Vec<PathBuf>> {
-    let pid = std::process::id();
-    let staging = sibling(out_dir, &format!(".partial-{pid}"))?;
-    let old = sibling(out_dir, &format!(".old-{pid}"))?;
-    let exists = match std::fs::metadata(out_dir) {
-        Ok(meta) if meta.is_dir() => true,
-        Ok(_) => {
-            return Err(Error::Output {
-                context: format!("output directory {}", out_dir.display()),
-                message: "exists and is not a directory".into(),
-            });
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(format!("inspecting {}", out_dir.display()), e)),
-    };
+    write_run_with(
+        out_dir,
+        RunOutputOptions::default(),
+        &mut |_| {},
+        scenario,
+        day,
+        extra,
+    )
+}
 
-    // Only a crashed run of a process with the same id can have left these behind.
-    for stale in [&staging, &old] {
-        if std::fs::symlink_metadata(stale).is_ok() {
-            std::fs::remove_dir_all(stale)
-                .map_err(|e| Error::io(format!("removing stale {}", stale.display()), e))?;
+/// Writes a run (see [`write_outputs`]) to `out_dir` and returns the final paths of its
+/// files. `on_wait` hears (once) that another process is writing the directory, before
+/// this one waits for it.
+///
+/// Everything is first written into a sibling staging directory
+/// `{out_dir}.partial-{pid}-{n}` (missing parent directories are created), which this
+/// process keeps locked; staging directories of dead processes are removed first. Then:
+/// - a missing `out_dir` becomes the staging directory in one rename;
+/// - an existing one is written into, under its lock file [`LOCK_NAME`], file by file:
+///   files of a previous run (listed in its [`RUN_MARKER`]) are replaced or removed, any
+///   other file is kept, and a name clash with one of them is refused. While this happens
+///   the marker says `"complete": false` and lists old and new files, so a run killed
+///   midway leaves a directory the next run recognises and completes.
+///
+/// A directory that is not empty and not a previous run's output is refused unless
+/// `options.force`. On any error the staging directory is removed, and files already in
+/// `out_dir` are untouched unless the error came while moving files in.
+pub fn write_run_with(
+    out_dir: &Path,
+    options: RunOutputOptions,
+    on_wait: &mut dyn FnMut(&str),
+    scenario: &Scenario,
+    day: &DayResult,
+    extra: serde_json::Value,
+) -> Result<Vec<PathBuf>> {
+    check_run_out(out_dir, options)?;
+    let out = resolve_out(out_dir)?;
+    let staging = Staging::create(&out)?;
+    let names = {
+        let mut sink = DirSink::new(&staging.path);
+        let names = write_outputs(&mut sink, scenario, day, extra)?;
+        sink.write_bytes(RUN_MARKER, &RunMarker::new(names.clone(), true).to_bytes()?)?;
+        names
+    };
+    // An existing directory, even an empty one, is written into rather than replaced: it
+    // may be someone's working directory (`--out .`), with permissions of its own.
+    let renamed = if out.is_dir() {
+        Err(std::io::ErrorKind::AlreadyExists.into())
+    } else {
+        std::fs::rename(&staging.path, &out)
+    };
+    match renamed {
+        Ok(()) => staging.published(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            replace_in_place(&staging.path, &out, out_dir, &names, options, on_wait)?;
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("renaming {} to {}", staging.path.display(), out.display()),
+                e,
+            ));
         }
     }
+    Ok(names.iter().map(|n| out_dir.join(n)).collect())
+}
 
-    let written = std::fs::create_dir_all(&staging)
-        .map_err(|e| Error::io(format!("creating {}", staging.display()), e))
-        .and_then(|()| {
-            let mut sink = DirSink::new(&staging);
-            write_outputs(&mut sink, scenario, day, extra)
-        })
-        .and_then(|names| publish(&staging, out_dir, &old, exists).map(|()| names));
-    match written {
-        Ok(names) => Ok(names.iter().map(|n| out_dir.join(n)).collect()),
-        Err(e) => {
-            // Best effort: the write error is the one worth reporting.
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
+/// A run's private staging directory, locked while this process lives and removed when
+/// dropped unless it was published.
+struct Staging {
+    path: PathBuf,
+    /// The lock on the directory itself (see [`lock::lock_dir`]).
+    _lock: Option<std::fs::File>,
+    published: bool,
+}
+
+impl Staging {
+    /// Removes dead processes' staging directories of `out`, then creates this one's.
+    fn create(out: &Path) -> Result<Staging> {
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let prefix = format!("{name}.partial-");
+        for entry in list(&parent)? {
+            let Some(id) = entry.strip_prefix(&prefix) else {
+                continue;
+            };
+            let path = parent.join(&entry);
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if is_dir
+                && !id.is_empty()
+                && id.chars().all(|c| c.is_ascii_digit() || c == '-')
+                && let Some(_dead) = lock::lock_dir(&path)
+            {
+                // Best effort: a staging directory that cannot be removed blocks nothing.
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+        let pid = std::process::id();
+        for n in 0u32.. {
+            let path = parent.join(format!("{prefix}{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    let lock = lock::lock_dir(&path);
+                    return Ok(Staging {
+                        path,
+                        _lock: lock,
+                        published: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+            }
+        }
+        unreachable!("u32 staging names exhausted")
+    }
+
+    /// The directory was renamed to the output: nothing to remove.
+    fn published(mut self) {
+        self.published = true;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            // Best effort: the error that led here is the one worth reporting.
+            let _ = std::fs::remove_dir_all(&self.path);
         }
     }
 }
 
-/// Moves `staging` to `out_dir`. An existing `out_dir` is first moved aside to `old`, so
-/// that it can be restored if the final rename fails, and removed afterwards.
-fn publish(staging: &Path, out_dir: &Path, old: &Path, exists: bool) -> Result<()> {
-    if exists {
-        std::fs::rename(out_dir, old)
-            .map_err(|e| Error::io(format!("moving aside {}", out_dir.display()), e))?;
-    }
-    if let Err(e) = std::fs::rename(staging, out_dir) {
-        if exists {
-            let _ = std::fs::rename(old, out_dir);
+/// Moves the staged files `names` into the existing directory `out` under its lock (see
+/// [`write_run_with`]); `shown` is the directory as the user named it, for messages.
+fn replace_in_place(
+    staging: &Path,
+    out: &Path,
+    shown: &Path,
+    names: &[String],
+    options: RunOutputOptions,
+    on_wait: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let lock = lock::Lock::acquire(&out.join(LOCK_NAME), lock::LockMode::Exclusive, &mut || {
+        on_wait(&format!(
+            "waiting for {}: another p2pmarket process is writing it",
+            shown.display()
+        ))
+    })?;
+    let result = (|| {
+        let owned = match inspect(out)? {
+            DirState::PreviousRun(m) => m.files,
+            DirState::Foreign { sample, marker } if !options.force => {
+                return Err(foreign_refusal(shown, &sample, marker.as_deref()));
+            }
+            _ => Vec::new(),
+        };
+        remove_stale_tmp(out, &[RUN_MARKER])?;
+        let clashes: Vec<&str> = names
+            .iter()
+            .filter(|n| {
+                std::fs::symlink_metadata(out.join(n))
+                    .is_ok_and(|m| m.is_dir() || !owned.contains(n))
+            })
+            .map(String::as_str)
+            .collect();
+        if !clashes.is_empty() {
+            return Err(Error::OutputDir {
+                path: shown.to_path_buf(),
+                reason: format!(
+                    "it holds {} that p2pmarket did not write and a run would overwrite; \
+                     nothing was written. Move them away or choose another directory",
+                    clashes.join(", ")
+                ),
+            });
         }
-        return Err(Error::io(
-            format!("renaming {} to {}", staging.display(), out_dir.display()),
-            e,
-        ));
-    }
-    if exists {
-        // The new run is in place; a previous run that cannot be deleted (permissions)
-        // is left as `{out_dir}.old-{pid}` rather than failing a completed write.
-        let _ = std::fs::remove_dir_all(old);
-    }
-    Ok(())
+        let mut all: Vec<String> = names.to_vec();
+        all.extend(owned.iter().filter(|o| !names.contains(o)).cloned());
+        write_atomic(out, RUN_MARKER, &RunMarker::new(all, false).to_bytes()?)?;
+        for n in names {
+            std::fs::rename(staging.join(n), out.join(n))
+                .map_err(|e| Error::io(format!("moving {n} into {}", out.display()), e))?;
+        }
+        for old in owned.iter().filter(|o| !names.contains(o)) {
+            let path = out.join(old);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                remove_file_if_present(&path)?;
+            }
+        }
+        write_atomic(
+            out,
+            RUN_MARKER,
+            &RunMarker::new(names.to_vec(), true).to_bytes()?,
+        )
+    })();
+    lock.release_and_remove();
+    result
 }
 
 #[cfg(test)]
@@ -180,6 +539,7 @@ mod tests {
             expected.iter().map(|n| out.join(n)).collect::<Vec<_>>()
         );
         let mut sorted = expected.clone();
+        sorted.push(RUN_MARKER.into());
         sorted.sort();
         assert_eq!(entries(&out), sorted);
         // No staging directory or file is left anywhere.
@@ -210,42 +570,96 @@ mod tests {
         scenario.output.keep_trajectories = false;
         write_run(&out, &scenario, &day(false), serde_json::Value::Null).unwrap();
         let mut expected = expected_files(false);
+        expected.push(RUN_MARKER.into());
         expected.sort();
         assert_eq!(entries(&out), expected);
     }
 
     #[test]
-    fn write_run_replaces_an_existing_run() {
+    fn write_run_replaces_a_previous_run_and_keeps_files_added_to_it() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("day");
-        std::fs::create_dir(&out).unwrap();
-        std::fs::write(out.join("stale.txt"), b"old").unwrap();
+        write_run(&out, &Scenario::default(), &day(true), extra()).unwrap();
+        std::fs::write(out.join("notes.txt"), b"mine").unwrap();
         let mut scenario = Scenario::default();
         scenario.output.plots = false;
         write_run(&out, &scenario, &day(true), extra()).unwrap();
         let mut expected = expected_files(false);
+        expected.push("notes.txt".into());
+        expected.push(RUN_MARKER.into());
         expected.sort();
+        // The plots of the previous run are gone, the user's file is not.
         assert_eq!(entries(&out), expected);
+        assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
         assert_eq!(entries(tmp.path()), vec!["day"]);
+        let marker: RunMarker =
+            serde_json::from_slice(&std::fs::read(out.join(RUN_MARKER)).unwrap()).unwrap();
+        assert!(marker.complete);
+        assert_eq!(marker.files, expected_files(false));
+    }
+
+    /// `--out .` in an empty working directory must not swap that directory for another.
+    #[cfg(unix)]
+    #[test]
+    fn write_run_into_an_empty_directory_keeps_that_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("here");
+        std::fs::create_dir(&out).unwrap();
+        let inode = std::fs::metadata(&out).unwrap().ino();
+        write_run(&out, &Scenario::default(), &day(false), extra()).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().ino(), inode);
+        assert!(out.join("hourly.parquet").is_file() && !out.join(LOCK_NAME).exists());
+        assert_eq!(entries(tmp.path()), vec!["here"]);
     }
 
     #[test]
-    fn write_run_failure_leaves_nothing_behind() {
+    fn write_run_refuses_a_foreign_directory_unless_forced() {
         let tmp = tempfile::tempdir().unwrap();
-        // The output directory's parent is a file: nothing can be created.
-        std::fs::write(tmp.path().join("file"), b"x").unwrap();
-        let out = tmp.path().join("file").join("day");
-        let r = write_run(&out, &Scenario::default(), &day(true), extra());
-        assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
-        assert_eq!(entries(tmp.path()), vec!["file"]);
+        let out = tmp.path().join("thesis");
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        std::fs::write(out.join("thesis.tex"), b"tex").unwrap();
+        std::fs::write(out.join("summary.json"), b"my own summary").unwrap();
+        let r = write_run(&out, &Scenario::default(), &day(false), extra());
+        assert!(
+            matches!(&r, Err(Error::OutputDir { reason, .. }) if reason.contains("--force")),
+            "{r:?}"
+        );
+        // With --force, a name clash with a foreign file is still refused.
+        let forced = RunOutputOptions { force: true };
+        let run = |out: &Path| {
+            write_run_with(
+                out,
+                forced,
+                &mut |_| {},
+                &Scenario::default(),
+                &day(false),
+                extra(),
+            )
+        };
+        let r = run(&out);
+        assert!(
+            matches!(&r, Err(Error::OutputDir { reason, .. }) if reason.contains("summary.json")),
+            "{r:?}"
+        );
+        assert_eq!(entries(&out), vec!["sub", "summary.json", "thesis.tex"]);
+        assert_eq!(entries(tmp.path()), vec!["thesis"], "no staging left");
+        std::fs::remove_file(out.join("summary.json")).unwrap();
+        run(&out).unwrap();
+        assert_eq!(std::fs::read(out.join("thesis.tex")).unwrap(), b"tex");
+        assert!(out.join("sub").is_dir() && out.join("hourly.parquet").is_file());
+        assert!(!out.join(LOCK_NAME).exists());
     }
 
     #[test]
     fn failure_midway_keeps_the_existing_run_and_no_staging() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("day");
-        std::fs::create_dir(&out).unwrap();
-        std::fs::write(out.join("previous.txt"), b"keep me").unwrap();
+        write_run(&out, &Scenario::default(), &day(true), extra()).unwrap();
+        let before: Vec<Vec<u8>> = entries(&out)
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect();
         // A bad `extra` fails at summary.json, after the Parquet files were staged.
         let r = write_run(
             &out,
@@ -255,7 +669,32 @@ mod tests {
         );
         assert!(matches!(r, Err(Error::Output { .. })), "{r:?}");
         assert_eq!(entries(tmp.path()), vec!["day"]);
-        assert_eq!(entries(&out), vec!["previous.txt"]);
+        let after: Vec<Vec<u8>> = entries(&out)
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect();
+        assert!(before == after, "the previous run changed");
+    }
+
+    #[test]
+    fn stale_staging_of_dead_processes_is_removed_and_a_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("day");
+        // A dead process's staging (no lock held), and a live one's (locked here).
+        let dead = tmp.path().join("day.partial-999999");
+        let live = tmp.path().join("day.partial-999998-0");
+        for d in [&dead, &live] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("hourly.parquet"), b"partial").unwrap();
+        }
+        let _held = lock::lock_dir(&live).unwrap();
+        // Not a staging name: a user's directory that merely looks alike.
+        std::fs::create_dir(tmp.path().join("day.partial-notes")).unwrap();
+        write_run(&out, &Scenario::default(), &day(false), extra()).unwrap();
+        assert_eq!(
+            entries(tmp.path()),
+            vec!["day", "day.partial-999998-0", "day.partial-notes"]
+        );
     }
 
     #[test]

@@ -25,14 +25,19 @@ fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error +
 /// `path.with_extension("parquet.tmp")` first and is renamed into place, so a file under
 /// the final name is always complete.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let tmp = path.with_extension("parquet.tmp");
-    let result = write_parquet_file(&tmp, batch).and_then(|()| {
-        std::fs::rename(&tmp, path)
+    write_parquet_via(path, &path.with_extension("parquet.tmp"), batch)
+}
+
+/// Writes `batch` to `tmp` as a ZSTD-compressed Parquet file, synced, and renames it to
+/// `path`; on any error `tmp` is removed.
+pub fn write_parquet_via(path: &Path, tmp: &Path, batch: &RecordBatch) -> Result<()> {
+    let result = write_parquet_file(tmp, batch).and_then(|()| {
+        std::fs::rename(tmp, path)
             .map_err(|e| Error::io(format!("renaming {} into place", tmp.display()), e))
     });
     if result.is_err() {
         // Best effort: the original error is the one worth reporting.
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     result
 }

@@ -31,8 +31,12 @@ pub struct ManifestFile {
     pub sha256: String,
 }
 
-/// The device that computed parts in this invocation (the engine's [`AdapterInfo`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Schema metadata key of every part file: the device that computed it, as JSON
+/// ([`ManifestAdapter`]).
+pub const ADAPTER_KEY: &str = "p2pmarket.adapter";
+
+/// A device that computed parts (the engine's [`AdapterInfo`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ManifestAdapter {
     /// Adapter name.
     pub name: String,
@@ -47,9 +51,15 @@ pub struct ManifestAdapter {
 }
 
 impl From<&AdapterInfo> for ManifestAdapter {
+    /// The record of a device. The CPU backend's thread count is left out of its name: it
+    /// does not change a single bit of a part, and parts must not differ by it.
     fn from(a: &AdapterInfo) -> Self {
         ManifestAdapter {
-            name: a.name.clone(),
+            name: if a.backend == "cpu" {
+                "rayon CPU".into()
+            } else {
+                a.name.clone()
+            },
             device_type: a.device_type.clone(),
             driver: a.driver.clone(),
             driver_info: a.driver_info.clone(),
@@ -86,8 +96,9 @@ pub struct Manifest {
     /// Engines that computed the parts (`cpu-f64`, `gpu-f32`, `gpu-f64`), sorted; more than
     /// one means a resumed sweep mixed engines.
     pub engines: Vec<String>,
-    /// The device of this invocation, when it computed any part.
-    pub adapter: Option<ManifestAdapter>,
+    /// The devices that computed the parts (from each part's [`ADAPTER_KEY`]), sorted;
+    /// empty when no part carries one (parts of versions before 0.1 recorded none).
+    pub adapters: Vec<ManifestAdapter>,
     /// Every file but the manifest, sorted by path.
     pub files: Vec<ManifestFile>,
 }
@@ -112,16 +123,60 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), bytes))
 }
 
-/// Row count and engine tag of a Parquet file, from its footer.
-pub fn parquet_footer(path: &Path) -> Result<(u64, Option<String>)> {
+/// What a part file's footer says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartFooter {
+    /// Rows.
+    pub rows: u64,
+    /// The engine tag ([`ENGINE_KEY`]).
+    pub engine: Option<String>,
+    /// The device that computed it ([`ADAPTER_KEY`]).
+    pub adapter: Option<ManifestAdapter>,
+}
+
+/// Row count, engine tag and device of a Parquet file, from its footer.
+pub fn parquet_footer(path: &Path) -> Result<PartFooter> {
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Output {
         context: path.display().to_string(),
         message: format!("reading the Parquet footer: {e}"),
     })?;
-    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-    let engine = builder.schema().metadata().get(ENGINE_KEY).cloned();
-    Ok((rows, engine))
+    let meta = builder.schema().metadata();
+    Ok(PartFooter {
+        rows: builder.metadata().file_metadata().num_rows().max(0) as u64,
+        engine: meta.get(ENGINE_KEY).cloned(),
+        adapter: meta
+            .get(ADAPTER_KEY)
+            .and_then(|j| serde_json::from_str(j).ok()),
+    })
+}
+
+/// Checks a part file completely: its footer, its schema's fields, and every row decodes;
+/// `Err` says what is wrong, for the notice that it is recomputed.
+pub fn verify_part_file(
+    path: &Path,
+    rows: u64,
+    schema: &arrow::datatypes::Schema,
+) -> std::result::Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open it ({e})"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("unreadable Parquet footer ({e})"))?;
+    if builder.schema().fields() != schema.fields() {
+        return Err("not the schema of this table".into());
+    }
+    let reader = builder
+        .build()
+        .map_err(|e| format!("unreadable Parquet file ({e})"))?;
+    let mut found = 0u64;
+    for batch in reader {
+        found += batch
+            .map_err(|e| format!("unreadable data ({e})"))?
+            .num_rows() as u64;
+    }
+    if found != rows {
+        return Err(format!("{found} rows where the part has {rows}"));
+    }
+    Ok(())
 }
 
 /// The commit of the source tree: `git rev-parse HEAD` in the crate's source directory,
@@ -156,25 +211,6 @@ pub fn git_commit() -> (String, Option<bool>) {
     }
 }
 
-/// Writes `bytes` to `dir/name` through `name.tmp` and a rename, synced first.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let target = dir.join(name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    })();
-    if let Err(e) = result {
-        // Best effort: the write error is the one worth reporting.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("writing {}", target.display()), e));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,14 +218,13 @@ mod tests {
     #[test]
     fn sha256_matches_a_known_digest() {
         let dir = tempfile::tempdir().unwrap();
-        write_atomic(dir.path(), "abc.txt", b"abc").unwrap();
+        std::fs::write(dir.path().join("abc.txt"), b"abc").unwrap();
         let (hash, bytes) = sha256_file(&dir.path().join("abc.txt")).unwrap();
         assert_eq!(
             hash,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(bytes, 3);
-        assert!(!dir.path().join("abc.txt.tmp").exists());
     }
 
     #[test]

@@ -13,9 +13,17 @@
 //! run_hours/pcc_bus={b}/part-{k:05}.parquet    one row per run and hour
 //! manifest.json                                written last, when every part exists
 //! ```
-//! Every file appears atomically (a hidden staging name that dataset readers skip, then a
-//! rename), so a part whose two files exist is complete: a restarted sweep skips it and ends with the same bytes as an
-//! uninterrupted one (the CPU backend is bit-reproducible whatever the thread count).
+//! Every file appears atomically (a hidden staging name unique to the writing process, that
+//! dataset readers skip, then a rename), so a part whose two files exist is complete: a
+//! restarted sweep verifies and skips it and ends with the same bytes as an uninterrupted
+//! one (the CPU backend is bit-reproducible whatever the thread count).
+//!
+//! Several processes may run the same sweep into one directory at once. Each holds a shared
+//! lock on `out/.p2pmarket.lock` while it works (claiming the directory, or giving up a
+//! claim, takes it exclusively), and an exclusive lock on `runs/pcc_bus={b}/.part-{k:05}.lock`
+//! while it checks or writes part `k`. A part another process is writing is left for later
+//! and then waited for, so the processes share the parts; staging files are removed only
+//! by the holder of their part's lock, so never under a live writer.
 
 pub mod manifest;
 pub mod plan;
@@ -25,14 +33,18 @@ pub mod tables;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use manifest::{MANIFEST_NAME, Manifest, ManifestFile, SPEC_NAME};
+pub use manifest::{MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, SPEC_NAME};
 pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan};
 pub use spec::{GridParam, IntParam, Parameters, RciParameters, RealParam, SweepSpec};
 pub use tables::{run_hours_schema, runs_schema};
 
 use crate::engine::{AdapterInfo, BackendChoice, Batch, GpuContext, Precision, run_batch};
 use crate::error::{Error, Result};
-use crate::output::write_parquet;
+use crate::output::lock::{Lock, LockMode};
+use crate::output::{
+    LOCK_NAME, list, remove_file_if_present, remove_stale_tmp, resolve_out, write_atomic,
+    write_parquet_via,
+};
 
 /// How a sweep is executed (none of these change what a run computes on the CPU).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +58,9 @@ pub struct SweepOptions {
     /// Stop after computing this many parts (skipped parts do not count); `None`: all.
     /// Simulates a killed sweep in tests.
     pub max_parts: Option<usize>,
+    /// Also write into a non-empty directory that holds no sweep. Its files are never
+    /// deleted or overwritten: `runs/`, `run_hours/` or `manifest.json` there is refused.
+    pub force: bool,
 }
 
 impl Default for SweepOptions {
@@ -55,6 +70,7 @@ impl Default for SweepOptions {
             precision: Precision::F64,
             adapter: None,
             max_parts: None,
+            force: false,
         }
     }
 }
@@ -78,6 +94,15 @@ pub struct Progress {
     pub elapsed_s: f64,
 }
 
+/// What [`run_sweep`] reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepEvent {
+    /// A part was handled (written, or found complete).
+    Part(Progress),
+    /// This process waits for another one that holds a lock it needs (said once per wait).
+    Waiting(String),
+}
+
 /// What [`run_sweep`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepReport {
@@ -95,7 +120,7 @@ pub struct SweepReport {
     pub complete: bool,
     /// The manifest's path, when complete.
     pub manifest: Option<PathBuf>,
-    /// Notices for the user, e.g. a GPU fallback or mixed engines.
+    /// Notices for the user, e.g. a GPU fallback, mixed engines or a corrupt part recomputed.
     pub notices: Vec<String>,
     /// The device of this invocation, when it computed any part.
     pub adapter: Option<AdapterInfo>,
@@ -117,98 +142,284 @@ fn io_err(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::io(context.clone(), e)
 }
 
-/// Writes `sweep.json`, or checks that the one in `out` is this sweep's: resuming into a
-/// directory of another sweep would mix two datasets.
-fn claim_output_dir(out: &Path, spec_json: &str) -> Result<()> {
-    let path = out.join(SPEC_NAME);
-    match std::fs::read_to_string(&path) {
-        Ok(existing) if existing == spec_json => Ok(()),
-        Ok(_) => Err(Error::invalid(
-            "out",
-            out.display(),
-            format!(
-                "a new directory, or one holding this same sweep (its {SPEC_NAME} describes \
-                 a different sweep: seed, runs_per_part, samples, base or parameters differ)"
-            ),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            manifest::write_atomic(out, SPEC_NAME, spec_json.as_bytes())
+/// Whether the sweep directory `out` holds any part file or a manifest (a claim that did
+/// produce data, as opposed to a `sweep.json` alone).
+fn holds_data(out: &Path) -> Result<bool> {
+    if out.join(MANIFEST_NAME).exists() {
+        return Ok(true);
+    }
+    for table in TABLES {
+        let dir = out.join(table);
+        if !dir.is_dir() {
+            continue;
         }
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        for partition in list(&dir)? {
+            let sub = dir.join(&partition);
+            if sub.is_dir()
+                && list(&sub)?
+                    .iter()
+                    .any(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The two tables' directories, which a sweep owns in its output directory.
+const TABLES: [&str; 2] = ["runs", "run_hours"];
+
+/// What may be done with an output directory.
+#[derive(Debug, PartialEq)]
+enum DirUse {
+    /// It holds this sweep: resume it.
+    Join,
+    /// Write `sweep.json` (a missing or empty directory, `--force`, or an abandoned claim
+    /// of another sweep that produced no data).
+    Claim,
+}
+
+/// Decides how `out` (resolved) may be used by the sweep `spec_json`; `shown` is the
+/// directory as given. Refusals are [`Error::OutputDir`].
+fn decide(out: &Path, shown: &Path, spec_json: &str, force: bool) -> Result<DirUse> {
+    let refuse = |reason: String| Error::OutputDir {
+        path: shown.to_path_buf(),
+        reason,
+    };
+    if !out.is_dir() {
+        return Ok(DirUse::Claim);
+    }
+    let spec_path = out.join(SPEC_NAME);
+    match std::fs::read(&spec_path) {
+        Ok(existing) if existing == spec_json.as_bytes() => return Ok(DirUse::Join),
+        Ok(_) if holds_data(out)? => {
+            return Err(refuse(format!(
+                "it holds another sweep (its {SPEC_NAME} differs: seed, runs_per_part, samples, \
+                 base or parameters); nothing was written. Use a new directory, or remove this \
+                 one to replace that sweep"
+            )));
+        }
+        // A claim that never produced a part: the sweep that made it failed or was killed.
+        Ok(_) => return Ok(DirUse::Claim),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("reading {}", spec_path.display()), e)),
+    }
+    let transient = [
+        crate::output::tmp_prefix(SPEC_NAME),
+        crate::output::tmp_prefix(MANIFEST_NAME),
+    ];
+    let entries: Vec<String> = list(out)?
+        .into_iter()
+        .filter(|n| n != LOCK_NAME && !transient.iter().any(|t| n.starts_with(t.as_str())))
+        .collect();
+    if entries.is_empty() {
+        return Ok(DirUse::Claim);
+    }
+    if !force {
+        let shown_entries: Vec<&str> = entries.iter().take(5).map(String::as_str).collect();
+        return Err(refuse(format!(
+            "it is not empty ({}{}) and holds no sweep (no {SPEC_NAME}); nothing was written. \
+             Choose a new or empty directory, or pass --force to write beside those files \
+             (they are never deleted or overwritten)",
+            shown_entries.join(", "),
+            if entries.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    let clashes: Vec<&str> = [MANIFEST_NAME, TABLES[0], TABLES[1]]
+        .into_iter()
+        .filter(|n| entries.iter().any(|e| e == n))
+        .collect();
+    if !clashes.is_empty() {
+        return Err(refuse(format!(
+            "it holds {} that p2pmarket did not write and a sweep would write into; nothing \
+             was written. Move them away or choose another directory",
+            clashes.join(", ")
+        )));
+    }
+    Ok(DirUse::Claim)
+}
+
+/// This process's hold on a sweep directory.
+struct Claim {
+    /// Shared lock on [`LOCK_NAME`], held while the sweep works.
+    lock: Option<Lock>,
+    /// The directory did not exist before this process.
+    created_out: bool,
+    /// This process wrote `sweep.json`.
+    created_spec: bool,
+}
+
+/// Takes `out` for the sweep `spec_json`: joins the same sweep, or writes `sweep.json`
+/// into a directory [`decide`] allows, and returns holding the shared directory lock.
+fn claim(
+    out: &Path,
+    shown: &Path,
+    spec_json: &str,
+    force: bool,
+    events: &mut dyn FnMut(SweepEvent),
+) -> Result<Claim> {
+    let created_out = !out.exists();
+    std::fs::create_dir_all(out).map_err(io_err("creating", out))?;
+    let lock_path = out.join(LOCK_NAME);
+    let mut wait = || {
+        events(SweepEvent::Waiting(format!(
+            "waiting for {}: another p2pmarket process is claiming it",
+            shown.display()
+        )))
+    };
+    let mut created_spec = false;
+    let same = |out: &Path| std::fs::read(out.join(SPEC_NAME)).ok();
+    loop {
+        let shared = Lock::acquire(&lock_path, LockMode::Shared, &mut wait)?;
+        let found = same(out);
+        if found.as_deref() == Some(spec_json.as_bytes()) {
+            return Ok(Claim {
+                lock: Some(shared),
+                created_out,
+                created_spec,
+            });
+        }
+        drop(shared);
+        let exclusive = match found {
+            // Another sweep's: only claimable when no process works on it.
+            Some(_) => Lock::try_acquire(&lock_path, LockMode::Exclusive)?.ok_or_else(|| {
+                Error::OutputDir {
+                    path: shown.to_path_buf(),
+                    reason: format!(
+                        "it holds another sweep (its {SPEC_NAME} differs), which a process is \
+                         running now; nothing was written. Use a new directory"
+                    ),
+                }
+            })?,
+            None => Lock::acquire(&lock_path, LockMode::Exclusive, &mut wait)?,
+        };
+        let mut exclusive = match decide(out, shown, spec_json, force) {
+            Ok(DirUse::Join) => continue,
+            Ok(DirUse::Claim) => exclusive,
+            Err(e) => {
+                exclusive.release_and_remove();
+                if created_out {
+                    // Best effort: only an empty directory is removed.
+                    let _ = std::fs::remove_dir(out);
+                }
+                return Err(e);
+            }
+        };
+        remove_stale_tmp(out, &[SPEC_NAME, MANIFEST_NAME])?;
+        write_atomic(out, SPEC_NAME, spec_json.as_bytes())?;
+        created_spec = true;
+        // Not atomic (see `Lock::downgrade`): the loop re-checks sweep.json under it.
+        exclusive.downgrade()?;
+        if same(out).as_deref() == Some(spec_json.as_bytes()) {
+            return Ok(Claim {
+                lock: Some(exclusive),
+                created_out,
+                created_spec,
+            });
+        }
     }
 }
 
-/// Removes staging files a killed sweep left in this sweep's partition directories (only
-/// the hidden `.part-*` names [`write_part`] stages under, never anything else).
-fn remove_stale_staging(out: &Path, buses: &[usize]) -> Result<()> {
-    for table in ["runs", "run_hours"] {
-        for b in buses {
-            let dir = out.join(table).join(format!("pcc_bus={b}"));
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_err("listing", &dir))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".part-") {
-                    std::fs::remove_file(entry.path())
-                        .map_err(io_err("removing", &entry.path()))?;
+impl Claim {
+    /// Lets go of the directory. The last process out removes the lock file and the
+    /// temporary files of dead processes; with `undo` (this process failed before writing a
+    /// part), a claim that never produced data is removed too: `sweep.json` when this
+    /// process wrote it, empty table directories, and `out` when this process created it.
+    fn release(mut self, out: &Path, undo: bool) {
+        drop(self.lock.take());
+        let Ok(Some(exclusive)) = Lock::try_acquire(&out.join(LOCK_NAME), LockMode::Exclusive)
+        else {
+            return;
+        };
+        // Best effort throughout: the sweep's own result or error is what gets reported.
+        let _ = remove_stale_tmp(out, &[SPEC_NAME, MANIFEST_NAME]);
+        let undo = undo && !holds_data(out).unwrap_or(true);
+        if undo {
+            if self.created_spec {
+                let _ = std::fs::remove_file(out.join(SPEC_NAME));
+            }
+            for table in TABLES {
+                let dir = out.join(table);
+                for partition in list(&dir).unwrap_or_default() {
+                    let sub = dir.join(partition);
+                    // No process holds a part lock: every one also holds the directory lock.
+                    for n in list(&sub).unwrap_or_default() {
+                        if n.starts_with(".part-") {
+                            let _ = std::fs::remove_file(sub.join(n));
+                        }
+                    }
+                    let _ = std::fs::remove_dir(&sub);
                 }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        exclusive.release_and_remove();
+        if undo && self.created_out {
+            let _ = std::fs::remove_dir(out);
+        }
+    }
+}
+
+/// Where part `part`'s lock lives: beside its `runs` file.
+fn part_lock_path(out: &Path, part: &PartPlan) -> PathBuf {
+    out.join(format!("runs/pcc_bus={}", part.pcc_bus))
+        .join(format!(".part-{:05}.lock", part.index))
+}
+
+/// The state of a part on disk (checked under its lock).
+enum PartState {
+    /// Both files exist and verify.
+    Complete,
+    /// A file is missing: compute the part.
+    Missing,
+    /// A file exists but is not the part (truncated, corrupt, other rows): recompute it.
+    Corrupt(String),
+}
+
+/// Verifies part `part` in `out` completely (see [`manifest::verify_part_file`]).
+fn part_state(out: &Path, part: &PartPlan) -> PartState {
+    let files = [
+        (part.runs_path(), part.runs as u64, runs_schema()),
+        (
+            part.run_hours_path(),
+            part.runs as u64 * crate::microgrid::HOURS as u64,
+            run_hours_schema(),
+        ),
+    ];
+    if files.iter().any(|(rel, ..)| !out.join(rel).is_file()) {
+        return PartState::Missing;
+    }
+    for (rel, rows, schema) in &files {
+        if let Err(why) = manifest::verify_part_file(&out.join(rel), *rows, schema) {
+            return PartState::Corrupt(format!("{rel}: {why}"));
+        }
+    }
+    PartState::Complete
+}
+
+/// Removes the staging files of part `part` that any process left (call it holding the
+/// part's lock: no live process then writes them). They are the hidden names
+/// `.part-{k:05}.parquet...` in the part's two partition directories.
+fn remove_part_staging(out: &Path, part: &PartPlan) -> Result<()> {
+    let prefix = format!(".part-{:05}.parquet", part.index);
+    for rel in [part.runs_path(), part.run_hours_path()] {
+        let Some(dir) = out.join(rel).parent().map(Path::to_path_buf) else {
+            continue;
+        };
+        for n in list(&dir)? {
+            if n.starts_with(&prefix) {
+                remove_file_if_present(&dir.join(n))?;
             }
         }
     }
     Ok(())
 }
 
-/// Writes a Parquet file atomically under a name that dataset readers skip until it is
-/// complete: [`write_parquet`] stages `.{name}.tmp` and renames it to `.{name}` (hidden:
-/// pyarrow and most readers ignore names starting with `.`), then `.{name}` is renamed to
-/// `name`. A reader listing the dataset while a sweep runs never meets a partial file.
-fn write_part_file(path: &Path, table: &arrow::record_batch::RecordBatch) -> Result<()> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Error::Output {
-            context: path.display().to_string(),
-            message: "not a file path".into(),
-        });
-    };
-    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let hidden = dir.join(format!(".{}", name.to_string_lossy()));
-    write_parquet(&hidden, table)?;
-    std::fs::rename(&hidden, path).map_err(|e| {
-        // Best effort: the rename error is the one worth reporting.
-        let _ = std::fs::remove_file(&hidden);
-        Error::io(format!("renaming {} into place", hidden.display()), e)
-    })
-}
-
-/// Checks a complete part found on disk: its row counts must be the plan's (a mismatch
-/// means files from something else, never silently kept).
-fn verify_existing(out: &Path, part: &PartPlan) -> Result<()> {
-    for (rel, rows) in [
-        (part.runs_path(), part.runs as u64),
-        (
-            part.run_hours_path(),
-            part.runs as u64 * crate::microgrid::HOURS as u64,
-        ),
-    ] {
-        let (found, _) = manifest::parquet_footer(&out.join(&rel))?;
-        if found != rows {
-            return Err(Error::Output {
-                context: out.join(&rel).display().to_string(),
-                message: format!(
-                    "holds {found} rows where this sweep's part has {rows}; remove the file \
-                     (or the whole directory) to recompute it"
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The backend state of one invocation: the GPU context is created on the first part that
-/// needs computing (a fully resumed sweep touches no device).
+/// The backend state of one invocation: the GPU context is created before the output
+/// directory is claimed when a device was named or `--backend gpu` asked for one (so that a
+/// missing one writes nothing), else on the first part that needs computing (a fully
+/// resumed sweep on `auto` touches no device).
 struct Backend {
     choice: BackendChoice,
     precision: Precision,
@@ -221,6 +432,12 @@ struct Backend {
 }
 
 impl Backend {
+    /// Whether the device must be found before anything is written: it was named, or the
+    /// GPU backend has no fallback.
+    fn explicit(&self) -> bool {
+        self.choice == BackendChoice::Gpu || self.adapter.is_some()
+    }
+
     fn ensure(&mut self, notices: &mut Vec<String>) -> Result<()> {
         if self.started {
             return Ok(());
@@ -228,11 +445,27 @@ impl Backend {
         self.started = true;
         match self.choice {
             BackendChoice::Cpu => {}
-            BackendChoice::Gpu => self.gpu = Some(GpuContext::new(self.adapter.as_deref())?),
+            BackendChoice::Gpu => {
+                let ctx = GpuContext::new(self.adapter.as_deref())?;
+                if self.precision == Precision::F64 && !ctx.supports_f64() {
+                    return Err(Error::invalid(
+                        "--precision",
+                        "f64",
+                        format!(
+                            "f32 on adapter {}, which has no SHADER_F64 (64-bit floats in \
+                             shaders)",
+                            ctx.info().name
+                        ),
+                    ));
+                }
+                self.gpu = Some(ctx);
+            }
             // Decided once here rather than per part by `run_batch`, which would retry the
-            // adapter search for every part.
+            // adapter search for every part. A named adapter that is missing is an error,
+            // as in `run`: the user asked for that device.
             BackendChoice::Auto => match GpuContext::new(self.adapter.as_deref()) {
                 Ok(ctx) => self.gpu = Some(ctx),
+                Err(e) if self.adapter.is_some() => return Err(e),
                 Err(e) => {
                     notices.push(format!(
                         "no GPU adapter found ({e}); falling back to the rayon CPU backend"
@@ -245,13 +478,155 @@ impl Backend {
     }
 }
 
-/// Runs (or resumes) a sweep into `out`, calling `progress` after every part. Parts already
-/// complete on disk are skipped; `manifest.json` is written once every part exists.
+/// What handling one part came to.
+enum PartOutcome {
+    /// Found complete (and verified).
+    Skipped,
+    /// Computed and written by this process.
+    Written,
+    /// Another process holds its lock (it is writing or checking it).
+    Busy,
+    /// Not computed: `max_parts` was reached.
+    Stopped,
+}
+
+/// One sweep invocation's working state.
+struct Sweeper<'a> {
+    plan: &'a SweepPlan,
+    out: &'a Path,
+    shown: &'a Path,
+    options: &'a SweepOptions,
+    backend: Backend,
+    report: SweepReport,
+}
+
+impl Sweeper<'_> {
+    /// Checks part `part` under its lock (waiting for it when `block`) and computes it when
+    /// it is missing or corrupt.
+    fn handle(
+        &mut self,
+        part: &PartPlan,
+        block: bool,
+        events: &mut dyn FnMut(SweepEvent),
+    ) -> Result<PartOutcome> {
+        for rel in [part.runs_path(), part.run_hours_path()] {
+            if let Some(dir) = self.out.join(rel).parent() {
+                std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            }
+        }
+        let lock_path = part_lock_path(self.out, part);
+        let lock = if block {
+            Lock::acquire(&lock_path, LockMode::Exclusive, &mut || {
+                events(SweepEvent::Waiting(format!(
+                    "waiting for part {} of pcc_bus={} in {}: another p2pmarket process is \
+                     writing it",
+                    part.index,
+                    part.pcc_bus,
+                    self.shown.display()
+                )))
+            })?
+        } else {
+            match Lock::try_acquire(&lock_path, LockMode::Exclusive)? {
+                Some(lock) => lock,
+                None => return Ok(PartOutcome::Busy),
+            }
+        };
+        let result = self.handle_locked(part);
+        lock.release_and_remove();
+        result
+    }
+
+    fn handle_locked(&mut self, part: &PartPlan) -> Result<PartOutcome> {
+        remove_part_staging(self.out, part)?;
+        match part_state(self.out, part) {
+            PartState::Complete => return Ok(PartOutcome::Skipped),
+            PartState::Missing => {}
+            PartState::Corrupt(why) => self.report.notices.push(format!(
+                "part {} of pcc_bus={} was not a complete part ({why}); it is recomputed",
+                part.index, part.pcc_bus
+            )),
+        }
+        if self
+            .options
+            .max_parts
+            .is_some_and(|m| self.report.parts_written >= m)
+        {
+            return Ok(PartOutcome::Stopped);
+        }
+        self.backend.ensure(&mut self.report.notices)?;
+        // A manifest describes a complete dataset; this one no longer is until the end.
+        remove_file_if_present(&self.out.join(MANIFEST_NAME))?;
+        write_part(
+            self.plan,
+            part,
+            self.out,
+            &mut self.backend,
+            &mut self.report,
+        )?;
+        Ok(PartOutcome::Written)
+    }
+
+    /// Handles every part: first those no other process holds, then waits for the rest.
+    /// Returns false when `max_parts` stopped it.
+    fn all_parts(
+        &mut self,
+        parts: &[PartPlan],
+        start: Instant,
+        events: &mut dyn FnMut(SweepEvent),
+    ) -> Result<bool> {
+        let mut runs_done = 0u64;
+        let mut done = 0;
+        let mut busy = Vec::new();
+        for pass in [false, true] {
+            let todo: Vec<PartPlan> = if pass {
+                std::mem::take(&mut busy)
+            } else {
+                parts.to_vec()
+            };
+            for part in &todo {
+                let skipped = match self.handle(part, pass, events)? {
+                    PartOutcome::Busy => {
+                        busy.push(*part);
+                        continue;
+                    }
+                    PartOutcome::Stopped => return Ok(false),
+                    PartOutcome::Skipped => true,
+                    PartOutcome::Written => false,
+                };
+                if skipped {
+                    self.report.parts_skipped += 1;
+                }
+                done += 1;
+                runs_done += part.runs as u64;
+                events(SweepEvent::Part(Progress {
+                    part: *part,
+                    skipped,
+                    parts_done: done,
+                    parts_total: parts.len(),
+                    runs_done,
+                    runs_total: self.plan.total_runs(),
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                }));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Runs (or resumes) a sweep into `out`, reporting every part and every wait to `events`.
+/// Parts already complete on disk are verified and skipped (a corrupt one is recomputed,
+/// with a notice); `manifest.json` is written once every part exists.
+///
+/// `out` must be missing, empty, or hold this same sweep (or, with `options.force`, any
+/// directory without `runs/`, `run_hours/` and `manifest.json`); anything else is refused
+/// with [`Error::OutputDir`] before anything is written. Everything that can be checked
+/// (the plan, a named or required GPU) is checked before `out` is touched; when this
+/// process fails before writing any part, it removes what it created.
 pub fn run_sweep(
     spec: &SweepSpec,
     out: &Path,
     options: &SweepOptions,
-    progress: &mut dyn FnMut(Progress),
+    events: &mut dyn FnMut(SweepEvent),
 ) -> Result<SweepReport> {
     let start = Instant::now();
     let plan = spec.plan()?;
@@ -259,9 +634,9 @@ pub fn run_sweep(
         context: SPEC_NAME.into(),
         message: e.to_string(),
     })?;
-    std::fs::create_dir_all(out).map_err(io_err("creating", out))?;
-    claim_output_dir(out, &spec_json)?;
-    remove_stale_staging(out, &plan.pcc_buses())?;
+    let shown = out;
+    let out = &resolve_out(out)?;
+    decide(out, shown, &spec_json, options.force)?;
 
     let parts = plan.parts();
     let mut notices = Vec::new();
@@ -276,18 +651,6 @@ pub fn run_sweep(
                 .to_string(),
         );
     }
-    let mut report = SweepReport {
-        runs: plan.total_runs(),
-        runs_computed: 0,
-        parts_total: parts.len(),
-        parts_written: 0,
-        parts_skipped: 0,
-        complete: false,
-        manifest: None,
-        notices,
-        adapter: None,
-        wall_s: 0.0,
-    };
     let mut backend = Backend {
         choice: options.backend,
         precision: options.precision,
@@ -296,34 +659,54 @@ pub fn run_sweep(
         started: false,
         curves: Default::default(),
     };
-    let mut runs_done = 0u64;
-    for (done, part) in parts.iter().enumerate() {
-        let runs_file = out.join(part.runs_path());
-        let hours_file = out.join(part.run_hours_path());
-        let skipped = runs_file.is_file() && hours_file.is_file();
-        if skipped {
-            verify_existing(out, part)?;
-            report.parts_skipped += 1;
-        } else {
-            if options.max_parts.is_some_and(|m| report.parts_written >= m) {
-                report.wall_s = start.elapsed().as_secs_f64();
-                return Ok(report);
-            }
-            backend.ensure(&mut report.notices)?;
-            write_part(&plan, part, out, &mut backend, &mut report)?;
-        }
-        runs_done += part.runs as u64;
-        progress(Progress {
-            part: *part,
-            skipped,
-            parts_done: done + 1,
-            parts_total: parts.len(),
-            runs_done,
-            runs_total: plan.total_runs(),
-            elapsed_s: start.elapsed().as_secs_f64(),
-        });
+    if backend.explicit() {
+        backend.ensure(&mut notices)?;
     }
-    let manifest = build_manifest(spec, &plan, &parts, out, &spec_json, &report)?;
+    let mut sweeper = Sweeper {
+        plan: &plan,
+        out,
+        shown,
+        options,
+        backend,
+        report: SweepReport {
+            runs: plan.total_runs(),
+            runs_computed: 0,
+            parts_total: parts.len(),
+            parts_written: 0,
+            parts_skipped: 0,
+            complete: false,
+            manifest: None,
+            notices,
+            adapter: None,
+            wall_s: 0.0,
+        },
+    };
+    let claim = claim(out, shown, &spec_json, options.force, events)?;
+    let result = sweeper
+        .all_parts(&parts, start, events)
+        .and_then(|complete| {
+            if complete {
+                finish(spec, &plan, &parts, out, &spec_json, &mut sweeper.report)?;
+            }
+            Ok(())
+        });
+    claim.release(out, result.is_err() && sweeper.report.parts_written == 0);
+    result?;
+    let mut report = sweeper.report;
+    report.wall_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Writes the manifest of a sweep whose parts all exist.
+fn finish(
+    spec: &SweepSpec,
+    plan: &SweepPlan,
+    parts: &[PartPlan],
+    out: &Path,
+    spec_json: &str,
+    report: &mut SweepReport,
+) -> Result<()> {
+    let manifest = build_manifest(spec, plan, parts, out, spec_json)?;
     if manifest.engines.len() > 1 {
         report.notices.push(format!(
             "the parts were computed by different engines ({}); results of a resumed sweep \
@@ -335,15 +718,35 @@ pub fn run_sweep(
         context: MANIFEST_NAME.into(),
         message: e.to_string(),
     })?;
-    manifest::write_atomic(out, MANIFEST_NAME, &json)?;
+    write_atomic(out, MANIFEST_NAME, &json)?;
     report.complete = true;
     report.manifest = Some(out.join(MANIFEST_NAME));
-    report.wall_s = start.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
+}
+
+/// `batch` with the record of the device that computed it in its schema metadata
+/// ([`manifest::ADAPTER_KEY`]).
+fn with_adapter(
+    batch: arrow::record_batch::RecordBatch,
+    adapter: &AdapterInfo,
+) -> Result<arrow::record_batch::RecordBatch> {
+    let record =
+        serde_json::to_string(&ManifestAdapter::from(adapter)).map_err(|e| Error::Output {
+            context: "part metadata".into(),
+            message: e.to_string(),
+        })?;
+    let mut meta = batch.schema().metadata().clone();
+    meta.insert(manifest::ADAPTER_KEY.to_string(), record);
+    let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(meta));
+    batch.with_schema(schema).map_err(|e| Error::Output {
+        context: "part metadata".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Computes one part and writes its two files (`runs` first; the part counts as complete
-/// only once `run_hours` is renamed into place too).
+/// only once `run_hours` is renamed into place too). Each is staged under a hidden name
+/// unique to this process, `.part-{k:05}.parquet.{pid}.tmp`, which dataset readers skip.
 fn write_part(
     plan: &SweepPlan,
     part: &PartPlan,
@@ -375,13 +778,25 @@ fn write_part(
     let engine = engine_tag(&outputs.adapter, backend.precision);
     let part_no =
         u32::try_from(part.index).map_err(|_| Error::invalid("part", part.index, "< 2^32"))?;
-    let runs_table = tables::runs_table(part_no, &runs, &outputs, &engine)?;
-    let hours_table = tables::run_hours_table(&runs, &outputs, &engine)?;
+    let runs_table = with_adapter(
+        tables::runs_table(part_no, &runs, &outputs, &engine)?,
+        &outputs.adapter,
+    )?;
+    let hours_table = with_adapter(
+        tables::run_hours_table(&runs, &outputs, &engine)?,
+        &outputs.adapter,
+    )?;
     for (rel, table) in [
         (part.runs_path(), &runs_table),
         (part.run_hours_path(), &hours_table),
     ] {
-        write_part_file(&out.join(rel), table)?;
+        let path = out.join(rel);
+        let staged = path.with_file_name(format!(
+            ".part-{:05}.parquet.{}.tmp",
+            part.index,
+            std::process::id()
+        ));
+        write_parquet_via(&path, &staged, table)?;
     }
     report.parts_written += 1;
     report.runs_computed += part.runs as u64;
@@ -389,14 +804,15 @@ fn write_part(
     Ok(())
 }
 
-/// The manifest of a complete sweep: every file hashed, sorted by path.
+/// The manifest of a complete sweep, from what is on disk (so every process that finishes
+/// the same sweep writes the same bytes): every file hashed, sorted by path, and the
+/// engines and devices recorded in the parts.
 fn build_manifest(
     spec: &SweepSpec,
     plan: &SweepPlan,
     parts: &[PartPlan],
     out: &Path,
     spec_json: &str,
-    report: &SweepReport,
 ) -> Result<Manifest> {
     let mut paths: Vec<String> = vec![SPEC_NAME.to_string()];
     for p in parts {
@@ -406,13 +822,15 @@ fn build_manifest(
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
     let mut engines = std::collections::BTreeSet::new();
+    let mut adapters = std::collections::BTreeSet::new();
     for rel in paths {
         let path = out.join(&rel);
         let (sha256, bytes) = manifest::sha256_file(&path)?;
         let rows = if rel.ends_with(".parquet") {
-            let (rows, engine) = manifest::parquet_footer(&path)?;
-            engines.extend(engine);
-            rows
+            let footer = manifest::parquet_footer(&path)?;
+            engines.extend(footer.engine);
+            adapters.extend(footer.adapter);
+            footer.rows
         } else {
             0
         };
@@ -441,7 +859,52 @@ fn build_manifest(
         pcc_buses: plan.pcc_buses(),
         parts: parts.len(),
         engines: engines.into_iter().collect(),
-        adapter: report.adapter.as_ref().map(Into::into),
+        adapters: adapters.into_iter().collect(),
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_sweep_removes_only_what_it_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory this process created: everything goes, staging included.
+        let out = tmp.path().join("new");
+        let c = claim(&out, &out, "{}", false, &mut |_| {}).unwrap();
+        assert!(c.created_out && c.created_spec);
+        std::fs::create_dir_all(out.join("runs/pcc_bus=7")).unwrap();
+        std::fs::write(out.join("runs/pcc_bus=7/.part-00000.parquet.1.tmp"), b"x").unwrap();
+        c.release(&out, true);
+        assert!(!out.exists());
+
+        // Beside a user's files (--force): only the sweep's go.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), b"keep").unwrap();
+        assert!(claim(&mine, &mine, "{}", false, &mut |_| {}).is_err());
+        assert_eq!(list(&mine).unwrap(), vec!["notes.txt"]);
+        let c = claim(&mine, &mine, "{}", true, &mut |_| {}).unwrap();
+        c.release(&mine, true);
+        assert_eq!(list(&mine).unwrap(), vec!["notes.txt"]);
+
+        // A claim that produced data is kept (the sweep resumes there), lock file aside.
+        let c = claim(&mine, &mine, "{}", true, &mut |_| {}).unwrap();
+        std::fs::create_dir_all(mine.join("runs/pcc_bus=7")).unwrap();
+        std::fs::write(mine.join("runs/pcc_bus=7/part-00000.parquet"), b"x").unwrap();
+        c.release(&mine, true);
+        assert_eq!(list(&mine).unwrap(), vec!["notes.txt", "runs", SPEC_NAME]);
+
+        // A process that joined an existing claim never removes it.
+        let joined = tmp.path().join("joined");
+        claim(&joined, &joined, "{}", false, &mut |_| {})
+            .unwrap()
+            .release(&joined, false);
+        let c = claim(&joined, &joined, "{}", false, &mut |_| {}).unwrap();
+        assert!(!c.created_out && !c.created_spec);
+        c.release(&joined, true);
+        assert_eq!(list(&joined).unwrap(), vec![SPEC_NAME]);
+    }
 }

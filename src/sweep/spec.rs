@@ -166,8 +166,7 @@ pub struct SweepSpec {
 impl SweepSpec {
     /// Reads a sweep from a TOML file; `base_config` is resolved relative to its directory.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading sweep {}", path.display()), e))?;
+        let text = crate::input::read_text(path, "sweep file")?;
         Self::from_toml(&text, path)
     }
 
@@ -194,7 +193,7 @@ impl SweepSpec {
                 } else {
                     p.clone()
                 };
-                Scenario::from_file(&p)?
+                Scenario::from_toml(&crate::input::read_text(&p, "base_config")?, &p)?
             }
             (None, None) => Scenario::default(),
         };
