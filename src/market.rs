@@ -165,6 +165,9 @@ impl Market {
             .map(|b| b.id)
             .collect();
         mg.validate_pcc(&pcc_buses)?;
+        // Isolated buses carry nothing in service (the reader refuses that); MATPOWER
+        // drops them, and so does the market's network.
+        let case = case.without_isolated();
         let grid = SmartGrid::from_case(&case, scenario.grid.linear_cost_c2)?;
         let system_load_mw = scenario.system_load_mw(&case)?;
         // With no microgrid there is no PCC: its export is zero every hour, so any bus
