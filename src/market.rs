@@ -126,8 +126,9 @@ pub struct Market {
     pub system_load_mw: [f64; HOURS],
     /// The microgrid (present even when disabled, so its settings stay inspectable).
     pub microgrid: MicrogridModel,
-    /// Bus index of the PCC; with the microgrid disabled (no PCC, zero export) the
-    /// case's reference bus.
+    /// Bus index of the PCC, where the hour's price is read. With the microgrid disabled
+    /// (zero export) `pcc_bus` when it names a bus of the case, otherwise the case's
+    /// reference bus.
     pub pcc: usize,
     /// RCI settings.
     pub rci: RciSettings,
@@ -170,18 +171,19 @@ impl Market {
         let case = case.without_isolated();
         let grid = SmartGrid::from_case(&case, scenario.grid.linear_cost_c2)?;
         let system_load_mw = scenario.system_load_mw(&case)?;
-        // With no microgrid there is no PCC: its export is zero every hour, so any bus
-        // would do; the reference bus always exists.
-        let pcc = if mg.enabled {
-            grid.bus_index(mg.pcc_bus).ok_or_else(|| {
-                Error::invalid(
+        // With no microgrid there is no PCC: its export is zero every hour, and the bus
+        // only says where the hour's price is read. `pcc_bus` still picks it when it is a
+        // bus of the case (as before); otherwise the reference bus, which always exists.
+        let pcc = match grid.bus_index(mg.pcc_bus) {
+            Some(index) if pcc_buses.contains(&mg.pcc_bus) => index,
+            _ if !mg.enabled => case.reference_bus(),
+            _ => {
+                return Err(Error::invalid(
                     "microgrid.pcc_bus",
                     mg.pcc_bus,
                     crate::microgrid::components::describe_bus_ids(&pcc_buses),
-                )
-            })?
-        } else {
-            case.reference_bus()
+                ));
+            }
         };
         check_system_load(scenario, &system_load_mw, &grid)?;
         let mut microgrid = MicrogridModel {

@@ -129,8 +129,9 @@ pub struct Microgrid {
     /// Whether the microgrid takes part at all (off: the smart grid runs alone).
     pub enabled: bool,
     /// External number of the smart-grid bus at the point of common coupling: a bus of
-    /// the case that is not isolated (type 4). Not checked while the microgrid is
-    /// disabled (there is no PCC then).
+    /// the case that is not isolated (type 4). Not required while the microgrid is
+    /// disabled (there is no PCC then; the hour's price is read at this bus if the case
+    /// has it, else at the reference bus).
     pub pcc_bus: usize,
     /// Capacity of the tie line at the PCC, MW (both directions), (0, 1e5]. These are the
     /// power limits the RCI duals of eq. (33)-(36) enforce.
