@@ -228,6 +228,40 @@ impl Market {
                         format!(">= the battery's forced export at hour {h}"),
                     ));
                 }
+                // The smart grid must be able to serve its own load plus the microgrid's
+                // shortfall, and absorb the battery's forced export above its units'
+                // minimum output; otherwise the day's references are infeasible, an
+                // error that names no field.
+                let (load, cap, min_out) = (
+                    market.system_load_mw[h],
+                    market.grid.capacity_mw(),
+                    market.grid.min_output_mw(),
+                );
+                if load + need > cap {
+                    return Err(Error::invalid(
+                        "microgrid.load.peak_mw",
+                        mg.load.peak_mw,
+                        format!(
+                            "a peak the smart grid can serve: at hour {h} the microgrid needs \
+                             {need:.3} MW beyond its renewables and battery, but the committed \
+                             capacity {cap:.1} MW leaves {:.3} MW above the system load \
+                             {load:.3} MW",
+                            cap - load
+                        ),
+                    ));
+                }
+                let forced_export = microgrid.battery_plan[h] - hm.load_mw;
+                if load - forced_export < min_out {
+                    return Err(Error::invalid(
+                        "microgrid.battery_plan",
+                        format!("{:.3} MW at hour {h}", microgrid.battery_plan[h]),
+                        format!(
+                            "a discharge the smart grid can absorb: the forced export \
+                             {forced_export:.3} MW would take it below its units' minimum \
+                             output {min_out:.1} MW (system load {load:.3} MW)"
+                        ),
+                    ));
+                }
             }
         }
         market.microgrid = microgrid;

@@ -264,6 +264,12 @@ fn scenario_table() -> Vec<(String, Expect)> {
             "[microgrid.load]\npeak_mw = -1.0",
             Field("microgrid.load.peak_mw"),
         ),
+        // Within range, but more than the RTS-24 can serve (this used to fail as an
+        // infeasible 24-h co-optimization, with no field named).
+        t(
+            "[microgrid]\ntie_capacity_mw = 1e5\n[microgrid.load]\npeak_mw = 5e4",
+            Field("microgrid.load.peak_mw"),
+        ),
         (
             format!("[microgrid.load]\nprofile = {}", hours(0.5, 7, 1.2)),
             Field("microgrid.load.profile[7]"),
