@@ -1,7 +1,160 @@
 //! The library's error type. Errors are for bad input and broken environments only;
 //! algorithmic outcomes (no convergence, a binding limit) are values in the results.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Longest piece of user input quoted in an error message, in characters; longer input is
+/// cut and the rest counted (`... (N more characters)`).
+pub const MAX_QUOTED_CHARS: usize = 200;
+
+/// Characters of a TOML line shown on each side of a parse error's column.
+const EXCERPT_CHARS: usize = 60;
+
+/// Longest whole message built from quoted pieces (a message made of many short quoted
+/// pieces is cut too), in characters.
+const MAX_MESSAGE_CHARS: usize = 10 * MAX_QUOTED_CHARS;
+
+/// `text` cut to [`MAX_QUOTED_CHARS`] characters, with the number of characters left out.
+pub fn clip(text: &str) -> String {
+    clip_to(text, MAX_QUOTED_CHARS)
+}
+
+fn clip_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => {
+            let rest = text[cut..].chars().count();
+            format!("{}... ({rest} more characters)", &text[..cut])
+        }
+    }
+}
+
+/// A message that may quote user input (`"..."` or `` `...` ``): every quoted piece
+/// longer than [`MAX_QUOTED_CHARS`] is cut, and so is the whole message beyond
+/// `10 x MAX_QUOTED_CHARS`. The message's own words, outside quotes, are kept.
+pub fn clip_message(message: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for piece in message.split_inclusive(['"', '`']) {
+        // Keep the closing quote of a cut piece.
+        let (body, quote) = match piece.char_indices().last() {
+            Some((i, c @ ('"' | '`'))) => (&piece[..i], Some(c)),
+            _ => (piece, None),
+        };
+        if inside {
+            out.push_str(&clip(body));
+        } else {
+            out.push_str(body);
+        }
+        out.extend(quote);
+        inside ^= quote.is_some();
+    }
+    clip_to(&out, MAX_MESSAGE_CHARS)
+}
+
+/// An allowed interval with its unit: `[lo, hi]`, or `(lo, hi]` when `lo_open`. Every
+/// bound is finite, so a check also refuses NaN and infinities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Lowest allowed value (excluded when `lo_open`).
+    pub lo: f64,
+    /// Highest allowed value (included).
+    pub hi: f64,
+    /// Whether `lo` itself is refused.
+    pub lo_open: bool,
+    /// Unit named in the error, e.g. `MW` (empty for a pure number).
+    pub unit: &'static str,
+}
+
+impl Bounds {
+    /// `[lo, hi]` in `unit`.
+    pub const fn closed(lo: f64, hi: f64, unit: &'static str) -> Self {
+        Bounds {
+            lo,
+            hi,
+            lo_open: false,
+            unit,
+        }
+    }
+
+    /// `(lo, hi]` in `unit`.
+    pub const fn above(lo: f64, hi: f64, unit: &'static str) -> Self {
+        Bounds {
+            lo,
+            hi,
+            lo_open: true,
+            unit,
+        }
+    }
+
+    /// Whether `value` lies in the interval (NaN does not).
+    pub fn contains(&self, value: f64) -> bool {
+        let above_lo = if self.lo_open {
+            value > self.lo
+        } else {
+            value >= self.lo
+        };
+        above_lo && value <= self.hi
+    }
+
+    /// The interval in words, e.g. `a finite number in (0, 1e5] MW`.
+    pub fn describe(&self) -> String {
+        let open = if self.lo_open { '(' } else { '[' };
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        format!(
+            "a finite number in {open}{}, {}]{unit}",
+            number(self.lo),
+            number(self.hi)
+        )
+    }
+
+    /// `Ok` when `value` lies in the interval, else [`Error::InvalidInput`] naming `field`.
+    pub fn check(&self, field: &str, value: f64) -> Result<()> {
+        if self.contains(value) {
+            Ok(())
+        } else {
+            Err(Error::invalid(field, number(value), self.describe()))
+        }
+    }
+}
+
+/// A number for messages: `1e5` rather than `100000`, `1e-9` rather than `0.000000001`,
+/// and `1e300` rather than its 301 digits (`f64`'s `Display` never uses an exponent).
+pub fn number(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e4 || x.abs() < 1e-3) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Most items (bus numbers) listed in an error before the rest are counted.
+pub const LISTED_ITEMS: usize = 10;
+
+/// `ids` joined by commas: the first [`LISTED_ITEMS`], then `... N more`.
+pub fn list_ids(ids: &[usize]) -> String {
+    let mut list: Vec<String> = ids
+        .iter()
+        .take(LISTED_ITEMS)
+        .map(usize::to_string)
+        .collect();
+    if ids.len() > LISTED_ITEMS {
+        list.push(format!("... {} more", ids.len() - LISTED_ITEMS));
+    }
+    list.join(", ")
+}
+
+/// The largest char boundary of `text` at or below `index`.
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
 
 /// Everything that can go wrong before or around a market run.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +236,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Shorthand for [`Error::InvalidInput`].
+    /// Shorthand for [`Error::InvalidInput`]; the rendered value is cut to
+    /// [`MAX_QUOTED_CHARS`] (it may be user input of any size).
     pub fn invalid(
         field: impl Into<String>,
         value: impl std::fmt::Display,
@@ -91,8 +245,45 @@ impl Error {
     ) -> Self {
         Error::InvalidInput {
             field: field.into(),
-            value: value.to_string(),
+            value: clip(&value.to_string()),
             allowed: allowed.into(),
+        }
+    }
+
+    /// An [`Error::Scenario`] for a TOML file that failed to parse: the line and column,
+    /// the parser's message with any quoted input cut to [`MAX_QUOTED_CHARS`], and an
+    /// excerpt of the offending line around the column (never the whole line: a one-line
+    /// 50 MB file must not be echoed back).
+    pub fn toml(path: &Path, text: &str, error: &toml::de::Error) -> Self {
+        let message = match error.span() {
+            Some(span) => {
+                let start = floor_char_boundary(text, span.start.min(text.len()));
+                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                let line = text[..line_start].matches('\n').count() + 1;
+                let before: Vec<char> = text[line_start..start].chars().collect();
+                let column = before.len() + 1;
+                let skip = before.len().saturating_sub(EXCERPT_CHARS);
+                let head: String = before[skip..].iter().collect();
+                let mut tail: String = text[start..line_end].chars().take(EXCERPT_CHARS).collect();
+                let mut prefix = "";
+                if skip > 0 {
+                    prefix = "...";
+                }
+                if tail.len() < line_end - start {
+                    tail.push_str("...");
+                }
+                let caret = " ".repeat(prefix.len() + head.chars().count());
+                format!(
+                    "TOML parse error at line {line}, column {column}: {}\n  | {prefix}{head}{tail}\n  | {caret}^",
+                    clip_message(error.message())
+                )
+            }
+            None => clip_message(error.to_string().trim()),
+        };
+        Error::Scenario {
+            path: path.to_path_buf(),
+            message,
         }
     }
 
@@ -137,3 +328,73 @@ impl Error {
 
 /// Result alias for the library.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_what_it_leaves_out() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(MAX_QUOTED_CHARS + 5);
+        let cut = clip(&long);
+        assert!(cut.starts_with(&"é".repeat(MAX_QUOTED_CHARS)));
+        assert!(cut.ends_with("... (5 more characters)"), "{cut}");
+    }
+
+    #[test]
+    fn clip_message_cuts_quoted_input_and_keeps_the_words() {
+        let blob = "a".repeat(10_000);
+        let message = format!("invalid type: string \"{blob}\", expected f64");
+        let cut = clip_message(&message);
+        assert!(cut.starts_with("invalid type: string \"aaa"), "{cut}");
+        assert!(
+            cut.ends_with("(9800 more characters)\", expected f64"),
+            "{cut}"
+        );
+        // Many short quoted pieces are bounded as a whole.
+        let many = "`x`, ".repeat(10_000);
+        assert!(clip_message(&many).chars().count() < MAX_MESSAGE_CHARS + 40);
+    }
+
+    #[test]
+    fn toml_errors_quote_an_excerpt_of_the_line() {
+        let text = format!("a = 1\nb = \"{}\" c\n", "z".repeat(100_000));
+        let err = toml::from_str::<toml::Table>(&text).expect_err("junk after the string");
+        let shown = Error::toml(Path::new("s.toml"), &text, &err).to_string();
+        assert!(shown.contains("s.toml"), "{shown}");
+        assert!(shown.contains("line 2, column 100008"), "{shown}");
+        assert!(shown.len() < 600, "{shown}");
+        // The caret sits under the column shown in the excerpt.
+        let lines: Vec<&str> = shown.lines().collect();
+        let excerpt = lines[lines.len() - 2];
+        let caret = lines[lines.len() - 1].find('^').expect("caret");
+        assert_eq!(excerpt.chars().nth(caret), Some('c'), "{shown}");
+    }
+
+    #[test]
+    fn bounds_describe_and_check() {
+        let b = Bounds::above(0.0, 1e5, "MW");
+        assert_eq!(b.describe(), "a finite number in (0, 1e5] MW");
+        assert!(b.contains(1e5) && !b.contains(0.0) && !b.contains(f64::NAN));
+        let e = b.check("x", 1e300).expect_err("too large").to_string();
+        assert_eq!(
+            e,
+            "invalid value for `x`: 1e300 (allowed: a finite number in (0, 1e5] MW)"
+        );
+        assert_eq!(
+            Bounds::closed(-1.0, 0.5, "").describe(),
+            "a finite number in [-1, 0.5]"
+        );
+        assert_eq!(number(1e-9), "1e-9");
+        assert_eq!(number(2850.0), "2850");
+        assert_eq!(number(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn list_ids_counts_the_rest() {
+        assert_eq!(list_ids(&[1, 2]), "1, 2");
+        let ids: Vec<usize> = (1..=12).collect();
+        assert_eq!(list_ids(&ids), "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... 2 more");
+    }
+}

@@ -63,6 +63,61 @@ impl MicrogridModel {
     }
 }
 
+/// The system load of every hour must lie between the committed units' total minimum
+/// output and their capacity (each widened by the tie when the microgrid is on). The error
+/// names the field the user wrote: `load.hourly_mw[h]` for explicit loads, `load.scale`
+/// (with the whole allowed range of scales) for the RTS-79 profile.
+fn check_system_load(scenario: &Scenario, load_mw: &[f64; HOURS], grid: &SmartGrid) -> Result<()> {
+    let mg = &scenario.microgrid;
+    // The microgrid can at most relieve the smart grid by its tie capacity.
+    let relief = if mg.enabled { mg.tie_capacity_mw } else { 0.0 };
+    let (cap, min_out) = (grid.capacity_mw(), grid.min_output_mw());
+    let (hi, lo) = (cap + relief, min_out - relief);
+    let limits = format!(
+        "the committed units' minimum output {min_out:.1} MW and capacity {cap:.1} MW \
+         (+/- tie {relief:.1} MW)"
+    );
+    let Some(bad) = load_mw.iter().position(|&l| !(l >= lo && l <= hi)) else {
+        return Ok(());
+    };
+    let scale = scenario.load.scale;
+    let load = load_mw[bad];
+    match &scenario.load.hourly_mw {
+        Some(v) => Err(Error::invalid(
+            format!("load.hourly_mw[{bad}]"),
+            format!("{} MW", v[bad]),
+            format!(
+                "{:.3}..={:.3} MW: hour {bad}'s system load ({} MW x load.scale {scale} = \
+                 {load:.3} MW) must lie between {limits}",
+                lo.max(0.0) / scale,
+                hi / scale,
+                v[bad]
+            ),
+        )),
+        None => {
+            // The allowed scales: every hour's unscaled profile load times the scale must
+            // stay within the limits.
+            let (mut s_lo, mut s_hi) = (0.0_f64, f64::INFINITY);
+            for &l in load_mw {
+                let base = l / scale;
+                if base > 0.0 {
+                    s_lo = s_lo.max(lo / base);
+                    s_hi = s_hi.min(hi / base);
+                }
+            }
+            Err(Error::invalid(
+                "load.scale",
+                scale,
+                format!(
+                    "{s_lo:.4}..={s_hi:.4} for this case and load.week {} / load.day {:?}: \
+                     hour {bad}'s system load {load:.3} MW must lie between {limits}",
+                    scenario.load.week, scenario.load.day
+                ),
+            ))
+        }
+    }
+}
+
 /// A validated market, ready to run.
 #[derive(Debug, Clone)]
 pub struct Market {
@@ -72,7 +127,9 @@ pub struct Market {
     pub system_load_mw: [f64; HOURS],
     /// The microgrid (present even when disabled, so its settings stay inspectable).
     pub microgrid: MicrogridModel,
-    /// Bus index of the PCC.
+    /// Bus index of the PCC, where the hour's price is read. With the microgrid disabled
+    /// (zero export) `pcc_bus` when it names a bus of the case, otherwise the case's
+    /// reference bus.
     pub pcc: usize,
     /// RCI settings.
     pub rci: RciSettings,
@@ -94,39 +151,52 @@ impl Market {
     pub fn from_scenario(scenario: &Scenario) -> Result<Self> {
         scenario.validate_settings()?;
         let case = scenario.load_case()?;
+        let mg = &scenario.microgrid;
+        // The microgrid's own fields were checked by `validate_settings`; what needs the
+        // case is its PCC: a bus that exists and is not isolated (type 4: MATPOWER drops
+        // such a bus, so nothing could flow through it).
+        if let Some(bus) = case
+            .buses
+            .iter()
+            .find(|b| b.id == mg.pcc_bus && b.kind == 4)
+            && mg.enabled
+        {
+            return Err(Error::invalid(
+                "microgrid.pcc_bus",
+                bus.id,
+                format!(
+                    "a bus that is not isolated: bus {} is type 4 (isolated) in {}",
+                    bus.id, case.source_name
+                ),
+            ));
+        }
+        let pcc_buses: Vec<usize> = case
+            .buses
+            .iter()
+            .filter(|b| b.kind != 4)
+            .map(|b| b.id)
+            .collect();
+        mg.validate_pcc(&pcc_buses)?;
+        // Isolated buses carry nothing in service (the reader refuses that); MATPOWER
+        // drops them, and so does the market's network.
+        let case = case.without_isolated();
         let grid = SmartGrid::from_case(&case, scenario.grid.linear_cost_c2)?;
         let system_load_mw = scenario.system_load_mw(&case)?;
-        let mg = &scenario.microgrid;
-        mg.validate(&grid.bus_ids)?;
-        let pcc = grid.bus_index(mg.pcc_bus).ok_or_else(|| {
-            Error::invalid(
-                "microgrid.pcc_bus",
-                mg.pcc_bus,
-                format!("a bus of the case: {:?}", grid.bus_ids),
-            )
-        })?;
-        let capacity = grid.capacity_mw();
-        let min_out = grid.min_output_mw();
-        for (h, &load) in system_load_mw.iter().enumerate() {
-            // The microgrid can at most relieve the smart grid by its tie capacity.
-            let relief = if mg.enabled { mg.tie_capacity_mw } else { 0.0 };
-            if load > capacity + relief {
+        // With no microgrid there is no PCC: its export is zero every hour, and the bus
+        // only says where the hour's price is read. `pcc_bus` still picks it when it is a
+        // bus of the case (as before); otherwise the reference bus, which always exists.
+        let pcc = match grid.bus_index(mg.pcc_bus) {
+            Some(index) if pcc_buses.contains(&mg.pcc_bus) => index,
+            _ if !mg.enabled => case.reference_bus(),
+            _ => {
                 return Err(Error::invalid(
-                    format!("load (hour {h})"),
-                    format!("{load:.3} MW"),
-                    format!("<= total committed capacity {capacity:.1} MW (+ tie {relief:.1} MW)"),
+                    "microgrid.pcc_bus",
+                    mg.pcc_bus,
+                    crate::microgrid::components::describe_bus_ids(&pcc_buses),
                 ));
             }
-            if load + relief < min_out {
-                return Err(Error::invalid(
-                    format!("load (hour {h})"),
-                    format!("{load:.3} MW"),
-                    format!(
-                        ">= total minimum output of committed units {min_out:.1} MW (- tie {relief:.1} MW)"
-                    ),
-                ));
-            }
-        }
+        };
+        check_system_load(scenario, &system_load_mw, &grid)?;
         let mut microgrid = MicrogridModel {
             config: mg.clone(),
             tie_capacity_mw: mg.tie_capacity_mw,
@@ -168,6 +238,40 @@ impl Market {
                         "microgrid.tie_capacity_mw",
                         mg.tie_capacity_mw,
                         format!(">= the battery's forced export at hour {h}"),
+                    ));
+                }
+                // The smart grid must be able to serve its own load plus the microgrid's
+                // shortfall, and absorb the battery's forced export above its units'
+                // minimum output; otherwise the day's references are infeasible, an
+                // error that names no field.
+                let (load, cap, min_out) = (
+                    market.system_load_mw[h],
+                    market.grid.capacity_mw(),
+                    market.grid.min_output_mw(),
+                );
+                if load + need > cap {
+                    return Err(Error::invalid(
+                        "microgrid.load.peak_mw",
+                        mg.load.peak_mw,
+                        format!(
+                            "a peak the smart grid can serve: at hour {h} the microgrid needs \
+                             {need:.3} MW beyond its renewables and battery, but the committed \
+                             capacity {cap:.1} MW leaves {:.3} MW above the system load \
+                             {load:.3} MW",
+                            cap - load
+                        ),
+                    ));
+                }
+                let forced_export = microgrid.battery_plan[h] - hm.load_mw;
+                if load - forced_export < min_out {
+                    return Err(Error::invalid(
+                        "microgrid.battery_plan",
+                        format!("{:.3} MW at hour {h}", microgrid.battery_plan[h]),
+                        format!(
+                            "a discharge the smart grid can absorb: the forced export \
+                             {forced_export:.3} MW would take it below its units' minimum \
+                             output {min_out:.1} MW (system load {load:.3} MW)"
+                        ),
                     ));
                 }
             }

@@ -126,58 +126,64 @@ impl Default for RciSettings {
     }
 }
 
-fn check_range(field: &str, v: f64, ok: bool, allowed: &str) -> Result<()> {
-    if v.is_finite() && ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("rci.{field}"), v, allowed))
-    }
-}
-
 impl RciSettings {
-    /// Checks every field against its allowed range.
+    /// Checks every field against its allowed range (the error names the field, the
+    /// value and the range with its unit). The ranges, generous but physical:
+    ///
+    /// | field | allowed |
+    /// |---|---|
+    /// | `chi`, `newton_damping` | (0, 1] |
+    /// | `kappa`, `xi` | (0, 1e3] ($/MWh)/MW |
+    /// | `kappa_decay` | (0, 1e7] iterations |
+    /// | `slope_floor` | (0, 1e6] MW/($/MWh) |
+    /// | `relax_gamma` | (0, 1e6] MW |
+    /// | `price_tol`, `dual_tol` | (0, 1e3] $/MWh |
+    /// | `power_tol`, `balance_tol` | (0, 1e5] MW |
+    /// | `initial_price` | [-1e6, 1e6] $/MWh |
+    /// | `max_iterations` | 1..=10000000 |
     pub fn validate(&self) -> Result<()> {
-        check_range("chi", self.chi, self.chi > 0.0 && self.chi <= 1.0, "(0, 1]")?;
-        check_range("kappa", self.kappa, self.kappa > 0.0, "> 0")?;
-        check_range(
-            "kappa_decay",
-            self.kappa_decay,
-            self.kappa_decay > 0.0,
-            "> 0",
-        )?;
-        check_range(
-            "newton_damping",
-            self.newton_damping,
-            self.newton_damping > 0.0 && self.newton_damping <= 1.0,
-            "(0, 1]",
-        )?;
-        check_range(
-            "slope_floor",
-            self.slope_floor,
-            self.slope_floor > 0.0,
-            "> 0",
-        )?;
-        check_range("xi", self.xi, self.xi > 0.0, "> 0")?;
-        check_range(
-            "relax_gamma",
-            self.relax_gamma,
-            self.relax_gamma > 0.0,
-            "> 0",
-        )?;
-        for (f, v) in [
-            ("price_tol", self.price_tol),
-            ("power_tol", self.power_tol),
-            ("dual_tol", self.dual_tol),
-            ("balance_tol", self.balance_tol),
+        use crate::error::Bounds;
+        let fraction = Bounds::above(0.0, 1.0, "");
+        let step = Bounds::above(0.0, 1e3, "($/MWh)/MW");
+        let price_tol = Bounds::above(0.0, 1e3, "$/MWh");
+        let power_tol = Bounds::above(0.0, 1e5, "MW");
+        for (field, value, range) in [
+            ("chi", self.chi, fraction),
+            ("kappa", self.kappa, step),
+            (
+                "kappa_decay",
+                self.kappa_decay,
+                Bounds::above(0.0, 1e7, "iterations"),
+            ),
+            ("newton_damping", self.newton_damping, fraction),
+            (
+                "slope_floor",
+                self.slope_floor,
+                Bounds::above(0.0, 1e6, "MW/($/MWh)"),
+            ),
+            ("xi", self.xi, step),
+            (
+                "relax_gamma",
+                self.relax_gamma,
+                Bounds::above(0.0, 1e6, "MW"),
+            ),
+            ("price_tol", self.price_tol, price_tol),
+            ("power_tol", self.power_tol, power_tol),
+            ("dual_tol", self.dual_tol, price_tol),
+            ("balance_tol", self.balance_tol, power_tol),
+            (
+                "initial_price",
+                self.initial_price,
+                Bounds::closed(-1e6, 1e6, "$/MWh"),
+            ),
         ] {
-            check_range(f, v, v > 0.0, "> 0")?;
+            range.check(&format!("rci.{field}"), value)?;
         }
-        check_range("initial_price", self.initial_price, true, "finite")?;
         if self.max_iterations == 0 || self.max_iterations > 10_000_000 {
             return Err(Error::invalid(
                 "rci.max_iterations",
                 self.max_iterations,
-                "1..=10000000",
+                "a whole number in 1..=10000000",
             ));
         }
         Ok(())

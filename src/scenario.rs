@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::matpower::{self, Case};
 use crate::data::rts79::{self, Season, Weekday};
-use crate::error::{Error, Result};
+use crate::error::{Bounds, Error, Result};
 use crate::microgrid::{HOURS, Microgrid};
 use crate::rci::RciSettings;
 
@@ -17,8 +17,8 @@ use crate::rci::RciSettings;
 pub struct GridSettings {
     /// MATPOWER case file; absent: the embedded IEEE RTS-24 (`case24_ieee_rts.m`).
     pub case_file: Option<PathBuf>,
-    /// Quadratic cost given to units whose gencost has c2 = 0, $/MW^2h (erratum 2: a small
-    /// proximal term; the centralized references use the same costs).
+    /// Quadratic cost given to units whose gencost has c2 = 0, $/MW^2h, (0, 10] (erratum
+    /// 2: a small proximal term; the centralized references use the same costs).
     pub linear_cost_c2: f64,
 }
 
@@ -35,15 +35,17 @@ impl Default for GridSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadSettings {
-    /// RTS-79 week, 1..=52 (default 51: the annual peak week).
+    /// RTS-79 week, 1..=52 (default 51: the annual peak week); checked even when
+    /// `hourly_mw` replaces the profile.
     pub week: usize,
     /// RTS-79 day of the week (default Tuesday: the annual peak day).
     pub day: Weekday,
     /// Season whose hourly shape is used; absent: the season of `week`.
     pub season: Option<Season>,
-    /// Multiplier applied to every hour's load, > 0.
+    /// Multiplier applied to every hour's load, dimensionless, (0, 10].
     pub scale: f64,
-    /// 24 explicit system loads, MW; when given they replace the RTS-79 profile.
+    /// 24 explicit system loads, MW, each 0..=1e6; when given they replace the RTS-79
+    /// profile (and are multiplied by `scale`).
     pub hourly_mw: Option<Vec<f64>>,
 }
 
@@ -100,12 +102,10 @@ impl Scenario {
         Self::from_toml(&crate::input::read_text(path, "scenario")?, path)
     }
 
-    /// Parses a scenario from TOML text; `path` labels errors.
+    /// Parses a scenario from TOML text; `path` labels errors, which quote at most a
+    /// short excerpt of the text.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Scenario {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().to_string(),
-        })
+        toml::from_str(text).map_err(|e| Error::toml(path, text, &e))
     }
 
     /// Loads the MATPOWER case the scenario names (or the embedded RTS-24).
@@ -124,21 +124,8 @@ impl Scenario {
         let mut out = [0.0; HOURS];
         match &self.load.hourly_mw {
             Some(v) => {
-                if v.len() != HOURS {
-                    return Err(Error::invalid(
-                        "load.hourly_mw",
-                        format!("{} values", v.len()),
-                        "exactly 24 values",
-                    ));
-                }
+                check_hourly_mw(v)?;
                 for (h, &x) in v.iter().enumerate() {
-                    if !(x.is_finite() && x >= 0.0) {
-                        return Err(Error::invalid(
-                            format!("load.hourly_mw[{h}]"),
-                            x,
-                            "finite, >= 0 MW",
-                        ));
-                    }
                     out[h] = x * self.load.scale;
                 }
             }
@@ -157,19 +144,44 @@ impl Scenario {
         Ok(out)
     }
 
-    /// Validates every field that does not need the case.
+    /// Validates every field that does not need the case: each physical quantity
+    /// against its range (so `p2pmarket check` catches it before any solver sees it),
+    /// the microgrid's fields but its PCC, and the RCI settings. The checks that need the
+    /// case (the PCC bus, the load against the committed capacity) are in
+    /// [`crate::market::Market::from_scenario`].
     pub fn validate_settings(&self) -> Result<()> {
-        let c2 = self.grid.linear_cost_c2;
-        if !(c2.is_finite() && c2 > 0.0 && c2 <= 10.0) {
-            return Err(Error::invalid("grid.linear_cost_c2", c2, "(0, 10] $/MW^2h"));
-        }
-        let s = self.load.scale;
-        if !(s.is_finite() && s > 0.0 && s <= 10.0) {
-            return Err(Error::invalid("load.scale", s, "(0, 10]"));
-        }
-        if self.load.hourly_mw.is_none() && !(1..=52).contains(&self.load.week) {
+        LINEAR_COST_C2.check("grid.linear_cost_c2", self.grid.linear_cost_c2)?;
+        LOAD_SCALE.check("load.scale", self.load.scale)?;
+        if !(1..=52).contains(&self.load.week) {
             return Err(Error::invalid("load.week", self.load.week, "1..=52"));
         }
+        if let Some(v) = &self.load.hourly_mw {
+            check_hourly_mw(v)?;
+        }
+        self.microgrid.validate_fields()?;
         self.rci.validate()
     }
+}
+
+/// Allowed `grid.linear_cost_c2`, $/MW^2h.
+const LINEAR_COST_C2: Bounds = Bounds::above(0.0, 10.0, "$/MW^2h");
+/// Allowed `load.scale` (a factor).
+const LOAD_SCALE: Bounds = Bounds::above(0.0, 10.0, "(factor)");
+/// Largest explicit system load, MW: above the peak of any interconnection.
+pub const MAX_SYSTEM_LOAD_MW: f64 = 1e6;
+
+/// `load.hourly_mw`: exactly 24 loads, each within `0..=MAX_SYSTEM_LOAD_MW` MW.
+fn check_hourly_mw(v: &[f64]) -> Result<()> {
+    if v.len() != HOURS {
+        return Err(Error::invalid(
+            "load.hourly_mw",
+            format!("{} values", v.len()),
+            format!("exactly {HOURS} hourly loads, MW"),
+        ));
+    }
+    let range = Bounds::closed(0.0, MAX_SYSTEM_LOAD_MW, "MW");
+    for (h, &x) in v.iter().enumerate() {
+        range.check(&format!("load.hourly_mw[{h}]"), x)?;
+    }
+    Ok(())
 }

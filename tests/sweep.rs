@@ -483,7 +483,7 @@ fn bad_sweep_inputs_name_the_field() {
         assert!(e.contains(field), "{text}\n-> {e}");
     }
     let e = err_text("seed = 1\n[parameters]\nload_scale = { uniform = [1.05, 0.9] }");
-    assert!(e.contains("[1.05, 0.9]") && e.contains("lo <= hi"), "{e}");
+    assert!(e.contains("[1.05, 0.9]") && e.contains("lo < hi"), "{e}");
     let e = err_text(
         "seed = 1\nsamples = 100000000\n[parameters]\nload_scale = { uniform = [0.95, 1.0] }\nrci.kappa = { values = [0.001, 0.002] }",
     );

@@ -1,7 +1,16 @@
 //! Reader for MATPOWER version-2 case files (`mpc.baseMVA`, `mpc.bus`, `mpc.gen`,
 //! `mpc.branch`, `mpc.gencost`). Only what a DC market model needs is kept; anything the
-//! reader cannot represent faithfully (piecewise-linear gencost, polynomial order > 2,
-//! version 1 files) is an error, never silently dropped.
+//! reader cannot represent faithfully is an error naming the file, the line and the row,
+//! never silently dropped:
+//! - piecewise-linear gencost, polynomial order > 2, a missing `mpc.version` or version 1;
+//! - non-empty fields that would change an OPF result and that the model does not have
+//!   ([`UNSUPPORTED_FIELDS`]: DC lines, user constraints and costs, reserves, interface
+//!   and soft limits);
+//! - dubious data: self-loop branches, in-service reactances outside
+//!   [`MIN_REACTANCE_PU`]..=[`MAX_REACTANCE_PU`], absurd magnitudes (powers beyond
+//!   [`MAX_CASE_MW`], costs beyond [`MAX_COST_COEFFICIENT`]), in-service generators or
+//!   branches and loads at isolated (type 4) buses, which MATPOWER would silently drop;
+//! - a network that falls apart into islands ([`Case::check_connected`]).
 
 use std::collections::HashMap;
 
@@ -91,6 +100,68 @@ const GEN_RAMP_30_COL: usize = 19;
 const BRANCH_MIN_COLS: usize = 11;
 const GENCOST_FIXED_COLS: usize = 4;
 
+/// Largest magnitude of a power read from a case (`PD`, `GS`, `PMAX`, `PMIN`, `RAMP_30`,
+/// `RATE_A`), MW: far above any real bus, unit or line.
+pub const MAX_CASE_MW: f64 = 1e6;
+/// Largest magnitude of a polynomial gencost coefficient (c2 in $/MW^2h, c1 in $/MWh,
+/// c0 in $/h).
+pub const MAX_COST_COEFFICIENT: f64 = 1e6;
+/// Largest magnitude of a start-up cost, $.
+pub const MAX_STARTUP_COST: f64 = 1e9;
+/// Smallest |x| of an in-service branch, p.u.: a smaller one is a data error (or a
+/// switch, which the DC model cannot represent) and ruins the network matrix.
+pub const MIN_REACTANCE_PU: f64 = 1e-9;
+/// Largest |x| of an in-service branch, p.u.
+pub const MAX_REACTANCE_PU: f64 = 1e6;
+/// Allowed `mpc.baseMVA`, MVA.
+pub const BASE_MVA_RANGE: (f64, f64) = (1e-3, 1e6);
+/// Allowed non-zero `TAP` ratio (0 means 1).
+pub const TAP_RANGE: (f64, f64) = (1e-3, 1e3);
+/// Largest |SHIFT|, degrees.
+pub const MAX_SHIFT_DEG: f64 = 360.0;
+
+/// MATPOWER fields that change an OPF result and that this DC market model does not
+/// model, with the feature each one carries. A non-empty one is refused (ignoring it
+/// would silently give another optimum); an empty matrix `[]` is fine.
+pub const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
+    ("dcline", "DC transmission lines (toggle_dcline)"),
+    ("dclinecost", "DC line costs (toggle_dcline)"),
+    ("A", "user-defined linear constraints"),
+    ("l", "lower bounds of user-defined linear constraints"),
+    ("u", "upper bounds of user-defined linear constraints"),
+    ("N", "user-defined general costs"),
+    ("Cw", "user-defined general cost coefficients"),
+    ("H", "user-defined quadratic costs"),
+    ("fparm", "user-defined general cost parameters"),
+    ("z0", "user-defined variables (initial values)"),
+    ("zl", "user-defined variables (lower bounds)"),
+    ("zu", "user-defined variables (upper bounds)"),
+    ("reserves", "reserve requirements (toggle_reserves)"),
+    ("if", "interface flow limits (toggle_iflims)"),
+    ("softlims", "soft limits (toggle_softlims)"),
+    ("userfcn", "user callback functions (add_userfcn)"),
+];
+
+/// The feature carried by an unsupported field, `None` for any other field.
+fn unsupported_feature(name: &str) -> Option<&'static str> {
+    UNSUPPORTED_FIELDS
+        .iter()
+        .find(|(field, _)| *field == name)
+        .map(|(_, feature)| *feature)
+}
+
+/// The refusal of a non-empty unsupported field.
+fn unsupported(source_name: &str, line: usize, field: &str, feature: &str) -> Error {
+    err(
+        source_name,
+        line,
+        format!(
+            "mpc.{field}: {feature} are not modelled by this DC market model, and ignoring \
+             them would change the OPF result; remove the field or leave it empty (`[]`)"
+        ),
+    )
+}
+
 /// One parsed matrix row with the line its first value was on, for error messages.
 #[derive(Debug)]
 struct Row {
@@ -141,6 +212,11 @@ enum State {
         name: String,
         line: usize,
         keep: bool,
+        /// The feature of an unsupported field ([`UNSUPPORTED_FIELDS`]): refused at `]`
+        /// when any value was seen.
+        refused: Option<&'static str>,
+        /// Whether any value was seen (kept or not).
+        seen: bool,
         items: Vec<MatrixItem>,
     },
     /// Inside `{` of a cell array, at the given brace depth.
@@ -151,12 +227,12 @@ enum State {
     },
 }
 
-/// Builds the file-problem error.
+/// Builds the file-problem error; quoted input in the message is cut to a sane length.
 fn err(source_name: &str, line: usize, message: impl Into<String>) -> Error {
     Error::Matpower {
         source_name: source_name.to_string(),
         line,
-        message: message.into(),
+        message: crate::error::clip_message(&message.into()),
     }
 }
 
@@ -238,17 +314,19 @@ fn scan_matrix_line<'a>(
     source_name: &str,
     field: &str,
     keep: bool,
+    seen: &mut bool,
     items: &mut Vec<MatrixItem>,
 ) -> Result<Option<&'a str>> {
     let mut start: Option<usize> = None;
-    let flush = |start: &mut Option<usize>, end: usize, items: &mut Vec<MatrixItem>| {
-        if let Some(s) = start.take()
-            && keep
-        {
-            items.push(MatrixItem::Value(
-                line,
-                parse_value(&text[s..end], source_name, field, line)?,
-            ));
+    let mut flush = |start: &mut Option<usize>, end: usize, items: &mut Vec<MatrixItem>| {
+        if let Some(s) = start.take() {
+            *seen = true;
+            if keep {
+                items.push(MatrixItem::Value(
+                    line,
+                    parse_value(&text[s..end], source_name, field, line)?,
+                ));
+            }
         }
         Ok::<(), Error>(())
     };
@@ -377,7 +455,8 @@ fn scan(text: &str, source_name: &str) -> Result<RawCase> {
                         break;
                     };
                     let kept = is_kept_matrix(name) || matches!(name, "version" | "baseMVA");
-                    if !index_part.is_empty() {
+                    let refused = unsupported_feature(name);
+                    if !index_part.is_empty() && refused.is_none() {
                         if kept {
                             return Err(err(
                                 source_name,
@@ -399,13 +478,24 @@ fn scan(text: &str, source_name: &str) -> Result<RawCase> {
                             ));
                         }
                         state = State::Matrix {
-                            name: name.to_string(),
+                            name: format!("{name}{index_part}"),
                             line,
                             keep: is_kept_matrix(name),
+                            refused,
+                            seen: false,
                             items: Vec::new(),
                         };
                         rest = after;
                         continue;
+                    }
+                    // Anything but a matrix (a cell, `sparse(...)`, a string) is non-empty.
+                    if let Some(feature) = refused {
+                        return Err(unsupported(
+                            source_name,
+                            line,
+                            &format!("{name}{index_part}"),
+                            feature,
+                        ));
                     }
                     if let Some(after) = rhs.strip_prefix('{') {
                         if kept {
@@ -447,6 +537,8 @@ fn scan(text: &str, source_name: &str) -> Result<RawCase> {
                     name,
                     line: start,
                     keep,
+                    refused,
+                    seen,
                     items,
                 } => {
                     // A new field inside a matrix means a lost `]`; saying so beats
@@ -461,10 +553,15 @@ fn scan(text: &str, source_name: &str) -> Result<RawCase> {
                         ));
                     }
                     let Some(after) =
-                        scan_matrix_line(rest, line, source_name, name, *keep, items)?
+                        scan_matrix_line(rest, line, source_name, name, *keep, seen, items)?
                     else {
                         break;
                     };
+                    if let Some(feature) = refused
+                        && *seen
+                    {
+                        return Err(unsupported(source_name, *start, name, feature));
+                    }
                     if after.trim_start().starts_with('\'') {
                         return Err(err(
                             source_name,
@@ -610,15 +707,80 @@ fn read_buses(matrix: &Matrix, source_name: &str) -> Result<Vec<Bus>> {
                 ));
             }
         };
+        let (pd_mw, gs_mw) = (v[2], v[4]);
+        for (column, value) in [("Pd", pd_mw), ("GS", gs_mw)] {
+            within_magnitude(
+                value,
+                MAX_CASE_MW,
+                "MW",
+                source_name,
+                row.line,
+                &format!("{what} (bus {id}): {column}"),
+            )?;
+            // MATPOWER drops an isolated bus with everything at it; the market would
+            // count its load.
+            if kind == 4 && value != 0.0 {
+                return Err(err(
+                    source_name,
+                    row.line,
+                    format!(
+                        "{what}: bus {id} is isolated (type 4) but carries {column} = {value} MW, \
+                         which MATPOWER would silently drop; set it to 0 or connect the bus"
+                    ),
+                ));
+            }
+        }
         buses.push(Bus {
             id,
             kind,
-            pd_mw: v[2],
+            pd_mw,
             qd_mvar: v[3],
-            gs_mw: v[4],
+            gs_mw,
         });
     }
     Ok(buses)
+}
+
+/// Refuses `|value| > max` (an absurd magnitude, most likely a unit or typing error that
+/// would otherwise fail deep in a solver).
+fn within_magnitude(
+    value: f64,
+    max: f64,
+    unit: &str,
+    source_name: &str,
+    line: usize,
+    what: &str,
+) -> Result<()> {
+    if value.abs() <= max {
+        Ok(())
+    } else {
+        Err(err(
+            source_name,
+            line,
+            format!(
+                "{what} = {} {unit} is beyond the accepted magnitude {} {unit}",
+                crate::error::number(value),
+                crate::error::number(max)
+            ),
+        ))
+    }
+}
+
+/// Refuses an in-service element (`what`) at an isolated (type 4) bus: MATPOWER drops
+/// such a bus with everything connected to it, so the element would silently vanish.
+fn not_isolated(bus: &Bus, source_name: &str, line: usize, what: &str) -> Result<()> {
+    if bus.kind == 4 {
+        return Err(err(
+            source_name,
+            line,
+            format!(
+                "{what}: in service at bus {}, which is isolated (type 4); MATPOWER would \
+                 silently drop it: take it out of service or change the bus type",
+                bus.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that a bus number read from `what` exists.
@@ -697,6 +859,24 @@ fn read_gencost(row: &Row, index: usize, source_name: &str) -> Result<(f64, f64,
     {
         c[3 - n + k] = *coefficient;
     }
+    for (name, value) in [("c2", c[0]), ("c1", c[1]), ("c0", c[2])] {
+        within_magnitude(
+            value,
+            MAX_COST_COEFFICIENT,
+            "($/MW^k h)",
+            source_name,
+            row.line,
+            &format!("{what}: cost coefficient {name}"),
+        )?;
+    }
+    within_magnitude(
+        v[1],
+        MAX_STARTUP_COST,
+        "$",
+        source_name,
+        row.line,
+        &format!("{what}: start-up cost"),
+    )?;
     if c[0] < 0.0 {
         return Err(err(
             source_name,
@@ -714,6 +894,7 @@ fn read_gencost(row: &Row, index: usize, source_name: &str) -> Result<(f64, f64,
 fn read_generators(
     gen_: &Matrix,
     gencost: &Matrix,
+    buses: &[Bus],
     bus_ids: &HashMap<usize, usize>,
     source_name: &str,
 ) -> Result<Vec<Generator>> {
@@ -738,6 +919,20 @@ fn read_generators(
         let v = &row.values;
         let bus = known_bus(v[0], bus_ids, source_name, row.line, &what)?;
         let (pmax_mw, pmin_mw) = (v[8], v[9]);
+        let in_service = v[7] > 0.0;
+        if in_service {
+            not_isolated(&buses[bus_ids[&bus]], source_name, row.line, &what)?;
+        }
+        for (column, value) in [("Pmax", pmax_mw), ("Pmin", pmin_mw)] {
+            within_magnitude(
+                value,
+                MAX_CASE_MW,
+                "MW",
+                source_name,
+                row.line,
+                &format!("{what} (bus {bus}): {column}"),
+            )?;
+        }
         if pmax_mw < 0.0 {
             return Err(err(
                 source_name,
@@ -760,10 +955,18 @@ fn read_generators(
                 format!("{what} (bus {bus}): negative RAMP_30 {ramp_30_mw} MW"),
             ));
         }
+        within_magnitude(
+            ramp_30_mw,
+            MAX_CASE_MW,
+            "MW",
+            source_name,
+            row.line,
+            &format!("{what} (bus {bus}): RAMP_30"),
+        )?;
         let (c2, c1, c0, startup_cost) = read_gencost(cost_row, i + 1, source_name)?;
         generators.push(Generator {
             bus,
-            in_service: v[7] > 0.0,
+            in_service,
             pmax_mw,
             pmin_mw,
             ramp_30_mw,
@@ -779,6 +982,7 @@ fn read_generators(
 /// Semantic pass over the branch matrix.
 fn read_branches(
     matrix: &Matrix,
+    buses: &[Bus],
     bus_ids: &HashMap<usize, usize>,
     source_name: &str,
 ) -> Result<Vec<Branch>> {
@@ -801,16 +1005,37 @@ fn read_branches(
             row.line,
             &format!("{what}: to-bus"),
         )?;
-        let in_service = v[10] > 0.0;
-        let x_pu = v[3];
-        // A zero-reactance line has infinite DC susceptance; out of service it never enters
-        // the network matrix, so only in-service ones are rejected.
-        if in_service && x_pu == 0.0 {
+        if from == to {
             return Err(err(
                 source_name,
                 row.line,
-                format!("{what} ({from}-{to}): in-service branch has reactance x = 0"),
+                format!(
+                    "{what}: self-loop from bus {from} to itself; a branch must join two \
+                     different buses"
+                ),
             ));
+        }
+        let in_service = v[10] > 0.0;
+        let x_pu = v[3];
+        if in_service {
+            not_isolated(&buses[bus_ids[&from]], source_name, row.line, &what)?;
+            not_isolated(&buses[bus_ids[&to]], source_name, row.line, &what)?;
+            // A tiny reactance has a huge DC susceptance (zero: infinite); out of service
+            // a branch never enters the network matrix, so only in-service ones are
+            // checked.
+            if !(x_pu.abs() >= MIN_REACTANCE_PU && x_pu.abs() <= MAX_REACTANCE_PU) {
+                return Err(err(
+                    source_name,
+                    row.line,
+                    format!(
+                        "{what} ({from}-{to}): in-service branch has reactance x = {} p.u.; \
+                         accepted: {} <= |x| <= {} p.u.",
+                        crate::error::number(x_pu),
+                        crate::error::number(MIN_REACTANCE_PU),
+                        crate::error::number(MAX_REACTANCE_PU)
+                    ),
+                ));
+            }
         }
         let rate_a_mw = v[5];
         if rate_a_mw < 0.0 {
@@ -820,12 +1045,42 @@ fn read_branches(
                 format!("{what} ({from}-{to}): negative RATE_A {rate_a_mw} MW"),
             ));
         }
+        within_magnitude(
+            rate_a_mw,
+            MAX_CASE_MW,
+            "MW",
+            source_name,
+            row.line,
+            &format!("{what} ({from}-{to}): RATE_A"),
+        )?;
+        let tap = v[8];
+        if !(tap == 0.0 || (tap >= TAP_RANGE.0 && tap <= TAP_RANGE.1)) {
+            return Err(err(
+                source_name,
+                row.line,
+                format!(
+                    "{what} ({from}-{to}): TAP = {}; accepted: 0 (meaning 1) or a ratio in \
+                     [{}, {}]",
+                    crate::error::number(tap),
+                    crate::error::number(TAP_RANGE.0),
+                    crate::error::number(TAP_RANGE.1)
+                ),
+            ));
+        }
+        within_magnitude(
+            v[9],
+            MAX_SHIFT_DEG,
+            "degrees",
+            source_name,
+            row.line,
+            &format!("{what} ({from}-{to}): SHIFT"),
+        )?;
         branches.push(Branch {
             from,
             to,
             x_pu,
             rate_a_mw,
-            tap: v[8],
+            tap,
             shift_deg: v[9],
             in_service,
         });
@@ -833,21 +1088,28 @@ fn read_branches(
     Ok(branches)
 }
 
-/// Reads `mpc.version`; a missing version is accepted because the columns kept here are
-/// the same in versions 1 and 2 (only `RAMP_30` is absent, and then defaults to 0).
+/// Reads `mpc.version`, which must be `'2'`. A missing version is refused: a version-1
+/// file (which has none) lays out `mpc.gen` and `mpc.gencost` differently, and a file
+/// without one may be anything.
 fn check_version(version: Option<&Scalar>, source_name: &str) -> Result<()> {
-    if let Some(v) = version {
-        let text = v.text.trim_matches(|c| c == '\'' || c == '"');
-        if text != "2" {
-            return Err(err(
-                source_name,
-                v.line,
-                format!(
-                    "mpc.version is {}; only MATPOWER case format version '2' is supported",
-                    v.text
-                ),
-            ));
-        }
+    let Some(v) = version else {
+        return Err(err(
+            source_name,
+            0,
+            "required field mpc.version is missing; a MATPOWER version-2 case sets \
+             `mpc.version = '2';` (version-1 files, which have none, are not supported)",
+        ));
+    };
+    let text = v.text.trim_matches(|c| c == '\'' || c == '"');
+    if text != "2" {
+        return Err(err(
+            source_name,
+            v.line,
+            format!(
+                "mpc.version is `{}`; only MATPOWER case format version '2' is supported",
+                v.text
+            ),
+        ));
     }
     Ok(())
 }
@@ -856,11 +1118,17 @@ fn check_version(version: Option<&Scalar>, source_name: &str) -> Result<()> {
 fn read_base_mva(scalar: Option<&Scalar>, source_name: &str) -> Result<f64> {
     let s = scalar.ok_or_else(|| err(source_name, 0, "required field mpc.baseMVA is missing"))?;
     let value = parse_value(&s.text, source_name, "baseMVA", s.line)?;
-    if value <= 0.0 {
+    let (lo, hi) = BASE_MVA_RANGE;
+    if !(value >= lo && value <= hi) {
         return Err(err(
             source_name,
             s.line,
-            format!("mpc.baseMVA must be positive, found {value}"),
+            format!(
+                "mpc.baseMVA must be positive and within [{}, {}] MVA, found {}",
+                crate::error::number(lo),
+                crate::error::number(hi),
+                crate::error::number(value)
+            ),
         ));
     }
     Ok(value)
@@ -877,15 +1145,17 @@ pub fn parse(text: &str, source_name: &str) -> Result<Case> {
     let gencost = required(raw.gencost, source_name, "gencost")?;
     let buses = read_buses(&bus, source_name)?;
     let bus_ids: HashMap<usize, usize> = buses.iter().enumerate().map(|(i, b)| (b.id, i)).collect();
-    let generators = read_generators(&gen_, &gencost, &bus_ids, source_name)?;
-    let branches = read_branches(&branch, &bus_ids, source_name)?;
-    Ok(Case {
+    let generators = read_generators(&gen_, &gencost, &buses, &bus_ids, source_name)?;
+    let branches = read_branches(&branch, &buses, &bus_ids, source_name)?;
+    let case = Case {
         source_name: source_name.to_string(),
         base_mva,
         buses,
         generators,
         branches,
-    })
+    };
+    case.check_connected()?;
+    Ok(case)
 }
 
 impl Case {
@@ -916,6 +1186,118 @@ impl Case {
             .filter(|g| g.in_service)
             .map(|g| g.pmax_mw)
             .sum()
+    }
+
+    /// Refuses a network that falls apart into islands. Only what MATPOWER keeps counts:
+    /// in-service branches between buses that are not isolated (type 4; MATPOWER drops
+    /// those buses with everything attached). The error names the file and, per island,
+    /// its size and bus numbers (the first few, then a count), largest island first.
+    pub fn check_connected(&self) -> Result<()> {
+        let index = self.bus_index_map();
+        let active: Vec<bool> = self.buses.iter().map(|b| b.kind != 4).collect();
+        let mut parent: Vec<usize> = (0..self.buses.len()).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for br in self.branches.iter().filter(|b| b.in_service) {
+            let (Some(&f), Some(&t)) = (index.get(&br.from), index.get(&br.to)) else {
+                continue;
+            };
+            if active[f] && active[t] {
+                let (rf, rt) = (root(&mut parent, f), root(&mut parent, t));
+                parent[rf] = rt;
+            }
+        }
+        // Islands in file order of their first bus, each listing its buses in file order.
+        let mut island_of_root: HashMap<usize, usize> = HashMap::new();
+        let mut islands: Vec<Vec<usize>> = Vec::new();
+        for (i, bus) in self.buses.iter().enumerate() {
+            if !active[i] {
+                continue;
+            }
+            let r = root(&mut parent, i);
+            let k = *island_of_root.entry(r).or_insert_with(|| {
+                islands.push(Vec::new());
+                islands.len() - 1
+            });
+            islands[k].push(bus.id);
+        }
+        match islands.len() {
+            0 => Err(err(
+                &self.source_name,
+                0,
+                "the case has no bus that is not isolated (type 4): there is no network",
+            )),
+            1 => Ok(()),
+            n => {
+                // Largest first; the stable sort keeps file order among equal sizes.
+                islands.sort_by_key(|island| std::cmp::Reverse(island.len()));
+                let mut parts: Vec<String> = islands
+                    .iter()
+                    .take(crate::error::LISTED_ITEMS)
+                    .enumerate()
+                    .map(|(k, island)| {
+                        format!(
+                            "island {}: {} bus{} ({})",
+                            k + 1,
+                            island.len(),
+                            if island.len() == 1 { "" } else { "es" },
+                            crate::error::list_ids(island)
+                        )
+                    })
+                    .collect();
+                if n > crate::error::LISTED_ITEMS {
+                    parts.push(format!(
+                        "... {} more islands",
+                        n - crate::error::LISTED_ITEMS
+                    ));
+                }
+                Err(err(
+                    &self.source_name,
+                    0,
+                    format!(
+                        "the network falls apart into {n} islands (in-service branches between \
+                         buses that are not isolated); the market model needs one connected \
+                         network: {}",
+                        parts.join("; ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The case as MATPOWER solves it: isolated (type 4) buses removed with the elements
+    /// attached to them. The reader has refused any in-service element or load at such a
+    /// bus, so only out-of-service rows go with them and the network is unchanged; the
+    /// network matrix of the result has no empty row.
+    pub fn without_isolated(&self) -> Case {
+        let isolated: std::collections::HashSet<usize> = self
+            .buses
+            .iter()
+            .filter(|b| b.kind == 4)
+            .map(|b| b.id)
+            .collect();
+        Case {
+            source_name: self.source_name.clone(),
+            base_mva: self.base_mva,
+            buses: self.buses.iter().filter(|b| b.kind != 4).cloned().collect(),
+            generators: self
+                .generators
+                .iter()
+                .filter(|g| !isolated.contains(&g.bus))
+                .cloned()
+                .collect(),
+            branches: self
+                .branches
+                .iter()
+                .filter(|br| !isolated.contains(&br.from) && !isolated.contains(&br.to))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Index in `buses` of the first reference (type 3) bus, or 0 when the file names none.
@@ -1320,9 +1702,15 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
             12,
             &["mpc.branch row 1", "1-2", "x = 0"],
         );
+        // Beside an in-service branch that keeps the two buses connected.
         let out_of_service = branch.replacen("\t0\t1\t-360", "\t0\t0\t-360", 1);
         let case = parse(
-            &small_case(BUS_ROWS, GEN_ROWS, &out_of_service, GENCOST_ROWS),
+            &small_case(
+                BUS_ROWS,
+                GEN_ROWS,
+                &format!("{out_of_service}\n{BRANCH_ROWS}"),
+                GENCOST_ROWS,
+            ),
             "test.m",
         )
         .expect("out-of-service zero-x branch is allowed");
@@ -1343,5 +1731,347 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
         assert_error(&text, 17, &["mpc.baseMVA", "twice", "line 3"]);
         let text = format!("{}mpc.gen(1, 9) = 10;\n", default_case());
         assert_error(&text, 17, &["mpc.gen(1, 9)", "not supported"]);
+    }
+
+    /// 1-based line of the first line of `text` containing `needle`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .expect("needle in text")
+            + 1
+    }
+
+    /// A bus row of the small case's layout: `id`, `kind`, `pd`.
+    fn bus_row(id: usize, kind: u8, pd: f64) -> String {
+        format!("\t{id}\t{kind}\t{pd}\t0\t0\t0\t1\t1\t0\t230\t1\t1.1\t0.9;")
+    }
+
+    /// A branch row `from`-`to` with reactance `x` and status `status`.
+    fn branch_row(from: usize, to: usize, x: &str, status: u8) -> String {
+        format!("\t{from}\t{to}\t0.01\t{x}\t0\t100\t0\t0\t0\t0\t{status}\t-360\t360;")
+    }
+
+    #[test]
+    fn missing_version_is_refused() {
+        let text = default_case().replace("mpc.version = '2';\n", "");
+        assert_error(&text, 0, &["mpc.version", "missing", "'2'"]);
+    }
+
+    #[test]
+    fn self_loop_branch_is_refused() {
+        let text = small_case(
+            BUS_ROWS,
+            GEN_ROWS,
+            &format!("{BRANCH_ROWS}\n{}", branch_row(2, 2, "0.1", 0)),
+            GENCOST_ROWS,
+        );
+        // Refused whatever its status: a branch must join two buses.
+        assert_error(&text, 13, &["mpc.branch row 2", "self-loop", "bus 2"]);
+    }
+
+    #[test]
+    fn tiny_or_huge_reactance_is_refused() {
+        for x in ["1e-300", "-1e-10", "1e7"] {
+            let text = small_case(BUS_ROWS, GEN_ROWS, &branch_row(1, 2, x, 1), GENCOST_ROWS);
+            let shown = crate::error::number(x.parse().expect("number"));
+            assert_error(
+                &text,
+                12,
+                &[
+                    "mpc.branch row 1",
+                    &format!("x = {shown} p.u."),
+                    "1e-9 <= |x|",
+                ],
+            );
+        }
+        // A series-compensated (negative) reactance of sane size is accepted.
+        let text = small_case(
+            BUS_ROWS,
+            GEN_ROWS,
+            &branch_row(1, 2, "-0.05", 1),
+            GENCOST_ROWS,
+        );
+        parse(&text, "test.m").expect("negative x of sane size");
+    }
+
+    #[test]
+    fn absurd_magnitudes_are_refused_with_row_and_line() {
+        let cases: [(String, usize, &[&str]); 8] = [
+            (
+                small_case(
+                    BUS_ROWS,
+                    GEN_ROWS,
+                    BRANCH_ROWS,
+                    "\t2\t100\t0\t3\t1e300\t20\t50;",
+                ),
+                15,
+                &["mpc.gencost row 1", "c2 = 1e300", "1e6"],
+            ),
+            (
+                small_case(
+                    BUS_ROWS,
+                    GEN_ROWS,
+                    BRANCH_ROWS,
+                    "\t2\t100\t0\t3\t0.01\t-2e6\t50;",
+                ),
+                15,
+                &["mpc.gencost row 1", "c1 = -2e6"],
+            ),
+            (
+                small_case(
+                    &BUS_ROWS.replacen("\t50\t10\t", "\t2e6\t10\t", 1),
+                    GEN_ROWS,
+                    BRANCH_ROWS,
+                    GENCOST_ROWS,
+                ),
+                6,
+                &["mpc.bus row 2", "bus 2", "Pd = 2e6 MW"],
+            ),
+            (
+                small_case(
+                    BUS_ROWS,
+                    &GEN_ROWS.replacen("\t80\t10\t", "\t1e300\t10\t", 1),
+                    BRANCH_ROWS,
+                    GENCOST_ROWS,
+                ),
+                9,
+                &["mpc.gen row 1", "Pmax = 1e300 MW"],
+            ),
+            (
+                small_case(
+                    BUS_ROWS,
+                    GEN_ROWS,
+                    &BRANCH_ROWS.replacen("\t100\t", "\t1e9\t", 1),
+                    GENCOST_ROWS,
+                ),
+                12,
+                &["mpc.branch row 1", "RATE_A = 1e9 MW"],
+            ),
+            (
+                small_case(
+                    BUS_ROWS,
+                    GEN_ROWS,
+                    &BRANCH_ROWS.replacen("\t0\t0\t0\t0\t1\t", "\t0\t0\t-1\t0\t1\t", 1),
+                    GENCOST_ROWS,
+                ),
+                12,
+                &["mpc.branch row 1", "TAP = -1"],
+            ),
+            (
+                small_case(
+                    BUS_ROWS,
+                    GEN_ROWS,
+                    &BRANCH_ROWS.replacen("\t0\t0\t0\t0\t1\t", "\t0\t0\t0\t720\t1\t", 1),
+                    GENCOST_ROWS,
+                ),
+                12,
+                &["mpc.branch row 1", "SHIFT = 720 degrees"],
+            ),
+            (
+                default_case().replace("= 100;", "= 1e300;"),
+                3,
+                &["mpc.baseMVA", "1e300"],
+            ),
+        ];
+        for (text, line, fragments) in cases {
+            assert_error(&text, line, fragments);
+        }
+    }
+
+    /// The small case with a third bus of type `kind` and load `pd`, extra gen and branch
+    /// rows (gencost rows added to match).
+    fn case_with_third_bus(kind: u8, pd: f64, gens: &[&str], branches: &[String]) -> String {
+        let bus = format!("{BUS_ROWS}\n{}", bus_row(3, kind, pd));
+        let mut gen_ = GEN_ROWS.to_string();
+        let mut cost = GENCOST_ROWS.to_string();
+        for g in gens {
+            gen_.push('\n');
+            gen_.push_str(g);
+            cost.push('\n');
+            cost.push_str(GENCOST_ROWS);
+        }
+        let mut branch = BRANCH_ROWS.to_string();
+        for b in branches {
+            branch.push('\n');
+            branch.push_str(b);
+        }
+        small_case(&bus, &gen_, &branch, &cost)
+    }
+
+    const GEN_AT_3_IN: &str =
+        "\t3\t0\t0\t0\t0\t1\t100\t1\t80\t10\t0\t0\t0\t0\t0\t0\t0\t0\t5\t0\t0;";
+    const GEN_AT_3_OUT: &str =
+        "\t3\t0\t0\t0\t0\t1\t100\t0\t80\t10\t0\t0\t0\t0\t0\t0\t0\t0\t5\t0\t0;";
+
+    #[test]
+    fn in_service_gen_on_isolated_bus_is_refused() {
+        let text = case_with_third_bus(4, 0.0, &[GEN_AT_3_IN], &[]);
+        let line = line_of(&text, GEN_AT_3_IN.trim());
+        assert_error(
+            &text,
+            line,
+            &["mpc.gen row 2", "bus 3", "isolated (type 4)"],
+        );
+        // Out of service it is what MATPOWER does anyway: accepted, and the isolated bus
+        // does not count as an island.
+        let case = parse(
+            &case_with_third_bus(4, 0.0, &[GEN_AT_3_OUT], &[branch_row(1, 3, "0.1", 0)]),
+            "test.m",
+        )
+        .expect("out-of-service unit at an isolated bus");
+        assert_eq!(case.buses[2].kind, 4);
+        // As MATPOWER solves it: the bus goes with its out-of-service unit and branch.
+        let solved = case.without_isolated();
+        assert_eq!(solved.buses.len(), 2);
+        assert_eq!(solved.generators.len(), 1);
+        assert_eq!(solved.branches.len(), 1);
+        assert_eq!(solved.buses, case.buses[..2]);
+    }
+
+    #[test]
+    fn in_service_branch_to_isolated_bus_is_refused() {
+        let row = branch_row(2, 3, "0.1", 1);
+        let text = case_with_third_bus(4, 0.0, &[], std::slice::from_ref(&row));
+        assert_error(
+            &text,
+            line_of(&text, row.trim()),
+            &["mpc.branch row 2", "bus 3", "isolated"],
+        );
+        parse(
+            &case_with_third_bus(4, 0.0, &[], &[branch_row(2, 3, "0.1", 0)]),
+            "test.m",
+        )
+        .expect("out-of-service branch to an isolated bus");
+    }
+
+    #[test]
+    fn load_on_isolated_bus_is_refused() {
+        let text = case_with_third_bus(4, 10.0, &[], &[]);
+        let line = line_of(&text, bus_row(3, 4, 10.0).trim());
+        assert_error(
+            &text,
+            line,
+            &["mpc.bus row 3", "bus 3", "isolated", "Pd = 10"],
+        );
+    }
+
+    #[test]
+    fn islands_name_the_file_and_the_buses() {
+        // Buses 1-2 and 3 with its own unit; the out-of-service branch 2-3 does not join
+        // them.
+        let text = case_with_third_bus(1, 5.0, &[GEN_AT_3_IN], &[branch_row(2, 3, "0.1", 0)]);
+        let (line, message) = parse_error(&text);
+        assert_eq!(line, 0);
+        for fragment in [
+            "2 islands",
+            "island 1: 2 buses (1, 2)",
+            "island 2: 1 bus (3)",
+        ] {
+            assert!(message.contains(fragment), "`{message}` lacks `{fragment}`");
+        }
+        // The file is named by the error's display.
+        let shown = parse(&text, "/data/my_case.m").unwrap_err().to_string();
+        assert!(shown.contains("/data/my_case.m"), "{shown}");
+        // In service the branch joins them.
+        parse(
+            &case_with_third_bus(1, 5.0, &[GEN_AT_3_IN], &[branch_row(2, 3, "0.1", 1)]),
+            "test.m",
+        )
+        .expect("connected");
+    }
+
+    #[test]
+    fn long_island_lists_are_truncated() {
+        // A 15-bus chain and 12 single buses: 13 islands; the chain's buses and the
+        // islands beyond the tenth are counted, not listed.
+        let mut bus = String::from(&bus_row(1, 3, 0.0));
+        let mut branch = String::new();
+        for id in 2..=27 {
+            bus.push('\n');
+            bus.push_str(&bus_row(id, 1, 1.0));
+            if id <= 15 {
+                branch.push_str(&branch_row(id - 1, id, "0.1", 1));
+                branch.push('\n');
+            }
+        }
+        let text = small_case(&bus, GEN_ROWS, branch.trim_end(), GENCOST_ROWS);
+        let (_, message) = parse_error(&text);
+        for fragment in [
+            "13 islands",
+            "island 1: 15 buses (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... 5 more)",
+            "island 2: 1 bus (16)",
+            "... 3 more islands",
+        ] {
+            assert!(message.contains(fragment), "`{message}` lacks `{fragment}`");
+        }
+        assert!(!message.contains("(27)"), "{message}");
+    }
+
+    #[test]
+    fn dc_lines_are_refused_unless_empty() {
+        let dcline = "mpc.dcline = [\n\t1\t2\t1\t10\t8.9\t0\t0\t1.01\t1\t10\t200\t-100\t100\t-100\t100\t0\t0;\n];\n";
+        let text = format!("{}{dcline}", default_case());
+        assert_error(&text, 17, &["mpc.dcline", "DC transmission lines", "`[]`"]);
+        // Empty ones: see `user_constraints_and_extensions_are_refused`.
+    }
+
+    #[test]
+    fn user_constraints_and_extensions_are_refused() {
+        for (assignment, fragments) in [
+            (
+                "mpc.A = [1 -1];",
+                vec!["mpc.A", "user-defined linear constraints"],
+            ),
+            ("mpc.l = [0];", vec!["mpc.l", "lower bounds"]),
+            ("mpc.u = [10];", vec!["mpc.u", "upper bounds"]),
+            ("mpc.N = [1 0];", vec!["mpc.N", "general costs"]),
+            ("mpc.Cw = [100];", vec!["mpc.Cw"]),
+            ("mpc.H = [1];", vec!["mpc.H", "quadratic"]),
+            ("mpc.fparm = [1 0 0 1];", vec!["mpc.fparm"]),
+            ("mpc.A = sparse([1], [2], [1], 1, 2);", vec!["mpc.A"]),
+            (
+                "mpc.if.map = [1 1; 1 -2];",
+                vec!["mpc.if.map", "interface flow limits"],
+            ),
+            (
+                "mpc.reserves.zones = [\n 1 1\n];",
+                vec!["mpc.reserves.zones", "reserve requirements"],
+            ),
+            (
+                "mpc.softlims.RATE_A.hl_mod = 'remove';",
+                vec!["mpc.softlims.RATE_A", "soft limits"],
+            ),
+        ] {
+            let text = format!("{}{assignment}\n", default_case());
+            assert_error(&text, 17, &fragments);
+        }
+        let empty = format!(
+            "{}mpc.A = [];\nmpc.l = [ ];\nmpc.if.map = [];\nmpc.dcline = [];\n\
+             mpc.dclinecost = [\n];\nmpc.bus_name = {{ 'a'; 'b' }};\n",
+            default_case()
+        );
+        parse(&empty, "test.m").expect("empty matrices and other fields are fine");
+    }
+
+    #[test]
+    fn long_tokens_are_cut_in_errors() {
+        let huge = "x".repeat(1_000_000);
+        let bus = BUS_ROWS.replacen("\t50\t", &format!("\t{huge}\t"), 1);
+        let (_, message) = parse_error(&small_case(&bus, GEN_ROWS, BRANCH_ROWS, GENCOST_ROWS));
+        assert!(message.len() < 1000, "{} characters", message.len());
+        assert!(message.contains("more characters"), "{message}");
+    }
+
+    #[test]
+    fn library_cases_parse_and_are_connected() {
+        for name in ["case5", "case30", "case39", "case57", "case118", "case300"] {
+            let path = format!(
+                "{}/tests/data/matpower/{name}.m",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).expect("test data");
+            let case = parse(&text, &path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            case.check_connected().expect("connected");
+        }
     }
 }

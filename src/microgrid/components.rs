@@ -9,13 +9,13 @@ use super::{
     Battery, BatteryPlan, HOURS, HourlyMicrogrid, Microgrid, MicrogridLoad, PvArray, TidalTurbine,
     WindTurbine,
 };
-use crate::error::{Error, Result};
+use crate::error::{Bounds, Error, Result, list_ids, number};
 
 /// Tolerance, MW or MWh, for the battery limits of eq. (27)-(28) in [`Battery::check_plan`];
 /// plans produced by a QP solver sit on a limit only up to round-off.
 pub const BATTERY_TOLERANCE: f64 = 1e-9;
 
-/// Highest plane-of-array irradiance accepted, W/m^2 (above the ~1360 W/m^2 solar
+/// Highest plane-of-array irradiance accepted (hourly weather and the PV reference), W/m^2 (above the ~1360 W/m^2 solar
 /// constant plus a margin for cloud-edge enhancement; anything higher is a unit error).
 pub const MAX_IRRADIANCE_WM2: f64 = 1500.0;
 
@@ -227,67 +227,88 @@ impl Microgrid {
     }
 
     /// Checks every field against its allowed range; the error names the dotted field
-    /// path (`microgrid.…`), the value and the allowed range. `case_bus_ids` are the
-    /// external bus numbers of the smart-grid case, one of which must be the PCC.
-    ///
-    /// A disabled microgrid is validated too, so that a scenario cannot carry broken
-    /// data that fails only when someone switches it on.
-    pub fn validate(&self, case_bus_ids: &[usize]) -> Result<()> {
-        if !case_bus_ids.contains(&self.pcc_bus) {
+    /// path (`microgrid.…`), the value and the allowed range. `pcc_buses` are the external
+    /// bus numbers of the smart-grid case that may carry the PCC (see
+    /// [`Microgrid::validate_pcc`]).
+    pub fn validate(&self, pcc_buses: &[usize]) -> Result<()> {
+        self.validate_pcc(pcc_buses)?;
+        self.validate_fields()
+    }
+
+    /// Checks `pcc_bus` against the buses that may carry the PCC, when the microgrid is
+    /// enabled. A disabled microgrid has no PCC, so its `pcc_bus` may name any number
+    /// (the default 7 does not exist in a 5-bus case).
+    pub fn validate_pcc(&self, pcc_buses: &[usize]) -> Result<()> {
+        if self.enabled && !pcc_buses.contains(&self.pcc_bus) {
             return Err(Error::invalid(
                 "microgrid.pcc_bus",
                 self.pcc_bus,
-                describe_bus_ids(case_bus_ids),
+                describe_bus_ids(pcc_buses),
             ));
         }
-        positive("microgrid.tie_capacity_mw", self.tie_capacity_mw)?;
+        Ok(())
+    }
+
+    /// Checks every field that does not need the case: each physical quantity against its
+    /// range (the constants of this module), the speed and state-of-charge orders, the
+    /// 24-h series and an explicit battery plan.
+    ///
+    /// A disabled microgrid is validated too, so that a scenario cannot carry broken
+    /// data that fails only when someone switches it on.
+    pub fn validate_fields(&self) -> Result<()> {
+        TIE_MW.check("microgrid.tie_capacity_mw", self.tie_capacity_mw)?;
 
         let w = &self.wind;
-        non_negative("microgrid.wind.rated_mw", w.rated_mw)?;
-        speed_order("microgrid.wind", w.cut_in_ms, w.rated_ms, w.cut_out_ms)?;
-        non_negative("microgrid.wind.cost_per_mwh", w.cost_per_mwh)?;
+        RATING_MW.check("microgrid.wind.rated_mw", w.rated_mw)?;
+        speed_order(
+            "microgrid.wind",
+            [w.cut_in_ms, w.rated_ms, w.cut_out_ms],
+            WIND_MS,
+        )?;
+        PRICE.check("microgrid.wind.cost_per_mwh", w.cost_per_mwh)?;
 
         let t = &self.tidal;
-        non_negative("microgrid.tidal.rated_mw", t.rated_mw)?;
-        speed_order("microgrid.tidal", t.cut_in_ms, t.rated_ms, t.cut_out_ms)?;
-        non_negative("microgrid.tidal.cost_per_mwh", t.cost_per_mwh)?;
+        RATING_MW.check("microgrid.tidal.rated_mw", t.rated_mw)?;
+        speed_order(
+            "microgrid.tidal",
+            [t.cut_in_ms, t.rated_ms, t.cut_out_ms],
+            TIDAL_MS,
+        )?;
+        PRICE.check("microgrid.tidal.cost_per_mwh", t.cost_per_mwh)?;
 
         let pv = &self.pv;
-        non_negative("microgrid.pv.rated_mw", pv.rated_mw)?;
-        positive(
+        RATING_MW.check("microgrid.pv.rated_mw", pv.rated_mw)?;
+        Bounds::closed(MIN_REFERENCE_IRRADIANCE_WM2, MAX_IRRADIANCE_WM2, "W/m^2").check(
             "microgrid.pv.reference_irradiance_wm2",
             pv.reference_irradiance_wm2,
         )?;
         if !(pv.loss_fraction >= 0.0 && pv.loss_fraction < 1.0) {
             return Err(Error::invalid(
                 "microgrid.pv.loss_fraction",
-                pv.loss_fraction,
+                number(pv.loss_fraction),
                 "a fraction in [0, 1)",
             ));
         }
-        non_negative("microgrid.pv.cost_per_mwh", pv.cost_per_mwh)?;
+        PRICE.check("microgrid.pv.cost_per_mwh", pv.cost_per_mwh)?;
 
         validate_battery(&self.battery)?;
 
-        non_negative("microgrid.load.peak_mw", self.load.peak_mw)?;
-        hourly_series("microgrid.load.profile", &self.load.profile, 0.0, 1.0)?;
+        RATING_MW.check("microgrid.load.peak_mw", self.load.peak_mw)?;
+        hourly_series("microgrid.load.profile", &self.load.profile, FRACTION)?;
         hourly_series(
             "microgrid.weather.wind_speed_ms",
             &self.weather.wind_speed_ms,
-            0.0,
-            f64::INFINITY,
+            WIND_MS,
         )?;
         hourly_series(
             "microgrid.weather.irradiance_wm2",
             &self.weather.irradiance_wm2,
-            0.0,
-            MAX_IRRADIANCE_WM2,
+            Bounds::closed(0.0, MAX_IRRADIANCE_WM2, "W/m^2"),
         )?;
         hourly_series(
             "microgrid.weather.tidal_current_ms",
             &self.weather.tidal_current_ms,
-            0.0,
-            f64::INFINITY,
+            TIDAL_MS,
         )?;
 
         if let BatteryPlan::Explicit(plan) = &self.battery_plan {
@@ -297,91 +318,79 @@ impl Microgrid {
     }
 }
 
+/// Largest power of any microgrid quantity (unit rating, battery power, local peak load,
+/// tie capacity), MW: generous for a microgrid (an aggregator of 100 GW fits), and small
+/// enough that the market's QPs stay well scaled.
+pub const MAX_MICROGRID_MW: f64 = 1e5;
+/// Largest battery energy capacity, MWh (10 h at [`MAX_MICROGRID_MW`]).
+pub const MAX_BATTERY_MWH: f64 = 1e6;
+/// Largest generation or throughput price, $/MWh.
+pub const MAX_PRICE_PER_MWH: f64 = 1e6;
+/// Highest wind speed accepted (hourly weather and turbine speeds), m/s: above any
+/// recorded sustained wind.
+pub const MAX_WIND_SPEED_MS: f64 = 100.0;
+/// Highest tidal current speed accepted, m/s: the fastest tidal races run at about 10 m/s.
+pub const MAX_TIDAL_SPEED_MS: f64 = 20.0;
+/// Lowest PV reference irradiance Z, W/m^2 (STC is 1000, NOCT 800): a small Z would
+/// multiply the PV output by `U / Z`.
+pub const MIN_REFERENCE_IRRADIANCE_WM2: f64 = 100.0;
+/// Lowest battery charge or discharge efficiency: the discharge divides by it.
+pub const MIN_EFFICIENCY: f64 = 0.01;
+
+const TIE_MW: Bounds = Bounds::above(0.0, MAX_MICROGRID_MW, "MW");
+const RATING_MW: Bounds = Bounds::closed(0.0, MAX_MICROGRID_MW, "MW");
+const PRICE: Bounds = Bounds::closed(0.0, MAX_PRICE_PER_MWH, "$/MWh");
+const WIND_MS: Bounds = Bounds::closed(0.0, MAX_WIND_SPEED_MS, "m/s");
+const TIDAL_MS: Bounds = Bounds::closed(0.0, MAX_TIDAL_SPEED_MS, "m/s");
+const FRACTION: Bounds = Bounds::closed(0.0, 1.0, "");
+
 /// Battery fields: ratings and price, efficiencies, and the state-of-charge order.
 fn validate_battery(b: &Battery) -> Result<()> {
-    non_negative("microgrid.battery.capacity_mwh", b.capacity_mwh)?;
-    non_negative("microgrid.battery.max_charge_mw", b.max_charge_mw)?;
-    non_negative("microgrid.battery.max_discharge_mw", b.max_discharge_mw)?;
-    non_negative("microgrid.battery.cost_per_mwh", b.cost_per_mwh)?;
-    efficiency("microgrid.battery.charge_efficiency", b.charge_efficiency)?;
-    efficiency(
+    Bounds::closed(0.0, MAX_BATTERY_MWH, "MWh")
+        .check("microgrid.battery.capacity_mwh", b.capacity_mwh)?;
+    RATING_MW.check("microgrid.battery.max_charge_mw", b.max_charge_mw)?;
+    RATING_MW.check("microgrid.battery.max_discharge_mw", b.max_discharge_mw)?;
+    PRICE.check("microgrid.battery.cost_per_mwh", b.cost_per_mwh)?;
+    let efficiency = Bounds::closed(MIN_EFFICIENCY, 1.0, "");
+    efficiency.check("microgrid.battery.charge_efficiency", b.charge_efficiency)?;
+    efficiency.check(
         "microgrid.battery.discharge_efficiency",
         b.discharge_efficiency,
     )?;
-    within("microgrid.battery.soc_min", b.soc_min, 0.0, 1.0)?;
-    within("microgrid.battery.soc_max", b.soc_max, b.soc_min, 1.0)?;
-    within(
-        "microgrid.battery.soc_initial",
-        b.soc_initial,
-        b.soc_min,
-        b.soc_max,
-    )
+    FRACTION.check("microgrid.battery.soc_min", b.soc_min)?;
+    Bounds::closed(b.soc_min, 1.0, "(fraction, >= soc_min)")
+        .check("microgrid.battery.soc_max", b.soc_max)?;
+    Bounds::closed(b.soc_min, b.soc_max, "(fraction, soc_min..=soc_max)")
+        .check("microgrid.battery.soc_initial", b.soc_initial)
 }
 
-/// `value` must be finite and `>= 0` (the negated comparison also catches NaN).
-fn non_negative(field: &str, value: f64) -> Result<()> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(field, value, "a finite number >= 0"))
-    }
-}
-
-/// `value` must be finite and `> 0`.
-fn positive(field: &str, value: f64) -> Result<()> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(field, value, "a finite number > 0"))
-    }
-}
-
-/// An efficiency must lie in (0, 1]: zero would make discharging divide by zero.
-fn efficiency(field: &str, value: f64) -> Result<()> {
-    if value > 0.0 && value <= 1.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(field, value, "a fraction in (0, 1]"))
-    }
-}
-
-/// `value` must lie in the closed range `[lo, hi]` (NaN fails every comparison).
-fn within(field: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
-    if value >= lo && value <= hi {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            value,
-            format!("a number in [{lo}, {hi}]"),
-        ))
-    }
-}
-
-/// `0 <= cut_in < rated < cut_out`, all finite: the power curve's branches must not
+/// `cut_in < rated < cut_out`, each within `range`: the power curve's branches must not
 /// overlap, and `rated > 0` keeps the cubic constant `rated_mw / rated^3` finite.
-fn speed_order(prefix: &str, cut_in: f64, rated: f64, cut_out: f64) -> Result<()> {
-    non_negative(&format!("{prefix}.cut_in_ms"), cut_in)?;
-    if !(rated.is_finite() && rated > cut_in) {
+fn speed_order(prefix: &str, [cut_in, rated, cut_out]: [f64; 3], range: Bounds) -> Result<()> {
+    range.check(&format!("{prefix}.cut_in_ms"), cut_in)?;
+    if !(range.contains(rated) && rated > cut_in) {
         return Err(Error::invalid(
             format!("{prefix}.rated_ms"),
-            rated,
-            format!("a finite speed greater than cut_in_ms = {cut_in} m/s"),
+            number(rated),
+            format!(
+                "{}, greater than cut_in_ms = {cut_in} m/s",
+                range.describe()
+            ),
         ));
     }
-    if !(cut_out.is_finite() && cut_out > rated) {
+    if !(range.contains(cut_out) && cut_out > rated) {
         return Err(Error::invalid(
             format!("{prefix}.cut_out_ms"),
-            cut_out,
-            format!("a finite speed greater than rated_ms = {rated} m/s"),
+            number(cut_out),
+            format!("{}, greater than rated_ms = {rated} m/s", range.describe()),
         ));
     }
     Ok(())
 }
 
-/// A 24-hour series: exactly [`HOURS`] finite values in `[lo, hi]`; an element's error
-/// names it as `field[hour]`.
-fn hourly_series(field: &str, values: &[f64], lo: f64, hi: f64) -> Result<()> {
+/// A 24-hour series: exactly [`HOURS`] values within `range`; an element's error names it
+/// as `field[hour]`.
+fn hourly_series(field: &str, values: &[f64], range: Bounds) -> Result<()> {
     if values.len() != HOURS {
         return Err(Error::invalid(
             field,
@@ -390,21 +399,14 @@ fn hourly_series(field: &str, values: &[f64], lo: f64, hi: f64) -> Result<()> {
         ));
     }
     for (hour, &v) in values.iter().enumerate() {
-        if !(v.is_finite() && v >= lo && v <= hi) {
-            let allowed = if hi.is_finite() {
-                format!("a finite number in [{lo}, {hi}]")
-            } else {
-                format!("a finite number >= {lo}")
-            };
-            return Err(Error::invalid(format!("{field}[{hour}]"), v, allowed));
-        }
+        range.check(&format!("{field}[{hour}]"), v)?;
     }
     Ok(())
 }
 
 /// The allowed PCC buses in words: a range when the ids are contiguous (`1..24`),
-/// otherwise the list.
-fn describe_bus_ids(ids: &[usize]) -> String {
+/// otherwise the list (its first numbers and a count of the rest).
+pub fn describe_bus_ids(ids: &[usize]) -> String {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -413,10 +415,9 @@ fn describe_bus_ids(ids: &[usize]) -> String {
             format!("a bus of the case: {first}..{last}")
         }
         (Some(_), Some(_)) => {
-            let list: Vec<String> = sorted.iter().map(usize::to_string).collect();
-            format!("a bus of the case: {}", list.join(", "))
+            format!("a bus of the case: {}", list_ids(&sorted))
         }
-        _ => "a bus of the case (the case has no buses)".to_string(),
+        _ => "a bus of the case (the case has no buses that can be a PCC)".to_string(),
     }
 }
 
@@ -859,5 +860,109 @@ mod tests {
             }),
             "microgrid.wind.rated_mw"
         );
+    }
+
+    #[test]
+    fn disabled_microgrid_has_no_pcc_issue_6() {
+        let mut mg = Microgrid {
+            enabled: false,
+            pcc_bus: 99,
+            ..Microgrid::default()
+        };
+        mg.validate(&[1, 2, 3]).expect("no PCC while disabled");
+        mg.validate_fields().expect("fields alone");
+        mg.enabled = true;
+        let err = mg.validate(&[1, 2, 3]).expect_err("bus 99 does not exist");
+        assert_eq!(field_of(err), "microgrid.pcc_bus");
+    }
+
+    #[test]
+    fn rejects_absurd_magnitudes_with_the_unit() {
+        let cases: [(Mutation, &str, &str); 9] = [
+            (
+                |m| m.tie_capacity_mw = 1e12,
+                "microgrid.tie_capacity_mw",
+                "MW",
+            ),
+            (|m| m.pv.rated_mw = 1e300, "microgrid.pv.rated_mw", "MW"),
+            (|m| m.load.peak_mw = 1e9, "microgrid.load.peak_mw", "MW"),
+            (
+                |m| m.weather.wind_speed_ms[3] = 1e300,
+                "microgrid.weather.wind_speed_ms[3]",
+                "m/s",
+            ),
+            (
+                |m| m.weather.tidal_current_ms[0] = 25.0,
+                "microgrid.weather.tidal_current_ms[0]",
+                "m/s",
+            ),
+            (
+                |m| m.battery.capacity_mwh = 1e7,
+                "microgrid.battery.capacity_mwh",
+                "MWh",
+            ),
+            (
+                |m| m.wind.cost_per_mwh = 1e7,
+                "microgrid.wind.cost_per_mwh",
+                "$/MWh",
+            ),
+            (
+                |m| m.pv.reference_irradiance_wm2 = 1e-300,
+                "microgrid.pv.reference_irradiance_wm2",
+                "W/m^2",
+            ),
+            (
+                |m| m.wind.cut_out_ms = 1e300,
+                "microgrid.wind.cut_out_ms",
+                "m/s",
+            ),
+        ];
+        for (set, field, unit) in cases {
+            match validate_with(set).expect_err(field) {
+                Error::InvalidInput {
+                    field: got,
+                    value,
+                    allowed,
+                } => {
+                    assert_eq!(got, field);
+                    assert!(allowed.contains(unit), "{field}: {allowed}");
+                    // 1e300 is shown as such, not as its 301 digits.
+                    assert!(value.len() < 12, "{field}: {value}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            rejected_field(|m| m.battery.discharge_efficiency = 0.001),
+            "microgrid.battery.discharge_efficiency"
+        );
+    }
+
+    #[test]
+    fn accepts_the_range_ends() {
+        validate_with(|m| {
+            m.tie_capacity_mw = MAX_MICROGRID_MW;
+            m.wind.rated_mw = MAX_MICROGRID_MW;
+            m.wind.cut_out_ms = MAX_WIND_SPEED_MS;
+            m.tidal.cut_out_ms = MAX_TIDAL_SPEED_MS;
+            m.pv.reference_irradiance_wm2 = MIN_REFERENCE_IRRADIANCE_WM2;
+            m.battery.capacity_mwh = MAX_BATTERY_MWH;
+            m.battery.charge_efficiency = MIN_EFFICIENCY;
+            m.battery.cost_per_mwh = MAX_PRICE_PER_MWH;
+            m.load.peak_mw = 0.0;
+            m.weather.wind_speed_ms[0] = MAX_WIND_SPEED_MS;
+        })
+        .expect("every bound is inclusive");
+    }
+
+    #[test]
+    fn long_bus_lists_are_truncated() {
+        let ids: Vec<usize> = (1..=30).map(|i| i * 10).collect();
+        let text = describe_bus_ids(&ids);
+        assert!(
+            text.ends_with("10, 20, 30, 40, 50, 60, 70, 80, 90, 100, ... 20 more"),
+            "{text}"
+        );
+        assert_eq!(describe_bus_ids(&[3, 1, 2]), "a bus of the case: 1..3");
     }
 }

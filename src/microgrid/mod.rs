@@ -18,15 +18,15 @@ pub const HOURS: usize = 24;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WindTurbine {
-    /// Rated (nameplate) output, MW.
+    /// Rated (nameplate) output, MW, 0..=1e5.
     pub rated_mw: f64,
-    /// Cut-in wind speed, m/s.
+    /// Cut-in wind speed, m/s, 0..=100 and below `rated_ms`.
     pub cut_in_ms: f64,
-    /// Rated wind speed, m/s.
+    /// Rated wind speed, m/s, 0..=100, between `cut_in_ms` and `cut_out_ms`.
     pub rated_ms: f64,
-    /// Cut-out wind speed, m/s.
+    /// Cut-out wind speed, m/s, 0..=100 and above `rated_ms`.
     pub cut_out_ms: f64,
-    /// Generation price CW of eq. (20), $/MWh.
+    /// Generation price CW of eq. (20), $/MWh, 0..=1e6.
     pub cost_per_mwh: f64,
 }
 
@@ -34,13 +34,13 @@ pub struct WindTurbine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PvArray {
-    /// Output at the reference irradiance before losses (Q), MW.
+    /// Output at the reference irradiance before losses (Q), MW, 0..=1e5.
     pub rated_mw: f64,
-    /// Reference irradiance (Z), W/m^2.
+    /// Reference irradiance (Z), W/m^2, 100..=1500 (STC: 1000).
     pub reference_irradiance_wm2: f64,
-    /// Loss fraction R_loss, 0..1.
+    /// Loss fraction R_loss, dimensionless, [0, 1).
     pub loss_fraction: f64,
-    /// Generation price RPV of eq. (20), $/MWh.
+    /// Generation price RPV of eq. (20), $/MWh, 0..=1e6.
     pub cost_per_mwh: f64,
 }
 
@@ -49,15 +49,15 @@ pub struct PvArray {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TidalTurbine {
-    /// Rated output, MW.
+    /// Rated output, MW, 0..=1e5.
     pub rated_mw: f64,
-    /// Cut-in current speed, m/s.
+    /// Cut-in current speed, m/s, 0..=20 and below `rated_ms`.
     pub cut_in_ms: f64,
-    /// Rated current speed, m/s.
+    /// Rated current speed, m/s, 0..=20, between `cut_in_ms` and `cut_out_ms`.
     pub rated_ms: f64,
-    /// Cut-out current speed, m/s.
+    /// Cut-out current speed, m/s, 0..=20 and above `rated_ms`.
     pub cut_out_ms: f64,
-    /// Generation price RTI of eq. (20), $/MWh.
+    /// Generation price RTI of eq. (20), $/MWh, 0..=1e6.
     pub cost_per_mwh: f64,
 }
 
@@ -65,23 +65,24 @@ pub struct TidalTurbine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Battery {
-    /// Energy capacity, MWh.
+    /// Energy capacity, MWh, 0..=1e6.
     pub capacity_mwh: f64,
-    /// Maximum charging power, MW.
+    /// Maximum charging power, MW, 0..=1e5.
     pub max_charge_mw: f64,
-    /// Maximum discharging power, MW.
+    /// Maximum discharging power, MW, 0..=1e5.
     pub max_discharge_mw: f64,
-    /// Minimum state of charge, fraction of capacity (V_min of eq. 28).
+    /// Minimum state of charge, fraction of capacity (V_min of eq. 28), 0..=1.
     pub soc_min: f64,
-    /// Maximum state of charge, fraction of capacity (V_max of eq. 28).
+    /// Maximum state of charge, fraction of capacity (V_max of eq. 28), soc_min..=1.
     pub soc_max: f64,
-    /// State of charge at the start of hour 0, fraction of capacity.
+    /// State of charge at the start of hour 0, fraction of capacity, soc_min..=soc_max.
     pub soc_initial: f64,
-    /// Charging efficiency, 0..1.
+    /// Charging efficiency, dimensionless, 0.01..=1.
     pub charge_efficiency: f64,
-    /// Discharging efficiency, 0..1.
+    /// Discharging efficiency, dimensionless, 0.01..=1.
     pub discharge_efficiency: f64,
-    /// Throughput (degradation) price RB of eq. (20), $/MWh charged or discharged.
+    /// Throughput (degradation) price RB of eq. (20), $/MWh charged or discharged,
+    /// 0..=1e6.
     pub cost_per_mwh: f64,
 }
 
@@ -89,9 +90,9 @@ pub struct Battery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MicrogridLoad {
-    /// Peak demand, MW.
+    /// Peak demand, MW, 0..=1e5.
     pub peak_mw: f64,
-    /// Hourly demand as a fraction of the peak (24 values, 0..1).
+    /// Hourly demand as a fraction of the peak, dimensionless (24 values, each 0..=1).
     pub profile: Vec<f64>,
 }
 
@@ -99,11 +100,11 @@ pub struct MicrogridLoad {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Weather {
-    /// Hub-height wind speed per hour, m/s.
+    /// Hub-height wind speed per hour, m/s (24 values, each 0..=100).
     pub wind_speed_ms: Vec<f64>,
-    /// Plane-of-array irradiance per hour, W/m^2.
+    /// Plane-of-array irradiance per hour, W/m^2 (24 values, each 0..=1500).
     pub irradiance_wm2: Vec<f64>,
-    /// Tidal current speed per hour, m/s.
+    /// Tidal current speed per hour, m/s (24 values, each 0..=20).
     pub tidal_current_ms: Vec<f64>,
 }
 
@@ -116,7 +117,8 @@ pub enum BatteryPlan {
     SelfSchedule,
     /// The battery stays idle.
     Idle,
-    /// Explicit discharge (+) / charge (-) power per hour, MW (24 values).
+    /// Explicit discharge (+) / charge (-) power per hour, MW (24 values, each within
+    /// the battery's power limits, and the stored energy within its limits).
     Explicit(Vec<f64>),
 }
 
@@ -126,10 +128,13 @@ pub enum BatteryPlan {
 pub struct Microgrid {
     /// Whether the microgrid takes part at all (off: the smart grid runs alone).
     pub enabled: bool,
-    /// External number of the RTS-24 bus at the point of common coupling.
+    /// External number of the smart-grid bus at the point of common coupling: a bus of
+    /// the case that is not isolated (type 4). Not required while the microgrid is
+    /// disabled (there is no PCC then; the hour's price is read at this bus if the case
+    /// has it, else at the reference bus).
     pub pcc_bus: usize,
-    /// Capacity of the tie line at the PCC, MW (both directions). These are the power
-    /// limits the RCI duals of eq. (33)-(36) enforce.
+    /// Capacity of the tie line at the PCC, MW (both directions), (0, 1e5]. These are the
+    /// power limits the RCI duals of eq. (33)-(36) enforce.
     pub tie_capacity_mw: f64,
     /// Wind farm.
     pub wind: WindTurbine,

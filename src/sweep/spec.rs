@@ -42,9 +42,10 @@ pub struct RealParam {
     /// Grid values, each a point of the cartesian product; distinct, non-empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<f64>>,
-    /// `[lo, hi]`: each run draws one value uniformly in `[lo, hi)`, `lo <= hi`.
+    /// `[lo, hi]`: each run draws one value uniformly in `[lo, hi)`; exactly two values,
+    /// `lo < hi` (read as a list so that a third value is refused, not dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uniform: Option<[f64; 2]>,
+    pub uniform: Option<Vec<f64>>,
 }
 
 /// An integer sweep parameter: exactly one of a grid or a uniform draw.
@@ -54,9 +55,10 @@ pub struct IntParam {
     /// Grid values; distinct, non-empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<u32>>,
-    /// `[lo, hi]`: each run draws one integer uniformly in `lo..=hi`, `lo <= hi`.
+    /// `[lo, hi]`: each run draws one integer uniformly in `lo..=hi`; exactly two values,
+    /// `lo < hi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uniform: Option<[u32; 2]>,
+    pub uniform: Option<Vec<u32>>,
 }
 
 /// A grid-only sweep parameter (categorical values).
@@ -174,10 +176,7 @@ impl SweepSpec {
     /// relative `base_config`. Checks that need the grid case (bus numbers, load limits)
     /// happen in [`SweepSpec::plan`].
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let file: SweepFile = toml::from_str(text).map_err(|e| Error::Scenario {
-            path: path.to_path_buf(),
-            message: e.to_string().trim().to_string(),
-        })?;
+        let file: SweepFile = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
         let base = match (file.base, &file.base_config) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -215,6 +214,14 @@ impl SweepSpec {
         self.base
             .validate_settings()
             .map_err(|e| e.with_field_prefix("base."))?;
+        if self.parameters.pcc_bus.is_some() && !self.base.microgrid.enabled {
+            return Err(Error::invalid(
+                "parameters.pcc_bus",
+                "a grid of PCC buses",
+                "absent while base.microgrid.enabled = false (with no microgrid there is no \
+                 PCC to move)",
+            ));
+        }
         if !(1..=MAX_RUNS_PER_PART).contains(&self.runs_per_part) {
             return Err(Error::invalid(
                 "runs_per_part",
@@ -378,19 +385,13 @@ impl SweepSpec {
                 }
                 Axis::Grid(values.iter().map(|&v| Value::F64(v)).collect())
             }
-            (None, Some([lo, hi])) => {
-                for (k, &v) in [*lo, *hi].iter().enumerate() {
+            (None, Some(bounds)) => {
+                for (k, &v) in bounds.iter().enumerate().take(2) {
                     self.check_value(target, v)
                         .map_err(|e| e.with_field(&format!("{field}.uniform[{k}]")))?;
                 }
-                if lo > hi {
-                    return Err(Error::invalid(
-                        format!("{field}.uniform"),
-                        format!("[{lo}, {hi}]"),
-                        "[lo, hi] with lo <= hi",
-                    ));
-                }
-                Axis::Uniform(*lo, *hi)
+                let [lo, hi] = uniform_pair(field, bounds)?;
+                Axis::Uniform(lo, hi)
             }
             _ => return Err(one_of(field)),
         };
@@ -416,17 +417,12 @@ impl SweepSpec {
                 }
                 Axis::Grid(values.iter().map(|&v| Value::U32(v)).collect())
             }
-            (None, Some([lo, hi])) => {
-                check(format!("{field}.uniform[0]"), *lo)?;
-                check(format!("{field}.uniform[1]"), *hi)?;
-                if lo > hi {
-                    return Err(Error::invalid(
-                        format!("{field}.uniform"),
-                        format!("[{lo}, {hi}]"),
-                        "[lo, hi] with lo <= hi",
-                    ));
+            (None, Some(bounds)) => {
+                for (k, &v) in bounds.iter().enumerate().take(2) {
+                    check(format!("{field}.uniform[{k}]"), v)?;
                 }
-                Axis::UniformInt(*lo, *hi)
+                let [lo, hi] = uniform_pair(field, bounds)?;
+                Axis::UniformInt(lo, hi)
             }
             _ => return Err(one_of(field)),
         };
@@ -446,7 +442,11 @@ impl SweepSpec {
                 Ok(())
             } else {
                 let lo = if zero_ok { "[0" } else { "(0" };
-                Err(Error::invalid("", v, format!("{lo}, {MAX_SCALE}]")))
+                Err(Error::invalid(
+                    "",
+                    crate::error::number(v),
+                    format!("{lo}, {MAX_SCALE}] (factor)"),
+                ))
             }
         };
         let mut rci = self.base.rci.clone();
@@ -463,6 +463,22 @@ impl SweepSpec {
         }
         // The base settings are valid (checked first), so a failure is this value's.
         rci.validate()
+    }
+}
+
+/// A `uniform = [lo, hi]` range: exactly two values with `lo < hi` (the values themselves
+/// are checked first). A single value is a grid of one (`values = [x]`), not a draw.
+fn uniform_pair<T: Copy + PartialOrd + std::fmt::Debug>(
+    field: &str,
+    bounds: &[T],
+) -> Result<[T; 2]> {
+    match bounds {
+        &[lo, hi] if lo < hi => Ok([lo, hi]),
+        _ => Err(Error::invalid(
+            format!("{field}.uniform"),
+            format!("{bounds:?}"),
+            "exactly two values [lo, hi] with lo < hi (for one value use `values = [x]`)",
+        )),
     }
 }
 
@@ -647,6 +663,22 @@ mod tests {
             ),
             (
                 "seed = 1\n[parameters]\npcc_bus = { values = [7, 7] }",
+                "parameters.pcc_bus",
+            ),
+            (
+                "seed = 1\n[parameters]\nload_scale = { uniform = [0.5, 1.0, 1.5] }",
+                "parameters.load_scale.uniform",
+            ),
+            (
+                "seed = 1\n[parameters]\nload_scale = { uniform = [1.0, 1.0] }",
+                "parameters.load_scale.uniform",
+            ),
+            (
+                "seed = 1\n[parameters]\nrci.max_iterations = { uniform = [9] }",
+                "parameters.rci.max_iterations.uniform",
+            ),
+            (
+                "seed = 1\n[base.microgrid]\nenabled = false\n[parameters]\npcc_bus = { values = [7] }",
                 "parameters.pcc_bus",
             ),
             ("seed = 1\nruns_per_part = 0", "runs_per_part"),
