@@ -118,6 +118,17 @@ impl Lock {
     }
 }
 
+impl Drop for Lock {
+    /// Unlocks explicitly instead of relying on the close: `flock` belongs to the open file
+    /// description, which a child forked by another thread at that moment (to run `git`,
+    /// say) shares until its `exec`, so a plain close could leave the lock held for a
+    /// while and make the last process out believe another still works here.
+    fn drop(&mut self) {
+        // Best effort: the close that follows releases it in any case.
+        let _ = self.file.unlock();
+    }
+}
+
 /// `Ok(true)` when a try-lock got the lock, `Ok(false)` when another process holds it.
 fn try_result(r: std::result::Result<(), TryLockError>) -> std::io::Result<bool> {
     match r {
@@ -174,6 +185,25 @@ mod tests {
         assert!(Lock::try_acquire(&p, LockMode::Shared).unwrap().is_none());
         x.release_and_remove();
         assert!(!p.exists(), "the last exclusive holder removes the file");
+    }
+
+    /// The flaky `.p2pmarket.lock` left behind by a sweep while another thread spawned
+    /// `git`: the forked child shared the lock's open file description until its exec.
+    #[test]
+    fn dropping_a_lock_releases_it_while_a_forked_child_shares_the_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".lock");
+        let held = Lock::try_acquire(&p, LockMode::Shared).unwrap().unwrap();
+        // What a child forked at this moment holds until its exec.
+        let child_copy = held.file.try_clone().unwrap();
+        drop(held);
+        assert!(
+            Lock::try_acquire(&p, LockMode::Exclusive)
+                .unwrap()
+                .is_some(),
+            "the lock outlived its holder"
+        );
+        drop(child_copy);
     }
 
     #[test]
