@@ -71,6 +71,10 @@ fn scenario_table() -> Vec<(String, Expect)> {
         ),
         t("[grid]\nlinear_cost_c2 = 0.0", Field("grid.linear_cost_c2")),
         t(
+            "[grid]\nlinear_cost_c2 = 1e-8",
+            Field("grid.linear_cost_c2"),
+        ),
+        t(
             "[grid]\nlinear_cost_c2 = 1e300",
             Field("grid.linear_cost_c2"),
         ),
@@ -855,7 +859,7 @@ fn shipped_scenarios_and_library_cases_validate() {
     }
     for (name, pcc) in [
         ("case5", 2),
-        ("case30", 8),
+        ("case30", 2),
         ("case39", 4),
         ("case57", 9),
         ("case118", 11),
