@@ -286,8 +286,9 @@ fn is_kept_matrix(name: &str) -> bool {
     matches!(name, "bus" | "gen" | "branch" | "gencost")
 }
 
-/// Parses one value of a matrix; MATLAB's `Inf`/`NaN` parse but are rejected because no
-/// field this reader keeps can take them meaningfully.
+/// Parses one value of a matrix. MATLAB's `Inf` and `NaN` parse: MATPOWER's large cases
+/// put `Inf` in columns a DC model never reads (reactive limits `QMAX`/`QMIN`); each
+/// semantic pass refuses them in the columns it uses ([`require_finite`]).
 fn parse_value(token: &str, source_name: &str, field: &str, line: usize) -> Result<f64> {
     let value: f64 = token.parse().map_err(|_| {
         err(
@@ -296,14 +297,44 @@ fn parse_value(token: &str, source_name: &str, field: &str, line: usize) -> Resu
             format!("mpc.{field}: `{token}` is not a number"),
         )
     })?;
-    if !value.is_finite() {
-        return Err(err(
-            source_name,
-            line,
-            format!("mpc.{field}: value `{token}` is not finite (NaN/Inf are not supported)"),
-        ));
-    }
     Ok(value)
+}
+
+/// MATLAB's spelling of a non-finite value.
+fn matlab(value: f64) -> &'static str {
+    if value.is_nan() {
+        "NaN"
+    } else if value > 0.0 {
+        "Inf"
+    } else {
+        "-Inf"
+    }
+}
+
+/// Refuses a non-finite value in a column the DC model reads (`(0-based column, name)`);
+/// the other columns may hold `Inf` or `NaN`.
+fn require_finite(
+    row: &Row,
+    columns: &[(usize, &str)],
+    source_name: &str,
+    what: &str,
+) -> Result<()> {
+    for &(c, name) in columns {
+        if let Some(&v) = row.values.get(c)
+            && !v.is_finite()
+        {
+            return Err(err(
+                source_name,
+                row.line,
+                format!(
+                    "{what}: {name} (column {}) is {}, which is not finite; Inf/NaN are accepted only in columns the DC model does not read",
+                    c + 1,
+                    matlab(v)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the values of one line inside `[ ... ]`, returning the text after the closing `]`
@@ -463,7 +494,9 @@ fn scan(text: &str, source_name: &str) -> Result<RawCase> {
                                 line,
                                 format!(
                                     "indexed or sub-field assignment `mpc.{name}{index_part} = ...` \
-                                     is not supported; assign the whole field"
+                                     is not supported; assign the whole field (a file that computes its \
+                                     data with MATLAB code, e.g. per-unit conversions, can be loaded in \
+                                     MATLAB or Octave and written back with MATPOWER's savecase)"
                                 ),
                             ));
                         }
@@ -678,6 +711,12 @@ fn read_buses(matrix: &Matrix, source_name: &str) -> Result<Vec<Bus>> {
     for (i, row) in matrix.rows.iter().enumerate() {
         let what = format!("mpc.bus row {}", i + 1);
         require_cols(row, BUS_MIN_COLS, source_name, &what)?;
+        require_finite(
+            row,
+            &[(0, "BUS_I"), (1, "BUS_TYPE"), (2, "PD"), (4, "GS")],
+            source_name,
+            &what,
+        )?;
         let v = &row.values;
         let id = whole_number(v[0], source_name, row.line, &format!("{what}: bus number"))?;
         if id == 0 {
@@ -807,6 +846,8 @@ fn known_bus(
 fn read_gencost(row: &Row, index: usize, source_name: &str) -> Result<(f64, f64, f64, f64)> {
     let what = format!("mpc.gencost row {index}");
     require_cols(row, GENCOST_FIXED_COLS, source_name, &what)?;
+    let used: Vec<(usize, &str)> = (0..row.values.len()).map(|c| (c, "a cost entry")).collect();
+    require_finite(row, &used, source_name, &what)?;
     let v = &row.values;
     let model = whole_number(v[0], source_name, row.line, &format!("{what}: cost model"))?;
     match model {
@@ -916,6 +957,18 @@ fn read_generators(
     for (i, (row, cost_row)) in gen_.rows.iter().zip(&gencost.rows).enumerate() {
         let what = format!("mpc.gen row {}", i + 1);
         require_cols(row, GEN_MIN_COLS, source_name, &what)?;
+        require_finite(
+            row,
+            &[
+                (0, "GEN_BUS"),
+                (7, "GEN_STATUS"),
+                (8, "PMAX"),
+                (9, "PMIN"),
+                (GEN_RAMP_30_COL - 1, "RAMP_30"),
+            ],
+            source_name,
+            &what,
+        )?;
         let v = &row.values;
         let bus = known_bus(v[0], bus_ids, source_name, row.line, &what)?;
         let (pmax_mw, pmin_mw) = (v[8], v[9]);
@@ -990,6 +1043,20 @@ fn read_branches(
     for (i, row) in matrix.rows.iter().enumerate() {
         let what = format!("mpc.branch row {}", i + 1);
         require_cols(row, BRANCH_MIN_COLS, source_name, &what)?;
+        require_finite(
+            row,
+            &[
+                (0, "F_BUS"),
+                (1, "T_BUS"),
+                (3, "BR_X"),
+                (5, "RATE_A"),
+                (8, "TAP"),
+                (9, "SHIFT"),
+                (10, "BR_STATUS"),
+            ],
+            source_name,
+            &what,
+        )?;
         let v = &row.values;
         let from = known_bus(
             v[0],
@@ -1119,6 +1186,7 @@ fn read_base_mva(scalar: Option<&Scalar>, source_name: &str) -> Result<f64> {
     let s = scalar.ok_or_else(|| err(source_name, 0, "required field mpc.baseMVA is missing"))?;
     let value = parse_value(&s.text, source_name, "baseMVA", s.line)?;
     let (lo, hi) = BASE_MVA_RANGE;
+    // NaN and Inf fail the range test below.
     if !(value >= lo && value <= hi) {
         return Err(err(
             source_name,
@@ -1601,14 +1669,30 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
 
     #[test]
     fn non_finite_values() {
-        for token in ["NaN", "Inf", "-inf"] {
+        // Refused where the DC model reads them (PMAX here), with MATLAB's spelling...
+        for (token, shown) in [("NaN", "NaN"), ("Inf", "Inf"), ("-inf", "-Inf")] {
             let gen_ = GEN_ROWS.replacen("\t80\t", &format!("\t{token}\t"), 1);
             assert_error(
                 &small_case(BUS_ROWS, &gen_, BRANCH_ROWS, GENCOST_ROWS),
                 9,
-                &["mpc.gen", token, "not finite"],
+                &["mpc.gen row 1", "PMAX", shown, "not finite"],
             );
         }
+        // ... and accepted in a column it does not read: QMAX = Inf, QMIN = -Inf, as
+        // MATPOWER's case2869pegase has.
+        let gen_ = GEN_ROWS.replacen("\t1\t0\t0\t0\t0\t", "\t1\t0\t0\tInf\t-Inf\t", 1);
+        let case = parse(
+            &small_case(BUS_ROWS, &gen_, BRANCH_ROWS, GENCOST_ROWS),
+            "test.m",
+        )
+        .expect("Inf in QMAX/QMIN is fine");
+        assert_eq!(case.generators[0].pmax_mw, 80.0);
+        let bus = BUS_ROWS.replacen("\t50\t10\t", "\t50\tNaN\t", 1);
+        parse(
+            &small_case(&bus, GEN_ROWS, BRANCH_ROWS, GENCOST_ROWS),
+            "test.m",
+        )
+        .expect("NaN in QD is fine");
     }
 
     #[test]
