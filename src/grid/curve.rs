@@ -82,24 +82,51 @@ pub fn export_range(
     hi: f64,
     label: &str,
 ) -> Result<Option<(f64, f64)>> {
+    // The exports' edges: an LP with zero unit costs (only feasibility counts). Where the
+    // interior-point solver stalls on that degenerate LP (case2383wp at 60 MW), the units
+    // keep their real costs, which it solves well, and the export is priced at `weight`:
+    // it then stops short of its edge only where its marginal cost exceeds that price, a
+    // stretch of the curve no market clears on.
+    let price_scale = grid
+        .units
+        .iter()
+        .map(|u| (2.0 * u.c2 * u.pmax + u.c1).abs())
+        .fold(1.0, f64::max);
+    let weight = (100.0 * price_scale).max(1e4);
     let edge = |direction: f64| -> Result<Option<f64>> {
-        let mut qp = Qp::default();
-        // A load at the PCC of `x` MW; the units get zero cost so only feasibility counts.
-        let x = qp.var(0.0, direction, lo, hi);
-        let mut zero_cost = grid.clone();
-        for u in &mut zero_cost.units {
-            u.c2 = 0.0;
-            u.c1 = 0.0;
-        }
-        zero_cost.add_hour(&mut qp, bus_loads, pcc, &vec![(x, -1.0)], 0.0);
         let name = format!(
             "exports the smart grid can deliver at bus {}, {label}",
             grid.bus_ids[pcc]
         );
-        Ok(match qp.solve_outcome(&name)? {
-            QpOutcome::Solved(sol) => Some(sol.x[x]),
-            QpOutcome::Infeasible => None,
-        })
+        let mut last = None;
+        for real_costs in [false, true] {
+            let mut qp = Qp::default();
+            // The edges only bound the walk, whose pieces are certified on their own.
+            qp.allow_reduced_accuracy();
+            // A load at the PCC of `x` MW.
+            let x = if real_costs {
+                qp.var(0.0, direction * weight, lo, hi)
+            } else {
+                qp.var(0.0, direction, lo, hi)
+            };
+            let mut costed = grid.clone();
+            if !real_costs {
+                for u in &mut costed.units {
+                    u.c2 = 0.0;
+                    u.c1 = 0.0;
+                }
+            }
+            costed.add_hour(&mut qp, bus_loads, pcc, &vec![(x, -1.0)], 0.0);
+            match qp.solve_outcome(&name) {
+                Ok(QpOutcome::Solved(sol)) => return Ok(Some(sol.x[x])),
+                Ok(QpOutcome::Infeasible) => return Ok(None),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Solver {
+            problem: name,
+            message: "no solve was attempted".into(),
+        }))
     };
     let (Some(min_x), Some(max_x)) = (edge(1.0)?, edge(-1.0)?) else {
         return Ok(None);
@@ -512,6 +539,8 @@ impl<'a> HourData<'a> {
     fn candidate_active_sets(&self, x: f64) -> Result<Vec<ActiveSet>> {
         let g = self.grid;
         let mut qp = Qp::default();
+        // Only a guess: every piece is certified by its own KKT point.
+        qp.allow_reduced_accuracy();
         let rows: HourRows = g.add_hour(&mut qp, self.bus_loads, self.pcc, &Vec::new(), x);
         let sol: QpSolution = qp.solve(&format!(
             "smart-grid dispatch at bus {} with export {x:.6} MW, {}",
