@@ -17,7 +17,7 @@ use crate::rci::RciSettings;
 pub struct GridSettings {
     /// MATPOWER case file; absent: the embedded IEEE RTS-24 (`case24_ieee_rts.m`).
     pub case_file: Option<PathBuf>,
-    /// Quadratic cost given to units whose gencost has c2 = 0, $/MW^2h, (0, 10] (erratum
+    /// Quadratic cost given to units whose gencost has c2 = 0, $/MW^2h, [1e-7, 10] (erratum
     /// 2: a small proximal term; the centralized references use the same costs).
     pub linear_cost_c2: f64,
 }
@@ -163,8 +163,10 @@ impl Scenario {
     }
 }
 
-/// Allowed `grid.linear_cost_c2`, $/MW^2h.
-const LINEAR_COST_C2: Bounds = Bounds::above(0.0, 10.0, "$/MW^2h");
+/// Allowed `grid.linear_cost_c2`, $/MW^2h. The floor is as low as the numerics allow:
+/// every library case (case5's costs are all linear) runs its whole day at 1e-7, while at
+/// 1e-8 case5's offer-curve walk no longer closes (issue 6, item 5).
+const LINEAR_COST_C2: Bounds = Bounds::closed(1e-7, 10.0, "$/MW^2h");
 /// Allowed `load.scale` (a factor).
 const LOAD_SCALE: Bounds = Bounds::above(0.0, 10.0, "(factor)");
 /// Largest explicit system load, MW: above the peak of any interconnection.

@@ -388,3 +388,31 @@ fn case118_derated_lines_bind() {
 fn case300_with_bus_shunt_conductance() {
     check_variant("case300");
 }
+
+/// Issue 6, item 5: `grid.linear_cost_c2` at or below 0.002 used to break case5's curve
+/// (every cost linear). Down to the floor of its range, the day runs with the microgrid
+/// trading at bus 2 and the consensus meets the hourly reference; the proximal term's
+/// cost falls with it.
+#[test]
+fn case5_linear_cost_c2_down_to_its_floor() {
+    let mut costs = Vec::new();
+    for c2 in [0.002, 0.001, 1e-7] {
+        let mut s = Scenario::default();
+        s.grid.case_file = Some(repo_path("tests/data/matpower/case5.m"));
+        s.grid.linear_cost_c2 = c2;
+        s.microgrid.pcc_bus = 2;
+        let market = Market::from_scenario(&s).unwrap_or_else(|e| panic!("c2 {c2}: {e}"));
+        let day =
+            p2pmarket::market::run_day(&market, false).unwrap_or_else(|e| panic!("c2 {c2}: {e}"));
+        let sum = &day.summary;
+        assert_eq!(sum.converged_hours, 24, "c2 {c2}: {sum:?}");
+        assert!(sum.max_power_deviation_pct < 1e-4, "c2 {c2}: {sum:?}");
+        assert!(sum.cost_gap_pct < 1e-7, "c2 {c2}: {sum:?}");
+        assert!(sum.max_price_deviation < 1e-3, "c2 {c2}: {sum:?}");
+        costs.push(sum.central_hourly_total_cost);
+    }
+    assert!(
+        costs.windows(2).all(|w| w[1] < w[0]),
+        "a smaller proximal term costs less: {costs:?}"
+    );
+}
