@@ -477,9 +477,9 @@ impl LedgerState {
     }
 
     /// Checks a non-genesis block's header and transactions (not its votes): the next
-    /// height, the link to the tip, an increasing timestamp, a registered proposer, the
-    /// count and Merkle root, then every transaction's signatures and content (`rule`
-    /// checks consensus messages when given; duplicates and settlements always).
+    /// height, the link to the tip, an increasing timestamp, a registered proposer and the
+    /// count, then every transaction's signatures and content (`rule` checks consensus
+    /// messages when given; duplicates and settlements always), then the Merkle root.
     pub fn check_block(
         &self,
         header: &BlockHeader,
@@ -516,9 +516,8 @@ impl LedgerState {
             }
             .into());
         }
-        if header.merkle_root != merkle_of(txs) {
-            return Err(Rejection::MerkleRoot.into());
-        }
+        // Transactions before the root, so that a tampered transaction is named by its
+        // failing signature rather than only by the block's root.
         let mut messages = BTreeSet::new();
         let mut settlements = BTreeSet::new();
         for (i, tx) in txs.iter().enumerate() {
@@ -527,6 +526,9 @@ impl LedgerState {
                     index: Some(i as u32),
                     rejection,
                 })?;
+        }
+        if header.merkle_root != merkle_of(txs) {
+            return Err(Rejection::MerkleRoot.into());
         }
         Ok(())
     }
