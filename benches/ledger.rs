@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use std::hint::black_box;
 
 use p2pmarket::ledger::{
-    KeyPair, LinearAgent, Network, Role, SimplePriceRule, TxBody, VerifyOptions, merkle_root,
-    verify, verify_signature,
+    KeyPair, LinearAgent, Network, Role, SimplePriceRule, VerifyOptions, merkle_root, verify,
+    verify_signature,
 };
 use p2pmarket::rci::{RciSettings, StepRule};
 
@@ -45,10 +45,8 @@ fn ledger_benches(c: &mut Criterion) {
     let mut net = Network::genesis(0, 1, 0, &rci, &private, 0).expect("genesis");
     let rule = SimplePriceRule { tolerance: 1e-12 };
     let next_block = |net: &Network| {
-        net.next_messages(&curves, 0, 0)
-            .into_iter()
-            .map(|m| net.sign(TxBody::Consensus(m)).expect("signer"))
-            .collect::<Vec<_>>()
+        net.signed_next_messages(&curves, 0, 0)
+            .expect("every agent's previous message is committed")
     };
     let txs = next_block(&net);
     let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.encode()).collect();

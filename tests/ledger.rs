@@ -56,10 +56,8 @@ fn network(seed: u64) -> Network {
 
 fn consensus_round(net: &mut Network, proposer: u32) {
     let txs = net
-        .next_messages(&CURVES, 0, 0)
-        .into_iter()
-        .map(|m| net.sign(TxBody::Consensus(m)).expect("signer"))
-        .collect();
+        .signed_next_messages(&CURVES, 0, 0)
+        .expect("previous messages committed");
     let t = net.state.timestamp_ms + 1000;
     net.propose(proposer, txs, t, &RULE)
         .expect("honest block commits");
@@ -205,7 +203,7 @@ impl ContentRule for AcceptAll {
 fn replaying_the_content_rule_finds_a_tampered_price_the_signatures_allow() {
     let mut net = network(7);
     consensus_round(&mut net, 0);
-    let mut msgs = net.next_messages(&CURVES, 0, 0);
+    let mut msgs = net.next_messages(&CURVES, 0, 0).expect("previous messages");
     msgs[0].price *= 1.5;
     let txs = msgs
         .into_iter()

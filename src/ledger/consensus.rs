@@ -262,32 +262,40 @@ impl Network {
         Ok(Transaction { body, signatures })
     }
 
-    /// The honest next messages of (`run`, `hour`): iteration 0 at the committed initial
-    /// price, then [`simple_price_update`] of the last committed iteration; each agent's
-    /// power is its `curves` response to its new price.
+    /// The honest next messages of (`run`, `hour`) for the agents `0..curves.len()`:
+    /// iteration 0 at the committed initial price, then [`simple_price_update`] of the last
+    /// committed iteration (every registered agent's message must be committed); each
+    /// agent's power is its `curves` response to its new price.
     pub fn next_messages(
         &self,
         curves: &[LinearAgent],
         run: u32,
         hour: u32,
-    ) -> Vec<ConsensusMessage> {
+    ) -> std::result::Result<Vec<ConsensusMessage>, Rejection> {
         let rci = &self.state.params.rci;
         let last = self.state.last_iteration(run, hour);
-        let previous: Vec<ConsensusMessage> = last
-            .map(|k| {
-                (0..curves.len() as u32)
-                    .filter_map(|a| self.state.message(run, hour, k, a).copied())
-                    .collect()
-            })
-            .unwrap_or_default();
-        curves
+        let previous = match last {
+            None => None,
+            Some(k) => Some(
+                (0..self.state.params.agents)
+                    .map(|agent| {
+                        self.state.message(run, hour, k, agent).copied().ok_or(
+                            Rejection::MissingPrevious {
+                                iteration: k,
+                                agent,
+                            },
+                        )
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(curves
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let price = if previous.len() == curves.len() {
-                    simple_price_update(&previous, i, rci.chi, rci.kappa)
-                } else {
-                    rci.initial_price
+                let price = match &previous {
+                    Some(prev) => simple_price_update(prev, i, rci.chi, rci.kappa),
+                    None => rci.initial_price,
                 };
                 ConsensusMessage {
                     run,
@@ -301,6 +309,19 @@ impl Network {
                     slope: c.slope,
                 }
             })
+            .collect())
+    }
+
+    /// [`Self::next_messages`], each signed by its agent.
+    pub fn signed_next_messages(
+        &self,
+        curves: &[LinearAgent],
+        run: u32,
+        hour: u32,
+    ) -> std::result::Result<Vec<Transaction>, Rejection> {
+        self.next_messages(curves, run, hour)?
+            .into_iter()
+            .map(|m| self.sign(TxBody::Consensus(m)))
             .collect()
     }
 
@@ -408,6 +429,11 @@ pub fn double_signers(a: &Block, b: &Block) -> Vec<u32> {
 /// ChaCha stream and votes for the first valid one; equivocators vote for both. A block
 /// with 2f + 1 valid votes commits; a fork is counted when both do (the chain continues on
 /// the first).
+///
+/// No view change is modelled: when neither block reaches a quorum, the honest validators
+/// stay locked on their votes and every later round at that height stalls (counted in
+/// [`ForkReport::stalled`]). With e equivocators this cannot happen for e = f or
+/// e = f + 1 (one block always gets 2f + 1 votes), but it can for 0 < e < f.
 pub fn simulate_equivocation(
     sim: &ForkSimulation,
     rci: &RciSettings,
@@ -444,10 +470,7 @@ pub fn simulate_equivocation(
         report.rounds += 1;
         let proposer = round % n;
         let txs = net
-            .next_messages(&curves, 0, 0)
-            .into_iter()
-            .map(|m| net.sign(TxBody::Consensus(m)))
-            .collect::<std::result::Result<Vec<_>, _>>()
+            .signed_next_messages(&curves, 0, 0)
             .map_err(|r| Error::invalid("ledger.agents", r.to_string(), "registered signers"))?;
         let time = net.state.timestamp_ms + 1000;
         if net.validators[proposer as usize].behaviour == Behaviour::Honest {
@@ -560,11 +583,7 @@ mod tests {
         ];
         let mut net = Network::genesis(3, 1, 0, &rci(), &[b"a", b"b"], 0).unwrap();
         for round in 0..200u32 {
-            let txs: Vec<Transaction> = net
-                .next_messages(&curves, 0, 0)
-                .into_iter()
-                .map(|m| net.sign(TxBody::Consensus(m)).unwrap())
-                .collect();
+            let txs = net.signed_next_messages(&curves, 0, 0).unwrap();
             let t = net.state.timestamp_ms + 1000;
             net.propose(round % 4, txs, t, &RULE).unwrap();
         }
@@ -588,13 +607,9 @@ mod tests {
             },
         ];
         let mut net = Network::genesis(3, 1, 0, &rci(), &[b"a", b"b"], 0).unwrap();
-        let first: Vec<Transaction> = net
-            .next_messages(&curves, 0, 0)
-            .into_iter()
-            .map(|m| net.sign(TxBody::Consensus(m)).unwrap())
-            .collect();
+        let first = net.signed_next_messages(&curves, 0, 0).unwrap();
         net.propose(0, first, 1000, &RULE).unwrap();
-        let mut msgs = net.next_messages(&curves, 0, 0);
+        let mut msgs = net.next_messages(&curves, 0, 0).unwrap();
         // FDIA on the price (eq. 6): the agent's own key signs a tampered value.
         msgs[1].price += 0.5;
         let txs: Vec<Transaction> = msgs
@@ -613,7 +628,7 @@ mod tests {
         }
         assert_eq!(net.state.height, 1);
         // A message signed by another agent's key is refused too.
-        let mut msgs = net.next_messages(&curves, 0, 0);
+        let mut msgs = net.next_messages(&curves, 0, 0).unwrap();
         let honest = net.sign(TxBody::Consensus(msgs[0])).unwrap();
         msgs[0].agent = 1;
         let forged = Transaction {
@@ -651,6 +666,37 @@ mod tests {
             net.validators
                 .iter()
                 .all(|v| v.behaviour == Behaviour::Honest)
+        );
+    }
+
+    #[test]
+    fn genesis_commits_to_private_data_and_next_messages_need_every_agent() {
+        let curves = [LinearAgent {
+            slope: 1.0,
+            offset: 10.0,
+        }; 2];
+        let mut net = Network::genesis(9, 1, 0, &rci(), &[b"curve a", b"curve b"], 0).unwrap();
+        let salt = net.salt(1).unwrap();
+        assert!(super::super::keys::opens_commitment(
+            &net.state.commitments[1],
+            &salt,
+            b"curve b"
+        ));
+        assert!(!super::super::keys::opens_commitment(
+            &net.state.commitments[1],
+            &salt,
+            b"curve a"
+        ));
+        assert_eq!(net.salt(2), None);
+        // Only agent 0 sends at iteration 0: iteration 1 cannot be computed.
+        let first = net.signed_next_messages(&curves[..1], 0, 0).unwrap();
+        net.propose(0, first, 1000, &RULE).unwrap();
+        assert_eq!(
+            net.next_messages(&curves, 0, 0),
+            Err(Rejection::MissingPrevious {
+                iteration: 0,
+                agent: 1
+            })
         );
     }
 

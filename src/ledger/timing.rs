@@ -14,13 +14,13 @@ use super::consensus::{LinearAgent, Network};
 use super::keys::{KeyPair, Role, verify_signature};
 use super::merkle::merkle_root;
 use super::state::SimplePriceRule;
-use super::tx::TxBody;
 
 /// The processing time of one block, eq. (1), Kavousi-Fard 2021:
 /// `T = q T_sig + 2 (T_backoff + T_trm) + t_prod + t_mining`, seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessingTime {
-    /// Transactions per block, q.
+    /// Transactions per block, q (the paper calls q "the average time for node
+    /// transactions" but multiplies it by a time, so it is read as a count).
     pub transactions: f64,
     /// Time to check one signature, T_sig, s.
     pub signature_s: f64,
@@ -104,10 +104,7 @@ pub fn measure_op_costs(reps: u32, leaves: u32) -> crate::Result<OpCosts> {
     let private: Vec<&[u8]> = vec![b"curve".as_slice(); leaves as usize];
     let mut net = Network::genesis(0, 1, 0, &rci, &private, 0)?;
     let txs = net
-        .next_messages(&curves, 0, 0)
-        .into_iter()
-        .map(|m| net.sign(TxBody::Consensus(m)))
-        .collect::<Result<Vec<_>, _>>()
+        .signed_next_messages(&curves, 0, 0)
         .map_err(|r| crate::Error::invalid("leaves", r.to_string(), "registered agents"))?;
     let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.encode()).collect();
     let merkle_build_s = time_per_op(reps, || {
