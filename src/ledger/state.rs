@@ -623,3 +623,284 @@ fn check_settlement(s: &Settlement) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::consensus::{LinearAgent, Network};
+    use super::super::tx::ValidatorRegistration;
+    use super::*;
+    use crate::rci::RciSettings;
+
+    const RULE: SimplePriceRule = SimplePriceRule { tolerance: 1e-12 };
+    const CURVES: [LinearAgent; 2] = [
+        LinearAgent {
+            slope: 1.0,
+            offset: 10.0,
+        },
+        LinearAgent {
+            slope: 0.5,
+            offset: 30.0,
+        },
+    ];
+
+    fn net() -> Network {
+        let rci = RciSettings {
+            step_rule: StepRule::Constant,
+            kappa: 0.1,
+            ..RciSettings::default()
+        };
+        Network::genesis(11, 1, 0, &rci, &[b"a", b"b"], 0).unwrap()
+    }
+
+    /// The rejection of a block of `txs` built on the tip, or `None` when it passes.
+    fn refusal(net: &Network, txs: &[Transaction]) -> Option<BlockFault> {
+        let header = net.state.next_header(txs, net.state.timestamp_ms + 1000, 0);
+        net.state.check_block(&header, txs, Some(&RULE)).err()
+    }
+
+    fn settlement(net: &Network, s: Settlement) -> Transaction {
+        net.sign(TxBody::Settlement(s)).unwrap()
+    }
+
+    #[test]
+    fn header_links_are_checked() {
+        let n = net();
+        let txs = n.signed_next_messages(&CURVES, 0, 0).unwrap();
+        let good = n.state.next_header(&txs, 1000, 0);
+        assert_eq!(n.state.check_block(&good, &txs, Some(&RULE)), Ok(()));
+        let cases = [
+            (
+                BlockHeader { height: 2, ..good },
+                Rejection::Height {
+                    expected: 1,
+                    found: 2,
+                },
+            ),
+            (
+                BlockHeader {
+                    prev_hash: [1; 32],
+                    ..good
+                },
+                Rejection::PrevHash,
+            ),
+            (
+                BlockHeader {
+                    timestamp_ms: 0,
+                    ..good
+                },
+                Rejection::Timestamp {
+                    previous: 0,
+                    found: 0,
+                },
+            ),
+            (
+                BlockHeader {
+                    proposer: 4,
+                    ..good
+                },
+                Rejection::Proposer { found: 4 },
+            ),
+            (
+                BlockHeader {
+                    tx_count: 1,
+                    ..good
+                },
+                Rejection::TxCount {
+                    header: 1,
+                    found: 2,
+                },
+            ),
+            (
+                BlockHeader {
+                    merkle_root: [0; 32],
+                    ..good
+                },
+                Rejection::MerkleRoot,
+            ),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                n.state.check_block(&header, &txs, Some(&RULE)),
+                Err(expected.into())
+            );
+        }
+    }
+
+    #[test]
+    fn transactions_are_checked_one_by_one() {
+        let mut n = net();
+        let msgs = n.signed_next_messages(&CURVES, 0, 0).unwrap();
+        // A repeat inside the block, then across blocks.
+        let twice = vec![msgs[0].clone(), msgs[1].clone(), msgs[0].clone()];
+        let fault = refusal(&n, &twice).unwrap();
+        assert_eq!(
+            (fault.index, fault.rejection),
+            (Some(2), Rejection::Duplicate)
+        );
+        n.propose(0, msgs.clone(), 1000, &RULE).unwrap();
+        assert_eq!(
+            refusal(&n, &msgs[..1]).map(|f| f.rejection),
+            Some(Rejection::Duplicate)
+        );
+        // A genesis record after the genesis.
+        let record = Transaction::record(TxBody::Validator(ValidatorRegistration {
+            validator: 4,
+            public_key: [0; 32],
+        }));
+        assert_eq!(
+            refusal(&n, &[record]).map(|f| f.rejection),
+            Some(Rejection::GenesisRecord)
+        );
+        // A missing or unknown signature.
+        let mut unsigned = n.signed_next_messages(&CURVES, 0, 0).unwrap()[0].clone();
+        unsigned.signatures.clear();
+        assert_eq!(
+            refusal(&n, &[unsigned]).map(|f| f.rejection),
+            Some(Rejection::SignatureCount {
+                expected: 1,
+                found: 0
+            })
+        );
+        let mut stranger = n.next_messages(&CURVES, 0, 0).unwrap()[0];
+        stranger.agent = 7;
+        let tx = Transaction {
+            body: TxBody::Consensus(stranger),
+            signatures: vec![[0; 64]],
+        };
+        assert_eq!(
+            refusal(&n, &[tx]).map(|f| f.rejection),
+            Some(Rejection::UnknownSigner { agent: 7 })
+        );
+        // The rule: a non-finite power, a skipped iteration.
+        let mut m = n.next_messages(&CURVES, 0, 0).unwrap()[1];
+        m.power = f64::NAN;
+        let tx = n.sign(TxBody::Consensus(m)).unwrap();
+        assert_eq!(
+            refusal(&n, &[tx]).map(|f| f.rejection),
+            Some(Rejection::NonFinite { field: "power" })
+        );
+        let mut m = n.next_messages(&CURVES, 0, 0).unwrap()[1];
+        m.iteration = 5;
+        let tx = n.sign(TxBody::Consensus(m)).unwrap();
+        assert_eq!(
+            refusal(&n, &[tx]).map(|f| f.rejection),
+            Some(Rejection::MissingPrevious {
+                iteration: 4,
+                agent: 0
+            })
+        );
+    }
+
+    #[test]
+    fn settlements_must_be_consistent_and_unique() {
+        let mut n = net();
+        let good = Settlement {
+            hour: 3,
+            seller: 0,
+            buyer: 1,
+            mw: 12.0,
+            price: 17.5,
+            cost: 210.0,
+        };
+        assert_eq!(refusal(&n, &[settlement(&n, good)]), None);
+        for (bad, why) in [
+            (
+                Settlement {
+                    cost: 210.1,
+                    ..good
+                },
+                Rejection::Settlement("cost is not mw x price"),
+            ),
+            (
+                Settlement { buyer: 0, ..good },
+                Rejection::Settlement("seller and buyer are the same agent"),
+            ),
+            (
+                Settlement {
+                    mw: -12.0,
+                    cost: -210.0,
+                    ..good
+                },
+                Rejection::Settlement("negative power"),
+            ),
+            (
+                Settlement {
+                    price: f64::INFINITY,
+                    ..good
+                },
+                Rejection::NonFinite { field: "price" },
+            ),
+        ] {
+            assert_eq!(
+                refusal(&n, &[settlement(&n, bad)]).map(|f| f.rejection),
+                Some(why)
+            );
+        }
+        // The buyer's signature is checked too.
+        let mut tx = settlement(&n, good);
+        tx.signatures[1][0] ^= 1;
+        assert!(matches!(
+            refusal(&n, &[tx]).map(|f| f.rejection),
+            Some(Rejection::Signature { agent: 1, .. })
+        ));
+        n.propose(0, vec![settlement(&n, good)], 1000, &RULE)
+            .unwrap();
+        assert_eq!(
+            refusal(&n, &[settlement(&n, good)]).map(|f| f.rejection),
+            Some(Rejection::Duplicate)
+        );
+        assert_eq!(n.state.settlements(), 1);
+    }
+
+    #[test]
+    fn the_simple_rule_needs_the_constant_step() {
+        let rci = RciSettings::default();
+        assert_eq!(rci.step_rule, StepRule::Newton);
+        let n = Network::genesis(11, 1, 0, &rci, &[b"a", b"b"], 0).unwrap();
+        let m = n.next_messages(&CURVES, 0, 0).unwrap()[0];
+        assert_eq!(
+            RULE.check(&n.state, &m),
+            Err(Rejection::StepRule(StepRule::Newton))
+        );
+    }
+
+    #[test]
+    fn votes_must_be_sorted_known_and_valid() {
+        let n = net();
+        let hash = [5u8; 32];
+        let keys = &n.state.validator_keys;
+        let votes: Vec<Vote> = n.validators.iter().map(|v| v.vote(&hash)).collect();
+        assert_eq!(check_votes(keys, 3, &hash, &votes), Ok(4));
+        assert_eq!(check_votes(keys, 3, &hash, &votes[..3]), Ok(3));
+        assert_eq!(
+            check_votes(keys, 3, &hash, &votes[..2]),
+            Err(Rejection::NoQuorum {
+                votes: 2,
+                quorum: 3
+            })
+        );
+        let swapped = [votes[1], votes[0], votes[2]];
+        assert_eq!(
+            check_votes(keys, 3, &hash, &swapped),
+            Err(Rejection::VoteOrder)
+        );
+        let repeated = [votes[0], votes[0], votes[1]];
+        assert_eq!(
+            check_votes(keys, 3, &hash, &repeated),
+            Err(Rejection::VoteOrder)
+        );
+        let stranger = Vote {
+            validator: 9,
+            ..votes[3]
+        };
+        assert_eq!(
+            check_votes(keys, 3, &hash, &[votes[0], votes[1], stranger]),
+            Err(Rejection::UnknownValidator { validator: 9 })
+        );
+        // A vote for another block does not count for this one.
+        assert!(matches!(
+            check_votes(keys, 3, &[6; 32], &votes),
+            Err(Rejection::VoteSignature { validator: 0, .. })
+        ));
+    }
+}
