@@ -13,6 +13,8 @@
 //! - [`central`]: the centralized QP references (hourly and 24-h).
 //! - [`input`]: reading the user's input files as text, with one clear error each.
 //! - [`scenario`]: the one settings struct, read from TOML and validated.
+//! - [`ledger`]: signed messages in validator-signed blocks, and verification of a stored
+//!   ledger (pure).
 //! - [`market`]: assembles a market from a scenario and runs the day.
 //! - [`engine`]: batches of perturbed days on the rayon CPU backend or the WGSL GPU kernel.
 //! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
@@ -27,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod grid;
 pub mod input;
+pub mod ledger;
 pub mod market;
 pub mod microgrid;
 pub mod offer;
