@@ -27,7 +27,7 @@ pub fn evaluate_hour(
         .map(|(a, c)| {
             let s = batch.slot(run, hour, a);
             Agent {
-                curve: c,
+                curve: c.view(),
                 min_export: s.min_export,
                 max_export: s.max_export,
             }
