@@ -388,7 +388,7 @@ impl Market {
         let agents: Vec<Agent<'_>> = curves
             .iter()
             .map(|c| Agent {
-                curve: c,
+                curve: c.view(),
                 min_export: lo,
                 max_export: hi,
             })

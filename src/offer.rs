@@ -83,6 +83,25 @@ impl OfferCurve {
     /// microgrid: the battery plan minus the load). Breakpoints sit where a unit reaches
     /// its minimum or maximum, so linear interpolation between them is exact.
     pub fn from_units(units: &[QuadraticUnit], fixed_export: f64, fixed_cost: f64) -> Result<Self> {
+        let mut curve = OfferCurve {
+            prices: Vec::with_capacity(2 * units.len()),
+            exports: Vec::new(),
+            costs: Vec::new(),
+        };
+        curve.rebuild_from_units(units, fixed_export, fixed_cost)?;
+        Ok(curve)
+    }
+
+    /// Makes this curve [`OfferCurve::from_units`]`(units, fixed_export, fixed_cost)` in
+    /// place, reusing its storage: a batch backend rebuilds a unit agent's curve for every
+    /// (run, hour) in one scratch curve per thread, without allocating. After an error
+    /// the curve's contents are unspecified.
+    pub fn rebuild_from_units(
+        &mut self,
+        units: &[QuadraticUnit],
+        fixed_export: f64,
+        fixed_cost: f64,
+    ) -> Result<()> {
         for (i, u) in units.iter().enumerate() {
             if !(u.c2 > 0.0 && u.c2.is_finite()) {
                 return Err(Error::invalid(
@@ -99,17 +118,27 @@ impl OfferCurve {
                 ));
             }
         }
+        let (prices, exports, costs) = (&mut self.prices, &mut self.exports, &mut self.costs);
+        prices.clear();
+        exports.clear();
+        costs.clear();
         if units.is_empty() {
-            return Ok(Self::fixed(fixed_export, fixed_cost));
+            // As `OfferCurve::fixed`, which is not checked.
+            prices.push(0.0);
+            exports.push(fixed_export);
+            costs.push(fixed_cost);
+            return Ok(());
         }
-        let mut prices: Vec<f64> = units
-            .iter()
-            .flat_map(|u| [u.c1 + 2.0 * u.c2 * u.pmin, u.c1 + 2.0 * u.c2 * u.pmax])
-            .collect();
-        prices.sort_by(f64::total_cmp);
+        prices.extend(
+            units
+                .iter()
+                .flat_map(|u| [u.c1 + 2.0 * u.c2 * u.pmin, u.c1 + 2.0 * u.c2 * u.pmax]),
+        );
+        // Values equal under `total_cmp` have equal bits, so the unstable sort (which
+        // never allocates) gives the stable sort's order.
+        prices.sort_unstable_by(f64::total_cmp);
         prices.dedup();
-        let (mut exports, mut costs) = (Vec::with_capacity(prices.len()), Vec::new());
-        for &price in &prices {
+        for &price in prices.iter() {
             let (mut x, mut c) = (fixed_export, fixed_cost);
             for u in units {
                 let p = u.output_at(price);
@@ -119,7 +148,108 @@ impl OfferCurve {
             exports.push(x);
             costs.push(c);
         }
-        Self::new(prices, exports, costs)
+        self.check()
+    }
+
+    /// The curve as a borrowed view, which every evaluation goes through.
+    pub fn view(&self) -> CurveView<'_> {
+        CurveView {
+            prices: &self.prices,
+            exports: &self.exports,
+            costs: &self.costs,
+        }
+    }
+
+    /// Number of breakpoints.
+    pub fn len(&self) -> usize {
+        self.prices.len()
+    }
+
+    /// Always false for a valid curve (kept for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty()
+    }
+
+    /// Lowest export the agent can offer, MW.
+    pub fn min_export(&self) -> f64 {
+        self.view().min_export()
+    }
+
+    /// Highest export the agent can offer, MW.
+    pub fn max_export(&self) -> f64 {
+        self.view().max_export()
+    }
+
+    /// Checks the invariants: equal non-zero lengths, finite values, monotone coordinates.
+    pub fn check(&self) -> Result<()> {
+        self.view().check()
+    }
+
+    /// The export at `price`, MW (see [`CurveView::export_at`]).
+    pub fn export_at(&self, price: f64) -> f64 {
+        self.view().export_at(price)
+    }
+
+    /// Slope `d export / d price`, MW per $/MWh (see [`CurveView::slope_at`]).
+    pub fn slope_at(&self, price: f64, downward: bool) -> f64 {
+        self.view().slope_at(price, downward)
+    }
+
+    /// The nearest breakpoint price beyond `price` (see [`CurveView::next_breakpoint`]).
+    pub fn next_breakpoint(&self, price: f64, downward: bool) -> Option<f64> {
+        self.view().next_breakpoint(price, downward)
+    }
+
+    /// The highest price at which the agent exports at most `x`, $/MWh (see
+    /// [`CurveView::highest_price_within`]).
+    pub fn highest_price_within(&self, x: f64) -> f64 {
+        self.view().highest_price_within(x)
+    }
+
+    /// The lowest price at which the agent exports at least `x`, $/MWh (see
+    /// [`CurveView::lowest_price_reaching`]).
+    pub fn lowest_price_reaching(&self, x: f64) -> f64 {
+        self.view().lowest_price_reaching(x)
+    }
+
+    /// Marginal cost at export `x`, $/MWh (see [`CurveView::price_at_export`]).
+    pub fn price_at_export(&self, x: f64) -> f64 {
+        self.view().price_at_export(x)
+    }
+
+    /// Internal operating cost at export `x`, $/h (see [`CurveView::cost_at_export`]).
+    pub fn cost_at_export(&self, x: f64) -> f64 {
+        self.view().cost_at_export(x)
+    }
+}
+
+impl<'a> From<&'a OfferCurve> for CurveView<'a> {
+    fn from(curve: &'a OfferCurve) -> Self {
+        curve.view()
+    }
+}
+
+/// An offer curve borrowed from wherever its breakpoints live (an [`OfferCurve`], a batch's
+/// shared pool, a thread's scratch curve), with the same invariants. Every evaluation of a
+/// curve is defined here, once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurveView<'a> {
+    /// Breakpoint prices, $/MWh, non-decreasing.
+    pub prices: &'a [f64],
+    /// Breakpoint exports, MW, non-decreasing.
+    pub exports: &'a [f64],
+    /// Internal operating cost at each breakpoint, $/h.
+    pub costs: &'a [f64],
+}
+
+impl CurveView<'_> {
+    /// An owned copy of the curve.
+    pub fn to_curve(&self) -> OfferCurve {
+        OfferCurve {
+            prices: self.prices.to_vec(),
+            exports: self.exports.to_vec(),
+            costs: self.costs.to_vec(),
+        }
     }
 
     /// Number of breakpoints.
@@ -448,6 +578,26 @@ mod tests {
         assert_eq!(c.slope_at(f64::NAN, false), 0.0);
         assert!(c.cost_at_export(f64::NAN).is_nan());
         assert!(c.price_at_export(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn a_curve_rebuilt_in_place_is_the_fresh_one() {
+        let big = [
+            unit(0.01, 20.0, 10.0, 100.0),
+            unit(0.2, 18.0, 0.0, 30.0),
+            unit(0.05, 40.0, 5.0, 50.0),
+        ];
+        let small = [unit(0.5, 10.0, 0.0, 10.0)];
+        let mut c = OfferCurve::from_units(&big, -60.0, 0.0).unwrap();
+        for (units, fixed) in [(&small[..], -5.0), (&[][..], 7.0), (&big[..], 2.0)] {
+            c.rebuild_from_units(units, fixed, 1.0).unwrap();
+            assert_eq!(c, OfferCurve::from_units(units, fixed, 1.0).unwrap());
+        }
+        assert_eq!(c.view().to_curve(), c);
+        assert!(
+            c.rebuild_from_units(&[unit(0.0, 1.0, 0.0, 1.0)], 0.0, 0.0)
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   `H_up <- max(0, H_up + xi (P - P_max))`, `H_lo <- max(0, H_lo + xi (P_min - P))`;
 //! - set point from the agent's own response, eq. (37)-(38) with erratum 1 fixed (the
 //!   lower-bound multiplier enters with a + sign):
-//!   `PS = S_i(lambda_i - H_up + H_lo)`, where `S_i` is the agent's [`OfferCurve`]; for a
+//!   `PS = S_i(lambda_i - H_up + H_lo)`, where `S_i` is the agent's [`crate::offer::OfferCurve`]; for a
 //!   single quadratic unit `S(p) = (p - c1) / (2 c2)`, the paper's `(-b + beta)/a`;
 //! - power move, eq. (39)-(42): `P <- P + R (PS - P)`, with `R = 1` (plain C+I) or the
 //!   paper's relaxation ratio `R = (|P| + gamma) / (|PS| + gamma)` (erratum 4: no source
@@ -21,11 +21,15 @@
 //! default `Newton` rule divides by the agents' summed local offer slopes (each agent knows
 //! its own slope and sends it with its price), safeguarded by a price bracket, so that the
 //! market clears in a handful of iterations whatever the local slope.
+//!
+//! One iteration is [`step`] on an [`RciState`]; [`negotiate`] is the loop over it. The
+//! WGSL kernel mirrors that one step, so there is one definition of an iteration to keep in
+//! sync, and [`price_update`] is the one agent's message a validator can recompute.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::offer::OfferCurve;
+use crate::offer::CurveView;
 
 /// How the innovation step `kappa^k` of eq. (31)-(32) is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +199,7 @@ impl RciSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct Agent<'a> {
     /// The agent's response to a price.
-    pub curve: &'a OfferCurve,
+    pub curve: CurveView<'a>,
     /// Lowest export the agent may trade, MW (P_min of eq. 34/36).
     pub min_export: f64,
     /// Highest export the agent may trade, MW (P_max of eq. 33/35).
@@ -260,11 +264,349 @@ pub struct HourOutcome {
 impl HourOutcome {
     /// The market price: the mean of the agents' local prices, $/MWh.
     pub fn price(&self) -> f64 {
-        self.agents.iter().map(|a| a.price).sum::<f64>() / self.agents.len() as f64
+        mean_price(&self.agents)
     }
 }
 
-/// Runs the RCI negotiation of one hour to its stop rules or to the iteration cap.
+fn mean_price(agents: &[AgentState]) -> f64 {
+    agents.iter().map(|a| a.price).sum::<f64>() / agents.len() as f64
+}
+
+/// Everything the RCI carries from one iteration to the next: the agents' states, the
+/// prices where each agent's curve meets its trade limits, the Newton step's price bracket
+/// and safeguard memory, the iteration counter and the last residuals.
+///
+/// Its storage is reused by [`RciState::reset`], so a batch backend negotiates hour after
+/// hour in one state per thread without allocating.
+#[derive(Debug, Clone, Default)]
+pub struct RciState {
+    /// The agents' current states.
+    agents: Vec<AgentState>,
+    /// The states before the last iteration; the next iteration's output buffer.
+    previous: Vec<AgentState>,
+    /// Per agent, the lowest price at which its curve reaches its `min_export` and the
+    /// highest at which it stays within its `max_export` (the exact duals' thresholds).
+    limit_prices: Vec<(f64, f64)>,
+    /// Price bracket `(lo, hi)` of the trade balance, valid while the duals do not move
+    /// (exact duals are functions of the price, so the balance stays one monotone function
+    /// of it).
+    bracket: (f64, f64),
+    /// The last Newton price step, $/MWh (the safeguard's memory).
+    last_step: f64,
+    /// The Newton price step before the last, $/MWh.
+    step_before_last: f64,
+    /// Iterations performed.
+    iteration: u32,
+    /// Residuals of the last iteration (all 0 before the first).
+    residuals: Residuals,
+}
+
+impl RciState {
+    /// The starting point: every agent at `initial_price` with its export there and zero
+    /// duals, an unbounded bracket, no Newton step yet.
+    pub fn new(agents: &[Agent<'_>], settings: &RciSettings) -> Self {
+        let mut state = RciState::default();
+        state.reset(agents, settings);
+        state
+    }
+
+    /// Makes this state [`RciState::new`]`(agents, settings)`, reusing its storage.
+    pub fn reset(&mut self, agents: &[Agent<'_>], settings: &RciSettings) {
+        let p0 = settings.initial_price;
+        self.agents.clear();
+        self.agents.extend(agents.iter().map(|a| AgentState {
+            price: p0,
+            power: a.curve.export_at(p0),
+            dual_upper: 0.0,
+            dual_lower: 0.0,
+        }));
+        self.previous.clear();
+        self.previous.extend_from_slice(&self.agents);
+        self.limit_prices.clear();
+        self.limit_prices.extend(agents.iter().map(|a| {
+            (
+                a.curve.lowest_price_reaching(a.min_export),
+                a.curve.highest_price_within(a.max_export),
+            )
+        }));
+        self.bracket = (f64::NEG_INFINITY, f64::INFINITY);
+        (self.last_step, self.step_before_last) = (f64::INFINITY, f64::INFINITY);
+        self.iteration = 0;
+        self.residuals = Residuals::default();
+    }
+
+    /// The agents' current states.
+    pub fn agents(&self) -> &[AgentState] {
+        &self.agents
+    }
+
+    /// Iterations performed so far.
+    pub fn iteration(&self) -> u32 {
+        self.iteration
+    }
+
+    /// Residuals of the last iteration (all 0 before the first).
+    pub fn residuals(&self) -> Residuals {
+        self.residuals
+    }
+
+    /// The Newton step's price bracket `(lo, hi)`, $/MWh (infinite ends: not yet seen).
+    pub fn bracket(&self) -> (f64, f64) {
+        self.bracket
+    }
+
+    /// The market price: the mean of the agents' local prices, $/MWh.
+    pub fn price(&self) -> f64 {
+        mean_price(&self.agents)
+    }
+
+    /// Appends the current states to a trajectory, labelled with the iteration count.
+    fn record(&self, trajectory: &mut Vec<TrajectoryPoint>) {
+        trajectory.extend(
+            self.agents
+                .iter()
+                .enumerate()
+                .map(|(i, &state)| TrajectoryPoint {
+                    iteration: self.iteration,
+                    agent: i as u32,
+                    state,
+                }),
+        );
+    }
+}
+
+/// Where the negotiation stands after an iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// No stop rule holds yet.
+    Running,
+    /// Every stop rule of eq. (43)-(45) and the balance tolerance holds.
+    Converged,
+    /// A price or power is no longer finite (e.g. the relaxation ratio of eq. 41-42
+    /// blowing up): the stop rules can never hold.
+    Diverged,
+}
+
+/// What one iteration did: its residuals and the stop decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Changes of this iteration and the trade balance after it.
+    pub residuals: Residuals,
+    /// Whether to stop.
+    pub progress: Progress,
+}
+
+/// Agent `i`'s new local price, eq. (31)-(32): consensus with every neighbour on the
+/// complete graph, innovation on the trade balance,
+/// `lambda_i - chi * sum_j (lambda_i - lambda_j) - kappa * mismatch`.
+///
+/// `prices` are every agent's prices in index order, the agent's own included: its term
+/// is zero for a finite price, and carries a non-finite one into the result. Pure, so a
+/// validator can recompute an agent's message from committed values.
+pub fn price_update(
+    own_price: f64,
+    prices: impl IntoIterator<Item = f64>,
+    chi: f64,
+    kappa: f64,
+    mismatch: f64,
+) -> f64 {
+    let disagreement: f64 = prices.into_iter().map(|p| own_price - p).sum();
+    own_price - chi * disagreement - kappa * mismatch
+}
+
+/// The innovation step `kappa^k` of eq. (31)-(32) for the state's iteration, updating the
+/// Newton bracket and safeguard memory.
+fn innovation_step(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    mismatch: f64,
+) -> f64 {
+    match s.step_rule {
+        StepRule::Constant => s.kappa,
+        StepRule::Diminishing => s.kappa / (1.0 + state.iteration as f64 / s.kappa_decay),
+        StepRule::Newton => {
+            let mean_price = state.price();
+            let (lo, hi) = &mut state.bracket;
+            if mismatch > 0.0 {
+                *hi = hi.min(mean_price);
+            } else if mismatch < 0.0 {
+                *lo = lo.max(mean_price);
+            }
+            let downward = mismatch > 0.0;
+            // An agent held at a limit by an exact dual does not respond to a small
+            // price move: its local slope is 0, and its response resumes where the
+            // dual vanishes.
+            let held = |st: &AgentState| {
+                s.dual_update == DualUpdate::Exact && (st.dual_upper > 0.0 || st.dual_lower > 0.0)
+            };
+            let slope: f64 = agents
+                .iter()
+                .zip(&state.agents)
+                .map(|(a, st)| {
+                    if held(st) {
+                        0.0
+                    } else {
+                        a.curve
+                            .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
+                    }
+                })
+                .sum();
+            // On a flat stretch (summed slope below the floor) the step goes to the
+            // nearest breakpoint of any agent in the direction of motion, instead of
+            // creeping at mismatch / slope_floor across it.
+            let flat_distance = if slope < s.slope_floor {
+                agents
+                    .iter()
+                    .zip(&state.agents)
+                    .filter_map(|(a, st)| {
+                        if held(st) {
+                            return if downward && st.dual_upper > 0.0 {
+                                Some(st.dual_upper)
+                            } else if !downward && st.dual_lower > 0.0 {
+                                Some(st.dual_lower)
+                            } else {
+                                None
+                            };
+                        }
+                        let p = st.price - st.dual_upper + st.dual_lower;
+                        let b = a.curve.next_breakpoint(p, downward)?;
+                        Some(if downward { p - b } else { b - p })
+                    })
+                    .fold(None, |best: Option<f64>, d| {
+                        Some(best.map_or(d, |x| x.min(d)))
+                    })
+            } else {
+                None
+            };
+            let kappa = newton_kappa(
+                mismatch,
+                mean_price,
+                slope,
+                flat_distance,
+                state.bracket,
+                state.step_before_last,
+                s,
+            );
+            state.step_before_last = state.last_step;
+            state.last_step = (kappa * mismatch).abs();
+            kappa
+        }
+    }
+}
+
+/// One RCI iteration from `state` (the one definition of an iteration: the GPU kernel and
+/// any recomputation mirror it): the innovation step, then for every agent its price
+/// (eq. 31-32, [`price_update`]), duals (eq. 33-36), set point (eq. 37-38) and power move
+/// (eq. 39-42), then the residuals and the stop rules (eq. 43-45). `agents` and
+/// `settings` must be those the state was made for; `settings` must have passed
+/// [`RciSettings::validate`]. Deterministic: the same state and input give bit-identical
+/// results. The iteration cap is the caller's (see [`negotiate_in`]).
+pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) -> StepReport {
+    let s = settings;
+    let mismatch: f64 = state.agents.iter().map(|a| a.power).sum();
+    let kappa = innovation_step(state, agents, s, mismatch);
+    let mut duals_moved = false;
+    let (current, next) = (&state.agents, &mut state.previous);
+    for (i, (agent, &me)) in agents.iter().zip(current).enumerate() {
+        let price = price_update(
+            me.price,
+            current.iter().map(|o| o.price),
+            s.chi,
+            kappa,
+            mismatch,
+        );
+        // eq. (33)-(36): projected dual ascent on the agent's power limits.
+        let (dual_upper, dual_lower) = match s.dual_update {
+            DualUpdate::Exact => {
+                let (reaching_min, within_max) = state.limit_prices[i];
+                (
+                    (price - within_max).max(0.0),
+                    (reaching_min - price).max(0.0),
+                )
+            }
+            DualUpdate::Gradient => (
+                (me.dual_upper + s.xi * (me.power - agent.max_export)).max(0.0),
+                (me.dual_lower + s.xi * (agent.min_export - me.power)).max(0.0),
+            ),
+        };
+        duals_moved |= dual_upper != me.dual_upper || dual_lower != me.dual_lower;
+        // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
+        let set_point = agent.curve.export_at(price - dual_upper + dual_lower);
+        // eq. (39)-(42).
+        let ratio = match s.power_update {
+            PowerUpdate::Plain => 1.0,
+            PowerUpdate::Relaxed => {
+                (me.power.abs() + s.relax_gamma) / (set_point.abs() + s.relax_gamma)
+            }
+        };
+        next[i] = AgentState {
+            price,
+            power: me.power + ratio * (set_point - me.power),
+            dual_upper,
+            dual_lower,
+        };
+    }
+    if duals_moved && s.dual_update == DualUpdate::Gradient {
+        state.bracket = (f64::NEG_INFINITY, f64::INFINITY);
+        (state.last_step, state.step_before_last) = (f64::INFINITY, f64::INFINITY);
+    }
+    std::mem::swap(&mut state.agents, &mut state.previous);
+    let residuals = residuals_between(&state.previous, &state.agents);
+    state.residuals = residuals;
+    state.iteration += 1;
+    // A diverged iterate can never meet the stop rules: it is reported as not converged
+    // after this iteration.
+    let finite = state
+        .agents
+        .iter()
+        .all(|a| a.price.is_finite() && a.power.is_finite());
+    let progress = if !finite {
+        Progress::Diverged
+    } else if residuals.price_change < s.price_tol
+        && residuals.power_change < s.power_tol
+        && residuals.dual_change < s.dual_tol
+        && residuals.balance < s.balance_tol
+        && residuals.price_spread < s.price_tol
+    {
+        Progress::Converged
+    } else {
+        Progress::Running
+    };
+    StepReport {
+        residuals,
+        progress,
+    }
+}
+
+/// Runs [`step`] from `state` until it converges or diverges, or the state reaches
+/// `settings.max_iterations`; returns whether it converged. With a `trajectory`, the
+/// starting state and every iterate are appended to it; without one nothing is allocated.
+pub fn negotiate_in(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    settings: &RciSettings,
+    mut trajectory: Option<&mut Vec<TrajectoryPoint>>,
+) -> bool {
+    if let Some(t) = trajectory.as_deref_mut() {
+        state.record(t);
+    }
+    while state.iteration < settings.max_iterations {
+        let report = step(state, agents, settings);
+        if let Some(t) = trajectory.as_deref_mut() {
+            state.record(t);
+        }
+        match report.progress {
+            Progress::Running => {}
+            Progress::Converged => return true,
+            Progress::Diverged => return false,
+        }
+    }
+    false
+}
+
+/// Runs the RCI negotiation of one hour to its stop rules or to the iteration cap: the
+/// loop of [`step`] from [`RciState::new`].
 ///
 /// `settings` must have passed [`RciSettings::validate`]. The function is pure: the same
 /// input gives bit-identical output.
@@ -273,195 +615,19 @@ pub fn negotiate(
     settings: &RciSettings,
     keep_trajectory: bool,
 ) -> HourOutcome {
-    let n = agents.len();
-    let s = settings;
-    let mut state: Vec<AgentState> = agents
-        .iter()
-        .map(|a| AgentState {
-            price: s.initial_price,
-            power: a.curve.export_at(s.initial_price),
-            dual_upper: 0.0,
-            dual_lower: 0.0,
-        })
-        .collect();
+    let mut state = RciState::new(agents, settings);
     let mut trajectory = Vec::new();
-    let record = |traj: &mut Vec<TrajectoryPoint>, k: u32, st: &[AgentState]| {
-        traj.extend(st.iter().enumerate().map(|(i, &state)| TrajectoryPoint {
-            iteration: k,
-            agent: i as u32,
-            state,
-        }));
-    };
-    if keep_trajectory {
-        record(&mut trajectory, 0, &state);
-    }
-    // The prices at which each agent's own curve meets its trade limits (exact duals).
-    let limit_prices: Vec<(f64, f64)> = agents
-        .iter()
-        .map(|a| {
-            (
-                a.curve.lowest_price_reaching(a.min_export),
-                a.curve.highest_price_within(a.max_export),
-            )
-        })
-        .collect();
-    // Price bracket of the trade balance, valid while the duals do not move (exact duals
-    // are functions of the price, so the balance stays one monotone function of it).
-    let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
-    // The last two Newton price steps, $/MWh (the safeguard's memory).
-    let (mut last_step, mut step_before_last) = (f64::INFINITY, f64::INFINITY);
-    let mut residuals = Residuals::default();
-    let mut next = state.clone();
-    for k in 0..s.max_iterations {
-        let mismatch: f64 = state.iter().map(|a| a.power).sum();
-        let mean_price = state.iter().map(|a| a.price).sum::<f64>() / n as f64;
-        let kappa = match s.step_rule {
-            StepRule::Constant => s.kappa,
-            StepRule::Diminishing => s.kappa / (1.0 + k as f64 / s.kappa_decay),
-            StepRule::Newton => {
-                if mismatch > 0.0 {
-                    hi = hi.min(mean_price);
-                } else if mismatch < 0.0 {
-                    lo = lo.max(mean_price);
-                }
-                let downward = mismatch > 0.0;
-                // An agent held at a limit by an exact dual does not respond to a small
-                // price move: its local slope is 0, and its response resumes where the
-                // dual vanishes.
-                let held = |st: &AgentState| {
-                    s.dual_update == DualUpdate::Exact
-                        && (st.dual_upper > 0.0 || st.dual_lower > 0.0)
-                };
-                let slope: f64 = agents
-                    .iter()
-                    .zip(&state)
-                    .map(|(a, st)| {
-                        if held(st) {
-                            0.0
-                        } else {
-                            a.curve
-                                .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
-                        }
-                    })
-                    .sum();
-                // On a flat stretch (summed slope below the floor) the step goes to the
-                // nearest breakpoint of any agent in the direction of motion, instead of
-                // creeping at mismatch / slope_floor across it.
-                let flat_distance = if slope < s.slope_floor {
-                    agents
-                        .iter()
-                        .zip(&state)
-                        .filter_map(|(a, st)| {
-                            if held(st) {
-                                return if downward && st.dual_upper > 0.0 {
-                                    Some(st.dual_upper)
-                                } else if !downward && st.dual_lower > 0.0 {
-                                    Some(st.dual_lower)
-                                } else {
-                                    None
-                                };
-                            }
-                            let p = st.price - st.dual_upper + st.dual_lower;
-                            let b = a.curve.next_breakpoint(p, downward)?;
-                            Some(if downward { p - b } else { b - p })
-                        })
-                        .fold(None, |best: Option<f64>, d| {
-                            Some(best.map_or(d, |x| x.min(d)))
-                        })
-                } else {
-                    None
-                };
-                let kappa = newton_kappa(
-                    mismatch,
-                    mean_price,
-                    slope,
-                    flat_distance,
-                    (lo, hi),
-                    step_before_last,
-                    s,
-                );
-                step_before_last = last_step;
-                last_step = (kappa * mismatch).abs();
-                kappa
-            }
-        };
-        let mut duals_moved = false;
-        for i in 0..n {
-            let me = state[i];
-            // eq. (31)-(32): consensus with every neighbour, innovation on the balance.
-            let disagreement: f64 = state.iter().map(|o| me.price - o.price).sum();
-            let price = me.price - s.chi * disagreement - kappa * mismatch;
-            // eq. (33)-(36): projected dual ascent on the agent's power limits.
-            let (dual_upper, dual_lower) = match s.dual_update {
-                DualUpdate::Exact => (
-                    (price - limit_prices[i].1).max(0.0),
-                    (limit_prices[i].0 - price).max(0.0),
-                ),
-                DualUpdate::Gradient => (
-                    (me.dual_upper + s.xi * (me.power - agents[i].max_export)).max(0.0),
-                    (me.dual_lower + s.xi * (agents[i].min_export - me.power)).max(0.0),
-                ),
-            };
-            duals_moved |= dual_upper != me.dual_upper || dual_lower != me.dual_lower;
-            // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
-            let set_point = agents[i].curve.export_at(price - dual_upper + dual_lower);
-            // eq. (39)-(42).
-            let ratio = match s.power_update {
-                PowerUpdate::Plain => 1.0,
-                PowerUpdate::Relaxed => {
-                    (me.power.abs() + s.relax_gamma) / (set_point.abs() + s.relax_gamma)
-                }
-            };
-            next[i] = AgentState {
-                price,
-                power: me.power + ratio * (set_point - me.power),
-                dual_upper,
-                dual_lower,
-            };
-        }
-        if duals_moved && s.dual_update == DualUpdate::Gradient {
-            (lo, hi) = (f64::NEG_INFINITY, f64::INFINITY);
-            (last_step, step_before_last) = (f64::INFINITY, f64::INFINITY);
-        }
-        residuals = residuals_between(&state, &next);
-        std::mem::swap(&mut state, &mut next);
-        // A diverged iterate (e.g. the relaxation ratio of eq. 41-42 blowing up) can never
-        // meet the stop rules: report it as not converged after k + 1 iterations.
-        let finite = state
-            .iter()
-            .all(|a| a.price.is_finite() && a.power.is_finite());
-        if keep_trajectory {
-            record(&mut trajectory, k + 1, &state);
-        }
-        if !finite {
-            return HourOutcome {
-                converged: false,
-                iterations: k + 1,
-                agents: state,
-                residuals,
-                trajectory,
-            };
-        }
-        if residuals.price_change < s.price_tol
-            && residuals.power_change < s.power_tol
-            && residuals.dual_change < s.dual_tol
-            && residuals.balance < s.balance_tol
-            && residuals.price_spread < s.price_tol
-        {
-            return HourOutcome {
-                converged: true,
-                iterations: k + 1,
-                agents: state,
-                residuals,
-                trajectory,
-            };
-        }
-    }
+    let converged = negotiate_in(
+        &mut state,
+        agents,
+        settings,
+        keep_trajectory.then_some(&mut trajectory),
+    );
     HourOutcome {
-        converged: false,
-        iterations: s.max_iterations,
-        agents: state,
-        residuals,
+        converged,
+        iterations: state.iteration,
+        agents: state.agents,
+        residuals: state.residuals,
         trajectory,
     }
 }
@@ -539,7 +705,7 @@ fn residuals_between(old: &[AgentState], new: &[AgentState]) -> Residuals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offer::QuadraticUnit;
+    use crate::offer::{OfferCurve, QuadraticUnit};
 
     fn quad(c2: f64, c1: f64, pmin: f64, pmax: f64, fixed: f64) -> OfferCurve {
         let u = QuadraticUnit {
@@ -574,12 +740,12 @@ mod tests {
     fn agents<'a>(a: &'a OfferCurve, b: &'a OfferCurve) -> [Agent<'a>; 2] {
         [
             Agent {
-                curve: a,
+                curve: a.view(),
                 min_export: -500.0,
                 max_export: 500.0,
             },
             Agent {
-                curve: b,
+                curve: b.view(),
                 min_export: -500.0,
                 max_export: 500.0,
             },
@@ -653,12 +819,12 @@ mod tests {
         let (a, b) = hand_market();
         let ag = [
             Agent {
-                curve: &a,
+                curve: a.view(),
                 min_export: -500.0,
                 max_export: 500.0,
             },
             Agent {
-                curve: &b,
+                curve: b.view(),
                 min_export: -60.0,
                 max_export: 500.0,
             },
@@ -723,7 +889,7 @@ mod tests {
     fn newton_on_a_steep_stretch_converges_without_cycling() {
         let c = steep_stretch_curve();
         let agent = [Agent {
-            curve: &c,
+            curve: c.view(),
             min_export: -60.0,
             max_export: 60.0,
         }];
@@ -747,12 +913,12 @@ mod tests {
         let (a, b) = hand_market();
         let ag = [
             Agent {
-                curve: &a,
+                curve: a.view(),
                 min_export: -500.0,
                 max_export: 500.0,
             },
             Agent {
-                curve: &b,
+                curve: b.view(),
                 min_export: -60.0,
                 max_export: 500.0,
             },
@@ -782,6 +948,140 @@ mod tests {
         assert!((out.price() - 20.0).abs() < 1e-4);
         // Trajectory: one row per agent per iteration plus the start.
         assert_eq!(out.trajectory.len(), 2 * (out.iterations as usize + 1));
+    }
+
+    fn state_bits(a: &AgentState) -> [u64; 4] {
+        [a.price, a.power, a.dual_upper, a.dual_lower].map(f64::to_bits)
+    }
+
+    fn residual_bits(r: &Residuals) -> [u64; 5] {
+        [
+            r.price_change,
+            r.power_change,
+            r.dual_change,
+            r.balance,
+            r.price_spread,
+        ]
+        .map(f64::to_bits)
+    }
+
+    #[test]
+    fn negotiate_is_the_loop_of_step() {
+        let (a, b) = hand_market();
+        let limited = [
+            Agent {
+                curve: a.view(),
+                min_export: -500.0,
+                max_export: 500.0,
+            },
+            Agent {
+                curve: b.view(),
+                min_export: -60.0,
+                max_export: 500.0,
+            },
+        ];
+        let cases = [
+            // Newton with exact duals on a binding limit: converges.
+            from_afar(),
+            // Gradient duals: the bracket is reset while the duals move.
+            RciSettings {
+                dual_update: DualUpdate::Gradient,
+                max_iterations: 5000,
+                ..from_afar()
+            },
+            // Diminishing, relaxed: stops at the cap.
+            RciSettings {
+                step_rule: StepRule::Diminishing,
+                power_update: PowerUpdate::Relaxed,
+                kappa: 0.01,
+                max_iterations: 37,
+                ..from_afar()
+            },
+            // Too large a relaxed constant step: diverges.
+            RciSettings {
+                step_rule: StepRule::Constant,
+                power_update: PowerUpdate::Relaxed,
+                kappa: 5.0,
+                max_iterations: 100_000,
+                initial_price: 45.317,
+                ..from_afar()
+            },
+        ];
+        let mut endings = Vec::new();
+        for s in &cases {
+            let out = negotiate(&limited, s, true);
+            // The same loop by hand.
+            let mut state = RciState::new(&limited, s);
+            let mut states: Vec<AgentState> = state.agents().to_vec();
+            let mut progress = Progress::Running;
+            while progress == Progress::Running && state.iteration() < s.max_iterations {
+                let report = step(&mut state, &limited, s);
+                assert_eq!(
+                    residual_bits(&report.residuals),
+                    residual_bits(&state.residuals())
+                );
+                states.extend_from_slice(state.agents());
+                progress = report.progress;
+            }
+            assert_eq!(out.converged, progress == Progress::Converged);
+            assert_eq!(out.iterations, state.iteration());
+            assert_eq!(
+                residual_bits(&out.residuals),
+                residual_bits(&state.residuals())
+            );
+            assert_eq!(out.price().to_bits(), state.price().to_bits());
+            let bits = |v: &[AgentState]| v.iter().map(state_bits).collect::<Vec<_>>();
+            assert_eq!(bits(&out.agents), bits(state.agents()));
+            let traj: Vec<AgentState> = out.trajectory.iter().map(|p| p.state).collect();
+            assert_eq!(bits(&traj), bits(&states));
+            endings.push(progress);
+        }
+        assert_eq!(
+            endings,
+            [
+                Progress::Converged,
+                Progress::Converged,
+                Progress::Running,
+                Progress::Diverged
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reused_state_forgets_its_last_market() {
+        let (a, b) = hand_market();
+        let c = steep_stretch_curve();
+        let three = [agents(&a, &b)[0], agents(&a, &b)[1], agents(&c, &c)[0]];
+        let s = from_afar();
+        let mut state = RciState::new(&three, &s);
+        negotiate_in(&mut state, &three, &s, None);
+        let two = agents(&a, &b);
+        state.reset(&two, &s);
+        let mut trajectory = Vec::new();
+        let converged = negotiate_in(&mut state, &two, &s, Some(&mut trajectory));
+        let fresh = negotiate(&two, &s, true);
+        assert!(converged && fresh.converged);
+        assert_eq!(state.iteration(), fresh.iterations);
+        assert_eq!(state.agents(), &fresh.agents[..]);
+        assert_eq!(trajectory, fresh.trajectory);
+    }
+
+    #[test]
+    fn price_update_by_hand() {
+        // Two agents at 30 and 20 $/MWh, chi 0.5, kappa 0.1, 10 MW oversupplied:
+        // 30 - 0.5 (0 + 10) - 1 = 24 and 20 - 0.5 (-10 + 0) - 1 = 24.
+        let two = [30.0, 20.0];
+        assert_eq!(price_update(30.0, two, 0.5, 0.1, 10.0), 24.0);
+        assert_eq!(price_update(20.0, two, 0.5, 0.1, 10.0), 24.0);
+        // Three agents at 10, 16 and 25 $/MWh, chi 0.25, kappa 0.5, 4 MW short:
+        // 10 - 0.25 (0 - 6 - 15) + 2 = 17.25; 16 - 0.25 (6 + 0 - 9) + 2 = 18.75;
+        // 25 - 0.25 (15 + 9 + 0) + 2 = 21.
+        let three = [10.0, 16.0, 25.0];
+        assert_eq!(price_update(10.0, three, 0.25, 0.5, -4.0), 17.25);
+        assert_eq!(price_update(16.0, three, 0.25, 0.5, -4.0), 18.75);
+        assert_eq!(price_update(25.0, three, 0.25, 0.5, -4.0), 21.0);
+        // The agent's own term carries a diverged price into its update.
+        assert!(price_update(f64::INFINITY, [f64::INFINITY, 1.0], 0.5, 0.1, 0.0).is_nan());
     }
 
     #[test]

@@ -284,7 +284,7 @@ proptest! {
             .iter()
             .map(|(u, fixed)| OfferCurve::from_units(u, *fixed, 0.0).expect("valid units"))
             .collect();
-        let ag: Vec<Agent<'_>> = curves.iter().map(|c| Agent { curve: c, min_export: -1e4, max_export: 1e4 }).collect();
+        let ag: Vec<Agent<'_>> = curves.iter().map(|c| Agent { curve: c.view(), min_export: -1e4, max_export: 1e4 }).collect();
         let chi = 1.0 / ag.len() as f64;
         let out = rci::negotiate(&ag, &RciSettings { chi, ..RciSettings::default() }, false);
         prop_assert!(out.converged, "{:?}", out.residuals);

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::market::Market;
 use crate::microgrid::HOURS;
-use crate::offer::{OfferCurve, QuadraticUnit};
+use crate::offer::{CurveView, OfferCurve, QuadraticUnit};
 use crate::rci::{RciSettings, Residuals, TrajectoryPoint};
 
 /// Most agents one market hour may have (the smart grid and the microgrid).
@@ -34,6 +34,14 @@ pub const MAX_AGENTS: usize = 2;
 /// Most quadratic units in one agent's unit group (the kernel's curve has twice as many
 /// breakpoints).
 pub const MAX_UNITS: usize = 4;
+/// Filler of the unit arrays a unit group is written to (never read).
+const UNSET_UNIT: QuadraticUnit = QuadraticUnit {
+    c2: 0.0,
+    c1: 0.0,
+    c0: 0.0,
+    pmin: 0.0,
+    pmax: 0.0,
+};
 /// Values per unit in the pool: `c2, c1, c0, pmin, pmax`.
 pub const UNIT_STRIDE: usize = 5;
 /// Agent flag: the unit group's `pmax` is multiplied by the run's `renewable_scale`.
@@ -422,24 +430,25 @@ impl Batch {
         &self.slots[(set * self.hours + hour) * self.agents + agent]
     }
 
-    /// The pool-curve of a slot as an [`OfferCurve`] (the slot must have `curve_len > 0`).
-    fn pool_curve(&self, s: &AgentSlot) -> OfferCurve {
+    /// The pool curve of a slot, borrowed (the slot must have `curve_len > 0`).
+    fn pool_curve(&self, s: &AgentSlot) -> CurveView<'_> {
         let (o, n) = (s.curve_offset as usize, s.curve_len as usize);
-        OfferCurve {
-            prices: self.pool[o..o + n].to_vec(),
-            exports: self.pool[o + n..o + 2 * n].to_vec(),
-            costs: self.pool[o + 2 * n..o + 3 * n].to_vec(),
+        CurveView {
+            prices: &self.pool[o..o + n],
+            exports: &self.pool[o + n..o + 2 * n],
+            costs: &self.pool[o + 2 * n..o + 3 * n],
         }
     }
 
-    /// The scaled units of a unit agent and its fixed export, MW, as every backend
-    /// computes them: `pmax * renewable_scale`, `fixed_export - load * mg_load_scale`.
-    pub fn scaled_units(
+    /// The scaled units of a unit agent written to the front of `units`, with their count,
+    /// the fixed export, MW, and the fixed cost, $/h (see [`Batch::scaled_units`]).
+    fn scaled_units_into(
         &self,
         run: usize,
         hour: usize,
         agent: usize,
-    ) -> (Vec<QuadraticUnit>, f64, f64) {
+        units: &mut [QuadraticUnit; MAX_UNITS],
+    ) -> (usize, f64, f64) {
         let s = self.slot(run, hour, agent);
         let rs = if s.flags & SCALE_RENEWABLES != 0 {
             self.renewable_scale[run]
@@ -451,20 +460,34 @@ impl Batch {
         } else {
             s.load_mw
         };
-        let units = (0..s.unit_count as usize)
-            .map(|u| {
-                let o = s.unit_offset as usize + u * UNIT_STRIDE;
-                let v = &self.pool[o..o + UNIT_STRIDE];
-                QuadraticUnit {
-                    c2: v[0],
-                    c1: v[1],
-                    c0: v[2],
-                    pmin: v[3],
-                    pmax: v[4] * rs,
-                }
-            })
-            .collect();
-        (units, s.fixed_export_mw - load, s.fixed_cost)
+        // `from_market` keeps unit groups within MAX_UNITS.
+        let count = s.unit_count as usize;
+        for (u, unit) in units.iter_mut().enumerate().take(count) {
+            let o = s.unit_offset as usize + u * UNIT_STRIDE;
+            let v = &self.pool[o..o + UNIT_STRIDE];
+            *unit = QuadraticUnit {
+                c2: v[0],
+                c1: v[1],
+                c0: v[2],
+                pmin: v[3],
+                pmax: v[4] * rs,
+            };
+        }
+        (count, s.fixed_export_mw - load, s.fixed_cost)
+    }
+
+    /// The scaled units of a unit agent and its fixed export, MW, as every backend
+    /// computes them: `pmax * renewable_scale`, `fixed_export - load * mg_load_scale`.
+    pub fn scaled_units(
+        &self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+    ) -> (Vec<QuadraticUnit>, f64, f64) {
+        let mut units = [UNSET_UNIT; MAX_UNITS];
+        let (count, fixed_export, fixed_cost) =
+            self.scaled_units_into(run, hour, agent, &mut units);
+        (units[..count].to_vec(), fixed_export, fixed_cost)
     }
 
     /// The exact CPU offer curves of every agent of a run's hour: the pool curve, or
@@ -474,13 +497,34 @@ impl Batch {
             .map(|a| {
                 let s = self.slot(run, hour, a);
                 if s.curve_len > 0 {
-                    Ok(self.pool_curve(s))
+                    Ok(self.pool_curve(s).to_curve())
                 } else {
                     let (units, fixed_export, fixed_cost) = self.scaled_units(run, hour, a);
                     OfferCurve::from_units(&units, fixed_export, fixed_cost)
                 }
             })
             .collect()
+    }
+
+    /// One agent's curve of [`Batch::reference_curves`] without a copy or an allocation:
+    /// the pool curve borrowed, or the unit curve rebuilt in `scratch` (a thread's reused
+    /// curve, see [`OfferCurve::rebuild_from_units`]) and borrowed from there.
+    pub fn curve<'a>(
+        &'a self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+        scratch: &'a mut OfferCurve,
+    ) -> Result<CurveView<'a>> {
+        let s = self.slot(run, hour, agent);
+        if s.curve_len > 0 {
+            return Ok(self.pool_curve(s));
+        }
+        let mut units = [UNSET_UNIT; MAX_UNITS];
+        let (count, fixed_export, fixed_cost) =
+            self.scaled_units_into(run, hour, agent, &mut units);
+        scratch.rebuild_from_units(&units[..count], fixed_export, fixed_cost)?;
+        Ok(scratch.view())
     }
 }
 

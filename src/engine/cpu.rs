@@ -1,17 +1,24 @@
-//! The rayon backend: every (run, hour) through the f64 CPU reference [`rci::negotiate`]
-//! on the run's exact [`Batch::reference_curves`].
+//! The rayon backend: every (run, hour) through the f64 CPU reference, the RCI [`rci::step`]
+//! loop on the run's exact curves ([`Batch::reference_curves`]).
 //!
-//! Each (run, hour) is independent and the results are collected in index order, so the
-//! output is bit-identical whatever the size of the thread pool (the caller may install
-//! its own pool with `ThreadPool::install`).
+//! [`evaluate_hour`] is the plain reference: owned curves and [`rci::negotiate`]. The batch
+//! runs the same computation without allocating per (run, hour): the smart grid's curve is
+//! borrowed from the batch's pool, the microgrid's is rebuilt in a scratch curve, and the
+//! RCI state is reset in place ([`rci::negotiate_in`]), all in one scratch per rayon job.
+//! Scratch contents never outlive an hour, and each (run, hour) is independent with its
+//! results collected in index order, so the output is bit-identical whatever the size of
+//! the thread pool or of the chunks (the caller may install its own pool with
+//! `ThreadPool::install`).
 
 use rayon::prelude::*;
 
 use crate::engine::batch::{
-    AdapterInfo, Batch, BatchOutputs, ChunkOutputs, Collector, HourRecord, RunTrajectory,
+    AdapterInfo, Batch, BatchOutputs, ChunkOutputs, Collector, HourRecord, MAX_AGENTS,
+    RunTrajectory,
 };
 use crate::error::Result;
-use crate::rci::{self, Agent, TrajectoryPoint};
+use crate::offer::{CurveView, OfferCurve};
+use crate::rci::{self, Agent, AgentState, RciState, Residuals, TrajectoryPoint};
 
 /// Negotiates one hour of one run with the CPU reference; the trajectory is empty unless
 /// the run keeps it.
@@ -27,31 +34,110 @@ pub fn evaluate_hour(
         .map(|(a, c)| {
             let s = batch.slot(run, hour, a);
             Agent {
-                curve: c,
+                curve: c.view(),
                 min_export: s.min_export,
                 max_export: s.max_export,
             }
         })
         .collect();
     let out = rci::negotiate(&agents, batch.rci(run), batch.keeps_trajectory(run));
+    let rec = hour_record(
+        &agents,
+        &out.agents,
+        out.price(),
+        out.converged,
+        out.iterations,
+        out.residuals,
+    );
+    Ok((rec, out.trajectory))
+}
+
+/// The record of an hour from its agents and their final states.
+fn hour_record(
+    agents: &[Agent<'_>],
+    states: &[AgentState],
+    price: f64,
+    converged: bool,
+    iterations: u32,
+    residuals: Residuals,
+) -> HourRecord {
     let mut rec = HourRecord {
-        price: out.price(),
+        price,
         // The smart grid's export is the microgrid's import (as in `market::run_day`).
-        exchange_mw: if out.agents.len() > 1 {
-            out.agents[0].power
+        exchange_mw: if states.len() > 1 {
+            states[0].power
         } else {
             0.0
         },
-        iterations: out.iterations,
-        converged: out.converged,
-        residuals: out.residuals,
+        iterations,
+        converged,
+        residuals,
         ..HourRecord::default()
     };
-    for (a, (c, st)) in curves.iter().zip(&out.agents).enumerate() {
+    for (a, (agent, st)) in agents.iter().zip(states).enumerate() {
         rec.agent_power[a] = st.power;
-        rec.agent_cost[a] = c.cost_at_export(st.power);
+        rec.agent_cost[a] = agent.curve.cost_at_export(st.power);
     }
-    Ok((rec, out.trajectory))
+    rec
+}
+
+/// One rayon job's reused storage: the unit agents' curves and the RCI state.
+struct HourScratch {
+    curves: [OfferCurve; MAX_AGENTS],
+    state: RciState,
+}
+
+impl HourScratch {
+    fn new() -> Self {
+        HourScratch {
+            curves: std::array::from_fn(|_| OfferCurve::fixed(0.0, 0.0)),
+            state: RciState::default(),
+        }
+    }
+}
+
+/// [`evaluate_hour`] in a job's scratch, appending the trajectory to `trajectory` when
+/// given; allocates nothing without one.
+fn evaluate_hour_in(
+    batch: &Batch,
+    run: usize,
+    hour: usize,
+    scratch: &mut HourScratch,
+    trajectory: Option<&mut Vec<TrajectoryPoint>>,
+) -> Result<HourRecord> {
+    let HourScratch { curves, state } = scratch;
+    // Entries past the batch's agents are never read.
+    let unused = Agent {
+        curve: CurveView {
+            prices: &[],
+            exports: &[],
+            costs: &[],
+        },
+        min_export: 0.0,
+        max_export: 0.0,
+    };
+    let mut agents = [unused; MAX_AGENTS];
+    let n = batch.agents();
+    for ((a, agent), curve) in agents.iter_mut().enumerate().take(n).zip(curves) {
+        let s = batch.slot(run, hour, a);
+        *agent = Agent {
+            curve: batch.curve(run, hour, a, curve)?,
+            min_export: s.min_export,
+            max_export: s.max_export,
+        };
+    }
+    let agents = &agents[..n];
+    let settings = batch.rci(run);
+    state.reset(agents, settings);
+    let converged = rci::negotiate_in(state, agents, settings, trajectory);
+    Ok(hour_record(
+        agents,
+        state.agents(),
+        state.price(),
+        converged,
+        state.iteration(),
+        state.residuals(),
+    ))
 }
 
 /// The backend's description of itself (the current rayon pool's size).
@@ -102,15 +188,18 @@ pub fn run_cpu_streaming(
             .records
             .par_chunks_mut(hours.max(1))
             .zip(runs.clone().into_par_iter())
-            .map(|(rows, run)| {
+            .map_init(HourScratch::new, |scratch, (rows, run)| {
                 let keep = batch.keeps_trajectory(run);
                 let mut traj = Vec::new();
                 for (hour, row) in rows.iter_mut().enumerate() {
-                    let (rec, t) = evaluate_hour(batch, run, hour)?;
-                    *row = rec;
-                    if keep {
+                    *row = if keep {
+                        let mut t = Vec::new();
+                        let rec = evaluate_hour_in(batch, run, hour, scratch, Some(&mut t))?;
                         traj.push(t);
-                    }
+                        rec
+                    } else {
+                        evaluate_hour_in(batch, run, hour, scratch, None)?
+                    };
                 }
                 Ok(keep.then_some(RunTrajectory { run, hours: traj }))
             })
