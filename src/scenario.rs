@@ -97,15 +97,28 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Reads a scenario from a TOML file (unknown fields are errors).
+    /// Reads a scenario from a TOML file (unknown fields are errors); a relative
+    /// `grid.case_file` is taken relative to the file.
     pub fn from_file(path: &Path) -> Result<Self> {
         Self::from_toml(&crate::input::read_text(path, "scenario")?, path)
     }
 
-    /// Parses a scenario from TOML text; `path` labels errors, which quote at most a
-    /// short excerpt of the text.
+    /// Parses a scenario from TOML text read from `path`, which labels errors (they quote
+    /// at most a short excerpt of the text) and anchors a relative `grid.case_file`.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::toml(path, text, &e))
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+        // Relative to the scenario file, as a sweep's base_config is to the sweep file, so
+        // a scenario works from any directory; made absolute, so that the effective
+        // scenario a run writes into its output names the same file from there.
+        if let Some(case) = &scenario.grid.case_file
+            && case.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            let joined = dir.join(case);
+            scenario.grid.case_file = Some(std::path::absolute(&joined).unwrap_or(joined));
+        }
+        Ok(scenario)
     }
 
     /// Loads the MATPOWER case the scenario names (or the embedded RTS-24).

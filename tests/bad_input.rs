@@ -792,6 +792,32 @@ fn cli_check_names_the_case_file_line_and_row() {
     }
 }
 
+/// A relative `grid.case_file` is relative to the scenario file, not to the directory the
+/// command runs from: `check --config sub/s.toml` finds `sub/cases/c.m` (issue 12).
+#[test]
+fn relative_case_file_resolves_against_the_scenario_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir_all(sub.join("cases")).expect("mkdir");
+    std::fs::copy(library_cases("case30"), sub.join("cases/c.m")).expect("copy");
+    std::fs::write(
+        sub.join("s.toml"),
+        "[grid]\ncase_file = \"cases/c.m\"\n[microgrid]\npcc_bus = 2\n",
+    )
+    .expect("write");
+    let s = Scenario::from_file(&sub.join("s.toml")).expect("scenario");
+    assert_eq!(s.grid.case_file, Some(sub.join("cases/c.m")));
+    let (code, _, stderr) = cli(dir.path(), &["check", "--config", "sub/s.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    // The same name beside the command's directory is not what is read.
+    std::fs::remove_file(sub.join("cases/c.m")).expect("remove");
+    std::fs::create_dir_all(dir.path().join("cases")).expect("mkdir");
+    std::fs::copy(library_cases("case30"), dir.path().join("cases/c.m")).expect("copy");
+    let (code, _, stderr) = cli(dir.path(), &["check", "--config", "sub/s.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("grid.case_file"), "{stderr}");
+}
+
 /// A one-line scenario of megabytes is not echoed back: the error quotes at most a short
 /// excerpt (issue 6, item 14), through the library and the CLI, for scenario and sweep
 /// files alike.

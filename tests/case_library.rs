@@ -195,6 +195,8 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    // `!(x <= tol)` on purpose: a NaN deviation must count as a failure.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn hour(&mut self, kind: &str, hour: usize, got: &ReferenceHour, want: &RefHour) {
         let r = self.r;
         let at = format!("{} {kind} hour {hour}", r.name);

@@ -337,6 +337,8 @@ impl<'a> HourData<'a> {
 
     /// The piece of an active set, or `None` when it has no unique affine solution (no
     /// free unit left to balance, or a singular system).
+    // Index loops fill a symmetric matrix and three parallel vectors; iterators would hide it.
+    #[allow(clippy::needless_range_loop)]
     fn piece(&self, active: &ActiveSet) -> Option<Piece> {
         let g = self.grid;
         let n = g.units.len();
