@@ -42,6 +42,12 @@ pub fn negotiate_day(
         (BackendChoice::Gpu, None) => Some(GpuContext::new(None)?),
         (BackendChoice::Auto, None) => GpuContext::new(None).ok(),
     };
+    // A named adapter is what the user asked for, software rasterizer or not.
+    let choice = if adapter.is_some() && choice == BackendChoice::Auto {
+        BackendChoice::Gpu
+    } else {
+        choice
+    };
     let out = run_batch(&batch, choice, precision, ctx.as_ref())?;
     let agents = batch.agents();
     let trajectory = out.trajectories.iter().find(|t| t.run == 0);

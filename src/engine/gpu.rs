@@ -602,6 +602,13 @@ impl GpuContext {
         &self.adapter
     }
 
+    /// Whether the adapter is a software rasterizer (device type CPU, such as Mesa's
+    /// llvmpipe/lavapipe): it runs the kernel on the same cores as the rayon backend, and
+    /// slower, so `--backend auto` does not choose it.
+    pub fn is_software(&self) -> bool {
+        self.info().device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+
     /// Whether the f64 kernel is available.
     pub fn supports_f64(&self) -> bool {
         self.kernel_f64.is_some()

@@ -24,8 +24,9 @@ use crate::error::Result;
 /// Which backend evaluates a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendChoice {
-    /// The GPU when an adapter (with the asked precision) exists, else the CPU backend,
-    /// with a notice in [`BatchOutputs::notice`].
+    /// The GPU when a hardware adapter (with the asked precision) exists, else the CPU
+    /// backend, with a notice in [`BatchOutputs::notice`]. A software rasterizer (device
+    /// type CPU) is not chosen: the rayon backend is faster on the same cores.
     Auto,
     /// The GPU, or an error.
     Gpu,
@@ -61,6 +62,7 @@ pub fn run_batch(
 /// The `Auto` choice once the GPU context is known (or known to be missing).
 fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Result<BatchOutputs> {
     let why = match gpu {
+        Ok(ctx) if ctx.is_software() => software_notice(&ctx.info().name),
         Ok(ctx) if precision == Precision::F32 || ctx.supports_f64() => {
             return ctx.run(batch, precision);
         }
@@ -68,10 +70,21 @@ fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Re
         Err(e) => e.to_string(),
     };
     let mut out = cpu::run_cpu(batch)?;
-    out.notice = Some(format!(
-        "no GPU adapter found ({why}); falling back to the rayon CPU backend"
-    ));
+    out.notice = Some(fallback_notice(&why));
     Ok(out)
+}
+
+/// Why `Auto` passes over a software rasterizer named `adapter`.
+pub fn software_notice(adapter: &str) -> String {
+    format!(
+        "adapter {adapter} is a software rasterizer (device type CPU), slower than the rayon \
+         backend on the same cores; --backend gpu runs the kernel on it"
+    )
+}
+
+/// The notice of an `Auto` choice that fell back to the rayon CPU backend, saying `why`.
+pub fn fallback_notice(why: &str) -> String {
+    format!("no hardware GPU adapter used ({why}); falling back to the rayon CPU backend")
 }
 
 #[cfg(test)]

@@ -464,12 +464,18 @@ impl Backend {
             // adapter search for every part. A named adapter that is missing is an error,
             // as in `run`: the user asked for that device.
             BackendChoice::Auto => match GpuContext::new(self.adapter.as_deref()) {
+                // A named adapter is used whatever it is; an unnamed software rasterizer
+                // is passed over for the faster rayon backend.
+                Ok(ctx) if self.adapter.is_none() && ctx.is_software() => {
+                    notices.push(crate::engine::fallback_notice(
+                        &crate::engine::software_notice(&ctx.info().name),
+                    ));
+                    self.choice = BackendChoice::Cpu;
+                }
                 Ok(ctx) => self.gpu = Some(ctx),
                 Err(e) if self.adapter.is_some() => return Err(e),
                 Err(e) => {
-                    notices.push(format!(
-                        "no GPU adapter found ({e}); falling back to the rayon CPU backend"
-                    ));
+                    notices.push(crate::engine::fallback_notice(&e.to_string()));
                     self.choice = BackendChoice::Cpu;
                 }
             },
