@@ -137,11 +137,15 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_TIME_CAP_S)]
         max_seconds: f64,
     },
-    /// Validate a scenario file and print the effective scenario; writes nothing.
+    /// Validate a scenario file and print the effective scenario, or (with --sweep) a
+    /// sweep file and what it would compute; writes nothing.
     Check {
         /// Scenario TOML file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sweep")]
         config: Option<PathBuf>,
+        /// Sweep TOML file: validated against its case and planned (a dry run).
+        #[arg(long)]
+        sweep: Option<PathBuf>,
     },
 }
 
@@ -285,6 +289,29 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     )?;
     print_report(&day);
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
+    Ok(())
+}
+
+/// `check --sweep`: validates a sweep file against its case and prints what it would
+/// compute, without building a curve or writing a file.
+fn check_sweep(path: &Path) -> Result<(), Failure> {
+    let spec = p2pmarket::sweep::SweepSpec::from_toml(
+        &p2pmarket::input::read_text(path, "--sweep")?,
+        path,
+    )?;
+    let plan = spec.plan()?;
+    let buses = plan.pcc_buses();
+    println!(
+        "sweep {} is valid: {} runs ({} per grid point) in {} parts over {} pcc bus(es) {:?}; \
+         it would build {} smart-grid curve set(s)",
+        path.display(),
+        plan.total_runs(),
+        plan.samples(),
+        plan.parts().len(),
+        buses.len(),
+        buses,
+        plan.curve_sets()
+    );
     Ok(())
 }
 
@@ -509,7 +536,10 @@ fn main() -> ExitCode {
             adapter.as_deref(),
             *max_seconds,
         ),
-        Command::Check { config } => load_scenario(config.as_deref()).and_then(|s| {
+        Command::Check {
+            sweep: Some(path), ..
+        } => check_sweep(&path),
+        Command::Check { config, .. } => load_scenario(config.as_deref()).and_then(|s| {
             Market::from_scenario(&s)?;
             print!(
                 "{}",

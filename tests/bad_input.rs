@@ -792,6 +792,38 @@ fn cli_check_names_the_case_file_line_and_row() {
     }
 }
 
+/// `check --sweep` validates a sweep and says what it would compute, writing nothing; a bad
+/// sweep exits 2 naming the field (issue 12, item 4).
+#[test]
+fn check_sweep_is_a_dry_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sweep = root.join("experiments/sweeps/load_renewable_mc.toml");
+    let (code, stdout, stderr) = cli(dir.path(), &["check", "--sweep", &sweep.to_string_lossy()]);
+    assert_eq!(code, 0, "{stderr}");
+    // 4 load scales x 1000 draws, 1000 runs per part, one bus, one curve set per load scale.
+    for fragment in ["4000 runs", "4 parts", "[7]", "4 smart-grid curve set(s)"] {
+        assert!(
+            stdout.contains(fragment),
+            "stdout lacks {fragment}: {stdout}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "wrote files"
+    );
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "seed = 1\n[parameters]\nrenewable_scale = { uniform = [1.5, 0.5] }\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = cli(dir.path(), &["check", "--sweep", "bad.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("renewable_scale"), "{stderr}");
+}
+
 /// A relative `grid.case_file` is relative to the scenario file, not to the directory the
 /// command runs from: `check --config sub/s.toml` finds `sub/cases/c.m` (issue 12).
 #[test]

@@ -236,6 +236,25 @@ impl SweepPlan {
         self.groups.iter().find(|g| g.0 == pcc_bus).map(|g| &g.3)
     }
 
+    /// Smart-grid curve sets the sweep builds: one per (pcc bus, distinct load scale),
+    /// since only the system load changes the network-exact curves. A drawn load scale
+    /// gives every run its own.
+    pub fn curve_sets(&self) -> u64 {
+        let load = self
+            .dims
+            .iter()
+            .find(|d| d.target == Target::LoadScale)
+            .map(|d| &d.axis);
+        self.groups
+            .iter()
+            .map(|&(_, _, runs, _)| match load {
+                None => 1,
+                Some(Axis::Grid(v)) => (v.len() as u64).min(runs),
+                Some(_) => runs,
+            })
+            .sum()
+    }
+
     /// Every part, partition by partition in run order.
     pub fn parts(&self) -> Vec<PartPlan> {
         let mut parts = Vec::new();
