@@ -543,6 +543,31 @@ mod tests {
     }
 
     #[test]
+    fn probability_plot_draws_every_labelled_line() {
+        let lines = [
+            ProbabilityLine {
+                label: "falls".into(),
+                points: (1..=10).map(|k| (f64::from(k), 0.9f64.powi(k))).collect(),
+            },
+            ProbabilityLine {
+                // A zero cannot sit on the log axis: it is left out, not an error.
+                label: "rises".into(),
+                points: (0..=10)
+                    .map(|k| (f64::from(k), f64::from(k) * 1e-3))
+                    .collect(),
+            },
+        ];
+        let mut sink = MemorySink::new();
+        let written = write_probability_plot(&mut sink, "p", "title", "rounds", &lines).unwrap();
+        assert_eq!(written, ["p.png", "p.svg"]);
+        assert!(sink.files["p.png"].starts_with(PNG_MAGIC));
+        let svg = std::str::from_utf8(&sink.files["p.svg"]).unwrap();
+        for text in ["falls", "rises", "rounds", "probability", "1e-3"] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+    }
+
+    #[test]
     fn convergence_plots_skipped_without_trajectories() {
         let mut sink = MemorySink::new();
         let written = write_plots(&mut sink, &day(false)).unwrap();
@@ -574,4 +599,117 @@ mod tests {
         assert_eq!(r, -0.5..10.5);
         assert_eq!(hour_color(0), RGBColor(68, 1, 84));
     }
+}
+
+/// One line of a probability figure: a legend label and (x, probability) points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbabilityLine {
+    /// Legend text.
+    pub label: String,
+    /// Points (x, probability in (0, 1]); non-positive probabilities are left out of the
+    /// logarithmic axis.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Colour-blind-safe colours (Okabe-Ito) for a few labelled lines.
+const OKABE_ITO: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
+
+/// Draws probabilities against `x_label` on a logarithmic axis (the paper's Fig. 17, and
+/// the ledger's acceptance model beside it) as `name.png` and `name.svg` into `sink`;
+/// returns the file names written.
+pub fn write_probability_plot(
+    sink: &mut dyn Sink,
+    name: &str,
+    title: &str,
+    x_label: &str,
+    lines: &[ProbabilityLine],
+) -> Result<Vec<String>> {
+    ensure_font()?;
+    let png = format!("{name}.png");
+    sink.write_rendered(&png, &mut |path: &Path| {
+        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+        draw_probability(&root, name, title, x_label, lines)
+    })?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw_probability(&root, name, title, x_label, lines)?;
+    }
+    let svg_name = format!("{name}.svg");
+    sink.write_bytes(&svg_name, svg.as_bytes())?;
+    Ok(vec![png, svg_name])
+}
+
+/// Draws [`write_probability_plot`]'s figure on any backend.
+fn draw_probability<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    name: &str,
+    title: &str,
+    x_label: &str,
+    lines: &[ProbabilityLine],
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Output {
+        context: format!("plot {name}"),
+        message: e.to_string(),
+    };
+    let positive = || {
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter())
+            .filter(|p| p.1 > 0.0 && p.0.is_finite())
+    };
+    let x_max = positive().map(|p| p.0).fold(1.0, f64::max);
+    let y_min = positive().map(|p| p.1).fold(1.0, f64::min);
+    // Just below the lowest decade, so that its tick is drawn and labelled.
+    let y_lo = 0.99 * 10f64.powf(y_min.log10().floor().max(-300.0));
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 28))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.0..x_max, (y_lo..1.0).log_scale())
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("probability")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style(("sans-serif", 18))
+        .axis_desc_style(("sans-serif", 20))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (i, line) in lines.iter().enumerate() {
+        let colour = OKABE_ITO[i % OKABE_ITO.len()];
+        let points: Vec<(f64, f64)> = line
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.1 > 0.0 && p.0.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(3)))
+            .map_err(|e| fail(&e))?
+            .label(line.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 18))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
 }
