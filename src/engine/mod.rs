@@ -66,8 +66,11 @@ fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Re
         Ok(ctx) if precision == Precision::F32 || ctx.supports_f64() => {
             return ctx.run(batch, precision);
         }
-        Ok(ctx) => format!("adapter {} has no SHADER_F64", ctx.info().name),
-        Err(e) => e.to_string(),
+        Ok(ctx) => format!(
+            "no GPU adapter found (adapter {} has no SHADER_F64)",
+            ctx.info().name
+        ),
+        Err(e) => missing_notice(&e),
     };
     let mut out = cpu::run_cpu(batch)?;
     out.notice = Some(fallback_notice(&why));
@@ -77,14 +80,19 @@ fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Re
 /// Why `Auto` passes over a software rasterizer named `adapter`.
 pub fn software_notice(adapter: &str) -> String {
     format!(
-        "adapter {adapter} is a software rasterizer (device type CPU), slower than the rayon \
-         backend on the same cores; --backend gpu runs the kernel on it"
+        "GPU adapter {adapter} passed over: a software rasterizer (device type CPU) is slower \
+         than the rayon backend on the same cores, and --backend gpu runs the kernel on it"
     )
+}
+
+/// Why `Auto` found no adapter to use, from the adapter search's error.
+pub fn missing_notice(error: &crate::error::Error) -> String {
+    format!("no GPU adapter found ({error})")
 }
 
 /// The notice of an `Auto` choice that fell back to the rayon CPU backend, saying `why`.
 pub fn fallback_notice(why: &str) -> String {
-    format!("no hardware GPU adapter used ({why}); falling back to the rayon CPU backend")
+    format!("{why}; falling back to the rayon CPU backend")
 }
 
 #[cfg(test)]

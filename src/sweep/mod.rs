@@ -475,7 +475,9 @@ impl Backend {
                 Ok(ctx) => self.gpu = Some(ctx),
                 Err(e) if self.adapter.is_some() => return Err(e),
                 Err(e) => {
-                    notices.push(crate::engine::fallback_notice(&e.to_string()));
+                    notices.push(crate::engine::fallback_notice(
+                        &crate::engine::missing_notice(&e),
+                    ));
                     self.choice = BackendChoice::Cpu;
                 }
             },
