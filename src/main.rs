@@ -538,7 +538,7 @@ fn main() -> ExitCode {
         ),
         Command::Check {
             sweep: Some(path), ..
-        } => check_sweep(&path),
+        } => check_sweep(path),
         Command::Check { config, .. } => load_scenario(config.as_deref()).and_then(|s| {
             Market::from_scenario(&s)?;
             print!(
