@@ -292,6 +292,18 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Mesa's Vulkan device-select layer probes for a Wayland display while the adapters are
+/// listed and prints "XDG_RUNTIME_DIR is invalid or not set" to the terminal on a headless
+/// machine. The engine ranks the adapters itself, so the layer is switched off unless the
+/// user set `NODEVICE_SELECT` (issue 12, item 4).
+fn quiet_mesa_device_select() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists that could read
+        // the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// `check --sweep`: validates a sweep file against its case and prints what it would
 /// compute, without building a curve or writing a file.
 fn check_sweep(path: &Path) -> Result<(), Failure> {
@@ -486,6 +498,7 @@ fn print_report(day: &DayResult) {
 }
 
 fn main() -> ExitCode {
+    quiet_mesa_device_select();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run {

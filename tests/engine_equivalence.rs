@@ -556,3 +556,23 @@ fn auto_backend_runs_or_reports_its_fallback() {
         }
     }
 }
+
+/// Mesa's device-select layer printed "XDG_RUNTIME_DIR is invalid or not set" on headless
+/// machines whenever the CLI listed adapters; the CLI switches the layer off (issue 12).
+#[test]
+fn cli_listing_adapters_prints_no_wayland_noise() {
+    if gpu().is_none() {
+        skip("no GPU adapter for the CLI to list");
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
+        .args(["bench", "--backend", "gpu", "--sizes", "1000"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("run the CLI");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("runs/s"));
+}
