@@ -322,6 +322,23 @@ mod tests {
     }
 
     #[test]
+    fn kkt_residuals_tell_an_optimum_from_a_wrong_price() {
+        // The hand-solved dispatch above: at the optimum every residual vanishes; with the
+        // balance's dual moved by 1 $/MWh (a price off by that much) stationarity shows it.
+        let mut qp = Qp::default();
+        let g1 = qp.var(0.01, 10.0, 0.0, 250.0);
+        let g2 = qp.var(0.02, 12.0, 0.0, 250.0);
+        qp.eq(vec![(g1, 1.0), (g2, 1.0)], 300.0);
+        let s = qp.solve("test").unwrap();
+        let (primal, stationarity, complementarity) = qp.kkt_residuals(&s);
+        assert!(primal < 1e-6 && stationarity < 1e-6 && complementarity < 1e-6);
+        let mut wrong = s.clone();
+        wrong.eq_duals[0] += 1.0;
+        let (_, stationarity, _) = qp.kkt_residuals(&wrong);
+        assert!((stationarity - 1.0).abs() < 1e-6, "{stationarity}");
+    }
+
+    #[test]
     fn binding_bound_shifts_the_price() {
         // Same units, g1 capped at 200: g2 = 100, price = 12 + 0.04*100 = 16.
         let mut qp = Qp::default();
