@@ -108,17 +108,23 @@ impl Scenario {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
-        // Relative to the scenario file, as a sweep's base_config is to the sweep file, so
-        // a scenario works from any directory; made absolute, so that the effective
-        // scenario a run writes into its output names the same file from there.
-        if let Some(case) = &scenario.grid.case_file
+        scenario.anchor_case_file(path);
+        Ok(scenario)
+    }
+
+    /// Makes a relative `grid.case_file` relative to the file `path` it was read from (a
+    /// scenario file, or a sweep file with an inline `[base]`), as a sweep's base_config is
+    /// to the sweep file, so that a scenario works from any directory. The result is
+    /// absolute, so that the effective scenario a run writes into its output names the
+    /// same file from there.
+    pub fn anchor_case_file(&mut self, path: &Path) {
+        if let Some(case) = &self.grid.case_file
             && case.is_relative()
             && let Some(dir) = path.parent()
         {
             let joined = dir.join(case);
-            scenario.grid.case_file = Some(std::path::absolute(&joined).unwrap_or(joined));
+            self.grid.case_file = Some(std::path::absolute(&joined).unwrap_or(joined));
         }
-        Ok(scenario)
     }
 
     /// Loads the MATPOWER case the scenario names (or the embedded RTS-24).

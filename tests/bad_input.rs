@@ -839,6 +839,16 @@ fn relative_case_file_resolves_against_the_scenario_file() {
     .expect("write");
     let s = Scenario::from_file(&sub.join("s.toml")).expect("scenario");
     assert_eq!(s.grid.case_file, Some(sub.join("cases/c.m")));
+    // A sweep's inline [base] is relative to the sweep file in the same way.
+    std::fs::write(
+        sub.join("w.toml"),
+        "seed = 1\n[base.grid]\ncase_file = \"cases/c.m\"\n[base.microgrid]\npcc_bus = 2\n\
+         [parameters]\nrenewable_scale = { values = [1.0] }\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = cli(dir.path(), &["check", "--sweep", "sub/w.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("[2]"), "{stdout}");
     let (code, _, stderr) = cli(dir.path(), &["check", "--config", "sub/s.toml"]);
     assert_eq!(code, 0, "{stderr}");
     // The same name beside the command's directory is not what is read.

@@ -4,7 +4,7 @@
 //! - [`batch`]: the flat structure-of-arrays batch and its outputs;
 //! - [`cpu`]: the rayon backend, [`crate::rci::negotiate`] per (run, hour);
 //! - [`gpu`]: `shaders/rci.wgsl`, its host mirrors and the chunked, overlapped runner;
-//! - [`bench`]: runs/s per backend and batch size;
+//! - [`mod@bench`]: runs/s per backend and batch size;
 //! - [`day`]: one market day negotiated on a backend (`p2pmarket run --backend`).
 
 pub mod batch;

@@ -185,7 +185,10 @@ impl SweepSpec {
                     "one of `base` (inline table) or `base_config` (path), not both",
                 ));
             }
-            (Some(b), None) => b,
+            (Some(mut b), None) => {
+                b.anchor_case_file(path);
+                b
+            }
             (None, Some(p)) => {
                 let p = if p.is_relative() {
                     path.parent().unwrap_or(Path::new("")).join(p)
