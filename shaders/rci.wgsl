@@ -1,5 +1,6 @@
 // The RCI negotiation of one market hour of one run per invocation: the WGSL twin of
-// `rci::negotiate` (src/rci.rs), evaluated over the flat batch of src/engine/batch.rs.
+// `rci::negotiate`, the loop of `rci::step` (src/rci.rs), evaluated over the flat batch of
+// src/engine/batch.rs.
 //
 // One source serves both precisions: the host prepends
 //   alias real = f32;   or   alias real = f64;
@@ -482,7 +483,7 @@ fn main(
     var hi = real(0.0);
     var lo_set = false;
     var hi_set = false;
-    // The last two Newton price steps (rci::negotiate's `last_step` and
+    // The last two Newton price steps (`RciState`'s `last_step` and
     // `step_before_last`; unset: infinite).
     var last_step = real(0.0);
     var have_last_step = false;

@@ -437,9 +437,10 @@ fn bench(
             Err(e) if backend == BackendChoice::Gpu || adapter.is_some() => {
                 return Err(device_failure(e, adapter));
             }
-            Err(e) => {
-                eprintln!("note: no GPU adapter found ({e}); falling back to the rayon CPU backend")
-            }
+            Err(e) => eprintln!(
+                "note: {}",
+                p2pmarket::engine::fallback_notice(&p2pmarket::engine::missing_notice(&e))
+            ),
         }
     }
     let report = run_bench(&market, sizes, &backends, adapter, max_seconds)?;
