@@ -43,7 +43,7 @@ fn host_per_chunk(c: &mut Criterion) {
     group.bench_function("pack_runs_f32", |b| {
         b.iter(|| {
             (0..runs)
-                .map(|r| Layout32::run(black_box(&batch), r, u32::MAX))
+                .map(|r| Layout32::run(black_box(&batch), r, u32::MAX, u32::MAX))
                 .collect::<Vec<_>>()
         })
     });

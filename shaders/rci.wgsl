@@ -6,7 +6,8 @@
 //   alias real = f32;   or   alias real = f64;
 // plus the constants MAX_REAL, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE, and
 // the codes of the step rule (STEP_*), the power update (UPDATE_*) and the dual update
-// (DUAL_*), all generated from the Rust definitions (see `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
+// (DUAL_*), the agent flags (SCALE_*), the markers NO_TRAJECTORY and NO_HOURLY and the
+// pool's UNIT_STRIDE, all generated from the Rust definitions (see `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
 // clamp select: Mesa's lavapipe returns garbage for f64 transcendentals (wgpu issue 6087),
 // and a unit test scans the generated source for them.
 //
@@ -54,6 +55,24 @@ struct RunParams {
     trajectory_offset: u32,
     // DUAL_EXACT or DUAL_GRADIENT.
     dual_update: u32,
+    // Index of the run's first HourIn in `hourly`, or NO_HOURLY.
+    hourly_offset: u32,
+    _pad: u32,
+}
+
+// Mirror of `engine::gpu::HourIn*` (`engine::HourInput`): one hour of a run with per-hour
+// inputs (issue 7).
+struct HourIn {
+    // Base pmax of the units of SCALE_RENEWABLES agents, MW, in unit order.
+    unit_pmax: array<real, MAX_UNITS>,
+    // Base load of SCALE_LOAD agents, MW.
+    load_mw: real,
+    // Weight of curve set sg_set + 1 in the pool curves' exports and costs.
+    sg_weight: real,
+    // Curve set of the pool-curve agents.
+    sg_set: u32,
+    // Set by the host when the smart-grid load lay outside the load table (not read).
+    out_of_range: u32,
 }
 
 // Mirror of `engine::gpu::AttackSlot*`; kind 0 = no attack (the only kind for now).
@@ -97,10 +116,8 @@ struct HourOut {
     converged: u32,
 }
 
-const NO_TRAJECTORY: u32 = 0xffffffffu;
-const SCALE_RENEWABLES: u32 = 1u;
-const SCALE_LOAD: u32 = 2u;
-const UNIT_STRIDE: u32 = 5u;
+// NO_TRAJECTORY, NO_HOURLY, SCALE_RENEWABLES, SCALE_LOAD and UNIT_STRIDE come from the
+// host with the other codes (`engine::gpu::codes`).
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> runs: array<RunParams>;
@@ -109,12 +126,21 @@ const UNIT_STRIDE: u32 = 5u;
 @group(0) @binding(4) var<storage, read> pool: array<real>;
 @group(0) @binding(5) var<storage, read_write> outputs: array<HourOut>;
 @group(0) @binding(6) var<storage, read_write> trajectory: array<real>;
+@group(0) @binding(7) var<storage, read> hourly: array<HourIn>;
 
 // Per agent: where its curve lives. A pool curve is read from `pool`; a unit agent's
 // curve is built once into these private arrays, exactly as `OfferCurve::from_units`.
 var<private> from_pool: array<bool, MAX_AGENTS>;
 var<private> curve_offset: array<u32, MAX_AGENTS>;
 var<private> curve_len: array<u32, MAX_AGENTS>;
+// A pool curve blended with the next curve set's (`Batch::blend_partner`): exports and
+// costs e + w * (e_next - e) breakpoint by breakpoint, prices shared.
+var<private> blended: array<bool, MAX_AGENTS>;
+var<private> blend_offset: array<u32, MAX_AGENTS>;
+var<private> blend_w: array<real, MAX_AGENTS>;
+// This (run, hour)'s per-hour inputs, valid when has_hourly.
+var<private> has_hourly: bool;
+var<private> hour_in: HourIn;
 var<private> local_prices: array<array<real, MAX_POINTS>, MAX_AGENTS>;
 var<private> local_exports: array<array<real, MAX_POINTS>, MAX_AGENTS>;
 var<private> local_costs: array<array<real, MAX_POINTS>, MAX_AGENTS>;
@@ -128,14 +154,22 @@ fn cp(a: u32, k: u32) -> real {
 
 fn ce(a: u32, k: u32) -> real {
     if from_pool[a] {
-        return pool[curve_offset[a] + curve_len[a] + k];
+        let e = pool[curve_offset[a] + curve_len[a] + k];
+        if blended[a] {
+            return e + blend_w[a] * (pool[blend_offset[a] + curve_len[a] + k] - e);
+        }
+        return e;
     }
     return local_exports[a][k];
 }
 
 fn cc(a: u32, k: u32) -> real {
     if from_pool[a] {
-        return pool[curve_offset[a] + 2u * curve_len[a] + k];
+        let c = pool[curve_offset[a] + 2u * curve_len[a] + k];
+        if blended[a] {
+            return c + blend_w[a] * (pool[blend_offset[a] + 2u * curve_len[a] + k] - c);
+        }
+        return c;
     }
     return local_costs[a][k];
 }
@@ -143,14 +177,28 @@ fn cc(a: u32, k: u32) -> real {
 // Builds agent `a`'s curve from its scaled units (`OfferCurve::from_units`): breakpoints
 // where a unit reaches pmin or pmax, sorted and deduplicated, exports and costs summed in
 // unit order.
+// A unit's base pmax: the run's per-hour value, or the pool's.
+fn unit_pmax(o: u32, u: u32, hourly_pmax: bool) -> real {
+    if hourly_pmax {
+        return hour_in.unit_pmax[u];
+    }
+    return pool[o + 4u];
+}
+
 fn build_unit_curve(a: u32, s: AgentSlot, rp: RunParams) {
     var renewable = real(1.0);
-    if (s.flags & SCALE_RENEWABLES) != 0u {
+    let renewables = (s.flags & SCALE_RENEWABLES) != 0u;
+    if renewables {
         renewable = rp.renewable_scale;
     }
+    let hourly_pmax = has_hourly && renewables;
     var load = s.load_mw;
     if (s.flags & SCALE_LOAD) != 0u {
-        load = s.load_mw * rp.mg_load_scale;
+        var base_load = s.load_mw;
+        if has_hourly {
+            base_load = hour_in.load_mw;
+        }
+        load = base_load * rp.mg_load_scale;
     }
     let fixed_export = s.fixed_export_mw - load;
     if s.unit_count == 0u {
@@ -166,7 +214,7 @@ fn build_unit_curve(a: u32, s: AgentSlot, rp: RunParams) {
         let o = s.unit_offset + u * UNIT_STRIDE;
         let c2 = pool[o];
         let c1 = pool[o + 1u];
-        let pmax = pool[o + 4u] * renewable;
+        let pmax = unit_pmax(o, u, hourly_pmax) * renewable;
         local_prices[a][n] = c1 + 2.0 * c2 * pool[o + 3u];
         local_prices[a][n + 1u] = c1 + 2.0 * c2 * pmax;
         n += 2u;
@@ -197,7 +245,7 @@ fn build_unit_curve(a: u32, s: AgentSlot, rp: RunParams) {
             let c2 = pool[o];
             let c1 = pool[o + 1u];
             let c0 = pool[o + 2u];
-            let pmax = pool[o + 4u] * renewable;
+            let pmax = unit_pmax(o, u, hourly_pmax) * renewable;
             // QuadraticUnit::output_at and ::cost.
             let p = clamp((price - c1) / (2.0 * c2), pool[o + 3u], pmax);
             x += p;
@@ -439,7 +487,14 @@ fn main(
 
     var lo_lim: array<real, MAX_AGENTS>;
     var hi_lim: array<real, MAX_AGENTS>;
-    let base = (rp.curve_set * hours + hour) * n;
+    has_hourly = rp.hourly_offset != NO_HOURLY;
+    var curve_set = rp.curve_set;
+    if has_hourly {
+        hour_in = hourly[rp.hourly_offset + hour];
+        curve_set = hour_in.sg_set;
+    }
+    let base = (curve_set * hours + hour) * n;
+    let next_base = ((curve_set + 1u) * hours + hour) * n;
     for (var i = 0u; i < n; i++) {
         let s = slots[base + i];
         lo_lim[i] = s.min_export;
@@ -447,6 +502,11 @@ fn main(
         from_pool[i] = s.curve_len > 0u;
         curve_offset[i] = s.curve_offset;
         curve_len[i] = s.curve_len;
+        blended[i] = from_pool[i] && has_hourly && hour_in.sg_weight != 0.0;
+        if blended[i] {
+            blend_offset[i] = slots[next_base + i].curve_offset;
+            blend_w[i] = hour_in.sg_weight;
+        }
         if !from_pool[i] {
             build_unit_curve(i, s, rp);
         }

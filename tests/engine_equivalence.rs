@@ -12,9 +12,10 @@ use std::time::Instant;
 use p2pmarket::engine::cpu::{evaluate_hour, run_cpu, run_cpu_streaming};
 use p2pmarket::engine::gpu::{GpuContext, Precision};
 use p2pmarket::engine::{
-    BackendChoice, Batch, ChunkOutputs, HourRecord, RunSpec, RunTrajectory, run_batch,
+    BackendChoice, Batch, ChunkOutputs, HourRecord, HourlyInputs, RunSpec, RunTrajectory, run_batch,
 };
 use p2pmarket::market::Market;
+use p2pmarket::microgrid::HOURS;
 use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule};
 use p2pmarket::scenario::Scenario;
 use rand::{RngExt, SeedableRng};
@@ -281,13 +282,16 @@ fn rayon_backend_is_the_reference() {
 }
 
 fn gpu_diff(ctx: &GpuContext, p: Precision, tol: Tolerances, seed: u64) -> Diff {
-    let b = batch(seed, RUNS, tol);
-    let reference = reference(&b);
+    gpu_diff_on(ctx, p, &batch(seed, RUNS, tol))
+}
+
+fn gpu_diff_on(ctx: &GpuContext, p: Precision, b: &Batch) -> Diff {
+    let reference = reference(b);
     let t = Instant::now();
-    let out = ctx.run(&b, p).expect("gpu run");
+    let out = ctx.run(b, p).expect("gpu run");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(out.adapter, *ctx.info());
-    let d = compare(&b, &reference, &out.records);
+    let d = compare(b, &reference, &out.records);
     let identical = reference
         .iter()
         .zip(&out.records)
@@ -309,7 +313,11 @@ fn gpu_diff(ctx: &GpuContext, p: Precision, tol: Tolerances, seed: u64) -> Diff 
 #[test]
 fn gpu_f64_matches_the_reference() {
     let Some(ctx) = gpu_f64() else { return };
-    let d = gpu_diff(ctx, Precision::F64, Tolerances::Tight, 2);
+    assert_f64_agreement(&gpu_diff(ctx, Precision::F64, Tolerances::Tight, 2));
+}
+
+/// The f64 kernel's agreement with the reference (see [`gpu_f64_matches_the_reference`]).
+fn assert_f64_agreement(d: &Diff) {
     assert_eq!(
         d.flag_mismatches_plain + d.flag_mismatches_relaxed,
         0,
@@ -345,7 +353,12 @@ fn gpu_f64_matches_the_reference() {
 #[test]
 fn gpu_f32_matches_the_reference() {
     let Some(ctx) = gpu() else { return };
-    let d = gpu_diff(ctx, Precision::F32, Tolerances::F32, 3);
+    assert_f32_agreement(&gpu_diff(ctx, Precision::F32, Tolerances::F32, 3), 1e-3);
+}
+
+/// The f32 kernel's agreement with the reference (see [`gpu_f32_matches_the_reference`]),
+/// costs within `cost_rel`.
+fn assert_f32_agreement(d: &Diff, cost_rel: f64) {
     assert!(
         d.flag_mismatches_plain as f64 <= 0.002 * d.hours_plain as f64,
         "{d:?}"
@@ -356,12 +369,105 @@ fn gpu_f32_matches_the_reference() {
     );
     assert!(d.max_price_rel <= 1e-4, "{d:?}");
     assert!(d.max_exchange_abs <= 5.0 * F32_POWER_TOL, "{d:?}");
-    assert!(d.max_cost_rel <= 1e-3, "{d:?}");
+    assert!(d.max_cost_rel <= cost_rel, "{d:?}");
     assert!(
         d.iteration_diff_over_2_plain as f64 <= 0.05 * d.both_converged_plain as f64,
         "{d:?}"
     );
     assert!(d.converged_ref > d.hours / 4, "{d:?}");
+}
+
+/// `n` seeded runs of [`random_runs`], every other one with its own per-hour inputs
+/// (issue 7): wind speeds 0..30 m/s (below cut-in, cubic, rated and past cut-out), night
+/// and day irradiance 0..1200 W/m^2 (a quarter of the hours dark), tidal currents 0..4 m/s
+/// and the microgrid's load at 0.3..1.7 of its forecast, through the unit models.
+fn random_hourly_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7e57);
+    let forecast = HourlyInputs::forecast(market());
+    let mut runs = random_runs(seed, n, tol);
+    for r in runs.iter_mut().step_by(2) {
+        let wind: [f64; HOURS] = std::array::from_fn(|_| rng.random_range(0.0..30.0));
+        let sun: [f64; HOURS] = std::array::from_fn(|_| {
+            if rng.random_bool(0.25) {
+                0.0
+            } else {
+                rng.random_range(0.0..1200.0)
+            }
+        });
+        let tide: [f64; HOURS] = std::array::from_fn(|_| rng.random_range(0.0..4.0));
+        let load = forecast.mg_load_mw.map(|l| l * rng.random_range(0.3..1.7));
+        r.hourly = Some(Box::new(HourlyInputs::from_weather(
+            &market().microgrid.config,
+            &wind,
+            &sun,
+            &tide,
+            load,
+            None,
+        )));
+    }
+    runs
+}
+
+/// Per-hour inputs equal to the forecast reproduce the scalar runs bit for bit, on the
+/// CPU and in the f64 kernel; random per-hour inputs really change the outcomes.
+#[test]
+fn forecast_hourly_inputs_equal_the_scalar_runs() {
+    let scalar = random_runs(11, 200, Tolerances::Tight);
+    let mut hourly = scalar.clone();
+    for r in &mut hourly {
+        r.hourly = Some(Box::new(HourlyInputs::forecast(market())));
+    }
+    let (bs, bh) = (
+        Batch::from_market(market(), &scalar).expect("batch"),
+        Batch::from_market(market(), &hourly).expect("batch"),
+    );
+    let reference = reference(&bs);
+    assert_bitwise_equal(&reference, &run_cpu(&bh).expect("cpu").records);
+    if let Some(ctx) = gpu_f64() {
+        let (a, b) = (
+            ctx.run(&bs, Precision::F64).expect("gpu"),
+            ctx.run(&bh, Precision::F64).expect("gpu"),
+        );
+        assert_bitwise_equal(&a.records, &b.records);
+    }
+    let random = Batch::from_market(market(), &random_hourly_runs(11, 200, Tolerances::Tight))
+        .expect("batch");
+    let moved = run_cpu(&random)
+        .expect("cpu")
+        .records
+        .iter()
+        .zip(&reference)
+        .enumerate()
+        .filter(|(i, (a, b))| {
+            (i / HOURS).is_multiple_of(2) && (a.exchange_mw - b.exchange_mw).abs() > 1.0
+        })
+        .count();
+    // Of the 100 x 24 hourly hours, most trade another amount (the dark, windless hours
+    // with the forecast's own load may not).
+    assert!(moved > 100 * HOURS / 2, "{moved}");
+}
+
+/// Runs with per-hour inputs: the rayon backend is the reference bit for bit, and both
+/// kernels agree with it as closely as on scalar runs, but for the f32 costs: within
+/// 5e-3 relative (observed 1.9e-3). With random weather many hours trade little, so the
+/// microgrid's cost is a few hundred $/h, and the f32 exchange difference of up to
+/// 0.017 MW (as on scalar runs) at ~50 $/MWh moves it by ~0.8 $/h.
+#[test]
+fn hourly_inputs_agree_on_every_backend() {
+    let b = Batch::from_market(
+        market(),
+        &random_hourly_runs(12, RUNS / 2, Tolerances::Tight),
+    )
+    .expect("batch");
+    assert_bitwise_equal(&run_cpu(&b).expect("cpu").records, &reference(&b));
+    if let Some(ctx) = gpu_f64() {
+        assert_f64_agreement(&gpu_diff_on(ctx, Precision::F64, &b));
+    }
+    if let Some(ctx) = gpu() {
+        let b = Batch::from_market(market(), &random_hourly_runs(13, RUNS / 2, Tolerances::F32))
+            .expect("batch");
+        assert_f32_agreement(&gpu_diff_on(ctx, Precision::F32, &b), 5e-3);
+    }
 }
 
 /// A small batch of runs that keep their trajectories (and some that do not).

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::market::Market;
-use crate::microgrid::HOURS;
+use crate::microgrid::{HOURS, Microgrid};
 use crate::offer::{CurveView, OfferCurve, QuadraticUnit};
 use crate::rci::{RciSettings, Residuals, TrajectoryPoint};
 
@@ -48,6 +48,8 @@ pub const UNIT_STRIDE: usize = 5;
 pub const SCALE_RENEWABLES: u32 = 1;
 /// Agent flag: the agent's `load_mw` is multiplied by the run's `mg_load_scale`.
 pub const SCALE_LOAD: u32 = 2;
+/// Marks a run without per-hour inputs (its `hourly_offset`).
+pub const NO_HOURLY: u32 = u32::MAX;
 
 /// Which attack a run's [`AttackSlot`] describes. Only `None` exists for now; the slot is
 /// carried through every backend so the attack model can fill it without a layout change.
@@ -91,6 +93,9 @@ pub struct RunSpec {
     pub trajectory: bool,
     /// The run's attack slot (kind 0 = none).
     pub attack: AttackSlot,
+    /// Per-hour inputs replacing the base market's hours (an uncertainty sample); `None`
+    /// keeps the base hours, scaled by the factors above.
+    pub hourly: Option<Box<HourlyInputs>>,
 }
 
 impl Default for RunSpec {
@@ -102,8 +107,127 @@ impl Default for RunSpec {
             rci: RciSettings::default(),
             trajectory: false,
             attack: AttackSlot::default(),
+            hourly: None,
         }
     }
+}
+
+/// The values one run sees in every hour instead of the base market's (issue 7: an
+/// uncertainty sample is one realized day).
+///
+/// - `wind_mw`, `pv_mw`, `tidal_mw` are the renewables' *available* power, MW: what the
+///   unit models (eq. 21-23) make of the realized wind speed, irradiance and tidal current
+///   ([`HourlyInputs::from_weather`]). They replace the `pmax` of the microgrid's units
+///   (in [`crate::market::MicrogridModel::units`]'s order) and are still multiplied by the
+///   run's `renewable_scale`.
+/// - `mg_load_mw` replaces the microgrid's load (still multiplied by `mg_load_scale`).
+/// - `sg_load_mw`, when given, is the smart grid's realized system load of each hour. Its
+///   curve is then not rebuilt: it is blended between the two neighbouring levels of a
+///   [`LoadTable`] (see [`Batch::from_market_with_table`]); a load outside the table's
+///   range is evaluated at the nearest level and flagged
+///   ([`Batch::sg_load_out_of_range`]), never extrapolated. `None` keeps the curve set of
+///   the run's `load_scale`.
+///
+/// The microgrid's battery plan is the one the base market made day-ahead on the forecast
+/// (a plan fixed before the hourly markets, see [`crate::microgrid::BatteryPlan`]): every
+/// sample keeps it, and each realized hour clears with that plan.
+///
+/// The scalar factors are the special case `hourly = None`: a run with
+/// [`HourlyInputs::forecast`] and no `sg_load_mw` gives the same results bit for bit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyInputs {
+    /// Available wind power per hour, MW, >= 0.
+    pub wind_mw: [f64; HOURS],
+    /// Available PV power per hour, MW, >= 0.
+    pub pv_mw: [f64; HOURS],
+    /// Available tidal power per hour, MW, >= 0.
+    pub tidal_mw: [f64; HOURS],
+    /// Microgrid load per hour, MW, >= 0.
+    pub mg_load_mw: [f64; HOURS],
+    /// Smart-grid system load per hour, MW, > 0; needs a [`LoadTable`].
+    pub sg_load_mw: Option<[f64; HOURS]>,
+}
+
+impl HourlyInputs {
+    /// The base market's own hours (its forecast): available renewables and the
+    /// microgrid's load, and no smart-grid load (the curve set of the run's scale).
+    pub fn forecast(market: &Market) -> Self {
+        let h = &market.microgrid.hourly;
+        HourlyInputs {
+            wind_mw: std::array::from_fn(|t| h[t].wind_mw),
+            pv_mw: std::array::from_fn(|t| h[t].pv_mw),
+            tidal_mw: std::array::from_fn(|t| h[t].tidal_mw),
+            mg_load_mw: std::array::from_fn(|t| h[t].load_mw),
+            sg_load_mw: None,
+        }
+    }
+
+    /// The inputs of a realized day: available power from the weather through the
+    /// microgrid's unit models (eq. 21-23, with their cut-in, rated and cut-out
+    /// branches), wind speed and tidal current in m/s, irradiance in W/m^2, loads in MW.
+    pub fn from_weather(
+        microgrid: &Microgrid,
+        wind_speed_ms: &[f64; HOURS],
+        irradiance_wm2: &[f64; HOURS],
+        tidal_current_ms: &[f64; HOURS],
+        mg_load_mw: [f64; HOURS],
+        sg_load_mw: Option<[f64; HOURS]>,
+    ) -> Self {
+        HourlyInputs {
+            wind_mw: wind_speed_ms.map(|v| microgrid.wind.power_mw(v)),
+            pv_mw: irradiance_wm2.map(|v| microgrid.pv.power_mw(v)),
+            tidal_mw: tidal_current_ms.map(|v| microgrid.tidal.power_mw(v)),
+            mg_load_mw,
+            sg_load_mw,
+        }
+    }
+
+    /// Checks every value; the error names `runs[run].hourly.<field>[hour]`.
+    fn validate(&self, run: usize) -> Result<()> {
+        let series = [
+            ("wind_mw", &self.wind_mw),
+            ("pv_mw", &self.pv_mw),
+            ("tidal_mw", &self.tidal_mw),
+            ("mg_load_mw", &self.mg_load_mw),
+        ];
+        for (field, values) in series {
+            if let Some(h) = values.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+                return Err(Error::invalid(
+                    format!("runs[{run}].hourly.{field}[{h}]"),
+                    values[h],
+                    ">= 0, finite",
+                ));
+            }
+        }
+        if let Some(sg) = &self.sg_load_mw
+            && let Some(h) = sg.iter().position(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(Error::invalid(
+                format!("runs[{run}].hourly.sg_load_mw[{h}]"),
+                sg[h],
+                "> 0, finite",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one run sees in one hour when it has [`HourlyInputs`], as every backend reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HourInput {
+    /// Base `pmax` of the units of agents flagged [`SCALE_RENEWABLES`], MW (before the
+    /// run's `renewable_scale`), in unit order; unused entries 0.
+    pub unit_pmax: [f64; MAX_UNITS],
+    /// Base load of agents flagged [`SCALE_LOAD`], MW (before `mg_load_scale`).
+    pub load_mw: f64,
+    /// Curve set of the pool-curve agents this hour.
+    pub sg_set: u32,
+    /// Weight of the next set `sg_set + 1`, in [0, 1): a pool curve's exports and costs
+    /// are `e + w * (e_next - e)` breakpoint by breakpoint (both sets share the hour's
+    /// price grid). Exactly 0: set `sg_set` alone.
+    pub sg_weight: f64,
+    /// The smart-grid load lay outside the table; the hour ran at the nearest level.
+    pub sg_out_of_range: bool,
 }
 
 /// Smart-grid curve sets (24 hourly curves per load scale) already built for one market.
@@ -204,6 +328,52 @@ pub struct Batch {
     pub(crate) rci: Vec<RciSettings>,
     pub(crate) trajectory: Vec<bool>,
     pub(crate) attack: Vec<AttackSlot>,
+    /// Per run: index of its first [`HourInput`] in `hourly`, or [`NO_HOURLY`].
+    pub(crate) hourly_offset: Vec<u32>,
+    /// The [`HourInput`]s of the runs with per-hour inputs, `hours` per run, in run order.
+    pub(crate) hourly: Vec<HourInput>,
+}
+
+/// The [`HourInput`] rows of the runs with per-hour inputs, and each run's offset into
+/// them ([`NO_HOURLY`] for the others). `sg(run, hour)` gives the smart grid's curve set,
+/// blend weight and out-of-range flag of a run's hour.
+fn hourly_rows(
+    runs: &[RunSpec],
+    mut sg: impl FnMut(usize, usize) -> (u32, f64, bool),
+) -> Result<(Vec<u32>, Vec<HourInput>)> {
+    let mut offsets = Vec::with_capacity(runs.len());
+    let mut rows = Vec::new();
+    for (r, spec) in runs.iter().enumerate() {
+        let Some(h) = &spec.hourly else {
+            offsets.push(NO_HOURLY);
+            continue;
+        };
+        if rows.len() + HOURS >= NO_HOURLY as usize {
+            return Err(Error::invalid(
+                "runs",
+                runs.len(),
+                format!(
+                    "fewer than {} runs with per-hour inputs",
+                    NO_HOURLY as usize / HOURS
+                ),
+            ));
+        }
+        offsets.push(rows.len() as u32);
+        for t in 0..HOURS {
+            // The microgrid's unit order (`MicrogridModel::units`): wind, PV, tidal.
+            let mut unit_pmax = [0.0; MAX_UNITS];
+            unit_pmax[..3].copy_from_slice(&[h.wind_mw[t], h.pv_mw[t], h.tidal_mw[t]]);
+            let (sg_set, sg_weight, sg_out_of_range) = sg(r, t);
+            rows.push(HourInput {
+                unit_pmax,
+                load_mw: h.mg_load_mw[t],
+                sg_set,
+                sg_weight,
+                sg_out_of_range,
+            });
+        }
+    }
+    Ok((offsets, rows))
 }
 
 fn check_scale(run: usize, field: &str, v: f64, zero_ok: bool) -> Result<()> {
@@ -222,6 +392,9 @@ fn check_scale(run: usize, field: &str, v: f64, zero_ok: bool) -> Result<()> {
 
 fn validate_run(i: usize, r: &RunSpec) -> Result<()> {
     check_scale(i, "load_scale", r.load_scale, false)?;
+    if let Some(h) = &r.hourly {
+        h.validate(i)?;
+    }
     check_scale(i, "renewable_scale", r.renewable_scale, true)?;
     check_scale(i, "mg_load_scale", r.mg_load_scale, true)?;
     r.rci
@@ -278,6 +451,16 @@ impl Batch {
             sg_curve_set.push(set as u32);
         }
         let hours = HOURS;
+        if let Some(i) = runs
+            .iter()
+            .position(|r| r.hourly.as_ref().is_some_and(|h| h.sg_load_mw.is_some()))
+        {
+            return Err(Error::invalid(
+                format!("runs[{i}].hourly.sg_load_mw"),
+                "a smart-grid load per hour",
+                "none without a load table (Batch::from_market_with_table)",
+            ));
+        }
         let mg_enabled = market.microgrid.config.enabled;
         let agents = if mg_enabled { 2 } else { 1 };
         // The smart grid's curves of every (set, hour): the costly part, in parallel, for the
@@ -363,6 +546,7 @@ impl Batch {
         if pool.len() > u32::MAX as usize {
             return Err(Error::invalid("batch.pool", pool.len(), "< 2^32 values"));
         }
+        let (hourly_offset, hourly) = hourly_rows(runs, |r, _| (sg_curve_set[r], 0.0, false))?;
         Ok(Batch {
             hours,
             agents,
@@ -376,17 +560,40 @@ impl Batch {
             rci: runs.iter().map(|r| r.rci.clone()).collect(),
             trajectory: runs.iter().map(|r| r.trajectory).collect(),
             attack: runs.iter().map(|r| r.attack).collect(),
+            hourly_offset,
+            hourly,
         })
     }
 
     /// Host bytes each run adds to a batch (its entries in the per-run vectors; the shared
-    /// curve pool and slots come on top, once per distinct load scale).
+    /// curve pool and slots come on top, once per distinct load scale; a run with
+    /// per-hour inputs adds [`Batch::bytes_per_hourly_run`]).
     pub const fn bytes_per_run() -> usize {
         3 * size_of::<f64>()
-            + size_of::<u32>()
+            + 2 * size_of::<u32>()
             + size_of::<RciSettings>()
             + size_of::<bool>()
             + size_of::<AttackSlot>()
+    }
+
+    /// Host bytes a run's [`HourlyInputs`] add to a batch (its [`HourInput`] rows).
+    pub const fn bytes_per_hourly_run() -> usize {
+        HOURS * size_of::<HourInput>()
+    }
+
+    /// The per-hour input of a run's hour, when the run has [`HourlyInputs`].
+    pub fn hour_input(&self, run: usize, hour: usize) -> Option<&HourInput> {
+        match self.hourly_offset[run] {
+            NO_HOURLY => None,
+            o => Some(&self.hourly[o as usize + hour]),
+        }
+    }
+
+    /// True when a run's smart-grid load of an hour lay outside the load table, so the
+    /// hour ran at the table's nearest level (the statistics of a study flag or drop it).
+    pub fn sg_load_out_of_range(&self, run: usize, hour: usize) -> bool {
+        self.hour_input(run, hour)
+            .is_some_and(|h| h.sg_out_of_range)
     }
 
     /// Number of runs.
@@ -424,10 +631,47 @@ impl Batch {
         self.trajectory[run]
     }
 
-    /// The slot of an agent in an hour of a run.
+    /// The slot of an agent in an hour of a run (for a blended pool curve, the lower
+    /// level's; see [`Batch::blend_partner`]).
     pub fn slot(&self, run: usize, hour: usize, agent: usize) -> &AgentSlot {
-        let set = self.sg_curve_set[run] as usize;
+        let set = match self.hour_input(run, hour) {
+            Some(h) => h.sg_set,
+            None => self.sg_curve_set[run],
+        } as usize;
         &self.slots[(set * self.hours + hour) * self.agents + agent]
+    }
+
+    /// For a pool-curve agent whose curve this hour is a blend of two table levels: the
+    /// upper level's slot and its weight `w` (exports and costs `e + w * (e_next - e)`).
+    pub fn blend_partner(
+        &self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+    ) -> Option<(&AgentSlot, f64)> {
+        let h = self.hour_input(run, hour)?;
+        if h.sg_weight == 0.0 || self.slot(run, hour, agent).curve_len == 0 {
+            return None;
+        }
+        let set = h.sg_set as usize + 1;
+        Some((
+            &self.slots[(set * self.hours + hour) * self.agents + agent],
+            h.sg_weight,
+        ))
+    }
+
+    /// Writes the blend of two pool curves of one price grid into `out`, reusing its
+    /// storage: exports and costs `e + w * (e_next - e)`, breakpoint by breakpoint.
+    fn blend_into(&self, lower: &AgentSlot, upper: &AgentSlot, w: f64, out: &mut OfferCurve) {
+        let (a, b) = (self.pool_curve(lower), self.pool_curve(upper));
+        out.prices.clear();
+        out.prices.extend_from_slice(a.prices);
+        let mix = |x: &[f64], y: &[f64], to: &mut Vec<f64>| {
+            to.clear();
+            to.extend(x.iter().zip(y).map(|(&e, &f)| e + w * (f - e)));
+        };
+        mix(a.exports, b.exports, &mut out.exports);
+        mix(a.costs, b.costs, &mut out.costs);
     }
 
     /// The pool curve of a slot, borrowed (the slot must have `curve_len > 0`).
@@ -450,13 +694,15 @@ impl Batch {
         units: &mut [QuadraticUnit; MAX_UNITS],
     ) -> (usize, f64, f64) {
         let s = self.slot(run, hour, agent);
-        let rs = if s.flags & SCALE_RENEWABLES != 0 {
+        let input = self.hour_input(run, hour);
+        let renewables = s.flags & SCALE_RENEWABLES != 0;
+        let rs = if renewables {
             self.renewable_scale[run]
         } else {
             1.0
         };
         let load = if s.flags & SCALE_LOAD != 0 {
-            s.load_mw * self.mg_load_scale[run]
+            input.map_or(s.load_mw, |h| h.load_mw) * self.mg_load_scale[run]
         } else {
             s.load_mw
         };
@@ -465,19 +711,24 @@ impl Batch {
         for (u, unit) in units.iter_mut().enumerate().take(count) {
             let o = s.unit_offset as usize + u * UNIT_STRIDE;
             let v = &self.pool[o..o + UNIT_STRIDE];
+            let pmax = match input {
+                Some(h) if renewables => h.unit_pmax[u],
+                _ => v[4],
+            };
             *unit = QuadraticUnit {
                 c2: v[0],
                 c1: v[1],
                 c0: v[2],
                 pmin: v[3],
-                pmax: v[4] * rs,
+                pmax: pmax * rs,
             };
         }
         (count, s.fixed_export_mw - load, s.fixed_cost)
     }
 
     /// The scaled units of a unit agent and its fixed export, MW, as every backend
-    /// computes them: `pmax * renewable_scale`, `fixed_export - load * mg_load_scale`.
+    /// computes them: `pmax * renewable_scale`, `fixed_export - load * mg_load_scale`, with
+    /// the run's [`HourInput`] `pmax` and load in place of the base ones when it has one.
     pub fn scaled_units(
         &self,
         run: usize,
@@ -490,13 +741,18 @@ impl Batch {
         (units[..count].to_vec(), fixed_export, fixed_cost)
     }
 
-    /// The exact CPU offer curves of every agent of a run's hour: the pool curve, or
+    /// The exact CPU offer curves of every agent of a run's hour: the pool curve (blended
+    /// between two table levels when [`Batch::blend_partner`] says so), or
     /// [`OfferCurve::from_units`] over the scaled units and fixed part.
     pub fn reference_curves(&self, run: usize, hour: usize) -> Result<Vec<OfferCurve>> {
         (0..self.agents)
             .map(|a| {
                 let s = self.slot(run, hour, a);
-                if s.curve_len > 0 {
+                if let Some((upper, w)) = self.blend_partner(run, hour, a) {
+                    let mut c = OfferCurve::fixed(0.0, 0.0);
+                    self.blend_into(s, upper, w, &mut c);
+                    Ok(c)
+                } else if s.curve_len > 0 {
                     Ok(self.pool_curve(s).to_curve())
                 } else {
                     let (units, fixed_export, fixed_cost) = self.scaled_units(run, hour, a);
@@ -507,8 +763,9 @@ impl Batch {
     }
 
     /// One agent's curve of [`Batch::reference_curves`] without a copy or an allocation:
-    /// the pool curve borrowed, or the unit curve rebuilt in `scratch` (a thread's reused
-    /// curve, see [`OfferCurve::rebuild_from_units`]) and borrowed from there.
+    /// the pool curve borrowed, or a blended pool curve or the unit curve rebuilt in
+    /// `scratch` (a thread's reused curve, see [`OfferCurve::rebuild_from_units`]) and
+    /// borrowed from there.
     pub fn curve<'a>(
         &'a self,
         run: usize,
@@ -517,6 +774,10 @@ impl Batch {
         scratch: &'a mut OfferCurve,
     ) -> Result<CurveView<'a>> {
         let s = self.slot(run, hour, agent);
+        if let Some((upper, w)) = self.blend_partner(run, hour, agent) {
+            self.blend_into(s, upper, w, scratch);
+            return Ok(scratch.view());
+        }
         if s.curve_len > 0 {
             return Ok(self.pool_curve(s));
         }

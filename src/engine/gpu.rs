@@ -16,8 +16,9 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use crate::engine::batch::{
-    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, Collector, HourRecord,
-    MAX_AGENTS, MAX_UNITS, RunTrajectory,
+    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, Collector, HourInput,
+    HourRecord, MAX_AGENTS, MAX_UNITS, NO_HOURLY, RunTrajectory, SCALE_LOAD, SCALE_RENEWABLES,
+    UNIT_STRIDE,
 };
 use crate::error::{Error, Result};
 use crate::rci::{AgentState, DualUpdate, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
@@ -92,14 +93,19 @@ pub trait Layout {
     type Attack: Pod;
     /// Mirror of `AgentSlot`.
     type Slot: Pod;
+    /// Mirror of `HourIn`.
+    type Hour: Pod;
     /// Mirror of `HourOut`.
     type Out: Pod;
     /// The kernel's precision.
     const PRECISION: Precision;
     /// Rounds a host value to the kernel's `real`.
     fn real(x: f64) -> Self::Real;
-    /// Packs the settings of run `run` of `batch`.
-    fn run(batch: &Batch, run: usize, trajectory_offset: u32) -> Self::Run;
+    /// Packs the settings of run `run` of `batch`, with the offsets of its trajectory (in
+    /// reals) and of its per-hour inputs in the chunk's buffers.
+    fn run(batch: &Batch, run: usize, trajectory_offset: u32, hourly_offset: u32) -> Self::Run;
+    /// Packs one per-hour input.
+    fn hour(h: &HourInput) -> Self::Hour;
     /// Packs an attack slot.
     fn attack(a: &AttackSlot) -> Self::Attack;
     /// Packs an agent slot.
@@ -120,6 +126,11 @@ fn codes() -> String {
         ("UPDATE_RELAXED", power_update_code(PowerUpdate::Relaxed)),
         ("DUAL_EXACT", dual_update_code(DualUpdate::Exact)),
         ("DUAL_GRADIENT", dual_update_code(DualUpdate::Gradient)),
+        ("NO_TRAJECTORY", NO_TRAJECTORY),
+        ("NO_HOURLY", NO_HOURLY),
+        ("SCALE_RENEWABLES", SCALE_RENEWABLES),
+        ("SCALE_LOAD", SCALE_LOAD),
+        ("UNIT_STRIDE", UNIT_STRIDE as u32),
     ] {
         out.push_str(&format!("const {name}: u32 = {code}u;\n"));
     }
@@ -149,7 +160,7 @@ fn power_update_code(p: PowerUpdate) -> u32 {
 }
 
 macro_rules! mirrors {
-    ($layout:ident, $real:ty, $prec:expr, $run:ident, $attack:ident, $slot:ident, $out:ident) => {
+    ($layout:ident, $real:ty, $prec:expr, $run:ident, $attack:ident, $slot:ident, $hour:ident, $out:ident) => {
         /// Mirror of WGSL `RunParams`: one run's RCI settings (units as in
         /// [`crate::rci::RciSettings`]) and perturbation factors.
         #[repr(C)]
@@ -195,6 +206,26 @@ macro_rules! mirrors {
             pub trajectory_offset: u32,
             /// Dual update code (`DUAL_*`).
             pub dual_update: u32,
+            /// Index of the run's first per-hour input in the chunk, or [`NO_HOURLY`].
+            pub hourly_offset: u32,
+            /// Padding to the struct's alignment.
+            pub _pad: u32,
+        }
+
+        /// Mirror of WGSL `HourIn` (see [`HourInput`]).
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        pub struct $hour {
+            /// Base pmax of the renewable units, MW.
+            pub unit_pmax: [$real; MAX_UNITS],
+            /// Base load of the load agent, MW.
+            pub load_mw: $real,
+            /// Weight of the next curve set.
+            pub sg_weight: $real,
+            /// Curve set of the pool-curve agents.
+            pub sg_set: u32,
+            /// 1 when the smart-grid load lay outside the table (not read by the kernel).
+            pub out_of_range: u32,
         }
 
         /// Mirror of WGSL `AttackSlot`.
@@ -282,6 +313,7 @@ macro_rules! mirrors {
             type Run = $run;
             type Attack = $attack;
             type Slot = $slot;
+            type Hour = $hour;
             type Out = $out;
             const PRECISION: Precision = $prec;
 
@@ -289,7 +321,7 @@ macro_rules! mirrors {
                 x as $real
             }
 
-            fn run(b: &Batch, i: usize, trajectory_offset: u32) -> $run {
+            fn run(b: &Batch, i: usize, trajectory_offset: u32, hourly_offset: u32) -> $run {
                 let s = &b.rci[i];
                 let r = |x: f64| x as $real;
                 $run {
@@ -313,6 +345,18 @@ macro_rules! mirrors {
                     curve_set: b.sg_curve_set[i],
                     trajectory_offset,
                     dual_update: dual_update_code(s.dual_update),
+                    hourly_offset,
+                    _pad: 0,
+                }
+            }
+
+            fn hour(h: &HourInput) -> $hour {
+                $hour {
+                    unit_pmax: h.unit_pmax.map(|x| x as $real),
+                    load_mw: h.load_mw as $real,
+                    sg_weight: h.sg_weight as $real,
+                    sg_set: h.sg_set,
+                    out_of_range: h.sg_out_of_range as u32,
                 }
             }
 
@@ -378,6 +422,7 @@ mirrors!(
     RunParams32,
     AttackSlot32,
     AgentSlot32,
+    HourIn32,
     HourOut32
 );
 mirrors!(
@@ -387,6 +432,7 @@ mirrors!(
     RunParams64,
     AttackSlot64,
     AgentSlot64,
+    HourIn64,
     HourOut64
 );
 
@@ -566,6 +612,7 @@ impl GpuContext {
                 storage(4, true),
                 storage(5, false),
                 storage(6, false),
+                storage(7, true),
             ],
         });
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -786,6 +833,7 @@ impl GpuContext {
         let items = runs.len() * hours;
         let mut traj_reals = 0usize;
         let mut traj_runs = Vec::new();
+        let mut hourly: Vec<L::Hour> = Vec::new();
         let params: Vec<L::Run> = runs
             .clone()
             .map(|r| {
@@ -797,7 +845,16 @@ impl GpuContext {
                 } else {
                     NO_TRAJECTORY
                 };
-                L::run(batch, r, offset)
+                let hourly_offset = match batch.hourly_offset[r] {
+                    NO_HOURLY => NO_HOURLY,
+                    o => {
+                        let first = hourly.len() as u32;
+                        let rows = &batch.hourly[o as usize..o as usize + hours];
+                        hourly.extend(rows.iter().map(L::hour));
+                        first
+                    }
+                };
+                L::run(batch, r, offset, hourly_offset)
             })
             .collect();
         let attacks: Vec<L::Attack> = runs.clone().map(|r| L::attack(&batch.attack[r])).collect();
@@ -821,6 +878,11 @@ impl GpuContext {
         });
         let runs_buf = storage_init(dev, "runs", bytemuck::cast_slice(&params));
         let attacks_buf = storage_init(dev, "attacks", bytemuck::cast_slice(&attacks));
+        if hourly.is_empty() {
+            // A binding holds at least one element of its array.
+            hourly.push(L::Hour::zeroed());
+        }
+        let hourly_buf = storage_init(dev, "hourly", bytemuck::cast_slice(&hourly));
         let out_bytes = (items * size_of::<L::Out>()) as u64;
         let traj_bytes = (traj_reals.max(1) * size_of::<L::Real>()) as u64;
         let out_buf = storage_out(dev, "outputs", out_bytes);
@@ -838,6 +900,7 @@ impl GpuContext {
                 entry(4, pool_buf),
                 entry(5, &out_buf),
                 entry(6, &traj_buf),
+                entry(7, &hourly_buf),
             ],
         });
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -1037,6 +1100,8 @@ pub struct ChunkSizes {
     pub attack: u64,
     /// Bytes of one `HourOut`.
     pub out: u64,
+    /// Bytes of one `HourIn` (a run with per-hour inputs has one per hour).
+    pub hour: u64,
     /// Bytes of one `real`.
     pub real: u64,
     /// Bytes of the shared slots buffer.
@@ -1052,6 +1117,7 @@ impl ChunkSizes {
             run: size_of::<L::Run>() as u64,
             attack: size_of::<L::Attack>() as u64,
             out: size_of::<L::Out>() as u64,
+            hour: size_of::<L::Hour>() as u64,
             real: size_of::<L::Real>() as u64,
             slots: (batch.slots.len() * size_of::<L::Slot>()) as u64,
             pool: (batch.pool.len() * size_of::<L::Real>()) as u64,
@@ -1101,6 +1167,7 @@ pub fn plan_chunks(
         limits.max_groups_per_dim as u64 * limits.max_groups_per_dim as u64 * WORKGROUP_SIZE as u64;
     let per_run_max = [
         cap / (hours * sizes.out),
+        cap / (hours * sizes.hour),
         cap / sizes.run,
         cap / sizes.attack,
         max_items / hours,
@@ -1252,7 +1319,7 @@ mod tests {
     }
 
     macro_rules! check_all {
-        ($p:expr, $run:ty, $attack:ty, $slot:ty, $out:ty) => {{
+        ($p:expr, $run:ty, $attack:ty, $slot:ty, $hour:ty, $out:ty) => {{
             let m = parse($p);
             check_layout!(&m, "Params", ChunkParams, [items, hours, agents, groups_x]);
             check_layout!(
@@ -1279,8 +1346,16 @@ mod tests {
                     power_update,
                     curve_set,
                     trajectory_offset,
-                    dual_update
+                    dual_update,
+                    hourly_offset,
+                    _pad
                 ]
+            );
+            check_layout!(
+                &m,
+                "HourIn",
+                $hour,
+                [unit_pmax, load_mw, sg_weight, sg_set, out_of_range]
             );
             check_layout!(
                 &m,
@@ -1342,6 +1417,7 @@ mod tests {
             RunParams32,
             AttackSlot32,
             AgentSlot32,
+            HourIn32,
             HourOut32
         );
     }
@@ -1353,6 +1429,7 @@ mod tests {
             RunParams64,
             AttackSlot64,
             AgentSlot64,
+            HourIn64,
             HourOut64
         );
     }

@@ -15,7 +15,7 @@ pub mod gpu;
 
 pub use batch::{
     AdapterInfo, AgentSlot, AttackKind, AttackSlot, Batch, BatchOutputs, ChunkOutputs, CurveCache,
-    HourRecord, RunSpec, RunTrajectory,
+    HourInput, HourRecord, HourlyInputs, RunSpec, RunTrajectory,
 };
 pub use gpu::{GpuContext, Precision};
 
