@@ -960,6 +960,22 @@ mod tests {
         };
         let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
         assert!(e.contains("runs[0].attack.kind"), "{e}");
+        let mut hourly = HourlyInputs::forecast(&market);
+        hourly.pv_mw[13] = f64::NAN;
+        let bad = RunSpec {
+            hourly: Some(Box::new(hourly.clone())),
+            ..RunSpec::default()
+        };
+        let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("runs[0].hourly.pv_mw[13]"), "{e}");
+        hourly.pv_mw[13] = 0.0;
+        hourly.sg_load_mw = Some([2000.0; HOURS]);
+        let bad = RunSpec {
+            hourly: Some(Box::new(hourly)),
+            ..RunSpec::default()
+        };
+        let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
+        assert!(e.contains("runs[0].hourly.sg_load_mw") && e.contains("load table"), "{e}");
         let mut bad = RunSpec::default();
         bad.rci.chi = 2.0;
         let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
