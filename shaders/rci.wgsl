@@ -4,7 +4,7 @@
 //
 // One source serves both precisions: the host prepends
 //   alias real = f32;   or   alias real = f64;
-// plus the constants MAX_REAL, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE, and
+// plus the constants DIVERGENCE_LIMIT, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE, and
 // the codes of the step rule (STEP_*), the power update (UPDATE_*) and the dual update
 // (DUAL_*), the agent flags (SCALE_*), the markers NO_TRAJECTORY and NO_HOURLY and the
 // pool's UNIT_STRIDE, all generated from the Rust definitions (see `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
@@ -257,10 +257,10 @@ fn build_unit_curve(a: u32, s: AgentSlot, rp: RunParams) {
     curve_len[a] = m;
 }
 
-// f64::is_finite without bit tricks (WGSL has no isinf/isnan, and no f64 bitcast): false
-// for +-inf and, on IEEE-conforming hardware, for NaN.
-fn is_finite(x: real) -> bool {
-    return abs(x) <= MAX_REAL;
+// `rci::within_divergence_limit`: a comparison of finite values only, since WGSL lets a
+// driver assume NaN and infinity never occur and fold a test for them away.
+fn within_divergence_limit(x: real) -> bool {
+    return abs(x) <= DIVERGENCE_LIMIT;
 }
 
 // OfferCurve::export_at.
@@ -692,7 +692,8 @@ fn main(
         // iterations, as in the reference.
         var finite = true;
         for (var i = 0u; i < n; i++) {
-            finite = finite && is_finite(price[i]) && is_finite(power[i]);
+            finite = finite && within_divergence_limit(price[i])
+                && within_divergence_limit(power[i]);
         }
         if !finite {
             iterations = k + 1u;

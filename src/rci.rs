@@ -245,8 +245,23 @@ pub struct Residuals {
     pub price_spread: f64,
 }
 
-/// How one hour's negotiation ended. A run that diverged (non-finite state) stops at once
-/// with `converged == false` and `iterations` below the cap.
+/// Largest |price| ($/MWh) or |power| (MW) of a negotiation that has not diverged.
+///
+/// The test is a comparison of finite values, never one with NaN or infinity: WGSL lets
+/// a GPU driver assume those never occur and fold such a test away, so the kernel, which
+/// mirrors [`step`], would miss a divergence. A diverging iterate grows through 1e30 long
+/// before it overflows (f32 reaches infinity at 3.4e38), so both stop at the same
+/// iteration. 1e30 is far beyond any physical price or power.
+pub const DIVERGENCE_LIMIT: f64 = 1e30;
+
+/// `|x| <= DIVERGENCE_LIMIT` (false for NaN on the CPU).
+pub fn within_divergence_limit(x: f64) -> bool {
+    x.abs() <= DIVERGENCE_LIMIT
+}
+
+/// How one hour's negotiation ended. A run that diverged (a price or power beyond
+/// [`DIVERGENCE_LIMIT`], or not a number) stops at once with `converged == false` and
+/// `iterations` below the cap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourOutcome {
     /// All stop rules held before the iteration cap.
@@ -557,11 +572,11 @@ pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) 
     state.iteration += 1;
     // A diverged iterate can never meet the stop rules: it is reported as not converged
     // after this iteration.
-    let finite = state
+    let bounded = state
         .agents
         .iter()
-        .all(|a| a.price.is_finite() && a.power.is_finite());
-    let progress = if !finite {
+        .all(|a| within_divergence_limit(a.price) && within_divergence_limit(a.power));
+    let progress = if !bounded {
         Progress::Diverged
     } else if residuals.price_change < s.price_tol
         && residuals.power_change < s.power_tol

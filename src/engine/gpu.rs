@@ -21,7 +21,9 @@ use crate::engine::batch::{
     UNIT_STRIDE,
 };
 use crate::error::{Error, Result};
-use crate::rci::{AgentState, DualUpdate, PowerUpdate, Residuals, StepRule, TrajectoryPoint};
+use crate::rci::{
+    AgentState, DIVERGENCE_LIMIT, DualUpdate, PowerUpdate, Residuals, StepRule, TrajectoryPoint,
+};
 
 /// The kernel, without its precision prelude (see [`shader_source`]).
 pub const KERNEL_WGSL: &str = include_str!("../../shaders/rci.wgsl");
@@ -48,13 +50,12 @@ pub enum Precision {
 /// prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
 /// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
 pub fn shader_source(precision: Precision) -> String {
-    // The largest finite value, the kernel's `is_finite` bound.
-    let (real, max_real) = match precision {
-        Precision::F32 => ("f32", "3.40282346638528859811704183484516925440e38"),
-        Precision::F64 => ("f64", "1.7976931348623157e308"),
+    let real = match precision {
+        Precision::F32 => "f32",
+        Precision::F64 => "f64",
     };
     format!(
-        "alias real = {real};\nconst MAX_REAL: real = {max_real};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
+        "alias real = {real};\nconst DIVERGENCE_LIMIT: real = {DIVERGENCE_LIMIT:e};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
          {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = \
          {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
         2 * MAX_UNITS,
