@@ -329,12 +329,28 @@ pub fn write_run_with(
     day: &DayResult,
     extra: serde_json::Value,
 ) -> Result<Vec<PathBuf>> {
+    let mut extra = Some(extra);
+    publish_dir_with(out_dir, options, on_wait, &mut |sink| {
+        write_outputs(sink, scenario, day, extra.take().unwrap_or_default())
+    })
+}
+
+/// Publishes the files `write` puts into a sink as the directory `out_dir`, exactly as
+/// [`write_run_with`] publishes a run (staging directory, lock, marker, the same refusals),
+/// and returns their final paths. Every command that writes an output directory (`run`,
+/// `uncertainty`) goes through here.
+pub fn publish_dir_with(
+    out_dir: &Path,
+    options: RunOutputOptions,
+    on_wait: &mut dyn FnMut(&str),
+    write: &mut dyn FnMut(&mut dyn Sink) -> Result<Vec<String>>,
+) -> Result<Vec<PathBuf>> {
     check_run_out(out_dir, options)?;
     let out = resolve_out(out_dir)?;
     let staging = Staging::create(&out)?;
     let names = {
         let mut sink = DirSink::new(&staging.path);
-        let names = write_outputs(&mut sink, scenario, day, extra)?;
+        let names = write(&mut sink)?;
         sink.write_bytes(RUN_MARKER, &RunMarker::new(names.clone(), true).to_bytes()?)?;
         names
     };
