@@ -19,6 +19,8 @@
 //! - [`engine`]: batches of perturbed days on the rayon CPU backend or the WGSL GPU kernel.
 //! - [`output`]: Parquet tables, summary JSON and plots of a run, written atomically.
 //! - [`sweep`]: parameter sweeps (TOML) run part by part into resumable Parquet datasets.
+//! - [`uncertainty`]: the uncertainty model, sigma points, MC/QMC/LHS samplers and
+//!   streaming statistics (pure).
 
 // Range checks are written `!(lo < x)` on purpose: NaN must fail them.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -37,5 +39,6 @@ pub mod output;
 pub mod rci;
 pub mod scenario;
 pub mod sweep;
+pub mod uncertainty;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@
 //! line), so their size grows with the network, never with its square.
 
 pub mod curve;
+pub mod load_table;
 pub mod network;
 
 use crate::central::qp::{Qp, QpSolution, Row, Terms};

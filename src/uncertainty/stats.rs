@@ -1,0 +1,503 @@
+//! Streaming statistics of many outputs, and the weighted moments of a UT.
+//!
+//! Contract: an [`Accumulator`] is fed samples in sample-index order (0, 1, 2, ...;
+//! [`Accumulator::push`] refuses any other index). Its floating-point results are then a
+//! function of the samples alone, bitwise: a caller that evaluates samples in parallel
+//! chunks of any size must buffer and push them in index order.
+//!
+//! Per output it keeps: count, mean and standard deviation (Welford's update), min, max,
+//! the counts above caller-given thresholds (exceedance probabilities, exact), and
+//! quantiles. Quantiles follow the inverted-CDF definition (Hyndman & Fan type 1, numpy's
+//! `method="inverted_cdf"`): the q-quantile is the order statistic `x_(k)`,
+//! `k = max(1, ceil(q N))`. They are exact while N is at most the accumulator's
+//! `exact_limit` (the values are kept); beyond it the values are dropped and a
+//! fixed-range histogram of `bins` equal bins on the caller's `[lo, hi]` (plus underflow
+//! and overflow counts) answers with a stated error bound: within one bin width
+//! `(hi - lo) / bins` when `x_(k)` lies in `[lo, hi]`, half the gap to min or max when it
+//! lies outside, and 0 at k = 1 (min) and k = N (max). Memory per output is
+//! `8 (bins + 2 + thresholds + exact_limit)` bytes at most.
+
+use super::sigma::SigmaWeights;
+use crate::error::{Error, Result, number};
+
+/// The standard normal's 97.5 % quantile, the half-width factor of a 95 % interval.
+pub const Z_95: f64 = 1.959963984540054;
+
+/// What to track for one output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    /// Lower end of the quantile histogram, in the output's unit.
+    pub lo: f64,
+    /// Upper end of the quantile histogram (> lo), in the output's unit.
+    pub hi: f64,
+    /// Thresholds x of the exceedance probabilities P(X > x), in the output's unit.
+    pub thresholds: Vec<f64>,
+}
+
+/// A quantile estimate with its error bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantile {
+    /// The estimate, in the output's unit.
+    pub value: f64,
+    /// Bound on `|value - x_(k)|` (0 when exact), in the output's unit.
+    pub max_error: f64,
+}
+
+/// The summary of one output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSummary {
+    /// Number of samples N.
+    pub count: u64,
+    /// Sample mean.
+    pub mean: f64,
+    /// Sample standard deviation (N - 1 denominator); `None` for N < 2.
+    pub std: Option<f64>,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// 95 % confidence interval of the mean, `mean +- 1.959963984540054 std / sqrt(N)`
+    /// (normal approximation); `None` for N < 2.
+    pub ci95: Option<(f64, f64)>,
+    /// `(x, P(X > x))` for each threshold, in the spec's order.
+    pub exceedance: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone)]
+struct OutputState {
+    spec: OutputSpec,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    /// Underflow, `bins` bins, overflow.
+    histogram: Vec<u64>,
+    exceed: Vec<u64>,
+    exact: Option<Vec<f64>>,
+}
+
+/// Streaming statistics of m outputs over samples pushed in index order.
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    outputs: Vec<OutputState>,
+    count: u64,
+    bins: usize,
+    exact_limit: usize,
+}
+
+impl Accumulator {
+    /// An accumulator for one output per spec, with `bins` (>= 1) histogram bins each,
+    /// keeping exact values while N <= `exact_limit`. Each spec needs finite `lo < hi`
+    /// and finite thresholds.
+    pub fn new(specs: Vec<OutputSpec>, bins: usize, exact_limit: usize) -> Result<Self> {
+        if bins == 0 {
+            return Err(Error::invalid("stats.bins", 0, "at least 1"));
+        }
+        for (k, s) in specs.iter().enumerate() {
+            if !(s.lo.is_finite() && s.hi.is_finite() && s.lo < s.hi) {
+                return Err(Error::invalid(
+                    format!("stats.outputs[{k}].lo/hi"),
+                    format!("[{}, {}]", number(s.lo), number(s.hi)),
+                    "finite lo < hi",
+                ));
+            }
+            if let Some(t) = s.thresholds.iter().find(|t| !t.is_finite()) {
+                return Err(Error::invalid(
+                    format!("stats.outputs[{k}].thresholds"),
+                    number(*t),
+                    "finite thresholds",
+                ));
+            }
+        }
+        let outputs = specs
+            .into_iter()
+            .map(|spec| OutputState {
+                mean: 0.0,
+                m2: 0.0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                histogram: vec![0; bins + 2],
+                exceed: vec![0; spec.thresholds.len()],
+                exact: Some(Vec::new()),
+                spec,
+            })
+            .collect();
+        Ok(Accumulator {
+            outputs,
+            count: 0,
+            bins,
+            exact_limit,
+        })
+    }
+
+    /// Number of samples pushed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Adds sample `index` (must equal [`Self::count`]: index order) with one finite value
+    /// per output.
+    pub fn push(&mut self, index: u64, values: &[f64]) -> Result<()> {
+        if index != self.count {
+            return Err(Error::invalid(
+                "sample index",
+                index,
+                format!("{} (samples are accumulated in index order)", self.count),
+            ));
+        }
+        if values.len() != self.outputs.len() {
+            return Err(Error::invalid(
+                "sample outputs",
+                format!("{} values", values.len()),
+                format!("{} values, one per output", self.outputs.len()),
+            ));
+        }
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                format!("sample {index} output {k}"),
+                number(values[k]),
+                "a finite number",
+            ));
+        }
+        self.count += 1;
+        let n = self.count as f64;
+        let keep_exact = self.count <= self.exact_limit as u64;
+        for (o, &x) in self.outputs.iter_mut().zip(values) {
+            // Welford (1962): no cancellation between large sums.
+            let delta = x - o.mean;
+            o.mean += delta / n;
+            o.m2 += delta * (x - o.mean);
+            o.min = o.min.min(x);
+            o.max = o.max.max(x);
+            let (lo, hi) = (o.spec.lo, o.spec.hi);
+            let slot = if x < lo {
+                0
+            } else if x > hi {
+                self.bins + 1
+            } else {
+                // Bins are [lo + j w, lo + (j + 1) w), the last one closed at hi.
+                1 + (((x - lo) / (hi - lo) * self.bins as f64) as usize).min(self.bins - 1)
+            };
+            o.histogram[slot] += 1;
+            for (c, &t) in o.exceed.iter_mut().zip(&o.spec.thresholds) {
+                *c += u64::from(x > t);
+            }
+            if keep_exact {
+                if let Some(v) = o.exact.as_mut() {
+                    v.push(x);
+                }
+            } else {
+                o.exact = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary of output `output`; `None` before the first sample or for an unknown
+    /// output.
+    pub fn summary(&self, output: usize) -> Option<OutputSummary> {
+        let o = self.outputs.get(output)?;
+        if self.count == 0 {
+            return None;
+        }
+        let n = self.count as f64;
+        let std = (self.count >= 2).then(|| (o.m2 / (n - 1.0)).sqrt());
+        let ci95 = std.map(|s| {
+            let half = Z_95 * s / n.sqrt();
+            (o.mean - half, o.mean + half)
+        });
+        Some(OutputSummary {
+            count: self.count,
+            mean: o.mean,
+            std,
+            min: o.min,
+            max: o.max,
+            ci95,
+            exceedance: o
+                .spec
+                .thresholds
+                .iter()
+                .zip(&o.exceed)
+                .map(|(&t, &c)| (t, c as f64 / n))
+                .collect(),
+        })
+    }
+
+    /// The q-quantile (q in [0, 1]) of output `output` (inverted-CDF definition, see the
+    /// module docs); `None` before the first sample, for an unknown output or q outside
+    /// [0, 1].
+    pub fn quantile(&self, output: usize, q: f64) -> Option<Quantile> {
+        let o = self.outputs.get(output)?;
+        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let n = self.count;
+        let k = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let exact = |value| {
+            Some(Quantile {
+                value,
+                max_error: 0.0,
+            })
+        };
+        if k == 1 {
+            return exact(o.min);
+        }
+        if k == n {
+            return exact(o.max);
+        }
+        if let Some(values) = &o.exact {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            return exact(sorted[(k - 1) as usize]);
+        }
+        let (lo, hi) = (o.spec.lo, o.spec.hi);
+        let width = (hi - lo) / self.bins as f64;
+        let mut before = 0u64;
+        for (slot, &c) in o.histogram.iter().enumerate() {
+            if before + c >= k {
+                return Some(if slot == 0 {
+                    Quantile {
+                        value: 0.5 * (o.min + lo),
+                        max_error: 0.5 * (lo - o.min),
+                    }
+                } else if slot == self.bins + 1 {
+                    Quantile {
+                        value: 0.5 * (hi + o.max),
+                        max_error: 0.5 * (o.max - hi),
+                    }
+                } else {
+                    // Linear interpolation of the rank inside the bin.
+                    let inside = ((k - before) as f64 - 0.5) / c as f64;
+                    Quantile {
+                        value: lo + ((slot - 1) as f64 + inside) * width,
+                        max_error: width,
+                    }
+                });
+            }
+            before += c;
+        }
+        None
+    }
+}
+
+/// The weighted mean and variance of one UT output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightedMoments {
+    /// `sum Wm_k y_k`, in the output's unit.
+    pub mean: f64,
+    /// `sum Wc_k (y_k - mean)^2`, in the output's unit squared; negative is possible
+    /// when some Wc are negative (then there is no standard deviation).
+    pub variance: f64,
+}
+
+impl WeightedMoments {
+    /// The standard deviation, `None` when the variance is negative.
+    pub fn std(&self) -> Option<f64> {
+        (self.variance >= 0.0).then(|| self.variance.sqrt())
+    }
+}
+
+/// The UT moments of one output, one value per sigma point (in the points' order).
+pub fn weighted_moments(values: &[f64], weights: &SigmaWeights) -> Result<WeightedMoments> {
+    if values.len() != weights.wm.len() || values.len() != weights.wc.len() {
+        return Err(Error::invalid(
+            "weighted moments",
+            format!(
+                "{} values for {} sigma points",
+                values.len(),
+                weights.wm.len()
+            ),
+            "one value per sigma point",
+        ));
+    }
+    let mean: f64 = values.iter().zip(&weights.wm).map(|(y, w)| w * y).sum();
+    let variance = values
+        .iter()
+        .zip(&weights.wc)
+        .map(|(y, w)| w * (y - mean) * (y - mean))
+        .sum();
+    Ok(WeightedMoments { mean, variance })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uncertainty::sigma::SigmaForm;
+
+    const DATA: [f64; 8] = [4.0, 2.0, 5.0, 4.0, 9.0, 4.0, 7.0, 5.0];
+
+    fn spec() -> OutputSpec {
+        OutputSpec {
+            lo: 0.0,
+            hi: 10.0,
+            thresholds: vec![4.0, 8.5, -1.0],
+        }
+    }
+
+    fn fed(exact_limit: usize) -> Accumulator {
+        let mut acc = Accumulator::new(vec![spec()], 10, exact_limit).expect("valid");
+        for (i, &x) in DATA.iter().enumerate() {
+            acc.push(i as u64, &[x]).expect("in order");
+        }
+        acc
+    }
+
+    #[test]
+    fn summary_matches_hand_computed_values() {
+        let s = fed(100).summary(0).expect("samples");
+        assert_eq!(s.count, 8);
+        assert!((s.mean - 5.0).abs() < 1e-15);
+        // Sum of squared deviations 32; sample variance 32/7.
+        let std = s.std.expect("N >= 2");
+        assert!((std - 2.138089935299395).abs() < 1e-14);
+        assert_eq!((s.min, s.max), (2.0, 9.0));
+        // Half-width 1.959963984540054 * sqrt(32/7) / sqrt(8) = 1.959963984540054 * sqrt(4/7).
+        let (lo, hi) = s.ci95.expect("N >= 2");
+        let half = 1.959963984540054 * (4.0f64 / 7.0).sqrt();
+        assert!((lo - (5.0 - half)).abs() < 1e-14 && (hi - (5.0 + half)).abs() < 1e-14);
+        assert!((half - 1.4815935090674932).abs() < 1e-14);
+        assert_eq!(s.exceedance, vec![(4.0, 0.5), (8.5, 0.125), (-1.0, 1.0)]);
+    }
+
+    #[test]
+    fn exact_quantiles_are_order_statistics() {
+        // Sorted: 2 4 4 4 5 5 7 9.
+        let acc = fed(100);
+        for (q, x) in [
+            (0.0, 2.0),
+            (0.125, 2.0),
+            (0.25, 4.0),
+            (0.5, 4.0),
+            (0.51, 5.0),
+            (0.9, 9.0),
+            (1.0, 9.0),
+        ] {
+            let got = acc.quantile(0, q).expect("samples");
+            assert_eq!((got.value, got.max_error), (x, 0.0), "q = {q}");
+        }
+        assert!(acc.quantile(0, 1.5).is_none());
+    }
+
+    #[test]
+    fn histogram_quantiles_stay_within_their_bound() {
+        let acc = fed(4); // N = 8 > 4: the values were dropped.
+        let median = acc.quantile(0, 0.5).expect("samples");
+        // k = 4 falls in bin [4, 5), which holds 3 values: rank 3 of 3.
+        assert!((median.value - (4.0 + 2.5 / 3.0)).abs() < 1e-15);
+        assert_eq!(median.max_error, 1.0);
+        assert!((median.value - 4.0).abs() <= median.max_error);
+        let q = acc.quantile(0, 0.75).expect("samples");
+        // k = 6: bin [5, 6) holds ranks 5 and 6.
+        assert!((q.value - 5.75).abs() < 1e-15 && (q.value - 5.0).abs() <= q.max_error);
+        assert_eq!(acc.quantile(0, 1.0).expect("max").value, 9.0);
+        // A value outside [lo, hi] is bounded by min/max.
+        let mut acc = Accumulator::new(
+            vec![OutputSpec {
+                lo: 3.0,
+                hi: 8.0,
+                thresholds: vec![],
+            }],
+            5,
+            0,
+        )
+        .expect("valid");
+        for (i, &x) in DATA.iter().enumerate() {
+            acc.push(i as u64, &[x]).expect("in order");
+        }
+        let top = acc.quantile(0, 0.99).expect("max"); // k = 8 = N: the max, exact
+        assert_eq!(top.value, 9.0);
+        let low = acc.quantile(0, 0.1).expect("low"); // k = 1
+        assert_eq!(low.value, 2.0);
+        let q = acc.quantile(0, 0.875).expect("q"); // k = 7 = 7.0 in [7, 8]
+        assert!((q.value - 7.5).abs() < 1e-15 && q.max_error == 1.0);
+    }
+
+    #[test]
+    fn welford_keeps_digits_on_a_large_offset() {
+        let mut acc = Accumulator::new(vec![spec()], 4, 0).expect("valid");
+        for (i, x) in [4.0, 7.0, 13.0, 16.0].iter().enumerate() {
+            acc.push(i as u64, &[1e9 + x]).expect("in order");
+        }
+        let s = acc.summary(0).expect("samples");
+        assert_eq!(s.mean, 1e9 + 10.0);
+        // Deviations -6, -3, 3, 6: variance 90 / 3 = 30.
+        assert!((s.std.expect("N >= 2") - 30f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn index_order_is_enforced_and_inputs_checked() {
+        let mut acc = Accumulator::new(vec![spec(), spec()], 10, 10).expect("valid");
+        assert!(acc.summary(0).is_none());
+        assert!(acc.push(1, &[1.0, 2.0]).is_err());
+        acc.push(0, &[1.0, 2.0]).expect("first");
+        assert!(acc.push(0, &[1.0, 2.0]).is_err());
+        assert!(acc.push(1, &[1.0]).is_err());
+        assert!(acc.push(1, &[1.0, f64::NAN]).is_err());
+        assert_eq!(acc.count(), 1);
+        let s = acc.summary(1).expect("one sample");
+        assert_eq!((s.mean, s.std, s.ci95), (2.0, None, None));
+        assert!(
+            Accumulator::new(
+                vec![OutputSpec {
+                    lo: 1.0,
+                    hi: 1.0,
+                    thresholds: vec![]
+                }],
+                10,
+                0
+            )
+            .is_err()
+        );
+        assert!(Accumulator::new(vec![spec()], 0, 0).is_err());
+    }
+
+    #[test]
+    fn weighted_moments_match_hand_values() {
+        // Julier kappa = 2, c = 1: points 0, +-sqrt 3 with weights 2/3, 1/6, 1/6. For
+        // y = x^2 of x ~ N(0, 1): mean 1, variance 2/3 * 1 + 2 * 1/6 * 4 = 2.
+        let w = SigmaForm::Julier { kappa: 2.0 }.weights(1).expect("valid");
+        let m = weighted_moments(&[0.0, 3.0, 3.0], &w).expect("shapes");
+        assert!((m.mean - 1.0).abs() < 1e-15 && (m.variance - 2.0).abs() < 1e-14);
+        assert!((m.std().expect("positive") - 2f64.sqrt()).abs() < 1e-14);
+        // Negative centre weight can make the variance negative: reported, no std.
+        let w = SigmaForm::Julier { kappa: -0.9 }.weights(1).expect("valid");
+        let m = weighted_moments(&[10.0, 0.0, 0.0], &w).expect("shapes");
+        assert!(m.variance < 0.0 && m.std().is_none());
+        assert!(weighted_moments(&[1.0], &w).is_err());
+    }
+
+    /// Coverage of the 95 % interval of the mean: 4000 MC replications of N = 200
+    /// standard normals (each replication its own seed); the interval must hold the true
+    /// mean 0 in 95 % +- 1 % of them (binomial sd 0.34 %). Statistical, so apart from
+    /// the quick suite: `cargo test --release --lib uncertainty::stats -- --ignored`.
+    #[test]
+    #[ignore]
+    fn ci95_coverage_of_mc_means() {
+        use crate::uncertainty::sampling::mc_uniforms;
+        use crate::uncertainty::special::inverse_normal_cdf;
+        let (reps, n) = (4000u64, 200u64);
+        let mut covered = 0;
+        let mut u = [0.0; 1];
+        for rep in 0..reps {
+            let spec = OutputSpec {
+                lo: -5.0,
+                hi: 5.0,
+                thresholds: vec![],
+            };
+            let mut acc = Accumulator::new(vec![spec], 10, 0).expect("valid");
+            for i in 0..n {
+                mc_uniforms(rep, i, &mut u);
+                acc.push(i, &[inverse_normal_cdf(u[0])]).expect("in order");
+            }
+            let (lo, hi) = acc.summary(0).expect("samples").ci95.expect("N >= 2");
+            covered += u64::from(lo <= 0.0 && 0.0 <= hi);
+        }
+        let coverage = covered as f64 / reps as f64;
+        assert!((coverage - 0.95).abs() < 0.01, "{coverage}");
+    }
+}
