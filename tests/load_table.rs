@@ -83,7 +83,9 @@ fn compare(market: &Market, table: &LoadTable, seed: u64, loads: usize, prices: 
         let hour = rng.random_range(0..24usize);
         let load = table.base_load_mw()[hour] * rng.random_range(lo..hi);
         let (k, w) = table.locate(hour, load).expect("a load inside the table");
-        table.blend_into(hour, k, w, &mut blend).expect("a valid blend");
+        table
+            .blend_into(hour, k, w, &mut blend)
+            .expect("a valid blend");
         let exact = exact_curve(market, hour, load);
         let (p_lo, p_hi) = (
             blend.prices[0].min(exact.prices[0]) - 1.0,
@@ -132,7 +134,14 @@ fn check_case(name: &str, market: &Market, range: (f64, f64), tol_mw: f64, max_l
         let exact = exact_curve(market, hour, load);
         for _ in 0..200 {
             let p = rng.random_range(exact.prices[0] - 1.0..exact.prices[exact.len() - 1] + 1.0);
-            at_levels = at_levels.max((blend.export_at(p) - exact.export_at(p)).abs());
+            let x = exact.export_at(p);
+            at_levels = at_levels.max((blend.export_at(p) - x).abs());
+            let c = exact.cost_at_export(x);
+            assert!(
+                (blend.cost_at_export(x) - c).abs() <= 1e-9 * c.abs().max(1.0),
+                "{name} level {k} price {p}: cost {} vs {c}",
+                blend.cost_at_export(x)
+            );
         }
     }
     assert!(at_levels <= 1e-9, "{name}: {at_levels} MW at a level");
@@ -171,17 +180,35 @@ fn rts24_default_market() {
 
 #[test]
 fn rts24_line_7_8_derated() {
-    check_case("rts24_line7_8_60mw", &rts24_congested(), (0.8, 1.15), 5.0, 100);
+    check_case(
+        "rts24_line7_8_60mw",
+        &rts24_congested(),
+        (0.8, 1.15),
+        5.0,
+        100,
+    );
 }
 
 #[test]
 fn case30_at_135_percent_load() {
-    check_case("case30_load135", &reference_market("case30_load135"), (0.8, 1.0), 0.5, 100);
+    check_case(
+        "case30_load135",
+        &reference_market("case30_load135"),
+        (0.8, 1.0),
+        0.5,
+        100,
+    );
 }
 
 #[test]
 fn case118_derated() {
-    check_case("case118_derated", &reference_market("case118_derated"), (0.9, 1.1), 10.0, 100);
+    check_case(
+        "case118_derated",
+        &reference_market("case118_derated"),
+        (0.9, 1.1),
+        10.0,
+        100,
+    );
 }
 
 #[test]
@@ -198,7 +225,9 @@ fn locate_covers_the_range_only() {
     assert_eq!(table.locate(hour, hi + 1e-9 * hi), None);
     assert_eq!(table.locate(hour, f64::NAN), None);
     assert_eq!(table.locate(24, lo), None);
-    let (k, w) = table.locate(hour, 0.5 * (lo + table.level_load_mw(hour, 1))).expect("inside");
+    let (k, w) = table
+        .locate(hour, 0.5 * (lo + table.level_load_mw(hour, 1)))
+        .expect("inside");
     assert_eq!(k, 0);
     assert!((w - 0.5).abs() < 1e-12, "{w}");
     // The top level blends alone; a weight above it is refused.
@@ -216,12 +245,29 @@ fn bad_inputs_name_their_field() {
         Err(p2pmarket::Error::InvalidInput { field, .. }) => field,
         other => panic!("expected an invalid input, got {other:?}"),
     };
-    for range in [(1.2, 0.8), (0.0, 1.0), (f64::NAN, 1.0), (0.9, f64::INFINITY)] {
-        assert_eq!(field(LoadTable::build(&market, range, 1.0, 50)), "scale_range");
+    for range in [
+        (1.2, 0.8),
+        (0.0, 1.0),
+        (f64::NAN, 1.0),
+        (0.9, f64::INFINITY),
+    ] {
+        assert_eq!(
+            field(LoadTable::build(&market, range, 1.0, 50)),
+            "scale_range"
+        );
     }
-    assert_eq!(field(LoadTable::build(&market, (0.9, 1.1), 0.0, 50)), "tol_mw");
-    assert_eq!(field(LoadTable::build(&market, (0.9, 1.1), f64::NAN, 50)), "tol_mw");
-    assert_eq!(field(LoadTable::build(&market, (0.9, 1.1), 1.0, 2)), "max_levels");
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), 0.0, 50)),
+        "tol_mw"
+    );
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), f64::NAN, 50)),
+        "tol_mw"
+    );
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), 1.0, 2)),
+        "max_levels"
+    );
     // Beyond the committed capacity: named with the allowed scales.
     let err = LoadTable::build(&market, (0.9, 3.0), 1.0, 100).unwrap_err();
     assert!(err.to_string().contains("scale_range"), "{err}");
@@ -230,3 +276,68 @@ fn bad_inputs_name_their_field() {
     assert!(err.to_string().contains("max_levels"), "{err}");
 }
 
+/// Why the common price grid's error is first order in the load step, and what would be
+/// exact: between two loads whose curves have the same number of breakpoints (no vertex of
+/// the parametric QP's critical regions in between), every breakpoint's price and export
+/// are affine in load, so blending breakpoints (prices too) reproduces the exact curve at
+/// the midpoint, while the blend at a fixed price misses it by about a quarter of the load
+/// step where one curve saturates and the other does not yet.
+#[test]
+fn breakpoints_move_affinely_in_load_between_vertices() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default market");
+    let mut matched = 0;
+    for (spacing, grid_error_above) in [(0.05, 30.0), (0.01, 6.0)] {
+        let mut grid_error = 0.0_f64;
+        for hour in [0, 8, 12, 17, 21] {
+            for s in [0.85, 0.95, 1.05] {
+                let base = market.system_load_mw[hour];
+                let (la, lb, lm) = (base * s, base * (s + spacing), base * (s + 0.5 * spacing));
+                let (a, b, m) = (
+                    exact_curve(&market, hour, la),
+                    exact_curve(&market, hour, lb),
+                    exact_curve(&market, hour, lm),
+                );
+                let w = (lm - la) / (lb - la);
+                let prices: Vec<f64> = [&a.prices, &b.prices, &m.prices]
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                for &p in &prices {
+                    let blend = (1.0 - w) * a.export_at(p) + w * b.export_at(p);
+                    grid_error = grid_error.max((blend - m.export_at(p)).abs());
+                }
+                if a.len() != b.len() {
+                    continue;
+                }
+                matched += 1;
+                let mix = |x: &[f64], y: &[f64]| -> Vec<f64> {
+                    x.iter()
+                        .zip(y)
+                        .map(|(u, v)| (1.0 - w) * u + w * v)
+                        .collect()
+                };
+                let c = OfferCurve::new(
+                    mix(&a.prices, &b.prices),
+                    mix(&a.exports, &b.exports),
+                    mix(&a.costs, &b.costs),
+                )
+                .expect("a monotone blend");
+                let err = c
+                    .prices
+                    .iter()
+                    .chain(&m.prices)
+                    .map(|&p| (c.export_at(p) - m.export_at(p)).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    err <= 1e-8,
+                    "hour {hour}, scale {s} + {spacing}: breakpoint blend {err} MW from exact"
+                );
+            }
+        }
+        eprintln!("spacing {spacing}: fixed-price blend error up to {grid_error:.3} MW");
+        assert!(grid_error > grid_error_above, "{spacing}: {grid_error}");
+    }
+    eprintln!("{matched}/30 intervals with equal breakpoint counts: breakpoint blend exact");
+    assert!(matched >= 15, "{matched}");
+}
