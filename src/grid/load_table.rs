@@ -33,7 +33,16 @@
 //! in load changes by 1, `(L_{k+1} - L_k) / 4`), so the export error shrinks only linearly
 //! with the level spacing. The measured error of a build is reported
 //! ([`LoadTable::export_error_mw`]) and checked against exact rebuilds in
-//! `tests/load_table.rs`.
+//! `tests/load_table.rs`. Measured on RTS-24 (base loads up to 2850 MW): 35.6 MW at
+//! levels 0.05 apart, 7.1 MW at 0.01, 4.45 MW with 65 levels over scales 0.8..1.2; 0.01 MW
+//! would take some 28 000 levels over that range.
+//!
+//! What would be exact: between two loads whose curves have the same breakpoint sequence
+//! (no vertex of the critical regions in between), every breakpoint's price *and* export
+//! are affine in load, so blending breakpoints, prices included, reproduces the exact curve
+//! (to 1e-11 MW on RTS-24, `tests/load_table.rs`). That representation gives up the common
+//! price grid (a level pair would carry two price rows) and needs a fallback for the few
+//! intervals that contain a vertex; it is not built here.
 //!
 //! Costs are piecewise quadratic in (price, load), so the linear blend of costs is not
 //! exact even inside a region; its error is measured separately
@@ -142,7 +151,10 @@ impl HourTable {
 /// The union of the curves' breakpoint prices, sorted, each distinct price as many times
 /// as the curve holding it most often.
 fn union_grid(curves: &[CurveView<'_>]) -> Vec<f64> {
-    let mut all: Vec<f64> = curves.iter().flat_map(|c| c.prices.iter().copied()).collect();
+    let mut all: Vec<f64> = curves
+        .iter()
+        .flat_map(|c| c.prices.iter().copied())
+        .collect();
     all.sort_unstable_by(f64::total_cmp);
     all.dedup();
     let mut grid = Vec::with_capacity(all.len() + 2);
@@ -170,7 +182,10 @@ fn resample(curve: &CurveView<'_>, grid: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let p = grid[j];
         let times = grid[j..].iter().take_while(|&&q| q == p).count();
         let first = curve.prices.partition_point(|&q| q < p);
-        let own = curve.prices[first..].iter().take_while(|&&q| q == p).count();
+        let own = curve.prices[first..]
+            .iter()
+            .take_while(|&&q| q == p)
+            .count();
         for t in 0..times {
             if own > 0 {
                 let i = first + t.min(own - 1);
@@ -414,7 +429,10 @@ impl LoadTable {
         if k == n - 1 {
             return Some((k, 0.0));
         }
-        let (a, b) = (scaled(base, self.scales[k]), scaled(base, self.scales[k + 1]));
+        let (a, b) = (
+            scaled(base, self.scales[k]),
+            scaled(base, self.scales[k + 1]),
+        );
         Some((k, ((load_mw - a) / (b - a)).clamp(0.0, 1.0)))
     }
 
@@ -574,7 +592,11 @@ fn midpoint_error(market: &Market, lower: &Level, upper: &Level, mid: &Level) ->
 /// Largest differences of `blend` from `exact` (`exact_on_grid`: `exact` resampled on
 /// `blend`'s grid): exports at every grid entry, costs at the blend's exports within the
 /// exact export range.
-fn curve_error(blend: &CurveView<'_>, exact_on_grid: &CurveView<'_>, exact: &CurveView<'_>) -> BlendError {
+fn curve_error(
+    blend: &CurveView<'_>,
+    exact_on_grid: &CurveView<'_>,
+    exact: &CurveView<'_>,
+) -> BlendError {
     let mut worst = BlendError::default();
     let (lo, hi) = (exact.min_export(), exact.max_export());
     for (j, (&x, &x_exact)) in blend.exports.iter().zip(exact_on_grid.exports).enumerate() {
@@ -601,7 +623,8 @@ mod tests {
         let exports = vec![-30.0, -10.0, 5.0, 25.0, 40.0];
         let mut costs = vec![1000.0];
         for k in 1..prices.len() {
-            let c = costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
+            let c =
+                costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
             costs.push(c);
         }
         OfferCurve::new(prices, exports, costs).unwrap()
@@ -612,7 +635,8 @@ mod tests {
         let exports = vec![-20.0, 0.0, 10.0, 50.0];
         let mut costs = vec![800.0];
         for k in 1..prices.len() {
-            let c = costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
+            let c =
+                costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
             costs.push(c);
         }
         OfferCurve::new(prices, exports, costs).unwrap()
@@ -650,7 +674,10 @@ mod tests {
                 let (x, y) = (c.export_at(p), r.export_at(p));
                 assert!((x - y).abs() <= 1e-9, "level {level} price {p}: {x} vs {y}");
                 let (cx, cy) = (c.cost_at_export(x), r.cost_at_export(x));
-                assert!((cx - cy).abs() <= 1e-9 * cx.abs().max(1.0), "level {level} price {p}");
+                assert!(
+                    (cx - cy).abs() <= 1e-9 * cx.abs().max(1.0),
+                    "level {level} price {p}"
+                );
             }
             // The jump itself: both sides present in the resampled level.
             assert_eq!(r.export_at(20.0), c.export_at(20.0));

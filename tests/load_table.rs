@@ -1,0 +1,343 @@
+//! The load table (issue 7) against exact rebuilds: for RTS-24 (the default market and its
+//! line 7-8 derated to 60 MW) and congested MATPOWER cases, a table over a load range is
+//! built, then on a seeded sample of (hour, load) points the blended curve is compared
+//! with the curve rebuilt from scratch at that load (an independent computation: a market
+//! clone with the hour's system load set, `Market::curves`) at random prices and at every
+//! breakpoint of both curves (where the largest difference of two piecewise-linear
+//! functions of price lies). The figures are printed for the record.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use p2pmarket::grid::load_table::LoadTable;
+use p2pmarket::market::Market;
+use p2pmarket::offer::OfferCurve;
+use p2pmarket::scenario::Scenario;
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A MATPOWER case with the 24 hourly loads of its committed reference, the microgrid off
+/// (its PCC bus still names where the curve is read).
+fn reference_market(name: &str) -> Market {
+    let path = repo_path(&format!("tests/data/matpower_refs/{name}.json"));
+    let text = std::fs::read_to_string(&path).expect("reference JSON");
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut s = Scenario::default();
+    s.grid.case_file = Some(repo_path(v["case_file"].as_str().expect("case_file")));
+    s.grid.linear_cost_c2 = v["linear_cost_c2"].as_f64().expect("linear_cost_c2");
+    s.load.hourly_mw = Some(
+        v["hourly_mw"]
+            .as_array()
+            .expect("hourly_mw")
+            .iter()
+            .map(|x| x.as_f64().expect("a load"))
+            .collect(),
+    );
+    s.microgrid.enabled = false;
+    s.microgrid.pcc_bus = v["pcc_bus"].as_u64().expect("pcc_bus") as usize;
+    Market::from_scenario(&s).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn rts24_congested() -> Market {
+    let mut s = Scenario::default();
+    s.grid.case_file = Some(repo_path("experiments/cases/rts24_line7_8_60mw.m"));
+    Market::from_scenario(&s).expect("congested RTS-24")
+}
+
+/// The smart grid's exact curve at `hour` with that hour's system load `load_mw`.
+fn exact_curve(market: &Market, hour: usize, load_mw: f64) -> OfferCurve {
+    let mut m = market.clone();
+    m.system_load_mw[hour] = load_mw;
+    m.curves(hour)
+        .unwrap_or_else(|e| panic!("exact curve at hour {hour}, {load_mw} MW: {e}"))
+        .swap_remove(0)
+}
+
+/// What a comparison found.
+#[derive(Debug, Default)]
+struct Figures {
+    points: usize,
+    /// Largest |export error| at the random prices, MW.
+    random_export_mw: f64,
+    /// Largest |export error| over all prices (breakpoints included), MW.
+    export_mw: f64,
+    /// Largest |cost error| at the exact curve's export, $/h, and relative.
+    cost: f64,
+    cost_rel: f64,
+}
+
+/// Compares the table's blend with exact rebuilds at `loads` random (hour, load) points and
+/// `prices` random prices on each.
+fn compare(market: &Market, table: &LoadTable, seed: u64, loads: usize, prices: usize) -> Figures {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (lo, hi) = (table.scales()[0], table.scales()[table.levels() - 1]);
+    let mut f = Figures::default();
+    let mut blend = OfferCurve::fixed(0.0, 0.0);
+    for _ in 0..loads {
+        let hour = rng.random_range(0..24usize);
+        let load = table.base_load_mw()[hour] * rng.random_range(lo..hi);
+        let (k, w) = table.locate(hour, load).expect("a load inside the table");
+        table
+            .blend_into(hour, k, w, &mut blend)
+            .expect("a valid blend");
+        let exact = exact_curve(market, hour, load);
+        let (p_lo, p_hi) = (
+            blend.prices[0].min(exact.prices[0]) - 1.0,
+            blend.prices[blend.len() - 1].max(exact.prices[exact.len() - 1]) + 1.0,
+        );
+        let random: Vec<f64> = (0..prices).map(|_| rng.random_range(p_lo..p_hi)).collect();
+        for (i, &p) in random
+            .iter()
+            .chain(&blend.prices)
+            .chain(&exact.prices)
+            .enumerate()
+        {
+            let x = exact.export_at(p);
+            let err = (blend.export_at(p) - x).abs();
+            f.export_mw = f.export_mw.max(err);
+            if i < prices {
+                f.random_export_mw = f.random_export_mw.max(err);
+                f.points += 1;
+            }
+            if x >= blend.min_export() && x <= blend.max_export() {
+                let c = exact.cost_at_export(x);
+                let e = (blend.cost_at_export(x) - c).abs();
+                f.cost = f.cost.max(e);
+                f.cost_rel = f.cost_rel.max(e / c.abs().max(1.0));
+            }
+        }
+    }
+    f
+}
+
+/// Builds a table for `market`, checks it against exact rebuilds and prints the figures.
+fn check_case(name: &str, market: &Market, range: (f64, f64), tol_mw: f64, max_levels: usize) {
+    let t0 = Instant::now();
+    let table = LoadTable::build(market, range, tol_mw, max_levels)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let build_s = t0.elapsed().as_secs_f64();
+    assert!(table.export_error_mw() <= tol_mw, "{name}");
+    // At the levels themselves the blend is the exact curve (to rounding).
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut at_levels = 0.0_f64;
+    for k in [0, table.levels() / 2, table.levels() - 1] {
+        let hour = rng.random_range(0..24usize);
+        let load = table.level_load_mw(hour, k);
+        assert_eq!(table.locate(hour, load), Some((k, 0.0)), "{name} level {k}");
+        let blend = table.curve(hour, k, 0.0).expect("a level");
+        let exact = exact_curve(market, hour, load);
+        for _ in 0..200 {
+            let p = rng.random_range(exact.prices[0] - 1.0..exact.prices[exact.len() - 1] + 1.0);
+            let x = exact.export_at(p);
+            at_levels = at_levels.max((blend.export_at(p) - x).abs());
+            let c = exact.cost_at_export(x);
+            assert!(
+                (blend.cost_at_export(x) - c).abs() <= 1e-9 * c.abs().max(1.0),
+                "{name} level {k} price {p}: cost {} vs {c}",
+                blend.cost_at_export(x)
+            );
+        }
+    }
+    assert!(at_levels <= 1e-9, "{name}: {at_levels} MW at a level");
+    let f = compare(market, &table, 2024, 60, 20);
+    eprintln!(
+        "{name}: scales {range:?}, tol {tol_mw} MW: {} levels, build {build_s:.2} s; \
+         midpoint bound {:.4} MW (cost {:.3} $/h, rel {:.2e}); sampled {} (hour, load, \
+         price) points: max export error {:.4} MW at random prices, {:.4} MW over all \
+         prices; cost error {:.3} $/h (rel {:.2e}); at levels {at_levels:.1e} MW",
+        table.levels(),
+        table.export_error_mw(),
+        table.cost_error(),
+        table.cost_error_rel(),
+        f.points,
+        f.random_export_mw,
+        f.export_mw,
+        f.cost,
+        f.cost_rel,
+    );
+    assert!(f.points >= 1000, "{name}: {} points", f.points);
+    // Twice the midpoint error bounds an interval whose export bends one way in load
+    // (module doc of `load_table`).
+    assert!(
+        f.export_mw <= 2.0 * table.export_error_mw() + 1e-9,
+        "{name}: sampled export error {} MW above twice the midpoint bound {} MW",
+        f.export_mw,
+        table.export_error_mw()
+    );
+}
+
+#[test]
+fn rts24_default_market() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default market");
+    check_case("rts24", &market, (0.8, 1.2), 5.0, 100);
+}
+
+#[test]
+fn rts24_line_7_8_derated() {
+    check_case(
+        "rts24_line7_8_60mw",
+        &rts24_congested(),
+        (0.8, 1.15),
+        5.0,
+        100,
+    );
+}
+
+#[test]
+fn case30_at_135_percent_load() {
+    check_case(
+        "case30_load135",
+        &reference_market("case30_load135"),
+        (0.8, 1.0),
+        0.5,
+        100,
+    );
+}
+
+#[test]
+fn case118_derated() {
+    check_case(
+        "case118_derated",
+        &reference_market("case118_derated"),
+        (0.9, 1.1),
+        10.0,
+        100,
+    );
+}
+
+#[test]
+fn locate_covers_the_range_only() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default market");
+    // A narrow range: its two ends are the only levels unless the blend needs more.
+    let table = LoadTable::build(&market, (0.98, 1.02), 50.0, 10).expect("a table");
+    let hour = 17;
+    let top = table.levels() - 1;
+    let (lo, hi) = (table.level_load_mw(hour, 0), table.level_load_mw(hour, top));
+    assert_eq!(table.locate(hour, lo), Some((0, 0.0)));
+    assert_eq!(table.locate(hour, hi), Some((top, 0.0)));
+    assert_eq!(table.locate(hour, lo - 1e-9 * lo), None);
+    assert_eq!(table.locate(hour, hi + 1e-9 * hi), None);
+    assert_eq!(table.locate(hour, f64::NAN), None);
+    assert_eq!(table.locate(24, lo), None);
+    let (k, w) = table
+        .locate(hour, 0.5 * (lo + table.level_load_mw(hour, 1)))
+        .expect("inside");
+    assert_eq!(k, 0);
+    assert!((w - 0.5).abs() < 1e-12, "{w}");
+    // The top level blends alone; a weight above it is refused.
+    let top_curve = table.curve(hour, top, 0.0).expect("the top level");
+    assert_eq!(top_curve.exports, table.hour(hour).exports(top));
+    assert!(table.curve(hour, top, 0.5).is_err());
+    assert!(table.curve(hour, 0, 1.5).is_err());
+    assert!(table.curve(24, 0, 0.0).is_err());
+}
+
+#[test]
+fn bad_inputs_name_their_field() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default market");
+    let field = |r: p2pmarket::Result<LoadTable>| match r {
+        Err(p2pmarket::Error::InvalidInput { field, .. }) => field,
+        other => panic!("expected an invalid input, got {other:?}"),
+    };
+    for range in [
+        (1.2, 0.8),
+        (0.0, 1.0),
+        (f64::NAN, 1.0),
+        (0.9, f64::INFINITY),
+    ] {
+        assert_eq!(
+            field(LoadTable::build(&market, range, 1.0, 50)),
+            "scale_range"
+        );
+    }
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), 0.0, 50)),
+        "tol_mw"
+    );
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), f64::NAN, 50)),
+        "tol_mw"
+    );
+    assert_eq!(
+        field(LoadTable::build(&market, (0.9, 1.1), 1.0, 2)),
+        "max_levels"
+    );
+    // Beyond the committed capacity: named with the allowed scales.
+    let err = LoadTable::build(&market, (0.9, 3.0), 1.0, 100).unwrap_err();
+    assert!(err.to_string().contains("scale_range"), "{err}");
+    // A tolerance the level budget cannot meet fails, never returns a worse table.
+    let err = LoadTable::build(&market, (0.9, 1.1), 1e-6, 6).unwrap_err();
+    assert!(err.to_string().contains("max_levels"), "{err}");
+}
+
+/// Why the common price grid's error is first order in the load step, and what would be
+/// exact: between two loads whose curves have the same number of breakpoints (no vertex of
+/// the parametric QP's critical regions in between), every breakpoint's price and export
+/// are affine in load, so blending breakpoints (prices too) reproduces the exact curve at
+/// the midpoint, while the blend at a fixed price misses it by about a quarter of the load
+/// step where one curve saturates and the other does not yet.
+#[test]
+fn breakpoints_move_affinely_in_load_between_vertices() {
+    let market = Market::from_scenario(&Scenario::default()).expect("default market");
+    let mut matched = 0;
+    for (spacing, grid_error_above) in [(0.05, 30.0), (0.01, 6.0)] {
+        let mut grid_error = 0.0_f64;
+        for hour in [0, 8, 12, 17, 21] {
+            for s in [0.85, 0.95, 1.05] {
+                let base = market.system_load_mw[hour];
+                let (la, lb, lm) = (base * s, base * (s + spacing), base * (s + 0.5 * spacing));
+                let (a, b, m) = (
+                    exact_curve(&market, hour, la),
+                    exact_curve(&market, hour, lb),
+                    exact_curve(&market, hour, lm),
+                );
+                let w = (lm - la) / (lb - la);
+                let prices: Vec<f64> = [&a.prices, &b.prices, &m.prices]
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                for &p in &prices {
+                    let blend = (1.0 - w) * a.export_at(p) + w * b.export_at(p);
+                    grid_error = grid_error.max((blend - m.export_at(p)).abs());
+                }
+                if a.len() != b.len() {
+                    continue;
+                }
+                matched += 1;
+                let mix = |x: &[f64], y: &[f64]| -> Vec<f64> {
+                    x.iter()
+                        .zip(y)
+                        .map(|(u, v)| (1.0 - w) * u + w * v)
+                        .collect()
+                };
+                let c = OfferCurve::new(
+                    mix(&a.prices, &b.prices),
+                    mix(&a.exports, &b.exports),
+                    mix(&a.costs, &b.costs),
+                )
+                .expect("a monotone blend");
+                let err = c
+                    .prices
+                    .iter()
+                    .chain(&m.prices)
+                    .map(|&p| (c.export_at(p) - m.export_at(p)).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    err <= 1e-8,
+                    "hour {hour}, scale {s} + {spacing}: breakpoint blend {err} MW from exact"
+                );
+            }
+        }
+        eprintln!("spacing {spacing}: fixed-price blend error up to {grid_error:.3} MW");
+        assert!(grid_error > grid_error_above, "{spacing}: {grid_error}");
+    }
+    eprintln!("{matched}/30 intervals with equal breakpoint counts: breakpoint blend exact");
+    assert!(matched >= 15, "{matched}");
+}
