@@ -36,6 +36,34 @@ impl From<BackendArg> for BackendChoice {
     }
 }
 
+/// `--method` of `uncertainty`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// The unscented transform in its three forms (paper, Julier, Van der Merwe).
+    Ut,
+    /// Monte Carlo.
+    Mc,
+    /// Quasi-Monte Carlo: Owen-scrambled Sobol points.
+    Qmc,
+    /// Latin hypercube sampling.
+    Lhs,
+    /// Every method above.
+    All,
+}
+
+impl MethodArg {
+    fn methods(self) -> Vec<p2pmarket::uncertainty::Method> {
+        use p2pmarket::uncertainty::Method as M;
+        match self {
+            MethodArg::Ut => vec![M::UtPaper, M::UtJulier, M::UtMerwe],
+            MethodArg::Mc => vec![M::Mc],
+            MethodArg::Qmc => vec![M::QmcSobol],
+            MethodArg::Lhs => vec![M::Lhs],
+            MethodArg::All => M::ALL.to_vec(),
+        }
+    }
+}
+
 /// `--precision` of the GPU kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PrecisionArg {
@@ -117,6 +145,38 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Propagate the scenario's [uncertainty] model through the market: the unscented
+    /// transform against Monte Carlo, QMC and LHS, every sample a market day on the batch
+    /// engine; write statistics (Parquet), a report and band figures.
+    Uncertainty {
+        /// Scenario TOML file with an optional [uncertainty] section (default: the
+        /// embedded default and the documented default model).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Methods to run.
+        #[arg(long, value_enum, default_value = "all")]
+        method: MethodArg,
+        /// Samples of each sampling method (MC, QMC, LHS), 1..=1e9 (QMC: at most 65536);
+        /// the UT always takes 2c+1 = 241 runs.
+        #[arg(long, default_value_t = 1000)]
+        samples: u64,
+        /// Output directory: new, empty, or a previous output of a command.
+        #[arg(long, default_value = "out-uncertainty")]
+        out: PathBuf,
+        /// Also write into a non-empty directory that is not a previous output; its files
+        /// are never deleted or overwritten.
+        #[arg(long)]
+        force: bool,
+        /// Where the runs are evaluated.
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Precision of the GPU kernel.
+        #[arg(long, value_enum, default_value = "f64")]
+        precision: PrecisionArg,
+        /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
+        #[arg(long)]
+        adapter: Option<String>,
     },
     /// Print runs per second of every backend at batch sizes from 1e3 to 1e6.
     Bench {
@@ -289,6 +349,106 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     )?;
     print_report(&day);
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
+    Ok(())
+}
+
+/// The validated plan of an `uncertainty` study.
+struct UncertaintyPlan<'a> {
+    config: Option<&'a Path>,
+    methods: Vec<p2pmarket::uncertainty::Method>,
+    samples: u64,
+    out: &'a Path,
+    force: bool,
+    backend: BackendChoice,
+    precision: Precision,
+    adapter: Option<&'a str>,
+}
+
+/// Most samples per sampling method.
+const MAX_SAMPLES: u64 = 1_000_000_000;
+
+fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
+    use p2pmarket::uncertainty::study::{StudyOptions, run_study};
+    let start = std::time::Instant::now();
+    check_adapter_flag(plan.backend, plan.adapter)?;
+    if !(1..=MAX_SAMPLES).contains(&plan.samples) {
+        return Err(Failure::BadInput(Error::invalid(
+            "--samples",
+            plan.samples,
+            format!("1..={MAX_SAMPLES}"),
+        )));
+    }
+    let scenario = load_scenario(plan.config)?;
+    scenario.validate_settings()?;
+    let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
+    p2pmarket::output::check_run_out(plan.out, out_options)?;
+    let market = Market::from_scenario(&scenario)?;
+    let gpu = match (plan.backend, plan.adapter) {
+        (BackendChoice::Cpu, _) => None,
+        (_, Some(name)) => Some(
+            p2pmarket::engine::GpuContext::new(Some(name))
+                .map_err(|e| device_failure(e, plan.adapter))?,
+        ),
+        (BackendChoice::Gpu, None) => {
+            Some(p2pmarket::engine::GpuContext::new(None).map_err(|e| device_failure(e, None))?)
+        }
+        (BackendChoice::Auto, None) => p2pmarket::engine::GpuContext::new(None).ok(),
+    };
+    let backend = if plan.adapter.is_some() && plan.backend == BackendChoice::Auto {
+        BackendChoice::Gpu
+    } else {
+        plan.backend
+    };
+    let opts = StudyOptions {
+        methods: plan.methods.clone(),
+        samples: plan.samples,
+        backend,
+        precision: plan.precision,
+    };
+    let result = run_study(&market, &scenario.uncertainty, &opts, gpu.as_ref())
+        .map_err(|e| device_failure(e, plan.adapter))?;
+    let (commit, dirty) = p2pmarket::sweep::manifest::git_commit();
+    let manifest = serde_json::json!({
+        "p2pmarket_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "samples": plan.samples,
+        "seed": scenario.uncertainty.seed,
+        "backend": format!("{:?}", plan.backend).to_lowercase(),
+        "precision": match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" },
+        "methods": result.methods,
+        "load_table": {
+            "levels": result.table_levels,
+            "scale_range": result.table_range.map(|r| [r.0, r.1]),
+            "export_error_mw": result.table_export_error_mw,
+            "build_s": result.table_s,
+        },
+        "runtime_s": start.elapsed().as_secs_f64(),
+    });
+    let files = p2pmarket::output::publish_dir_with(
+        plan.out,
+        out_options,
+        &mut say_waiting,
+        &mut |sink| {
+            p2pmarket::output::uncertainty::write_study(
+                sink,
+                &scenario,
+                &result,
+                manifest.clone(),
+                plan.samples,
+            )
+        },
+    )?;
+    print!(
+        "{}",
+        p2pmarket::output::uncertainty::report_markdown(&result, plan.samples)
+    );
+    println!(
+        "\nwrote {} files to {} in {:.1} s",
+        files.len(),
+        plan.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -550,6 +710,25 @@ fn main() -> ExitCode {
             adapter.as_deref(),
             *max_seconds,
         ),
+        Command::Uncertainty {
+            config,
+            method,
+            samples,
+            out,
+            force,
+            backend,
+            precision,
+            adapter,
+        } => uncertainty(&UncertaintyPlan {
+            config: config.as_deref(),
+            methods: method.methods(),
+            samples: *samples,
+            out,
+            force: *force,
+            backend: (*backend).into(),
+            precision: (*precision).into(),
+            adapter: adapter.as_deref(),
+        }),
         Command::Check {
             sweep: Some(path), ..
         } => check_sweep(path),

@@ -10,6 +10,7 @@ use crate::data::rts79::{self, Season, Weekday};
 use crate::error::{Bounds, Error, Result};
 use crate::microgrid::{HOURS, Microgrid};
 use crate::rci::RciSettings;
+use crate::uncertainty::UncertaintyConfig;
 
 /// The smart-grid data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +95,9 @@ pub struct Scenario {
     pub rci: RciSettings,
     /// Output options.
     pub output: OutputSettings,
+    /// The uncertainty model of `p2pmarket uncertainty` (issue 7); other commands ignore
+    /// it.
+    pub uncertainty: UncertaintyConfig,
 }
 
 impl Scenario {
@@ -178,7 +182,8 @@ impl Scenario {
             check_hourly_mw(v)?;
         }
         self.microgrid.validate_fields()?;
-        self.rci.validate()
+        self.rci.validate()?;
+        self.uncertainty.validate()
     }
 }
 

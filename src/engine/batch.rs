@@ -24,6 +24,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::grid::load_table::LoadTable;
 use crate::market::Market;
 use crate::microgrid::{HOURS, Microgrid};
 use crate::offer::{CurveView, OfferCurve, QuadraticUnit};
@@ -428,16 +429,75 @@ impl Batch {
         runs: &[RunSpec],
         cache: &mut CurveCache,
     ) -> Result<Batch> {
+        Self::build(market, runs, cache, None)
+    }
+
+    /// [`Batch::from_market_cached`] for runs whose [`HourlyInputs`] may give the smart
+    /// grid's load of every hour: those hours blend the two neighbouring levels of `table`
+    /// (built for this market) instead of rebuilding a curve. The table's levels become
+    /// curve sets after the runs' own load scales; a load outside the table runs at its
+    /// nearest level and is flagged ([`Batch::sg_load_out_of_range`]). A run with a
+    /// smart-grid load must keep `load_scale = 1`.
+    pub fn from_market_with_table(
+        market: &Market,
+        runs: &[RunSpec],
+        cache: &mut CurveCache,
+        table: &LoadTable,
+    ) -> Result<Batch> {
+        Self::build(market, runs, cache, Some(table))
+    }
+
+    fn build(
+        market: &Market,
+        runs: &[RunSpec],
+        cache: &mut CurveCache,
+        table: Option<&LoadTable>,
+    ) -> Result<Batch> {
         if runs.is_empty() {
             return Err(Error::invalid("runs", 0, "at least one run"));
         }
         for (i, r) in runs.iter().enumerate() {
             validate_run(i, r)?;
         }
-        // Distinct load scales in order of first appearance, keyed by bit pattern.
+        let uses_table = |r: &RunSpec| r.hourly.as_ref().is_some_and(|h| h.sg_load_mw.is_some());
+        if let Some(table) = table {
+            let base = table.base_load_mw();
+            if base
+                .iter()
+                .zip(&market.system_load_mw)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return Err(Error::invalid(
+                    "load table",
+                    "a table of another market's system load",
+                    "a table built for this market (LoadTable::build)",
+                ));
+            }
+            if let Some(i) = runs
+                .iter()
+                .position(|r| uses_table(r) && r.load_scale != 1.0)
+            {
+                return Err(Error::invalid(
+                    format!("runs[{i}].load_scale"),
+                    runs[i].load_scale,
+                    "1 for a run whose hourly.sg_load_mw gives the smart grid's load",
+                ));
+            }
+        }
+        // Distinct load scales in order of first appearance, keyed by bit pattern; runs
+        // that read the table take its first level (replaced hour by hour below).
         let mut scales: Vec<f64> = Vec::new();
         let mut sg_curve_set = Vec::with_capacity(runs.len());
+        for r in runs.iter().filter(|r| table.is_none() || !uses_table(r)) {
+            if !scales.iter().any(|s| s.to_bits() == r.load_scale.to_bits()) {
+                scales.push(r.load_scale);
+            }
+        }
         for r in runs {
+            if table.is_some() && uses_table(r) {
+                sg_curve_set.push(scales.len() as u32);
+                continue;
+            }
             let set = match scales
                 .iter()
                 .position(|s| s.to_bits() == r.load_scale.to_bits())
@@ -451,10 +511,7 @@ impl Batch {
             sg_curve_set.push(set as u32);
         }
         let hours = HOURS;
-        if let Some(i) = runs
-            .iter()
-            .position(|r| r.hourly.as_ref().is_some_and(|h| h.sg_load_mw.is_some()))
-        {
+        if let (None, Some(i)) = (table, runs.iter().position(uses_table)) {
             return Err(Error::invalid(
                 format!("runs[{i}].hourly.sg_load_mw"),
                 "a smart-grid load per hour",
@@ -543,14 +600,54 @@ impl Batch {
                 slots.push(mg_slots[k % hours]);
             }
         }
+        // The table's levels, each a curve set whose hours share one price grid per hour.
+        let table_base = scales.len();
+        if let Some(table) = table {
+            for level in 0..table.levels() {
+                for (hour, mg_slot) in mg_slots.iter().enumerate() {
+                    let c = table.hour(hour).level(level);
+                    let curve_offset = pool.len() as u32;
+                    pool.extend_from_slice(c.prices);
+                    pool.extend_from_slice(c.exports);
+                    pool.extend_from_slice(c.costs);
+                    slots.push(AgentSlot {
+                        curve_offset,
+                        curve_len: c.len() as u32,
+                        min_export,
+                        max_export,
+                        ..AgentSlot::default()
+                    });
+                    if mg_enabled {
+                        slots.push(*mg_slot);
+                    }
+                }
+            }
+        }
         if pool.len() > u32::MAX as usize {
             return Err(Error::invalid("batch.pool", pool.len(), "< 2^32 values"));
         }
-        let (hourly_offset, hourly) = hourly_rows(runs, |r, _| (sg_curve_set[r], 0.0, false))?;
+        let (hourly_offset, hourly) = hourly_rows(runs, |r, hour| {
+            let sg_load = runs[r].hourly.as_ref().and_then(|h| h.sg_load_mw);
+            match (table, sg_load) {
+                (Some(table), Some(load)) => {
+                    let load = load[hour];
+                    match table.locate(hour, load) {
+                        Some((k, w)) => ((table_base + k) as u32, w, false),
+                        None => {
+                            // Never extrapolated: the nearest level, flagged.
+                            let top = load > table.level_load_mw(hour, table.levels() - 1);
+                            let k = if top { table.levels() - 1 } else { 0 };
+                            ((table_base + k) as u32, 0.0, true)
+                        }
+                    }
+                }
+                _ => (sg_curve_set[r], 0.0, false),
+            }
+        })?;
         Ok(Batch {
             hours,
             agents,
-            curve_sets: scales.len(),
+            curve_sets: table_base + table.map_or(0, |t| t.levels()),
             pool,
             slots,
             load_scale: runs.iter().map(|r| r.load_scale).collect(),
@@ -975,7 +1072,10 @@ mod tests {
             ..RunSpec::default()
         };
         let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
-        assert!(e.contains("runs[0].hourly.sg_load_mw") && e.contains("load table"), "{e}");
+        assert!(
+            e.contains("runs[0].hourly.sg_load_mw") && e.contains("load table"),
+            "{e}"
+        );
         let mut bad = RunSpec::default();
         bad.rci.chi = 2.0;
         let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();

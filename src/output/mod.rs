@@ -14,6 +14,7 @@ pub mod summary;
 pub mod tables;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod uncertainty;
 
 use std::path::{Path, PathBuf};
 

@@ -713,3 +713,110 @@ fn draw_probability<DB: DrawingBackend>(
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
 }
+
+/// One band of a band figure: a line (x, mean) and a shaded band (x, lower, upper).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    /// Legend text.
+    pub label: String,
+    /// Points (x, centre, lower, upper); non-finite points are left out.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Draws bands (a line and a translucent band around it per entry) against `x_label` as
+/// `name.png` and `name.svg` into `sink`: the uncertainty study's per-hour mean +- 2 std of
+/// a quantity for each method. Returns the file names written.
+pub fn write_band_plot(
+    sink: &mut dyn Sink,
+    name: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    bands: &[Band],
+) -> Result<Vec<String>> {
+    ensure_font()?;
+    let png = format!("{name}.png");
+    sink.write_rendered(&png, &mut |path: &Path| {
+        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+        draw_bands(&root, name, title, x_label, y_label, bands)
+    })?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw_bands(&root, name, title, x_label, y_label, bands)?;
+    }
+    let svg_name = format!("{name}.svg");
+    sink.write_bytes(&svg_name, svg.as_bytes())?;
+    Ok(vec![png, svg_name])
+}
+
+/// Draws [`write_band_plot`]'s figure on any backend.
+fn draw_bands<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    name: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    bands: &[Band],
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Output {
+        context: format!("plot {name}"),
+        message: e.to_string(),
+    };
+    let finite = |p: &&(f64, f64, f64, f64)| {
+        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
+    };
+    let all = || bands.iter().flat_map(|b| b.points.iter()).filter(finite);
+    let x = padded_range(all().map(|p| p.0));
+    let y = padded_range(all().flat_map(|p| [p.2, p.3]));
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 28))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 18))
+        .axis_desc_style(("sans-serif", 20))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (i, band) in bands.iter().enumerate() {
+        let colour = OKABE_ITO[i % OKABE_ITO.len()];
+        let points: Vec<_> = band.points.iter().filter(finite).copied().collect();
+        let outline: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.0, p.3))
+            .chain(points.iter().rev().map(|p| (p.0, p.2)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                outline,
+                colour.mix(0.18).filled(),
+            )))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.1)),
+                colour.stroke_width(3),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(band.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 18))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}

@@ -25,6 +25,7 @@ pub mod sampling;
 pub mod sigma;
 pub mod special;
 pub mod stats;
+pub mod study;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,529 @@
+//! The uncertainty study (issue 7): every sample (or UT sigma point) is one realized market
+//! day evaluated by the batch engine, and its outcomes are reduced to statistics per
+//! method, quantity and hour. This module ties the pure parts together; the CLI writes
+//! its [`StudyResult`] (`p2pmarket uncertainty`).
+//!
+//! - The 120 inputs of a sample become one run's [`HourlyInputs`]: wind speed, irradiance
+//!   and tidal current through the unit models, the microgrid's load, and the smart grid's
+//!   system load through a [`LoadTable`] (no curve rebuild per sample; a load outside the
+//!   table is flagged and counted, never extrapolated).
+//! - The microgrid's battery plan is the day-ahead plan made on the forecast, kept in every
+//!   sample (see [`HourlyInputs`]).
+//! - MC, QMC and LHS samples are drawn and evaluated in chunks of [`CHUNK_RUNS`] and
+//!   reduced in sample order, so host memory does not grow with N and the statistics do
+//!   not depend on the chunking, the thread count or the backend's chunking.
+//! - Each (sample, hour) is also checked against the exact clearing of its own offer curves
+//!   (the crossing of the two curves within the tie limits): quantity
+//!   `clearing_error_mw`.
+
+use std::time::Instant;
+
+use crate::engine::gpu::{GpuContext, Precision};
+use crate::engine::{
+    BackendChoice, Batch, CurveCache, HourRecord, HourlyInputs, RunSpec, run_batch,
+};
+use crate::error::{Error, Result};
+use crate::grid::load_table::LoadTable;
+use crate::market::Market;
+use crate::microgrid::HOURS;
+use crate::offer::{CurveView, OfferCurve};
+use crate::uncertainty::sampling::{InputSampler, sigma_inputs};
+use crate::uncertainty::sigma::SigmaForm;
+use crate::uncertainty::stats::{Accumulator, OutputSpec, weighted_moments};
+use crate::uncertainty::{INPUTS, Method, UncertaintyConfig, Variable};
+
+/// Samples per engine batch: small enough that a batch's host memory stays a few MB.
+pub const CHUNK_RUNS: usize = 4096;
+/// Samples whose outputs set the quantile histograms' ranges (the first ones, in order).
+pub const PILOT_SAMPLES: usize = 1024;
+/// Histogram bins per output.
+pub const BINS: usize = 4096;
+/// Up to this many samples the quantiles are exact (sorted values).
+pub const EXACT_LIMIT: usize = 20_000;
+/// Largest export difference between the table's blend and an exact curve the study
+/// builds its load table for, MW.
+pub const TABLE_TOL_MW: f64 = 0.01;
+/// Most levels of the load table.
+pub const TABLE_MAX_LEVELS: usize = 400;
+/// Standard deviations of the system load the load table covers on each side.
+pub const TABLE_SIGMAS: f64 = 4.0;
+/// The quantiles reported, as probabilities.
+pub const QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
+
+/// The quantities reported per hour and for the day.
+pub const QUANTITIES: [&str; 9] = [
+    "exchange_mw",
+    "price",
+    "sg_cost",
+    "mg_cost",
+    "total_cost",
+    "wind_mw",
+    "pv_mw",
+    "tidal_mw",
+    "clearing_error_mw",
+];
+/// Outputs per sample: each quantity per hour, then per day.
+const OUTPUTS: usize = QUANTITIES.len() * (HOURS + 1);
+
+/// How a study runs.
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
+    /// Methods, in the order they run.
+    pub methods: Vec<Method>,
+    /// Samples N of each sampling method (the UT takes 2c+1 = 241 runs).
+    pub samples: u64,
+    /// Backend of the engine.
+    pub backend: BackendChoice,
+    /// Kernel precision on a GPU.
+    pub precision: Precision,
+}
+
+/// One row of the statistics table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatRow {
+    /// Method name (`ut_paper`, ..., `lhs`).
+    pub method: &'static str,
+    /// Quantity name ([`QUANTITIES`]).
+    pub quantity: &'static str,
+    /// Hour 0..24, `None` for the whole day.
+    pub hour: Option<u32>,
+    /// Runs the statistic is over (2c+1 for the UT; finite samples for the others).
+    pub runs: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation (`None`: a UT with a negative weighted variance).
+    pub std: Option<f64>,
+    /// The [`QUANTILES`] (sampling methods only).
+    pub quantiles: Option<[f64; 5]>,
+    /// 95 % confidence interval of the mean (sampling methods only).
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// What one method cost and met.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MethodReport {
+    /// Method name.
+    pub method: &'static str,
+    /// Runs evaluated.
+    pub runs: u64,
+    /// Runs left out of the statistics because a value was not finite (diverged).
+    pub diverged_runs: u64,
+    /// (run, hour) pairs that did not converge within the iteration cap.
+    pub unconverged_hours: u64,
+    /// (run, hour) pairs whose system load lay outside the load table.
+    pub sg_load_out_of_range_hours: u64,
+    /// Input coordinates clipped to their physical range (UT sigma points only).
+    pub clipped_inputs: u64,
+    /// Seconds spent drawing inputs and building batches on the host.
+    pub host_s: f64,
+    /// Seconds spent in the engine.
+    pub engine_s: f64,
+    /// Seconds spent reducing outputs.
+    pub reduce_s: f64,
+    /// The engine's device.
+    pub adapter: String,
+}
+
+/// A study's statistics and reports.
+#[derive(Debug, Clone)]
+pub struct StudyResult {
+    /// One row per method x quantity x hour (and day).
+    pub rows: Vec<StatRow>,
+    /// One report per method.
+    pub methods: Vec<MethodReport>,
+    /// Load-table levels (0: no system-load uncertainty, no table).
+    pub table_levels: usize,
+    /// The table's scale range.
+    pub table_range: Option<(f64, f64)>,
+    /// The table's measured export error bound, MW.
+    pub table_export_error_mw: Option<f64>,
+    /// Seconds to build the table.
+    pub table_s: f64,
+}
+
+/// The 120 forecast inputs of `market` (variable-major, see [`Variable`]).
+pub fn forecast_inputs(market: &Market) -> [f64; INPUTS] {
+    let w = &market.microgrid.config.weather;
+    let mut x = [0.0; INPUTS];
+    for h in 0..HOURS {
+        let at = |s: &[f64]| s.get(h).copied().unwrap_or(0.0);
+        x[Variable::Wind.input(h)] = at(&w.wind_speed_ms);
+        x[Variable::Irradiance.input(h)] = at(&w.irradiance_wm2);
+        x[Variable::Tidal.input(h)] = at(&w.tidal_current_ms);
+        x[Variable::MgLoad.input(h)] = market.microgrid.hourly[h].load_mw;
+        x[Variable::SgLoad.input(h)] = market.system_load_mw[h];
+    }
+    x
+}
+
+/// One sample's inputs as a run of the engine.
+fn run_spec(market: &Market, x: &[f64; INPUTS], with_sg: bool) -> RunSpec {
+    let series = |v: Variable| -> [f64; HOURS] { std::array::from_fn(|h| x[v.input(h)]) };
+    let hourly = HourlyInputs::from_weather(
+        &market.microgrid.config,
+        &series(Variable::Wind),
+        &series(Variable::Irradiance),
+        &series(Variable::Tidal),
+        series(Variable::MgLoad),
+        with_sg.then(|| series(Variable::SgLoad)),
+    );
+    RunSpec {
+        rci: market.rci.clone(),
+        hourly: Some(Box::new(hourly)),
+        ..RunSpec::default()
+    }
+}
+
+/// The exchange (agent 0's export) at the exact clearing of two offer curves within the
+/// agents' trade limits: the price where their exports sum to zero, found by bisection
+/// (the sum is non-decreasing in price).
+pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64) -> f64 {
+    let balance = |p: f64| sg.export_at(p).clamp(lo, hi) + mg.export_at(p).clamp(lo, hi);
+    let first = |c: &CurveView<'_>| c.prices.first().copied().unwrap_or(0.0);
+    let last = |c: &CurveView<'_>| c.prices.last().copied().unwrap_or(0.0);
+    let (mut a, mut b) = (
+        first(&sg).min(first(&mg)) - 1.0,
+        last(&sg).max(last(&mg)) + 1.0,
+    );
+    if balance(a) >= 0.0 {
+        return sg.export_at(a).clamp(lo, hi);
+    }
+    if balance(b) <= 0.0 {
+        return sg.export_at(b).clamp(lo, hi);
+    }
+    for _ in 0..200 {
+        let m = 0.5 * (a + b);
+        if m <= a || m >= b {
+            break;
+        }
+        if balance(m) < 0.0 {
+            a = m;
+        } else {
+            b = m;
+        }
+    }
+    // Where the balance jumps across zero (a flat-price stretch of one curve), the
+    // exchange is what the other curve takes at that price.
+    let m = 0.5 * (a + b);
+    let (sa, sb) = (sg.export_at(a).clamp(lo, hi), sg.export_at(b).clamp(lo, hi));
+    let (ma, mb) = (mg.export_at(a).clamp(lo, hi), mg.export_at(b).clamp(lo, hi));
+    if (sb - sa).abs() > (mb - ma).abs() {
+        (-mg.export_at(m).clamp(lo, hi)).clamp(sa, sb)
+    } else {
+        sg.export_at(m).clamp(lo, hi)
+    }
+}
+
+/// The reported outputs of one run (all [`QUANTITIES`] per hour, then per day) from its
+/// records; `None` when a value is not finite.
+fn run_outputs(
+    batch: &Batch,
+    run: usize,
+    records: &[HourRecord],
+    scratch: &mut [OfferCurve; 2],
+    out: &mut [f64; OUTPUTS],
+) -> Result<Option<()>> {
+    let q = QUANTITIES.len();
+    let mut day = [0.0; QUANTITIES.len()];
+    for (h, rec) in records.iter().enumerate() {
+        let mut v = [0.0; QUANTITIES.len()];
+        v[0] = rec.exchange_mw;
+        v[1] = rec.price;
+        v[2] = rec.agent_cost[0];
+        if batch.agents() > 1 {
+            v[3] = rec.agent_cost[1];
+            // The renewables' dispatch at the microgrid's final export: each unit's output
+            // at the price where its curve gives that export.
+            let (units, _, _) = batch.scaled_units(run, h, 1);
+            let [a, b] = scratch;
+            let mg = batch.curve(run, h, 1, b)?;
+            let price = mg.price_at_export(rec.agent_power[1]);
+            for (k, u) in units.iter().enumerate().take(3) {
+                v[5 + k] = u.output_at(price);
+            }
+            let sg = batch.curve(run, h, 0, a)?;
+            let s = batch.slot(run, h, 0);
+            let exact = clearing_exchange(sg, mg, s.min_export, s.max_export);
+            v[8] = rec.exchange_mw - exact;
+        }
+        v[4] = v[2] + v[3];
+        for k in 0..q {
+            out[k * (HOURS + 1) + h] = v[k];
+        }
+        for k in 0..q {
+            day[k] += v[k];
+        }
+    }
+    // Day values: energies and costs summed, the price averaged, the clearing error the
+    // largest of the hours.
+    day[1] /= HOURS as f64;
+    day[8] = (0..HOURS)
+        .map(|h| out[8 * (HOURS + 1) + h].abs())
+        .fold(0.0, f64::max);
+    for k in 0..q {
+        out[k * (HOURS + 1) + HOURS] = day[k];
+    }
+    Ok(out.iter().all(|v| v.is_finite()).then_some(()))
+}
+
+/// Runs a study of `market` under `cfg`: the load table when the system load is
+/// uncertain, then each method in turn.
+pub fn run_study(
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    gpu: Option<&GpuContext>,
+) -> Result<StudyResult> {
+    cfg.validate()?;
+    let forecast = forecast_inputs(market);
+    let sg_std = cfg.sg_load.std_fraction;
+    let with_sg = sg_std > 0.0;
+    let t = Instant::now();
+    let table = if with_sg {
+        let range = (
+            (1.0 - TABLE_SIGMAS * sg_std).max(0.05),
+            1.0 + TABLE_SIGMAS * sg_std,
+        );
+        Some(LoadTable::build(
+            market,
+            range,
+            TABLE_TOL_MW,
+            TABLE_MAX_LEVELS,
+        )?)
+    } else {
+        None
+    };
+    let table_s = t.elapsed().as_secs_f64();
+    let mut cache = CurveCache::default();
+    let mut rows = Vec::new();
+    let mut methods = Vec::new();
+    for &method in &opts.methods {
+        let mut engine = Engine {
+            market,
+            table: table.as_ref(),
+            cache: &mut cache,
+            opts,
+            gpu,
+            with_sg,
+            report: MethodReport {
+                method: method.as_str(),
+                runs: 0,
+                diverged_runs: 0,
+                unconverged_hours: 0,
+                sg_load_out_of_range_hours: 0,
+                clipped_inputs: 0,
+                host_s: 0.0,
+                engine_s: 0.0,
+                reduce_s: 0.0,
+                adapter: String::new(),
+            },
+        };
+        if method.is_unscented() {
+            let form = SigmaForm::from_config(method, cfg, INPUTS)?;
+            let t = Instant::now();
+            let sigma = sigma_inputs(cfg, &form, &forecast)?;
+            engine.report.clipped_inputs = sigma.clipped as u64;
+            engine.report.host_s += t.elapsed().as_secs_f64();
+            let mut values: Vec<[f64; OUTPUTS]> = Vec::with_capacity(sigma.points.len());
+            engine.evaluate(&sigma.points, &mut |_, out| {
+                values.push(*out);
+                Ok(())
+            })?;
+            if values.len() != sigma.points.len() {
+                return Err(Error::Solver {
+                    problem: format!("uncertainty study, {}", method.as_str()),
+                    message: format!(
+                        "{} of {} sigma points diverged: the UT needs every point",
+                        sigma.points.len() - values.len(),
+                        sigma.points.len()
+                    ),
+                });
+            }
+            let t = Instant::now();
+            let mut column = vec![0.0; values.len()];
+            for (o, (quantity, hour)) in output_names().enumerate() {
+                for (c, v) in column.iter_mut().zip(&values) {
+                    *c = v[o];
+                }
+                let m = weighted_moments(&column, &sigma.weights)?;
+                rows.push(StatRow {
+                    method: method.as_str(),
+                    quantity,
+                    hour,
+                    runs: values.len() as u64,
+                    mean: m.mean,
+                    std: m.std(),
+                    quantiles: None,
+                    ci95: None,
+                });
+            }
+            engine.report.reduce_s += t.elapsed().as_secs_f64();
+        } else {
+            let sampler = InputSampler::new(cfg, method, &forecast, opts.samples)?;
+            let mut acc: Option<Accumulator> = None;
+            let mut pilot: Vec<[f64; OUTPUTS]> = Vec::new();
+            let mut pushed = 0u64;
+            let mut push = |out: &[f64; OUTPUTS], acc: &mut Accumulator| -> Result<()> {
+                acc.push(pushed, out)?;
+                pushed += 1;
+                Ok(())
+            };
+            let mut start = 0u64;
+            while start < opts.samples {
+                let end = (start + CHUNK_RUNS as u64).min(opts.samples);
+                let t = Instant::now();
+                let points = (start..end)
+                    .map(|i| sampler.sample(i))
+                    .collect::<Result<Vec<_>>>()?;
+                engine.report.host_s += t.elapsed().as_secs_f64();
+                engine.evaluate(&points, &mut |_, out| {
+                    match &mut acc {
+                        Some(a) => push(out, a)?,
+                        None => {
+                            pilot.push(*out);
+                            if pilot.len() == PILOT_SAMPLES {
+                                let mut a = accumulator(&pilot)?;
+                                for p in pilot.drain(..) {
+                                    push(&p, &mut a)?;
+                                }
+                                acc = Some(a);
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                start = end;
+            }
+            let acc = match acc {
+                Some(a) => a,
+                None => {
+                    if pilot.is_empty() {
+                        return Err(Error::Solver {
+                            problem: format!("uncertainty study, {}", method.as_str()),
+                            message: "every sample diverged".into(),
+                        });
+                    }
+                    let mut a = accumulator(&pilot)?;
+                    for p in pilot.drain(..) {
+                        push(&p, &mut a)?;
+                    }
+                    a
+                }
+            };
+            for (o, (quantity, hour)) in output_names().enumerate() {
+                let Some(s) = acc.summary(o) else { continue };
+                let mut q = [0.0; 5];
+                for (v, &p) in q.iter_mut().zip(&QUANTILES) {
+                    *v = acc.quantile(o, p).map_or(f64::NAN, |x| x.value);
+                }
+                rows.push(StatRow {
+                    method: method.as_str(),
+                    quantity,
+                    hour,
+                    runs: s.count,
+                    mean: s.mean,
+                    std: s.std,
+                    quantiles: Some(q),
+                    ci95: s.ci95,
+                });
+            }
+        }
+        methods.push(engine.report);
+    }
+    Ok(StudyResult {
+        rows,
+        methods,
+        table_levels: table.as_ref().map_or(0, |t| t.levels()),
+        table_range: table
+            .as_ref()
+            .map(|t| (t.scales()[0], t.scales()[t.levels() - 1])),
+        table_export_error_mw: table.as_ref().map(|t| t.export_error_mw()),
+        table_s,
+    })
+}
+
+/// The (quantity, hour) of every output, in the order of a run's outputs.
+fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
+    QUANTITIES
+        .iter()
+        .flat_map(|&q| (0..=HOURS).map(move |h| (q, (h < HOURS).then_some(h as u32))))
+}
+
+/// An accumulator whose histogram ranges cover the pilot samples with a margin of a
+/// quarter of their range on each side (values beyond go to the overflow bins, and the
+/// quantiles say so in their error bound).
+fn accumulator(pilot: &[[f64; OUTPUTS]]) -> Result<Accumulator> {
+    let specs = (0..OUTPUTS)
+        .map(|o| {
+            let (lo, hi) = pilot
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
+                    (l.min(p[o]), h.max(p[o]))
+                });
+            let pad = 0.25 * (hi - lo) + 1e-9 * lo.abs().max(hi.abs()).max(1.0);
+            OutputSpec {
+                lo: lo - pad,
+                hi: hi + pad,
+                thresholds: Vec::new(),
+            }
+        })
+        .collect();
+    Accumulator::new(specs, BINS, EXACT_LIMIT)
+}
+
+/// Evaluates input vectors on the engine, chunk by chunk, handing each finite run's
+/// outputs to a callback in input order.
+struct Engine<'a> {
+    market: &'a Market,
+    table: Option<&'a LoadTable>,
+    cache: &'a mut CurveCache,
+    opts: &'a StudyOptions,
+    gpu: Option<&'a GpuContext>,
+    with_sg: bool,
+    report: MethodReport,
+}
+
+impl Engine<'_> {
+    fn evaluate(
+        &mut self,
+        points: &[[f64; INPUTS]],
+        on_run: &mut dyn FnMut(usize, &[f64; OUTPUTS]) -> Result<()>,
+    ) -> Result<()> {
+        for (c, chunk) in points.chunks(CHUNK_RUNS).enumerate() {
+            let t = Instant::now();
+            let runs: Vec<RunSpec> = chunk
+                .iter()
+                .map(|x| run_spec(self.market, x, self.with_sg))
+                .collect();
+            let batch = match self.table {
+                Some(table) => {
+                    Batch::from_market_with_table(self.market, &runs, self.cache, table)?
+                }
+                None => Batch::from_market_cached(self.market, &runs, self.cache)?,
+            };
+            self.report.host_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let out = run_batch(&batch, self.opts.backend, self.opts.precision, self.gpu)?;
+            self.report.engine_s += t.elapsed().as_secs_f64();
+            self.report.adapter = out.adapter.name.clone();
+            let t = Instant::now();
+            let mut scratch = [OfferCurve::fixed(0.0, 0.0), OfferCurve::fixed(0.0, 0.0)];
+            let mut values = [0.0; OUTPUTS];
+            for run in 0..batch.runs() {
+                let records = &out.records[run * HOURS..(run + 1) * HOURS];
+                self.report.runs += 1;
+                self.report.unconverged_hours +=
+                    records.iter().filter(|r| !r.converged).count() as u64;
+                self.report.sg_load_out_of_range_hours += (0..HOURS)
+                    .filter(|&h| batch.sg_load_out_of_range(run, h))
+                    .count() as u64;
+                match run_outputs(&batch, run, records, &mut scratch, &mut values)? {
+                    Some(()) => on_run(c * CHUNK_RUNS + run, &values)?,
+                    None => self.report.diverged_runs += 1,
+                }
+            }
+            self.report.reduce_s += t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+}
