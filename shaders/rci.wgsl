@@ -67,10 +67,11 @@ struct HourIn {
     unit_pmax: array<real, MAX_UNITS>,
     // Base load of SCALE_LOAD agents, MW.
     load_mw: real,
-    // Weight of curve set sg_set + 1 in the pool curves' exports and costs.
+    // Weight of the next level (the slots at slot_base + agents) in the pool curves'
+    // prices, exports and costs.
     sg_weight: real,
-    // Curve set of the pool-curve agents.
-    sg_set: u32,
+    // Index in `slots` of this hour's first agent slot.
+    slot_base: u32,
     // Set by the host when the smart-grid load lay outside the load table (not read).
     out_of_range: u32,
 }
@@ -133,8 +134,8 @@ struct HourOut {
 var<private> from_pool: array<bool, MAX_AGENTS>;
 var<private> curve_offset: array<u32, MAX_AGENTS>;
 var<private> curve_len: array<u32, MAX_AGENTS>;
-// A pool curve blended with the next curve set's (`Batch::blend_partner`): exports and
-// costs e + w * (e_next - e) breakpoint by breakpoint, prices shared.
+// A pool curve blended with the next load-table level's (`Batch::blend_partner`): prices,
+// exports and costs a + w * (b - a) breakpoint by breakpoint (both have as many).
 var<private> blended: array<bool, MAX_AGENTS>;
 var<private> blend_offset: array<u32, MAX_AGENTS>;
 var<private> blend_w: array<real, MAX_AGENTS>;
@@ -147,7 +148,11 @@ var<private> local_costs: array<array<real, MAX_POINTS>, MAX_AGENTS>;
 
 fn cp(a: u32, k: u32) -> real {
     if from_pool[a] {
-        return pool[curve_offset[a] + k];
+        let p = pool[curve_offset[a] + k];
+        if blended[a] {
+            return p + blend_w[a] * (pool[blend_offset[a] + k] - p);
+        }
+        return p;
     }
     return local_prices[a][k];
 }
@@ -488,13 +493,13 @@ fn main(
     var lo_lim: array<real, MAX_AGENTS>;
     var hi_lim: array<real, MAX_AGENTS>;
     has_hourly = rp.hourly_offset != NO_HOURLY;
-    var curve_set = rp.curve_set;
+    var base = (rp.curve_set * hours + hour) * n;
     if has_hourly {
         hour_in = hourly[rp.hourly_offset + hour];
-        curve_set = hour_in.sg_set;
+        base = hour_in.slot_base;
     }
-    let base = (curve_set * hours + hour) * n;
-    let next_base = ((curve_set + 1u) * hours + hour) * n;
+    // The next load-table level's slots (read only for a blended pool curve).
+    let next_base = base + n;
     for (var i = 0u; i < n; i++) {
         let s = slots[base + i];
         lo_lim[i] = s.min_export;

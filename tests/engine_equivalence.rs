@@ -12,8 +12,10 @@ use std::time::Instant;
 use p2pmarket::engine::cpu::{evaluate_hour, run_cpu, run_cpu_streaming};
 use p2pmarket::engine::gpu::{GpuContext, Precision};
 use p2pmarket::engine::{
-    BackendChoice, Batch, ChunkOutputs, HourRecord, HourlyInputs, RunSpec, RunTrajectory, run_batch,
+    BackendChoice, Batch, ChunkOutputs, CurveCache, HourRecord, HourlyInputs, RunSpec,
+    RunTrajectory, run_batch,
 };
+use p2pmarket::grid::load_table::LoadTable;
 use p2pmarket::market::Market;
 use p2pmarket::microgrid::HOURS;
 use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule, within_divergence_limit};
@@ -460,6 +462,57 @@ fn forecast_hourly_inputs_equal_the_scalar_runs() {
     // Of the 100 x 24 hourly hours, most trade another amount (the dark, windless hours
     // with the forecast's own load may not).
     assert!(moved > 100 * HOURS / 2, "{moved}");
+}
+
+/// A load table over system-load scales 0.97..1.03 of the default market (built once).
+fn table() -> &'static LoadTable {
+    static T: OnceLock<LoadTable> = OnceLock::new();
+    T.get_or_init(|| LoadTable::build(market(), (0.97, 1.03), 0.01, 400).expect("load table"))
+}
+
+/// [`random_hourly_runs`] whose hourly runs also draw the smart grid's load of every hour,
+/// uniform in 0.96..1.04 of the base (so some hours fall outside the table and are
+/// flagged), for a batch over [`table`].
+fn table_batch(seed: u64, n: usize, tol: Tolerances) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut runs = random_hourly_runs(seed, n, tol);
+    for r in runs.iter_mut() {
+        if let Some(h) = r.hourly.as_mut() {
+            r.load_scale = 1.0;
+            h.sg_load_mw = Some(std::array::from_fn(|t| {
+                market().system_load_mw[t] * rng.random_range(0.96..1.04)
+            }));
+        }
+    }
+    Batch::from_market_with_table(market(), &runs, &mut CurveCache::default(), table())
+        .expect("batch")
+}
+
+/// Runs whose smart-grid curve blends two load-table levels every hour: the rayon backend
+/// is the reference bit for bit, the f64 kernel agrees as on scalar runs, and the f32
+/// kernel as on the other per-hour runs; loads outside the table are flagged.
+#[test]
+fn load_table_blends_agree_on_every_backend() {
+    let b = table_batch(14, RUNS / 4, Tolerances::Tight);
+    assert_bitwise_equal(&run_cpu(&b).expect("cpu").records, &reference(&b));
+    let flagged = (0..b.runs())
+        .flat_map(|r| (0..HOURS).map(move |h| (r, h)))
+        .filter(|&(r, h)| b.sg_load_out_of_range(r, h))
+        .count();
+    // A quarter of the draws (0.96..0.97 and 1.03..1.04) fall outside the table; half the
+    // runs draw.
+    let hours = b.runs() / 2 * HOURS;
+    assert!(
+        flagged > hours / 5 && flagged < hours * 3 / 10,
+        "{flagged} of {hours}"
+    );
+    if let Some(ctx) = gpu_f64() {
+        assert_f64_agreement(&gpu_diff_on(ctx, Precision::F64, &b));
+    }
+    if let Some(ctx) = gpu() {
+        let b = table_batch(15, RUNS / 4, Tolerances::F32);
+        assert_f32_agreement(&gpu_diff_on(ctx, Precision::F32, &b), 5e-3);
+    }
 }
 
 /// Runs with per-hour inputs: the rayon backend is the reference bit for bit, and both

@@ -221,11 +221,13 @@ pub struct HourInput {
     pub unit_pmax: [f64; MAX_UNITS],
     /// Base load of agents flagged [`SCALE_LOAD`], MW (before `mg_load_scale`).
     pub load_mw: f64,
-    /// Curve set of the pool-curve agents this hour.
-    pub sg_set: u32,
-    /// Weight of the next set `sg_set + 1`, in [0, 1): a pool curve's exports and costs
-    /// are `e + w * (e_next - e)` breakpoint by breakpoint (both sets share the hour's
-    /// price grid). Exactly 0: set `sg_set` alone.
+    /// Index in the batch's slots of this hour's first agent slot: the run's curve set's
+    /// (`(set * hours + hour) * agents`) or a load-table level's.
+    pub slot_base: u32,
+    /// Weight of the next level (the slots at `slot_base + agents`), in [0, 1): a pool
+    /// curve's prices, exports and costs are `a + w * (b - a)` breakpoint by breakpoint
+    /// (both levels have as many breakpoints, which move affinely with the load between
+    /// them, see [`crate::grid::load_table`]). Exactly 0: the level at `slot_base` alone.
     pub sg_weight: f64,
     /// The smart-grid load lay outside the table; the hour ran at the nearest level.
     pub sg_out_of_range: bool,
@@ -336,8 +338,8 @@ pub struct Batch {
 }
 
 /// The [`HourInput`] rows of the runs with per-hour inputs, and each run's offset into
-/// them ([`NO_HOURLY`] for the others). `sg(run, hour)` gives the smart grid's curve set,
-/// blend weight and out-of-range flag of a run's hour.
+/// them ([`NO_HOURLY`] for the others). `sg(run, hour)` gives the slot base, blend weight
+/// and out-of-range flag of a run's hour.
 fn hourly_rows(
     runs: &[RunSpec],
     mut sg: impl FnMut(usize, usize) -> (u32, f64, bool),
@@ -364,11 +366,11 @@ fn hourly_rows(
             // The microgrid's unit order (`MicrogridModel::units`): wind, PV, tidal.
             let mut unit_pmax = [0.0; MAX_UNITS];
             unit_pmax[..3].copy_from_slice(&[h.wind_mw[t], h.pv_mw[t], h.tidal_mw[t]]);
-            let (sg_set, sg_weight, sg_out_of_range) = sg(r, t);
+            let (slot_base, sg_weight, sg_out_of_range) = sg(r, t);
             rows.push(HourInput {
                 unit_pmax,
                 load_mw: h.mg_load_mw[t],
-                sg_set,
+                slot_base,
                 sg_weight,
                 sg_out_of_range,
             });
@@ -485,7 +487,7 @@ impl Batch {
             }
         }
         // Distinct load scales in order of first appearance, keyed by bit pattern; runs
-        // that read the table take its first level (replaced hour by hour below).
+        // that read the table point at no set (their hours name their slots below).
         let mut scales: Vec<f64> = Vec::new();
         let mut sg_curve_set = Vec::with_capacity(runs.len());
         for r in runs.iter().filter(|r| table.is_none() || !uses_table(r)) {
@@ -495,7 +497,7 @@ impl Batch {
         }
         for r in runs {
             if table.is_some() && uses_table(r) {
-                sg_curve_set.push(scales.len() as u32);
+                sg_curve_set.push(u32::MAX);
                 continue;
             }
             let set = match scales
@@ -600,16 +602,29 @@ impl Batch {
                 slots.push(mg_slots[k % hours]);
             }
         }
-        // The table's levels, each a curve set whose hours share one price grid per hour.
-        let table_base = scales.len();
+        // The table's levels, hour by hour: the slots of level k of hour h (its curve and
+        // the microgrid's slot of that hour) at `table_slots[h] + k * agents`.
+        let mut table_slots = [0usize; HOURS];
         if let Some(table) = table {
-            for level in 0..table.levels() {
-                for (hour, mg_slot) in mg_slots.iter().enumerate() {
-                    let c = table.hour(hour).level(level);
+            for (hour, mg_slot) in mg_slots.iter().enumerate() {
+                table_slots[hour] = slots.len();
+                let levels = table.hour(hour);
+                for k in 0..levels.levels() {
+                    let c = levels.curve(k);
+                    if k + 1 < levels.levels()
+                        && levels.blends(k)
+                        && levels.curve(k + 1).len() != c.len()
+                    {
+                        return Err(Error::invalid(
+                            format!("load table hour {hour} level {k}"),
+                            format!("{} and {} breakpoints", c.len(), levels.curve(k + 1).len()),
+                            "as many breakpoints in both levels of a blended interval",
+                        ));
+                    }
                     let curve_offset = pool.len() as u32;
-                    pool.extend_from_slice(c.prices);
-                    pool.extend_from_slice(c.exports);
-                    pool.extend_from_slice(c.costs);
+                    pool.extend_from_slice(&c.prices);
+                    pool.extend_from_slice(&c.exports);
+                    pool.extend_from_slice(&c.costs);
                     slots.push(AgentSlot {
                         curve_offset,
                         curve_len: c.len() as u32,
@@ -623,31 +638,41 @@ impl Batch {
                 }
             }
         }
-        if pool.len() > u32::MAX as usize {
-            return Err(Error::invalid("batch.pool", pool.len(), "< 2^32 values"));
+        if pool.len() > u32::MAX as usize || slots.len() > u32::MAX as usize {
+            return Err(Error::invalid(
+                "batch.pool",
+                pool.len(),
+                "< 2^32 values and slots",
+            ));
         }
         let (hourly_offset, hourly) = hourly_rows(runs, |r, hour| {
             let sg_load = runs[r].hourly.as_ref().and_then(|h| h.sg_load_mw);
             match (table, sg_load) {
                 (Some(table), Some(load)) => {
                     let load = load[hour];
-                    match table.locate(hour, load) {
-                        Some((k, w)) => ((table_base + k) as u32, w, false),
+                    let base = table_slots[hour];
+                    let (k, w, outside) = match table.locate(hour, load) {
+                        Some((k, w)) => (k, w, false),
                         None => {
                             // Never extrapolated: the nearest level, flagged.
-                            let top = load > table.level_load_mw(hour, table.levels() - 1);
-                            let k = if top { table.levels() - 1 } else { 0 };
-                            ((table_base + k) as u32, 0.0, true)
+                            let levels = table.hour(hour);
+                            let top = load > levels.load_mw(levels.levels() - 1);
+                            (if top { levels.levels() - 1 } else { 0 }, 0.0, true)
                         }
-                    }
+                    };
+                    ((base + k * agents) as u32, w, outside)
                 }
-                _ => (sg_curve_set[r], 0.0, false),
+                _ => (
+                    ((sg_curve_set[r] as usize * hours + hour) * agents) as u32,
+                    0.0,
+                    false,
+                ),
             }
         })?;
         Ok(Batch {
             hours,
             agents,
-            curve_sets: table_base + table.map_or(0, |t| t.levels()),
+            curve_sets: scales.len(),
             pool,
             slots,
             load_scale: runs.iter().map(|r| r.load_scale).collect(),
@@ -731,15 +756,16 @@ impl Batch {
     /// The slot of an agent in an hour of a run (for a blended pool curve, the lower
     /// level's; see [`Batch::blend_partner`]).
     pub fn slot(&self, run: usize, hour: usize, agent: usize) -> &AgentSlot {
-        let set = match self.hour_input(run, hour) {
-            Some(h) => h.sg_set,
-            None => self.sg_curve_set[run],
-        } as usize;
-        &self.slots[(set * self.hours + hour) * self.agents + agent]
+        let base = match self.hour_input(run, hour) {
+            Some(h) => h.slot_base as usize,
+            None => (self.sg_curve_set[run] as usize * self.hours + hour) * self.agents,
+        };
+        &self.slots[base + agent]
     }
 
-    /// For a pool-curve agent whose curve this hour is a blend of two table levels: the
-    /// upper level's slot and its weight `w` (exports and costs `e + w * (e_next - e)`).
+    /// For a pool-curve agent whose curve this hour is a blend of two load-table levels:
+    /// the upper level's slot and its weight `w` (prices, exports and costs
+    /// `a + w * (b - a)`, breakpoint by breakpoint).
     pub fn blend_partner(
         &self,
         run: usize,
@@ -750,23 +776,21 @@ impl Batch {
         if h.sg_weight == 0.0 || self.slot(run, hour, agent).curve_len == 0 {
             return None;
         }
-        let set = h.sg_set as usize + 1;
         Some((
-            &self.slots[(set * self.hours + hour) * self.agents + agent],
+            &self.slots[h.slot_base as usize + self.agents + agent],
             h.sg_weight,
         ))
     }
 
-    /// Writes the blend of two pool curves of one price grid into `out`, reusing its
-    /// storage: exports and costs `e + w * (e_next - e)`, breakpoint by breakpoint.
+    /// Writes the blend of two pool curves with as many breakpoints into `out`, reusing
+    /// its storage: prices, exports and costs `a + w * (b - a)`, breakpoint by breakpoint.
     fn blend_into(&self, lower: &AgentSlot, upper: &AgentSlot, w: f64, out: &mut OfferCurve) {
         let (a, b) = (self.pool_curve(lower), self.pool_curve(upper));
-        out.prices.clear();
-        out.prices.extend_from_slice(a.prices);
         let mix = |x: &[f64], y: &[f64], to: &mut Vec<f64>| {
             to.clear();
             to.extend(x.iter().zip(y).map(|(&e, &f)| e + w * (f - e)));
         };
+        mix(a.prices, b.prices, &mut out.prices);
         mix(a.exports, b.exports, &mut out.exports);
         mix(a.costs, b.costs, &mut out.costs);
     }

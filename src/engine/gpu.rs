@@ -221,10 +221,10 @@ macro_rules! mirrors {
             pub unit_pmax: [$real; MAX_UNITS],
             /// Base load of the load agent, MW.
             pub load_mw: $real,
-            /// Weight of the next curve set.
+            /// Weight of the next level's pool curves.
             pub sg_weight: $real,
-            /// Curve set of the pool-curve agents.
-            pub sg_set: u32,
+            /// Index of the hour's first agent slot.
+            pub slot_base: u32,
             /// 1 when the smart-grid load lay outside the table (not read by the kernel).
             pub out_of_range: u32,
         }
@@ -356,7 +356,7 @@ macro_rules! mirrors {
                     unit_pmax: h.unit_pmax.map(|x| x as $real),
                     load_mw: h.load_mw as $real,
                     sg_weight: h.sg_weight as $real,
-                    sg_set: h.sg_set,
+                    slot_base: h.slot_base,
                     out_of_range: h.sg_out_of_range as u32,
                 }
             }
@@ -1356,7 +1356,7 @@ mod tests {
                 &m,
                 "HourIn",
                 $hour,
-                [unit_pmax, load_mw, sg_weight, sg_set, out_of_range]
+                [unit_pmax, load_mw, sg_weight, slot_base, out_of_range]
             );
             check_layout!(
                 &m,

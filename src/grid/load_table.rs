@@ -1,241 +1,147 @@
 //! The smart grid's offer curves over a continuous range of system loads (issue 7).
 //!
 //! An uncertainty study draws the system load of every (run, hour) from a continuous
-//! distribution, and a network-exact curve ([`crate::grid::curve`]) is far too costly to
-//! rebuild per sample. A [`LoadTable`] tabulates curve sets (24 hourly curves, each the
-//! market with every hour's `system_load_mw` multiplied by one factor, as a batch's curve
-//! set) at load scales `s_0 < s_1 < ... < s_K`, and answers a load between two levels with
-//! the blend of their curves.
+//! distribution, and a network-exact curve ([`crate::grid::curve`], `Market::curves`, about
+//! 4 ms on RTS-24) is far too costly to rebuild per sample. A [`LoadTable`] holds, per hour,
+//! the exact curves at a few system loads (levels) and answers a load between two levels
+//! from them, exactly wherever it can.
 //!
-//! **A common price grid per hour.** For each hour every level is resampled onto one grid
-//! of prices: the union of all levels' breakpoint prices, with multiplicity (a flat-price
-//! stretch, two breakpoints at one price, in any level gives two entries at that price in
-//! every level). Each level's curve is linear in price between its own breakpoints and flat
-//! beyond its ends, as [`CurveView::export_at`] evaluates it, so the resampled level is the
-//! same function of price; its costs are its own [`CurveView::cost_at_export`] at the
-//! resampled exports. The blend at weight `w` between levels `k` and `k+1` is then the grid
-//! with `(1-w) exports[k] + w exports[k+1]` (costs likewise): a kernel blends two pool
-//! curves entry by entry, without merging breakpoints. Since both levels are linear between
-//! consecutive grid prices, the blended curve is exactly the pointwise blend
-//! `(1-w) x_k(p) + w x_{k+1}(p)` at every price `p`.
-//!
-//! **Where the blend is exact, and where it is not.** The smart grid's dispatch is a
+//! **Why blending breakpoints is exact between vertices.** The smart grid's dispatch is a
 //! parametric QP in (price, load): price in the objective, load in the constraints. Its
 //! solution is piecewise affine in (price, load) jointly over convex critical regions (one
-//! per active set of unit limits and line ratings, the export range's edges included), so
-//! at a fixed price the export is affine in load, and the blend exact, wherever both
-//! neighbouring levels lie in one region. The regions' boundaries are lines in the
-//! (price, load) plane that are *not* parallel to the load axis (a higher load moves the
-//! whole curve up in price), so every interval between two levels crosses some boundary at
-//! some prices: near the price where the curve of one level saturates (or a unit reaches a
-//! limit) and the other's does not yet. There the blend is wrong by up to about a quarter
-//! of the load step times the slope change in load (for the tie's saturation, whose slope
-//! in load changes by 1, `(L_{k+1} - L_k) / 4`), so the export error shrinks only linearly
-//! with the level spacing. The measured error of a build is reported
-//! ([`LoadTable::export_error_mw`]) and checked against exact rebuilds in
-//! `tests/load_table.rs`. Measured on RTS-24 (base loads up to 2850 MW): 35.6 MW at
-//! levels 0.05 apart, 7.1 MW at 0.01, 4.45 MW with 65 levels over scales 0.8..1.2; 0.01 MW
-//! would take some 28 000 levels over that range.
+//! per active set of unit limits and line ratings, the export range's edges included). A
+//! curve's breakpoints are the prices where the active set changes, i.e. where the line
+//! `load = L` crosses a region boundary; between two loads with no vertex of that partition
+//! in between, the line crosses the same boundaries in the same order, so every breakpoint's
+//! price *and* export (and the cost, quadratically) move affinely with the load. Blending
+//! two such levels entry by entry, prices included (`a + w * (b - a)`), therefore
+//! reproduces the exact curve at any load in between (measured to about 1e-11 MW on
+//! RTS-24). Blending at a fixed price instead (the previous representation, on a common
+//! price grid) is only first-order accurate: the kinks move in price with the load, and the
+//! blend missed the exact curve by about a quarter of the load step times the slope change
+//! (7.5 MW at random loads on RTS-24 with levels 0.04 apart).
 //!
-//! What would be exact: between two loads whose curves have the same breakpoint sequence
-//! (no vertex of the critical regions in between), every breakpoint's price *and* export
-//! are affine in load, so blending breakpoints, prices included, reproduces the exact curve
-//! (to 1e-11 MW on RTS-24, `tests/load_table.rs`). That representation gives up the common
-//! price grid (a level pair would carry two price rows) and needs a fallback for the few
-//! intervals that contain a vertex; it is not built here.
+//! **What happens at vertices.** Where a breakpoint appears or disappears (a unit reaches a
+//! limit at the curve's end, a line saturates), the curves on either side have different
+//! breakpoint sequences and no entry-by-entry blend is exact. Such an interval is bisected
+//! until its two ends are close enough that answering any load inside with the *nearest
+//! level* (weight 0) is within `tol_mw`: the bound used is the largest export difference of
+//! the two end curves over all prices, `max_p |x_a(p) - x_b(p)|`, exact over prices because
+//! both are piecewise linear in price (the largest difference sits on a breakpoint of one of
+//! them). It bounds the nearest level's error at any load inside on the assumption that the
+//! export at a fixed price is monotone in load over the interval (a higher load leaves less
+//! to export at any price), so the exact export lies between the two ends'; the sampled
+//! checks in `tests/load_table.rs` confirm it on every case.
 //!
-//! Costs are piecewise quadratic in (price, load), so the linear blend of costs is not
-//! exact even inside a region; its error is measured separately
-//! ([`LoadTable::cost_error`]).
+//! **The build**, per hour independently (in parallel over hours): levels start
+//! [`INITIAL_SPACING`] apart in load scale over the range, ends included, at loads
+//! `base_load * scale` (a scale of 1 keeps the base load bit for bit). An interval whose end
+//! curves have the same number of breakpoints is accepted as a *blend interval* when the
+//! exact curve at its midpoint has that number too and each of its breakpoints (price and
+//! export) matches the blend within [`MATCH_TOL`] (relative to `max(1, |value|)`); its cost
+//! error there (costs are quadratic in load, so the midpoint holds the largest) is recorded.
+//! Any other interval is bisected (the midpoint curve, already built, becomes a level) until
+//! it blends or its nearest-level bound is within `tol_mw`. A build that would need more
+//! than `max_levels_per_hour` levels fails with the figures it reached; it never returns a
+//! table worse than asked for. Both the blend's match of the midpoint and the
+//! nearest-level bounds are reported ([`LoadTable::export_error_mw`]).
 //!
-//! **The build** starts from levels [`INITIAL_SPACING`] apart (ends included) and bisects
-//! every interval whose midpoint's exact curves (all hours) differ from the blend by more
-//! than `tol_mw` at any price. The error over prices is checked exactly: the blend and the
-//! exact curve are both piecewise linear on the common grid of the three curves, so the
-//! largest difference sits on a grid entry. Between levels only the midpoint is checked;
-//! where the export is concave or convex in load over the interval (one boundary crossed,
-//! the usual case once refined) the error anywhere in the interval is at most twice the
-//! midpoint's. A build that cannot meet `tol_mw` within `max_levels` fails with the error it
-//! reached; it never returns a table worse than asked for.
+//! Measured (`tests/load_table.rs`, `tol_mw = 0.01`, release, 2 shared cores): RTS-24 over
+//! scales 0.88..1.12 takes 30/76/115 levels per hour (min/mean/max) and 13-30 s; over
+//! 0.8..1.2, 57/115/203 and 18-27 s; case118 derated over 0.95..1.05, 3/61/194 and 15 s.
+//! Random loads (almost all inside blend intervals) are within about 1e-10 MW of exact
+//! rebuilds at every price; loads inside non-blend intervals within 4.1e-3 MW (build bound
+//! 9.9e-3 MW). Most levels sit around vertices: with an export slope of about 1 MW per MW
+//! of load at a fixed price, the nearest level needs intervals about `tol_mw` wide there,
+//! some 14 bisections from the initial spacing. Costs blended linearly are quadratic in
+//! load: up to 22 $/h (3.8e-4 relative) off at blend midpoints.
 //!
-//! **Reuse.** A table is built once per study and is plain data (`Clone`, no references
-//! to the market). A batch is expected to hold one table next to its curve cache, keyed by
-//! the same market fingerprint, and to copy each hour's grid and level rows into its pool
-//! once; per (run, hour) it stores only `(level, weight)` from [`LoadTable::locate`].
+//! **Reuse.** A table is plain data (`Clone`, no references to the market). A batch lays out
+//! each hour's level curves consecutively and per (run, hour) stores only `(level, weight)`
+//! from [`LoadTable::locate`]; a pair `(k, k+1)` is read blended entry by entry only where
+//! [`HourLevels::blends`] says so, and such pairs have equal lengths.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::market::Market;
 use crate::microgrid::HOURS;
-use crate::offer::{CurveView, OfferCurve};
+use crate::offer::OfferCurve;
 
 /// Spacing of the levels a build starts from, as a load scale (5 % of the base load).
 pub const INITIAL_SPACING: f64 = 0.05;
 
-/// One hour of a [`LoadTable`]: the common price grid and every level resampled on it.
+/// Largest mismatch, relative to `max(1, |value|)`, of a midpoint's exact breakpoints
+/// (price, export) from the blend of the interval's ends for the interval to blend.
+pub const MATCH_TOL: f64 = 1e-9;
+
+/// One hour of a [`LoadTable`]: the exact curves at ascending system loads, and per
+/// interval between neighbouring levels whether their entry-by-entry blend is exact.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HourTable {
-    /// Grid prices, $/MWh, non-decreasing (equal neighbours: a flat-price stretch).
-    prices: Vec<f64>,
-    /// `exports[level][j]`: the level's export at `prices[j]`, MW.
-    exports: Vec<Vec<f64>>,
-    /// `costs[level][j]`: the level's internal cost at `exports[level][j]`, $/h.
-    costs: Vec<Vec<f64>>,
+pub struct HourLevels {
+    /// System loads of the levels, MW, strictly ascending.
+    loads_mw: Vec<f64>,
+    /// `Market::curves(hour)[0]` at each level's load, unmodified.
+    curves: Vec<OfferCurve>,
+    /// Per interval `k..k+1`: true when the entry-by-entry blend is exact there (equal
+    /// lengths), false when a load inside is answered by the nearest level.
+    blend: Vec<bool>,
 }
 
-impl HourTable {
-    /// Resamples `curves` (one per level) onto the union of their breakpoint prices.
-    pub fn from_curves(curves: &[CurveView<'_>]) -> HourTable {
-        let prices = union_grid(curves);
-        let (exports, costs) = curves.iter().map(|c| resample(c, &prices)).unzip();
-        HourTable {
-            prices,
-            exports,
-            costs,
-        }
-    }
-
-    /// The common grid's prices, $/MWh, non-decreasing.
-    pub fn prices(&self) -> &[f64] {
-        &self.prices
-    }
-
+impl HourLevels {
     /// Number of levels.
     pub fn levels(&self) -> usize {
-        self.exports.len()
+        self.loads_mw.len()
     }
 
-    /// Level `level`'s exports on the grid, MW. Panics if `level >= self.levels()`.
-    pub fn exports(&self, level: usize) -> &[f64] {
-        &self.exports[level]
+    /// System load of level `k`, MW. Panics if `k >= self.levels()`.
+    pub fn load_mw(&self, k: usize) -> f64 {
+        self.loads_mw[k]
     }
 
-    /// Level `level`'s costs on the grid, $/h. Panics if `level >= self.levels()`.
-    pub fn costs(&self, level: usize) -> &[f64] {
-        &self.costs[level]
+    /// The exact curve of level `k`. Panics if `k >= self.levels()`.
+    pub fn curve(&self, k: usize) -> &OfferCurve {
+        &self.curves[k]
     }
 
-    /// Level `level` as a curve on the grid: the same function of price as the curve it
-    /// was built from. Panics if `level >= self.levels()`.
-    pub fn level(&self, level: usize) -> CurveView<'_> {
-        CurveView {
-            prices: &self.prices,
-            exports: &self.exports[level],
-            costs: &self.costs[level],
-        }
-    }
-
-    /// Writes the blend `(1-w) level k + w level k+1` into `out` (`k+1` unread when
-    /// `w == 0`), reusing its storage. The caller checks `k` and `w`.
-    fn blend_into(&self, k: usize, w: f64, out: &mut OfferCurve) {
-        out.prices.clear();
-        out.exports.clear();
-        out.costs.clear();
-        out.prices.extend_from_slice(&self.prices);
-        if w == 0.0 {
-            out.exports.extend_from_slice(&self.exports[k]);
-            out.costs.extend_from_slice(&self.costs[k]);
-            return;
-        }
-        // Each product and sum is monotone under rounding, so blended exports stay
-        // non-decreasing.
-        let mix = |a: &[f64], b: &[f64], to: &mut Vec<f64>| {
-            to.extend(a.iter().zip(b).map(|(x, y)| (1.0 - w) * x + w * y));
-        };
-        mix(&self.exports[k], &self.exports[k + 1], &mut out.exports);
-        mix(&self.costs[k], &self.costs[k + 1], &mut out.costs);
+    /// Whether levels `k` and `k+1` blend entry by entry (false for the top level).
+    pub fn blends(&self, k: usize) -> bool {
+        self.blend.get(k).copied().unwrap_or(false)
     }
 }
 
-/// The union of the curves' breakpoint prices, sorted, each distinct price as many times
-/// as the curve holding it most often.
-fn union_grid(curves: &[CurveView<'_>]) -> Vec<f64> {
-    let mut all: Vec<f64> = curves
-        .iter()
-        .flat_map(|c| c.prices.iter().copied())
-        .collect();
-    all.sort_unstable_by(f64::total_cmp);
-    all.dedup();
-    let mut grid = Vec::with_capacity(all.len() + 2);
-    for &p in &all {
-        let times = curves
-            .iter()
-            .map(|c| c.prices.iter().filter(|&&q| q == p).count())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        grid.extend(std::iter::repeat_n(p, times));
-    }
-    grid
-}
-
-/// A curve's exports and costs at the grid prices. Where the curve has breakpoints at a
-/// grid price it gives their values (the last one repeated when the grid holds that price
-/// more often); elsewhere its export there, flat beyond its ends, and the cost of that
-/// export.
-fn resample(curve: &CurveView<'_>, grid: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let mut exports = Vec::with_capacity(grid.len());
-    let mut costs = Vec::with_capacity(grid.len());
-    let mut j = 0;
-    while j < grid.len() {
-        let p = grid[j];
-        let times = grid[j..].iter().take_while(|&&q| q == p).count();
-        let first = curve.prices.partition_point(|&q| q < p);
-        let own = curve.prices[first..]
-            .iter()
-            .take_while(|&&q| q == p)
-            .count();
-        for t in 0..times {
-            if own > 0 {
-                let i = first + t.min(own - 1);
-                exports.push(curve.exports[i]);
-                costs.push(curve.costs[i]);
-            } else {
-                let x = curve.export_at(p);
-                exports.push(x);
-                costs.push(curve.cost_at_export(x));
-            }
-        }
-        j += times;
-    }
-    (exports, costs)
-}
-
-/// The smart grid's offer curves at load scales `s_0 < ... < s_K` on a common price grid
-/// per hour (module doc), with the blend's error measured at build.
+/// The smart grid's offer curves per hour at ascending system loads, blended entry by
+/// entry between levels where that is exact (module doc), with the build's errors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadTable {
-    /// Load scales of the levels, increasing; factors on every hour's base system load.
-    scales: Vec<f64>,
     /// The base market's system load per hour, MW.
     base_load_mw: [f64; HOURS],
-    /// One table per hour.
-    hours: Vec<HourTable>,
-    /// The tolerance the build met, MW.
+    /// The load scales the table covers, (lo, hi), factors on the base loads.
+    scale_range: (f64, f64),
+    /// One set of levels per hour.
+    hours: Vec<HourLevels>,
+    /// The tolerance the build was asked for and met, MW.
     tol_mw: f64,
-    /// Largest export error of the blend at the intervals' midpoints, MW.
+    /// Largest export error bound: nearest-level bounds of non-blend intervals and the
+    /// blend intervals' midpoint mismatch, MW.
     export_error_mw: f64,
-    /// Largest cost error of the blend at the intervals' midpoints, $/h.
+    /// Largest cost error of the blend at the blend intervals' midpoints, $/h.
     cost_error: f64,
-    /// Largest cost error relative to the exact cost there.
+    /// Largest cost error relative to `max(1, |exact cost|)`.
     cost_error_rel: f64,
 }
 
-/// A level: its scale and its 24 smart-grid curves.
-type Level = (f64, Vec<OfferCurve>);
-
-/// The largest differences of the blend from a level's exact curves.
+/// The largest errors an hour's build reached.
 #[derive(Debug, Clone, Copy, Default)]
-struct BlendError {
+struct Reached {
     export_mw: f64,
     cost: f64,
     cost_rel: f64,
 }
 
-impl BlendError {
-    fn max(self, o: BlendError) -> BlendError {
-        BlendError {
+impl Reached {
+    fn max(self, o: Reached) -> Reached {
+        Reached {
             export_mw: self.export_mw.max(o.export_mw),
             cost: self.cost.max(o.cost),
             cost_rel: self.cost_rel.max(o.cost_rel),
@@ -245,19 +151,19 @@ impl BlendError {
 
 impl LoadTable {
     /// Builds a table over load scales `scale_range = (lo, hi)` (factors on every hour's
-    /// base system load, `0 < lo < hi`) whose blended exports are within `tol_mw` MW
-    /// (> 0) of the exact curves at every interval's midpoint, with at most `max_levels`
-    /// levels (module doc). The curves of each round of levels are built in parallel.
+    /// base system load, `0 < lo < hi`) that answers every load inside within `tol_mw` MW
+    /// (> 0) of the exact curve, with at most `max_levels_per_hour` levels in any hour
+    /// (module doc). Hours are built in parallel.
     ///
     /// Errors: [`Error::InvalidInput`] naming `scale_range`, `tol_mw` or `max_levels` for
-    /// bad values, naming `scale_range` with the scale and hour when the smart grid cannot
-    /// serve a level's load, and naming `max_levels` (with the error reached) when the
+    /// bad values, naming `scale_range` with the scale, hour and load when the smart grid
+    /// cannot serve a load, and naming `max_levels` (with the figures reached) when the
     /// tolerance needs more levels.
     pub fn build(
         market: &Market,
         scale_range: (f64, f64),
         tol_mw: f64,
-        max_levels: usize,
+        max_levels_per_hour: usize,
     ) -> Result<LoadTable> {
         let (lo, hi) = scale_range;
         let range_text = format!("({lo}, {hi})");
@@ -272,10 +178,10 @@ impl LoadTable {
             return Err(Error::invalid("tol_mw", tol_mw, "a finite number > 0 MW"));
         }
         let intervals = ((hi - lo) / INITIAL_SPACING - 1e-9).ceil().max(1.0) as usize;
-        if max_levels < intervals + 1 {
+        if max_levels_per_hour < intervals + 1 {
             return Err(Error::invalid(
                 "max_levels",
-                max_levels,
+                max_levels_per_hour,
                 format!(
                     ">= {}, the levels {INITIAL_SPACING} apart that a build over {range_text} \
                      starts from",
@@ -284,7 +190,7 @@ impl LoadTable {
             ));
         }
         check_scales(market, lo, hi, &range_text)?;
-        let initial: Vec<f64> = (0..=intervals)
+        let scales: Vec<f64> = (0..=intervals)
             .map(|i| {
                 if i == intervals {
                     hi
@@ -293,61 +199,25 @@ impl LoadTable {
                 }
             })
             .collect();
-        let mut levels = build_levels(market, &initial, &range_text)?;
-        // Intervals still to check, as indices of their lower level in `levels`.
-        let mut pending: Vec<f64> = initial[..intervals].to_vec();
-        let mut reached = BlendError::default();
-        while !pending.is_empty() {
-            let mids: Vec<f64> = pending
-                .iter()
-                .map(|&a| {
-                    let k = level_index(&levels, a);
-                    0.5 * (a + levels[k + 1].0)
-                })
-                .collect();
-            let built = build_levels(market, &mids, &range_text)?;
-            let mut next = Vec::new();
-            let mut worst_failing = 0.0_f64;
-            let mut inserts = Vec::new();
-            for (&a, mid) in pending.iter().zip(built) {
-                let k = level_index(&levels, a);
-                let err = midpoint_error(market, &levels[k], &levels[k + 1], &mid);
-                if err.export_mw <= tol_mw {
-                    reached = reached.max(err);
-                } else {
-                    worst_failing = worst_failing.max(err.export_mw);
-                    next.push(a);
-                    next.push(mid.0);
-                    inserts.push(mid);
-                }
-            }
-            if levels.len() + inserts.len() > max_levels {
-                return Err(Error::invalid(
-                    "max_levels",
-                    max_levels,
-                    format!(
-                        "enough levels for tol_mw = {tol_mw} MW over scales {range_text}: with \
-                         {} levels the blend is still {worst_failing:.4} MW from the exact \
-                         curve at {} interval midpoints, which need {} more levels",
-                        levels.len(),
-                        inserts.len(),
-                        inserts.len()
-                    ),
-                ));
-            }
-            levels.extend(inserts);
-            levels.sort_by(|x, y| x.0.total_cmp(&y.0));
-            pending = next;
+        let ctx = Ctx {
+            market,
+            range_text: &range_text,
+            tol_mw,
+            max_levels: max_levels_per_hour,
+        };
+        let built: Vec<(HourLevels, Reached)> = (0..HOURS)
+            .into_par_iter()
+            .map(|hour| ctx.build_hour(hour, &scales))
+            .collect::<Result<_>>()?;
+        let mut reached = Reached::default();
+        let mut hours = Vec::with_capacity(HOURS);
+        for (levels, r) in built {
+            reached = reached.max(r);
+            hours.push(levels);
         }
-        let hours = (0..HOURS)
-            .map(|h| {
-                let views: Vec<CurveView<'_>> = levels.iter().map(|l| l.1[h].view()).collect();
-                HourTable::from_curves(&views)
-            })
-            .collect();
         Ok(LoadTable {
-            scales: levels.iter().map(|l| l.0).collect(),
             base_load_mw: market.system_load_mw,
+            scale_range,
             hours,
             tol_mw,
             export_error_mw: reached.export_mw,
@@ -356,14 +226,9 @@ impl LoadTable {
         })
     }
 
-    /// Load scales of the levels, increasing (factors on the base system load).
-    pub fn scales(&self) -> &[f64] {
-        &self.scales
-    }
-
-    /// Number of levels.
-    pub fn levels(&self) -> usize {
-        self.scales.len()
+    /// The levels of one hour. Panics if `hour >= self.hours()`.
+    pub fn hour(&self, hour: usize) -> &HourLevels {
+        &self.hours[hour]
     }
 
     /// Number of hours (24).
@@ -376,112 +241,154 @@ impl LoadTable {
         &self.base_load_mw
     }
 
-    /// System load of level `level` at `hour`, MW: `base_load_mw[hour] * scales[level]`,
-    /// the same product a scaled market holds. Panics on an index out of range.
-    pub fn level_load_mw(&self, hour: usize, level: usize) -> f64 {
-        scaled(self.base_load_mw[hour], self.scales[level])
+    /// The load scales the table covers, `(lo, hi)`, as built.
+    pub fn scale_range(&self) -> (f64, f64) {
+        self.scale_range
     }
 
-    /// The table of one hour (grid prices, level exports and costs). Panics if
-    /// `hour >= self.hours()`.
-    pub fn hour(&self, hour: usize) -> &HourTable {
-        &self.hours[hour]
+    /// Levels over all hours.
+    pub fn levels_total(&self) -> usize {
+        self.hours.iter().map(HourLevels::levels).sum()
     }
 
-    /// The tolerance the build was asked for and met at every midpoint, MW.
+    /// Most levels of any hour.
+    pub fn levels_max(&self) -> usize {
+        self.hours.iter().map(HourLevels::levels).max().unwrap_or(0)
+    }
+
+    /// The tolerance the build was asked for and met, MW.
     pub fn tol_mw(&self) -> f64 {
         self.tol_mw
     }
 
-    /// Largest export error of the blend measured at the build's interval midpoints, MW
-    /// (over every hour and price; at most `tol_mw`). Twice this bounds the error inside
-    /// an interval where the export bends one way in load (module doc).
+    /// Largest export error bound of the build, MW (at most `tol_mw`): the nearest-level
+    /// bound of every non-blend interval and the blend intervals' mismatch at their
+    /// midpoints (module doc).
     pub fn export_error_mw(&self) -> f64 {
         self.export_error_mw
     }
 
-    /// Largest error of the blended cost at the build's interval midpoints, $/h: the
-    /// blended curve's cost of an export against the exact curve's cost of that export.
+    /// Largest error of the blended costs at the blend intervals' midpoints, $/h,
+    /// breakpoint by breakpoint against the exact curve there.
     pub fn cost_error(&self) -> f64 {
         self.cost_error
     }
 
-    /// [`LoadTable::cost_error`] relative to the exact cost there.
+    /// [`LoadTable::cost_error`] relative to `max(1, |exact cost|)`.
     pub fn cost_error_rel(&self) -> f64 {
         self.cost_error_rel
     }
 
-    /// The level `k` and weight `w` in `[0, 1)` whose blend answers a system load of
-    /// `load_mw` MW at `hour`: the load lies between levels `k` and `k+1`, `w` of the way.
-    /// A load equal to a level's ([`LoadTable::level_load_mw`]) gives `(k, 0.0)`, the top
-    /// level's included. `None` outside the tabulated loads (never extrapolated), for a
-    /// non-finite load and for an hour out of range.
+    /// The level `k` and weight `w` that answer a system load of `load_mw` MW at `hour`.
+    /// In a blend interval `w = (load - L_k) / (L_{k+1} - L_k)` in `[0, 1]` (exactly
+    /// `(k, 0.0)` at a level); in a non-blend interval the nearest level with `w = 0.0`; the
+    /// top level gives `(last, 0.0)`. `None` outside the tabulated loads (never
+    /// extrapolated), for a non-finite load and for an hour out of range.
     pub fn locate(&self, hour: usize, load_mw: f64) -> Option<(usize, f64)> {
-        let base = *self.base_load_mw.get(hour)?;
-        let n = self.scales.len();
-        let first = scaled(base, self.scales[0]);
-        let last = scaled(base, self.scales[n - 1]);
-        if !(load_mw >= first && load_mw <= last) {
+        let h = self.hours.get(hour)?;
+        let loads = &h.loads_mw;
+        let last = loads.len() - 1;
+        if !(load_mw >= loads[0] && load_mw <= loads[last]) {
             return None;
         }
-        // Level loads increase with the scale: rounding is monotone.
-        let k = self.scales.partition_point(|&s| scaled(base, s) <= load_mw) - 1;
-        if k == n - 1 {
+        let k = loads.partition_point(|&l| l <= load_mw) - 1;
+        if k == last {
             return Some((k, 0.0));
         }
-        let (a, b) = (
-            scaled(base, self.scales[k]),
-            scaled(base, self.scales[k + 1]),
-        );
-        Some((k, ((load_mw - a) / (b - a)).clamp(0.0, 1.0)))
+        let (a, b) = (loads[k], loads[k + 1]);
+        if h.blend[k] {
+            Some((k, ((load_mw - a) / (b - a)).clamp(0.0, 1.0)))
+        } else if load_mw - a <= b - load_mw {
+            Some((k, 0.0))
+        } else {
+            Some((k + 1, 0.0))
+        }
     }
 
-    /// Writes the blended curve of `hour` between levels `k` and `k+1` at weight `w` into
-    /// `out`, reusing its storage (no allocation when it has the capacity of the hour's
-    /// grid). `w = 0` takes level `k` alone (the top level included).
+    /// Writes the curve of `hour` at level `k` blended `w` of the way to level `k+1` into
+    /// `out`, entry by entry (prices, exports and costs each `a + w * (b - a)`), reusing its
+    /// storage. `w = 0` copies level `k` (the top level included).
     ///
     /// Errors: [`Error::InvalidInput`] naming `hour`, `level` or `weight` out of range
-    /// (`w` in `[0, 1]`, and `k + 1` a level when `w > 0`); `out` is left unchanged.
+    /// (`w` in `[0, 1]`, and `w > 0` only where [`HourLevels::blends`]`(k)`); `out` is left
+    /// unchanged.
     pub fn blend_into(&self, hour: usize, k: usize, w: f64, out: &mut OfferCurve) -> Result<()> {
         self.check_blend(hour, k, w)?;
-        self.hours[hour].blend_into(k, w, out);
+        let h = &self.hours[hour];
+        let a = &h.curves[k];
+        if w == 0.0 {
+            for (to, from) in [
+                (&mut out.prices, &a.prices),
+                (&mut out.exports, &a.exports),
+                (&mut out.costs, &a.costs),
+            ] {
+                to.clear();
+                to.extend_from_slice(from);
+            }
+            return Ok(());
+        }
+        let b = &h.curves[k + 1];
+        blend_rows(a, b, w, out);
         Ok(())
     }
 
-    /// The blended curve of `hour` between levels `k` and `k+1` at weight `w` (see
+    /// The curve of `hour` at level `k` blended `w` of the way to `k+1` (see
     /// [`LoadTable::blend_into`]).
     pub fn curve(&self, hour: usize, k: usize, w: f64) -> Result<OfferCurve> {
         self.check_blend(hour, k, w)?;
-        let n = self.hours[hour].prices.len();
+        let n = self.hours[hour].curves[k].len();
         let mut out = OfferCurve {
             prices: Vec::with_capacity(n),
             exports: Vec::with_capacity(n),
             costs: Vec::with_capacity(n),
         };
-        self.hours[hour].blend_into(k, w, &mut out);
+        self.blend_into(hour, k, w, &mut out)?;
         Ok(out)
     }
 
     fn check_blend(&self, hour: usize, k: usize, w: f64) -> Result<()> {
-        if hour >= self.hours.len() {
+        let Some(h) = self.hours.get(hour) else {
             return Err(Error::invalid(
                 "hour",
                 hour,
                 format!("< {}", self.hours.len()),
             ));
-        }
+        };
         if !(0.0..=1.0).contains(&w) {
             return Err(Error::invalid("weight", w, "a number in [0, 1]"));
         }
-        let last = self.scales.len() - 1;
-        if k > last || (w > 0.0 && k == last) {
+        let last = h.levels() - 1;
+        if k > last {
             return Err(Error::invalid(
                 "level",
                 k,
-                format!("< {last} (<= {last} with weight 0)"),
+                format!("<= {last} at hour {hour}"),
+            ));
+        }
+        if w > 0.0 && !h.blends(k) {
+            return Err(Error::invalid(
+                "weight",
+                w,
+                format!(
+                    "0 at level {k} of hour {hour}: levels {k} and {} do not blend",
+                    k + 1
+                ),
             ));
         }
         Ok(())
+    }
+}
+
+/// Entry-by-entry blend of two curves of equal length into `out`, reusing its storage.
+/// `a + w * (b - a)`, the form the engine uses, so both give the same bits.
+fn blend_rows(a: &OfferCurve, b: &OfferCurve, w: f64, out: &mut OfferCurve) {
+    for (to, x, y) in [
+        (&mut out.prices, &a.prices, &b.prices),
+        (&mut out.exports, &a.exports, &b.exports),
+        (&mut out.costs, &a.costs, &b.costs),
+    ] {
+        to.clear();
+        to.extend(x.iter().zip(y).map(|(&u, &v)| u + w * (v - u)));
     }
 }
 
@@ -491,9 +398,214 @@ fn scaled(base: f64, scale: f64) -> f64 {
     base * scale
 }
 
-/// Position of the level with scale `scale` (which is one).
-fn level_index(levels: &[Level], scale: f64) -> usize {
-    levels.partition_point(|l| l.0 < scale)
+/// What every hour's build shares.
+struct Ctx<'a> {
+    market: &'a Market,
+    range_text: &'a str,
+    tol_mw: f64,
+    max_levels: usize,
+}
+
+/// An hour's levels while they are built.
+struct Building {
+    levels: HourLevels,
+    reached: Reached,
+}
+
+impl Ctx<'_> {
+    /// The exact curve at `hour` with that hour's system load `load_mw` (a market clone).
+    /// A failure names the scale, hour and load under `scale_range`.
+    fn curve_at(&self, market: &mut Market, hour: usize, load_mw: f64) -> Result<OfferCurve> {
+        market.system_load_mw[hour] = load_mw;
+        let mut curves = market.curves(hour).map_err(|e| match e {
+            Error::InvalidInput { .. } | Error::Solver { .. } => Error::invalid(
+                "scale_range",
+                self.range_text,
+                format!(
+                    "load scales at which the smart grid can build its curve: at scale {} \
+                     (hour {hour}, system load {load_mw:.3} MW): {e}",
+                    load_mw / self.market.system_load_mw[hour]
+                ),
+            ),
+            other => other,
+        })?;
+        Ok(curves.swap_remove(0))
+    }
+
+    /// One hour's levels: the initial scales, each interval refined (module doc).
+    fn build_hour(&self, hour: usize, scales: &[f64]) -> Result<(HourLevels, Reached)> {
+        let mut market = self.market.clone();
+        let base = self.market.system_load_mw[hour];
+        let loads: Vec<f64> = scales.iter().map(|&s| scaled(base, s)).collect();
+        let curves = loads
+            .iter()
+            .map(|&l| self.curve_at(&mut market, hour, l))
+            .collect::<Result<Vec<_>>>()?;
+        let mut b = Building {
+            levels: HourLevels {
+                loads_mw: vec![loads[0]],
+                curves: vec![curves[0].clone()],
+                blend: Vec::new(),
+            },
+            reached: Reached::default(),
+        };
+        let mut curves = curves.into_iter();
+        let mut lower = curves.next().expect("two levels at least");
+        for (i, upper) in curves.enumerate() {
+            // Levels the initial intervals above this one still need.
+            let reserve = loads.len() - 2 - i;
+            self.refine(
+                &mut market,
+                hour,
+                (loads[i], &lower),
+                (loads[i + 1], &upper),
+                reserve,
+                &mut b,
+            )?;
+            lower = upper;
+        }
+        Ok((b.levels, b.reached))
+    }
+
+    /// Appends the levels inside `(a, b]` (the interval's end `a` is already the last
+    /// level) and the flags of the intervals between them, bisecting where needed.
+    fn refine(
+        &self,
+        market: &mut Market,
+        hour: usize,
+        a: (f64, &OfferCurve),
+        b: (f64, &OfferCurve),
+        reserve: usize,
+        out: &mut Building,
+    ) -> Result<()> {
+        let mid = 0.5 * (a.0 + b.0);
+        let same_len = a.1.len() == b.1.len();
+        let mut mid_curve = None;
+        if same_len {
+            let m = self.curve_at(market, hour, mid)?;
+            let w = (mid - a.0) / (b.0 - a.0);
+            if let Some(r) = blend_match(a.1, b.1, w, &m) {
+                out.reached = out.reached.max(r);
+                return push(out, b, true);
+            }
+            mid_curve = Some(m);
+        }
+        let nearest = nearest_bound(a.1, b.1);
+        if nearest <= self.tol_mw {
+            out.reached.export_mw = out.reached.export_mw.max(nearest);
+            return push(out, b, false);
+        }
+        let levels = out.levels.levels() + 1 + reserve;
+        if levels + 1 > self.max_levels || !(a.0 < mid && mid < b.0) {
+            return Err(Error::invalid(
+                "max_levels",
+                self.max_levels,
+                format!(
+                    "enough levels per hour for tol_mw = {} MW over scales {}: hour {hour} \
+                     needs more than {levels} levels; between loads {:.6} and {:.6} MW \
+                     (breakpoints {} and {}) the nearest level is still up to {nearest:.4} MW \
+                     from the exact curve",
+                    self.tol_mw,
+                    self.range_text,
+                    a.0,
+                    b.0,
+                    a.1.len(),
+                    b.1.len()
+                ),
+            ));
+        }
+        let m = match mid_curve {
+            Some(m) => m,
+            None => self.curve_at(market, hour, mid)?,
+        };
+        // The upper half's levels are still to come: reserve one for the midpoint's
+        // interval partner, the upper end.
+        self.refine(market, hour, a, (mid, &m), reserve + 1, out)?;
+        self.refine(market, hour, (mid, &m), b, reserve, out)
+    }
+}
+
+/// Appends level `b` after an interval with blend flag `blend`.
+fn push(out: &mut Building, b: (f64, &OfferCurve), blend: bool) -> Result<()> {
+    out.levels.loads_mw.push(b.0);
+    out.levels.curves.push(b.1.clone());
+    out.levels.blend.push(blend);
+    Ok(())
+}
+
+/// When `exact` (the curve at weight `w` between `a` and `b`, all of one length) matches
+/// the entry-by-entry blend within [`MATCH_TOL`]: its largest export mismatch and cost
+/// errors. `None` when it does not.
+fn blend_match(a: &OfferCurve, b: &OfferCurve, w: f64, exact: &OfferCurve) -> Option<Reached> {
+    if exact.len() != a.len() {
+        return None;
+    }
+    let mut blend = OfferCurve::fixed(0.0, 0.0);
+    blend_rows(a, b, w, &mut blend);
+    let mut r = Reached::default();
+    for i in 0..exact.len() {
+        for (x, y) in [
+            (blend.prices[i], exact.prices[i]),
+            (blend.exports[i], exact.exports[i]),
+        ] {
+            if (x - y).abs() > MATCH_TOL * y.abs().max(1.0) {
+                return None;
+            }
+        }
+        r.export_mw = r.export_mw.max((blend.exports[i] - exact.exports[i]).abs());
+        let c = exact.costs[i];
+        let err = (blend.costs[i] - c).abs();
+        r.cost = r.cost.max(err);
+        r.cost_rel = r.cost_rel.max(err / c.abs().max(1.0));
+    }
+    Some(r)
+}
+
+/// `max_p |x_a(p) - x_b(p)|` over all prices: at the breakpoint prices of both, since both
+/// are linear between their breakpoints and flat beyond their ends. Where the export at a
+/// fixed price is monotone in load, it bounds the error of either end at any load inside.
+/// At a price where a curve jumps (several breakpoints at one price) both one-sided limits
+/// are compared.
+fn nearest_bound(a: &OfferCurve, b: &OfferCurve) -> f64 {
+    a.prices
+        .iter()
+        .chain(&b.prices)
+        .map(|&p| {
+            let ((al, ar), (bl, br)) = (one_sided(a, p), one_sided(b, p));
+            (al - bl).abs().max((ar - br).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A curve's export just below and just above `price` (equal unless it jumps there).
+fn one_sided(c: &OfferCurve, price: f64) -> (f64, f64) {
+    let (p, x) = (&c.prices, &c.exports);
+    let n = p.len();
+    let at = |i: usize, j: usize| {
+        // Between breakpoints i < j with p[i] < price < p[j].
+        x[i] + (x[j] - x[i]) * (price - p[i]) / (p[j] - p[i])
+    };
+    let first = p.partition_point(|&q| q < price);
+    let after = p.partition_point(|&q| q <= price);
+    let left = if first == 0 {
+        x[0]
+    } else if first == n {
+        x[n - 1]
+    } else if p[first] == price {
+        x[first]
+    } else {
+        at(first - 1, first)
+    };
+    let right = if after == n {
+        x[n - 1]
+    } else if after == 0 {
+        x[0]
+    } else if p[after - 1] == price {
+        x[after - 1]
+    } else {
+        at(after - 1, after)
+    };
+    (left, right)
 }
 
 /// Every hour's system load at every scale in `[lo, hi]` must lie between the committed
@@ -529,179 +641,89 @@ fn check_scales(market: &Market, lo: f64, hi: f64, range_text: &str) -> Result<(
     ))
 }
 
-/// The smart grid's 24 curves at each scale, in parallel over (scale, hour). A failure
-/// names the scale and hour under `scale_range`.
-fn build_levels(market: &Market, scales: &[f64], range_text: &str) -> Result<Vec<Level>> {
-    let curves: Vec<OfferCurve> = (0..scales.len() * HOURS)
-        .into_par_iter()
-        .map(|i| {
-            let (level, hour) = (i / HOURS, i % HOURS);
-            let scale = scales[level];
-            let mut market = market.clone();
-            // A scale of exactly 1 keeps the base loads (and their export ranges).
-            if scale != 1.0 {
-                for l in market.system_load_mw.iter_mut() {
-                    *l = scaled(*l, scale);
-                }
-            }
-            let mut curves = market.curves(hour).map_err(|e| match e {
-                Error::InvalidInput { .. } | Error::Solver { .. } => Error::invalid(
-                    "scale_range",
-                    range_text,
-                    format!(
-                        "load scales at which the smart grid can build its curve: at scale \
-                         {scale} (hour {hour}, system load {:.3} MW): {e}",
-                        market.system_load_mw[hour]
-                    ),
-                ),
-                other => other,
-            })?;
-            Ok(curves.swap_remove(0))
-        })
-        .collect::<Result<_>>()?;
-    let mut curves = curves.into_iter();
-    Ok(scales
-        .iter()
-        .map(|&s| (s, curves.by_ref().take(HOURS).collect()))
-        .collect())
-}
-
-/// The blend's largest differences from the exact curves `mid` over every hour: exports
-/// at every entry of the common grid of the three curves (where the largest difference of
-/// two piecewise-linear functions of price lies), costs at the blended exports within the
-/// exact curve's export range.
-fn midpoint_error(market: &Market, lower: &Level, upper: &Level, mid: &Level) -> BlendError {
-    let mut worst = BlendError::default();
-    for h in 0..HOURS {
-        let base = market.system_load_mw[h];
-        let (a, b, m) = (
-            scaled(base, lower.0),
-            scaled(base, upper.0),
-            scaled(base, mid.0),
-        );
-        let w = (m - a) / (b - a);
-        let exact = mid.1[h].view();
-        let table = HourTable::from_curves(&[lower.1[h].view(), upper.1[h].view(), exact]);
-        let mut blend = OfferCurve::fixed(0.0, 0.0);
-        table.blend_into(0, w, &mut blend);
-        worst = worst.max(curve_error(&blend.view(), &table.level(2), &exact));
-    }
-    worst
-}
-
-/// Largest differences of `blend` from `exact` (`exact_on_grid`: `exact` resampled on
-/// `blend`'s grid): exports at every grid entry, costs at the blend's exports within the
-/// exact export range.
-fn curve_error(
-    blend: &CurveView<'_>,
-    exact_on_grid: &CurveView<'_>,
-    exact: &CurveView<'_>,
-) -> BlendError {
-    let mut worst = BlendError::default();
-    let (lo, hi) = (exact.min_export(), exact.max_export());
-    for (j, (&x, &x_exact)) in blend.exports.iter().zip(exact_on_grid.exports).enumerate() {
-        worst.export_mw = worst.export_mw.max((x - x_exact).abs());
-        if x >= lo && x <= hi {
-            let c_exact = exact.cost_at_export(x);
-            let err = (blend.costs[j] - c_exact).abs();
-            worst.cost = worst.cost.max(err);
-            worst.cost_rel = worst.cost_rel.max(err / c_exact.abs().max(1.0));
-        }
-    }
-    worst
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngExt, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
 
-    /// A curve with a flat-price stretch (a jump at 20 $/MWh) and quadratic-cost pieces.
-    fn jumpy() -> OfferCurve {
-        let prices = vec![10.0, 14.0, 20.0, 20.0, 26.0];
-        let exports = vec![-30.0, -10.0, 5.0, 25.0, 40.0];
+    /// A curve through `(price, export)` points with trapezoid costs from 1000 $/h.
+    fn curve(points: &[(f64, f64)]) -> OfferCurve {
+        let (prices, exports): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
         let mut costs = vec![1000.0];
         for k in 1..prices.len() {
-            let c =
-                costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
-            costs.push(c);
+            costs.push(
+                costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]),
+            );
         }
         OfferCurve::new(prices, exports, costs).unwrap()
     }
 
-    fn smooth() -> OfferCurve {
-        let prices = vec![12.0, 17.5, 22.0, 30.0];
-        let exports = vec![-20.0, 0.0, 10.0, 50.0];
-        let mut costs = vec![800.0];
-        for k in 1..prices.len() {
-            let c =
-                costs[k - 1] + (exports[k] - exports[k - 1]) * 0.5 * (prices[k] + prices[k - 1]);
-            costs.push(c);
+    fn table(loads: Vec<f64>, curves: Vec<OfferCurve>, blend: Vec<bool>) -> LoadTable {
+        LoadTable {
+            base_load_mw: [100.0; HOURS],
+            scale_range: (0.9, 1.1),
+            hours: vec![
+                HourLevels {
+                    loads_mw: loads,
+                    curves,
+                    blend
+                };
+                HOURS
+            ],
+            tol_mw: 0.01,
+            export_error_mw: 0.0,
+            cost_error: 0.0,
+            cost_error_rel: 0.0,
         }
-        OfferCurve::new(prices, exports, costs).unwrap()
     }
 
     #[test]
-    fn grid_is_the_union_with_multiplicity() {
-        let (a, b) = (jumpy(), smooth());
-        let t = HourTable::from_curves(&[a.view(), b.view()]);
-        assert_eq!(
-            t.prices(),
-            &[10.0, 12.0, 14.0, 17.5, 20.0, 20.0, 22.0, 26.0, 30.0]
+    fn one_sided_limits_see_both_sides_of_a_jump() {
+        let c = curve(&[(10.0, -30.0), (20.0, 5.0), (20.0, 25.0), (30.0, 45.0)]);
+        assert_eq!(one_sided(&c, 20.0), (5.0, 25.0));
+        assert_eq!(one_sided(&c, 15.0), (-12.5, -12.5));
+        assert_eq!(one_sided(&c, 5.0), (-30.0, -30.0));
+        assert_eq!(one_sided(&c, 35.0), (45.0, 45.0));
+        assert_eq!(one_sided(&c, 10.0), (-30.0, -30.0));
+        // The jump's far side is missed by `export_at` alone.
+        let flat = curve(&[(10.0, -30.0), (30.0, 45.0)]);
+        assert_eq!(nearest_bound(&c, &flat), 17.5);
+        assert_eq!(nearest_bound(&c, &c), 0.0);
+    }
+
+    #[test]
+    fn blend_moves_breakpoints_and_locate_picks_levels() {
+        let a = curve(&[(10.0, -30.0), (20.0, 0.0), (30.0, 40.0)]);
+        let b = curve(&[(12.0, -40.0), (24.0, -10.0), (34.0, 30.0)]);
+        let c = curve(&[(14.0, -50.0), (30.0, 30.0)]);
+        let t = table(
+            vec![90.0, 100.0, 110.0],
+            vec![a.clone(), b.clone(), c],
+            vec![true, false],
         );
-        // The level without a jump at 20 exports the same at both entries.
-        assert_eq!(t.exports(1)[4], t.exports(1)[5]);
-        assert_eq!(&t.exports(0)[4..6], &[5.0, 25.0]);
-        // Flat beyond its own ends.
-        assert_eq!(t.exports(0)[8], 40.0);
-        assert_eq!(t.exports(1)[0], -20.0);
-        for level in 0..2 {
-            t.level(level).check().unwrap();
-        }
-    }
-
-    #[test]
-    fn resampled_levels_reproduce_their_curves() {
-        let curves = [jumpy(), smooth()];
-        let views: Vec<CurveView<'_>> = curves.iter().map(|c| c.view()).collect();
-        let t = HourTable::from_curves(&views);
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for (level, c) in curves.iter().enumerate() {
-            let r = t.level(level);
-            for _ in 0..2000 {
-                let p = rng.random_range(5.0..35.0);
-                let (x, y) = (c.export_at(p), r.export_at(p));
-                assert!((x - y).abs() <= 1e-9, "level {level} price {p}: {x} vs {y}");
-                let (cx, cy) = (c.cost_at_export(x), r.cost_at_export(x));
-                assert!(
-                    (cx - cy).abs() <= 1e-9 * cx.abs().max(1.0),
-                    "level {level} price {p}"
-                );
-            }
-            // The jump itself: both sides present in the resampled level.
-            assert_eq!(r.export_at(20.0), c.export_at(20.0));
-        }
-    }
-
-    #[test]
-    fn blend_is_the_pointwise_blend() {
-        let curves = [jumpy(), smooth()];
-        let views: Vec<CurveView<'_>> = curves.iter().map(|c| c.view()).collect();
-        let t = HourTable::from_curves(&views);
-        let mut out = OfferCurve::fixed(0.0, 0.0);
-        let w = 0.3;
-        t.blend_into(0, w, &mut out);
-        out.check().unwrap();
-        for i in 0..=300 {
-            let p = 5.0 + 0.1 * i as f64;
-            let want = (1.0 - w) * curves[0].export_at(p) + w * curves[1].export_at(p);
-            assert!((out.export_at(p) - want).abs() < 1e-9, "price {p}");
-        }
+        assert_eq!(t.locate(0, 90.0), Some((0, 0.0)));
+        assert_eq!(t.locate(0, 92.5), Some((0, 0.25)));
+        assert_eq!(t.locate(0, 100.0), Some((1, 0.0)));
+        assert_eq!(t.locate(0, 104.0), Some((1, 0.0)));
+        assert_eq!(t.locate(0, 106.0), Some((2, 0.0)));
+        assert_eq!(t.locate(0, 110.0), Some((2, 0.0)));
+        assert_eq!(t.locate(0, 110.5), None);
+        assert_eq!(t.locate(0, f64::NAN), None);
+        assert_eq!(t.locate(HOURS, 95.0), None);
+        let m = t.curve(0, 0, 0.5).unwrap();
+        assert_eq!(m.prices, vec![11.0, 22.0, 32.0]);
+        assert_eq!(m.exports, vec![-35.0, -5.0, 35.0]);
+        assert!(t.curve(0, 1, 0.5).is_err());
+        assert!(t.curve(0, 2, 0.5).is_err());
+        assert!(t.curve(0, 3, 0.0).is_err());
+        assert_eq!(t.curve(0, 2, 0.0).unwrap().len(), 2);
         // Storage reused: no reallocation on the second blend.
-        let cap = out.prices.capacity();
+        let mut out = t.curve(0, 0, 0.3).unwrap();
         let ptr = out.exports.as_ptr();
-        t.blend_into(0, 0.8, &mut out);
-        assert_eq!((out.prices.capacity(), out.exports.as_ptr()), (cap, ptr));
+        t.blend_into(0, 0, 0.8, &mut out).unwrap();
+        assert_eq!(out.exports.as_ptr(), ptr);
+        // The midpoint check accepts the exact blend and refuses a moved breakpoint.
+        assert!(blend_match(&a, &b, 0.5, &m).is_some());
+        let moved = curve(&[(11.0, -35.0), (22.5, -5.0), (32.0, 35.0)]);
+        assert!(blend_match(&a, &b, 0.5, &moved).is_none());
     }
 }

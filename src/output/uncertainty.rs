@@ -137,8 +137,8 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
         (levels, Some((lo, hi)), Some(err)) => {
             let _ = writeln!(
                 s,
-                "\nLoad table: {levels} levels over load scales [{lo:.4}, {hi:.4}], built in {:.2} s; \
-                 largest export error of the blend found while building it: {err:.2e} MW.",
+                "\nLoad table: {levels} levels (all hours together) over load scales [{lo:.4}, {hi:.4}], \
+                 built in {:.2} s; export error bound of the table: {err:.2e} MW.",
                 result.table_s
             );
         }

@@ -246,7 +246,8 @@ pub(crate) mod tests {
         cfg.correlation[1][0] = c;
         let r = correlation_matrix(&cfg).expect("valid");
         let n = history.len();
-        let lagged = |lag: usize, pick: &dyn Fn(&(f64, f64), &(f64, f64)) -> f64| {
+        type Pick<'a> = &'a dyn Fn(&(f64, f64), &(f64, f64)) -> f64;
+        let lagged = |lag: usize, pick: Pick<'_>| {
             (lag..n)
                 .map(|t| pick(&history[t], &history[t - lag]))
                 .sum::<f64>()

@@ -284,7 +284,7 @@ impl UncertaintyConfig {
         }
         validate_correlation(&self.correlation)?;
         if let Some(w0) = self.ut_w0
-            && !(w0 >= -1e3 && w0 < 1.0)
+            && !(-1e3..1.0).contains(&w0)
         {
             return Err(Error::invalid(
                 "uncertainty.ut_w0",
@@ -440,24 +440,34 @@ mod tests {
         cfg.sg_load.upper_bound = Some(0.0);
         assert!(message(&cfg).contains("uncertainty.sg_load.upper_bound"));
 
-        let mut cfg = UncertaintyConfig::default();
-        cfg.ut_w0 = Some(1.0);
+        let cfg = UncertaintyConfig {
+            ut_w0: Some(1.0),
+            ..UncertaintyConfig::default()
+        };
         assert!(message(&cfg).contains("uncertainty.ut_w0"));
 
-        let mut cfg = UncertaintyConfig::default();
-        cfg.julier_kappa = -120.0;
+        let cfg = UncertaintyConfig {
+            julier_kappa: -120.0,
+            ..UncertaintyConfig::default()
+        };
         assert!(message(&cfg).contains("uncertainty.julier_kappa"));
 
-        let mut cfg = UncertaintyConfig::default();
-        cfg.merwe_alpha = 0.0;
+        let cfg = UncertaintyConfig {
+            merwe_alpha: 0.0,
+            ..UncertaintyConfig::default()
+        };
         assert!(message(&cfg).contains("uncertainty.merwe_alpha"));
 
-        let mut cfg = UncertaintyConfig::default();
-        cfg.merwe_beta = f64::NAN;
+        let cfg = UncertaintyConfig {
+            merwe_beta: f64::NAN,
+            ..UncertaintyConfig::default()
+        };
         assert!(message(&cfg).contains("uncertainty.merwe_beta"));
 
-        let mut cfg = UncertaintyConfig::default();
-        cfg.merwe_kappa = f64::INFINITY;
+        let cfg = UncertaintyConfig {
+            merwe_kappa: f64::INFINITY,
+            ..UncertaintyConfig::default()
+        };
         assert!(message(&cfg).contains("uncertainty.merwe_kappa"));
     }
 

@@ -43,7 +43,7 @@ pub const EXACT_LIMIT: usize = 20_000;
 /// Largest export difference between the table's blend and an exact curve the study
 /// builds its load table for, MW.
 pub const TABLE_TOL_MW: f64 = 0.01;
-/// Most levels of the load table.
+/// Most levels of the load table per hour.
 pub const TABLE_MAX_LEVELS: usize = 400;
 /// Standard deviations of the system load the load table covers on each side.
 pub const TABLE_SIGMAS: f64 = 4.0;
@@ -131,7 +131,7 @@ pub struct StudyResult {
     pub rows: Vec<StatRow>,
     /// One report per method.
     pub methods: Vec<MethodReport>,
-    /// Load-table levels (0: no system-load uncertainty, no table).
+    /// Load-table levels over all hours (0: no system-load uncertainty, no table).
     pub table_levels: usize,
     /// The table's scale range.
     pub table_range: Option<(f64, f64)>,
@@ -433,10 +433,8 @@ pub fn run_study(
     Ok(StudyResult {
         rows,
         methods,
-        table_levels: table.as_ref().map_or(0, |t| t.levels()),
-        table_range: table
-            .as_ref()
-            .map(|t| (t.scales()[0], t.scales()[t.levels() - 1])),
+        table_levels: table.as_ref().map_or(0, |t| t.levels_total()),
+        table_range: table.as_ref().map(|t| t.scale_range()),
         table_export_error_mw: table.as_ref().map(|t| t.export_error_mw()),
         table_s,
     })
