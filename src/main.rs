@@ -378,6 +378,18 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
             format!("1..={MAX_SAMPLES}"),
         )));
     }
+    let sobol_cap = p2pmarket::uncertainty::sampling::MAX_SOBOL_SAMPLES;
+    if plan
+        .methods
+        .contains(&p2pmarket::uncertainty::Method::QmcSobol)
+        && plan.samples > sobol_cap
+    {
+        return Err(Failure::BadInput(Error::invalid(
+            "--samples",
+            plan.samples,
+            format!("1..={sobol_cap} with --method qmc or all (the Sobol sequence's length)"),
+        )));
+    }
     let scenario = load_scenario(plan.config)?;
     scenario.validate_settings()?;
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };

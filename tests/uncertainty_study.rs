@@ -272,6 +272,9 @@ fn bad_input_names_the_field_and_writes_nothing() {
     let (code, err) = run(&["--samples", "0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--samples"), "{err}");
+    let (code, err) = run(&["--method", "qmc", "--samples", "70000"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--samples") && err.contains("65536"), "{err}");
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[uncertainty.wind]\nstd_fraction = -0.1\nar1 = 0.5\n").unwrap();
     let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
