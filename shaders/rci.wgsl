@@ -72,8 +72,7 @@ struct HourIn {
     sg_weight: real,
     // Index in `slots` of this hour's first agent slot.
     slot_base: u32,
-    // Set by the host when the smart-grid load lay outside the load table (not read).
-    out_of_range: u32,
+    _pad: u32,
 }
 
 // Mirror of `engine::gpu::AttackSlot*`; kind 0 = no attack (the only kind for now).

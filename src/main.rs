@@ -395,22 +395,8 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
     p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;
-    let gpu = match (plan.backend, plan.adapter) {
-        (BackendChoice::Cpu, _) => None,
-        (_, Some(name)) => Some(
-            p2pmarket::engine::GpuContext::new(Some(name))
-                .map_err(|e| device_failure(e, plan.adapter))?,
-        ),
-        (BackendChoice::Gpu, None) => {
-            Some(p2pmarket::engine::GpuContext::new(None).map_err(|e| device_failure(e, None))?)
-        }
-        (BackendChoice::Auto, None) => p2pmarket::engine::GpuContext::new(None).ok(),
-    };
-    let backend = if plan.adapter.is_some() && plan.backend == BackendChoice::Auto {
-        BackendChoice::Gpu
-    } else {
-        plan.backend
-    };
+    let (backend, gpu) = p2pmarket::engine::open_backend(plan.backend, plan.adapter)
+        .map_err(|e| device_failure(e, plan.adapter))?;
     let opts = StudyOptions {
         methods: plan.methods.clone(),
         samples: plan.samples,

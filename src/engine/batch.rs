@@ -36,7 +36,7 @@ pub const MAX_AGENTS: usize = 2;
 /// breakpoints).
 pub const MAX_UNITS: usize = 4;
 /// Filler of the unit arrays a unit group is written to (never read).
-const UNSET_UNIT: QuadraticUnit = QuadraticUnit {
+pub const UNSET_UNIT: QuadraticUnit = QuadraticUnit {
     c2: 0.0,
     c1: 0.0,
     c0: 0.0,
@@ -806,8 +806,9 @@ impl Batch {
     }
 
     /// The scaled units of a unit agent written to the front of `units`, with their count,
-    /// the fixed export, MW, and the fixed cost, $/h (see [`Batch::scaled_units`]).
-    fn scaled_units_into(
+    /// the fixed export, MW, and the fixed cost, $/h (see [`Batch::scaled_units`]), without
+    /// allocating.
+    pub fn scaled_units_into(
         &self,
         run: usize,
         hour: usize,

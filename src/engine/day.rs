@@ -4,7 +4,9 @@
 //! become the same [`HourOutcome`]s the f64 reference produces, so every output (tables,
 //! plots, summary) is written the same way whatever the backend.
 
-use crate::engine::{AdapterInfo, BackendChoice, Batch, GpuContext, Precision, RunSpec, run_batch};
+use crate::engine::{
+    AdapterInfo, BackendChoice, Batch, Precision, RunSpec, open_backend, run_batch,
+};
 use crate::error::Result;
 use crate::market::Market;
 use crate::microgrid::HOURS;
@@ -36,18 +38,7 @@ pub fn negotiate_day(
         ..RunSpec::default()
     };
     let batch = Batch::from_market(market, &[spec])?;
-    let ctx = match (choice, adapter) {
-        (BackendChoice::Cpu, _) => None,
-        (_, Some(name)) => Some(GpuContext::new(Some(name))?),
-        (BackendChoice::Gpu, None) => Some(GpuContext::new(None)?),
-        (BackendChoice::Auto, None) => GpuContext::new(None).ok(),
-    };
-    // A named adapter is what the user asked for, software rasterizer or not.
-    let choice = if adapter.is_some() && choice == BackendChoice::Auto {
-        BackendChoice::Gpu
-    } else {
-        choice
-    };
+    let (choice, ctx) = open_backend(choice, adapter)?;
     let out = run_batch(&batch, choice, precision, ctx.as_ref())?;
     let agents = batch.agents();
     let trajectory = out.trajectories.iter().find(|t| t.run == 0);

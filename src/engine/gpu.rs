@@ -225,8 +225,8 @@ macro_rules! mirrors {
             pub sg_weight: $real,
             /// Index of the hour's first agent slot.
             pub slot_base: u32,
-            /// 1 when the smart-grid load lay outside the table (not read by the kernel).
-            pub out_of_range: u32,
+            /// Padding to the struct's alignment.
+            pub _pad: u32,
         }
 
         /// Mirror of WGSL `AttackSlot`.
@@ -357,7 +357,7 @@ macro_rules! mirrors {
                     load_mw: h.load_mw as $real,
                     sg_weight: h.sg_weight as $real,
                     slot_base: h.slot_base,
-                    out_of_range: h.sg_out_of_range as u32,
+                    _pad: 0,
                 }
             }
 
@@ -1356,7 +1356,7 @@ mod tests {
                 &m,
                 "HourIn",
                 $hour,
-                [unit_pmax, load_mw, sg_weight, slot_base, out_of_range]
+                [unit_pmax, load_mw, sg_weight, slot_base, _pad]
             );
             check_layout!(
                 &m,

@@ -59,6 +59,28 @@ pub fn run_batch(
     }
 }
 
+/// Opens what `choice` needs for a command: the GPU context (none for `Cpu`; for `Auto`
+/// without a named adapter, none when no adapter opens) and the choice to run with. A
+/// named `adapter` must exist even for `Auto`, and `Auto` then means that adapter (the
+/// user asked for that device, software rasterizer or not).
+pub fn open_backend(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+) -> Result<(BackendChoice, Option<GpuContext>)> {
+    let ctx = match (choice, adapter) {
+        (BackendChoice::Cpu, _) => None,
+        (_, Some(name)) => Some(GpuContext::new(Some(name))?),
+        (BackendChoice::Gpu, None) => Some(GpuContext::new(None)?),
+        (BackendChoice::Auto, None) => GpuContext::new(None).ok(),
+    };
+    let choice = if adapter.is_some() && choice == BackendChoice::Auto {
+        BackendChoice::Gpu
+    } else {
+        choice
+    };
+    Ok((choice, ctx))
+}
+
 /// The `Auto` choice once the GPU context is known (or known to be missing).
 fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Result<BatchOutputs> {
     let why = match gpu {

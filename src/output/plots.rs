@@ -88,6 +88,27 @@ pub const PLOT_NAMES: [&str; 4] = [
     "p2p_vs_central",
 ];
 
+/// Renders one figure as `{name}.png` and `{name}.svg` into `$sink`: `$draw` (an expression
+/// of type `Result<()>` over the drawing area bound to `$root`) runs once per backend.
+/// Evaluates to the two file names; returns early on an error.
+macro_rules! write_png_and_svg {
+    ($sink:expr, $name:expr, |$root:ident| $draw:expr) => {{
+        let png = format!("{}.png", $name);
+        $sink.write_rendered(&png, &mut |path: &Path| {
+            let $root = BitMapBackend::new(path, SIZE).into_drawing_area();
+            $draw
+        })?;
+        let mut svg = String::new();
+        {
+            let $root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            $draw?;
+        }
+        let svg_name = format!("{}.svg", $name);
+        $sink.write_bytes(&svg_name, svg.as_bytes())?;
+        [png, svg_name]
+    }};
+}
+
 /// Draws every figure as `NAME.png` and `NAME.svg` into `sink` and returns the file names
 /// written. The convergence figures are skipped (not an error) when no trajectories were
 /// kept.
@@ -102,23 +123,10 @@ pub fn write_plots(sink: &mut dyn Sink, day: &DayResult) -> Result<Vec<String>> 
         if plot.needs_trajectories() && !has_trajectories {
             continue;
         }
-        let png = format!("{}.png", plot.name());
-        sink.write_rendered(&png, &mut |path: &Path| {
-            let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+        written.extend(write_png_and_svg!(sink, plot.name(), |root| {
             draw(plot, &root, day)?;
             root.present().map_err(draw_err(plot))
-        })?;
-        written.push(png);
-
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            draw(plot, &root, day)?;
-            root.present().map_err(draw_err(plot))?;
-        }
-        let name = format!("{}.svg", plot.name());
-        sink.write_bytes(&name, svg.as_bytes())?;
-        written.push(name);
+        }));
     }
     Ok(written)
 }
@@ -632,19 +640,10 @@ pub fn write_probability_plot(
     lines: &[ProbabilityLine],
 ) -> Result<Vec<String>> {
     ensure_font()?;
-    let png = format!("{name}.png");
-    sink.write_rendered(&png, &mut |path: &Path| {
-        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-        draw_probability(&root, name, title, x_label, lines)
-    })?;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw_probability(&root, name, title, x_label, lines)?;
-    }
-    let svg_name = format!("{name}.svg");
-    sink.write_bytes(&svg_name, svg.as_bytes())?;
-    Ok(vec![png, svg_name])
+    Ok(write_png_and_svg!(sink, name, |root| draw_probability(
+        &root, name, title, x_label, lines
+    ))
+    .to_vec())
 }
 
 /// Draws [`write_probability_plot`]'s figure on any backend.
@@ -735,19 +734,10 @@ pub fn write_band_plot(
     bands: &[Band],
 ) -> Result<Vec<String>> {
     ensure_font()?;
-    let png = format!("{name}.png");
-    sink.write_rendered(&png, &mut |path: &Path| {
-        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-        draw_bands(&root, name, title, x_label, y_label, bands)
-    })?;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw_bands(&root, name, title, x_label, y_label, bands)?;
-    }
-    let svg_name = format!("{name}.svg");
-    sink.write_bytes(&svg_name, svg.as_bytes())?;
-    Ok(vec![png, svg_name])
+    Ok(write_png_and_svg!(sink, name, |root| draw_bands(
+        &root, name, title, x_label, y_label, bands
+    ))
+    .to_vec())
 }
 
 /// Draws [`write_band_plot`]'s figure on any backend.

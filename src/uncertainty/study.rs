@@ -18,6 +18,7 @@
 
 use std::time::Instant;
 
+use crate::engine::batch::{MAX_UNITS, UNSET_UNIT};
 use crate::engine::gpu::{GpuContext, Precision};
 use crate::engine::{
     BackendChoice, Batch, CurveCache, HourRecord, HourlyInputs, RunSpec, run_batch,
@@ -234,11 +235,12 @@ fn run_outputs(
             v[3] = rec.agent_cost[1];
             // The renewables' dispatch at the microgrid's final export: each unit's output
             // at the price where its curve gives that export.
-            let (units, _, _) = batch.scaled_units(run, h, 1);
+            let mut units = [UNSET_UNIT; MAX_UNITS];
+            let (count, _, _) = batch.scaled_units_into(run, h, 1, &mut units);
             let [a, b] = scratch;
             let mg = batch.curve(run, h, 1, b)?;
             let price = mg.price_at_export(rec.agent_power[1]);
-            for (k, u) in units.iter().enumerate().take(3) {
+            for (k, u) in units[..count].iter().enumerate().take(3) {
                 v[5 + k] = u.output_at(price);
             }
             let sg = batch.curve(run, h, 0, a)?;
@@ -360,14 +362,10 @@ pub fn run_study(
             engine.report.reduce_s += t.elapsed().as_secs_f64();
         } else {
             let sampler = InputSampler::new(cfg, method, &forecast, opts.samples)?;
+            // The first PILOT_SAMPLES finite runs are held until they set the histograms'
+            // ranges, then every run goes straight into the accumulator, in sample order.
             let mut acc: Option<Accumulator> = None;
             let mut pilot: Vec<[f64; OUTPUTS]> = Vec::new();
-            let mut pushed = 0u64;
-            let mut push = |out: &[f64; OUTPUTS], acc: &mut Accumulator| -> Result<()> {
-                acc.push(pushed, out)?;
-                pushed += 1;
-                Ok(())
-            };
             let mut start = 0u64;
             while start < opts.samples {
                 let end = (start + CHUNK_RUNS as u64).min(opts.samples);
@@ -378,15 +376,11 @@ pub fn run_study(
                 engine.report.host_s += t.elapsed().as_secs_f64();
                 engine.evaluate(&points, &mut |_, out| {
                     match &mut acc {
-                        Some(a) => push(out, a)?,
+                        Some(a) => a.push(a.count(), out)?,
                         None => {
                             pilot.push(*out);
                             if pilot.len() == PILOT_SAMPLES {
-                                let mut a = accumulator(&pilot)?;
-                                for p in pilot.drain(..) {
-                                    push(&p, &mut a)?;
-                                }
-                                acc = Some(a);
+                                acc = Some(accumulator(&mut pilot)?);
                             }
                         }
                     }
@@ -396,19 +390,13 @@ pub fn run_study(
             }
             let acc = match acc {
                 Some(a) => a,
-                None => {
-                    if pilot.is_empty() {
-                        return Err(Error::Solver {
-                            problem: format!("uncertainty study, {}", method.as_str()),
-                            message: "every sample diverged".into(),
-                        });
-                    }
-                    let mut a = accumulator(&pilot)?;
-                    for p in pilot.drain(..) {
-                        push(&p, &mut a)?;
-                    }
-                    a
+                None if pilot.is_empty() => {
+                    return Err(Error::Solver {
+                        problem: format!("uncertainty study, {}", method.as_str()),
+                        message: "every sample diverged".into(),
+                    });
                 }
+                None => accumulator(&mut pilot)?,
             };
             for (o, (quantity, hour)) in output_names().enumerate() {
                 let Some(s) = acc.summary(o) else { continue };
@@ -449,8 +437,8 @@ fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
 
 /// An accumulator whose histogram ranges cover the pilot samples with a margin of a
 /// quarter of their range on each side (values beyond go to the overflow bins, and the
-/// quantiles say so in their error bound).
-fn accumulator(pilot: &[[f64; OUTPUTS]]) -> Result<Accumulator> {
+/// quantiles say so in their error bound), holding the pilot samples, which it takes.
+fn accumulator(pilot: &mut Vec<[f64; OUTPUTS]>) -> Result<Accumulator> {
     let specs = (0..OUTPUTS)
         .map(|o| {
             let (lo, hi) = pilot
@@ -466,7 +454,11 @@ fn accumulator(pilot: &[[f64; OUTPUTS]]) -> Result<Accumulator> {
             }
         })
         .collect();
-    Accumulator::new(specs, BINS, EXACT_LIMIT)
+    let mut acc = Accumulator::new(specs, BINS, EXACT_LIMIT)?;
+    for p in pilot.drain(..) {
+        acc.push(acc.count(), &p)?;
+    }
+    Ok(acc)
 }
 
 /// Evaluates input vectors on the engine, chunk by chunk, handing each finite run's
