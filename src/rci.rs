@@ -283,7 +283,8 @@ impl HourOutcome {
     }
 }
 
-fn mean_price(agents: &[AgentState]) -> f64 {
+/// The market price of the agents' states: the mean of their local prices, $/MWh.
+pub fn mean_price(agents: &[AgentState]) -> f64 {
     agents.iter().map(|a| a.price).sum::<f64>() / agents.len() as f64
 }
 
@@ -302,14 +303,8 @@ pub struct RciState {
     /// Per agent, the lowest price at which its curve reaches its `min_export` and the
     /// highest at which it stays within its `max_export` (the exact duals' thresholds).
     limit_prices: Vec<(f64, f64)>,
-    /// Price bracket `(lo, hi)` of the trade balance, valid while the duals do not move
-    /// (exact duals are functions of the price, so the balance stays one monotone function
-    /// of it).
-    bracket: (f64, f64),
-    /// The last Newton price step, $/MWh (the safeguard's memory).
-    last_step: f64,
-    /// The Newton price step before the last, $/MWh.
-    step_before_last: f64,
+    /// The Newton step's bracket and safeguard memory.
+    newton: NewtonMemory,
     /// Iterations performed.
     iteration: u32,
     /// Residuals of the last iteration (all 0 before the first).
@@ -344,8 +339,7 @@ impl RciState {
                 a.curve.highest_price_within(a.max_export),
             )
         }));
-        self.bracket = (f64::NEG_INFINITY, f64::INFINITY);
-        (self.last_step, self.step_before_last) = (f64::INFINITY, f64::INFINITY);
+        self.newton = NewtonMemory::default();
         self.iteration = 0;
         self.residuals = Residuals::default();
     }
@@ -367,7 +361,7 @@ impl RciState {
 
     /// The Newton step's price bracket `(lo, hi)`, $/MWh (infinite ends: not yet seen).
     pub fn bracket(&self) -> (f64, f64) {
-        self.bracket
+        self.newton.bracket
     }
 
     /// The market price: the mean of the agents' local prices, $/MWh.
@@ -429,6 +423,159 @@ pub fn price_update(
     own_price - chi * disagreement - kappa * mismatch
 }
 
+/// Whether an agent is held at a trade limit by an exact dual: it does not respond to a
+/// small price move (its local slope is 0), and its response resumes where the dual
+/// vanishes.
+fn held_at_limit(st: &AgentState, s: &RciSettings) -> bool {
+    s.dual_update == DualUpdate::Exact && (st.dual_upper > 0.0 || st.dual_lower > 0.0)
+}
+
+/// Agent's local slope of its response when the price moves down (`downward`) or up, at
+/// its effective price `lambda - H_up + H_lo`, MW per $/MWh; 0 while held at a limit.
+fn directional_slope(a: &Agent<'_>, st: &AgentState, s: &RciSettings, downward: bool) -> f64 {
+    if held_at_limit(st, s) {
+        0.0
+    } else {
+        a.curve
+            .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
+    }
+}
+
+/// How far the price can move down (`downward`) or up before the agent's response
+/// changes slope, $/MWh: the distance to its curve's next breakpoint, or, while held at a
+/// limit, the dual that holds it (`None`: no change that way).
+fn directional_gap(a: &Agent<'_>, st: &AgentState, s: &RciSettings, downward: bool) -> Option<f64> {
+    if held_at_limit(st, s) {
+        return if downward && st.dual_upper > 0.0 {
+            Some(st.dual_upper)
+        } else if !downward && st.dual_lower > 0.0 {
+            Some(st.dual_lower)
+        } else {
+            None
+        };
+    }
+    let p = st.price - st.dual_upper + st.dual_lower;
+    let b = a.curve.next_breakpoint(p, downward)?;
+    Some(if downward { p - b } else { b - p })
+}
+
+/// What an agent tells the others, besides its state, so that every party can compute
+/// the Newton step of the next iteration: its local slope and the distance to the next
+/// change of slope, in both directions (the direction is the sign of the trade balance,
+/// known only once every agent has sent its power). Local and private: a validator can
+/// use these values but not check them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewtonSignals {
+    /// Slope when the price moves down, MW per $/MWh.
+    pub slope_down: f64,
+    /// Slope when the price moves up, MW per $/MWh.
+    pub slope_up: f64,
+    /// Distance to the next change of slope below, $/MWh; `f64::INFINITY` when none.
+    pub gap_down: f64,
+    /// Distance to the next change of slope above, $/MWh; `f64::INFINITY` when none.
+    pub gap_up: f64,
+}
+
+impl NewtonSignals {
+    /// The agent's signals in its state `st` (the values [`step`] uses).
+    pub fn of(a: &Agent<'_>, st: &AgentState, s: &RciSettings) -> Self {
+        NewtonSignals {
+            slope_down: directional_slope(a, st, s, true),
+            slope_up: directional_slope(a, st, s, false),
+            gap_down: directional_gap(a, st, s, true).unwrap_or(f64::INFINITY),
+            gap_up: directional_gap(a, st, s, false).unwrap_or(f64::INFINITY),
+        }
+    }
+
+    /// The slope and gap in one direction (`None`: no gap).
+    pub fn toward(&self, downward: bool) -> (f64, Option<f64>) {
+        let (slope, gap) = if downward {
+            (self.slope_down, self.gap_down)
+        } else {
+            (self.slope_up, self.gap_up)
+        };
+        (slope, (gap != f64::INFINITY).then_some(gap))
+    }
+}
+
+/// The Newton step's memory between iterations: the price bracket of the trade balance
+/// and the last two price steps (the safeguard of [`newton_kappa`]). Valid while the duals
+/// do not move (exact duals are functions of the price, so the balance stays one monotone
+/// function of it); gradient duals that move reset it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewtonMemory {
+    /// Price bracket `(lo, hi)`, $/MWh (infinite ends: not yet seen).
+    pub bracket: (f64, f64),
+    /// The last Newton price step, $/MWh.
+    pub last_step: f64,
+    /// The Newton price step before the last, $/MWh.
+    pub step_before_last: f64,
+}
+
+impl Default for NewtonMemory {
+    /// An unbounded bracket and no step yet.
+    fn default() -> Self {
+        NewtonMemory {
+            bracket: (f64::NEG_INFINITY, f64::INFINITY),
+            last_step: f64::INFINITY,
+            step_before_last: f64::INFINITY,
+        }
+    }
+}
+
+impl NewtonMemory {
+    /// The Newton step `kappa` at the iterate with trade balance `mismatch`, mean price
+    /// `mean_price` and summed agents' `slope` in the direction of motion; `flat_distance`
+    /// gives the nearest change of slope over the agents, asked for only on a flat
+    /// stretch. Updates the bracket before the step and the step memory after it. Every
+    /// party that knows these values computes the same bits: [`step`] from the curves, a
+    /// validator from the agents' [`NewtonSignals`].
+    pub fn kappa(
+        &mut self,
+        mismatch: f64,
+        mean_price: f64,
+        slope: f64,
+        flat_distance: impl FnOnce() -> Option<f64>,
+        s: &RciSettings,
+    ) -> f64 {
+        let (lo, hi) = &mut self.bracket;
+        if mismatch > 0.0 {
+            *hi = hi.min(mean_price);
+        } else if mismatch < 0.0 {
+            *lo = lo.max(mean_price);
+        }
+        // On a flat stretch (summed slope below the floor) the step goes to the nearest
+        // breakpoint of any agent in the direction of motion, instead of creeping at
+        // mismatch / slope_floor across it.
+        let flat = if slope < s.slope_floor {
+            flat_distance()
+        } else {
+            None
+        };
+        let kappa = newton_kappa(
+            mismatch,
+            mean_price,
+            slope,
+            flat,
+            self.bracket,
+            self.step_before_last,
+            s,
+        );
+        self.step_before_last = self.last_step;
+        self.last_step = (kappa * mismatch).abs();
+        kappa
+    }
+}
+
+/// The nearest of `gaps`, `None` when there is none.
+pub fn nearest_gap(gaps: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    gaps.into_iter()
+        .flatten()
+        .fold(None, |best: Option<f64>, d| {
+            Some(best.map_or(d, |x| x.min(d)))
+        })
+}
+
 /// The innovation step `kappa^k` of eq. (31)-(32) for the state's iteration, updating the
 /// Newton bracket and safeguard memory.
 fn innovation_step(
@@ -437,76 +584,37 @@ fn innovation_step(
     s: &RciSettings,
     mismatch: f64,
 ) -> f64 {
-    match s.step_rule {
-        StepRule::Constant => s.kappa,
-        StepRule::Diminishing => s.kappa / (1.0 + state.iteration as f64 / s.kappa_decay),
-        StepRule::Newton => {
-            let mean_price = state.price();
-            let (lo, hi) = &mut state.bracket;
-            if mismatch > 0.0 {
-                *hi = hi.min(mean_price);
-            } else if mismatch < 0.0 {
-                *lo = lo.max(mean_price);
-            }
-            let downward = mismatch > 0.0;
-            // An agent held at a limit by an exact dual does not respond to a small
-            // price move: its local slope is 0, and its response resumes where the
-            // dual vanishes.
-            let held = |st: &AgentState| {
-                s.dual_update == DualUpdate::Exact && (st.dual_upper > 0.0 || st.dual_lower > 0.0)
-            };
-            let slope: f64 = agents
+    if let Some(kappa) = scheduled_kappa(s, state.iteration) {
+        return kappa;
+    }
+    let mean_price = state.price();
+    let downward = mismatch > 0.0;
+    let current = &state.agents;
+    let slope: f64 = agents
+        .iter()
+        .zip(current)
+        .map(|(a, st)| directional_slope(a, st, s, downward))
+        .sum();
+    let flat = || {
+        nearest_gap(
+            agents
                 .iter()
-                .zip(&state.agents)
-                .map(|(a, st)| {
-                    if held(st) {
-                        0.0
-                    } else {
-                        a.curve
-                            .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
-                    }
-                })
-                .sum();
-            // On a flat stretch (summed slope below the floor) the step goes to the
-            // nearest breakpoint of any agent in the direction of motion, instead of
-            // creeping at mismatch / slope_floor across it.
-            let flat_distance = if slope < s.slope_floor {
-                agents
-                    .iter()
-                    .zip(&state.agents)
-                    .filter_map(|(a, st)| {
-                        if held(st) {
-                            return if downward && st.dual_upper > 0.0 {
-                                Some(st.dual_upper)
-                            } else if !downward && st.dual_lower > 0.0 {
-                                Some(st.dual_lower)
-                            } else {
-                                None
-                            };
-                        }
-                        let p = st.price - st.dual_upper + st.dual_lower;
-                        let b = a.curve.next_breakpoint(p, downward)?;
-                        Some(if downward { p - b } else { b - p })
-                    })
-                    .fold(None, |best: Option<f64>, d| {
-                        Some(best.map_or(d, |x| x.min(d)))
-                    })
-            } else {
-                None
-            };
-            let kappa = newton_kappa(
-                mismatch,
-                mean_price,
-                slope,
-                flat_distance,
-                state.bracket,
-                state.step_before_last,
-                s,
-            );
-            state.step_before_last = state.last_step;
-            state.last_step = (kappa * mismatch).abs();
-            kappa
-        }
+                .zip(current)
+                .map(|(a, st)| directional_gap(a, st, s, downward)),
+        )
+    };
+    state.newton.kappa(mismatch, mean_price, slope, flat, s)
+}
+
+/// The innovation step of the rules that follow a schedule, at `iteration` (the number of
+/// iterations done before this one): `kappa` for `constant`, `kappa / (1 + k /
+/// kappa_decay)` for `diminishing`; `None` for `newton`, whose step depends on the
+/// iterates ([`NewtonMemory::kappa`]).
+pub fn scheduled_kappa(s: &RciSettings, iteration: u32) -> Option<f64> {
+    match s.step_rule {
+        StepRule::Constant => Some(s.kappa),
+        StepRule::Diminishing => Some(s.kappa / (1.0 + iteration as f64 / s.kappa_decay)),
+        StepRule::Newton => None,
     }
 }
 
@@ -563,8 +671,7 @@ pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) 
         };
     }
     if duals_moved && s.dual_update == DualUpdate::Gradient {
-        state.bracket = (f64::NEG_INFINITY, f64::INFINITY);
-        (state.last_step, state.step_before_last) = (f64::INFINITY, f64::INFINITY);
+        state.newton = NewtonMemory::default();
     }
     std::mem::swap(&mut state.agents, &mut state.previous);
     let residuals = residuals_between(&state.previous, &state.agents);
@@ -578,12 +685,7 @@ pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) 
         .all(|a| within_divergence_limit(a.price) && within_divergence_limit(a.power));
     let progress = if !bounded {
         Progress::Diverged
-    } else if residuals.price_change < s.price_tol
-        && residuals.power_change < s.power_tol
-        && residuals.dual_change < s.dual_tol
-        && residuals.balance < s.balance_tol
-        && residuals.price_spread < s.price_tol
-    {
+    } else if stop_rules_hold(&residuals, s) {
         Progress::Converged
     } else {
         Progress::Running
@@ -699,7 +801,19 @@ pub fn newton_kappa(
     kappa
 }
 
-fn residuals_between(old: &[AgentState], new: &[AgentState]) -> Residuals {
+/// Whether the stop rules of eq. (43)-(45) and the balance tolerance hold for the
+/// residuals of an iteration.
+pub fn stop_rules_hold(r: &Residuals, s: &RciSettings) -> bool {
+    r.price_change < s.price_tol
+        && r.power_change < s.power_tol
+        && r.dual_change < s.dual_tol
+        && r.balance < s.balance_tol
+        && r.price_spread < s.price_tol
+}
+
+/// The residuals of an iteration from the agents' states before (`old`) and after it
+/// (`new`), in agent order.
+pub fn residuals_between(old: &[AgentState], new: &[AgentState]) -> Residuals {
     let mut r = Residuals::default();
     let (mut pmin, mut pmax) = (f64::INFINITY, f64::NEG_INFINITY);
     for (o, n) in old.iter().zip(new) {

@@ -306,7 +306,10 @@ impl Network {
                     power: c.export_at(price),
                     dual_upper: 0.0,
                     dual_lower: 0.0,
-                    slope: c.slope,
+                    slope_down: c.slope,
+                    slope_up: c.slope,
+                    gap_down: f64::INFINITY,
+                    gap_up: f64::INFINITY,
                 }
             })
             .collect())

@@ -2,8 +2,10 @@
 //! fixed-width little-endian fields (the layout of each record is in the [module
 //! doc](super)).
 
-/// Version byte that starts every encoded record.
-pub const VERSION: u8 = 1;
+/// Version byte that starts every encoded record. Version 2 replaced the consensus
+/// message's single slope by the four Newton signals (slopes and gaps, both directions),
+/// without which a validator cannot recompute the Newton step; version 1 is not read.
+pub const VERSION: u8 = 2;
 
 /// Type tag of a [`ConsensusMessage`](super::ConsensusMessage) transaction.
 pub const TAG_CONSENSUS: u8 = 0x01;

@@ -11,16 +11,18 @@
 //! Everything here is pure (data in, data out) except [`measure_op_costs`], which reads the
 //! clock.
 //!
-//! # Canonical encoding, version 1
+//! # Canonical encoding, version 2
 //!
-//! Every record starts with the version byte `0x01` and a type tag. Integers are unsigned
+//! Every record starts with the version byte `0x02` and a type tag. (Version 1 carried
+//! one slope per consensus message, too little to recompute the Newton step; it is not
+//! read.) Integers are unsigned
 //! little-endian of the stated width; `f64` is its IEEE-754 bit pattern as a little-endian
 //! `u64` (so `-0.0` and `0.0` differ, and NaN payloads are kept); hashes and keys are raw
 //! bytes. There are no padding, optional fields or variable-length fields inside a record.
 //!
 //! | record | tag | fields after version and tag | bytes |
 //! |---|---|---|---|
-//! | consensus message | `0x01` | run u32, hour u32, iteration u32, agent u32, price f64, power f64, dual_upper f64, dual_lower f64, slope f64 | 58 |
+//! | consensus message | `0x01` | run u32, hour u32, iteration u32, agent u32, price f64, power f64, dual_upper f64, dual_lower f64, slope_down f64, slope_up f64, gap_down f64, gap_up f64 | 82 |
 //! | settlement | `0x02` | hour u32, seller u32, buyer u32, mw f64, price f64, cost f64 | 38 |
 //! | protocol parameters | `0x03` | agents u32, validators u32, faults u32, then the RCI settings: chi f64, step_rule u8 (0 constant, 1 diminishing, 2 newton), kappa f64, kappa_decay f64, newton_damping f64, slope_floor f64, dual_update u8 (0 exact, 1 gradient), xi f64, power_update u8 (0 plain, 1 relaxed), relax_gamma f64, price_tol f64, power_tol f64, dual_tol f64, balance_tol f64, max_iterations u32, initial_price f64 | 117 |
 //! | agent registration | `0x04` | agent u32, public key (32 bytes), commitment (32 bytes) | 70 |
@@ -58,8 +60,14 @@
 //! transaction's signatures verify under its signers' registered keys; no repeated
 //! consensus message (run, hour, iteration, agent) or settlement (hour, seller, buyer);
 //! settlements are finite, `mw >= 0`, two parties, `cost = mw x price` (relative 1e-9);
-//! the content rule, when used, accepts each consensus message; and every vote verifies,
-//! with at least 2f + 1 of them.
+//! the content rule, when used, accepts each consensus message and settlement; and every
+//! vote verifies, with at least 2f + 1 of them.
+//!
+//! The market's content rule is [`MarketRule`]: it recomputes every price update for every
+//! step rule, the Newton step replayed from the committed messages and the agents' Newton
+//! signals (their slopes and gaps both ways, which the consensus message carries), and
+//! checks each settlement against the end of its hour's negotiation. [`record_day`]
+//! records a market day's whole negotiation under it.
 
 #![warn(missing_docs)]
 
@@ -67,8 +75,10 @@ pub mod block;
 pub mod consensus;
 pub mod encoding;
 pub mod keys;
+pub mod market_rule;
 pub mod merkle;
 pub mod probability;
+pub mod record;
 pub mod state;
 pub mod timing;
 pub mod tx;
@@ -88,8 +98,10 @@ pub use consensus::{
 };
 pub use encoding::DecodeError;
 pub use keys::{KeyPair, Role, SignatureFault, commit_private_data, f64_bytes, verify_signature};
+pub use market_rule::{MarketRule, committed_step};
 pub use merkle::{leaf_hash, merkle_root, node_hash};
 pub use probability::{AcceptanceModel, binomial_tail, paper_attack_probability};
+pub use record::{RecordCounts, RecordOptions, RecordTiming, RecordedDay, record_day};
 pub use state::{
     BlockFault, ContentRule, LedgerState, Rejection, SimplePriceRule, check_votes,
     simple_price_update,

@@ -116,6 +116,44 @@ pub enum Rejection {
         /// The message's price, $/MWh.
         found: f64,
     },
+    /// A value that must not be negative (or NaN) is.
+    #[error("{field} is negative or not a number")]
+    Negative {
+        /// The field.
+        field: &'static str,
+    },
+    /// A message for an hour whose settlement is committed.
+    #[error("hour {hour} is already settled")]
+    HourSettled {
+        /// The hour.
+        hour: u32,
+    },
+    /// A message after the negotiation ended (its stop rules held, or the iteration cap).
+    #[error("the negotiation of hour {hour} ended at iteration {ended}")]
+    NegotiationEnded {
+        /// The hour.
+        hour: u32,
+        /// The last iteration of the negotiation.
+        ended: u32,
+    },
+    /// A value differs from what the committed state and parameters give.
+    #[error("{field} {found} differs from the recomputed {expected}")]
+    Mismatch {
+        /// The field.
+        field: &'static str,
+        /// The recomputed value.
+        expected: f64,
+        /// The transaction's value.
+        found: f64,
+    },
+    /// A settlement for an hour without a committed negotiation, or before its end.
+    #[error("settlement of hour {hour}: {reason}")]
+    Unsettled {
+        /// The hour.
+        hour: u32,
+        /// Why.
+        reason: &'static str,
+    },
     /// The content rule cannot check messages under the committed step rule.
     #[error("the content rule does not support step rule {0:?}")]
     StepRule(StepRule),
@@ -175,6 +213,16 @@ impl From<Rejection> for BlockFault {
 pub trait ContentRule {
     /// `Ok` when `msg` is what its agent should have sent given `committed`.
     fn check(&self, committed: &LedgerState, msg: &ConsensusMessage) -> Result<(), Rejection>;
+
+    /// `Ok` when the settlement agrees with the committed negotiation (by default the
+    /// rule does not check settlements beyond their own consistency).
+    fn check_settlement(
+        &self,
+        _committed: &LedgerState,
+        _settlement: &Settlement,
+    ) -> Result<(), Rejection> {
+        Ok(())
+    }
 }
 
 /// The price update of eq. (31)-(32) with a constant innovation step, summed over the
@@ -207,17 +255,7 @@ pub struct SimplePriceRule {
 
 impl ContentRule for SimplePriceRule {
     fn check(&self, committed: &LedgerState, msg: &ConsensusMessage) -> Result<(), Rejection> {
-        for (field, v) in [
-            ("price", msg.price),
-            ("power", msg.power),
-            ("dual_upper", msg.dual_upper),
-            ("dual_lower", msg.dual_lower),
-            ("slope", msg.slope),
-        ] {
-            if !v.is_finite() {
-                return Err(Rejection::NonFinite { field });
-            }
-        }
+        check_message_values(msg)?;
         let rci = &committed.params.rci;
         if rci.step_rule != StepRule::Constant {
             return Err(Rejection::StepRule(rci.step_rule));
@@ -248,6 +286,37 @@ impl ContentRule for SimplePriceRule {
             })
         }
     }
+}
+
+/// A consensus message's values are numbers the protocol can produce: the price, power
+/// and duals finite, the duals and slopes finite and non-negative, the gaps non-negative
+/// (`+inf`: no change of slope that way).
+pub fn check_message_values(msg: &ConsensusMessage) -> Result<(), Rejection> {
+    for (field, v) in [("price", msg.price), ("power", msg.power)] {
+        if !v.is_finite() {
+            return Err(Rejection::NonFinite { field });
+        }
+    }
+    for (field, v) in [
+        ("dual_upper", msg.dual_upper),
+        ("dual_lower", msg.dual_lower),
+        ("slope_down", msg.slope_down),
+        ("slope_up", msg.slope_up),
+    ] {
+        if !v.is_finite() {
+            return Err(Rejection::NonFinite { field });
+        }
+        if v < 0.0 {
+            return Err(Rejection::Negative { field });
+        }
+    }
+    for (field, v) in [("gap_down", msg.gap_down), ("gap_up", msg.gap_up)] {
+        // `!(v >= 0.0)` also refuses NaN.
+        if !(v >= 0.0) {
+            return Err(Rejection::Negative { field });
+        }
+    }
+    Ok(())
 }
 
 /// Key of a committed consensus message: (run, hour, iteration, agent).
@@ -449,6 +518,14 @@ impl LedgerState {
             .map(|(k, _)| k.2)
     }
 
+    /// Whether a settlement of `hour` is committed.
+    pub fn has_settlement(&self, hour: u32) -> bool {
+        self.settlements
+            .range((hour, 0, 0)..=(hour, u32::MAX, u32::MAX))
+            .next()
+            .is_some()
+    }
+
     /// Committed consensus messages.
     pub fn consensus_messages(&self) -> usize {
         self.messages.len()
@@ -574,6 +651,9 @@ impl LedgerState {
                 let key = (s.hour, s.seller, s.buyer);
                 if self.settlements.contains(&key) || !settlements.insert(key) {
                     return Err(Rejection::Duplicate);
+                }
+                if let Some(rule) = rule {
+                    rule.check_settlement(self, s)?;
                 }
             }
             _ => return Err(Rejection::GenesisRecord),

@@ -2,7 +2,7 @@
 //! records (protocol parameters, agent and validator registrations), with their canonical
 //! encodings.
 
-use crate::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule};
+use crate::rci::{DualUpdate, NewtonSignals, PowerUpdate, RciSettings, StepRule};
 
 use super::encoding::{
     DecodeError, Reader, TAG_AGENT, TAG_CONSENSUS, TAG_PARAMETERS, TAG_SETTLEMENT, TAG_VALIDATOR,
@@ -29,8 +29,27 @@ pub struct ConsensusMessage {
     pub dual_upper: f64,
     /// Lower-limit dual H_lo, $/MWh.
     pub dual_lower: f64,
-    /// The local offer slope the Newton step uses, MW per $/MWh.
-    pub slope: f64,
+    /// The agent's local slope when the price moves down, MW per $/MWh (what the Newton
+    /// step of the next iteration sums, [`NewtonSignals`]).
+    pub slope_down: f64,
+    /// Its local slope when the price moves up, MW per $/MWh.
+    pub slope_up: f64,
+    /// Distance to its next change of slope below, $/MWh; `+inf` when none.
+    pub gap_down: f64,
+    /// Distance to its next change of slope above, $/MWh; `+inf` when none.
+    pub gap_up: f64,
+}
+
+impl ConsensusMessage {
+    /// The Newton signals the message carries.
+    pub fn signals(&self) -> NewtonSignals {
+        NewtonSignals {
+            slope_down: self.slope_down,
+            slope_up: self.slope_up,
+            gap_down: self.gap_down,
+            gap_up: self.gap_up,
+        }
+    }
 }
 
 /// One hourly trade, signed by both counterparties.
@@ -275,7 +294,10 @@ impl TxBody {
                     .f64(m.power)
                     .f64(m.dual_upper)
                     .f64(m.dual_lower)
-                    .f64(m.slope);
+                    .f64(m.slope_down)
+                    .f64(m.slope_up)
+                    .f64(m.gap_down)
+                    .f64(m.gap_up);
             }
             TxBody::Settlement(s) => {
                 w.u32(s.hour)
@@ -312,7 +334,10 @@ impl TxBody {
                 power: r.f64("power")?,
                 dual_upper: r.f64("dual_upper")?,
                 dual_lower: r.f64("dual_lower")?,
-                slope: r.f64("slope")?,
+                slope_down: r.f64("slope_down")?,
+                slope_up: r.f64("slope_up")?,
+                gap_down: r.f64("gap_down")?,
+                gap_up: r.f64("gap_up")?,
             }),
             TAG_SETTLEMENT => TxBody::Settlement(Settlement {
                 hour: r.u32("hour")?,
@@ -392,14 +417,17 @@ mod tests {
             power: -4.25,
             dual_upper: 0.0,
             dual_lower: 1.0,
-            slope: 0.5,
+            slope_down: 0.5,
+            slope_up: 0.25,
+            gap_down: 3.0,
+            gap_up: f64::INFINITY,
         }
     }
 
     #[test]
     fn every_body_round_trips_with_its_documented_length() {
         let bodies = [
-            (TxBody::Consensus(message()), 2 + 16 + 40),
+            (TxBody::Consensus(message()), 2 + 16 + 64),
             (
                 TxBody::Settlement(Settlement {
                     hour: 5,
@@ -456,8 +484,13 @@ mod tests {
     #[test]
     fn consensus_layout_is_fixed() {
         let bytes = TxBody::Consensus(message()).encode();
-        assert_eq!(&bytes[..6], &[1, TAG_CONSENSUS, 1, 0, 0, 0]);
+        assert_eq!(&bytes[..6], &[2, TAG_CONSENSUS, 1, 0, 0, 0]);
         assert_eq!(&bytes[18..26], &21.5f64.to_le_bytes());
+        // The four Newton signals close the record, in the documented order.
+        assert_eq!(&bytes[50..58], &0.5f64.to_le_bytes());
+        assert_eq!(&bytes[58..66], &0.25f64.to_le_bytes());
+        assert_eq!(&bytes[66..74], &3.0f64.to_le_bytes());
+        assert_eq!(&bytes[74..82], &f64::INFINITY.to_le_bytes());
     }
 
     #[test]
