@@ -117,6 +117,30 @@ enum Command {
         /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
         #[arg(long)]
         adapter: Option<String>,
+        /// Also record the whole negotiation (every hour's messages and settlements) in a
+        /// ledger signed by the agents and validated by 3f+1 validators, and write it
+        /// (ledger_blocks.parquet, ledger_transactions.parquet, ledger.json); check it
+        /// later with `p2pmarket verify`. Records the f64 CPU reference (--backend cpu).
+        #[arg(long)]
+        ledger: bool,
+        /// Faults the ledger tolerates, f: 3f+1 validators, 2f+1 votes commit a block
+        /// (0..=100).
+        #[arg(long, default_value_t = 1, requires = "ledger")]
+        ledger_faults: u32,
+        /// Seed of the ledger's agent and validator keys.
+        #[arg(long, default_value_t = 0, requires = "ledger")]
+        ledger_seed: u64,
+    },
+    /// Re-verify a stored ledger (a run's output written with --ledger): every file's
+    /// hash, every hash link, Merkle root, signature, quorum and recomputed update. Exits
+    /// 0 when valid, 3 when a file is altered or missing, 4 when the ledger's content is
+    /// refused (naming the first bad block or transaction), 2 when PATH holds no ledger.
+    Verify {
+        /// A run's output directory (or its ledger.json).
+        path: PathBuf,
+        /// The trusted genesis hash (64 hex digits) the ledger must start from.
+        #[arg(long)]
+        anchor: Option<String>,
     },
     /// Run a parameter sweep (grids and seeded random draws) into hive-partitioned Parquet;
     /// resumable: rerun the same command after an interruption.
@@ -211,6 +235,8 @@ enum Command {
 
 /// Failure classes of the command, mapped to exit codes.
 enum Failure {
+    /// Exit 3 or 4: `verify` found a stored ledger altered (3: a file; 4: its content).
+    Tampered(u8, String),
     /// Exit 2: the input (a file, a field, a flag) is wrong; nothing was written.
     BadInput(Error),
     /// Exit 1: the environment failed (I/O, solver, device).
@@ -292,11 +318,32 @@ struct RunPlan<'a> {
     backend: BackendChoice,
     precision: Precision,
     adapter: Option<&'a str>,
+    /// Record the negotiation in a ledger, with these options.
+    ledger: Option<p2pmarket::ledger::RecordOptions>,
 }
+
+/// Most faults `run --ledger-faults` accepts (301 validators).
+const MAX_LEDGER_FAULTS: u32 = 100;
 
 fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let start = std::time::Instant::now();
     check_adapter_flag(plan.backend, plan.adapter)?;
+    if let Some(opts) = &plan.ledger {
+        if plan.backend != BackendChoice::Cpu {
+            return Err(Failure::BadInput(Error::invalid(
+                "--backend",
+                format!("{:?}", plan.backend).to_lowercase(),
+                "cpu with --ledger (the ledger records the f64 CPU reference negotiation)",
+            )));
+        }
+        if opts.faults > MAX_LEDGER_FAULTS {
+            return Err(Failure::BadInput(Error::invalid(
+                "--ledger-faults",
+                opts.faults,
+                format!("a whole number in 0..={MAX_LEDGER_FAULTS}"),
+            )));
+        }
+    }
     let scenario = load_scenario(plan.config)?;
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
     // Before any computing: a directory that may not be written is refused at once.
@@ -332,24 +379,160 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
         (Some(day.outcomes), info)
     };
     let mut day = market::run_day_with(&market, keep, negotiated)?;
+    let recorded = match &plan.ledger {
+        Some(opts) => {
+            let start = std::time::Instant::now();
+            let rec = p2pmarket::ledger::record_day(&market, &day, opts)?;
+            Some((rec, start.elapsed().as_secs_f64()))
+        }
+        None => None,
+    };
     day.summary.runtime_s = start.elapsed().as_secs_f64();
-    let extra = serde_json::json!({
+    let mut extra = serde_json::json!({
         "p2pmarket_version": env!("CARGO_PKG_VERSION"),
         "backend": format!("{:?}", plan.backend).to_lowercase(),
         "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" } },
         "adapter": adapter,
     });
-    let files = p2pmarket::output::write_run_with(
+    if let Some((rec, total_s)) = &recorded {
+        extra["ledger"] = ledger_summary(rec, *total_s);
+    }
+    let mut extra = Some(extra);
+    let files = p2pmarket::output::publish_dir_with(
         plan.out,
         out_options,
         &mut say_waiting,
-        &scenario,
-        &day,
-        extra,
+        &mut |sink| {
+            let mut names = p2pmarket::output::write_outputs(
+                sink,
+                &scenario,
+                &day,
+                extra.take().unwrap_or_default(),
+            )?;
+            if let Some((rec, _)) = &recorded {
+                names.extend(p2pmarket::output::ledger::write_ledger(
+                    sink,
+                    &rec.network.ledger,
+                    rec.run,
+                    &rec.summary,
+                )?);
+            }
+            Ok(names)
+        },
     )?;
     print_report(&day);
+    if let Some((rec, total_s)) = &recorded {
+        print_ledger(rec, *total_s);
+    }
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
     Ok(())
+}
+
+/// The `ledger` object of summary.json: counts, bytes, and the wall times of recording.
+fn ledger_summary(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) -> serde_json::Value {
+    let c = &rec.counts;
+    let t = &rec.timing;
+    serde_json::json!({
+        "genesis_hash": hex::encode(rec.network.state.genesis_hash),
+        "tip_hash": hex::encode(rec.network.state.tip),
+        "validators": c.validators,
+        "faults": c.faults,
+        "blocks": c.blocks,
+        "transactions": c.transactions,
+        "consensus_messages": c.consensus_messages,
+        "settlements": c.settlements,
+        "signatures": c.signatures,
+        "bytes": c.bytes,
+        "record_s": total_s,
+        "sign_s": t.sign_s,
+        "validate_s": t.validate_s,
+        "hash_s": t.hash_s,
+        "verify_s": t.verify_s,
+        "per_hour_s": total_s / 24.0,
+    })
+}
+
+fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) {
+    let c = &rec.counts;
+    let t = &rec.timing;
+    println!(
+        "\nledger: {} blocks, {} transactions ({} messages, {} settlements), {} signatures, {} bytes; {} validators (f = {})",
+        c.blocks,
+        c.transactions,
+        c.consensus_messages,
+        c.settlements,
+        c.signatures,
+        c.bytes,
+        c.validators,
+        c.faults
+    );
+    println!(
+        "  recorded in {:.3} s ({:.1} ms per market hour): signing {:.3} s, validation and votes {:.3} s, hashing alone {:.4} s, full re-verification {:.3} s",
+        total_s,
+        1e3 * total_s / 24.0,
+        t.sign_s,
+        t.validate_s,
+        t.hash_s,
+        t.verify_s
+    );
+    println!("  genesis {}", hex::encode(rec.network.state.genesis_hash));
+}
+
+/// `p2pmarket verify PATH`: re-verifies a stored ledger.
+fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
+    use p2pmarket::output::ledger::{LEDGER_MANIFEST, LedgerDirError, verify_ledger_dir};
+    let anchor = anchor
+        .map(|a| {
+            hex::decode(a)
+                .ok()
+                .filter(|_| {
+                    a.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                })
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| {
+                    Failure::BadInput(Error::invalid(
+                        "--anchor",
+                        a,
+                        "a genesis hash: 64 lower-case hex digits",
+                    ))
+                })
+        })
+        .transpose()?;
+    let dir = if path.file_name().is_some_and(|n| n == LEDGER_MANIFEST) {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    match verify_ledger_dir(&dir, anchor) {
+        Ok(check) => {
+            let s = &check.summary;
+            println!(
+                "valid: {} blocks, {} transactions ({} consensus messages, {} settlements), {} agents, {} validators",
+                s.height + 1,
+                s.transactions,
+                s.consensus_messages,
+                s.settlements,
+                s.agents,
+                s.validators
+            );
+            println!("genesis {}", hex::encode(s.genesis_hash));
+            println!("tip     {}", hex::encode(s.tip_hash));
+            if anchor.is_none() {
+                println!(
+                    "note: no --anchor given; the ledger is consistent with its own genesis, which only a trusted copy of the genesis hash can vouch for"
+                );
+            }
+            Ok(())
+        }
+        Err(e @ LedgerDirError::NotALedger { .. }) => Err(Failure::BadInput(Error::invalid(
+            "PATH",
+            path.display(),
+            format!("a directory holding a stored ledger ({LEDGER_MANIFEST}); {e}"),
+        ))),
+        Err(e @ LedgerDirError::File { .. }) => Err(Failure::Tampered(3, e.to_string())),
+        Err(e @ LedgerDirError::Ledger { .. }) => Err(Failure::Tampered(4, e.to_string())),
+    }
 }
 
 /// The validated plan of an `uncertainty` study.
@@ -667,6 +850,9 @@ fn main() -> ExitCode {
             backend,
             precision,
             adapter,
+            ledger,
+            ledger_faults,
+            ledger_seed,
         } => run(&RunPlan {
             config: config.as_deref(),
             out,
@@ -674,7 +860,13 @@ fn main() -> ExitCode {
             backend: (*backend).into(),
             precision: (*precision).into(),
             adapter: adapter.as_deref(),
+            ledger: ledger.then_some(p2pmarket::ledger::RecordOptions {
+                seed: *ledger_seed,
+                faults: *ledger_faults,
+                ..Default::default()
+            }),
         }),
+        Command::Verify { path, anchor } => verify(path, anchor.as_deref()),
         Command::Sweep {
             config,
             out,
@@ -741,6 +933,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Tampered(code, message)) => {
+            eprintln!("INVALID: {message}");
+            ExitCode::from(code)
+        }
         Err(Failure::BadInput(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

@@ -20,7 +20,7 @@ use super::keys::f64_bytes;
 use super::market_rule::MarketRule;
 use super::merkle::merkle_root;
 use super::tx::{ConsensusMessage, Settlement, Transaction, TxBody};
-use super::verify::{VerifyOptions, verify};
+use super::verify::{VerifiedSummary, VerifyOptions, verify};
 
 /// How to record a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub struct RecordedDay {
     pub counts: RecordCounts,
     /// Wall times.
     pub timing: RecordTiming,
+    /// What the re-verification of the finished ledger established.
+    pub summary: VerifiedSummary,
 }
 
 /// The private data an agent commits to in the genesis: its offer curves of the 24 hours
@@ -274,6 +276,7 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
         run: opts.run,
         counts,
         timing,
+        summary,
     })
 }
 

@@ -7,6 +7,7 @@
 //! - [`summary`]: the JSON summary;
 //! - [`lock`]: advisory locks that tell a live writer from a dead one.
 
+pub mod ledger;
 pub mod lock;
 pub mod parquet;
 pub mod plots;

@@ -42,15 +42,29 @@ pub fn write_parquet_via(path: &Path, tmp: &Path, batch: &RecordBatch) -> Result
     result
 }
 
+/// The writer properties of every Parquet file the tool writes (ZSTD).
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
+/// `batch` as the bytes of a Parquet file written like [`write_parquet`]'s (for a file
+/// whose hash must be known before it is stored); `name` labels errors.
+pub fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let path = Path::new(name);
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))
+        .map_err(parquet_err(path))?;
+    writer.write(batch).map_err(parquet_err(path))?;
+    writer.into_inner().map_err(parquet_err(path))
+}
+
 /// Writes and syncs one Parquet file (no renaming).
 fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
     let file =
         File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err(path))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
+        .map_err(parquet_err(path))?;
     writer.write(batch).map_err(parquet_err(path))?;
     let file = writer.into_inner().map_err(parquet_err(path))?;
     // Sync before the rename so that a crash cannot leave a renamed but empty file.
