@@ -104,7 +104,10 @@ pub fn run_leaf(run: u64, head: &Hash) -> [u8; 40] {
 
 /// The Merkle root of a part's `runs` rows `(run, head)`, in row order.
 pub fn part_root(rows: &[(u64, Hash)]) -> Hash {
-    let leaves: Vec<[u8; 40]> = rows.iter().map(|(run, head)| run_leaf(*run, head)).collect();
+    let leaves: Vec<[u8; 40]> = rows
+        .iter()
+        .map(|(run, head)| run_leaf(*run, head))
+        .collect();
     merkle_root(&leaves)
 }
 
@@ -169,14 +172,23 @@ mod tests {
     #[test]
     fn no_trade_and_sign_rules() {
         let zero = hour_settlement(5, 40.0, 0.0);
-        assert_eq!((zero.seller, zero.buyer, zero.mw, zero.cost), (0, 1, 0.0, 0.0));
+        assert_eq!(
+            (zero.seller, zero.buyer, zero.mw, zero.cost),
+            (0, 1, 0.0, 0.0)
+        );
         let neg_zero = hour_settlement(5, 40.0, -0.0);
         assert_eq!(neg_zero.mw.to_bits(), 0.0f64.to_bits());
         assert_eq!((neg_zero.seller, neg_zero.buyer), (0, 1));
         let buy = hour_settlement(5, 40.0, 3.0);
-        assert_eq!((buy.seller, buy.buyer, buy.mw, buy.cost), (0, 1, 3.0, 120.0));
+        assert_eq!(
+            (buy.seller, buy.buyer, buy.mw, buy.cost),
+            (0, 1, 3.0, 120.0)
+        );
         let sell = hour_settlement(5, 40.0, -3.0);
-        assert_eq!((sell.seller, sell.buyer, sell.mw, sell.cost), (1, 0, 3.0, 120.0));
+        assert_eq!(
+            (sell.seller, sell.buyer, sell.mw, sell.cost),
+            (1, 0, 3.0, 120.0)
+        );
     }
 
     #[test]
@@ -186,8 +198,14 @@ mod tests {
         assert_ne!(head, settlement_head(4, base.clone()), "run");
         for k in 0..base.len() {
             for (what, changed) in [
-                ("price", (f64::from_bits(base[k].0.to_bits() ^ 1), base[k].1)),
-                ("exchange", (base[k].0, f64::from_bits(base[k].1.to_bits() ^ 1))),
+                (
+                    "price",
+                    (f64::from_bits(base[k].0.to_bits() ^ 1), base[k].1),
+                ),
+                (
+                    "exchange",
+                    (base[k].0, f64::from_bits(base[k].1.to_bits() ^ 1)),
+                ),
                 ("exchange sign", (base[k].0, -base[k].1)),
             ] {
                 let mut v = base.clone();
@@ -198,7 +216,11 @@ mod tests {
             swapped.swap(k, (k + 1) % base.len());
             assert_ne!(head, settlement_head(3, swapped), "hours {k} swapped");
         }
-        assert_ne!(head, settlement_head(3, base[..23].to_vec()), "hour dropped");
+        assert_ne!(
+            head,
+            settlement_head(3, base[..23].to_vec()),
+            "hour dropped"
+        );
         let mut longer = base.clone();
         longer.push(base[23]);
         assert_ne!(head, settlement_head(3, longer), "hour repeated");
@@ -210,7 +232,12 @@ mod tests {
         let root = part_root(&rows);
         assert_eq!(
             root,
-            merkle_root(&rows.iter().map(|(r, h)| run_leaf(*r, h)).collect::<Vec<_>>())
+            merkle_root(
+                &rows
+                    .iter()
+                    .map(|(r, h)| run_leaf(*r, h))
+                    .collect::<Vec<_>>()
+            )
         );
         let mut leaf = 9u64.to_le_bytes().to_vec();
         leaf.extend_from_slice(&rows[0].1);
