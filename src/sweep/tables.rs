@@ -14,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::engine::{BatchOutputs, HourRecord};
 use crate::error::{Error, Result};
+use crate::ledger::settlement_head;
 use crate::rci::StepRule;
 use crate::sweep::plan::PlannedRun;
 
@@ -30,7 +31,7 @@ fn field(name: &str, data_type: DataType, unit: &str, description: &str) -> Fiel
 }
 
 /// `(name, type, unit, description)` of every `runs` column, in order.
-const RUNS_COLUMNS: [(&str, DataType, &str, &str); 26] = [
+const RUNS_COLUMNS: [(&str, DataType, &str, &str); 27] = [
     (
         "run",
         DataType::UInt64,
@@ -181,6 +182,13 @@ const RUNS_COLUMNS: [(&str, DataType, &str, &str); 26] = [
         DataType::Float64,
         "MW",
         "largest final trade imbalance |sum of exports| of any hour",
+    ),
+    (
+        "settlement_head",
+        DataType::Utf8,
+        "",
+        "SHA-256 head of the run's hourly settlement chain over its run_hours price and \
+         exchange_mw (ledger::chain), 64 lower-case hex digits",
     ),
 ];
 
@@ -393,6 +401,13 @@ pub fn runs_table(
         d(|f| f.microgrid_cost),
         d(|f| f.smart_grid_cost + f.microgrid_cost),
         d(|f| f.max_abs_balance),
+        Arc::new(StringArray::from_iter_values((0..runs.len()).map(|k| {
+            let hours = &outputs.records[k * h..(k + 1) * h];
+            hex::encode(settlement_head(
+                runs[k].run,
+                hours.iter().map(|x| (x.price, x.exchange_mw)),
+            ))
+        }))),
     ];
     RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
         .map_err(output_err("runs table"))
