@@ -37,8 +37,9 @@
 use sha2::{Digest, Sha256};
 
 use super::Hash;
+use super::encoding::{TAG_SETTLEMENT, VERSION};
 use super::merkle::merkle_root;
-use super::tx::{Settlement, TxBody};
+use super::tx::Settlement;
 
 /// Domain tag that starts a run's chain, `h_0 = SHA256(tag || run u64 LE)`.
 pub const CHAIN_DOMAIN: &[u8; 24] = b"p2pmarket/sweep-chain/v1";
@@ -75,11 +76,30 @@ pub fn chain_start(run: u64) -> Hash {
     h.finalize().into()
 }
 
+/// The settlement's canonical bytes, `TxBody::Settlement(s).encode()` (a test holds them
+/// equal), written on the stack: a sweep hashes 24 of them per run, and the allocation
+/// cost as much as the hashing.
+pub fn settlement_bytes(s: &Settlement) -> [u8; SETTLEMENT_BYTES] {
+    let mut b = [0u8; SETTLEMENT_BYTES];
+    b[0] = VERSION;
+    b[1] = TAG_SETTLEMENT;
+    b[2..6].copy_from_slice(&s.hour.to_le_bytes());
+    b[6..10].copy_from_slice(&s.seller.to_le_bytes());
+    b[10..14].copy_from_slice(&s.buyer.to_le_bytes());
+    b[14..22].copy_from_slice(&s.mw.to_bits().to_le_bytes());
+    b[22..30].copy_from_slice(&s.price.to_bits().to_le_bytes());
+    b[30..38].copy_from_slice(&s.cost.to_bits().to_le_bytes());
+    b
+}
+
+/// Length of a settlement's canonical encoding.
+pub const SETTLEMENT_BYTES: usize = 38;
+
 /// `SHA256(prev || settlement bytes)`: the next link.
 pub fn chain_link(prev: &Hash, settlement: &Settlement) -> Hash {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(TxBody::Settlement(*settlement).encode());
+    h.update(settlement_bytes(settlement));
     h.finalize().into()
 }
 
@@ -114,6 +134,7 @@ pub fn part_root(rows: &[(u64, Hash)]) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::TxBody;
 
     fn sha(parts: &[&[u8]]) -> Hash {
         let mut h = Sha256::new();
@@ -167,6 +188,24 @@ mod tests {
             hex::encode(part_root(&rows)),
             "a2e084939fbe5dd731ba5cdde1b099e15635c92148b74ac73a1c09881f886030"
         );
+    }
+
+    #[test]
+    fn stack_bytes_are_the_ledger_encoding() {
+        for (hour, price, exchange) in [
+            (0, 0.0, 0.0),
+            (23, -12.5, -0.0),
+            (7, 31.25, -2.5),
+            (u32::MAX, f64::MAX, f64::MIN_POSITIVE),
+            (4, f64::NAN, f64::INFINITY),
+        ] {
+            let s = hour_settlement(hour, price, exchange);
+            assert_eq!(
+                settlement_bytes(&s).to_vec(),
+                TxBody::Settlement(s).encode(),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub type SignatureBytes = [u8; 64];
 
 pub use block::{Block, BlockHeader, Vote, vote_message};
 pub use chain::{
-    CHAIN_DOMAIN, chain_link, chain_start, hour_settlement, part_root, run_leaf, settlement_head,
+    CHAIN_DOMAIN, SETTLEMENT_BYTES, chain_link, chain_start, hour_settlement, part_root, run_leaf,
+    settlement_bytes, settlement_head,
 };
 pub use consensus::{
     Behaviour, ForkReport, ForkSimulation, LinearAgent, Network, ProposalFailure, Validator,
