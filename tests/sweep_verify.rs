@@ -476,6 +476,21 @@ fn missing_and_unlisted_files_are_named() {
     assert_eq!(err(dir.path(), None).kind, Kind::Manifest);
 }
 
+#[test]
+fn a_row_count_that_the_files_do_not_hold_is_named() {
+    let dir = clean();
+    let mut m = read_manifest(dir.path());
+    m.files.iter_mut().find(|f| f.path == HOURS0).unwrap().rows += 1;
+    write_manifest(dir.path(), &m);
+    resign(dir.path());
+    let e = err(dir.path(), None);
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::Rows, Some(HOURS0)),
+        "{e}"
+    );
+}
+
 /// The boundary of what the commitments cover: a column outside the chain (`iterations`)
 /// changed, its file rehashed and the manifest re-signed with the seed's key, passes;
 /// without the re-signing the signature catches it. (The seed-derived key is public.)

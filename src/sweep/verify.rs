@@ -8,7 +8,8 @@
 //! 3. every listed file exists, and every file in the directory but `manifest.json` is
 //!    listed (the paths are sorted and unique);
 //! 4. every file's size and SHA-256 match;
-//! 5. per part (in path order): the Merkle root over its `runs` rows `(run, settlement_head)`
+//! 5. per part (in path order): both files hold the rows the manifest counts; the Merkle
+//!    root over its `runs` rows `(run, settlement_head)`
 //!    ([`crate::ledger::chain`]) matches the manifest; its runs are consecutive; its
 //!    `run_hours` rows are exactly those runs' hours `0..24` in order; and each run's
 //!    settlement chain recomputed from its `run_hours` `price` and `exchange_mw` equals its
@@ -582,6 +583,23 @@ pub fn verify_sweep(
     for (runs_file, hours_file, root) in &parts {
         let runs = read_runs_rows(&dir.join(runs_file), runs_file)?;
         let hours = read_hour_rows(&dir.join(hours_file), hours_file)?;
+        for (file, found) in [
+            (*runs_file, runs.len()),
+            (hours_file.as_str(), hours.run.len()),
+        ] {
+            let listed = manifest
+                .files
+                .iter()
+                .find(|f| f.path == file)
+                .map_or(0, |f| f.rows);
+            if found as u64 != listed {
+                return Err(fail(
+                    Kind::Rows,
+                    file,
+                    format!("{found} rows, the manifest says {listed}"),
+                ));
+            }
+        }
         check_part(runs_file, hours_file, &runs, root, &hours)?;
         for (row, (run, _)) in runs.iter().enumerate() {
             if *run >= manifest.total_runs || !seen.insert(*run) {
