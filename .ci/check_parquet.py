@@ -7,7 +7,9 @@ Usage: check_parquet.py <sweep_out_dir> [<run_out_dir>]
   `pcc_bus`, `manifest.json`). Checks that both datasets open with
   `pyarrow.dataset.dataset(path, partitioning="hive")`, that their columns and types are
   the documented ones, that row counts agree with the manifest and with each other, and
-  that every file's sha256 matches the manifest (and no file is missing or unlisted).
+  that every file's sha256 matches the manifest (and no file is missing or unlisted), and
+  recomputes each run's settlement chain and each runs part's Merkle root (src/ledger/chain.rs)
+  from the rows (the manifest's Ed25519 signature is left to `p2pmarket verify`).
 - <run_out_dir> (optional): the output of `p2pmarket run` (`hourly.parquet`,
   `trajectories.parquet`, `summary.json`). Checks columns, types and counts.
 
@@ -17,6 +19,7 @@ Exits 0 when everything holds, 1 with one line per problem otherwise, 2 on bad u
 import hashlib
 import json
 import os
+import struct
 import sys
 
 import pyarrow as pa
@@ -36,7 +39,7 @@ RUNS = [
     ("converged_hours", U32), ("iterations_max", U32), ("iterations_mean", F64),
     ("price_mean", F64), ("price_min", F64), ("price_max", F64), ("exchange_mwh", F64),
     ("smart_grid_cost", F64), ("microgrid_cost", F64), ("p2p_total_cost", F64),
-    ("max_abs_balance", F64),
+    ("max_abs_balance", F64), ("settlement_head", STR),
 ]
 RUN_HOURS = [
     ("run", U64), ("hour", U32), ("price", F64), ("exchange_mw", F64),
@@ -133,6 +136,8 @@ def check_sweep(root):
             if rows != e["rows"]:
                 problem(f"{e['path']}: {rows} rows != manifest {e['rows']}")
 
+    check_chains(root, manifest)
+
     total = manifest["total_runs"]
     counts = {}
     for table, expected, per_run in (("runs", RUNS, 1), ("run_hours", RUN_HOURS, HOURS)):
@@ -168,6 +173,58 @@ def check_sweep(root):
         for r, c in zip(runs.column("run").to_pylist(), runs.column("converged_hours").to_pylist()):
             if conv.get(r) != c:
                 problem(f"runs/: run {r} has converged_hours {c} but run_hours counts {conv.get(r)}")
+                break
+
+
+def settlement_head(run, hours):
+    """The run's chain (src/ledger/chain.rs): h0 = SHA256(tag || run u64 LE), then
+    h = SHA256(h || 38-byte settlement) per hour; no trade is seller 0, buyer 1, mw 0."""
+    h = hashlib.sha256(b"p2pmarket/sweep-chain/v1" + struct.pack("<Q", run)).digest()
+    for k, (price, exchange) in enumerate(hours):
+        seller, buyer = (1, 0) if exchange < 0 else (0, 1)
+        mw = abs(exchange)
+        body = bytes([1, 2]) + struct.pack("<III", k, seller, buyer)
+        h = hashlib.sha256(h + body + struct.pack("<ddd", mw, price, mw * price)).digest()
+    return h
+
+
+def merkle_root(items):
+    """ledger::merkle_root: leaves SHA256(0x00 || item), nodes SHA256(0x01 || l || r), odd
+    node promoted, root SHA256(0x02 || count u64 LE || top)."""
+    level = [hashlib.sha256(b"\x00" + x).digest() for x in items]
+    count = len(level)
+    while len(level) > 1:
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() if i + 1 < len(level)
+                 else level[i] for i in range(0, len(level), 2)]
+    top = level[0] if level else bytes(32)
+    return hashlib.sha256(b"\x02" + struct.pack("<Q", count) + top).hexdigest()
+
+
+def check_chains(root, manifest):
+    """Each runs part's Merkle root and each run's settlement_head, from the rows."""
+    for e in manifest["files"]:
+        if not (e["path"].startswith("runs/") and e["path"].endswith(".parquet")):
+            continue
+        try:
+            runs = pq.read_table(os.path.join(root, e["path"]), columns=["run", "settlement_head"])
+            hours = pq.read_table(os.path.join(root, "run_hours" + e["path"][4:]),
+                                  columns=["run", "hour", "price", "exchange_mw"])
+        except Exception as exc:  # any pyarrow failure means "not a readable file"
+            problem(f"{e['path']}: cannot read the chain's columns: {exc}")
+            continue
+        ids, heads = runs.column("run").to_pylist(), runs.column("settlement_head").to_pylist()
+        leaves = [struct.pack("<Q", r) + bytes.fromhex(h) for r, h in zip(ids, heads)]
+        if merkle_root(leaves) != e.get("merkle_root"):
+            problem(f"{e['path']}: Merkle root of its rows != manifest {e.get('merkle_root')}")
+        hr, hh = hours.column("run").to_pylist(), hours.column("hour").to_pylist()
+        price, exchange = hours.column("price").to_pylist(), hours.column("exchange_mw").to_pylist()
+        if hr != [r for r in ids for _ in range(HOURS)] or hh != list(range(HOURS)) * len(ids):
+            problem(f"run_hours{e['path'][4:]}: rows are not the runs' hours 0..{HOURS} in order")
+            continue
+        for i, (r, h) in enumerate(zip(ids, heads)):
+            s = slice(i * HOURS, (i + 1) * HOURS)
+            if settlement_head(r, zip(price[s], exchange[s])).hex() != h:
+                problem(f"{e['path']}: run {r}: settlement_head differs from its run_hours chain")
                 break
 
 

@@ -18,6 +18,8 @@ pub enum Role {
     Validator = 2,
     /// The salt of an agent's private-data commitment (not a key).
     Salt = 3,
+    /// The key that signs a sweep's `manifest.json` (index 0), derived from the sweep seed.
+    Sweep = 4,
 }
 
 /// `SHA256(seed u64 LE || role byte || index u32 LE)`: the secret seed of a key, or a salt.

@@ -43,7 +43,10 @@
 //! - **Keys**: the secret of agent i is `SHA256(seed u64 || 0x01 || i u32)`, of validator j
 //!   `SHA256(seed u64 || 0x02 || j u32)`; the salt of agent i's commitment is
 //!   `SHA256(seed u64 || 0x03 || i u32)` and the commitment `SHA256(0x03 || salt || data)`.
-//!   Signatures are RFC 8032 Ed25519, checked with `verify_strict`.
+//!   The key that signs a sweep's manifest is `SHA256(seed u64 || 0x04 || 0 u32)` with the
+//!   sweep's seed. Signatures are RFC 8032 Ed25519, checked with `verify_strict`.
+//! - A sweep run's **settlement chain** and a sweep part's **Merkle root** are defined in
+//!   [`chain`].
 //! - The **genesis** block (height 0, zero previous hash) holds the parameters record,
 //!   then one agent registration per agent in index order, then one validator
 //!   registration per validator in index order (validators = 3 faults + 1), and is voted by
@@ -72,6 +75,7 @@
 #![warn(missing_docs)]
 
 pub mod block;
+pub mod chain;
 pub mod consensus;
 pub mod encoding;
 pub mod keys;
@@ -92,6 +96,10 @@ pub type PublicKey = [u8; 32];
 pub type SignatureBytes = [u8; 64];
 
 pub use block::{Block, BlockHeader, Vote, vote_message};
+pub use chain::{
+    CHAIN_DOMAIN, SETTLEMENT_BYTES, chain_link, chain_start, hour_settlement, part_root, run_leaf,
+    settlement_bytes, settlement_head,
+};
 pub use consensus::{
     Behaviour, ForkReport, ForkSimulation, LinearAgent, Network, ProposalFailure, Validator,
     double_signers, simulate_equivocation,

@@ -1,5 +1,7 @@
 //! `manifest.json`: what a finished sweep is (its spec, the code that ran it, the engines)
-//! and the sha256 of every file it wrote, so a dataset can be checked and cited.
+//! and the sha256 of every file it wrote, so a dataset can be checked and cited; the Merkle
+//! root of every `runs` part, and an Ed25519 signature over all of it
+//! ([`signing_message`]), checked by [`super::verify::verify_sweep`].
 
 use std::fs::File;
 use std::io::Read;
@@ -11,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::AdapterInfo;
 use crate::error::{Error, Result};
+use crate::ledger::{KeyPair, Role};
 use crate::sweep::tables::ENGINE_KEY;
 
 /// Name of the manifest in the sweep's output directory.
@@ -29,7 +32,28 @@ pub struct ManifestFile {
     pub bytes: u64,
     /// SHA-256 of the file's bytes, lower-case hex.
     pub sha256: String,
+    /// `runs` part files only: the Merkle root over the part's rows (one leaf per row,
+    /// `run u64 LE || settlement head`, [`crate::ledger::chain`]), lower-case hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merkle_root: Option<String>,
 }
+
+/// The manifest's signature: who signed it and over what (see [`signing_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestIntegrity {
+    /// Version of the signed message's layout ([`INTEGRITY_VERSION`]).
+    pub version: u32,
+    /// Ed25519 public key of the sweep key ([`sweep_key`]), lower-case hex.
+    pub public_key: String,
+    /// Ed25519 signature of [`signing_message`], lower-case hex (128 digits).
+    pub signature: String,
+}
+
+/// Layout version of [`signing_message`].
+pub const INTEGRITY_VERSION: u32 = 1;
+
+/// Domain tag that starts [`signing_message`].
+pub const SIGNING_DOMAIN: &[u8; 27] = b"p2pmarket/sweep-manifest/v1";
 
 /// Schema metadata key of every part file: the device that computed it, as JSON
 /// ([`ManifestAdapter`]).
@@ -101,6 +125,106 @@ pub struct Manifest {
     pub adapters: Vec<ManifestAdapter>,
     /// Every file but the manifest, sorted by path.
     pub files: Vec<ManifestFile>,
+    /// The signature over the files, their Merkle roots and the sweep's counts; absent in
+    /// manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<ManifestIntegrity>,
+}
+
+/// The key that signs a sweep's manifest: the ledger's derivation with [`Role::Sweep`],
+/// index 0 and the sweep's seed. Anyone who knows the seed (it is in the manifest) can
+/// derive it: the signature binds the manifest's content together and to a key that a
+/// reader can pin, it does not prove who wrote the sweep.
+pub fn sweep_key(seed: u64) -> KeyPair {
+    KeyPair::derive(seed, Role::Sweep, 0)
+}
+
+/// The bytes the manifest's signature covers (version 1), integers little-endian:
+///
+/// ```text
+/// "p2pmarket/sweep-manifest/v1" (27 bytes) || public key (32 bytes)
+/// || seed u64 || total_runs u64 || runs_per_part u64 || parts u64
+/// || pcc_bus count u64 || each pcc_bus u64
+/// || file count u64 || per file, in manifest order:
+///      path length u32 || path (UTF-8) || rows u64 || bytes u64 || sha256 (32 bytes)
+///      || 0x00, or 0x01 || merkle_root (32 bytes)
+/// ```
+///
+/// `sweep.json` is one of the files, so the sweep's definition is covered by its sha256;
+/// the descriptive fields (version, git commit, sweep text, engines, adapters) are not
+/// signed. `Err` names a field whose hex is not 32 bytes.
+pub fn signing_message(
+    manifest: &Manifest,
+    public_key: &[u8; 32],
+) -> std::result::Result<Vec<u8>, String> {
+    let mut m = Vec::with_capacity(128 + manifest.files.len() * 128);
+    m.extend_from_slice(SIGNING_DOMAIN);
+    m.extend_from_slice(public_key);
+    for v in [
+        manifest.seed,
+        manifest.total_runs,
+        manifest.runs_per_part,
+        manifest.parts as u64,
+        manifest.pcc_buses.len() as u64,
+    ] {
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    for &b in &manifest.pcc_buses {
+        m.extend_from_slice(&(b as u64).to_le_bytes());
+    }
+    m.extend_from_slice(&(manifest.files.len() as u64).to_le_bytes());
+    for f in &manifest.files {
+        let path_len =
+            u32::try_from(f.path.len()).map_err(|_| format!("{}: path too long", f.path))?;
+        m.extend_from_slice(&path_len.to_le_bytes());
+        m.extend_from_slice(f.path.as_bytes());
+        m.extend_from_slice(&f.rows.to_le_bytes());
+        m.extend_from_slice(&f.bytes.to_le_bytes());
+        m.extend_from_slice(&hash_hex(&f.sha256).map_err(|e| format!("{}: sha256 {e}", f.path))?);
+        match &f.merkle_root {
+            None => m.push(0),
+            Some(root) => {
+                m.push(1);
+                m.extend_from_slice(
+                    &hash_hex(root).map_err(|e| format!("{}: merkle_root {e}", f.path))?,
+                );
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Signs `manifest` with the key of its seed, replacing any earlier signature.
+pub fn sign(manifest: &mut Manifest) -> std::result::Result<(), String> {
+    let key = sweep_key(manifest.seed);
+    let public_key = key.public_key();
+    let signature = key.sign(&signing_message(manifest, &public_key)?);
+    manifest.integrity = Some(ManifestIntegrity {
+        version: INTEGRITY_VERSION,
+        public_key: hex::encode(public_key),
+        signature: hex::encode(signature),
+    });
+    Ok(())
+}
+
+/// 32 bytes from exactly 64 lower-case hex digits.
+pub fn hash_hex(text: &str) -> std::result::Result<[u8; 32], String> {
+    fixed_hex(text)
+}
+
+/// `N` bytes from exactly `2 N` lower-case hex digits (upper case is refused, so that a
+/// value has one spelling).
+pub fn fixed_hex<const N: usize>(text: &str) -> std::result::Result<[u8; N], String> {
+    if text.len() != 2 * N
+        || text
+            .bytes()
+            .any(|c| !matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!("is not {} lower-case hex digits", 2 * N));
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// SHA-256 of a file, lower-case hex, and its size.

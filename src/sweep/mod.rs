@@ -4,7 +4,9 @@
 //! - [`spec`]: the sweep file (TOML) and its validation;
 //! - [`plan`]: the deterministic run list and each run's ChaCha stream;
 //! - [`tables`]: the `runs` and `run_hours` schemas and tables;
-//! - [`manifest`]: `manifest.json`, sha256 of every file, the source commit.
+//! - [`manifest`]: `manifest.json`, sha256 of every file, the source commit, each `runs`
+//!   part's Merkle root and the signature over them;
+//! - [`verify`]: [`verify_sweep`], which re-checks all of that from the files.
 //!
 //! Output layout of [`run_sweep`] in `out`:
 //! ```text
@@ -29,14 +31,18 @@ pub mod manifest;
 pub mod plan;
 pub mod spec;
 pub mod tables;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use manifest::{MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, SPEC_NAME};
+pub use manifest::{
+    MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, ManifestIntegrity, SPEC_NAME,
+};
 pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan};
 pub use spec::{GridParam, IntParam, Parameters, RciParameters, RealParam, SweepSpec};
 pub use tables::{run_hours_schema, runs_schema};
+pub use verify::{SweepVerified, SweepVerifyError, SweepVerifyErrorKind, verify_sweep};
 
 use crate::engine::{AdapterInfo, BackendChoice, Batch, GpuContext, Precision, run_batch};
 use crate::error::{Error, Result};
@@ -714,7 +720,11 @@ fn finish(
     spec_json: &str,
     report: &mut SweepReport,
 ) -> Result<()> {
-    let manifest = build_manifest(spec, plan, parts, out, spec_json)?;
+    let mut manifest = build_manifest(spec, plan, parts, out, spec_json)?;
+    manifest::sign(&mut manifest).map_err(|message| Error::Output {
+        context: MANIFEST_NAME.into(),
+        message,
+    })?;
     if manifest.engines.len() > 1 {
         report.notices.push(format!(
             "the parts were computed by different engines ({}); results of a resumed sweep \
@@ -842,11 +852,21 @@ fn build_manifest(
         } else {
             0
         };
+        let merkle_root = if rel.starts_with("runs/") && rel.ends_with(".parquet") {
+            let rows = verify::read_runs_rows(&path, &rel).map_err(|e| Error::Output {
+                context: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            Some(hex::encode(crate::ledger::part_root(&rows)))
+        } else {
+            None
+        };
         files.push(ManifestFile {
             path: rel,
             rows,
             bytes,
             sha256,
+            merkle_root,
         });
     }
     let (git_commit, git_dirty) = manifest::git_commit();
@@ -869,6 +889,7 @@ fn build_manifest(
         engines: engines.into_iter().collect(),
         adapters: adapters.into_iter().collect(),
         files,
+        integrity: None,
     })
 }
 

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 
 use crate::engine::{BatchOutputs, HourRecord};
 use crate::error::{Error, Result};
+use crate::ledger::settlement_head;
 use crate::rci::StepRule;
 use crate::sweep::plan::PlannedRun;
 
@@ -30,7 +32,7 @@ fn field(name: &str, data_type: DataType, unit: &str, description: &str) -> Fiel
 }
 
 /// `(name, type, unit, description)` of every `runs` column, in order.
-const RUNS_COLUMNS: [(&str, DataType, &str, &str); 26] = [
+const RUNS_COLUMNS: [(&str, DataType, &str, &str); 27] = [
     (
         "run",
         DataType::UInt64,
@@ -181,6 +183,13 @@ const RUNS_COLUMNS: [(&str, DataType, &str, &str); 26] = [
         DataType::Float64,
         "MW",
         "largest final trade imbalance |sum of exports| of any hour",
+    ),
+    (
+        "settlement_head",
+        DataType::Utf8,
+        "",
+        "SHA-256 head of the run's hourly settlement chain over its run_hours price and \
+         exchange_mw (ledger::chain), 64 lower-case hex digits",
     ),
 ];
 
@@ -361,6 +370,18 @@ pub fn runs_table(
     let days: Vec<DayFigures> = (0..runs.len())
         .map(|k| day_figures(&outputs.records[k * h..(k + 1) * h]))
         .collect();
+    // In parallel (in run order): 49 SHA-256 blocks per run would otherwise be a serial
+    // step between two parallel batches.
+    let heads: Vec<String> = (0..runs.len())
+        .into_par_iter()
+        .map(|k| {
+            let hours = &outputs.records[k * h..(k + 1) * h];
+            hex::encode(settlement_head(
+                runs[k].run,
+                hours.iter().map(|x| (x.price, x.exchange_mw)),
+            ))
+        })
+        .collect();
     let v = |g: fn(&PlannedRun) -> f64| f64s(runs.iter().map(g));
     let d = |g: fn(&DayFigures) -> f64| f64s(days.iter().map(g));
     let arrays: Vec<ArrayRef> = vec![
@@ -393,6 +414,7 @@ pub fn runs_table(
         d(|f| f.microgrid_cost),
         d(|f| f.smart_grid_cost + f.microgrid_cost),
         d(|f| f.max_abs_balance),
+        Arc::new(StringArray::from_iter_values(heads)),
     ];
     RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
         .map_err(output_err("runs table"))
