@@ -183,7 +183,7 @@ def settlement_head(run, hours):
     for k, (price, exchange) in enumerate(hours):
         seller, buyer = (1, 0) if exchange < 0 else (0, 1)
         mw = abs(exchange)
-        body = bytes([1, 2]) + struct.pack("<III", k, seller, buyer)
+        body = bytes([2, 2]) + struct.pack("<III", k, seller, buyer)
         h = hashlib.sha256(h + body + struct.pack("<ddd", mw, price, mw * price)).digest()
     return h
 

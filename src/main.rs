@@ -131,14 +131,17 @@ enum Command {
         #[arg(long, default_value_t = 0, requires = "ledger")]
         ledger_seed: u64,
     },
-    /// Re-verify a stored ledger (a run's output written with --ledger): every file's
-    /// hash, every hash link, Merkle root, signature, quorum and recomputed update. Exits
-    /// 0 when valid, 3 when a file is altered or missing, 4 when the ledger's content is
-    /// refused (naming the first bad block or transaction), 2 when PATH holds no ledger.
+    /// Re-verify a stored ledger (a run's output written with --ledger: every file's
+    /// hash, every hash link, Merkle root, signature, quorum and recomputed update) or a
+    /// sweep (its signed manifest, file hashes, Merkle roots and settlement chains). Exits
+    /// 0 when valid, 3 when a file is altered, missing or unlisted, 4 when the content is
+    /// refused (naming the first bad block, transaction, file, row or run), 2 when PATH
+    /// holds neither.
     Verify {
-        /// A run's output directory (or its ledger.json).
+        /// A run's output directory (or its ledger.json), or a sweep's output directory.
         path: PathBuf,
-        /// The trusted genesis hash (64 hex digits) the ledger must start from.
+        /// The trusted anchor, 64 lower-case hex digits: a ledger's genesis hash, or the
+        /// public key a sweep's manifest must be signed with.
         #[arg(long)]
         anchor: Option<String>,
     },
@@ -494,16 +497,23 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
                     Failure::BadInput(Error::invalid(
                         "--anchor",
                         a,
-                        "a genesis hash: 64 lower-case hex digits",
+                        "64 lower-case hex digits (a genesis hash or a sweep key)",
                     ))
                 })
         })
         .transpose()?;
-    let dir = if path.file_name().is_some_and(|n| n == LEDGER_MANIFEST) {
+    let named = |name: &str| path.file_name().is_some_and(|n| n == name);
+    let dir = if named(LEDGER_MANIFEST) || named(p2pmarket::sweep::MANIFEST_NAME) {
         path.parent().unwrap_or(Path::new(".")).to_path_buf()
     } else {
         path.to_path_buf()
     };
+    if !dir.join(LEDGER_MANIFEST).exists()
+        && dir.join(p2pmarket::sweep::MANIFEST_NAME).exists()
+        && dir.join(p2pmarket::sweep::SPEC_NAME).exists()
+    {
+        return verify_sweep_dir(&dir, anchor);
+    }
     match verify_ledger_dir(&dir, anchor) {
         Ok(check) => {
             let s = &check.summary;
@@ -532,6 +542,41 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
         ))),
         Err(e @ LedgerDirError::File { .. }) => Err(Failure::Tampered(3, e.to_string())),
         Err(e @ LedgerDirError::Ledger { .. }) => Err(Failure::Tampered(4, e.to_string())),
+    }
+}
+
+/// `p2pmarket verify` on a sweep's output: its signed manifest, files, Merkle roots and
+/// settlement chains; `anchor` is the sweep key it must be signed with.
+fn verify_sweep_dir(dir: &Path, anchor: Option<[u8; 32]>) -> Result<(), Failure> {
+    use p2pmarket::sweep::SweepVerifyErrorKind as K;
+    match p2pmarket::sweep::verify_sweep(dir, anchor) {
+        Ok(v) => {
+            println!(
+                "valid sweep: {} runs in {} parts ({} run_hours rows), {} files; manifest signed by {}",
+                v.runs,
+                v.parts,
+                v.run_hours_rows,
+                v.files,
+                hex::encode(v.public_key)
+            );
+            if !v.anchored {
+                println!(
+                    "note: no --anchor given; the key comes from the sweep's seed, so the signature shows consistency, not authorship"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => match e.kind {
+            K::Io => Err(Failure::Env(Error::invalid(
+                "PATH",
+                dir.display(),
+                e.to_string(),
+            ))),
+            K::Manifest | K::MissingFile | K::UnlistedFile | K::FileHash | K::Unreadable => {
+                Err(Failure::Tampered(3, e.to_string()))
+            }
+            _ => Err(Failure::Tampered(4, e.to_string())),
+        },
     }
 }
 

@@ -515,3 +515,41 @@ fn columns_outside_the_chain_rest_on_the_signed_file_hashes() {
     resign(dir.path());
     verify_sweep(dir.path(), Some(key())).expect("iterations are not in the chain");
 }
+
+/// `p2pmarket verify` on a sweep: exit 0 when clean (with and without the anchor key), 4
+/// when the content is refused (an edited price, re-hashed and re-signed), 3 when a file
+/// is altered, 2 for a malformed anchor.
+#[test]
+fn verify_command_on_a_sweep() {
+    let cli = |dir: &Path, anchor: Option<String>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_p2pmarket"));
+        c.arg("verify").arg(dir);
+        if let Some(a) = anchor {
+            c.args(["--anchor", &a]);
+        }
+        c.output().expect("verify")
+    };
+    let dir = clean();
+    let o = cli(dir.path(), None);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("valid sweep: 4 runs"));
+    assert_eq!(cli(dir.path(), Some(hex::encode(key()))).status.code(), Some(0));
+    assert_eq!(cli(dir.path(), Some("12".into())).status.code(), Some(2));
+    // Signed by another key than the anchor: refused content.
+    assert_eq!(cli(dir.path(), Some("ab".repeat(32))).status.code(), Some(4));
+    let hours = read(dir.path(), HOURS0);
+    let edited = with_column(&hours, "price", |a| {
+        let mut v = f64_col(a);
+        v[29] += 1.0;
+        Arc::new(Float64Array::from(v))
+    });
+    write(dir.path(), HOURS0, &edited);
+    let o = cli(dir.path(), None);
+    assert_eq!(o.status.code(), Some(3), "an unlisted hash is a file altered");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(HOURS0));
+    rehash(dir.path(), HOURS0);
+    resign(dir.path());
+    let o = cli(dir.path(), None);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("settlement_head"));
+}

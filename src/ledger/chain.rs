@@ -14,8 +14,8 @@
 //! - `mw = |exchange_mw|` (sign bit cleared), `price` as is, `cost = mw * price`
 //!   (IEEE-754 double multiplication, round to nearest).
 //!
-//! The settlement's bytes are the ledger's canonical encoding, version 1 (see
-//! [the module doc](super)): `0x01 0x02 || hour u32 || seller u32 || buyer u32 || mw f64 ||
+//! The settlement's bytes are the ledger's canonical encoding, version 2 (see
+//! [the module doc](super)): `0x02 0x02 || hour u32 || seller u32 || buyer u32 || mw f64 ||
 //! price f64 || cost f64`, 38 bytes, integers little-endian, `f64` as the little-endian
 //! bits of its IEEE-754 pattern.
 //!
@@ -156,7 +156,7 @@ mod tests {
         let h0 = sha(&[b"p2pmarket/sweep-chain/v1", &7u64.to_le_bytes()]);
         assert_eq!(chain_start(7), h0);
         let (price, exchange) = (31.25f64, -2.5f64);
-        let mut bytes = vec![1u8, 2];
+        let mut bytes = vec![2u8, 2]; // version 2, settlement tag
         bytes.extend_from_slice(&3u32.to_le_bytes());
         bytes.extend_from_slice(&1u32.to_le_bytes()); // seller: the microgrid exports
         bytes.extend_from_slice(&0u32.to_le_bytes());
