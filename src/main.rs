@@ -397,8 +397,9 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
         "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" } },
         "adapter": adapter,
     });
+    let eq1 = recorded.as_ref().and_then(|(rec, _)| eq1_block_s(rec));
     if let Some((rec, total_s)) = &recorded {
-        extra["ledger"] = ledger_summary(rec, *total_s);
+        extra["ledger"] = ledger_summary(rec, *total_s, eq1);
     }
     let mut extra = Some(extra);
     let files = p2pmarket::output::publish_dir_with(
@@ -425,17 +426,37 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     )?;
     print_report(&day);
     if let Some((rec, total_s)) = &recorded {
-        print_ledger(rec, *total_s);
+        print_ledger(rec, *total_s, eq1);
     }
     println!("\nwrote {} files to {}", files.len(), plan.out.display());
     Ok(())
 }
 
-/// The `ledger` object of summary.json: counts, bytes, and the wall times of recording.
-fn ledger_summary(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) -> serde_json::Value {
+/// Eq. (1) per block with this machine's measured constants (100 repetitions each), on
+/// blocks like the recorded ones; `None` when the measurement fails.
+fn eq1_block_s(rec: &p2pmarket::ledger::RecordedDay) -> Option<f64> {
+    let c = &rec.counts;
+    let agents = rec.summary.agents;
+    let costs = p2pmarket::ledger::measure_op_costs(100, agents).ok()?;
+    let genesis = f64::from(1 + agents + c.validators);
+    let per_block = (c.transactions as f64 - genesis) / (c.blocks.saturating_sub(1).max(1)) as f64;
+    Some(p2pmarket::ledger::ProcessingTime::from_costs(&costs, per_block, c.validators).total_s())
+}
+
+/// The `ledger` object of summary.json: counts, bytes, the wall times of recording, and
+/// eq. (1)'s model of them.
+fn ledger_summary(
+    rec: &p2pmarket::ledger::RecordedDay,
+    total_s: f64,
+    eq1_block_s: Option<f64>,
+) -> serde_json::Value {
     let c = &rec.counts;
     let t = &rec.timing;
+    let blocks = c.blocks.saturating_sub(1) as f64;
     serde_json::json!({
+        "eq1_block_s": eq1_block_s,
+        "eq1_day_s": eq1_block_s.map(|b| b * blocks),
+        "measured_block_s": (t.sign_s + t.validate_s) / blocks.max(1.0),
         "genesis_hash": hex::encode(rec.network.state.genesis_hash),
         "tip_hash": hex::encode(rec.network.state.tip),
         "validators": c.validators,
@@ -455,9 +476,10 @@ fn ledger_summary(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) -> serde_j
     })
 }
 
-fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) {
+fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64, eq1_block_s: Option<f64>) {
     let c = &rec.counts;
     let t = &rec.timing;
+    let blocks = c.blocks.saturating_sub(1) as f64;
     println!(
         "\nledger: {} blocks, {} transactions ({} messages, {} settlements), {} signatures, {} bytes; {} validators (f = {})",
         c.blocks,
@@ -478,6 +500,14 @@ fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64) {
         t.hash_s,
         t.verify_s
     );
+    if let Some(b) = eq1_block_s {
+        println!(
+            "  eq. (1) with this machine's measured constants: {:.3} ms per block, {:.3} s per day; measured signing + validation {:.3} ms per block",
+            1e3 * b,
+            b * blocks,
+            1e3 * (t.sign_s + t.validate_s) / blocks.max(1.0)
+        );
+    }
     println!("  genesis {}", hex::encode(rec.network.state.genesis_hash));
 }
 

@@ -73,14 +73,16 @@ fn every_step_rule_and_system_records_and_verifies() {
     let mut cases: Vec<(String, Scenario)> = Vec::new();
     for rule in [StepRule::Newton, StepRule::Constant, StepRule::Diminishing] {
         for dual in [DualUpdate::Exact, DualUpdate::Gradient] {
-            let mut s = Scenario::default();
-            s.rci = RciSettings {
-                step_rule: rule,
-                dual_update: dual,
-                kappa: 0.05,
-                // The scheduled steps stop at this cap: the cap ends a negotiation too.
-                max_iterations: 40,
-                ..RciSettings::default()
+            let s = Scenario {
+                rci: RciSettings {
+                    step_rule: rule,
+                    dual_update: dual,
+                    kappa: 0.05,
+                    // The scheduled steps stop at this cap: the cap ends a negotiation too.
+                    max_iterations: 40,
+                    ..RciSettings::default()
+                },
+                ..Scenario::default()
             };
             cases.push((format!("{rule:?}/{dual:?}"), s));
         }

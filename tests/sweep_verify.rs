@@ -531,12 +531,23 @@ fn verify_command_on_a_sweep() {
     };
     let dir = clean();
     let o = cli(dir.path(), None);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("valid sweep: 4 runs"));
-    assert_eq!(cli(dir.path(), Some(hex::encode(key()))).status.code(), Some(0));
+    assert_eq!(
+        cli(dir.path(), Some(hex::encode(key()))).status.code(),
+        Some(0)
+    );
     assert_eq!(cli(dir.path(), Some("12".into())).status.code(), Some(2));
     // Signed by another key than the anchor: refused content.
-    assert_eq!(cli(dir.path(), Some("ab".repeat(32))).status.code(), Some(4));
+    assert_eq!(
+        cli(dir.path(), Some("ab".repeat(32))).status.code(),
+        Some(4)
+    );
     let hours = read(dir.path(), HOURS0);
     let edited = with_column(&hours, "price", |a| {
         let mut v = f64_col(a);
@@ -545,7 +556,11 @@ fn verify_command_on_a_sweep() {
     });
     write(dir.path(), HOURS0, &edited);
     let o = cli(dir.path(), None);
-    assert_eq!(o.status.code(), Some(3), "an unlisted hash is a file altered");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "an unlisted hash is a file altered"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains(HOURS0));
     rehash(dir.path(), HOURS0);
     resign(dir.path());

@@ -45,6 +45,28 @@ impl ProcessingTime {
     }
 }
 
+impl ProcessingTime {
+    /// Eq. (1) for one block of this ledger, its terms filled from measured constants:
+    /// `q` transactions per block, `T_sig` one `verify_strict`, `t_prod` the proposer's
+    /// Merkle root and header hash plus the agents' `q` signatures, `t_mining` the
+    /// validators' work to commit it (each of the `n` checks the block and signs its
+    /// vote, and the commit checks the `n` votes). Back-off and transmission are 0: the
+    /// validators run in one process, with no network to wait for.
+    pub fn from_costs(c: &OpCosts, transactions_per_block: f64, validators: u32) -> Self {
+        let n = f64::from(validators);
+        // The measured block validation holds `c.leaves` messages; scale it to q.
+        let per_tx_validation = c.block_validation_s / f64::from(c.leaves.max(1));
+        ProcessingTime {
+            transactions: transactions_per_block,
+            signature_s: c.verify_s,
+            backoff_s: 0.0,
+            transmission_s: 0.0,
+            production_s: c.merkle_build_s + c.hash_s + transactions_per_block * c.sign_s,
+            mining_s: n * (per_tx_validation * transactions_per_block + c.sign_s + c.verify_s),
+        }
+    }
+}
+
 /// Measured seconds per operation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpCosts {
