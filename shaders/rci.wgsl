@@ -57,7 +57,8 @@ struct RunParams {
     dual_update: u32,
     // Index of the run's first HourIn in `hourly`, or NO_HOURLY.
     hourly_offset: u32,
-    _pad: u32,
+    // START_COMMON or START_OWN_MARGINAL.
+    start_price: u32,
 }
 
 // Mirror of `engine::gpu::HourIn*` (`engine::HourInput`): one hour of a run with per-hour
@@ -423,6 +424,26 @@ struct LimitPrice {
     unbounded: bool,
 }
 
+// OfferCurve::price_at_export (the marginal price at export x).
+fn price_at_export(a: u32, x: real) -> real {
+    let n = curve_len[a];
+    if x <= ce(a, 0u) {
+        return cp(a, 0u);
+    }
+    if x >= ce(a, n - 1u) {
+        return cp(a, n - 1u);
+    }
+    // Last breakpoint with export <= x (partition_point - 1); the next one exports more.
+    var k = 0u;
+    for (var j = 1u; j < n; j++) {
+        if ce(a, j) <= x {
+            k = j;
+        }
+    }
+    let t = (x - ce(a, k)) / (ce(a, k + 1u) - ce(a, k));
+    return cp(a, k) + t * (cp(a, k + 1u) - cp(a, k));
+}
+
 // OfferCurve::highest_price_within.
 fn highest_price_within(a: u32, x: real) -> LimitPrice {
     let n = curve_len[a];
@@ -532,8 +553,13 @@ fn main(
     var du: array<real, MAX_AGENTS>;
     var dl: array<real, MAX_AGENTS>;
     for (var i = 0u; i < n; i++) {
-        price[i] = rp.initial_price;
-        power[i] = export_at(i, rp.initial_price);
+        // rci::start_price.
+        var p0 = rp.initial_price;
+        if rp.start_price == START_OWN_MARGINAL {
+            p0 = price_at_export(i, real(0.0));
+        }
+        price[i] = p0;
+        power[i] = export_at(i, p0);
         du[i] = real(0.0);
         dl[i] = real(0.0);
         if keep {

@@ -150,6 +150,9 @@ impl Market {
     /// [`Error::InvalidInput`] (or a case/scenario error) naming the field.
     pub fn from_scenario(scenario: &Scenario) -> Result<Self> {
         scenario.validate_settings()?;
+        scenario
+            .rci
+            .validate_for_agents(if scenario.microgrid.enabled { 2 } else { 1 })?;
         let case = scenario.load_case()?;
         let mg = &scenario.microgrid;
         // The microgrid's own fields were checked by `validate_settings`; what needs the

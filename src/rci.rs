@@ -69,6 +69,20 @@ pub enum DualUpdate {
     Gradient,
 }
 
+/// Where each agent's price starts, before any message is exchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPrice {
+    /// Every agent at `initial_price` (the paper): the agents' prices then never disagree,
+    /// so the consensus term (and chi) does nothing.
+    #[default]
+    Common,
+    /// Each agent at its own marginal price at zero trade (its curve's price at export
+    /// 0), what an agent knows before talking: the prices start apart and the consensus
+    /// term pulls them together.
+    OwnMarginal,
+}
+
 /// Settings of the RCI negotiation. Every field has a default; see [`RciSettings::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -103,8 +117,10 @@ pub struct RciSettings {
     pub balance_tol: f64,
     /// Iteration cap; reaching it is a reported non-convergence, not an error.
     pub max_iterations: u32,
-    /// Starting price of every agent, $/MWh.
+    /// Starting price of every agent with `start_price = "common"`, $/MWh.
     pub initial_price: f64,
+    /// Where each agent's price starts.
+    pub start_price: StartPrice,
 }
 
 impl Default for RciSettings {
@@ -126,6 +142,7 @@ impl Default for RciSettings {
             balance_tol: 1e-6,
             max_iterations: 1000,
             initial_price: 20.0,
+            start_price: StartPrice::Common,
         }
     }
 }
@@ -189,6 +206,31 @@ impl RciSettings {
                 self.max_iterations,
                 "a whole number in 1..=10000000",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl RciSettings {
+    /// [`RciSettings::validate`], plus what depends on the number of agents: agents that
+    /// start apart (`start_price = "own_marginal"`) need `chi < 2 / agents`. On a complete
+    /// graph the consensus term multiplies each agent's disagreement with the mean by
+    /// `1 - agents * chi` per iteration, so at `chi >= 2 / agents` it never damps (two
+    /// agents at chi = 1 swap prices forever). With a common start the prices never
+    /// disagree and chi has no effect, so (0, 1] stays allowed.
+    pub fn validate_for_agents(&self, agents: usize) -> Result<()> {
+        self.validate()?;
+        if self.start_price == StartPrice::OwnMarginal && agents >= 2 {
+            let bound = 2.0 / agents as f64;
+            if self.chi >= bound {
+                return Err(Error::invalid(
+                    "rci.chi",
+                    self.chi,
+                    format!(
+                        "(0, {bound}) with start_price = \"own_marginal\" and {agents} agents: the consensus term damps the agents' disagreement only below 2/agents"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -312,8 +354,8 @@ pub struct RciState {
 }
 
 impl RciState {
-    /// The starting point: every agent at `initial_price` with its export there and zero
-    /// duals, an unbounded bracket, no Newton step yet.
+    /// The starting point: every agent at its [`start_price`] with its export there and
+    /// zero duals, an unbounded bracket, no Newton step yet.
     pub fn new(agents: &[Agent<'_>], settings: &RciSettings) -> Self {
         let mut state = RciState::default();
         state.reset(agents, settings);
@@ -322,13 +364,15 @@ impl RciState {
 
     /// Makes this state [`RciState::new`]`(agents, settings)`, reusing its storage.
     pub fn reset(&mut self, agents: &[Agent<'_>], settings: &RciSettings) {
-        let p0 = settings.initial_price;
         self.agents.clear();
-        self.agents.extend(agents.iter().map(|a| AgentState {
-            price: p0,
-            power: a.curve.export_at(p0),
-            dual_upper: 0.0,
-            dual_lower: 0.0,
+        self.agents.extend(agents.iter().map(|a| {
+            let p0 = start_price(a, settings);
+            AgentState {
+                price: p0,
+                power: a.curve.export_at(p0),
+                dual_upper: 0.0,
+                dual_lower: 0.0,
+            }
         }));
         self.previous.clear();
         self.previous.extend_from_slice(&self.agents);
@@ -381,6 +425,14 @@ impl RciState {
                     state,
                 }),
         );
+    }
+}
+
+/// An agent's starting price under `settings.start_price`, $/MWh.
+pub fn start_price(a: &Agent<'_>, settings: &RciSettings) -> f64 {
+    match settings.start_price {
+        StartPrice::Common => settings.initial_price,
+        StartPrice::OwnMarginal => a.curve.price_at_export(0.0),
     }
 }
 

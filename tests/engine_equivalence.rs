@@ -18,7 +18,9 @@ use p2pmarket::engine::{
 use p2pmarket::grid::load_table::LoadTable;
 use p2pmarket::market::Market;
 use p2pmarket::microgrid::HOURS;
-use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule, within_divergence_limit};
+use p2pmarket::rci::{
+    DualUpdate, PowerUpdate, RciSettings, StartPrice, StepRule, within_divergence_limit,
+};
 use p2pmarket::scenario::Scenario;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -105,6 +107,13 @@ fn random_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
                 } else {
                     DualUpdate::Gradient
                 },
+                // Agents that start apart exercise the consensus term and chi.
+                start_price: if rng.random_bool(0.5) {
+                    StartPrice::OwnMarginal
+                } else {
+                    StartPrice::Common
+                },
+                chi: rng.random_range(0.05..0.95),
                 ..RciSettings::default()
             };
             if tol == Tolerances::F32 {

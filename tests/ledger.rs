@@ -7,7 +7,7 @@ use p2pmarket::ledger::{
     Rejection, Settlement, SimplePriceRule, TxBody, TxRecord, VerifyErrorKind, VerifyOptions,
     check_votes, double_signers, simulate_equivocation, verify, verify_bytes, verify_signature,
 };
-use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StepRule};
+use p2pmarket::rci::{DualUpdate, PowerUpdate, RciSettings, StartPrice, StepRule};
 use proptest::prelude::*;
 use rayon::prelude::*;
 
@@ -32,6 +32,7 @@ fn rci() -> RciSettings {
         balance_tol: 1e-6,
         max_iterations: 1000,
         initial_price: 20.0,
+        start_price: StartPrice::Common,
     }
 }
 
@@ -250,10 +251,10 @@ fn golden_block_hashes() {
         .map(|b| hex::encode(b.hash()))
         .collect();
     let expected = [
-        "a1b0758a5162e94bdcf2df31477ca876022267932a1f70f79f4da5d86794d04f",
-        "3dc67509b01e77902f85bb2400652bf49b7628c11be13f0edba5b361fb9b663d",
-        "6c8f38e9b5dfe20a77ebd6ddf3deb153d8006a06336f8d75a44fd422cb80785e",
-        "bbe2bcbe2f090572bfd411c4e3a857289460e6d08c932af579b67da353a2e0c5",
+        "0714ade007edb37f9ac65cab60b7c2a7260c76f8b0d0df0f20ff6ff3a5e1d920",
+        "9dd0c111945d3facb7ab6781c70ac8c584e05efa35244f468f3177750fdf56e0",
+        "12ab18bf9e4addb742e5a757a757745b8e2c9006b718065d5d5b4154ac250381",
+        "e938be6703813d6f936e1895f91f8d2a808a4e060e6a49ec94769248de8113c0",
     ];
     assert_eq!(hashes, expected);
 }

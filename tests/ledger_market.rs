@@ -101,6 +101,13 @@ fn every_step_rule_and_system_records_and_verifies() {
     let mut s = Scenario::default();
     s.microgrid.enabled = false;
     cases.push(("microgrid off".into(), s));
+    // Agents that start apart: the consensus term (chi) enters every recomputed price.
+    for chi in [0.25, 0.75] {
+        let mut s = Scenario::default();
+        s.rci.start_price = p2pmarket::rci::StartPrice::OwnMarginal;
+        s.rci.chi = chi;
+        cases.push((format!("own marginal start, chi {chi}"), s));
+    }
     for (label, s) in &cases {
         let (_, day, rec) = record(s);
         check_recorded(label, &day, &rec);
@@ -166,14 +173,27 @@ fn refusal(net: &mut Network, txs: Vec<Transaction>) -> Rejection {
     failure.refusals[0].1.rejection.clone()
 }
 
-/// The microgrid (agent 1) computes its hour-12, iteration-2 price with twice the
-/// innovation step and signs it (an FDIA on a protocol parameter at the sender): the
-/// validators recompute the update and refuse it. (chi is not the parameter altered here:
-/// both agents start at one price, so their prices stay equal and chi multiplies a zero
-/// disagreement; an altered chi changes nothing until agents start apart, issue 9.)
+/// The microgrid (agent 1) computes its hour-12, iteration-2 price with a tampered
+/// protocol parameter and signs it (an FDIA at the sender): twice the innovation step, or
+/// chi = 0.3 instead of the committed 0.25 when the agents start apart (with a common
+/// start their prices stay equal, chi multiplies a zero disagreement and an altered chi
+/// changes nothing). The validators recompute the update and refuse it.
 #[test]
 fn a_parameter_altered_at_a_sender_is_refused() {
-    let (_, _, rec) = record(&Scenario::default());
+    let mut apart = Scenario::default();
+    apart.rci.start_price = p2pmarket::rci::StartPrice::OwnMarginal;
+    apart.rci.chi = 0.25;
+    for (label, s, chi, step_factor) in [
+        ("twice the step", Scenario::default(), 0.5, 2.0),
+        ("chi 0.3", apart, 0.3, 1.0),
+    ] {
+        altered_price_is_refused(label, &s, chi, step_factor);
+    }
+}
+
+fn altered_price_is_refused(label: &str, s: &Scenario, chi: f64, step_factor: f64) {
+    let committed_chi = s.rci.chi;
+    let (_, _, rec) = record(s);
     let (mut net, _) = replay_until(&rec, |txs| {
         consensus(&txs[0]).is_some_and(|m| m.hour == 12 && m.iteration == 2)
     });
@@ -183,20 +203,20 @@ fn a_parameter_altered_at_a_sender_is_refused() {
         .collect();
     let (kappa, _) = p2pmarket::ledger::committed_step(&net.state, 0, 12, k).expect("step");
     let mismatch: f64 = prev.iter().map(|m| m.power).sum();
-    let update = |kappa: f64| {
+    let update = |chi: f64, kappa: f64| {
         p2pmarket::rci::price_update(
             prev[1].price,
             prev.iter().map(|m| m.price),
-            0.5,
+            chi,
             kappa,
             mismatch,
         )
     };
-    let honest = update(kappa);
-    let altered = update(2.0 * kappa);
+    let honest = update(committed_chi, kappa);
+    let altered = update(chi, step_factor * kappa);
     assert!(
         (honest - altered).abs() > 1e-6,
-        "the test must change the price"
+        "{label}: the test must change the price"
     );
     let recorded = rec
         .network
@@ -222,10 +242,10 @@ fn a_parameter_altered_at_a_sender_is_refused() {
         Rejection::Mismatch {
             field, expected, ..
         } => {
-            assert_eq!(field, "price");
-            assert_eq!(expected, honest);
+            assert_eq!(field, "price", "{label}");
+            assert_eq!(expected, honest, "{label}");
         }
-        other => panic!("unexpected refusal {other:?}"),
+        other => panic!("{label}: unexpected refusal {other:?}"),
     }
 }
 

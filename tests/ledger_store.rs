@@ -233,7 +233,7 @@ fn store_unchecked(ledger: &Ledger, clean: &LedgerFiles) -> LedgerFiles {
 #[test]
 fn the_golden_ledger_verifies_with_pinned_hashes() {
     let dir = repo_path("tests/data/ledger");
-    let genesis = "4fb6efa166927f1b47118de92b296f74551ff13392d72d7abcf2f19aa9d031f0";
+    let genesis = "6122a0bd7e2b7b2266b430d2c43780c4540a0cedfbcfc52d3ae1ee5e9e96689f";
     let anchor: [u8; 32] = hex::decode(genesis)
         .expect("hex")
         .try_into()
@@ -253,7 +253,7 @@ fn the_golden_ledger_verifies_with_pinned_hashes() {
     );
 }
 
-const GOLDEN_TIP: &str = "73d997496643be9e9efb8fbeb2dd547c99711a95ccc38d8c0ec7b7e3c6502541";
+const GOLDEN_TIP: &str = "765ddb90971279ede9d882e3ddab7a184b43b7db47a76b242bc3f5bcc39d325a";
 
 /// Regenerates `tests/data/ledger/` (run by hand after an encoding change:
 /// `cargo test --release --test ledger_store -- --ignored`).

@@ -456,3 +456,61 @@ fn cli_run_writes_every_output() {
     ]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// Agents that start at their own marginal prices (`start_price = "own_marginal"`) reach
+/// the same market as a common start; there the consensus weight chi changes the path
+/// (iteration counts), while with a common start the prices never disagree and chi
+/// changes nothing at all (issue 9).
+#[test]
+fn own_marginal_start_exercises_chi_and_reaches_the_same_market() {
+    let day = |start: rci::StartPrice, chi: f64| {
+        let mut s = Scenario::default();
+        s.rci.start_price = start;
+        s.rci.chi = chi;
+        let m = Market::from_scenario(&s).expect("market");
+        market::run_day(&m, false).expect("day")
+    };
+    let iterations =
+        |d: &market::DayResult| -> u32 { d.hours.iter().map(|h| h.p2p.outcome.iterations).sum() };
+    let common = day(rci::StartPrice::Common, 0.5);
+    // A common start: chi multiplies a zero disagreement, bit for bit.
+    let common_low = day(rci::StartPrice::Common, 0.1);
+    for (a, b) in common.hours.iter().zip(&common_low.hours) {
+        assert_eq!(a.p2p.outcome.agents, b.p2p.outcome.agents, "hour {}", a.hour);
+    }
+    let mut totals = Vec::new();
+    for chi in [0.1, 0.25, 0.5] {
+        let own = day(rci::StartPrice::OwnMarginal, chi);
+        assert_eq!(own.summary.converged_hours, 24, "chi {chi}");
+        // The agents really start apart.
+        let first = &own.hours[12].curves;
+        let p0: Vec<f64> = first.iter().map(|c| c.price_at_export(0.0)).collect();
+        assert!((p0[0] - p0[1]).abs() > 1.0, "start prices {p0:?}");
+        for (a, b) in common.hours.iter().zip(&own.hours) {
+            assert!(
+                (a.p2p.price - b.p2p.price).abs() < 1e-5
+                    && (a.p2p.exchange_mw - b.p2p.exchange_mw).abs() < 1e-4,
+                "chi {chi}, hour {}: {} / {} against {} / {}",
+                a.hour,
+                b.p2p.price,
+                b.p2p.exchange_mw,
+                a.p2p.price,
+                a.p2p.exchange_mw
+            );
+        }
+        totals.push(iterations(&own));
+    }
+    assert!(
+        totals[0] > totals[1] && totals[1] > totals[2],
+        "iterations by chi 0.1, 0.25, 0.5: {totals:?}"
+    );
+    assert!(totals[2] > iterations(&common));
+    // chi = 1 never damps two agents' disagreement: refused, naming the field.
+    let mut s = Scenario::default();
+    s.rci.start_price = rci::StartPrice::OwnMarginal;
+    s.rci.chi = 1.0;
+    let e = Market::from_scenario(&s).expect_err("chi = 1 refused");
+    assert!(e.to_string().contains("rci.chi"), "{e}");
+    s.microgrid.enabled = false;
+    Market::from_scenario(&s).expect("one agent: no disagreement to damp");
+}

@@ -393,7 +393,7 @@ fn check_scale(run: usize, field: &str, v: f64, zero_ok: bool) -> Result<()> {
     }
 }
 
-fn validate_run(i: usize, r: &RunSpec) -> Result<()> {
+fn validate_run(i: usize, r: &RunSpec, agents: usize) -> Result<()> {
     check_scale(i, "load_scale", r.load_scale, false)?;
     if let Some(h) = &r.hourly {
         h.validate(i)?;
@@ -401,7 +401,7 @@ fn validate_run(i: usize, r: &RunSpec) -> Result<()> {
     check_scale(i, "renewable_scale", r.renewable_scale, true)?;
     check_scale(i, "mg_load_scale", r.mg_load_scale, true)?;
     r.rci
-        .validate()
+        .validate_for_agents(agents)
         .map_err(|e| e.with_field_prefix(&format!("runs[{i}].")))?;
     if r.attack.kind != AttackKind::None as u32 {
         return Err(Error::invalid(
@@ -458,8 +458,9 @@ impl Batch {
         if runs.is_empty() {
             return Err(Error::invalid("runs", 0, "at least one run"));
         }
+        let agents = if market.microgrid.config.enabled { 2 } else { 1 };
         for (i, r) in runs.iter().enumerate() {
-            validate_run(i, r)?;
+            validate_run(i, r, agents)?;
         }
         let uses_table = |r: &RunSpec| r.hourly.as_ref().is_some_and(|h| h.sg_load_mw.is_some());
         if let Some(table) = table {

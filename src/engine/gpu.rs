@@ -22,7 +22,8 @@ use crate::engine::batch::{
 };
 use crate::error::{Error, Result};
 use crate::rci::{
-    AgentState, DIVERGENCE_LIMIT, DualUpdate, PowerUpdate, Residuals, StepRule, TrajectoryPoint,
+    AgentState, DIVERGENCE_LIMIT, DualUpdate, PowerUpdate, Residuals, StartPrice, StepRule,
+    TrajectoryPoint,
 };
 
 /// The kernel, without its precision prelude (see [`shader_source`]).
@@ -127,6 +128,8 @@ fn codes() -> String {
         ("UPDATE_RELAXED", power_update_code(PowerUpdate::Relaxed)),
         ("DUAL_EXACT", dual_update_code(DualUpdate::Exact)),
         ("DUAL_GRADIENT", dual_update_code(DualUpdate::Gradient)),
+        ("START_COMMON", start_price_code(StartPrice::Common)),
+        ("START_OWN_MARGINAL", start_price_code(StartPrice::OwnMarginal)),
         ("NO_TRAJECTORY", NO_TRAJECTORY),
         ("NO_HOURLY", NO_HOURLY),
         ("SCALE_RENEWABLES", SCALE_RENEWABLES),
@@ -142,6 +145,13 @@ fn dual_update_code(d: DualUpdate) -> u32 {
     match d {
         DualUpdate::Exact => 0,
         DualUpdate::Gradient => 1,
+    }
+}
+
+fn start_price_code(r: StartPrice) -> u32 {
+    match r {
+        StartPrice::Common => 0,
+        StartPrice::OwnMarginal => 1,
     }
 }
 
@@ -209,8 +219,8 @@ macro_rules! mirrors {
             pub dual_update: u32,
             /// Index of the run's first per-hour input in the chunk, or [`NO_HOURLY`].
             pub hourly_offset: u32,
-            /// Padding to the struct's alignment.
-            pub _pad: u32,
+            /// Start price code (`START_*`).
+            pub start_price: u32,
         }
 
         /// Mirror of WGSL `HourIn` (see [`HourInput`]).
@@ -347,7 +357,7 @@ macro_rules! mirrors {
                     trajectory_offset,
                     dual_update: dual_update_code(s.dual_update),
                     hourly_offset,
-                    _pad: 0,
+                    start_price: start_price_code(s.start_price),
                 }
             }
 
@@ -1349,7 +1359,7 @@ mod tests {
                     trajectory_offset,
                     dual_update,
                     hourly_offset,
-                    _pad
+                    start_price
                 ]
             );
             check_layout!(

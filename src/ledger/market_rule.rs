@@ -4,7 +4,8 @@
 //! committed end of that hour's negotiation.
 //!
 //! What is recomputed (public: the committed messages and parameters):
-//! - iteration 0 starts at the committed `initial_price` with zero duals;
+//! - iteration 0 starts with zero duals, at the committed `initial_price` when the start is
+//!   common (an agent's own marginal price, the other start rule, is private);
 //! - the price of iteration k + 1 is [`rci::price_update`] of iteration k's committed
 //!   prices with the committed `chi` and the innovation step `kappa^k`: the schedule of a
 //!   `constant` or `diminishing` rule, or the Newton step replayed from iteration 0 with
@@ -24,7 +25,7 @@
 //! model.
 
 use crate::rci::{
-    self, AgentState, DualUpdate, NewtonMemory, NewtonSignals, RciSettings, nearest_gap,
+    self, AgentState, DualUpdate, NewtonMemory, NewtonSignals, RciSettings, StartPrice, nearest_gap,
     residuals_between, scheduled_kappa, stop_rules_hold,
 };
 
@@ -204,7 +205,11 @@ impl ContentRule for MarketRule {
         let Some(k) = msg.iteration.checked_sub(1) else {
             self.agrees("dual_upper", 0.0, msg.dual_upper)?;
             self.agrees("dual_lower", 0.0, msg.dual_lower)?;
-            return self.agrees("price", s.initial_price, msg.price);
+            // An agent's own marginal price is private: only a common start is checked.
+            return match s.start_price {
+                StartPrice::Common => self.agrees("price", s.initial_price, msg.price),
+                StartPrice::OwnMarginal => Ok(()),
+            };
         };
         if let Some(ended) = ended_at(committed, msg.run, msg.hour)?
             && ended <= k

@@ -24,7 +24,7 @@
 //! |---|---|---|---|
 //! | consensus message | `0x01` | run u32, hour u32, iteration u32, agent u32, price f64, power f64, dual_upper f64, dual_lower f64, slope_down f64, slope_up f64, gap_down f64, gap_up f64 | 82 |
 //! | settlement | `0x02` | hour u32, seller u32, buyer u32, mw f64, price f64, cost f64 | 38 |
-//! | protocol parameters | `0x03` | agents u32, validators u32, faults u32, then the RCI settings: chi f64, step_rule u8 (0 constant, 1 diminishing, 2 newton), kappa f64, kappa_decay f64, newton_damping f64, slope_floor f64, dual_update u8 (0 exact, 1 gradient), xi f64, power_update u8 (0 plain, 1 relaxed), relax_gamma f64, price_tol f64, power_tol f64, dual_tol f64, balance_tol f64, max_iterations u32, initial_price f64 | 117 |
+//! | protocol parameters | `0x03` | agents u32, validators u32, faults u32, then the RCI settings: chi f64, step_rule u8 (0 constant, 1 diminishing, 2 newton), kappa f64, kappa_decay f64, newton_damping f64, slope_floor f64, dual_update u8 (0 exact, 1 gradient), xi f64, power_update u8 (0 plain, 1 relaxed), relax_gamma f64, price_tol f64, power_tol f64, dual_tol f64, balance_tol f64, max_iterations u32, initial_price f64, start_price u8 (0 common, 1 own_marginal) | 118 |
 //! | agent registration | `0x04` | agent u32, public key (32 bytes), commitment (32 bytes) | 70 |
 //! | validator registration | `0x05` | validator u32, public key (32 bytes) | 38 |
 //! | block header | `0x10` | height u64, prev_hash (32 bytes), merkle_root (32 bytes), tx_count u32, timestamp_ms u64, proposer u32 | 90 |

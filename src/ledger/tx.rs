@@ -2,7 +2,7 @@
 //! records (protocol parameters, agent and validator registrations), with their canonical
 //! encodings.
 
-use crate::rci::{DualUpdate, NewtonSignals, PowerUpdate, RciSettings, StepRule};
+use crate::rci::{DualUpdate, NewtonSignals, PowerUpdate, RciSettings, StartPrice, StepRule};
 
 use super::encoding::{
     DecodeError, Reader, TAG_AGENT, TAG_CONSENSUS, TAG_PARAMETERS, TAG_SETTLEMENT, TAG_VALIDATOR,
@@ -175,6 +175,7 @@ fn write_rci(w: &mut Writer, rci: &RciSettings) {
         balance_tol,
         max_iterations,
         initial_price,
+        start_price,
     } = *rci;
     w.f64(chi)
         .u8(step_rule_code(step_rule))
@@ -191,7 +192,15 @@ fn write_rci(w: &mut Writer, rci: &RciSettings) {
         .f64(dual_tol)
         .f64(balance_tol)
         .u32(max_iterations)
-        .f64(initial_price);
+        .f64(initial_price)
+        .u8(start_price_code(start_price));
+}
+
+fn start_price_code(r: StartPrice) -> u8 {
+    match r {
+        StartPrice::Common => 0,
+        StartPrice::OwnMarginal => 1,
+    }
 }
 
 fn read_rci(r: &mut Reader<'_>) -> Result<RciSettings, DecodeError> {
@@ -249,6 +258,16 @@ fn read_rci(r: &mut Reader<'_>) -> Result<RciSettings, DecodeError> {
         balance_tol: r.f64("rci.balance_tol")?,
         max_iterations: r.u32("rci.max_iterations")?,
         initial_price: r.f64("rci.initial_price")?,
+        start_price: match r.u8("rci.start_price")? {
+            0 => StartPrice::Common,
+            1 => StartPrice::OwnMarginal,
+            value => {
+                return Err(DecodeError::Code {
+                    field: "rci.start_price",
+                    value,
+                });
+            }
+        },
     })
 }
 
@@ -446,7 +465,7 @@ mod tests {
                     faults: 1,
                     rci: RciSettings::default(),
                 }),
-                2 + 12 + 12 * 8 + 3 + 4,
+                2 + 12 + 12 * 8 + 4 + 4,
             ),
             (
                 TxBody::Agent(AgentRegistration {
