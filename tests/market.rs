@@ -476,7 +476,11 @@ fn own_marginal_start_exercises_chi_and_reaches_the_same_market() {
     // A common start: chi multiplies a zero disagreement, bit for bit.
     let common_low = day(rci::StartPrice::Common, 0.1);
     for (a, b) in common.hours.iter().zip(&common_low.hours) {
-        assert_eq!(a.p2p.outcome.agents, b.p2p.outcome.agents, "hour {}", a.hour);
+        assert_eq!(
+            a.p2p.outcome.agents, b.p2p.outcome.agents,
+            "hour {}",
+            a.hour
+        );
     }
     let mut totals = Vec::new();
     for chi in [0.1, 0.25, 0.5] {

@@ -458,7 +458,11 @@ impl Batch {
         if runs.is_empty() {
             return Err(Error::invalid("runs", 0, "at least one run"));
         }
-        let agents = if market.microgrid.config.enabled { 2 } else { 1 };
+        let agents = if market.microgrid.config.enabled {
+            2
+        } else {
+            1
+        };
         for (i, r) in runs.iter().enumerate() {
             validate_run(i, r, agents)?;
         }

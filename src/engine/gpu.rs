@@ -129,7 +129,10 @@ fn codes() -> String {
         ("DUAL_EXACT", dual_update_code(DualUpdate::Exact)),
         ("DUAL_GRADIENT", dual_update_code(DualUpdate::Gradient)),
         ("START_COMMON", start_price_code(StartPrice::Common)),
-        ("START_OWN_MARGINAL", start_price_code(StartPrice::OwnMarginal)),
+        (
+            "START_OWN_MARGINAL",
+            start_price_code(StartPrice::OwnMarginal),
+        ),
         ("NO_TRAJECTORY", NO_TRAJECTORY),
         ("NO_HOURLY", NO_HOURLY),
         ("SCALE_RENEWABLES", SCALE_RENEWABLES),

@@ -25,8 +25,8 @@
 //! model.
 
 use crate::rci::{
-    self, AgentState, DualUpdate, NewtonMemory, NewtonSignals, RciSettings, StartPrice, nearest_gap,
-    residuals_between, scheduled_kappa, stop_rules_hold,
+    self, AgentState, DualUpdate, NewtonMemory, NewtonSignals, RciSettings, StartPrice,
+    nearest_gap, residuals_between, scheduled_kappa, stop_rules_hold,
 };
 
 use super::state::{ContentRule, LedgerState, Rejection, check_message_values};
