@@ -181,12 +181,12 @@ mod tests {
         // (README, "Sweep integrity"), so the doc is enough to recompute them.
         assert_eq!(
             hex::encode(settlement_head(42, day())),
-            "90f2b1e3c6f90a2f6680d317d4c3094fd0386e273fa69e0417d7047bd2a360fa"
+            "0210eb964c3ebe4cc0ae3f650d751f1edf9126641b02527c6f9ffe4cf324a776"
         );
         let rows: Vec<(u64, Hash)> = (0..3).map(|r| (r, settlement_head(r, day()))).collect();
         assert_eq!(
             hex::encode(part_root(&rows)),
-            "a2e084939fbe5dd731ba5cdde1b099e15635c92148b74ac73a1c09881f886030"
+            "9d87474bd47ad7886f04efb412eb5407473f67366d093d26c68c72f0f0a059d8"
         );
     }
 
