@@ -190,7 +190,7 @@ fn stored_heads_are_the_documented_chain_of_the_run_hours_rows() {
         for k in 0..24 {
             let (p, x) = (price[i * 24 + k], exchange[i * 24 + k]);
             let (seller, buyer) = if x < 0.0 { (1u32, 0u32) } else { (0, 1) };
-            let mut s = vec![1u8, 2];
+            let mut s = vec![2u8, 2]; // encoding version 2, settlement tag
             s.extend((k as u32).to_le_bytes());
             s.extend(seller.to_le_bytes());
             s.extend(buyer.to_le_bytes());
