@@ -7,7 +7,7 @@
 //!
 //! REFERENCE is the `statistics.parquet` of a large MC study of the same scenario (its
 //! `mc` rows are the reference; the committed one is `results/uncertainty/mc1e6/`). For
-//! each sampling method and each N of the grid (default 128, 256, ..., 8192), R seeded
+//! each sampling method and each N of the grid (default 8, 16, ..., 8192), R seeded
 //! replications (default 20; seeds 1 000 003 + r, none equal to the scenario's) are run
 //! through the library's study on the CPU backend, one load table for all of them. The
 //! error of a quantity's mean (or std) is the RMS over the 24 hours and the replications
@@ -15,10 +15,14 @@
 //! over the hours of its one estimate (a UT std that does not exist, a negative weighted
 //! variance, counts as 0). Writes into OUT_DIR:
 //! - `convergence.csv`: method, n, reps, quantity, statistic, rms_error, seconds;
-//! - `ut_errors.csv`: method, runs, quantity, statistic, rms_error, hours_without_std;
+//! - `ut_errors.csv`: method, runs, quantity, statistic, rms_error, hours_without_std,
+//!   reference_noise (the reference's own standard error, RMS over the hours: std/sqrt(N)
+//!   for the mean, std/sqrt(2N) for the std);
 //! - `samples_to_ut.csv`: per UT form, quantity and statistic, the N at which each
 //!   sampling method's error reaches the UT's (`at_most`: already at the grid's smallest
-//!   N, the UT loses; `interpolated`; `extrapolated` with 1/sqrt(N) beyond the grid) and
+//!   N, the UT loses; `interpolated`; `extrapolated` with 1/sqrt(N) beyond the grid;
+//!   `below_reference_noise`: the UT's error is below twice the reference's noise, so
+//!   not resolved, and N is where the method reaches that floor, a lower bound) and
 //!   N / (UT runs);
 //! - `convergence_mean.{png,svg}`, `convergence_std.{png,svg}`: error against N on
 //!   log-log axes with the 1/sqrt(N) line and the UT forms' errors.
@@ -30,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use arrow::array::{Array, Float64Array, StringArray, UInt32Array};
+use arrow::array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use p2pmarket::engine::BackendChoice;
@@ -74,7 +78,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = std::env::args_os().skip(1);
     let mut positional = Vec::new();
-    let (mut reps, mut grid, mut config) = (20u64, (7..=13).map(|k| 1u64 << k).collect(), None);
+    let (mut reps, mut grid, mut config) = (20u64, (3..=13).map(|k| 1u64 << k).collect(), None);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -131,10 +135,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// (quantity, hour) -> (mean, std) of the reference's `mc` rows.
-fn read_reference(path: &Path) -> Result<HashMap<(String, u32), (f64, f64)>, Error> {
+/// (quantity, hour) -> (mean, std) of the reference's `mc` rows, and its sample count.
+fn read_reference(path: &Path) -> Result<(HashMap<(String, u32), (f64, f64)>, u64), Error> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
     let mut map = HashMap::new();
+    let mut runs = 0;
     for batch in reader {
         let batch = batch?;
         let col = |name: &str| {
@@ -162,8 +167,13 @@ fn read_reference(path: &Path) -> Result<HashMap<(String, u32), (f64, f64)>, Err
             .as_any()
             .downcast_ref::<Float64Array>()
             .ok_or("std")?;
+        let count = col("runs")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or("runs")?;
         for i in 0..batch.num_rows() {
             if method.value(i) == "mc" && !hour.is_null(i) && !std.is_null(i) {
+                runs = runs.max(count.value(i));
                 map.insert(
                     (quantity.value(i).to_string(), hour.value(i)),
                     (mean.value(i), std.value(i)),
@@ -174,7 +184,23 @@ fn read_reference(path: &Path) -> Result<HashMap<(String, u32), (f64, f64)>, Err
     if map.len() < QUANTITIES.len() * HOURS {
         return Err(format!("{}: no complete mc rows", path.display()).into());
     }
-    Ok(map)
+    Ok((map, runs))
+}
+
+/// The reference's own standard error, RMS over the hours, of a quantity's mean
+/// (std / sqrt(N)) or std (std / sqrt(2 N), the normal approximation): errors measured
+/// against the reference cannot be resolved below about this.
+fn reference_noise(
+    reference: &HashMap<(String, u32), (f64, f64)>,
+    runs: u64,
+    quantity: &str,
+    statistic: &str,
+) -> f64 {
+    let factor = if statistic == "mean" { 1.0 } else { 2.0 };
+    rms((0..HOURS as u32).filter_map(|h| {
+        let &(_, s) = reference.get(&(quantity.to_string(), h))?;
+        Some(s / (factor * runs as f64).sqrt())
+    }))
 }
 
 /// Per (quantity, statistic): the differences from the reference over the hours.
@@ -207,7 +233,8 @@ fn run(args: &Args) -> Result<(), Error> {
         None => Scenario::default(),
     };
     let market = Market::from_scenario(&scenario)?;
-    let reference = read_reference(&args.reference)?;
+    let (reference, reference_runs) = read_reference(&args.reference)?;
+    let noise = |q: &str, s: &str| reference_noise(&reference, reference_runs, q, s);
     std::fs::create_dir_all(&args.out)?;
     let mut cfg = scenario.uncertainty.clone();
     let t = Instant::now();
@@ -220,7 +247,9 @@ fn run(args: &Args) -> Result<(), Error> {
         precision: Precision::F64,
     };
     let ut = run_prepared(&mut prepared, &market, &cfg, &options(UT.to_vec(), 1), None)?;
-    let mut ut_csv = String::from("method,runs,quantity,statistic,rms_error,hours_without_std\n");
+    let mut ut_csv = String::from(
+        "method,runs,quantity,statistic,rms_error,hours_without_std,reference_noise\n",
+    );
     // (ut method, quantity, statistic) -> error
     let mut ut_error = HashMap::new();
     for m in UT {
@@ -239,7 +268,11 @@ fn run(args: &Args) -> Result<(), Error> {
             for s in STATISTICS {
                 let e = rms(differences(&ut, m, &reference, q, s));
                 ut_error.insert((m, q, s), (e, runs));
-                writeln!(ut_csv, "{m},{runs},{q},{s},{e:e},{missing}")?;
+                writeln!(
+                    ut_csv,
+                    "{m},{runs},{q},{s},{e:e},{missing},{:e}",
+                    noise(q, s)
+                )?;
             }
         }
     }
@@ -293,13 +326,21 @@ fn run(args: &Args) -> Result<(), Error> {
         for q in QUANTITIES {
             for s in STATISTICS {
                 let (target, runs) = ut_error[&(m, q, s)];
+                // Below twice the reference's noise the UT's error is not resolved: the N
+                // that reaches that floor is then only a lower bound.
+                let floor = 2.0 * noise(q, s);
+                let unresolved = target < floor;
                 for method in SAMPLING {
-                    match samples_to_reach(&curves[&(method, q, s)], target) {
+                    match samples_to_reach(&curves[&(method, q, s)], target.max(floor)) {
                         Some(r) => writeln!(
                             reach_csv,
                             "{m},{q},{s},{target:e},{method},{:.0},{},{runs},{:.3}",
                             r.samples(),
-                            r.kind(),
+                            if unresolved {
+                                "below_reference_noise"
+                            } else {
+                                r.kind()
+                            },
                             r.samples() / runs as f64
                         )?,
                         None => {
@@ -339,10 +380,20 @@ fn run(args: &Args) -> Result<(), Error> {
                         width: 1,
                     });
                 }
+                let floor = noise(q, s);
+                layers.push(Layer::Line {
+                    label: "reference's standard error".into(),
+                    points: [n0, n1]
+                        .iter()
+                        .map(|&x| (x.log10(), floor.log10()))
+                        .collect(),
+                    colour: 7,
+                    width: 1,
+                });
                 for (k, m) in UT.iter().enumerate() {
                     let (e, _) = ut_error[&(*m, q, s)];
                     layers.push(Layer::Line {
-                        label: format!("{m} (241 runs)"),
+                        label: format!("{m} ({} runs)", ut_error[&(*m, q, s)].1),
                         points: [n0, n1].iter().map(|&x| (x.log10(), e.log10())).collect(),
                         colour: 3 + k,
                         width: 2,
@@ -361,7 +412,7 @@ fn run(args: &Args) -> Result<(), Error> {
             &mut sink,
             &format!("convergence_{s}"),
             &format!(
-                "error of the hourly {s} against a 1e6-sample MC, {} seeds per N",
+                "RMS error of the hourly {s} vs a {reference_runs}-sample MC, {} seeds per N",
                 args.reps
             ),
             &panels,

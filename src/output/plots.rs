@@ -554,6 +554,66 @@ mod tests {
     }
 
     #[test]
+    fn panels_draw_every_layer_and_log_ticks() {
+        let panels = [
+            Panel {
+                title: "first panel".into(),
+                x_label: "hour".into(),
+                y_label: "MW".into(),
+                log_log: false,
+                layers: vec![
+                    Layer::Band {
+                        label: "a band".into(),
+                        points: vec![(0.0, -1.0, 1.0), (1.0, -2.0, 2.0)],
+                        colour: 0,
+                    },
+                    Layer::Line {
+                        label: "a line".into(),
+                        points: vec![(0.0, 0.0), (1.0, f64::NAN), (2.0, 1.0)],
+                        colour: 1,
+                        width: 2,
+                    },
+                    Layer::Marker {
+                        label: "a marker".into(),
+                        x: 0.5,
+                        colour: 6,
+                    },
+                ],
+            },
+            Panel {
+                title: "second panel".into(),
+                x_label: "samples N".into(),
+                y_label: "error".into(),
+                log_log: true,
+                layers: vec![Layer::Bars {
+                    label: "some bars".into(),
+                    bars: vec![(2.0, 3.0, 0.5), (3.0, 4.0, 1.0)],
+                    colour: 2,
+                }],
+            },
+        ];
+        let mut sink = MemorySink::new();
+        let written = write_panels(&mut sink, "f", "the title", &panels, 2).unwrap();
+        assert_eq!(written, ["f.png", "f.svg"]);
+        assert!(sink.files["f.png"].starts_with(PNG_MAGIC));
+        let svg = std::str::from_utf8(&sink.files["f.svg"]).unwrap();
+        for text in [
+            "the title",
+            "first panel",
+            "second panel",
+            "a band",
+            "a line",
+            "a marker",
+            "some bars",
+            "samples N",
+            "1000", // 10^3 on the log axis
+        ] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+        assert!(!svg.contains("0000000001"), "tick labels are rounded");
+    }
+
+    #[test]
     fn probability_plot_draws_every_labelled_line() {
         let lines = [
             ProbabilityLine {
@@ -623,7 +683,7 @@ pub struct ProbabilityLine {
 }
 
 /// Colour-blind-safe colours (Okabe-Ito) for a few labelled lines.
-const OKABE_ITO: [RGBColor; 7] = [
+const OKABE_ITO: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -631,6 +691,7 @@ const OKABE_ITO: [RGBColor; 7] = [
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
     RGBColor(0, 0, 0),
+    RGBColor(150, 150, 150),
 ];
 
 /// Draws probabilities against `x_label` on a logarithmic axis (the paper's Fig. 17, and
@@ -712,104 +773,6 @@ fn draw_probability<DB: DrawingBackend>(
         .border_style(BLACK)
         .label_font(("sans-serif", 18))
         .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))
-}
-
-/// One band of a band figure: a line (x, mean) and a shaded band (x, lower, upper).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Band {
-    /// Legend text.
-    pub label: String,
-    /// Points (x, centre, lower, upper); non-finite points are left out.
-    pub points: Vec<(f64, f64, f64, f64)>,
-}
-
-/// Draws bands (a line and a translucent band around it per entry) against `x_label` as
-/// `name.png` and `name.svg` into `sink`: the uncertainty study's per-hour mean +- 2 std of
-/// a quantity for each method. Returns the file names written.
-pub fn write_band_plot(
-    sink: &mut dyn Sink,
-    name: &str,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    bands: &[Band],
-) -> Result<Vec<String>> {
-    ensure_font()?;
-    Ok(write_png_and_svg!(sink, name, |root| draw_bands(
-        &root, name, title, x_label, y_label, bands
-    ))
-    .to_vec())
-}
-
-/// Draws [`write_band_plot`]'s figure on any backend.
-fn draw_bands<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    name: &str,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    bands: &[Band],
-) -> Result<()> {
-    let fail = |e: &dyn std::fmt::Display| Error::Output {
-        context: format!("plot {name}"),
-        message: e.to_string(),
-    };
-    let finite = |p: &&(f64, f64, f64, f64)| {
-        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
-    };
-    let all = || bands.iter().flat_map(|b| b.points.iter()).filter(finite);
-    let x = padded_range(all().map(|p| p.0));
-    let y = padded_range(all().flat_map(|p| [p.2, p.3]));
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 28))
-        .margin(20)
-        .x_label_area_size(60)
-        .y_label_area_size(90)
-        .build_cartesian_2d(x, y)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style(("sans-serif", 18))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(|e| fail(&e))?;
-    for (i, band) in bands.iter().enumerate() {
-        let colour = OKABE_ITO[i % OKABE_ITO.len()];
-        let points: Vec<_> = band.points.iter().filter(finite).copied().collect();
-        let outline: Vec<(f64, f64)> = points
-            .iter()
-            .map(|p| (p.0, p.3))
-            .chain(points.iter().rev().map(|p| (p.0, p.2)))
-            .collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(
-                outline,
-                colour.mix(0.18).filled(),
-            )))
-            .map_err(|e| fail(&e))?;
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.0, p.1)),
-                colour.stroke_width(3),
-            ))
-            .map_err(|e| fail(&e))?
-            .label(band.label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 18))
-        .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
@@ -965,9 +928,16 @@ fn draw_panel<DB: DrawingBackend>(
         .y_label_area_size(80)
         .build_cartesian_2d(x, y)
         .map_err(|e| e.to_string())?;
+    // Log ticks are labelled at 1, 2 and 5 times a power of ten only.
     let log_tick = |v: &f64| {
         let p = 10f64.powf(*v);
-        if (0.01..1e5).contains(&p) {
+        let mantissa = p / 10f64.powf(v.floor());
+        if ![1.0, 2.0, 5.0, 10.0]
+            .iter()
+            .any(|m| (mantissa - m).abs() < 0.02 * m)
+        {
+            String::new()
+        } else if (0.01..1e5).contains(&p) {
             format!("{p:.3}")
                 .trim_end_matches('0')
                 .trim_end_matches('.')
@@ -1105,7 +1075,11 @@ fn draw_panel<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(if panel.log_log {
+            SeriesLabelPosition::LowerLeft
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .draw()
         .map_err(|e| e.to_string())
 }

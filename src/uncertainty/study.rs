@@ -155,11 +155,19 @@ pub struct HistogramRow {
 
 /// Wilson's 95 % score interval of a binomial proportion `k / n` (n > 0).
 pub fn wilson_interval(k: u64, n: u64) -> (f64, f64) {
+    let all = k == n;
     let (n, p) = (n as f64, k as f64 / n as f64);
     let z2 = Z_95 * Z_95;
     let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
     let half = Z_95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // At k = 0 (k = n) the end is 0 (1) exactly; the formula leaves a rounding residue.
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if all { 1.0 } else { (centre + half).min(1.0) };
+    (lo, hi)
 }
 
 /// What one method cost and met.
@@ -470,7 +478,7 @@ pub fn run_prepared(
     let night = (0..HOURS).min_by(by_load).unwrap_or(0) as u32;
     let histogram_hours = [peak, night];
     let price_index =
-        |h: usize| QUANTITIES.iter().position(|&q| q == "price").unwrap_or(1) * (HOURS + 1) + h;
+        |h: usize| output_index("price", (h < HOURS).then_some(h as u32)).unwrap_or(0);
     // Thresholds per price output: the relative ones, then the configured ones.
     let thresholds = |o: usize| -> Vec<f64> {
         (0..=HOURS)
@@ -651,6 +659,61 @@ pub fn run_prepared(
     })
 }
 
+/// The position of (`quantity`, `hour`) among a sample's outputs ([`sample_outputs`]);
+/// `hour` `None` is the day.
+pub fn output_index(quantity: &str, hour: Option<u32>) -> Option<usize> {
+    let q = QUANTITIES.iter().position(|&n| n == quantity)?;
+    let h = match hour {
+        Some(h) if (h as usize) < HOURS => h as usize,
+        Some(_) => return None,
+        None => HOURS,
+    };
+    Some(q * (HOURS + 1) + h)
+}
+
+/// The outputs of samples `indices` of the sampling method `method` with N = `opts.samples`
+/// (every [`QUANTITIES`] per hour, then per day; see [`output_index`]), as (sample index,
+/// values) in index order, diverged samples left out: the per-sample values a study's
+/// statistics reduce.
+pub fn sample_outputs(
+    prepared: &mut PreparedStudy,
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    method: Method,
+    indices: std::ops::Range<u64>,
+    gpu: Option<&GpuContext>,
+) -> Result<Vec<(u64, Vec<f64>)>> {
+    cfg.validate()?;
+    if method.is_unscented() {
+        return Err(Error::invalid(
+            "method",
+            method.as_str(),
+            "a sampling method (mc, qmc_sobol, lhs)",
+        ));
+    }
+    let sampler = InputSampler::new(cfg, method, &forecast_inputs(market), opts.samples)?;
+    let points = indices
+        .clone()
+        .map(|i| sampler.sample(i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut engine = Engine {
+        market,
+        table: prepared.table.as_ref(),
+        cache: &mut prepared.cache,
+        opts,
+        gpu,
+        with_sg: prepared.sg_std > 0.0,
+        report: MethodReport::new(method.as_str()),
+    };
+    let mut out = Vec::with_capacity(points.len());
+    engine.evaluate(&points, &mut |k, values| {
+        out.push((indices.start + k as u64, values.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// The (quantity, hour) of every output, in the order of a run's outputs.
 fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
     QUANTITIES
@@ -742,5 +805,35 @@ impl Engine<'_> {
             self.report.reduce_s += t.elapsed().as_secs_f64();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_known_values() {
+        // 0 of 10: the upper end is z^2 / (n + z^2); 5 of 10: statsmodels'
+        // proportion_confint(5, 10, method="wilson") = (0.236593..., 0.763406...).
+        let (lo, hi) = wilson_interval(0, 10);
+        assert_eq!(lo, 0.0);
+        assert!((hi - Z_95 * Z_95 / (10.0 + Z_95 * Z_95)).abs() < 1e-15);
+        let (lo, hi) = wilson_interval(5, 10);
+        assert!((lo - 0.236593090512564).abs() < 1e-14, "{lo}");
+        assert!((hi - 0.7634069094874361).abs() < 1e-14, "{hi}");
+        let (lo, hi) = wilson_interval(10, 10);
+        assert!((lo - 0.7224672001371107).abs() < 1e-14 && hi == 1.0);
+    }
+
+    #[test]
+    fn output_index_follows_the_output_order() {
+        let names: Vec<_> = output_names().collect();
+        for (o, (q, h)) in names.iter().enumerate() {
+            assert_eq!(output_index(q, *h), Some(o));
+        }
+        assert_eq!(names.len(), OUTPUTS);
+        assert_eq!(output_index("price", Some(24)), None);
+        assert_eq!(output_index("nothing", None), None);
     }
 }
