@@ -66,6 +66,10 @@ const UT: [Method; 3] = [Method::UtPaper, Method::UtJulier, Method::UtMerwe];
 const STATISTICS: [&str; 2] = ["mean", "std"];
 
 type Error = Box<dyn std::error::Error>;
+/// (quantity, hour) -> (mean, std).
+type Reference = HashMap<(String, u32), (f64, f64)>;
+/// (method, quantity, statistic) -> (N, error) in increasing N.
+type Curves<'a> = HashMap<(Method, &'a str, &'a str), Vec<(f64, f64)>>;
 
 struct Args {
     reference: PathBuf,
@@ -136,7 +140,7 @@ fn main() -> ExitCode {
 }
 
 /// (quantity, hour) -> (mean, std) of the reference's `mc` rows, and its sample count.
-fn read_reference(path: &Path) -> Result<(HashMap<(String, u32), (f64, f64)>, u64), Error> {
+fn read_reference(path: &Path) -> Result<(Reference, u64), Error> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
     let mut map = HashMap::new();
     let mut runs = 0;
@@ -279,7 +283,7 @@ fn run(args: &Args) -> Result<(), Error> {
     std::fs::write(args.out.join("ut_errors.csv"), ut_csv)?;
     let mut csv = String::from("method,n,reps,quantity,statistic,rms_error,seconds\n");
     // (method, quantity, statistic) -> curve (N, error)
-    let mut curves: HashMap<(Method, &str, &str), Vec<(f64, f64)>> = HashMap::new();
+    let mut curves: Curves = HashMap::new();
     for method in SAMPLING {
         for &n in &args.grid {
             let t = Instant::now();

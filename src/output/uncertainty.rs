@@ -539,13 +539,13 @@ fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String
                 colour: 0,
             });
             mean.push(line(
-                format!("{r}"),
+                r.to_string(),
                 hourly(result, r, quantity, |x| Some(x.mean)),
                 0,
                 4,
             ));
             std.push(line(
-                format!("{r}"),
+                r.to_string(),
                 hourly(result, r, quantity, |x| x.std),
                 0,
                 4,
