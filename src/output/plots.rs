@@ -554,6 +554,17 @@ mod tests {
     }
 
     #[test]
+    fn tick_labels_are_short_and_distinct() {
+        assert_eq!(tick_label(0.30000000000000004), "0.3");
+        assert_eq!(tick_label(-0.00001), "-1e-5");
+        assert_eq!(tick_label(1.225e6), "1.225e6");
+        assert_eq!(tick_label(1.25e6), "1.25e6");
+        assert_eq!(tick_label(45000.0), "45000");
+        assert_eq!(tick_label(-0.00004), "-4e-5");
+        assert_eq!(tick_label(0.0), "0");
+    }
+
+    #[test]
     fn panels_draw_every_layer_and_log_ticks() {
         let panels = [
             Panel {
@@ -882,6 +893,24 @@ fn draw_panels<DB: DrawingBackend>(
     root.present().map_err(|e| fail(&e))
 }
 
+/// A linear axis' tick label: at most 4 decimals (tick positions carry binary rounding
+/// such as 0.30000000000000004), and 4 significant digits in scientific notation outside
+/// [1e-3, 1e6) so that neighbouring ticks stay distinct.
+fn tick_label(v: f64) -> String {
+    let trim = |t: &str| t.trim_end_matches('0').trim_end_matches('.').to_string();
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e6).contains(&a) {
+        let t = format!("{v:.3e}");
+        match t.split_once('e') {
+            Some((mantissa, exponent)) => format!("{}e{exponent}", trim(mantissa)),
+            None => t,
+        }
+    } else {
+        let t = trim(&format!("{v:.4}"));
+        if t == "-0" { "0".to_string() } else { t }
+    }
+}
+
 /// The x and y values a panel's layers cover.
 fn panel_extent(panel: &Panel) -> (Vec<f64>, Vec<f64>) {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
@@ -946,21 +975,7 @@ fn draw_panel<DB: DrawingBackend>(
             format!("{p:.0e}")
         }
     };
-    let plain = |v: &f64| {
-        let a = v.abs();
-        if a != 0.0 && !(1e-3..1e6).contains(&a) {
-            format!("{v:.1e}")
-        } else {
-            // Tick positions carry binary rounding (0.30000000000000004): 4 decimals.
-            let t = format!("{v:.4}");
-            let t = t.trim_end_matches('0').trim_end_matches('.');
-            if t == "-0" {
-                "0".to_string()
-            } else {
-                t.to_string()
-            }
-        }
-    };
+    let plain = |v: &f64| tick_label(*v);
     let fmt: &dyn Fn(&f64) -> String = if panel.log_log { &log_tick } else { &plain };
     chart
         .configure_mesh()
