@@ -64,6 +64,16 @@ impl MethodArg {
     }
 }
 
+/// The methods of a `--method` list, each once, in [`p2pmarket::uncertainty::Method::ALL`]'s
+/// order.
+fn methods_of(args: &[MethodArg]) -> Vec<p2pmarket::uncertainty::Method> {
+    let chosen: Vec<_> = args.iter().flat_map(|a| a.methods()).collect();
+    p2pmarket::uncertainty::Method::ALL
+        .into_iter()
+        .filter(|m| chosen.contains(m))
+        .collect()
+}
+
 /// `--precision` of the GPU kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PrecisionArg {
@@ -181,9 +191,9 @@ enum Command {
         /// embedded default and the documented default model).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Methods to run.
-        #[arg(long, value_enum, default_value = "all")]
-        method: MethodArg,
+        /// Methods to run, comma-separated (e.g. `ut,mc`: the UT against a large MC).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        method: Vec<MethodArg>,
         /// Samples of each sampling method (MC, QMC, LHS), 1..=1e9 (QMC: at most 65536);
         /// the UT always takes 2c+1 = 241 runs.
         #[arg(long, default_value_t = 1000)]
@@ -986,7 +996,7 @@ fn main() -> ExitCode {
             adapter,
         } => uncertainty(&UncertaintyPlan {
             config: config.as_deref(),
-            methods: method.methods(),
+            methods: methods_of(method),
             samples: *samples,
             out,
             force: *force,

@@ -20,7 +20,10 @@ use p2pmarket::engine::gpu::{GpuContext, Precision};
 use p2pmarket::market::{self, Market};
 use p2pmarket::microgrid::HOURS;
 use p2pmarket::scenario::Scenario;
-use p2pmarket::uncertainty::study::{QUANTITIES, StatRow, StudyOptions, run_study};
+use p2pmarket::uncertainty::study::{
+    HISTOGRAM_QUANTITIES, PreparedStudy, QUANTITIES, StatRow, StudyOptions, TAIL_RELATIVE,
+    output_index, run_prepared, run_study, sample_outputs,
+};
 use p2pmarket::uncertainty::{Method, UncertaintyConfig};
 
 fn bin() -> Command {
@@ -129,6 +132,89 @@ fn study_is_reproducible_and_spreads() {
     assert!(lo < day.mean && day.mean < hi);
 }
 
+/// Tail probabilities and histograms against the samples themselves: the per-sample
+/// outputs of the same MC samples (`sample_outputs`, no accumulator), counted here. Every
+/// P(price > x) is the empirical frequency, each relative threshold is (1 + r) times the
+/// deterministic day's price from `market::run_day` (no engine), and each histogram holds
+/// every sample, with under- and overflow equal to the samples outside its range.
+#[test]
+fn tails_and_histograms_are_the_samples_frequencies() {
+    let market = Market::from_scenario(&Scenario::default()).unwrap();
+    let mut cfg = narrow_load_table();
+    cfg.price_thresholds = vec![15.0, 40.0];
+    let n = 300;
+    let opts = options(vec![Method::Mc], n, BackendChoice::Cpu);
+    let mut prepared = PreparedStudy::new(&market, &cfg).unwrap();
+    let result = run_prepared(&mut prepared, &market, &cfg, &opts, None).unwrap();
+    let samples =
+        sample_outputs(&mut prepared, &market, &cfg, &opts, Method::Mc, 0..n, None).unwrap();
+    assert_eq!(samples.len(), n as usize, "no sample diverges here");
+    let day = market::run_day(&market, false).unwrap();
+    let thresholds = TAIL_RELATIVE.len() + cfg.price_thresholds.len();
+    assert_eq!(result.tails.len(), (HOURS + 1) * thresholds);
+    let mut strictly_between = 0;
+    for t in &result.tails {
+        let o = output_index("price", t.hour).unwrap();
+        let above = samples.iter().filter(|(_, v)| v[o] > t.threshold).count();
+        assert_eq!(t.runs, n);
+        assert_eq!(t.probability, above as f64 / n as f64, "{t:?}");
+        assert!(
+            t.ci95.0 <= t.probability && t.probability <= t.ci95.1,
+            "{t:?}"
+        );
+        strictly_between += usize::from(0 < above && above < n as usize);
+        match (t.relative, t.hour) {
+            (Some(r), Some(h)) => {
+                let p = day.hours[h as usize].p2p.price;
+                assert!(
+                    (t.threshold - (1.0 + r) * p).abs() <= 1e-9 * p.abs().max(1.0),
+                    "{t:?} vs forecast price {p}"
+                );
+            }
+            (Some(r), None) => {
+                let p = day.hours.iter().map(|h| h.p2p.price).sum::<f64>() / HOURS as f64;
+                assert!((t.threshold - (1.0 + r) * p).abs() <= 1e-9 * p.abs().max(1.0));
+            }
+            (None, _) => assert!(cfg.price_thresholds.contains(&t.threshold)),
+        }
+    }
+    assert!(strictly_between > 10, "the thresholds split the samples");
+    // Peak and night hours: the largest and smallest forecast system load.
+    let [peak, night] = result.histogram_hours;
+    assert!(market.system_load_mw[peak as usize] > market.system_load_mw[night as usize]);
+    assert_eq!(result.histograms.len(), HISTOGRAM_QUANTITIES.len() * 3);
+    for h in &result.histograms {
+        let o = output_index(h.quantity, h.hour).unwrap();
+        assert_eq!(
+            h.counts.iter().sum::<u64>(),
+            n,
+            "{} {:?}",
+            h.quantity,
+            h.hour
+        );
+        let below = samples.iter().filter(|(_, v)| v[o] < h.lo).count() as u64;
+        let above = samples.iter().filter(|(_, v)| v[o] > h.hi).count() as u64;
+        assert_eq!((h.counts[0], h.counts[h.counts.len() - 1]), (below, above));
+        let min = samples
+            .iter()
+            .map(|(_, v)| v[o])
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(h.min, min);
+        // The sample mean from the samples is the study's mean.
+        let mean = samples.iter().map(|(_, v)| v[o]).sum::<f64>() / n as f64;
+        let r = row(&result.rows, "mc", h.quantity, h.hour);
+        assert!((r.mean - mean).abs() <= 1e-9 * mean.abs().max(1.0));
+    }
+    // A study prepared for one system-load spread refuses another.
+    let mut other = cfg.clone();
+    other.sg_load.std_fraction = 0.02;
+    let e = run_prepared(&mut prepared, &market, &other, &opts, None).unwrap_err();
+    assert!(
+        e.to_string().contains("uncertainty.sg_load.std_fraction"),
+        "{e}"
+    );
+}
+
 fn gpu() -> Option<GpuContext> {
     match GpuContext::new(None) {
         Ok(ctx) if ctx.supports_f64() => Some(ctx),
@@ -206,13 +292,32 @@ fn command_writes_the_study() {
     );
     for f in [
         "statistics.parquet",
+        "tails.parquet",
+        "histograms.parquet",
         "study.json",
         "report.md",
         "scenario.toml",
         "bands_price.png",
+        "deterministic_vs_stochastic.svg",
+        "total_cost.png",
+        "histograms.png",
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("The UT cannot give these"), "{report}");
+    // Three sampling methods x 25 (hours and day) x the three relative thresholds.
+    let tails = read_parquet(&out.join("tails.parquet"));
+    assert_eq!(tails.num_rows(), 3 * (HOURS + 1) * 3);
+    let histograms = read_parquet(&out.join("histograms.parquet"));
+    let count = histograms
+        .column_by_name("count")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()
+        .unwrap();
+    // Every histogram (3 methods x 3 quantities x (2 hours + day)) counts the 24 samples.
+    assert_eq!(count.values().iter().sum::<u64>(), 3 * 3 * 3 * 24);
     let t = read_parquet(&out.join("statistics.parquet"));
     assert_eq!(
         t.num_rows(),
@@ -249,6 +354,48 @@ fn command_writes_the_study() {
         serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
     assert_eq!(json["samples"], 24);
     assert!(json["load_table"]["levels"].as_u64().unwrap() > 0);
+}
+
+/// `--method ut,mc` runs exactly those methods (QMC's cap does not apply).
+#[test]
+fn command_takes_a_method_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let cfg = dir.path().join("narrow.toml");
+    std::fs::write(
+        &cfg,
+        "[uncertainty.sg_load]\nstd_fraction = 0.01\nar1 = 0.9\n",
+    )
+    .unwrap();
+    let status = bin()
+        .args(["uncertainty", "--method", "ut,mc"])
+        .args(["--backend", "cpu", "--config"])
+        .arg(&cfg)
+        .arg("--samples")
+        .arg("30")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let t = read_parquet(&out.join("statistics.parquet"));
+    assert_eq!(t.num_rows(), 4 * QUANTITIES.len() * (HOURS + 1));
+    let method = t
+        .column_by_name("method")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        (0..t.num_rows()).map(|i| method.value(i)).collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["mc", "ut_julier", "ut_merwe", "ut_paper"]
+    );
 }
 
 /// Bad input: exit code 2, the field named, nothing written.

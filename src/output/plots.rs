@@ -92,15 +92,18 @@ pub const PLOT_NAMES: [&str; 4] = [
 /// of type `Result<()>` over the drawing area bound to `$root`) runs once per backend.
 /// Evaluates to the two file names; returns early on an error.
 macro_rules! write_png_and_svg {
-    ($sink:expr, $name:expr, |$root:ident| $draw:expr) => {{
+    ($sink:expr, $name:expr, |$root:ident| $draw:expr) => {
+        write_png_and_svg!($sink, $name, SIZE, |$root| $draw)
+    };
+    ($sink:expr, $name:expr, $size:expr, |$root:ident| $draw:expr) => {{
         let png = format!("{}.png", $name);
         $sink.write_rendered(&png, &mut |path: &Path| {
-            let $root = BitMapBackend::new(path, SIZE).into_drawing_area();
+            let $root = BitMapBackend::new(path, $size).into_drawing_area();
             $draw
         })?;
         let mut svg = String::new();
         {
-            let $root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            let $root = SVGBackend::with_string(&mut svg, $size).into_drawing_area();
             $draw?;
         }
         let svg_name = format!("{}.svg", $name);
@@ -551,6 +554,77 @@ mod tests {
     }
 
     #[test]
+    fn tick_labels_are_short_and_distinct() {
+        assert_eq!(tick_label(0.30000000000000004), "0.3");
+        assert_eq!(tick_label(-0.00001), "-1e-5");
+        assert_eq!(tick_label(1.225e6), "1.225e6");
+        assert_eq!(tick_label(1.25e6), "1.25e6");
+        assert_eq!(tick_label(45000.0), "45000");
+        assert_eq!(tick_label(-0.00004), "-4e-5");
+        assert_eq!(tick_label(0.0), "0");
+    }
+
+    #[test]
+    fn panels_draw_every_layer_and_log_ticks() {
+        let panels = [
+            Panel {
+                title: "first panel".into(),
+                x_label: "hour".into(),
+                y_label: "MW".into(),
+                log_log: false,
+                layers: vec![
+                    Layer::Band {
+                        label: "a band".into(),
+                        points: vec![(0.0, -1.0, 1.0), (1.0, -2.0, 2.0)],
+                        colour: 0,
+                    },
+                    Layer::Line {
+                        label: "a line".into(),
+                        points: vec![(0.0, 0.0), (1.0, f64::NAN), (2.0, 1.0)],
+                        colour: 1,
+                        width: 2,
+                    },
+                    Layer::Marker {
+                        label: "a marker".into(),
+                        x: 0.5,
+                        colour: 6,
+                    },
+                ],
+            },
+            Panel {
+                title: "second panel".into(),
+                x_label: "samples N".into(),
+                y_label: "error".into(),
+                log_log: true,
+                layers: vec![Layer::Bars {
+                    label: "some bars".into(),
+                    bars: vec![(2.0, 3.0, 0.5), (3.0, 4.0, 1.0)],
+                    colour: 2,
+                }],
+            },
+        ];
+        let mut sink = MemorySink::new();
+        let written = write_panels(&mut sink, "f", "the title", &panels, 2).unwrap();
+        assert_eq!(written, ["f.png", "f.svg"]);
+        assert!(sink.files["f.png"].starts_with(PNG_MAGIC));
+        let svg = std::str::from_utf8(&sink.files["f.svg"]).unwrap();
+        for text in [
+            "the title",
+            "first panel",
+            "second panel",
+            "a band",
+            "a line",
+            "a marker",
+            "some bars",
+            "samples N",
+            "1000", // 10^3 on the log axis
+        ] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+        assert!(!svg.contains("0000000001"), "tick labels are rounded");
+    }
+
+    #[test]
     fn probability_plot_draws_every_labelled_line() {
         let lines = [
             ProbabilityLine {
@@ -620,13 +694,15 @@ pub struct ProbabilityLine {
 }
 
 /// Colour-blind-safe colours (Okabe-Ito) for a few labelled lines.
-const OKABE_ITO: [RGBColor; 6] = [
+const OKABE_ITO: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
     RGBColor(204, 121, 167),
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(150, 150, 150),
 ];
 
 /// Draws probabilities against `x_label` on a logarithmic axis (the paper's Fig. 17, and
@@ -713,100 +789,312 @@ fn draw_probability<DB: DrawingBackend>(
     root.present().map_err(|e| fail(&e))
 }
 
-/// One band of a band figure: a line (x, mean) and a shaded band (x, lower, upper).
+/// One layer of a [`Panel`]; `colour` indexes the Okabe-Ito palette.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Band {
-    /// Legend text.
-    pub label: String,
-    /// Points (x, centre, lower, upper); non-finite points are left out.
-    pub points: Vec<(f64, f64, f64, f64)>,
+pub enum Layer {
+    /// A line through (x, y) points; non-finite points are left out.
+    Line {
+        /// Legend text.
+        label: String,
+        /// Points (x, y).
+        points: Vec<(f64, f64)>,
+        /// Palette index.
+        colour: usize,
+        /// Stroke width, pixels.
+        width: u32,
+    },
+    /// A translucent band (x, lower, upper).
+    Band {
+        /// Legend text.
+        label: String,
+        /// Points (x, lower, upper).
+        points: Vec<(f64, f64, f64)>,
+        /// Palette index.
+        colour: usize,
+    },
+    /// Histogram bars (lower edge, upper edge, height).
+    Bars {
+        /// Legend text.
+        label: String,
+        /// Bars (x0, x1, height).
+        bars: Vec<(f64, f64, f64)>,
+        /// Palette index.
+        colour: usize,
+    },
+    /// A vertical line at x across the panel.
+    Marker {
+        /// Legend text.
+        label: String,
+        /// Position.
+        x: f64,
+        /// Palette index.
+        colour: usize,
+    },
 }
 
-/// Draws bands (a line and a translucent band around it per entry) against `x_label` as
-/// `name.png` and `name.svg` into `sink`: the uncertainty study's per-hour mean +- 2 std of
-/// a quantity for each method. Returns the file names written.
-pub fn write_band_plot(
+/// One panel of a [`write_panels`] figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Panel title.
+    pub title: String,
+    /// x-axis label.
+    pub x_label: String,
+    /// y-axis label.
+    pub y_label: String,
+    /// Log10 axes: the layers' coordinates are then log10 values, the ticks read 10^v.
+    pub log_log: bool,
+    /// Layers, drawn in order (bands and bars first, so lines stay visible).
+    pub layers: Vec<Layer>,
+}
+
+/// Draws panels in a grid of `columns` columns as `name.png` and `name.svg` into `sink`;
+/// returns the file names written.
+pub fn write_panels(
     sink: &mut dyn Sink,
     name: &str,
     title: &str,
-    x_label: &str,
-    y_label: &str,
-    bands: &[Band],
+    panels: &[Panel],
+    columns: usize,
 ) -> Result<Vec<String>> {
     ensure_font()?;
-    Ok(write_png_and_svg!(sink, name, |root| draw_bands(
-        &root, name, title, x_label, y_label, bands
+    let columns = columns.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(columns).max(1);
+    let size = ((700 * columns as u32).max(SIZE.0), 60 + 480 * rows as u32);
+    Ok(write_png_and_svg!(sink, name, size, |root| draw_panels(
+        &root,
+        name,
+        title,
+        panels,
+        (rows, columns)
     ))
     .to_vec())
 }
 
-/// Draws [`write_band_plot`]'s figure on any backend.
-fn draw_bands<DB: DrawingBackend>(
+/// Draws [`write_panels`]' figure on any backend.
+fn draw_panels<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     name: &str,
     title: &str,
-    x_label: &str,
-    y_label: &str,
-    bands: &[Band],
+    panels: &[Panel],
+    grid: (usize, usize),
 ) -> Result<()> {
     let fail = |e: &dyn std::fmt::Display| Error::Output {
         context: format!("plot {name}"),
         message: e.to_string(),
     };
-    let finite = |p: &&(f64, f64, f64, f64)| {
-        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
-    };
-    let all = || bands.iter().flat_map(|b| b.points.iter()).filter(finite);
-    let x = padded_range(all().map(|p| p.0));
-    let y = padded_range(all().flat_map(|p| [p.2, p.3]));
     root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 28))
-        .margin(20)
-        .x_label_area_size(60)
-        .y_label_area_size(90)
-        .build_cartesian_2d(x, y)
+    let root = root
+        .titled(title, ("sans-serif", 28))
         .map_err(|e| fail(&e))?;
+    let areas = root.split_evenly(grid);
+    for (panel, area) in panels.iter().zip(&areas) {
+        draw_panel(area, panel).map_err(|e| fail(&e))?;
+    }
+    root.present().map_err(|e| fail(&e))
+}
+
+/// A linear axis' tick label: at most 4 decimals (tick positions carry binary rounding
+/// such as 0.30000000000000004), and 4 significant digits in scientific notation outside
+/// [1e-3, 1e6) so that neighbouring ticks stay distinct.
+fn tick_label(v: f64) -> String {
+    let trim = |t: &str| t.trim_end_matches('0').trim_end_matches('.').to_string();
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e6).contains(&a) {
+        let t = format!("{v:.3e}");
+        match t.split_once('e') {
+            Some((mantissa, exponent)) => format!("{}e{exponent}", trim(mantissa)),
+            None => t,
+        }
+    } else {
+        let t = trim(&format!("{v:.4}"));
+        if t == "-0" { "0".to_string() } else { t }
+    }
+}
+
+/// The x and y values a panel's layers cover.
+fn panel_extent(panel: &Panel) -> (Vec<f64>, Vec<f64>) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for layer in &panel.layers {
+        match layer {
+            Layer::Line { points, .. } => {
+                for &(x, y) in points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+                    xs.push(x);
+                    ys.push(y);
+                }
+            }
+            Layer::Band { points, .. } => {
+                for &(x, lo, hi) in points {
+                    if x.is_finite() && lo.is_finite() && hi.is_finite() {
+                        xs.push(x);
+                        ys.extend([lo, hi]);
+                    }
+                }
+            }
+            Layer::Bars { bars, .. } => {
+                for &(a, b, h) in bars {
+                    xs.extend([a, b]);
+                    ys.extend([0.0, h]);
+                }
+            }
+            Layer::Marker { x, .. } => xs.push(*x),
+        }
+    }
+    (xs, ys)
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> std::result::Result<(), String> {
+    let (xs, ys) = panel_extent(panel);
+    let x = padded_range(xs.into_iter());
+    let y = padded_range(ys.into_iter());
+    let (y_lo, y_hi) = (y.start, y.end);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())?;
+    // Log ticks are labelled at 1, 2 and 5 times a power of ten only.
+    let log_tick = |v: &f64| {
+        let p = 10f64.powf(*v);
+        let mantissa = p / 10f64.powf(v.floor());
+        if ![1.0, 2.0, 5.0, 10.0]
+            .iter()
+            .any(|m| (mantissa - m).abs() < 0.02 * m)
+        {
+            String::new()
+        } else if (0.01..1e5).contains(&p) {
+            format!("{p:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        } else {
+            format!("{p:.0e}")
+        }
+    };
+    let plain = |v: &f64| tick_label(*v);
+    let fmt: &dyn Fn(&f64) -> String = if panel.log_log { &log_tick } else { &plain };
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style(("sans-serif", 18))
-        .axis_desc_style(("sans-serif", 20))
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .x_label_formatter(fmt)
+        .y_label_formatter(fmt)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
         .draw()
-        .map_err(|e| fail(&e))?;
-    for (i, band) in bands.iter().enumerate() {
-        let colour = OKABE_ITO[i % OKABE_ITO.len()];
-        let points: Vec<_> = band.points.iter().filter(finite).copied().collect();
-        let outline: Vec<(f64, f64)> = points
+        .map_err(|e| e.to_string())?;
+    let colour = |i: usize| OKABE_ITO[i % OKABE_ITO.len()];
+    let mut ordered: Vec<&Layer> = panel
+        .layers
+        .iter()
+        .filter(|l| matches!(l, Layer::Band { .. } | Layer::Bars { .. }))
+        .collect();
+    ordered.extend(
+        panel
+            .layers
             .iter()
-            .map(|p| (p.0, p.3))
-            .chain(points.iter().rev().map(|p| (p.0, p.2)))
-            .collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(
-                outline,
-                colour.mix(0.18).filled(),
-            )))
-            .map_err(|e| fail(&e))?;
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.0, p.1)),
-                colour.stroke_width(3),
-            ))
-            .map_err(|e| fail(&e))?
-            .label(band.label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
-            });
+            .filter(|l| matches!(l, Layer::Line { .. } | Layer::Marker { .. })),
+    );
+    for layer in ordered {
+        match layer {
+            Layer::Line {
+                label,
+                points,
+                colour: c,
+                width,
+            } => {
+                let (c, w) = (colour(*c), *width);
+                chart
+                    .draw_series(LineSeries::new(
+                        points
+                            .iter()
+                            .copied()
+                            .filter(|p| p.0.is_finite() && p.1.is_finite()),
+                        c.stroke_width(w),
+                    ))
+                    .map_err(|e| e.to_string())?
+                    .label(label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(w))
+                    });
+            }
+            Layer::Band {
+                label,
+                points,
+                colour: c,
+            } => {
+                let c = colour(*c);
+                let finite: Vec<_> = points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite())
+                    .collect();
+                let outline: Vec<(f64, f64)> = finite
+                    .iter()
+                    .map(|p| (p.0, p.2))
+                    .chain(finite.iter().rev().map(|p| (p.0, p.1)))
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(outline, c.mix(0.2).filled())))
+                    .map_err(|e| e.to_string())?
+                    .label(label.clone())
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 24, y + 6)], c.mix(0.2).filled())
+                    });
+            }
+            Layer::Bars {
+                label,
+                bars,
+                colour: c,
+            } => {
+                let c = colour(*c);
+                chart
+                    .draw_series(
+                        bars.iter().map(|&(a, b, h)| {
+                            Rectangle::new([(a, 0.0), (b, h)], c.mix(0.5).filled())
+                        }),
+                    )
+                    .map_err(|e| e.to_string())?
+                    .label(label.clone())
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 24, y + 6)], c.mix(0.5).filled())
+                    });
+            }
+            Layer::Marker {
+                label,
+                x,
+                colour: c,
+            } => {
+                let c = colour(*c);
+                if x.is_finite() {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(*x, y_lo), (*x, y_hi)],
+                            c.stroke_width(2),
+                        )))
+                        .map_err(|e| e.to_string())?
+                        .label(label.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))
+                        });
+                }
+            }
+        }
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .label_font(("sans-serif", 18))
-        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
+        .position(if panel.log_log {
+            SeriesLabelPosition::LowerLeft
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .draw()
-        .map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))
+        .map_err(|e| e.to_string())
 }

@@ -11,9 +11,11 @@ use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::microgrid::HOURS;
 use crate::output::parquet::Sink;
-use crate::output::plots::{Band, write_band_plot};
+use crate::output::plots::{Layer, Panel, write_panels};
 use crate::scenario::Scenario;
-use crate::uncertainty::study::{QUANTILES, QUANTITIES, StatRow, StudyResult};
+use crate::uncertainty::study::{
+    HISTOGRAM_QUANTITIES, HistogramRow, QUANTILES, QUANTITIES, StatRow, StudyResult, TailRow,
+};
 
 /// The columns of `statistics.parquet`, one row per method x quantity x hour (hour null
 /// for the whole day):
@@ -156,47 +158,211 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
     };
     let _ = writeln!(
         s,
-        "\n## UT against {reference} ({samples} samples)\n\nLargest over the 24 hours: \
-         |mean error| relative to the {reference} mean (floor 1 unit), the same in units of \
-         the {reference} 95 % CI half-width, and |std error| relative to the {reference} std \
-         (hours with a std below 1e-9 left out). The UT gives no quantiles and no tail \
-         probabilities such as P(price > x): those come from the sampling methods only.\n"
+        "\n## UT against {reference} ({samples} samples)\n\nLargest over the 24 hours of the \
+         |error| of the UT's mean and standard deviation against {reference}'s: in the \
+         quantity's unit, relative to {reference}'s value (mean: floor 1 unit; std: hours \
+         with a std below 1e-9 left out), and in units of the half-width of {reference}'s 95 % \
+         interval of that statistic (the std's from the sample's fourth moment). A ratio \
+         above 1 is an error the sampling noise does not explain.\n"
     );
     let _ = writeln!(
         s,
-        "| method | quantity | mean rel. error | mean error / CI half-width | std rel. error |\n|---|---|---|---|---|"
+        "| method | quantity | mean abs. | mean rel. | mean / CI | std abs. | std rel. | std / CI |\n|---|---|---|---|---|---|---|---|"
     );
     for ut in names.iter().filter(|m| m.starts_with("ut_")) {
         for q in QUANTITIES {
-            let (mut mean_rel, mut mean_ci, mut std_rel) = (0.0f64, 0.0f64, 0.0f64);
-            for h in 0..HOURS as u32 {
-                let (Some(u), Some(r)) = (
-                    row(result, ut, q, Some(h)),
-                    row(result, reference, q, Some(h)),
-                ) else {
-                    continue;
-                };
-                let d = (u.mean - r.mean).abs();
-                mean_rel = mean_rel.max(d / r.mean.abs().max(1.0));
-                if let Some((lo, hi)) = r.ci95
-                    && hi > lo
-                {
-                    mean_ci = mean_ci.max(d / (0.5 * (hi - lo)));
-                }
-                if let (Some(us), Some(rs)) = (u.std, r.std)
-                    && rs > 1e-9
-                {
-                    std_rel = std_rel.max((us - rs).abs() / rs);
-                }
-            }
+            let e = ut_errors(result, ut, reference, q);
             let _ = writeln!(
                 s,
-                "| {ut} | {q} | {:.3e} | {:.2} | {:.3e} |",
-                mean_rel, mean_ci, std_rel
+                "| {ut} | {q} | {:.3e} | {:.3e} | {:.2} | {:.3e} | {:.3e} | {:.2} |",
+                e.mean_abs, e.mean_rel, e.mean_ci, e.std_abs, e.std_rel, e.std_ci
+            );
+        }
+    }
+    if !result.tails.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Price tails (sampling methods only)\n\nP(price > x), with Wilson's 95 % \
+             interval, for the day's mean price and the peak hour {} (all hours and \
+             thresholds in `tails.parquet`). x is the forecast day's price times 1 + r, or \
+             a configured `price_thresholds` entry. The UT cannot give these: it propagates a \
+             mean and a covariance through 2c+1 weighted points, not a distribution.\n",
+            result.histogram_hours[0]
+        );
+        let _ = writeln!(
+            s,
+            "| method | hour | x, $/MWh | r | P(price > x) | 95 % interval |\n|---|---|---|---|---|---|"
+        );
+        for t in result
+            .tails
+            .iter()
+            .filter(|t| t.hour.is_none() || t.hour == Some(result.histogram_hours[0]))
+        {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {} | {:.4} | [{:.4}, {:.4}] |",
+                t.method,
+                t.hour.map_or("day".to_string(), |h| h.to_string()),
+                t.threshold,
+                t.relative.map_or("-".to_string(), |r| format!("{r}")),
+                t.probability,
+                t.ci95.0,
+                t.ci95.1
             );
         }
     }
     s
+}
+
+/// The UT's largest errors over the hours against a sampling reference for one quantity
+/// (see [`report_markdown`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UtErrors {
+    /// Largest |mean error|, the quantity's unit.
+    pub mean_abs: f64,
+    /// Largest |mean error| / max(|reference mean|, 1).
+    pub mean_rel: f64,
+    /// Largest |mean error| / the reference mean's 95 % CI half-width.
+    pub mean_ci: f64,
+    /// Largest |std error|, the quantity's unit (hours where the UT has a std).
+    pub std_abs: f64,
+    /// Largest |std error| / reference std (reference std above 1e-9).
+    pub std_rel: f64,
+    /// Largest |std error| / the reference std's 95 % half-width.
+    pub std_ci: f64,
+}
+
+/// [`UtErrors`] of `ut` against `reference` for `quantity`.
+pub fn ut_errors(result: &StudyResult, ut: &str, reference: &str, quantity: &str) -> UtErrors {
+    let mut e = UtErrors::default();
+    for h in 0..HOURS as u32 {
+        let (Some(u), Some(r)) = (
+            row(result, ut, quantity, Some(h)),
+            row(result, reference, quantity, Some(h)),
+        ) else {
+            continue;
+        };
+        let d = (u.mean - r.mean).abs();
+        e.mean_abs = e.mean_abs.max(d);
+        e.mean_rel = e.mean_rel.max(d / r.mean.abs().max(1.0));
+        if let Some((lo, hi)) = r.ci95
+            && hi > lo
+        {
+            e.mean_ci = e.mean_ci.max(d / (0.5 * (hi - lo)));
+        }
+        if let (Some(us), Some(rs)) = (u.std, r.std) {
+            let d = (us - rs).abs();
+            e.std_abs = e.std_abs.max(d);
+            if rs > 1e-9 {
+                e.std_rel = e.std_rel.max(d / rs);
+            }
+            if let Some(w) = r.std_half_width.filter(|&w| w > 0.0) {
+                e.std_ci = e.std_ci.max(d / w);
+            }
+        }
+    }
+    e
+}
+
+/// The columns of `tails.parquet`, one row per sampling method x hour x threshold:
+///
+/// | column | type | unit / meaning |
+/// |---|---|---|
+/// | `method` | utf8 | `mc`, `qmc_sobol`, `lhs` |
+/// | `hour` | uint32, null | 0..23, null for the day's mean price |
+/// | `threshold` | float64 | x, $/MWh |
+/// | `relative` | float64, null | r when x = (1 + r) x the forecast day's price; null for a configured threshold |
+/// | `runs` | uint64 | samples |
+/// | `probability` | float64 | P(price > x), the fraction of samples |
+/// | `ci95_lo`, `ci95_hi` | float64 | Wilson's 95 % interval |
+pub fn tails_table(result: &StudyResult) -> Result<RecordBatch> {
+    let t = &result.tails;
+    let f = |g: &dyn Fn(&TailRow) -> Option<f64>| -> ArrayRef {
+        Arc::new(t.iter().map(g).collect::<Float64Array>())
+    };
+    let schema = Schema::new(vec![
+        Field::new("method", DataType::Utf8, false),
+        Field::new("hour", DataType::UInt32, true),
+        Field::new("threshold", DataType::Float64, false),
+        Field::new("relative", DataType::Float64, true),
+        Field::new("runs", DataType::UInt64, false),
+        Field::new("probability", DataType::Float64, false),
+        Field::new("ci95_lo", DataType::Float64, false),
+        Field::new("ci95_hi", DataType::Float64, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(t.iter().map(|r| Some(r.method)).collect::<StringArray>()),
+        Arc::new(t.iter().map(|r| r.hour).collect::<UInt32Array>()),
+        f(&|r| Some(r.threshold)),
+        f(&|r| r.relative),
+        Arc::new(t.iter().map(|r| Some(r.runs)).collect::<UInt64Array>()),
+        f(&|r| Some(r.probability)),
+        f(&|r| Some(r.ci95.0)),
+        f(&|r| Some(r.ci95.1)),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| Error::Output {
+        context: "tails table".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Histogram bins written and drawn: the accumulator's bins merged in groups.
+const COARSE_BINS: usize = 128;
+
+/// A histogram's bins merged into [`COARSE_BINS`] (exact: each coarse bin is the sum of
+/// whole fine bins), as (lower, upper, count), with the underflow as [min, lo] and the
+/// overflow as [hi, max] when they hold samples.
+pub fn coarse_bins(h: &HistogramRow) -> Vec<(f64, f64, u64)> {
+    let fine = &h.counts[1..h.counts.len() - 1];
+    let group = fine.len().div_ceil(COARSE_BINS).max(1);
+    let width = (h.hi - h.lo) / fine.len() as f64;
+    let mut out = Vec::new();
+    if h.counts[0] > 0 {
+        out.push((h.min, h.lo, h.counts[0]));
+    }
+    for (k, chunk) in fine.chunks(group).enumerate() {
+        let a = h.lo + (k * group) as f64 * width;
+        let b = h.lo + (k * group + chunk.len()) as f64 * width;
+        out.push((a, b, chunk.iter().sum()));
+    }
+    if let Some(&over) = h.counts.last()
+        && over > 0
+    {
+        out.push((h.hi, h.max, over));
+    }
+    out
+}
+
+/// The columns of `histograms.parquet`, one row per bin (see [`coarse_bins`]):
+/// `method`, `quantity`, `hour` (null: the day), `bin_lo`, `bin_hi` (the quantity's unit)
+/// and `count` (samples in [bin_lo, bin_hi); the counts of a histogram sum to its runs).
+pub fn histograms_table(result: &StudyResult) -> Result<RecordBatch> {
+    let mut rows = Vec::new();
+    for h in &result.histograms {
+        for (a, b, c) in coarse_bins(h) {
+            rows.push((h.method, h.quantity, h.hour, a, b, c));
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("method", DataType::Utf8, false),
+        Field::new("quantity", DataType::Utf8, false),
+        Field::new("hour", DataType::UInt32, true),
+        Field::new("bin_lo", DataType::Float64, false),
+        Field::new("bin_hi", DataType::Float64, false),
+        Field::new("count", DataType::UInt64, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+        Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>()),
+        Arc::new(rows.iter().map(|r| r.2).collect::<UInt32Array>()),
+        Arc::new(rows.iter().map(|r| Some(r.3)).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| Some(r.4)).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| Some(r.5)).collect::<UInt64Array>()),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| Error::Output {
+        context: "histograms table".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Writes a study into `sink` and returns the file names written.
@@ -218,42 +384,16 @@ pub fn write_study(
     names.push("study.json".to_string());
     sink.write_bytes("report.md", report_markdown(result, samples).as_bytes())?;
     names.push("report.md".to_string());
+    if !result.tails.is_empty() {
+        sink.write_table("tails", &tails_table(result)?)?;
+        names.push("tails.parquet".to_string());
+    }
+    if !result.histograms.is_empty() {
+        sink.write_table("histograms", &histograms_table(result)?)?;
+        names.push("histograms.parquet".to_string());
+    }
     if scenario.output.plots {
-        for (quantity, label) in [
-            ("exchange_mw", "exchange, MW (smart grid -> microgrid)"),
-            ("price", "price, $/MWh"),
-            ("total_cost", "total cost, $/h"),
-            ("wind_mw", "dispatched wind, MW"),
-            ("pv_mw", "dispatched PV, MW"),
-            ("tidal_mw", "dispatched tidal, MW"),
-        ] {
-            let bands: Vec<Band> = methods(result)
-                .into_iter()
-                .map(|m| Band {
-                    label: format!("{m}: mean +- 2 std"),
-                    points: (0..HOURS as u32)
-                        .filter_map(|h| row(result, m, quantity, Some(h)))
-                        .map(|r| {
-                            let sd = r.std.unwrap_or(f64::NAN);
-                            (
-                                f64::from(r.hour.unwrap_or(0)),
-                                r.mean,
-                                r.mean - 2.0 * sd,
-                                r.mean + 2.0 * sd,
-                            )
-                        })
-                        .collect(),
-                })
-                .collect();
-            names.extend(write_band_plot(
-                sink,
-                &format!("bands_{quantity}"),
-                &format!("{label} under uncertainty"),
-                "hour",
-                label,
-                &bands,
-            )?);
-        }
+        names.extend(write_figures(sink, result)?);
     }
     let toml = toml::to_string_pretty(scenario).map_err(|e| Error::Output {
         context: "scenario.toml".into(),
@@ -261,5 +401,311 @@ pub fn write_study(
     })?;
     sink.write_bytes("scenario.toml", toml.as_bytes())?;
     names.push("scenario.toml".to_string());
+    Ok(names)
+}
+
+/// Each quantity's label and unit in the figures.
+const LABELS: [(&str, &str); 8] = [
+    ("exchange_mw", "exchange smart grid -> microgrid, MW"),
+    ("price", "price, $/MWh"),
+    ("sg_cost", "smart grid's cost, $/h"),
+    ("mg_cost", "microgrid's cost, $/h"),
+    ("total_cost", "total cost, $/h"),
+    ("wind_mw", "dispatched wind, MW"),
+    ("pv_mw", "dispatched PV, MW"),
+    ("tidal_mw", "dispatched tidal, MW"),
+];
+
+fn label(quantity: &str) -> &'static str {
+    LABELS
+        .iter()
+        .find(|(q, _)| *q == quantity)
+        .map_or("value", |(_, l)| l)
+}
+
+/// The sampling method the figures show: MC when it ran, else the first sampling method.
+fn reference(result: &StudyResult) -> Option<&'static str> {
+    let names = methods(result);
+    names
+        .iter()
+        .copied()
+        .find(|m| *m == "mc")
+        .or_else(|| names.iter().copied().find(|m| !m.starts_with("ut_")))
+}
+
+/// Per-hour points of `method`'s `quantity`, by `f`.
+fn hourly<T>(
+    result: &StudyResult,
+    method: &str,
+    quantity: &str,
+    f: impl Fn(&StatRow) -> Option<T>,
+) -> Vec<(f64, T)> {
+    (0..HOURS as u32)
+        .filter_map(|h| {
+            row(result, method, quantity, Some(h)).and_then(|r| Some((f64::from(h), f(r)?)))
+        })
+        .collect()
+}
+
+fn line(label: String, points: Vec<(f64, f64)>, colour: usize, width: u32) -> Layer {
+    Layer::Line {
+        label,
+        points,
+        colour,
+        width,
+    }
+}
+
+/// The forecast day's per-hour values of `quantity` as a line.
+fn forecast_line(result: &StudyResult, quantity: &str) -> Layer {
+    line(
+        "forecast (deterministic)".into(),
+        (0..HOURS as u32)
+            .filter_map(|h| Some((f64::from(h), result.forecast(quantity, Some(h))?)))
+            .collect(),
+        4,
+        3,
+    )
+}
+
+/// `method`'s mean per hour and, as a band, its 5-95 % quantiles (a UT: mean +- 2 std).
+fn stochastic_layers(
+    result: &StudyResult,
+    method: &str,
+    quantity: &str,
+    colour: usize,
+) -> Vec<Layer> {
+    let band = hourly(result, method, quantity, |r| match r.quantiles {
+        Some(q) => Some((q[0], q[4])),
+        None => r.std.map(|s| (r.mean - 2.0 * s, r.mean + 2.0 * s)),
+    });
+    let band_label = if method.starts_with("ut_") {
+        format!("{method}: mean +- 2 std")
+    } else {
+        format!("{method}: 5-95 % quantiles")
+    };
+    vec![
+        Layer::Band {
+            label: band_label,
+            points: band.into_iter().map(|(x, (a, b))| (x, a, b)).collect(),
+            colour,
+        },
+        line(
+            format!("{method}: mean"),
+            hourly(result, method, quantity, |r| Some(r.mean)),
+            colour,
+            3,
+        ),
+    ]
+}
+
+/// A histogram's bars as fractions of its samples, trimmed to the bins between the
+/// smallest and largest sample.
+fn histogram_bars(h: &HistogramRow) -> Vec<(f64, f64, f64)> {
+    let total: u64 = h.counts.iter().sum();
+    coarse_bins(h)
+        .into_iter()
+        .filter(|&(a, b, _)| b >= h.min && a <= h.max)
+        .map(|(a, b, c)| (a, b, c as f64 / total.max(1) as f64))
+        .collect()
+}
+
+/// The study's figures:
+/// - `bands_QUANTITY`: per hour, the mean (with the reference's 95 % CI) and the standard
+///   deviation of each UT form against the sampling reference (MC when it ran);
+/// - `deterministic_vs_stochastic`: the forecast day against the reference's mean and
+///   5-95 % band for the exchange, wind, PV and tidal power (the paper's Fig. 18-22);
+/// - `total_cost`: the total cost per hour and the distribution of the day's (Fig. 24);
+/// - `histograms`: price, exchange and total cost at the peak and night hours.
+fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let reference = reference(result);
+    let uts: Vec<&str> = methods(result)
+        .into_iter()
+        .filter(|m| m.starts_with("ut_"))
+        .collect();
+    for (quantity, label) in LABELS
+        .iter()
+        .filter(|(q, _)| !q.ends_with("_cost") || *q == "total_cost")
+    {
+        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        if let Some(r) = reference {
+            mean.push(Layer::Band {
+                label: format!("{r}: 95 % CI of the mean"),
+                points: hourly(result, r, quantity, |x| x.ci95)
+                    .into_iter()
+                    .map(|(h, (a, b))| (h, a, b))
+                    .collect(),
+                colour: 0,
+            });
+            mean.push(line(
+                r.to_string(),
+                hourly(result, r, quantity, |x| Some(x.mean)),
+                0,
+                4,
+            ));
+            std.push(line(
+                r.to_string(),
+                hourly(result, r, quantity, |x| x.std),
+                0,
+                4,
+            ));
+        }
+        for (k, ut) in uts.iter().enumerate() {
+            mean.push(line(
+                ut.to_string(),
+                hourly(result, ut, quantity, |x| Some(x.mean)),
+                k + 1,
+                2,
+            ));
+            std.push(line(
+                ut.to_string(),
+                hourly(result, ut, quantity, |x| x.std),
+                k + 1,
+                2,
+            ));
+        }
+        let panels = [
+            Panel {
+                title: "mean".into(),
+                x_label: "hour".into(),
+                y_label: label.to_string(),
+                log_log: false,
+                layers: mean,
+            },
+            Panel {
+                title: "standard deviation".into(),
+                x_label: "hour".into(),
+                y_label: label.to_string(),
+                log_log: false,
+                layers: std,
+            },
+        ];
+        names.extend(write_panels(
+            sink,
+            &format!("bands_{quantity}"),
+            &format!(
+                "{label}: the UT forms against {}",
+                reference.unwrap_or("no sampling method")
+            ),
+            &panels,
+            2,
+        )?);
+    }
+    let Some(r) = reference.or(uts.first().copied()) else {
+        return Ok(names);
+    };
+    let panels: Vec<Panel> = ["exchange_mw", "wind_mw", "pv_mw", "tidal_mw"]
+        .into_iter()
+        .map(|q| {
+            let mut layers = stochastic_layers(result, r, q, 0);
+            layers.push(forecast_line(result, q));
+            Panel {
+                title: label(q).to_string(),
+                x_label: "hour".into(),
+                y_label: label(q).to_string(),
+                log_log: false,
+                layers,
+            }
+        })
+        .collect();
+    names.extend(write_panels(
+        sink,
+        "deterministic_vs_stochastic",
+        &format!("forecast day against {r} (paper's Fig. 18-22)"),
+        &panels,
+        2,
+    )?);
+    let mut cost = vec![{
+        let mut layers = stochastic_layers(result, r, "total_cost", 0);
+        layers.push(forecast_line(result, "total_cost"));
+        Panel {
+            title: "per hour".into(),
+            x_label: "hour".into(),
+            y_label: label("total_cost").to_string(),
+            log_log: false,
+            layers,
+        }
+    }];
+    let markers = |quantity: &str, hour: Option<u32>| -> Vec<Layer> {
+        let mut m = vec![Layer::Marker {
+            label: "forecast".into(),
+            x: result.forecast(quantity, hour).unwrap_or(f64::NAN),
+            colour: 4,
+        }];
+        for (k, method) in std::iter::once(r).chain(uts.iter().copied()).enumerate() {
+            if let Some(x) = row(result, method, quantity, hour) {
+                m.push(Layer::Marker {
+                    label: format!("{method}: mean"),
+                    x: x.mean,
+                    colour: k,
+                });
+            }
+        }
+        m
+    };
+    if let Some(h) = result
+        .histograms
+        .iter()
+        .find(|h| h.method == r && h.quantity == "total_cost" && h.hour.is_none())
+    {
+        let mut layers = vec![Layer::Bars {
+            label: format!("{r}: fraction of samples"),
+            bars: histogram_bars(h),
+            colour: 0,
+        }];
+        layers.extend(markers("total_cost", None));
+        cost.push(Panel {
+            title: "the day's total cost".into(),
+            x_label: "total cost of the day, $".into(),
+            y_label: "fraction of samples".into(),
+            log_log: false,
+            layers,
+        });
+    }
+    names.extend(write_panels(
+        sink,
+        "total_cost",
+        &format!("stochastic total cost, {r} (paper's Fig. 24)"),
+        &cost,
+        2,
+    )?);
+    let panels: Vec<Panel> = HISTOGRAM_QUANTITIES
+        .iter()
+        .flat_map(|&q| result.histogram_hours.iter().map(move |&h| (q, h)))
+        .filter_map(|(q, hour)| {
+            let h = result
+                .histograms
+                .iter()
+                .find(|x| x.method == r && x.quantity == q && x.hour == Some(hour))?;
+            let mut layers = vec![Layer::Bars {
+                label: format!("{r}: fraction of samples"),
+                bars: histogram_bars(h),
+                colour: 0,
+            }];
+            layers.extend(markers(q, Some(hour)));
+            let when = if hour == result.histogram_hours[0] {
+                "peak"
+            } else {
+                "night"
+            };
+            Some(Panel {
+                title: format!("hour {hour} ({when})"),
+                x_label: label(q).to_string(),
+                y_label: "fraction of samples".into(),
+                log_log: false,
+                layers,
+            })
+        })
+        .collect();
+    if !panels.is_empty() {
+        names.extend(write_panels(
+            sink,
+            "histograms",
+            &format!("{r} histograms at the peak and night hours, UT means marked"),
+            &panels,
+            2,
+        )?);
+    }
     Ok(names)
 }

@@ -18,7 +18,10 @@
 //!   from (seed, index), mapped to physical inputs through a Gaussian copula.
 //! - [`stats`]: streaming, chunking-independent statistics of many outputs, and the
 //!   weighted moments of a UT.
+//! - [`convergence`]: RMS errors over replications and the sample count at which a
+//!   method's error reaches a target (the UT's).
 
+pub mod convergence;
 pub mod covariance;
 pub mod model;
 pub mod sampling;

@@ -234,7 +234,15 @@ pub struct UncertaintyConfig {
     /// Van der Merwe's kappa, dimensionless, (-c, 1e6] with c = 120; default 0
     /// (alpha = 1, beta = 2, kappa = 0 keep all mean weights non-negative).
     pub merwe_kappa: f64,
+    /// Prices x, $/MWh, at which the sampling methods report P(price > x) for every hour
+    /// and for the day's mean price (`tails.parquet`); finite, at most
+    /// [`MAX_PRICE_THRESHOLDS`]. Default none: the thresholds relative to the forecast
+    /// day's price of each hour are always reported.
+    pub price_thresholds: Vec<f64>,
 }
+
+/// Most entries of [`UncertaintyConfig::price_thresholds`].
+pub const MAX_PRICE_THRESHOLDS: usize = 16;
 
 impl Default for UncertaintyConfig {
     fn default() -> Self {
@@ -255,6 +263,7 @@ impl Default for UncertaintyConfig {
             merwe_alpha: 1.0,
             merwe_beta: 2.0,
             merwe_kappa: 0.0,
+            price_thresholds: Vec::new(),
         }
     }
 }
@@ -297,7 +306,24 @@ impl UncertaintyConfig {
         kappa.check("uncertainty.julier_kappa", self.julier_kappa)?;
         Bounds::above(0.0, 10.0, "").check("uncertainty.merwe_alpha", self.merwe_alpha)?;
         Bounds::closed(0.0, 10.0, "").check("uncertainty.merwe_beta", self.merwe_beta)?;
-        kappa.check("uncertainty.merwe_kappa", self.merwe_kappa)
+        kappa.check("uncertainty.merwe_kappa", self.merwe_kappa)?;
+        if self.price_thresholds.len() > MAX_PRICE_THRESHOLDS {
+            return Err(Error::invalid(
+                "uncertainty.price_thresholds",
+                format!("{} thresholds", self.price_thresholds.len()),
+                format!("at most {MAX_PRICE_THRESHOLDS}"),
+            ));
+        }
+        for (k, &x) in self.price_thresholds.iter().enumerate() {
+            if !x.is_finite() {
+                return Err(Error::invalid(
+                    format!("uncertainty.price_thresholds[{k}]"),
+                    number(x),
+                    "a finite price, $/MWh",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -451,6 +477,17 @@ mod tests {
             ..UncertaintyConfig::default()
         };
         assert!(message(&cfg).contains("uncertainty.julier_kappa"));
+
+        let cfg = UncertaintyConfig {
+            price_thresholds: vec![50.0, f64::NAN],
+            ..UncertaintyConfig::default()
+        };
+        assert!(message(&cfg).contains("uncertainty.price_thresholds[1]"));
+        let cfg = UncertaintyConfig {
+            price_thresholds: vec![50.0; MAX_PRICE_THRESHOLDS + 1],
+            ..UncertaintyConfig::default()
+        };
+        assert!(message(&cfg).contains("uncertainty.price_thresholds"));
 
         let cfg = UncertaintyConfig {
             merwe_alpha: 0.0,

@@ -61,6 +61,11 @@ pub struct OutputSummary {
     pub ci95: Option<(f64, f64)>,
     /// `(x, P(X > x))` for each threshold, in the spec's order.
     pub exceedance: Vec<(f64, f64)>,
+    /// Half-width of the standard deviation's 95 % interval (normal approximation of
+    /// the sample std's distribution with the sample's fourth moment: Var(s^2) =
+    /// (m4 - s^4 (N - 3) / (N - 1)) / N, Var(s) = Var(s^2) / (4 s^2)); `None` for N < 4
+    /// or s = 0.
+    pub std_half_width: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +73,9 @@ struct OutputState {
     spec: OutputSpec,
     mean: f64,
     m2: f64,
+    /// Sums of cubed and fourth-power deviations (for the standard deviation's interval).
+    m3: f64,
+    m4: f64,
     min: f64,
     max: f64,
     /// Underflow, `bins` bins, overflow.
@@ -114,6 +122,8 @@ impl Accumulator {
             .map(|spec| OutputState {
                 mean: 0.0,
                 m2: 0.0,
+                m3: 0.0,
+                m4: 0.0,
                 min: f64::INFINITY,
                 max: f64::NEG_INFINITY,
                 histogram: vec![0; bins + 2],
@@ -170,6 +180,13 @@ impl Accumulator {
         for (o, &x) in self.outputs.iter_mut().zip(values) {
             // Welford (1962): no cancellation between large sums.
             let delta = x - o.mean;
+            // Higher central moments: Pébay (2008), SAND2008-6212, eq. (1.5), from the
+            // moments before this sample.
+            let dn = delta / n;
+            let term = delta * dn * (n - 1.0);
+            o.m4 +=
+                term * dn * dn * (n * n - 3.0 * n + 3.0) + 6.0 * dn * dn * o.m2 - 4.0 * dn * o.m3;
+            o.m3 += term * dn * (n - 2.0) - 3.0 * dn * o.m2;
             o.mean += delta / n;
             o.m2 += delta * (x - o.mean);
             o.min = o.min.min(x);
@@ -207,6 +224,11 @@ impl Accumulator {
         }
         let n = self.count as f64;
         let std = (self.count >= 2).then(|| (o.m2 / (n - 1.0)).sqrt());
+        let std_half_width = std.filter(|&s| self.count >= 4 && s > 0.0).map(|s| {
+            let m4 = o.m4 / n;
+            let var_s2 = ((m4 - s.powi(4) * (n - 3.0) / (n - 1.0)) / n).max(0.0);
+            Z_95 * (var_s2 / (4.0 * s * s)).sqrt()
+        });
         let ci95 = std.map(|s| {
             let half = Z_95 * s / n.sqrt();
             (o.mean - half, o.mean + half)
@@ -225,7 +247,21 @@ impl Accumulator {
                 .zip(&o.exceed)
                 .map(|(&t, &c)| (t, c as f64 / n))
                 .collect(),
+            std_half_width,
         })
+    }
+
+    /// The histogram of output `output`: its range `[lo, hi]` and its counts (underflow
+    /// below `lo`, the `bins` equal bins, overflow above `hi`), which sum to
+    /// [`Self::count`]; `None` for an unknown output.
+    pub fn histogram(&self, output: usize) -> Option<(f64, f64, &[u64])> {
+        let o = self.outputs.get(output)?;
+        Some((o.spec.lo, o.spec.hi, &o.histogram))
+    }
+
+    /// The thresholds of output `output` (its spec's), `None` for an unknown output.
+    pub fn thresholds(&self, output: usize) -> Option<&[f64]> {
+        Some(&self.outputs.get(output)?.spec.thresholds)
     }
 
     /// The q-quantile (q in [0, 1]) of output `output` (inverted-CDF definition, see the
@@ -362,6 +398,41 @@ mod tests {
         assert!((lo - (5.0 - half)).abs() < 1e-14 && (hi - (5.0 + half)).abs() < 1e-14);
         assert!((half - 1.4815935090674932).abs() < 1e-14);
         assert_eq!(s.exceedance, vec![(4.0, 0.5), (8.5, 0.125), (-1.0, 1.0)]);
+        // Deviations -1 -3 0 -1 4 -1 2 0: fourth powers sum to 1+81+1+256+1+16 = 356,
+        // m4 = 44.5; Var(s^2) = (44.5 - (32/7)^2 * 5/7) / 8, Var(s) = that / (4 * 32/7).
+        let var_s2 = (44.5 - (32.0f64 / 7.0).powi(2) * 5.0 / 7.0) / 8.0;
+        let half = 1.959963984540054 * (var_s2 / (4.0 * 32.0 / 7.0)).sqrt();
+        let got = s.std_half_width.expect("N >= 4");
+        assert!((got - half).abs() < 1e-13, "{got} vs {half}");
+    }
+
+    #[test]
+    fn histogram_counts_every_sample_in_its_bin() {
+        // Bins of width 1 on [0, 10]: 2 in [2, 3), 4 (x3) in [4, 5), 5 (x2) in [5, 6),
+        // 7 in [7, 8), 9 in [9, 10].
+        let acc = fed(100);
+        let (lo, hi, counts) = acc.histogram(0).expect("output 0");
+        assert_eq!((lo, hi, counts.len()), (0.0, 10.0, 12));
+        assert_eq!(counts, [0, 0, 0, 1, 0, 3, 2, 0, 1, 0, 1, 0]);
+        assert_eq!(counts.iter().sum::<u64>(), acc.count());
+        let mut acc = Accumulator::new(
+            vec![OutputSpec {
+                lo: 3.0,
+                hi: 8.0,
+                thresholds: vec![],
+            }],
+            5,
+            0,
+        )
+        .expect("valid");
+        for (i, &x) in DATA.iter().enumerate() {
+            acc.push(i as u64, &[x]).expect("in order");
+        }
+        // 2 below, 9 above, 8 in none: 4 4 4 5 5 7 in [3, 8].
+        let (_, _, counts) = acc.histogram(0).expect("output 0");
+        assert_eq!(counts, [1, 0, 3, 2, 0, 1, 1]);
+        assert!(acc.histogram(1).is_none());
+        assert_eq!(fed(100).thresholds(0), Some(&[4.0, 8.5, -1.0][..]));
     }
 
     #[test]

@@ -23,14 +23,14 @@ use crate::engine::gpu::{GpuContext, Precision};
 use crate::engine::{
     BackendChoice, Batch, CurveCache, HourRecord, HourlyInputs, RunSpec, run_batch,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, number};
 use crate::grid::load_table::LoadTable;
 use crate::market::Market;
 use crate::microgrid::HOURS;
 use crate::offer::{CurveView, OfferCurve};
 use crate::uncertainty::sampling::{InputSampler, sigma_inputs};
 use crate::uncertainty::sigma::SigmaForm;
-use crate::uncertainty::stats::{Accumulator, OutputSpec, weighted_moments};
+use crate::uncertainty::stats::{Accumulator, OutputSpec, Z_95, weighted_moments};
 use crate::uncertainty::{INPUTS, Method, UncertaintyConfig, Variable};
 
 /// Samples per engine batch: small enough that a batch's host memory stays a few MB.
@@ -50,6 +50,14 @@ pub const TABLE_MAX_LEVELS: usize = 400;
 pub const TABLE_SIGMAS: f64 = 4.0;
 /// The quantiles reported, as probabilities.
 pub const QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
+
+/// Tail thresholds relative to the forecast day: the sampling methods report
+/// P(price > (1 + r) p) for each r, p being the forecast day's price of the same hour (of
+/// the day's mean price for the day).
+pub const TAIL_RELATIVE: [f64; 3] = [0.0, 0.1, 0.25];
+/// The quantities whose sampled histograms a study keeps at its [`StudyResult::histogram_hours`]
+/// (and for the day).
+pub const HISTOGRAM_QUANTITIES: [&str; 3] = ["price", "exchange_mw", "total_cost"];
 
 /// The quantities reported per hour and for the day.
 pub const QUANTITIES: [&str; 9] = [
@@ -98,6 +106,68 @@ pub struct StatRow {
     pub quantiles: Option<[f64; 5]>,
     /// 95 % confidence interval of the mean (sampling methods only).
     pub ci95: Option<(f64, f64)>,
+    /// Half-width of the standard deviation's 95 % interval (sampling methods only; see
+    /// [`crate::uncertainty::stats::OutputSummary::std_half_width`]).
+    pub std_half_width: Option<f64>,
+}
+
+/// One tail probability P(price > threshold) of a sampling method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailRow {
+    /// Method name (`mc`, `qmc_sobol`, `lhs`).
+    pub method: &'static str,
+    /// Hour 0..24, `None` for the day's mean price.
+    pub hour: Option<u32>,
+    /// The threshold x, $/MWh.
+    pub threshold: f64,
+    /// `Some(r)` when x = (1 + r) times the forecast day's price ([`TAIL_RELATIVE`]),
+    /// `None` for a threshold of [`UncertaintyConfig::price_thresholds`].
+    pub relative: Option<f64>,
+    /// Samples the probability is over.
+    pub runs: u64,
+    /// The fraction of samples with price > x.
+    pub probability: f64,
+    /// Wilson's 95 % interval of the probability.
+    pub ci95: (f64, f64),
+}
+
+/// The histogram of one output of a sampling method (the accumulator's, see
+/// [`Accumulator::histogram`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramRow {
+    /// Method name.
+    pub method: &'static str,
+    /// Quantity name ([`HISTOGRAM_QUANTITIES`]).
+    pub quantity: &'static str,
+    /// Hour, `None` for the day.
+    pub hour: Option<u32>,
+    /// Lower end of the bins, in the quantity's unit.
+    pub lo: f64,
+    /// Upper end of the bins.
+    pub hi: f64,
+    /// Underflow, [`BINS`] equal bins on [lo, hi], overflow; they sum to the samples.
+    pub counts: Vec<u64>,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+/// Wilson's 95 % score interval of a binomial proportion `k / n` (n > 0).
+pub fn wilson_interval(k: u64, n: u64) -> (f64, f64) {
+    let all = k == n;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let z2 = Z_95 * Z_95;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z_95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    // At k = 0 (k = n) the end is 0 (1) exactly; the formula leaves a rounding residue.
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if all { 1.0 } else { (centre + half).min(1.0) };
+    (lo, hi)
 }
 
 /// What one method cost and met.
@@ -125,6 +195,23 @@ pub struct MethodReport {
     pub adapter: String,
 }
 
+impl MethodReport {
+    fn new(method: &'static str) -> Self {
+        MethodReport {
+            method,
+            runs: 0,
+            diverged_runs: 0,
+            unconverged_hours: 0,
+            sg_load_out_of_range_hours: 0,
+            clipped_inputs: 0,
+            host_s: 0.0,
+            engine_s: 0.0,
+            reduce_s: 0.0,
+            adapter: String::new(),
+        }
+    }
+}
+
 /// A study's statistics and reports.
 #[derive(Debug, Clone)]
 pub struct StudyResult {
@@ -140,6 +227,63 @@ pub struct StudyResult {
     pub table_export_error_mw: Option<f64>,
     /// Seconds to build the table.
     pub table_s: f64,
+    /// The forecast day's outputs (every input at its forecast), one per quantity and hour
+    /// (see [`StudyResult::forecast`]).
+    pub forecast_outputs: Vec<f64>,
+    /// Tail probabilities of the price, sampling methods only.
+    pub tails: Vec<TailRow>,
+    /// Histograms of [`HISTOGRAM_QUANTITIES`] at [`Self::histogram_hours`] and for the
+    /// day, sampling methods only.
+    pub histograms: Vec<HistogramRow>,
+    /// The hours with the forecast's largest and smallest system load (peak, night).
+    pub histogram_hours: [u32; 2],
+}
+
+impl StudyResult {
+    /// The forecast day's value of `quantity` at `hour` (`None`: the day).
+    pub fn forecast(&self, quantity: &str, hour: Option<u32>) -> Option<f64> {
+        let q = QUANTITIES.iter().position(|&n| n == quantity)?;
+        let h = hour.map_or(HOURS, |h| h as usize).min(HOURS);
+        self.forecast_outputs.get(q * (HOURS + 1) + h).copied()
+    }
+}
+
+/// What a study builds once and reuses for every call of [`run_prepared`] with the same
+/// market and system-load spread: the load table and the curve cache.
+pub struct PreparedStudy {
+    table: Option<LoadTable>,
+    table_s: f64,
+    sg_std: f64,
+    cache: CurveCache,
+}
+
+impl PreparedStudy {
+    /// Builds the load table of `market` for `cfg`'s system-load spread (none when it is 0).
+    pub fn new(market: &Market, cfg: &UncertaintyConfig) -> Result<Self> {
+        cfg.validate()?;
+        let sg_std = cfg.sg_load.std_fraction;
+        let t = Instant::now();
+        let table = if sg_std > 0.0 {
+            let range = (
+                (1.0 - TABLE_SIGMAS * sg_std).max(0.05),
+                1.0 + TABLE_SIGMAS * sg_std,
+            );
+            Some(LoadTable::build(
+                market,
+                range,
+                TABLE_TOL_MW,
+                TABLE_MAX_LEVELS,
+            )?)
+        } else {
+            None
+        };
+        Ok(PreparedStudy {
+            table,
+            table_s: t.elapsed().as_secs_f64(),
+            sg_std,
+            cache: CurveCache::default(),
+        })
+    }
 }
 
 /// The 120 forecast inputs of `market` (variable-major, see [`Variable`]).
@@ -276,49 +420,92 @@ pub fn run_study(
     opts: &StudyOptions,
     gpu: Option<&GpuContext>,
 ) -> Result<StudyResult> {
+    let mut prepared = PreparedStudy::new(market, cfg)?;
+    run_prepared(&mut prepared, market, cfg, opts, gpu)
+}
+
+/// Runs each method of `opts` on a [`PreparedStudy`] of the same `market`: repeated
+/// studies (other seeds, other N) pay for the load table once. `cfg` must have the
+/// system-load spread the study was prepared for.
+pub fn run_prepared(
+    prepared: &mut PreparedStudy,
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    gpu: Option<&GpuContext>,
+) -> Result<StudyResult> {
     cfg.validate()?;
+    if cfg.sg_load.std_fraction != prepared.sg_std {
+        return Err(Error::invalid(
+            "uncertainty.sg_load.std_fraction",
+            number(cfg.sg_load.std_fraction),
+            format!(
+                "{} (the spread the study's load table was built for)",
+                number(prepared.sg_std)
+            ),
+        ));
+    }
     let forecast = forecast_inputs(market);
-    let sg_std = cfg.sg_load.std_fraction;
-    let with_sg = sg_std > 0.0;
-    let t = Instant::now();
-    let table = if with_sg {
-        let range = (
-            (1.0 - TABLE_SIGMAS * sg_std).max(0.05),
-            1.0 + TABLE_SIGMAS * sg_std,
-        );
-        Some(LoadTable::build(
+    let with_sg = prepared.sg_std > 0.0;
+    let table = prepared.table.as_ref();
+    let table_s = prepared.table_s;
+    let cache = &mut prepared.cache;
+    // The forecast day through the same engine: the deterministic reference of the
+    // figures and the anchor of the relative tail thresholds.
+    let forecast_outputs = {
+        let mut engine = Engine {
             market,
-            range,
-            TABLE_TOL_MW,
-            TABLE_MAX_LEVELS,
-        )?)
-    } else {
-        None
+            table,
+            cache: &mut *cache,
+            opts,
+            gpu,
+            with_sg,
+            report: MethodReport::new("forecast"),
+        };
+        let mut values = None;
+        engine.evaluate(&[forecast], &mut |_, out| {
+            values = Some(out.to_vec());
+            Ok(())
+        })?;
+        values.ok_or_else(|| Error::Solver {
+            problem: "uncertainty study, forecast day".into(),
+            message: "the forecast day diverged".into(),
+        })?
     };
-    let table_s = t.elapsed().as_secs_f64();
-    let mut cache = CurveCache::default();
+    let sg_load = |h: usize| forecast[Variable::SgLoad.input(h)];
+    let by_load = |a: &usize, b: &usize| sg_load(*a).total_cmp(&sg_load(*b));
+    let peak = (0..HOURS).max_by(by_load).unwrap_or(0) as u32;
+    let night = (0..HOURS).min_by(by_load).unwrap_or(0) as u32;
+    let histogram_hours = [peak, night];
+    let price_index =
+        |h: usize| output_index("price", (h < HOURS).then_some(h as u32)).unwrap_or(0);
+    // Thresholds per price output: the relative ones, then the configured ones.
+    let thresholds = |o: usize| -> Vec<f64> {
+        (0..=HOURS)
+            .find(|&h| price_index(h) == o)
+            .map(|h| {
+                let p = forecast_outputs[price_index(h)];
+                TAIL_RELATIVE
+                    .iter()
+                    .map(|r| (1.0 + r) * p)
+                    .chain(cfg.price_thresholds.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut tails = Vec::new();
+    let mut histograms = Vec::new();
     let mut rows = Vec::new();
     let mut methods = Vec::new();
     for &method in &opts.methods {
         let mut engine = Engine {
             market,
-            table: table.as_ref(),
-            cache: &mut cache,
+            table,
+            cache: &mut *cache,
             opts,
             gpu,
             with_sg,
-            report: MethodReport {
-                method: method.as_str(),
-                runs: 0,
-                diverged_runs: 0,
-                unconverged_hours: 0,
-                sg_load_out_of_range_hours: 0,
-                clipped_inputs: 0,
-                host_s: 0.0,
-                engine_s: 0.0,
-                reduce_s: 0.0,
-                adapter: String::new(),
-            },
+            report: MethodReport::new(method.as_str()),
         };
         if method.is_unscented() {
             let form = SigmaForm::from_config(method, cfg, INPUTS)?;
@@ -357,6 +544,7 @@ pub fn run_study(
                     std: m.std(),
                     quantiles: None,
                     ci95: None,
+                    std_half_width: None,
                 });
             }
             engine.report.reduce_s += t.elapsed().as_secs_f64();
@@ -380,7 +568,7 @@ pub fn run_study(
                         None => {
                             pilot.push(*out);
                             if pilot.len() == PILOT_SAMPLES {
-                                acc = Some(accumulator(&mut pilot)?);
+                                acc = Some(accumulator(&mut pilot, &thresholds)?);
                             }
                         }
                     }
@@ -396,8 +584,46 @@ pub fn run_study(
                         message: "every sample diverged".into(),
                     });
                 }
-                None => accumulator(&mut pilot)?,
+                None => accumulator(&mut pilot, &thresholds)?,
             };
+            for (o, (quantity, hour)) in output_names().enumerate() {
+                let wanted = HISTOGRAM_QUANTITIES.contains(&quantity)
+                    && hour.is_none_or(|h| histogram_hours.contains(&h));
+                if let (true, Some((lo, hi, counts)), Some(s)) =
+                    (wanted, acc.histogram(o), acc.summary(o))
+                {
+                    histograms.push(HistogramRow {
+                        method: method.as_str(),
+                        quantity,
+                        hour,
+                        lo,
+                        hi,
+                        counts: counts.to_vec(),
+                        min: s.min,
+                        max: s.max,
+                    });
+                }
+                if quantity != "price" {
+                    continue;
+                }
+                let (Some(s), Some(levels)) = (acc.summary(o), acc.thresholds(o)) else {
+                    continue;
+                };
+                for (k, (&threshold, &(_, probability))) in
+                    levels.iter().zip(&s.exceedance).enumerate()
+                {
+                    let exceed = (probability * s.count as f64).round() as u64;
+                    tails.push(TailRow {
+                        method: method.as_str(),
+                        hour,
+                        threshold,
+                        relative: TAIL_RELATIVE.get(k).copied(),
+                        runs: s.count,
+                        probability,
+                        ci95: wilson_interval(exceed, s.count),
+                    });
+                }
+            }
             for (o, (quantity, hour)) in output_names().enumerate() {
                 let Some(s) = acc.summary(o) else { continue };
                 let mut q = [0.0; 5];
@@ -413,6 +639,7 @@ pub fn run_study(
                     std: s.std,
                     quantiles: Some(q),
                     ci95: s.ci95,
+                    std_half_width: s.std_half_width,
                 });
             }
         }
@@ -421,11 +648,70 @@ pub fn run_study(
     Ok(StudyResult {
         rows,
         methods,
-        table_levels: table.as_ref().map_or(0, |t| t.levels_total()),
-        table_range: table.as_ref().map(|t| t.scale_range()),
-        table_export_error_mw: table.as_ref().map(|t| t.export_error_mw()),
+        table_levels: table.map_or(0, |t| t.levels_total()),
+        table_range: table.map(|t| t.scale_range()),
+        table_export_error_mw: table.map(|t| t.export_error_mw()),
         table_s,
+        forecast_outputs,
+        tails,
+        histograms,
+        histogram_hours,
     })
+}
+
+/// The position of (`quantity`, `hour`) among a sample's outputs ([`sample_outputs`]);
+/// `hour` `None` is the day.
+pub fn output_index(quantity: &str, hour: Option<u32>) -> Option<usize> {
+    let q = QUANTITIES.iter().position(|&n| n == quantity)?;
+    let h = match hour {
+        Some(h) if (h as usize) < HOURS => h as usize,
+        Some(_) => return None,
+        None => HOURS,
+    };
+    Some(q * (HOURS + 1) + h)
+}
+
+/// The outputs of samples `indices` of the sampling method `method` with N = `opts.samples`
+/// (every [`QUANTITIES`] per hour, then per day; see [`output_index`]), as (sample index,
+/// values) in index order, diverged samples left out: the per-sample values a study's
+/// statistics reduce.
+pub fn sample_outputs(
+    prepared: &mut PreparedStudy,
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    method: Method,
+    indices: std::ops::Range<u64>,
+    gpu: Option<&GpuContext>,
+) -> Result<Vec<(u64, Vec<f64>)>> {
+    cfg.validate()?;
+    if method.is_unscented() {
+        return Err(Error::invalid(
+            "method",
+            method.as_str(),
+            "a sampling method (mc, qmc_sobol, lhs)",
+        ));
+    }
+    let sampler = InputSampler::new(cfg, method, &forecast_inputs(market), opts.samples)?;
+    let points = indices
+        .clone()
+        .map(|i| sampler.sample(i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut engine = Engine {
+        market,
+        table: prepared.table.as_ref(),
+        cache: &mut prepared.cache,
+        opts,
+        gpu,
+        with_sg: prepared.sg_std > 0.0,
+        report: MethodReport::new(method.as_str()),
+    };
+    let mut out = Vec::with_capacity(points.len());
+    engine.evaluate(&points, &mut |k, values| {
+        out.push((indices.start + k as u64, values.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The (quantity, hour) of every output, in the order of a run's outputs.
@@ -438,7 +724,11 @@ fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
 /// An accumulator whose histogram ranges cover the pilot samples with a margin of a
 /// quarter of their range on each side (values beyond go to the overflow bins, and the
 /// quantiles say so in their error bound), holding the pilot samples, which it takes.
-fn accumulator(pilot: &mut Vec<[f64; OUTPUTS]>) -> Result<Accumulator> {
+/// `thresholds(o)` gives output o's exceedance thresholds.
+fn accumulator(
+    pilot: &mut Vec<[f64; OUTPUTS]>,
+    thresholds: &dyn Fn(usize) -> Vec<f64>,
+) -> Result<Accumulator> {
     let specs = (0..OUTPUTS)
         .map(|o| {
             let (lo, hi) = pilot
@@ -450,7 +740,7 @@ fn accumulator(pilot: &mut Vec<[f64; OUTPUTS]>) -> Result<Accumulator> {
             OutputSpec {
                 lo: lo - pad,
                 hi: hi + pad,
-                thresholds: Vec::new(),
+                thresholds: thresholds(o),
             }
         })
         .collect();
@@ -515,5 +805,35 @@ impl Engine<'_> {
             self.report.reduce_s += t.elapsed().as_secs_f64();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_known_values() {
+        // 0 of 10: the upper end is z^2 / (n + z^2); 5 of 10: statsmodels'
+        // proportion_confint(5, 10, method="wilson") = (0.236593..., 0.763406...).
+        let (lo, hi) = wilson_interval(0, 10);
+        assert_eq!(lo, 0.0);
+        assert!((hi - Z_95 * Z_95 / (10.0 + Z_95 * Z_95)).abs() < 1e-15);
+        let (lo, hi) = wilson_interval(5, 10);
+        assert!((lo - 0.236593090512564).abs() < 1e-14, "{lo}");
+        assert!((hi - 0.7634069094874361).abs() < 1e-14, "{hi}");
+        let (lo, hi) = wilson_interval(10, 10);
+        assert!((lo - 0.7224672001371107).abs() < 1e-14 && hi == 1.0);
+    }
+
+    #[test]
+    fn output_index_follows_the_output_order() {
+        let names: Vec<_> = output_names().collect();
+        for (o, (q, h)) in names.iter().enumerate() {
+            assert_eq!(output_index(q, *h), Some(o));
+        }
+        assert_eq!(names.len(), OUTPUTS);
+        assert_eq!(output_index("price", Some(24)), None);
+        assert_eq!(output_index("nothing", None), None);
     }
 }
