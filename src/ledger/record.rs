@@ -144,15 +144,11 @@ fn refused(what: String, failure: super::consensus::ProposalFailure) -> Error {
         .iter()
         .map(|(v, f)| format!("validator {v}: {}", f.rejection))
         .collect();
-    Error::invalid(
-        "ledger block",
-        what,
-        format!(
-            "a block the validators commit ({} votes; {})",
-            failure.votes,
-            reasons.join("; ")
-        ),
-    )
+    recording_failure(format!(
+        "the validators refused the block of {what} ({} votes; {})",
+        failure.votes,
+        reasons.join("; ")
+    ))
 }
 
 /// Records `day`'s negotiation of `market` (see the module doc). Errors when the recorded
@@ -258,7 +254,7 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
             rule: Some(&rule),
         },
     )
-    .map_err(|e| Error::invalid("recorded ledger", e.to_string(), "a ledger that verifies"))?;
+    .map_err(|e| recording_failure(format!("the recorded ledger does not verify: {e}")))?;
     timing.verify_s = start.elapsed().as_secs_f64();
     let votes: u64 = ledger.blocks.iter().map(|b| b.votes.len() as u64).sum();
     let counts = RecordCounts {
@@ -309,7 +305,7 @@ impl Recorder {
         let tx = self
             .net
             .sign(body)
-            .map_err(|r| Error::invalid("ledger signer", r.to_string(), "a registered agent"))?;
+            .map_err(|r| recording_failure(format!("signing: {r}")))?;
         self.timing.sign_s += start.elapsed().as_secs_f64();
         self.signatures += tx.signatures.len() as u64;
         Ok(tx)
@@ -329,22 +325,30 @@ impl Recorder {
 }
 
 /// The recorded negotiation must end where the day's did, bit for bit.
+/// (Bitwise, so that a NaN of a diverged hour compares equal to itself.)
 fn check_same_end(hour: u32, state: &RciState, outcome: &HourOutcome) -> Result<()> {
-    if state.iteration() == outcome.iterations && state.agents() == outcome.agents.as_slice() {
+    let bits = |a: &[rci::AgentState]| -> Vec<[u64; 4]> {
+        a.iter()
+            .map(|s| [s.price, s.power, s.dual_upper, s.dual_lower].map(f64::to_bits))
+            .collect()
+    };
+    if state.iteration() == outcome.iterations && bits(state.agents()) == bits(&outcome.agents) {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "ledger recording",
-            format!(
-                "hour {hour}: {} iterations, price {}",
-                state.iteration(),
-                state.price()
-            ),
-            format!(
-                "the day's negotiation ({} iterations, price {}); record a run of the CPU reference",
-                outcome.iterations,
-                outcome.price()
-            ),
-        ))
+        Err(recording_failure(format!(
+            "hour {hour}: the recorded negotiation ends after {} iterations at price {}, the day's after {} at {}; the ledger records the CPU reference",
+            state.iteration(),
+            state.price(),
+            outcome.iterations,
+            outcome.price()
+        )))
+    }
+}
+
+/// A recording that cannot complete: not bad input but a failed invariant (exit 1).
+fn recording_failure(message: String) -> Error {
+    Error::Solver {
+        problem: "ledger recording".into(),
+        message,
     }
 }
