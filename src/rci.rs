@@ -301,6 +301,14 @@ pub fn within_divergence_limit(x: f64) -> bool {
     x.abs() <= DIVERGENCE_LIMIT
 }
 
+/// Whether a price or power of `agents` is beyond [`DIVERGENCE_LIMIT`] (or not a number):
+/// the negotiation has diverged and stops.
+pub fn diverged(agents: &[AgentState]) -> bool {
+    !agents
+        .iter()
+        .all(|a| within_divergence_limit(a.price) && within_divergence_limit(a.power))
+}
+
 /// How one hour's negotiation ended. A run that diverged (a price or power beyond
 /// [`DIVERGENCE_LIMIT`], or not a number) stops at once with `converged == false` and
 /// `iterations` below the cap.
@@ -731,11 +739,7 @@ pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) 
     state.iteration += 1;
     // A diverged iterate can never meet the stop rules: it is reported as not converged
     // after this iteration.
-    let bounded = state
-        .agents
-        .iter()
-        .all(|a| within_divergence_limit(a.price) && within_divergence_limit(a.power));
-    let progress = if !bounded {
+    let progress = if diverged(&state.agents) {
         Progress::Diverged
     } else if stop_rules_hold(&residuals, s) {
         Progress::Converged

@@ -591,18 +591,22 @@ impl Batch {
             });
         }
         let mut slots = Vec::with_capacity(scales.len() * hours * agents);
-        for (k, c) in sg_curves.iter().enumerate() {
+        // A smart-grid curve appended to the pool, and its slot.
+        let pooled = |pool: &mut Vec<f64>, c: &OfferCurve| {
             let curve_offset = pool.len() as u32;
             pool.extend_from_slice(&c.prices);
             pool.extend_from_slice(&c.exports);
             pool.extend_from_slice(&c.costs);
-            slots.push(AgentSlot {
+            AgentSlot {
                 curve_offset,
                 curve_len: c.len() as u32,
                 min_export,
                 max_export,
                 ..AgentSlot::default()
-            });
+            }
+        };
+        for (k, c) in sg_curves.iter().enumerate() {
+            slots.push(pooled(&mut pool, c));
             if mg_enabled {
                 slots.push(mg_slots[k % hours]);
             }
@@ -626,17 +630,7 @@ impl Batch {
                             "as many breakpoints in both levels of a blended interval",
                         ));
                     }
-                    let curve_offset = pool.len() as u32;
-                    pool.extend_from_slice(&c.prices);
-                    pool.extend_from_slice(&c.exports);
-                    pool.extend_from_slice(&c.costs);
-                    slots.push(AgentSlot {
-                        curve_offset,
-                        curve_len: c.len() as u32,
-                        min_export,
-                        max_export,
-                        ..AgentSlot::default()
-                    });
+                    slots.push(pooled(&mut pool, c));
                     if mg_enabled {
                         slots.push(*mg_slot);
                     }

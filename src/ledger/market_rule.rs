@@ -155,10 +155,7 @@ fn ended_at(committed: &LedgerState, run: u32, hour: u32) -> Result<Option<u32>,
         return Ok(Some(last));
     }
     let after = states(&iteration_messages(committed, run, hour, last)?);
-    let diverged = !after
-        .iter()
-        .all(|a| rci::within_divergence_limit(a.price) && rci::within_divergence_limit(a.power));
-    if diverged {
+    if rci::diverged(&after) {
         return Ok(Some(last));
     }
     if last == 0 {

@@ -279,11 +279,7 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
 /// Whether the last iteration ended the negotiation: its stop rules hold, or it diverged
 /// (what [`rci::step`] reported for it).
 fn ended(state: &RciState, s: &rci::RciSettings) -> bool {
-    let diverged = !state
-        .agents()
-        .iter()
-        .all(|a| rci::within_divergence_limit(a.price) && rci::within_divergence_limit(a.power));
-    diverged || rci::stop_rules_hold(&state.residuals(), s)
+    rci::diverged(state.agents()) || rci::stop_rules_hold(&state.residuals(), s)
 }
 
 /// The network being recorded into, with the clock and the costs so far.

@@ -51,13 +51,19 @@ pub fn write_outputs(
     if scenario.output.plots {
         names.extend(write_plots(sink, day)?);
     }
+    names.push(write_scenario_toml(sink, scenario)?);
+    Ok(names)
+}
+
+/// Writes the effective scenario as `scenario.toml` (with it, `run --config` reproduces
+/// the output) and returns the file name.
+pub fn write_scenario_toml(sink: &mut dyn Sink, scenario: &Scenario) -> Result<String> {
     let toml = toml::to_string_pretty(scenario).map_err(|e| Error::Output {
         context: "scenario.toml".into(),
         message: e.to_string(),
     })?;
     sink.write_bytes("scenario.toml", toml.as_bytes())?;
-    names.push("scenario.toml".to_string());
-    Ok(names)
+    Ok("scenario.toml".to_string())
 }
 
 /// Marker of a `run` output directory: the files the run wrote, so that a later run

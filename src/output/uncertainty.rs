@@ -395,12 +395,7 @@ pub fn write_study(
     if scenario.output.plots {
         names.extend(write_figures(sink, result)?);
     }
-    let toml = toml::to_string_pretty(scenario).map_err(|e| Error::Output {
-        context: "scenario.toml".into(),
-        message: e.to_string(),
-    })?;
-    sink.write_bytes("scenario.toml", toml.as_bytes())?;
-    names.push("scenario.toml".to_string());
+    names.push(super::write_scenario_toml(sink, scenario)?);
     Ok(names)
 }
 
