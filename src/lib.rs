@@ -10,6 +10,7 @@
 //! - [`grid`]: the smart grid's DC network, dispatch rows and exact offer curve.
 //! - [`offer`]: the flat offer-curve representation every backend evaluates.
 //! - [`rci`]: the RCI negotiation of one hour (the f64 CPU reference).
+//! - [`attack`]: false-data-injection attacks on the negotiation and the ledger's defence.
 //! - [`central`]: the centralized QP references (hourly and 24-h).
 //! - [`input`]: reading the user's input files as text, with one clear error each.
 //! - [`scenario`]: the one settings struct, read from TOML and validated.
@@ -25,6 +26,7 @@
 // Range checks are written `!(lo < x)` on purpose: NaN must fail them.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod attack;
 pub mod central;
 pub mod data;
 pub mod engine;

@@ -28,6 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{AttackVariable, Defence, HourAttacks};
 use crate::error::{Error, Result};
 use crate::offer::CurveView;
 
@@ -324,6 +325,11 @@ pub struct HourOutcome {
     pub residuals: Residuals,
     /// Per-iteration states, when asked for.
     pub trajectory: Vec<TrajectoryPoint>,
+    /// Messages an attack altered (see [`crate::attack`]): (agent, iteration) pairs whose
+    /// message differed from the genuine one in at least one bit.
+    pub tampered: u32,
+    /// Altered messages the ledger rejected (all of them when defended, none otherwise).
+    pub rejected: u32,
 }
 
 impl HourOutcome {
@@ -355,10 +361,23 @@ pub struct RciState {
     limit_prices: Vec<(f64, f64)>,
     /// The Newton step's bracket and safeguard memory.
     newton: NewtonMemory,
+    /// Under an undefended attack, each agent's own Newton memory (its view of the
+    /// messages differs from the others'); empty otherwise.
+    views: Vec<NewtonMemory>,
     /// Iterations performed.
     iteration: u32,
     /// Residuals of the last iteration (all 0 before the first).
     residuals: Residuals,
+    /// Messages altered by an attack so far.
+    tampered: u32,
+    /// Altered messages the ledger rejected so far.
+    rejected: u32,
+    /// Scratch of the attacked step: one agent's view of the others' messages, before
+    /// and after an iteration, and the prices it receives.
+    view_old: Vec<AgentState>,
+    view_new: Vec<AgentState>,
+    seen_prices: Vec<f64>,
+    signals: Vec<NewtonSignals>,
 }
 
 impl RciState {
@@ -392,8 +411,11 @@ impl RciState {
             )
         }));
         self.newton = NewtonMemory::default();
+        self.views.clear();
         self.iteration = 0;
         self.residuals = Residuals::default();
+        self.tampered = 0;
+        self.rejected = 0;
     }
 
     /// The agents' current states.
@@ -409,6 +431,16 @@ impl RciState {
     /// Residuals of the last iteration (all 0 before the first).
     pub fn residuals(&self) -> Residuals {
         self.residuals
+    }
+
+    /// Messages an attack altered so far ([`HourOutcome::tampered`]).
+    pub fn tampered(&self) -> u32 {
+        self.tampered
+    }
+
+    /// Altered messages the ledger rejected so far ([`HourOutcome::rejected`]).
+    pub fn rejected(&self) -> u32 {
+        self.rejected
     }
 
     /// The Newton step's price bracket `(lo, hi)`, $/MWh (infinite ends: not yet seen).
@@ -685,56 +717,161 @@ pub fn scheduled_kappa(s: &RciSettings, iteration: u32) -> Option<f64> {
 /// `settings` must be those the state was made for; `settings` must have passed
 /// [`RciSettings::validate`]. Deterministic: the same state and input give bit-identical
 /// results. The iteration cap is the caller's (see [`negotiate_in`]).
-pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) -> StepReport {
-    let s = settings;
-    let mismatch: f64 = state.agents.iter().map(|a| a.power).sum();
-    let kappa = innovation_step(state, agents, s, mismatch);
-    let mut duals_moved = false;
-    let (current, next) = (&state.agents, &mut state.previous);
-    for (i, (agent, &me)) in agents.iter().zip(current).enumerate() {
-        let price = price_update(
-            me.price,
-            current.iter().map(|o| o.price),
-            s.chi,
-            kappa,
-            mismatch,
-        );
-        // eq. (33)-(36): projected dual ascent on the agent's power limits.
-        let (dual_upper, dual_lower) = match s.dual_update {
-            DualUpdate::Exact => {
-                let (reaching_min, within_max) = state.limit_prices[i];
-                (
-                    (price - within_max).max(0.0),
-                    (reaching_min - price).max(0.0),
-                )
-            }
-            DualUpdate::Gradient => (
-                (me.dual_upper + s.xi * (me.power - agent.max_export)).max(0.0),
-                (me.dual_lower + s.xi * (agent.min_export - me.power)).max(0.0),
-            ),
-        };
-        duals_moved |= dual_upper != me.dual_upper || dual_lower != me.dual_lower;
-        // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
-        let set_point = agent.curve.export_at(price - dual_upper + dual_lower);
-        // eq. (39)-(42).
-        let ratio = match s.power_update {
-            PowerUpdate::Plain => 1.0,
-            PowerUpdate::Relaxed => {
-                (me.power.abs() + s.relax_gamma) / (set_point.abs() + s.relax_gamma)
-            }
-        };
-        next[i] = AgentState {
-            price,
-            power: me.power + ratio * (set_point - me.power),
-            dual_upper,
-            dual_lower,
-        };
+///
+/// `attacks` are the false-data injections on this hour ([`crate::attack`];
+/// [`HourAttacks::NONE`] for none). Undefended, each agent steps on its own view of the
+/// messages (its own values and the others' as received), with its own innovation step,
+/// and the residuals are the largest over the agents' views; defended, the step is the
+/// attack-free one. Either way the altered messages are counted (and, defended,
+/// rejected), iteration 0's starting messages with the first step.
+pub fn step(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    settings: &RciSettings,
+    attacks: &HourAttacks<'_>,
+) -> StepReport {
+    let attacked = attacks.any();
+    if attacked && state.iteration == 0 {
+        for i in 0..agents.len() {
+            note_message(state, agents, settings, attacks, i, 0, false);
+        }
     }
+    let (report, chi_altered) = if attacks.alters_views() {
+        step_views(state, agents, settings, attacks)
+    } else {
+        step_shared(state, agents, settings, attacks)
+    };
+    if attacked {
+        let m = state.iteration;
+        for i in 0..agents.len() {
+            note_message(
+                state,
+                agents,
+                settings,
+                attacks,
+                i,
+                m,
+                chi_altered & (1 << i) != 0,
+            );
+        }
+    }
+    report
+}
+
+/// Counts agent `i`'s message of iteration `m` (its current state) as tampered, and as
+/// rejected when defended, if an attack altered it: a received field that differs from the
+/// genuine one in a bit, or (`chi_altered`) a price computed with a tampered chi that
+/// differs from the one the committed chi gives.
+fn note_message(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    attacks: &HourAttacks<'_>,
+    i: usize,
+    m: u32,
+    chi_altered: bool,
+) {
+    let st = state.agents[i];
+    let field = |v: AttackVariable, x: f64| {
+        attacks.targets(v, i, m) && attacks.seen(v, i, m, x).to_bits() != x.to_bits()
+    };
+    let signals = || NewtonSignals::of(&agents[i], &st, s);
+    let altered = chi_altered
+        || field(AttackVariable::Price, st.price)
+        || field(AttackVariable::Power, st.power)
+        || field(AttackVariable::DualUpper, st.dual_upper)
+        || field(AttackVariable::DualLower, st.dual_lower)
+        || (attacks.targets(AttackVariable::Slope, i, m) && {
+            let g = signals();
+            field(AttackVariable::Slope, g.slope_down) || field(AttackVariable::Slope, g.slope_up)
+        })
+        || (attacks.targets(AttackVariable::Gap, i, m) && {
+            // An infinite gap (no change of slope that way) stays infinite.
+            let g = signals();
+            field(AttackVariable::Gap, g.gap_down) || field(AttackVariable::Gap, g.gap_up)
+        });
+    if altered {
+        state.tampered += 1;
+        if attacks.defence == Defence::Defended {
+            state.rejected += 1;
+        }
+    }
+}
+
+/// Agent `i`'s price of iteration `m` would differ if computed with the attacked chi: the
+/// chi attack altered its message.
+#[allow(clippy::too_many_arguments)]
+fn chi_alters(
+    attacks: &HourAttacks<'_>,
+    i: usize,
+    m: u32,
+    own_price: f64,
+    prices: &[f64],
+    s: &RciSettings,
+    kappa: f64,
+    mismatch: f64,
+    genuine: f64,
+) -> bool {
+    attacks.targets(AttackVariable::Chi, i, m) && {
+        let chi = attacks.seen(AttackVariable::Chi, i, m, s.chi);
+        price_update(own_price, prices.iter().copied(), chi, kappa, mismatch).to_bits()
+            != genuine.to_bits()
+    }
+}
+
+/// The new duals, set point and power of agent `agent` (index `i`) from its state `me` at
+/// its new price, eq. (33)-(42).
+fn respond(
+    agent: &Agent<'_>,
+    limit_prices: (f64, f64),
+    me: AgentState,
+    price: f64,
+    s: &RciSettings,
+) -> AgentState {
+    // eq. (33)-(36): projected dual ascent on the agent's power limits.
+    let (dual_upper, dual_lower) = match s.dual_update {
+        DualUpdate::Exact => {
+            let (reaching_min, within_max) = limit_prices;
+            (
+                (price - within_max).max(0.0),
+                (reaching_min - price).max(0.0),
+            )
+        }
+        DualUpdate::Gradient => (
+            (me.dual_upper + s.xi * (me.power - agent.max_export)).max(0.0),
+            (me.dual_lower + s.xi * (agent.min_export - me.power)).max(0.0),
+        ),
+    };
+    // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
+    let set_point = agent.curve.export_at(price - dual_upper + dual_lower);
+    // eq. (39)-(42).
+    let ratio = match s.power_update {
+        PowerUpdate::Plain => 1.0,
+        PowerUpdate::Relaxed => {
+            (me.power.abs() + s.relax_gamma) / (set_point.abs() + s.relax_gamma)
+        }
+    };
+    AgentState {
+        price,
+        power: me.power + ratio * (set_point - me.power),
+        dual_upper,
+        dual_lower,
+    }
+}
+
+/// Ends an iteration: the Newton memories' reset when gradient duals moved, the swap of
+/// the new states in, the iteration count and the stop decision on `residuals`.
+fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> StepReport {
+    let duals_moved = state
+        .agents
+        .iter()
+        .zip(&state.previous)
+        .any(|(o, n)| n.dual_upper != o.dual_upper || n.dual_lower != o.dual_lower);
     if duals_moved && s.dual_update == DualUpdate::Gradient {
         state.newton = NewtonMemory::default();
+        state.views.fill(NewtonMemory::default());
     }
     std::mem::swap(&mut state.agents, &mut state.previous);
-    let residuals = residuals_between(&state.previous, &state.agents);
     state.residuals = residuals;
     state.iteration += 1;
     // A diverged iterate can never meet the stop rules: it is reported as not converged
@@ -752,6 +889,188 @@ pub fn step(state: &mut RciState, agents: &[Agent<'_>], settings: &RciSettings) 
     }
 }
 
+/// The attack-free iteration: every agent uses the same messages and one innovation step.
+/// Returns the report and the agents (bit `i`) whose price a chi attack would have altered.
+fn step_shared(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    attacks: &HourAttacks<'_>,
+) -> (StepReport, u64) {
+    let m = state.iteration + 1;
+    let mismatch: f64 = state.agents.iter().map(|a| a.power).sum();
+    let kappa = innovation_step(state, agents, s, mismatch);
+    let mut chi_altered = 0u64;
+    if attacks.any() {
+        state.seen_prices.clear();
+        state
+            .seen_prices
+            .extend(state.agents.iter().map(|a| a.price));
+    }
+    let (current, next) = (&state.agents, &mut state.previous);
+    for (i, (agent, &me)) in agents.iter().zip(current).enumerate() {
+        let price = price_update(
+            me.price,
+            current.iter().map(|o| o.price),
+            s.chi,
+            kappa,
+            mismatch,
+        );
+        if attacks.any()
+            && chi_alters(
+                attacks,
+                i,
+                m,
+                me.price,
+                &state.seen_prices,
+                s,
+                kappa,
+                mismatch,
+                price,
+            )
+        {
+            chi_altered |= 1 << i;
+        }
+        next[i] = respond(agent, state.limit_prices[i], me, price, s);
+    }
+    let residuals = residuals_between(&state.agents, &state.previous);
+    (finish_step(state, s, residuals), chi_altered)
+}
+
+/// Agent `r`'s view of the messages `states` of iteration `m`: its own state, and the
+/// others' as received under `attacks`.
+fn view_of(
+    attacks: &HourAttacks<'_>,
+    r: usize,
+    m: u32,
+    states: &[AgentState],
+    out: &mut Vec<AgentState>,
+) {
+    out.clear();
+    out.extend(states.iter().enumerate().map(|(j, st)| {
+        if j == r {
+            *st
+        } else {
+            AgentState {
+                price: attacks.seen(AttackVariable::Price, j, m, st.price),
+                power: attacks.seen(AttackVariable::Power, j, m, st.power),
+                dual_upper: attacks.seen(AttackVariable::DualUpper, j, m, st.dual_upper),
+                dual_lower: attacks.seen(AttackVariable::DualLower, j, m, st.dual_lower),
+            }
+        }
+    }));
+}
+
+/// The undefended attacked iteration: each agent `r` computes its innovation step and
+/// price from its own view of iteration `m - 1`'s messages, with its own Newton memory
+/// and its chi (the target of a chi attack uses `chi + c`); its duals and power follow
+/// from its own price as in the attack-free step. The residuals are the largest over
+/// the agents' views of the messages before and after. Without an active injection every
+/// view is the true state and the result is [`step_shared`]'s, bit for bit.
+fn step_views(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    attacks: &HourAttacks<'_>,
+) -> (StepReport, u64) {
+    let n = agents.len();
+    let m = state.iteration + 1;
+    if state.views.len() != n {
+        state.views.clear();
+        state.views.resize(n, state.newton);
+    }
+    let scheduled = scheduled_kappa(s, state.iteration);
+    // Every agent's genuine signals (each receiver sees the others' through the attack).
+    let mut signals = std::mem::take(&mut state.signals);
+    signals.clear();
+    if scheduled.is_none() {
+        signals.extend(
+            agents
+                .iter()
+                .zip(&state.agents)
+                .map(|(a, st)| NewtonSignals::of(a, st, s)),
+        );
+    }
+    let mut chi_altered = 0u64;
+    for r in 0..n {
+        let mut view = std::mem::take(&mut state.view_old);
+        view_of(attacks, r, m - 1, &state.agents, &mut view);
+        let mismatch: f64 = view.iter().map(|a| a.power).sum();
+        let kappa = match scheduled {
+            Some(k) => k,
+            None => {
+                let downward = mismatch > 0.0;
+                let signal = |j: usize, v: AttackVariable, x: f64| {
+                    if j == r {
+                        x
+                    } else {
+                        attacks.seen(v, j, m - 1, x)
+                    }
+                };
+                let slope: f64 = signals
+                    .iter()
+                    .enumerate()
+                    .map(|(j, g)| signal(j, AttackVariable::Slope, g.toward(downward).0))
+                    .sum();
+                let flat = || {
+                    nearest_gap(signals.iter().enumerate().map(|(j, g)| {
+                        g.toward(downward)
+                            .1
+                            .map(|d| signal(j, AttackVariable::Gap, d))
+                    }))
+                };
+                state.views[r].kappa(mismatch, mean_price(&view), slope, flat, s)
+            }
+        };
+        state.seen_prices.clear();
+        state.seen_prices.extend(view.iter().map(|a| a.price));
+        let me = state.agents[r];
+        let chi = attacks.seen(AttackVariable::Chi, r, m, s.chi);
+        let price = price_update(
+            me.price,
+            state.seen_prices.iter().copied(),
+            chi,
+            kappa,
+            mismatch,
+        );
+        if attacks.targets(AttackVariable::Chi, r, m) {
+            let genuine = price_update(
+                me.price,
+                state.seen_prices.iter().copied(),
+                s.chi,
+                kappa,
+                mismatch,
+            );
+            if genuine.to_bits() != price.to_bits() {
+                chi_altered |= 1 << r;
+            }
+        }
+        state.previous[r] = respond(&agents[r], state.limit_prices[r], me, price, s);
+        state.view_old = view;
+    }
+    // Residuals: the largest over the agents' views of iteration m - 1 and m.
+    let mut residuals = Residuals::default();
+    let (mut old, mut new) = (
+        std::mem::take(&mut state.view_old),
+        std::mem::take(&mut state.view_new),
+    );
+    for r in 0..n {
+        view_of(attacks, r, m - 1, &state.agents, &mut old);
+        view_of(attacks, r, m, &state.previous, &mut new);
+        let v = residuals_between(&old, &new);
+        residuals = Residuals {
+            price_change: residuals.price_change.max(v.price_change),
+            power_change: residuals.power_change.max(v.power_change),
+            dual_change: residuals.dual_change.max(v.dual_change),
+            balance: residuals.balance.max(v.balance),
+            price_spread: residuals.price_spread.max(v.price_spread),
+        };
+    }
+    (state.view_old, state.view_new) = (old, new);
+    state.signals = signals;
+    (finish_step(state, s, residuals), chi_altered)
+}
+
 /// Runs [`step`] from `state` until it converges or diverges, or the state reaches
 /// `settings.max_iterations`; returns whether it converged. With a `trajectory`, the
 /// starting state and every iterate are appended to it; without one nothing is allocated.
@@ -759,13 +1078,14 @@ pub fn negotiate_in(
     state: &mut RciState,
     agents: &[Agent<'_>],
     settings: &RciSettings,
+    attacks: &HourAttacks<'_>,
     mut trajectory: Option<&mut Vec<TrajectoryPoint>>,
 ) -> bool {
     if let Some(t) = trajectory.as_deref_mut() {
         state.record(t);
     }
     while state.iteration < settings.max_iterations {
-        let report = step(state, agents, settings);
+        let report = step(state, agents, settings, attacks);
         if let Some(t) = trajectory.as_deref_mut() {
             state.record(t);
         }
@@ -788,12 +1108,23 @@ pub fn negotiate(
     settings: &RciSettings,
     keep_trajectory: bool,
 ) -> HourOutcome {
+    negotiate_attacked(agents, settings, &HourAttacks::NONE, keep_trajectory)
+}
+
+/// [`negotiate`] under false-data injections ([`crate::attack`]).
+pub fn negotiate_attacked(
+    agents: &[Agent<'_>],
+    settings: &RciSettings,
+    attacks: &HourAttacks<'_>,
+    keep_trajectory: bool,
+) -> HourOutcome {
     let mut state = RciState::new(agents, settings);
     let mut trajectory = Vec::new();
     let converged = negotiate_in(
         &mut state,
         agents,
         settings,
+        attacks,
         keep_trajectory.then_some(&mut trajectory),
     );
     HourOutcome {
@@ -802,6 +1133,8 @@ pub fn negotiate(
         agents: state.agents,
         residuals: state.residuals,
         trajectory,
+        tampered: state.tampered,
+        rejected: state.rejected,
     }
 }
 
@@ -1200,7 +1533,7 @@ mod tests {
             let mut states: Vec<AgentState> = state.agents().to_vec();
             let mut progress = Progress::Running;
             while progress == Progress::Running && state.iteration() < s.max_iterations {
-                let report = step(&mut state, &limited, s);
+                let report = step(&mut state, &limited, s, &HourAttacks::NONE);
                 assert_eq!(
                     residual_bits(&report.residuals),
                     residual_bits(&state.residuals())
@@ -1239,11 +1572,17 @@ mod tests {
         let three = [agents(&a, &b)[0], agents(&a, &b)[1], agents(&c, &c)[0]];
         let s = from_afar();
         let mut state = RciState::new(&three, &s);
-        negotiate_in(&mut state, &three, &s, None);
+        negotiate_in(&mut state, &three, &s, &HourAttacks::NONE, None);
         let two = agents(&a, &b);
         state.reset(&two, &s);
         let mut trajectory = Vec::new();
-        let converged = negotiate_in(&mut state, &two, &s, Some(&mut trajectory));
+        let converged = negotiate_in(
+            &mut state,
+            &two,
+            &s,
+            &HourAttacks::NONE,
+            Some(&mut trajectory),
+        );
         let fresh = negotiate(&two, &s, true);
         assert!(converged && fresh.converged);
         assert_eq!(state.iteration(), fresh.iterations);

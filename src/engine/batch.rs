@@ -52,32 +52,8 @@ pub const SCALE_LOAD: u32 = 2;
 /// Marks a run without per-hour inputs (its `hourly_offset`).
 pub const NO_HOURLY: u32 = u32::MAX;
 
-/// Which attack a run's [`AttackSlot`] describes. Only `None` exists for now; the slot is
-/// carried through every backend so the attack model can fill it without a layout change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum AttackKind {
-    /// No attack.
-    None = 0,
-}
-
-/// One run's attack description, read by every backend (kind 0 = none). Any other kind is
-/// rejected by [`Batch::from_market`] until the attack model is implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct AttackSlot {
-    /// [`AttackKind`] as `u32`.
-    pub kind: u32,
-    /// Hour of the day the attack hits, 0..24.
-    pub hour: u32,
-    /// First RCI iteration the attack is active.
-    pub first_iteration: u32,
-    /// Last RCI iteration the attack is active (inclusive).
-    pub last_iteration: u32,
-    /// Index of the attacked agent.
-    pub target_agent: u32,
-    /// Size of the attack, in the unit of the attacked quantity.
-    pub magnitude: f64,
-}
+use crate::attack::{AttackShape, AttackVariable, HourAttacks};
+pub use crate::attack::{AttackSlot, Defence, MAX_ATTACKS};
 
 /// The perturbation and settings of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,8 +68,10 @@ pub struct RunSpec {
     pub rci: RciSettings,
     /// Keep the per-iteration states of every hour.
     pub trajectory: bool,
-    /// The run's attack slot (kind 0 = none).
-    pub attack: AttackSlot,
+    /// The run's attacks ([`crate::attack`]; empty slots have `variable == 0`).
+    pub attacks: [AttackSlot; MAX_ATTACKS],
+    /// Whether the ledger defends the run's messages.
+    pub defence: Defence,
     /// Per-hour inputs replacing the base market's hours (an uncertainty sample); `None`
     /// keeps the base hours, scaled by the factors above.
     pub hourly: Option<Box<HourlyInputs>>,
@@ -107,7 +85,8 @@ impl Default for RunSpec {
             mg_load_scale: 1.0,
             rci: RciSettings::default(),
             trajectory: false,
-            attack: AttackSlot::default(),
+            attacks: [AttackSlot::default(); MAX_ATTACKS],
+            defence: Defence::Undefended,
             hourly: None,
         }
     }
@@ -330,7 +309,8 @@ pub struct Batch {
     pub(crate) sg_curve_set: Vec<u32>,
     pub(crate) rci: Vec<RciSettings>,
     pub(crate) trajectory: Vec<bool>,
-    pub(crate) attack: Vec<AttackSlot>,
+    pub(crate) attacks: Vec<[AttackSlot; MAX_ATTACKS]>,
+    pub(crate) defence: Vec<Defence>,
     /// Per run: index of its first [`HourInput`] in `hourly`, or [`NO_HOURLY`].
     pub(crate) hourly_offset: Vec<u32>,
     /// The [`HourInput`]s of the runs with per-hour inputs, `hours` per run, in run order.
@@ -403,11 +383,46 @@ fn validate_run(i: usize, r: &RunSpec, agents: usize) -> Result<()> {
     r.rci
         .validate_for_agents(agents)
         .map_err(|e| e.with_field_prefix(&format!("runs[{i}].")))?;
-    if r.attack.kind != AttackKind::None as u32 {
+    for (k, a) in r.attacks.iter().enumerate() {
+        validate_slot(&format!("runs[{i}].attacks[{k}]"), a, agents)?;
+    }
+    Ok(())
+}
+
+/// Checks one engine attack slot (an empty slot, `variable == 0`, is always valid).
+fn validate_slot(field: &str, a: &AttackSlot, agents: usize) -> Result<()> {
+    if a.variable == 0 {
+        return Ok(());
+    }
+    if AttackVariable::from_code(a.variable).is_none() {
         return Err(Error::invalid(
-            format!("runs[{i}].attack.kind"),
-            r.attack.kind,
-            "0 (none; attacks are not implemented yet)",
+            format!("{field}.variable"),
+            a.variable,
+            "an attack variable code 1..=7",
+        ));
+    }
+    if AttackShape::from_code(a.shape).is_none() {
+        return Err(Error::invalid(
+            format!("{field}.shape"),
+            a.shape,
+            "an attack shape code 0..=3",
+        ));
+    }
+    if a.agent as usize >= agents {
+        return Err(Error::invalid(
+            format!("{field}.agent"),
+            a.agent,
+            format!("0..{agents} (the batch's agents)"),
+        ));
+    }
+    if a.first > a.last || a.ramp_iterations == 0 || !a.size.is_finite() {
+        return Err(Error::invalid(
+            field.to_string(),
+            format!(
+                "first {} last {} ramp_iterations {} size {}",
+                a.first, a.last, a.ramp_iterations, a.size
+            ),
+            "first <= last, ramp_iterations >= 1 and a finite size",
         ));
     }
     Ok(())
@@ -680,7 +695,8 @@ impl Batch {
             sg_curve_set,
             rci: runs.iter().map(|r| r.rci.clone()).collect(),
             trajectory: runs.iter().map(|r| r.trajectory).collect(),
-            attack: runs.iter().map(|r| r.attack).collect(),
+            attacks: runs.iter().map(|r| r.attacks).collect(),
+            defence: runs.iter().map(|r| r.defence).collect(),
             hourly_offset,
             hourly,
         })
@@ -694,7 +710,8 @@ impl Batch {
             + 2 * size_of::<u32>()
             + size_of::<RciSettings>()
             + size_of::<bool>()
-            + size_of::<AttackSlot>()
+            + MAX_ATTACKS * size_of::<AttackSlot>()
+            + size_of::<Defence>()
     }
 
     /// Host bytes a run's [`HourlyInputs`] add to a batch (its [`HourInput`] rows).
@@ -745,6 +762,20 @@ impl Batch {
     /// The RCI settings of a run.
     pub fn rci(&self, run: usize) -> &RciSettings {
         &self.rci[run]
+    }
+
+    /// The attacks on hour `hour` of run `run`, with the run's defence.
+    pub fn hour_attacks(&self, run: usize, hour: usize) -> HourAttacks<'_> {
+        HourAttacks {
+            slots: &self.attacks[run],
+            hour: hour as u32,
+            defence: self.defence[run],
+        }
+    }
+
+    /// Whether any run carries an attack.
+    pub fn has_attacks(&self) -> bool {
+        self.attacks.iter().flatten().any(|a| a.variable != 0)
     }
 
     /// Whether a run keeps its trajectories.
@@ -928,6 +959,10 @@ pub struct HourRecord {
     pub converged: bool,
     /// Final residuals.
     pub residuals: Residuals,
+    /// Messages an attack altered ([`crate::rci::HourOutcome::tampered`]).
+    pub tampered: u32,
+    /// Altered messages the ledger rejected.
+    pub rejected: u32,
 }
 
 /// The kept trajectories of one run.
@@ -1072,15 +1107,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("runs[1].renewable_scale"), "{e}");
-        let bad = RunSpec {
-            attack: AttackSlot {
-                kind: 3,
-                ..AttackSlot::default()
-            },
-            ..RunSpec::default()
+        let slot = AttackSlot {
+            variable: 2,
+            hours: 1,
+            last: u32::MAX,
+            ramp_iterations: 1,
+            ..AttackSlot::default()
         };
-        let e = Batch::from_market(&market, &[bad]).unwrap_err().to_string();
-        assert!(e.contains("runs[0].attack.kind"), "{e}");
+        for (bad, field) in [
+            (
+                AttackSlot {
+                    variable: 9,
+                    ..slot
+                },
+                "runs[0].attacks[1].variable",
+            ),
+            (AttackSlot { shape: 4, ..slot }, "runs[0].attacks[1].shape"),
+            (AttackSlot { agent: 2, ..slot }, "runs[0].attacks[1].agent"),
+            (
+                AttackSlot {
+                    size: f64::NAN,
+                    ..slot
+                },
+                "runs[0].attacks[1]",
+            ),
+            (
+                AttackSlot {
+                    first: 3,
+                    last: 2,
+                    ..slot
+                },
+                "runs[0].attacks[1]",
+            ),
+        ] {
+            let mut attacks = [AttackSlot::default(); MAX_ATTACKS];
+            attacks[0] = slot;
+            attacks[1] = bad;
+            let run = RunSpec {
+                attacks,
+                ..RunSpec::default()
+            };
+            let e = Batch::from_market(&market, &[run]).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
         let mut hourly = HourlyInputs::forecast(&market);
         hourly.pv_mw[13] = f64::NAN;
         let bad = RunSpec {

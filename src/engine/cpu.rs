@@ -40,8 +40,13 @@ pub fn evaluate_hour(
             }
         })
         .collect();
-    let out = rci::negotiate(&agents, batch.rci(run), batch.keeps_trajectory(run));
-    let rec = hour_record(
+    let out = rci::negotiate_attacked(
+        &agents,
+        batch.rci(run),
+        &batch.hour_attacks(run, hour),
+        batch.keeps_trajectory(run),
+    );
+    let mut rec = hour_record(
         &agents,
         &out.agents,
         out.price(),
@@ -49,6 +54,7 @@ pub fn evaluate_hour(
         out.iterations,
         out.residuals,
     );
+    (rec.tampered, rec.rejected) = (out.tampered, out.rejected);
     Ok((rec, out.trajectory))
 }
 
@@ -129,15 +135,23 @@ fn evaluate_hour_in(
     let agents = &agents[..n];
     let settings = batch.rci(run);
     state.reset(agents, settings);
-    let converged = rci::negotiate_in(state, agents, settings, trajectory);
-    Ok(hour_record(
+    let converged = rci::negotiate_in(
+        state,
+        agents,
+        settings,
+        &batch.hour_attacks(run, hour),
+        trajectory,
+    );
+    let mut rec = hour_record(
         agents,
         state.agents(),
         state.price(),
         converged,
         state.iteration(),
         state.residuals(),
-    ))
+    );
+    (rec.tampered, rec.rejected) = (state.tampered(), state.rejected());
+    Ok(rec)
 }
 
 /// The backend's description of itself (the current rayon pool's size).

@@ -69,6 +69,8 @@ pub fn negotiate_day(
                 agents: final_states,
                 residuals: rec.residuals,
                 trajectory: points,
+                tampered: rec.tampered,
+                rejected: rec.rejected,
             }
         })
         .collect();

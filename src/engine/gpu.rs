@@ -376,13 +376,13 @@ macro_rules! mirrors {
 
             fn attack(a: &AttackSlot) -> $attack {
                 $attack {
-                    kind: a.kind,
-                    hour: a.hour,
-                    first_iteration: a.first_iteration,
-                    last_iteration: a.last_iteration,
-                    target_agent: a.target_agent,
+                    kind: a.variable,
+                    hour: a.hours,
+                    first_iteration: a.first,
+                    last_iteration: a.last,
+                    target_agent: a.agent,
                     _pad: 0,
-                    magnitude: a.magnitude as $real,
+                    magnitude: a.size as $real,
                 }
             }
 
@@ -423,6 +423,10 @@ macro_rules! mirrors {
                         balance: o.balance.into(),
                         price_spread: o.price_spread.into(),
                     },
+                    // The kernel does not model attacks yet: attacked batches are
+                    // refused before they reach it (`refuse_attacks`).
+                    tampered: 0,
+                    rejected: 0,
                 }
             }
         }
@@ -704,6 +708,7 @@ impl GpuContext {
         max_runs_per_chunk: usize,
         mut on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<AdapterInfo> {
+        refuse_attacks(batch)?;
         match precision {
             Precision::F32 => self.run_layout::<Layout32>(
                 batch,
@@ -871,7 +876,10 @@ impl GpuContext {
                 L::run(batch, r, offset, hourly_offset)
             })
             .collect();
-        let attacks: Vec<L::Attack> = runs.clone().map(|r| L::attack(&batch.attack[r])).collect();
+        let attacks: Vec<L::Attack> = runs
+            .clone()
+            .map(|r| L::attack(&batch.attacks[r][0]))
+            .collect();
         let groups = items.div_ceil(WORKGROUP_SIZE as usize) as u32;
         let max_dim = limits.max_compute_workgroups_per_dimension;
         let (gx, gy) = if groups <= max_dim {
@@ -1103,6 +1111,18 @@ fn readback(dev: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })
+}
+
+/// Attacked runs need the CPU backend until the kernel mirrors the attacked step.
+fn refuse_attacks(batch: &Batch) -> Result<()> {
+    if batch.has_attacks() {
+        return Err(Error::invalid(
+            "backend",
+            "gpu",
+            "cpu for runs with [[attack]] tables (the kernel does not model attacks yet)",
+        ));
+    }
+    Ok(())
 }
 
 /// Byte sizes of the per-run and per-item buffers of one precision.

@@ -14,8 +14,8 @@ pub mod day;
 pub mod gpu;
 
 pub use batch::{
-    AdapterInfo, AgentSlot, AttackKind, AttackSlot, Batch, BatchOutputs, ChunkOutputs, CurveCache,
-    HourInput, HourRecord, HourlyInputs, RunSpec, RunTrajectory,
+    AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, CurveCache, HourInput,
+    HourRecord, HourlyInputs, RunSpec, RunTrajectory,
 };
 pub use gpu::{GpuContext, Precision};
 

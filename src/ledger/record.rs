@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use crate::attack::HourAttacks;
 use crate::error::{Error, Result};
 use crate::market::{DayResult, Market};
 use crate::offer::OfferCurve;
@@ -204,7 +205,7 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
             if iteration >= s.max_iterations || (iteration > 0 && ended(&state, s)) {
                 break;
             }
-            rci::step(&mut state, &agents, s);
+            rci::step(&mut state, &agents, s, &HourAttacks::NONE);
         }
         check_same_end(hour, &state, &h.p2p.outcome)?;
         if agents.len() == 2 {

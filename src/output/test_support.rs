@@ -107,6 +107,8 @@ fn two_agent_hour(hour: usize, powers: &[f64], keep_trajectory: bool) -> HourRes
             price_spread: 0.5,
         },
         trajectory: if keep_trajectory { traj } else { Vec::new() },
+        tampered: 0,
+        rejected: 0,
     };
     HourResult {
         hour,
@@ -133,6 +135,8 @@ fn one_agent_hour(hour: usize) -> HourResult {
         agents,
         residuals: Residuals::default(),
         trajectory: Vec::new(),
+        tampered: 0,
+        rejected: 0,
     };
     HourResult {
         hour,
