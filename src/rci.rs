@@ -1627,4 +1627,289 @@ mod tests {
                 .contains("rci.max_iterations")
         );
     }
+
+    /// Attack tests: two quadratic agents that start apart at their own marginal prices
+    /// (10 and 34 $/MWh), equilibrium 18 $/MWh with the seller exporting 80 MW.
+    mod attacks {
+        use super::*;
+        use crate::attack::{Attack, AttackShape, AttackSlot, AttackVariable, Defence};
+
+        fn apart() -> (OfferCurve, OfferCurve) {
+            (
+                quad(0.05, 10.0, 0.0, 200.0, 0.0),
+                quad(0.1, 14.0, 0.0, 200.0, -100.0),
+            )
+        }
+
+        /// Own-marginal start, constant step kappa = 0.05 (the mean's error shrinks by
+        /// 1 - 0.05 * 15 = 0.25 per iteration), chi = 0.25 (the disagreement by 0.5).
+        fn constant_step() -> RciSettings {
+            RciSettings {
+                start_price: StartPrice::OwnMarginal,
+                step_rule: StepRule::Constant,
+                kappa: 0.05,
+                chi: 0.25,
+                max_iterations: 400,
+                ..RciSettings::default()
+            }
+        }
+
+        fn slot(
+            variable: AttackVariable,
+            agent: u32,
+            first: u32,
+            duration: Option<u32>,
+            size: f64,
+        ) -> AttackSlot {
+            Attack {
+                variable,
+                agent,
+                hours: vec![3],
+                first_iteration: first,
+                duration,
+                shape: AttackShape::Constant,
+                size,
+                ramp_iterations: 10,
+                seed: 1,
+            }
+            .slot(0, 0)
+        }
+
+        fn run(s: &RciSettings, slots: &[AttackSlot], defence: Defence) -> HourOutcome {
+            let (a, b) = apart();
+            let attacks = HourAttacks {
+                slots,
+                hour: 3,
+                defence,
+            };
+            negotiate_attacked(&agents(&a, &b), s, &attacks, true)
+        }
+
+        /// Per iteration, the disagreement lambda_0 - lambda_1 of the trajectory.
+        fn disagreement(out: &HourOutcome) -> Vec<f64> {
+            out.trajectory
+                .chunks(2)
+                .map(|p| p[0].state.price - p[1].state.price)
+                .collect()
+        }
+
+        #[test]
+        fn chi_attack_multiplies_the_disagreement_by_one_minus_two_chi_minus_c() {
+            let s = constant_step();
+            let free = run(&s, &[], Defence::Undefended);
+            assert!(free.converged);
+            assert!((free.price() - 18.0).abs() < 1e-6, "{}", free.price());
+            // Attack-free: the disagreement halves (1 - 2 chi = 0.5) every iteration.
+            let d = disagreement(&free);
+            assert_eq!(d[0], -24.0);
+            for k in 1..8 {
+                assert!(
+                    (d[k] / d[k - 1] - 0.5).abs() < 1e-9,
+                    "{k}: {}",
+                    d[k] / d[k - 1]
+                );
+            }
+            // Agent 1 applies chi + 1.6 in iterations 1..=20: the factor is 1 - 0.5 - 1.6
+            // = -1.1, the prices oscillate with growing amplitude; afterwards 0.5 again.
+            let attack = [slot(AttackVariable::Chi, 1, 1, Some(20), 1.6)];
+            let hit = run(&s, &attack, Defence::Undefended);
+            let d = disagreement(&hit);
+            for k in 1..=20 {
+                assert!(
+                    (d[k] / d[k - 1] + 1.1).abs() < 1e-9,
+                    "{k}: {}",
+                    d[k] / d[k - 1]
+                );
+            }
+            assert!((d[21] / d[20] - 0.5).abs() < 1e-9);
+            assert!(d[20].abs() > 24.0 * 1.1f64.powi(19));
+            // The window ends, the market recovers the attack-free equilibrium.
+            assert!(hit.converged && hit.iterations > free.iterations);
+            assert!((hit.price() - free.price()).abs() < 1e-6);
+            assert_eq!(hit.tampered, 20);
+            assert_eq!(hit.rejected, 0);
+            // For the whole negotiation, it never agrees: the oscillation grows by 1.1
+            // per iteration up to the cap (24 * 1.1^400 = 9e17 $/MWh, below the
+            // divergence limit).
+            let forever = run(
+                &s,
+                &[slot(AttackVariable::Chi, 1, 1, None, 1.6)],
+                Defence::Undefended,
+            );
+            assert!(!forever.converged);
+            assert_eq!(forever.iterations, s.max_iterations);
+            let spread = (forever.agents[0].price - forever.agents[1].price).abs();
+            let expected = 24.0 * 1.1f64.powi(400);
+            assert!(
+                (spread / expected - 1.0).abs() < 1e-6,
+                "{spread} vs {expected}"
+            );
+            // Defended: the attack-free negotiation bit for bit; every altered price is
+            // rejected (the disagreement is never exactly 0, so every one differs).
+            let defended = run(&s, &attack, Defence::Defended);
+            assert_eq!(defended.trajectory, free.trajectory);
+            assert_eq!(defended.agents, free.agents);
+            assert_eq!(defended.iterations, free.iterations);
+            let expected = free.iterations.min(20);
+            assert_eq!((defended.tampered, defended.rejected), (expected, expected));
+        }
+
+        #[test]
+        fn chi_attack_with_a_common_start_changes_nothing() {
+            // The paper's start: both agents at one price, no disagreement for chi to
+            // multiply. The altered chi gives the same bits: nothing is tampered.
+            let s = RciSettings {
+                start_price: StartPrice::Common,
+                initial_price: 30.0,
+                ..constant_step()
+            };
+            let free = run(&s, &[], Defence::Undefended);
+            let hit = run(
+                &s,
+                &[slot(AttackVariable::Chi, 1, 0, None, 1.6)],
+                Defence::Undefended,
+            );
+            assert_eq!(hit.trajectory, free.trajectory);
+            assert_eq!(hit.tampered, 0);
+        }
+
+        #[test]
+        fn constant_price_injection_holds_the_prices_apart() {
+            // Agent 1 receives agent 0's price + 1: the disagreement settles at -c/2,
+            // every view's spread at c/2 = 0.5 $/MWh, and the stop rules never hold.
+            let s = constant_step();
+            let hit = run(
+                &s,
+                &[slot(AttackVariable::Price, 0, 0, None, 1.0)],
+                Defence::Undefended,
+            );
+            assert!(!hit.converged);
+            assert_eq!(hit.iterations, s.max_iterations);
+            assert!(
+                (hit.residuals.price_spread - 0.5).abs() < 1e-9,
+                "{:?}",
+                hit.residuals
+            );
+            let d = disagreement(&hit);
+            assert!((d.last().unwrap() + 0.5).abs() < 1e-9);
+            // Every message of agent 0, iteration 0 to the cap, was altered.
+            assert_eq!(hit.tampered, s.max_iterations + 1);
+        }
+
+        #[test]
+        fn constant_power_injection_leaves_the_trade_unbalanced() {
+            // Agent 1 sees agent 0's export + 2 MW. At the fixed point agent 0's step
+            // needs mismatch m with chi d = -kappa m, agent 1's chi d = kappa (m + 2):
+            // m = -1 MW, and each view's balance is 1 MW.
+            let s = constant_step();
+            let hit = run(
+                &s,
+                &[slot(AttackVariable::Power, 0, 0, None, 2.0)],
+                Defence::Undefended,
+            );
+            assert!(!hit.converged);
+            assert!(
+                (hit.residuals.balance - 1.0).abs() < 1e-9,
+                "{:?}",
+                hit.residuals
+            );
+            let true_balance: f64 = hit.agents.iter().map(|a| a.power).sum();
+            assert!((true_balance + 1.0).abs() < 1e-9, "{true_balance}");
+            let d = hit.agents[0].price - hit.agents[1].price;
+            // chi d = -kappa m: d = 0.05 / 0.25 = 0.2 $/MWh.
+            assert!((d - 0.2).abs() < 1e-9, "{d}");
+        }
+
+        #[test]
+        fn dual_injections_reach_only_the_stop_rule() {
+            let s = RciSettings {
+                start_price: StartPrice::OwnMarginal,
+                ..RciSettings::default()
+            };
+            let free = run(&s, &[], Defence::Undefended);
+            assert!(free.converged);
+            // A constant offset on every message from the start never changes between
+            // iterations: the negotiation is the attack-free one.
+            let steady = run(
+                &s,
+                &[slot(AttackVariable::DualUpper, 0, 0, None, 3.0)],
+                Defence::Undefended,
+            );
+            assert_eq!(steady.trajectory, free.trajectory);
+            assert_eq!(steady.tampered, free.iterations + 1);
+            // A fresh draw every iteration keeps the received duals moving: no agreement.
+            let mut noisy = slot(AttackVariable::DualLower, 1, 0, None, 3.0);
+            noisy.shape = AttackShape::Uniform.code();
+            let hit = run(&s, &[noisy], Defence::Undefended);
+            assert!(!hit.converged && hit.iterations == s.max_iterations);
+            // The true states still reach the equilibrium: only the stop rule is fooled.
+            assert!((hit.price() - free.price()).abs() < 1e-6);
+        }
+
+        #[test]
+        fn views_without_an_effective_injection_are_the_attack_free_step() {
+            // Zero-size slots (and one below a price's rounding) on every variable send
+            // every step through the per-view path: it must give the shared path's bits.
+            for start in [StartPrice::Common, StartPrice::OwnMarginal] {
+                for rule in [StepRule::Newton, StepRule::Constant, StepRule::Diminishing] {
+                    let s = RciSettings {
+                        start_price: start,
+                        step_rule: rule,
+                        kappa: 0.05,
+                        initial_price: 45.0,
+                        ..RciSettings::default()
+                    };
+                    let free = run(&s, &[], Defence::Undefended);
+                    let mut slots: Vec<AttackSlot> = AttackVariable::ALL
+                        .iter()
+                        .take(crate::attack::MAX_ATTACKS)
+                        .map(|&v| slot(v, 0, 0, None, 0.0))
+                        .collect();
+                    slots[0] = slot(AttackVariable::Price, 1, 0, None, 1e-300);
+                    for chunk in [
+                        &slots[..],
+                        &[
+                            slot(AttackVariable::Slope, 1, 0, None, 0.0),
+                            slot(AttackVariable::Gap, 0, 0, None, 0.0),
+                            slot(AttackVariable::DualLower, 1, 0, None, 0.0),
+                        ][..],
+                    ] {
+                        let hit = run(&s, chunk, Defence::Undefended);
+                        assert_eq!(hit.trajectory, free.trajectory, "{start:?} {rule:?}");
+                        assert_eq!(hit.residuals, free.residuals);
+                        assert_eq!((hit.tampered, hit.rejected), (0, 0));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn newton_signal_injections_slow_or_break_the_step_but_not_its_target() {
+            let s = RciSettings {
+                start_price: StartPrice::OwnMarginal,
+                ..RciSettings::default()
+            };
+            let free = run(&s, &[], Defence::Undefended);
+            // Agent 0 reports a slope 40 MW/($/MWh) too steep to agent 1: agent 1's
+            // Newton step is 15/55 of the right one; agent 0's stays right.
+            let hit = run(
+                &s,
+                &[slot(AttackVariable::Slope, 0, 0, None, 40.0)],
+                Defence::Undefended,
+            );
+            assert!(hit.tampered > 0);
+            if hit.converged {
+                assert!((hit.price() - free.price()).abs() < 1e-6);
+            }
+            assert_ne!(hit.trajectory, free.trajectory);
+            // Defended: the attack-free negotiation, every altered message rejected.
+            let defended = run(
+                &s,
+                &[slot(AttackVariable::Slope, 0, 0, None, 40.0)],
+                Defence::Defended,
+            );
+            assert_eq!(defended.trajectory, free.trajectory);
+            assert_eq!(defended.rejected, free.iterations + 1);
+        }
+    }
 }
