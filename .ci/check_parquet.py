@@ -61,6 +61,10 @@ HOURLY = [
     ("horizon_ref_smart_grid_cost", F64), ("horizon_ref_microgrid_cost", F64),
     ("horizon_ref_battery_mw", F64), ("horizon_ref_binding_lines", STR),
     ("battery_plan_mw", F64), ("power_deviation_pct", F64),
+    ("attacked", BOOL), ("tampered", U32), ("rejected", U32),
+    ("attack_free_converged", BOOL), ("attack_free_price", F64),
+    ("attack_free_exchange_mw", F64), ("attack_deviation", F64), ("price_bias", F64),
+    ("money_moved", F64),
 ]
 TRAJECTORIES = [
     ("hour", U32), ("iteration", U32), ("agent", STR), ("price", F64),
@@ -256,6 +260,7 @@ def check_run(root):
         problem(f"hourly.parquet: {converged} converged hours != summary {summary['converged_hours']}")
     if "iterations_max" in summary and max(hourly.column("iterations").to_pylist()) != summary["iterations_max"]:
         problem("hourly.parquet: max iterations != summary iterations_max")
+    check_attack_columns(hourly, summary)
     if ok and traj.num_rows > 0:
         agents = set(traj.column("agent").to_pylist())
         if not agents <= AGENTS:
@@ -269,6 +274,41 @@ def check_run(root):
                 problem(f"trajectories.parquet: hour {h} is not in hourly.parquet")
             elif k != iters[h]:
                 problem(f"trajectories.parquet: hour {h} ends at iteration {k}, hourly says {iters[h]}")
+
+
+def check_attack_columns(hourly, summary):
+    """The attack columns of a run: zero effect where no attack hit; defended, every
+    altered message rejected and the attack-free result exactly; sums as in summary.json."""
+    names = set(hourly.schema.names)
+    if not {"attacked", "tampered", "rejected", "attack_deviation"} <= names:
+        return
+    rows = hourly.to_pylist()
+    attack = summary.get("attack")
+    defence = attack.get("defence") if attack else None
+    for r in rows:
+        h = r["hour"]
+        if not r["attacked"]:
+            if r["tampered"] or r["rejected"] or r["attack_deviation"] or r["price_bias"] or r["money_moved"]:
+                problem(f"hourly.parquet: hour {h} was not attacked but shows an attack's effect")
+            if r["attack_free_price"] != r["price"]:
+                problem(f"hourly.parquet: hour {h} was not attacked but its attack-free price differs")
+        elif defence == "defended":
+            if r["rejected"] != r["tampered"]:
+                problem(f"hourly.parquet: defended hour {h} rejected {r['rejected']} of {r['tampered']} altered messages")
+            if r["attack_deviation"] != 0 or r["price"] != r["attack_free_price"]:
+                problem(f"hourly.parquet: defended hour {h} differs from its attack-free result")
+        elif r["rejected"] != 0:
+            problem(f"hourly.parquet: undefended hour {h} reports rejections")
+    attacked = [r["hour"] for r in rows if r["attacked"]]
+    if attack is None:
+        if attacked:
+            problem("hourly.parquet: attacked hours but summary.json has no `attack`")
+        return
+    if attacked != attack.get("attacked_hours"):
+        problem(f"hourly.parquet: attacked hours {attacked} != summary {attack.get('attacked_hours')}")
+    for key in ("tampered", "rejected"):
+        if sum(r[key] for r in rows) != attack.get(key):
+            problem(f"hourly.parquet: sum of {key} != summary attack.{key}")
 
 
 def main(argv):

@@ -358,6 +358,13 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
         }
     }
     let scenario = load_scenario(plan.config)?;
+    if plan.ledger.is_some() && !scenario.attack.is_empty() {
+        return Err(Failure::BadInput(Error::invalid(
+            "--ledger",
+            format!("{} [[attack]] tables", scenario.attack.len()),
+            "a scenario without [[attack]] tables (an attacked negotiation is not recorded yet)",
+        )));
+    }
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
     // Before any computing: a directory that may not be written is refused at once.
     p2pmarket::output::check_run_out(plan.out, out_options)?;
@@ -922,6 +929,52 @@ fn print_report(day: &DayResult) {
         s.co_optimization_advantage_pct
     );
     println!("runtime                      {:.2} s", s.runtime_s);
+    if let Some(a) = &s.attack {
+        print_attack_report(day, a);
+    }
+}
+
+/// The attacked hours against their attack-free negotiations.
+fn print_attack_report(day: &DayResult, a: &market::AttackSummary) {
+    let defence = match a.defence {
+        p2pmarket::attack::Defence::Undefended => "undefended",
+        p2pmarket::attack::Defence::Defended => "defended by the ledger",
+    };
+    println!(
+        "
+attacks ({defence}):"
+    );
+    println!(
+        "hour  conv  iter  free_conv  free_iter  tampered  rejected   price_bias  money_moved_$/h  deviation"
+    );
+    for h in day.hours.iter() {
+        let Some(f) = &h.attack_free else { continue };
+        let yes = |b: bool| if b { "yes" } else { "NO" };
+        println!(
+            "{:>4} {:>5} {:>5} {:>10} {:>10} {:>9} {:>9} {:>12.4e} {:>16.4e} {:>10.3e}",
+            h.hour,
+            yes(h.p2p.outcome.converged),
+            h.p2p.outcome.iterations,
+            yes(f.converged),
+            f.iterations,
+            h.p2p.outcome.tampered,
+            h.p2p.outcome.rejected,
+            h.price_bias(),
+            h.money_moved(),
+            h.attack_deviation(),
+        );
+    }
+    println!(
+        "attacked hours converged     {}/{} (attack-free {}/{})",
+        a.converged_attacked_hours,
+        a.attacked_hours.len(),
+        a.converged_attack_free_hours,
+        a.attacked_hours.len()
+    );
+    println!(
+        "messages altered / rejected  {} / {}",
+        a.tampered, a.rejected
+    );
 }
 
 fn main() -> ExitCode {

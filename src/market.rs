@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::attack::{AttackSlot, Defence, HourAttacks};
 use crate::central::{self, ReferenceHour};
 use crate::error::{Error, Result};
 use crate::grid::SmartGrid;
@@ -133,6 +134,10 @@ pub struct Market {
     pub pcc: usize,
     /// RCI settings.
     pub rci: RciSettings,
+    /// The scenario's attacks as engine slots (seeded by each attack's `seed`).
+    pub attacks: Vec<AttackSlot>,
+    /// Whether the ledger defends the messages against them.
+    pub defence: Defence,
     /// The exports the smart grid can deliver at the PCC, per hour, for the system load
     /// they were computed with (a clone with other loads recomputes them).
     export_ranges: Vec<ExportRange>,
@@ -213,6 +218,13 @@ impl Market {
             microgrid: microgrid.clone(),
             pcc,
             rci: scenario.rci.clone(),
+            attacks: scenario
+                .attack
+                .iter()
+                .enumerate()
+                .map(|(i, a)| a.slot(i, 0))
+                .collect(),
+            defence: scenario.defence,
             export_ranges: Vec::new(),
         };
         if mg.enabled {
@@ -385,19 +397,161 @@ impl Market {
         )
     }
 
-    /// Negotiates one hour over given curves.
-    pub fn negotiate(&self, curves: &[OfferCurve], keep_trajectory: bool) -> HourOutcome {
+    /// The scenario's attacks on hour `hour`, with its defence.
+    pub fn hour_attacks(&self, hour: usize) -> HourAttacks<'_> {
+        HourAttacks {
+            slots: &self.attacks,
+            hour: hour as u32,
+            defence: self.defence,
+        }
+    }
+
+    /// Whether any attack hits hour `hour`.
+    pub fn is_attacked(&self, hour: usize) -> bool {
+        self.hour_attacks(hour).any()
+    }
+
+    /// Negotiates hour `hour` over given curves under the scenario's attacks on it.
+    pub fn negotiate_hour(
+        &self,
+        hour: usize,
+        curves: &[OfferCurve],
+        keep_trajectory: bool,
+    ) -> HourOutcome {
+        rci::negotiate_attacked(
+            &self.rci_agents(curves),
+            &self.rci,
+            &self.hour_attacks(hour),
+            keep_trajectory,
+        )
+    }
+
+    /// The RCI agents of an hour's curves, with the tie's trade limits.
+    fn rci_agents<'a>(&self, curves: &'a [OfferCurve]) -> Vec<Agent<'a>> {
         let (lo, hi) = self.agent_limits();
-        let agents: Vec<Agent<'_>> = curves
+        curves
             .iter()
             .map(|c| Agent {
                 curve: c.view(),
                 min_export: lo,
                 max_export: hi,
             })
-            .collect();
-        rci::negotiate(&agents, &self.rci, keep_trajectory)
+            .collect()
     }
+
+    /// Negotiates one hour over given curves, without attacks.
+    pub fn negotiate(&self, curves: &[OfferCurve], keep_trajectory: bool) -> HourOutcome {
+        rci::negotiate(&self.rci_agents(curves), &self.rci, keep_trajectory)
+    }
+}
+
+/// The attack-free negotiation of an attacked hour (the CPU reference), what an attack's
+/// effect is measured against.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttackFree {
+    /// The attack-free negotiation met its stop rules.
+    pub converged: bool,
+    /// Its iterations.
+    pub iterations: u32,
+    /// Its market price, $/MWh.
+    pub price: f64,
+    /// Its exchange smart grid -> microgrid, MW.
+    pub exchange_mw: f64,
+    /// Each agent's final export, MW.
+    pub agent_powers: Vec<f64>,
+}
+
+impl HourResult {
+    /// The market price minus the attack-free one, $/MWh (0 for an hour not attacked).
+    pub fn price_bias(&self) -> f64 {
+        self.attack_free
+            .as_ref()
+            .map_or(0.0, |f| self.p2p.price - f.price)
+    }
+
+    /// Money moved by the attack, $/h: the microgrid's payment to the smart grid (price x
+    /// exchange) minus the attack-free payment (0 for an hour not attacked).
+    pub fn money_moved(&self) -> f64 {
+        self.attack_free.as_ref().map_or(0.0, |f| {
+            self.p2p.price * self.p2p.exchange_mw - f.price * f.exchange_mw
+        })
+    }
+
+    /// The largest deviation from the attack-free result, relative: over the price and
+    /// every agent's export, `|x - x_free| / max(|x_free|, 1)` (0 for an hour not
+    /// attacked; infinite or NaN for a diverged negotiation).
+    pub fn attack_deviation(&self) -> f64 {
+        let Some(f) = &self.attack_free else {
+            return 0.0;
+        };
+        let rel = |x: f64, free: f64| (x - free).abs() / free.abs().max(1.0);
+        let mut worst = rel(self.p2p.price, f.price);
+        for (a, &free) in self.p2p.outcome.agents.iter().zip(&f.agent_powers) {
+            let d = rel(a.power, free);
+            // NaN (a diverged run) must win the maximum.
+            if !(d <= worst) {
+                worst = d;
+            }
+        }
+        worst
+    }
+}
+
+/// What the attacks did to the day (`summary.json`'s `attack`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttackSummary {
+    /// `"undefended"` or `"defended"`.
+    pub defence: crate::attack::Defence,
+    /// The attacked hours.
+    pub attacked_hours: Vec<usize>,
+    /// Attacked hours whose negotiation met its stop rules.
+    pub converged_attacked_hours: usize,
+    /// Attacked hours whose attack-free negotiation met its stop rules.
+    pub converged_attack_free_hours: usize,
+    /// Messages the attacks altered, over the day.
+    pub tampered: u64,
+    /// Altered messages the ledger rejected.
+    pub rejected: u64,
+    /// Largest [`HourResult::attack_deviation`] over the attacked hours (null: diverged).
+    pub max_relative_deviation: f64,
+    /// Largest |price bias| over the attacked hours, $/MWh.
+    pub max_abs_price_bias: f64,
+    /// Sum of [`HourResult::money_moved`] over the attacked hours, $.
+    pub money_moved: f64,
+}
+
+/// The day's [`AttackSummary`], `None` when no hour was attacked.
+pub fn attack_summary(market: &Market, hours: &[HourResult]) -> Option<AttackSummary> {
+    let attacked: Vec<&HourResult> = hours.iter().filter(|h| h.attack_free.is_some()).collect();
+    if attacked.is_empty() {
+        return None;
+    }
+    Some(AttackSummary {
+        defence: market.defence,
+        attacked_hours: attacked.iter().map(|h| h.hour).collect(),
+        converged_attacked_hours: attacked.iter().filter(|h| h.p2p.outcome.converged).count(),
+        converged_attack_free_hours: attacked
+            .iter()
+            .filter(|h| h.attack_free.as_ref().is_some_and(|f| f.converged))
+            .count(),
+        tampered: attacked
+            .iter()
+            .map(|h| u64::from(h.p2p.outcome.tampered))
+            .sum(),
+        rejected: attacked
+            .iter()
+            .map(|h| u64::from(h.p2p.outcome.rejected))
+            .sum(),
+        max_relative_deviation: attacked
+            .iter()
+            .map(|h| h.attack_deviation())
+            .fold(0.0, |w: f64, d| if !(d <= w) { d } else { w }),
+        max_abs_price_bias: attacked
+            .iter()
+            .map(|h| h.price_bias().abs())
+            .fold(0.0, |w: f64, d| if !(d <= w) { d } else { w }),
+        money_moved: attacked.iter().map(|h| h.money_moved()).sum(),
+    })
 }
 
 /// One hour of the P2P market.
@@ -428,6 +582,8 @@ pub struct HourResult {
     pub horizon_reference: ReferenceHour,
     /// The agents' offer curves.
     pub curves: Vec<OfferCurve>,
+    /// For an attacked hour, its attack-free negotiation; `None` otherwise.
+    pub attack_free: Option<AttackFree>,
 }
 
 /// Headline figures of a day (the keys of `summary.json`).
@@ -456,6 +612,9 @@ pub struct Summary {
     pub co_optimization_advantage_pct: f64,
     /// Wall time of the whole run (curves, negotiation, references), s.
     pub runtime_s: f64,
+    /// What the scenario's attacks did; absent without attacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackSummary>,
 }
 
 /// A complete day.
@@ -498,8 +657,24 @@ pub fn run_day_with(
             let curves = market.curves(h)?;
             let outcome = match &negotiated {
                 Some(v) => v[h].clone(),
-                None => market.negotiate(&curves, keep_trajectories),
+                None => market.negotiate_hour(h, &curves, keep_trajectories),
             };
+            // An attacked hour is compared with its attack-free negotiation (the CPU
+            // reference, whatever backend negotiated the day).
+            let attack_free = market.is_attacked(h).then(|| {
+                let free = market.negotiate(&curves, false);
+                AttackFree {
+                    converged: free.converged,
+                    iterations: free.iterations,
+                    price: free.price(),
+                    exchange_mw: if curves.len() > 1 {
+                        free.agents[0].power
+                    } else {
+                        0.0
+                    },
+                    agent_powers: free.agents.iter().map(|a| a.power).collect(),
+                }
+            });
             let agent_costs = curves
                 .iter()
                 .zip(&outcome.agents)
@@ -523,10 +698,12 @@ pub fn run_day_with(
                 hourly_reference: central::hourly_reference(market, h)?,
                 horizon_reference: horizon[h].clone(),
                 curves,
+                attack_free,
             })
         })
         .collect::<Result<_>>()?;
-    let summary = summarize(&hours, start.elapsed().as_secs_f64());
+    let mut summary = summarize(&hours, start.elapsed().as_secs_f64());
+    summary.attack = attack_summary(market, &hours);
     Ok(DayResult { hours, summary })
 }
 
@@ -565,6 +742,7 @@ pub fn summarize(hours: &[HourResult], runtime_s: f64) -> Summary {
         co_optimization_advantage_pct: 100.0 * (central_hourly_total_cost - central_24h_total_cost)
             / central_hourly_total_cost,
         runtime_s,
+        attack: None,
     }
 }
 

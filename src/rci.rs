@@ -992,7 +992,7 @@ fn step_views(
         );
     }
     let mut chi_altered = 0u64;
-    for r in 0..n {
+    for (r, agent) in agents.iter().enumerate() {
         let mut view = std::mem::take(&mut state.view_old);
         view_of(attacks, r, m - 1, &state.agents, &mut view);
         let mismatch: f64 = view.iter().map(|a| a.power).sum();
@@ -1045,7 +1045,7 @@ fn step_views(
                 chi_altered |= 1 << r;
             }
         }
-        state.previous[r] = respond(&agents[r], state.limit_prices[r], me, price, s);
+        state.previous[r] = respond(agent, state.limit_prices[r], me, price, s);
         state.view_old = view;
     }
     // Residuals: the largest over the agents' views of iteration m - 1 and m.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{Attack, Defence};
 use crate::data::matpower::{self, Case};
 use crate::data::rts79::{self, Season, Weekday};
 use crate::error::{Bounds, Error, Result};
@@ -98,6 +99,12 @@ pub struct Scenario {
     /// The uncertainty model of `p2pmarket uncertainty` (issue 7); other commands ignore
     /// it.
     pub uncertainty: UncertaintyConfig,
+    /// Whether the ledger defends the market's messages against the attacks
+    /// ([`crate::attack`]): `"undefended"` (default) or `"defended"`.
+    pub defence: Defence,
+    /// False-data-injection attacks on the negotiation, `[[attack]]` tables (at most
+    /// [`crate::attack::MAX_ATTACKS`]).
+    pub attack: Vec<Attack>,
 }
 
 impl Scenario {
@@ -183,7 +190,8 @@ impl Scenario {
         }
         self.microgrid.validate_fields()?;
         self.rci.validate()?;
-        self.uncertainty.validate()
+        self.uncertainty.validate()?;
+        crate::attack::validate_all(&self.attack, if self.microgrid.enabled { 2 } else { 1 })
     }
 }
 

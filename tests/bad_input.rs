@@ -349,9 +349,52 @@ fn scenario_table() -> Vec<(String, Expect)> {
             Mentions("keep_trajectories"),
         ),
         t("[output]\nplots = 3", Mentions("plots")),
+        // [[attack]] and defence
+        t("defence = \"maybe\"", Mentions("maybe")),
+        t(&attack("agent = 2"), Field("attack[0].agent")),
+        t(&attack("agent = -1"), Mentions("agent")),
+        t(&attack("hours = []"), Field("attack[0].hours")),
+        t(&attack("hours = [24]"), Field("attack[0].hours[0]")),
+        t(&attack("hours = [6, 6]"), Field("attack[0].hours[1]")),
+        t(
+            &attack("first_iteration = 20000000"),
+            Field("attack[0].first_iteration"),
+        ),
+        t(&attack("duration = 0"), Field("attack[0].duration")),
+        t(&attack("size = 1e300"), Field("attack[0].size")),
+        t(
+            &attack("ramp_iterations = 0"),
+            Field("attack[0].ramp_iterations"),
+        ),
+        t(&attack("shape = \"sawtooth\""), Mentions("sawtooth")),
+        t(&attack("variable = \"kappa\""), Mentions("kappa")),
+        t(&attack("colour = 3"), Mentions("colour")),
+        t(
+            &[attack(""), attack(""), attack(""), attack(""), attack("")].concat(),
+            Field("attack"),
+        ),
         // top level
         t("[gird]\ncase_file = \"x.m\"", Mentions("gird")),
     ]
+}
+
+/// An `[[attack]]` table on chi at hour 6, with `extra` replacing or adding a field.
+fn attack(extra: &str) -> String {
+    let key = extra.split('=').next().unwrap_or("").trim();
+    let mut lines: Vec<String> = [
+        "variable = \"chi\"",
+        "agent = 1",
+        "hours = [6]",
+        "size = 1.0",
+    ]
+    .iter()
+    .filter(|l| key.is_empty() || !l.starts_with(key))
+    .map(|l| l.to_string())
+    .collect();
+    if !extra.is_empty() {
+        lines.push(extra.to_string());
+    }
+    format!("[[attack]]\n{}\n", lines.join("\n"))
 }
 
 /// Every field of the scenario file: the library names the field.
@@ -706,6 +749,8 @@ fn cli_check_refuses_bad_scenarios_with_exit_2() {
         "load.scale",
         "load.hourly_mw[17]",
         "rci.kappa",
+        "attack[0].hours[0]",
+        "attack[0].size",
         "grid.linear_cost_c2",
         "bisect",
         "keep_trajectories",

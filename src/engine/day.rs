@@ -4,8 +4,9 @@
 //! become the same [`HourOutcome`]s the f64 reference produces, so every output (tables,
 //! plots, summary) is written the same way whatever the backend.
 
+use crate::attack::MAX_ATTACKS;
 use crate::engine::{
-    AdapterInfo, BackendChoice, Batch, Precision, RunSpec, open_backend, run_batch,
+    AdapterInfo, AttackSlot, BackendChoice, Batch, Precision, RunSpec, open_backend, run_batch,
 };
 use crate::error::Result;
 use crate::market::Market;
@@ -32,9 +33,15 @@ pub fn negotiate_day(
     precision: Precision,
     adapter: Option<&str>,
 ) -> Result<EngineDay> {
+    let mut attacks = [AttackSlot::default(); MAX_ATTACKS];
+    for (slot, a) in attacks.iter_mut().zip(&market.attacks) {
+        *slot = *a;
+    }
     let spec = RunSpec {
         rci: market.rci.clone(),
         trajectory: keep_trajectories,
+        attacks,
+        defence: market.defence,
         ..RunSpec::default()
     };
     let batch = Batch::from_market(market, &[spec])?;
@@ -93,7 +100,7 @@ mod tests {
         let day = negotiate_day(&market, true, BackendChoice::Cpu, Precision::F64, None).unwrap();
         for (h, got) in day.outcomes.iter().enumerate() {
             let curves = market.curves(h).unwrap();
-            let want = market.negotiate(&curves, true);
+            let want = market.negotiate_hour(h, &curves, true);
             assert_eq!(got, &want, "hour {h}");
         }
         assert_eq!(day.adapter.backend, "cpu");

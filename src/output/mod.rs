@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::parquet::{DirSink, MemorySink, Sink, write_parquet, write_parquet_via};
-pub use self::plots::{PLOT_NAMES, write_plots};
+pub use self::plots::{ATTACK_PLOT_NAME, PLOT_NAMES, write_plots};
 pub use self::summary::summary_json;
 pub use self::tables::{
     cost_by_iteration, hourly_schema, hourly_table, trajectory_schema, trajectory_table,

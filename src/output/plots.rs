@@ -4,7 +4,9 @@
 //! - `power_convergence`: exchange smart grid -> microgrid vs iteration (Fig. 6-7);
 //! - `cost_convergence`: total cost of the day vs iteration (Fig. 9);
 //! - `p2p_vs_central`: exchange and price per hour, P2P against both references
-//!   (Fig. 10-11).
+//!   (Fig. 10-11);
+//! - `attacked_hours`, only when `[[attack]]` tables hit some hours: each attacked hour's
+//!   agents' prices and exports vs iteration (Fig. 12-16).
 //!
 //! The crate uses no system fonts: an embedded DejaVu Sans is registered with plotters'
 //! `ab_glyph` renderer on first use. PNGs go through [`Sink::write_rendered`] because
@@ -15,6 +17,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -56,6 +59,7 @@ enum Plot {
     PowerConvergence,
     CostConvergence,
     P2pVsCentral,
+    AttackedHours,
 }
 
 impl Plot {
@@ -72,6 +76,7 @@ impl Plot {
             Plot::PowerConvergence => "power_convergence",
             Plot::CostConvergence => "cost_convergence",
             Plot::P2pVsCentral => "p2p_vs_central",
+            Plot::AttackedHours => ATTACK_PLOT_NAME,
         }
     }
 
@@ -80,7 +85,17 @@ impl Plot {
     }
 }
 
-/// Names (without extension) of every figure [`write_plots`] can write.
+/// Name of the figure of the attacked hours, written besides [`PLOT_NAMES`] when the
+/// day has attacked hours with trajectories.
+pub const ATTACK_PLOT_NAME: &str = "attacked_hours";
+
+/// Most attacked hours the attack figure shows (the first ones of the day).
+const MAX_ATTACK_PANELS: usize = 4;
+/// Iterations the attack figure shows: an oscillation of period 2 drawn over thousands
+/// of iterations is a solid band; its first iterations show it.
+const ATTACK_PLOT_ITERATIONS: u32 = 80;
+
+/// Names (without extension) of every figure [`write_plots`] writes for any day.
 pub const PLOT_NAMES: [&str; 4] = [
     "price_convergence",
     "power_convergence",
@@ -126,6 +141,13 @@ pub fn write_plots(sink: &mut dyn Sink, day: &DayResult) -> Result<Vec<String>> 
         if plot.needs_trajectories() && !has_trajectories {
             continue;
         }
+        written.extend(write_png_and_svg!(sink, plot.name(), |root| {
+            draw(plot, &root, day)?;
+            root.present().map_err(draw_err(plot))
+        }));
+    }
+    if attacked_with_trajectories(day).next().is_some() {
+        let plot = Plot::AttackedHours;
         written.extend(write_png_and_svg!(sink, plot.name(), |root| {
             draw(plot, &root, day)?;
             root.present().map_err(draw_err(plot))
@@ -186,7 +208,104 @@ fn draw<DB: DrawingBackend>(
             draw_cost(plot, root, &points)
         }
         Plot::P2pVsCentral => draw_p2p_vs_central(plot, root, &day.hours),
+        Plot::AttackedHours => draw_attacked_hours(plot, root, day),
     }
+}
+
+/// The attacked hours that kept a trajectory, in hour order.
+fn attacked_with_trajectories(day: &DayResult) -> impl Iterator<Item = &HourResult> {
+    day.hours
+        .iter()
+        .filter(|h| h.attack_free.is_some() && !h.p2p.outcome.trajectory.is_empty())
+}
+
+/// Per attacked hour (at most [`MAX_ATTACK_PANELS`]), a column of two charts: both
+/// agents' local prices, and both agents' exports, vs iteration.
+fn draw_attacked_hours<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    day: &DayResult,
+) -> Result<()> {
+    let err = draw_err(plot);
+    let hours: Vec<&HourResult> = attacked_with_trajectories(day)
+        .take(MAX_ATTACK_PANELS)
+        .collect();
+    let cells = root.split_evenly((2, hours.len()));
+    let colours = [RGBColor(31, 119, 180), RGBColor(214, 39, 40)];
+    for (col, h) in hours.iter().enumerate() {
+        let outcome = &h.p2p.outcome;
+        let status = if outcome.converged {
+            format!("converged in {}", outcome.iterations)
+        } else {
+            format!("not converged after {}", outcome.iterations)
+        };
+        let shown = outcome.iterations.min(ATTACK_PLOT_ITERATIONS);
+        let window = if shown < outcome.iterations {
+            format!(" (first {shown} shown)")
+        } else {
+            String::new()
+        };
+        for (row, (quantity, y_desc)) in
+            [("price", "local price ($/MWh)"), ("power", "export (MW)")]
+                .into_iter()
+                .enumerate()
+        {
+            let series: Vec<(usize, Vec<(f64, f64)>)> = (0..h.curves.len())
+                .map(|agent| {
+                    let points: Vec<(f64, f64)> = outcome
+                        .trajectory
+                        .iter()
+                        .filter(|p| p.agent as usize == agent && p.iteration <= shown)
+                        .map(|p| {
+                            let v = if quantity == "price" {
+                                p.state.price
+                            } else {
+                                p.state.power
+                            };
+                            (f64::from(p.iteration), v)
+                        })
+                        .filter(|(_, v)| v.is_finite())
+                        .collect();
+                    (agent, decimate(&points, MAX_POINTS))
+                })
+                .collect();
+            let last = f64::from(shown);
+            let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
+            let caption = if row == 0 {
+                format!("hour {}: {status}{window}", h.hour)
+            } else {
+                String::new()
+            };
+            let area = &cells[row * hours.len() + col];
+            let mut chart = iteration_chart(plot, area, &caption, y_desc, last, y, &PANEL)?;
+            for (agent, points) in &series {
+                let colour = colours[agent % colours.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        colour.stroke_width(1),
+                    ))
+                    .map_err(&err)?
+                    .label(
+                        crate::market::AGENT_NAMES
+                            .get(*agent)
+                            .copied()
+                            .unwrap_or("agent"),
+                    )
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(&err)?;
+        }
+    }
+    Ok(())
 }
 
 /// One (iteration, value) series per hour, from the kept trajectory; `value` maps the
@@ -300,6 +419,70 @@ fn hour_color(hour: usize) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// Sizes of an iteration chart's caption, margins, label areas and fonts, pixels.
+struct ChartStyle {
+    caption: u32,
+    margin: u32,
+    x_area: u32,
+    y_area: u32,
+    labels: u32,
+    axis_desc: u32,
+    most_x_labels: usize,
+}
+
+/// A figure-wide chart.
+const FULL: ChartStyle = ChartStyle {
+    caption: 26,
+    margin: 15,
+    x_area: 50,
+    y_area: 90,
+    labels: 16,
+    axis_desc: 18,
+    most_x_labels: 10,
+};
+
+/// One panel of a grid of charts.
+const PANEL: ChartStyle = ChartStyle {
+    caption: 18,
+    margin: 10,
+    x_area: 35,
+    y_area: 70,
+    labels: 13,
+    axis_desc: 14,
+    most_x_labels: 6,
+};
+
+/// A chart of iterations `0..last` against `y`, its mesh drawn.
+fn iteration_chart<'a, DB: DrawingBackend>(
+    plot: Plot,
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    y_desc: &str,
+    last: f64,
+    y: Range<f64>,
+    style: &ChartStyle,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let err = draw_err(plot);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", style.caption))
+        .margin(style.margin)
+        .x_label_area_size(style.x_area)
+        .y_label_area_size(style.y_area)
+        .build_cartesian_2d(iteration_range(last), y)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .x_labels(iteration_labels(last).min(style.most_x_labels))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", style.labels))
+        .axis_desc_style(("sans-serif", style.axis_desc))
+        .draw()
+        .map_err(&err)?;
+    Ok(chart)
+}
+
 /// Lines of one quantity vs iteration, coloured by hour, with a colour bar.
 fn draw_hourly_lines<DB: DrawingBackend>(
     plot: Plot,
@@ -315,23 +498,7 @@ fn draw_hourly_lines<DB: DrawingBackend>(
         .flat_map(|(_, s)| s.last().map(|p| p.0))
         .fold(0.0, f64::max);
     let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
-    let mut chart = ChartBuilder::on(&main)
-        .caption(title, ("sans-serif", 26))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(90)
-        .build_cartesian_2d(iteration_range(last), y)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .y_desc(y_desc)
-        .x_labels(iteration_labels(last))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
-        .draw()
-        .map_err(&err)?;
+    let mut chart = iteration_chart(plot, &main, title, y_desc, last, y, &FULL)?;
     for (hour, points) in series {
         let style = hour_color(*hour).stroke_width(2);
         chart

@@ -233,6 +233,66 @@ fn hourly_columns() -> Vec<Column> {
             "|P2P exchange - hourly reference| / max(|reference|, 1 MW)",
             power_deviation_pct,
         ),
+        Column {
+            name: "attacked".into(),
+            unit: "",
+            description: "an [[attack]] hit this hour".into(),
+            get: Getter::Bool(Box::new(|h| h.attack_free.is_some())),
+        },
+        Column {
+            name: "tampered".into(),
+            unit: "",
+            description: "messages the attacks altered (agent x iteration)".into(),
+            get: Getter::U32(Box::new(|h| h.p2p.outcome.tampered)),
+        },
+        Column {
+            name: "rejected".into(),
+            unit: "",
+            description: "altered messages the ledger rejected (defended)".into(),
+            get: Getter::U32(Box::new(|h| h.p2p.outcome.rejected)),
+        },
+        Column {
+            name: "attack_free_converged".into(),
+            unit: "",
+            description: "the attack-free negotiation met every stop rule (this row's own \
+                          flag when the hour was not attacked)"
+                .into(),
+            get: Getter::Bool(Box::new(|h| {
+                h.attack_free
+                    .as_ref()
+                    .map_or(h.p2p.outcome.converged, |f| f.converged)
+            })),
+        },
+        Column::f64(
+            "attack_free_price",
+            "$/MWh",
+            "market price of the attack-free negotiation (this row's price when the hour was not attacked)",
+            |h| h.attack_free.as_ref().map_or(h.p2p.price, |f| f.price),
+        ),
+        Column::f64(
+            "attack_free_exchange_mw",
+            "MW",
+            "exchange of the attack-free negotiation (this row's exchange when the hour was not attacked)",
+            |h| h.attack_free.as_ref().map_or(h.p2p.exchange_mw, |f| f.exchange_mw),
+        ),
+        Column::f64(
+            "attack_deviation",
+            "",
+            "largest |x - x_free| / max(|x_free|, 1) over the price and the agents' exports",
+            |h| h.attack_deviation(),
+        ),
+        Column::f64(
+            "price_bias",
+            "$/MWh",
+            "price minus the attack-free price",
+            |h| h.price_bias(),
+        ),
+        Column::f64(
+            "money_moved",
+            "$/h",
+            "the microgrid's payment (price x exchange) minus the attack-free payment",
+            |h| h.money_moved(),
+        ),
     ]);
     cols
 }
@@ -422,7 +482,7 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, UInt32Type};
 
-    const HOURLY_COLUMNS: [&str; 25] = [
+    const HOURLY_COLUMNS: [&str; 34] = [
         "hour",
         "system_load_mw",
         "price",
@@ -448,6 +508,15 @@ mod tests {
         "horizon_ref_binding_lines",
         "battery_plan_mw",
         "power_deviation_pct",
+        "attacked",
+        "tampered",
+        "rejected",
+        "attack_free_converged",
+        "attack_free_price",
+        "attack_free_exchange_mw",
+        "attack_deviation",
+        "price_bias",
+        "money_moved",
     ];
 
     fn f64_col<'a>(batch: &'a RecordBatch, name: &str) -> &'a arrow::array::Float64Array {

@@ -122,6 +122,7 @@ fn two_agent_hour(hour: usize, powers: &[f64], keep_trajectory: bool) -> HourRes
         hourly_reference: reference(15.0, last + 1.0, &["101-102", "103-124"]),
         horizon_reference: reference(14.0, last - 1.0, &[]),
         curves,
+        attack_free: None,
     }
 }
 
@@ -150,6 +151,7 @@ fn one_agent_hour(hour: usize) -> HourResult {
         hourly_reference: reference(12.0, 0.0, &[]),
         horizon_reference: reference(12.0, 0.0, &["115-121"]),
         curves,
+        attack_free: None,
     }
 }
 
