@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks p2pmarket's Parquet outputs with an independent reader (pyarrow).
 
-Usage: check_parquet.py <sweep_out_dir> [<run_out_dir>]
+Usage: check_parquet.py <sweep_out_dir> [<run_out_dir> ...]
 
 - <sweep_out_dir>: the output of a sweep (`runs/` and `run_hours/` hive-partitioned by
   `pcc_bus`, `manifest.json`). Checks that both datasets open with
@@ -10,8 +10,10 @@ Usage: check_parquet.py <sweep_out_dir> [<run_out_dir>]
   that every file's sha256 matches the manifest (and no file is missing or unlisted), and
   recomputes each run's settlement chain and each runs part's Merkle root (src/ledger/chain.rs)
   from the rows (the manifest's Ed25519 signature is left to `p2pmarket verify`).
-- <run_out_dir> (optional): the output of `p2pmarket run` (`hourly.parquet`,
-  `trajectories.parquet`, `summary.json`). Checks columns, types and counts.
+- <run_out_dir> (optional, any number): the output of `p2pmarket run` (`hourly.parquet`,
+  `trajectories.parquet`, `summary.json`). Checks columns, types and counts, and the
+  attack columns against `summary.json`'s `attack` (no effect where no attack hit;
+  defended, every altered message rejected and the attack-free result exactly).
 
 Exits 0 when everything holds, 1 with one line per problem otherwise, 2 on bad usage.
 """
@@ -312,12 +314,12 @@ def check_attack_columns(hourly, summary):
 
 
 def main(argv):
-    if len(argv) not in (2, 3):
+    if len(argv) < 2:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     check_sweep(argv[1])
-    if len(argv) == 3:
-        check_run(argv[2])
+    for run in argv[2:]:
+        check_run(run)
     if problems:
         for p in problems:
             print(f"check_parquet: {p}", file=sys.stderr)
