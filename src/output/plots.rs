@@ -419,6 +419,25 @@ fn hour_color(hour: usize) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// Most changes of direction a line drawn 2 px wide may have.
+const MAX_WIDE_REVERSALS: usize = 20;
+
+/// How often a series changes direction (up to down or down to up).
+fn reversals(points: &[(f64, f64)]) -> usize {
+    let mut last = 0.0f64;
+    let mut count = 0;
+    for w in points.windows(2) {
+        let d = w[1].1 - w[0].1;
+        if d != 0.0 {
+            if last != 0.0 && d.signum() != last.signum() {
+                count += 1;
+            }
+            last = d;
+        }
+    }
+    count
+}
+
 /// Sizes of an iteration chart's caption, margins, label areas and fonts, pixels.
 struct ChartStyle {
     caption: u32,
@@ -500,7 +519,14 @@ fn draw_hourly_lines<DB: DrawingBackend>(
     let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
     let mut chart = iteration_chart(plot, &main, title, y_desc, last, y, &FULL)?;
     for (hour, points) in series {
-        let style = hour_color(*hour).stroke_width(2);
+        // A zigzag drawn 2 px wide grows miter spikes far outside the chart at every
+        // sharp turn (an oscillating attacked hour): such a series is drawn 1 px wide.
+        let width = if reversals(points) > MAX_WIDE_REVERSALS {
+            1
+        } else {
+            2
+        };
+        let style = hour_color(*hour).stroke_width(width);
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style))
             .map_err(&err)?;
@@ -685,6 +711,17 @@ mod tests {
     use crate::output::test_support::day;
 
     const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+    #[test]
+    fn reversals_counts_changes_of_direction() {
+        assert_eq!(reversals(&[]), 0);
+        assert_eq!(
+            reversals(&[(0.0, 1.0), (1.0, 2.0), (2.0, 2.0), (3.0, 3.0)]),
+            0
+        );
+        let zigzag: Vec<(f64, f64)> = (0..10).map(|k| (k as f64, (k % 2) as f64)).collect();
+        assert_eq!(reversals(&zigzag), 8);
+    }
 
     #[test]
     fn all_plots_as_png_and_svg() {
