@@ -817,6 +817,17 @@ fn sweep(
             " (stopped early: incomplete)"
         }
     );
+    if let Some(o) = &report.oracle {
+        println!(
+            "ledger oracle: {} of {} sampled defended runs agree with their ledger replay; {} of {} forged copies rejected; {} twins replayed, {} false alarms",
+            o.agreements,
+            o.sample.len(),
+            o.forged_rejected,
+            o.forged_submitted,
+            o.twins_replayed,
+            o.false_alarms.len()
+        );
+    }
     if let Some(m) = &report.manifest {
         println!("manifest: {}", m.display());
     }

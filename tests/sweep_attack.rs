@@ -337,3 +337,122 @@ fn every_attack_field_is_validated_by_name() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("parameters.attack.hour.values[0]"));
     assert!(!out.exists());
 }
+
+/// The ledger oracle of an attack sweep: a seeded sample of defended runs replayed
+/// through the real ledger agrees with the published outcomes, and a corrupted outcome is
+/// reported as a disagreement naming its run.
+mod oracle {
+    use super::*;
+    use p2pmarket::sweep::oracle::{self, Modelled};
+
+    const SAMPLED: &str = r#"
+seed = 17
+runs_per_part = 8
+ledger_sample = 6
+
+[base.rci]
+start_price = "own_marginal"
+
+[parameters]
+attack.variable = { values = ["chi", "price", "power", "slope"] }
+attack.agent = { values = [0, 1] }
+attack.hour = { values = [4, 18] }
+attack.size = { uniform = [-2.0, 2.0] }
+attack.defence = { values = ["undefended", "defended"] }
+"#;
+
+    #[test]
+    fn a_sampled_sweep_agrees_with_its_ledger_replay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(SAMPLED);
+        let report = sweep(&s, tmp.path());
+        let o = report.oracle.expect("an attack sweep runs its oracle");
+        assert_eq!(o.sample.len(), 6);
+        assert!(o.sample.windows(2).all(|w| w[0] < w[1]));
+        let plan = s.plan().unwrap();
+        for &r in &o.sample {
+            let a = plan.run(r).values.attack.unwrap().0;
+            assert_eq!(a.defence, Defence::Defended, "run {r}");
+        }
+        assert_eq!(o.agreements, 6);
+        assert!(o.disagreements.is_empty() && o.false_alarms.is_empty());
+        assert!(o.forged_submitted > 0);
+        assert_eq!(o.forged_rejected, o.forged_submitted);
+        // Two attacked hours: two twins.
+        assert!(o.twins_replayed >= 1 && o.twins_replayed <= 2, "{o:?}");
+        // The manifest reports the same.
+        let m: p2pmarket::sweep::Manifest =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m.ledger_oracle.as_ref(), Some(&o));
+        // The sample depends on the seed only, and takes every defended run when asked
+        // for more than there are.
+        assert_eq!(oracle::sample_runs(&plan, 6, 17), o.sample);
+        assert_ne!(oracle::sample_runs(&plan, 6, 18), o.sample);
+        let defended = (0..plan.total_runs())
+            .filter(|&i| plan.run(i).values.attack.unwrap().0.defence == Defence::Defended)
+            .count();
+        assert_eq!(oracle::sample_runs(&plan, 10_000, 17).len(), defended);
+    }
+
+    #[test]
+    fn a_corrupted_modelled_outcome_is_a_disagreement() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spec(SAMPLED);
+        sweep(&s, tmp.path());
+        let plan = s.plan().unwrap();
+        let sample = oracle::sample_runs(&plan, 3, 17);
+        let modelled = oracle::read_modelled(&plan.parts(), tmp.path(), &sample).unwrap();
+        let clean = oracle::check(&plan, &modelled).unwrap();
+        assert_eq!(clean.agreements, 3, "{clean:?}");
+        type Corrupt = fn(&mut Modelled);
+        let cases: [(&str, Corrupt); 7] = [
+            ("price", |m| m.price = f64::from_bits(m.price.to_bits() + 1)),
+            ("exchange_mw", |m| m.exchange_mw = -m.exchange_mw - 1.0),
+            ("attack_iterations", |m| m.iterations += 1),
+            ("attack_rejected", |m| m.rejected -= 1),
+            ("attack_tampered", |m| m.tampered += 1),
+            ("attack_converged", |m| m.converged = !m.converged),
+            ("free_iterations", |m| m.free_iterations += 2),
+        ];
+        for (field, corrupt) in cases {
+            let mut bad = modelled.clone();
+            corrupt(&mut bad[1]);
+            let r = oracle::check(&plan, &bad).unwrap();
+            assert_eq!(r.agreements, 2, "{field}");
+            assert_eq!(r.disagreements.len(), 1, "{field}");
+            assert_eq!(r.disagreements[0].run, sample[1], "{field}");
+            assert!(r.disagreements[0].what.contains(field), "{field}: {r:?}");
+        }
+        // An f32 engine is held to its rule: rounding passes, a real difference does not,
+        // and its iteration counts are not compared.
+        let mut f32_close = modelled.clone();
+        for m in &mut f32_close {
+            m.engine = "gpu-f32".into();
+            m.price *= 1.0 + 1e-6;
+            m.iterations += 1;
+        }
+        assert_eq!(oracle::check(&plan, &f32_close).unwrap().agreements, 3);
+        f32_close[0].price += 1.0;
+        let r = oracle::check(&plan, &f32_close).unwrap();
+        assert_eq!(r.disagreements.len(), 1);
+        assert!(r.disagreements[0].what.contains("f32"), "{r:?}");
+    }
+
+    #[test]
+    fn ledger_sample_is_validated() {
+        for (text, field) in [
+            ("seed = 1\nledger_sample = 5", "ledger_sample"),
+            (
+                "seed = 1\nledger_sample = 2000000\n[parameters]\nattack.variable = { values = [\"price\"] }\n\
+                 attack.agent = { values = [1] }\nattack.hour = { values = [3] }\nattack.size = { values = [1.0] }",
+                "ledger_sample",
+            ),
+        ] {
+            match SweepSpec::from_toml(text, Path::new("t.toml")) {
+                Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+}

@@ -13,7 +13,11 @@
 //! [`attack_runs_schema`] after the usual ones: the attack's parameters, then the attacked
 //! hour's outcome against the run's attack-free twin (the same values without the attack,
 //! negotiated once per distinct set of those values on the same backend). A sweep without
-//! attacks writes exactly what it always did.
+//! attacks writes exactly what it always did. Before its manifest, an attack sweep runs
+//! its ledger [`oracle`]: a seeded sample of its defended runs (`ledger_sample`, default
+//! 100) replayed through the real ledger and compared with the published outcomes; any
+//! disagreement fails the sweep (no manifest, an error naming the run), and the manifest's
+//! `ledger_oracle` lists the sample, the agreements and the false alarms.
 //!
 //! Output layout of [`run_sweep`] in `out`:
 //! ```text
@@ -35,6 +39,7 @@
 //! by the holder of their part's lock, so never under a live writer.
 
 pub mod manifest;
+pub mod oracle;
 pub mod plan;
 pub mod spec;
 pub mod tables;
@@ -144,6 +149,8 @@ pub struct SweepReport {
     pub notices: Vec<String>,
     /// The device of this invocation, when it computed any part.
     pub adapter: Option<AdapterInfo>,
+    /// An attack sweep's ledger oracle, when this invocation wrote the manifest.
+    pub oracle: Option<oracle::OracleReport>,
     /// Attack-free twins computed by this invocation (an attack sweep computes one per
     /// distinct set of the other parameters, not one per run).
     pub twins_computed: u64,
@@ -714,6 +721,7 @@ pub fn run_sweep(
             notices,
             adapter: None,
             twins_computed: 0,
+            oracle: None,
             wall_s: 0.0,
         },
     };
@@ -743,6 +751,27 @@ fn finish(
     report: &mut SweepReport,
 ) -> Result<()> {
     let mut manifest = build_manifest(spec, plan, parts, out, spec_json)?;
+    if plan.has_attacks() {
+        let n = spec.ledger_sample.unwrap_or(oracle::DEFAULT_LEDGER_SAMPLE);
+        let sample = oracle::sample_runs(plan, n, spec.seed);
+        let modelled = oracle::read_modelled(parts, out, &sample)?;
+        let found = oracle::check(plan, &modelled)?;
+        if let Some(first) = found.disagreements.first() {
+            return Err(Error::Solver {
+                problem: "ledger oracle".into(),
+                message: format!(
+                    "{} of {} sampled runs disagree with their ledger replay; run {}: {}. \
+                     No manifest was written",
+                    found.disagreements.len(),
+                    found.sample.len(),
+                    first.run,
+                    first.what
+                ),
+            });
+        }
+        report.oracle = Some(found.clone());
+        manifest.ledger_oracle = Some(found);
+    }
     manifest::sign(&mut manifest).map_err(|message| Error::Output {
         context: MANIFEST_NAME.into(),
         message,
@@ -984,6 +1013,7 @@ fn build_manifest(
         engines: engines.into_iter().collect(),
         adapters: adapters.into_iter().collect(),
         files,
+        ledger_oracle: None,
         integrity: None,
     })
 }

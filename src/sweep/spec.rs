@@ -30,6 +30,9 @@
 //! attack.shape = { values = ["constant", "sign"] }
 //! attack.defence = { values = ["undefended", "defended"] }
 //! ```
+//!
+//! and, at the top level, `ledger_sample = 100`: the defended runs its ledger oracle
+//! replays ([`crate::sweep::oracle`]; 0 for none).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -205,6 +208,7 @@ struct SweepFile {
     base_config: Option<PathBuf>,
     #[serde(default)]
     parameters: Parameters,
+    ledger_sample: Option<u64>,
 }
 
 /// A parsed and validated sweep. Its serialized form (JSON) is the sweep's identity: a
@@ -221,6 +225,10 @@ pub struct SweepSpec {
     pub base: Scenario,
     /// The parameters varied.
     pub parameters: Parameters,
+    /// An attack sweep's defended runs replayed through the ledger by its oracle
+    /// ([`crate::sweep::oracle`]), 0..=1000000; absent: 100 (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_sample: Option<u64>,
     /// The file the spec was read from, for messages and the manifest.
     #[serde(skip)]
     pub source: PathBuf,
@@ -269,6 +277,7 @@ impl SweepSpec {
             samples: file.samples,
             base,
             parameters: file.parameters,
+            ledger_sample: file.ledger_sample,
             source: path.to_path_buf(),
             text: text.to_string(),
         };
@@ -304,6 +313,22 @@ impl SweepSpec {
                         "given whenever any attack.* parameter is (values = [...])",
                     ));
                 }
+            }
+        }
+        if let Some(n) = self.ledger_sample {
+            if !a.any() {
+                return Err(Error::invalid(
+                    "ledger_sample",
+                    n,
+                    "absent in a sweep without attack.* parameters (the oracle replays attacked runs)",
+                ));
+            }
+            if n > crate::sweep::oracle::MAX_LEDGER_SAMPLE {
+                return Err(Error::invalid(
+                    "ledger_sample",
+                    n,
+                    format!("0..={}", crate::sweep::oracle::MAX_LEDGER_SAMPLE),
+                ));
             }
         }
         if !(1..=MAX_RUNS_PER_PART).contains(&self.runs_per_part) {
