@@ -183,6 +183,21 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Draw the heat maps of a finished attack sweep (e.g. experiments/sweeps/attack_map.toml):
+    /// converged fraction, median deviation and economic damage over |size| x first attacked
+    /// iteration, one panel per variable, undefended and defended (PNG + SVG).
+    AttackFigures {
+        /// The attack sweep's output directory.
+        #[arg(long)]
+        sweep: PathBuf,
+        /// Output directory: new, empty, or a previous output of a command.
+        #[arg(long, default_value = "out-attack-figures")]
+        out: PathBuf,
+        /// Also write into a non-empty directory that is not a previous output; its files
+        /// are never deleted or overwritten.
+        #[arg(long)]
+        force: bool,
+    },
     /// Propagate the scenario's [uncertainty] model through the market: the unscented
     /// transform against Monte Carlo, QMC and LHS, every sample a market day on the batch
     /// engine; write statistics (Parquet), a report and band figures.
@@ -834,6 +849,24 @@ fn sweep(
     Ok(())
 }
 
+/// Reads a finished attack sweep and publishes its heat maps into `out`.
+fn attack_figures(sweep: &Path, out: &Path, force: bool) -> Result<(), Failure> {
+    use p2pmarket::output::attack_figures::{read_attack_rows, write_attack_figures};
+    let options = p2pmarket::output::RunOutputOptions { force };
+    p2pmarket::output::check_run_out(out, options)?;
+    let rows = read_attack_rows(sweep)?;
+    let files = p2pmarket::output::publish_dir_with(out, options, &mut say_waiting, &mut |sink| {
+        write_attack_figures(sink, &rows)
+    })?;
+    println!(
+        "{} attack runs: wrote {} figure files to {}",
+        rows.len(),
+        files.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 fn bench(
     config: Option<&Path>,
     backend: BackendChoice,
@@ -1015,6 +1048,7 @@ fn main() -> ExitCode {
             precision: (*precision).into(),
             adapter: adapter.as_deref(),
         }),
+        Command::AttackFigures { sweep, out, force } => attack_figures(sweep, out, *force),
         Command::Check {
             sweep: Some(path), ..
         } => check_sweep(path),

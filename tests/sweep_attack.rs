@@ -456,3 +456,33 @@ attack.defence = { values = ["undefended", "defended"] }
         }
     }
 }
+
+/// The heat maps of an attack sweep, read back from its files.
+#[test]
+fn attack_figures_from_a_finished_sweep() {
+    use p2pmarket::output::MemorySink;
+    use p2pmarket::output::attack_figures::{read_attack_rows, write_attack_figures};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec(SMALL);
+    sweep(&s, tmp.path());
+    let rows = read_attack_rows(tmp.path()).unwrap();
+    assert_eq!(rows.len(), 28);
+    let mut sink = MemorySink::new();
+    let names = write_attack_figures(&mut sink, &rows).unwrap();
+    assert_eq!(names.len(), 2 * 4 * 2, "{names:?}");
+    // Defended: every run converges, so each cell of the map reads 1.00.
+    let svg = std::str::from_utf8(&sink.files["attack_converged_defended.svg"]).unwrap();
+    assert!(svg.contains("1.00") && !svg.contains(">0<"), "defended map");
+    for v in ["chi", "price", "dual_lower", "gap"] {
+        assert!(svg.contains(v), "panel {v}");
+    }
+    // A sweep without attacks is refused, naming what is missing.
+    let plain = tempfile::tempdir().unwrap();
+    sweep(
+        &spec("seed = 1\n[parameters]\nrci.chi = { values = [0.4] }"),
+        plain.path(),
+    );
+    let e = read_attack_rows(plain.path()).unwrap_err().to_string();
+    assert!(e.contains("attack_variable"), "{e}");
+    assert!(read_attack_rows(&tmp.path().join("nothing")).is_err());
+}
