@@ -207,7 +207,14 @@ pub fn record_day_attacked(
         .collect();
     let private_refs: Vec<&[u8]> = private.iter().map(Vec::as_slice).collect();
     let net = Network::genesis(opts.seed, opts.faults, 0, s, &private_refs, 0)?;
-    let mut rec = Recorder::new(net, MarketRule::new(opts.run), opts.block_interval_ms);
+    // Under attack the validators demand the recomputed bits (an honest message gives
+    // them), so that a chi forgery differing in the last bits is refused like any other.
+    let rule = if active {
+        super::replay::strict_rule(opts.run)
+    } else {
+        MarketRule::new(opts.run)
+    };
+    let mut rec = Recorder::new(net, rule, opts.block_interval_ms);
     let replay = ReplayOptions {
         seed: opts.seed,
         faults: opts.faults,
