@@ -9,7 +9,13 @@ Usage: check_parquet.py <sweep_out_dir> [<run_out_dir> ...]
   the documented ones, that row counts agree with the manifest and with each other, and
   that every file's sha256 matches the manifest (and no file is missing or unlisted), and
   recomputes each run's settlement chain and each runs part's Merkle root (src/ledger/chain.rs)
-  from the rows (the manifest's Ed25519 signature is left to `p2pmarket verify`).
+  from the rows (the manifest's Ed25519 signature is left to `p2pmarket verify`). An attack
+  sweep (its sweep.json has parameters.attack) must have the attack columns too, and their
+  invariants: defended => rejected == tampered and no deviation from the attack-free twin
+  (deviation, price_bias, money_moved 0, same iterations and convergence); undefended =>
+  rejected 0; a run that altered nothing (tampered 0) deviates in nothing; 0 <=
+  deviation_rel <= deviation (the relative terms divide by max(|free|, 1)), and the
+  attacked hour's iterations and convergence agree with run_hours.
 - <run_out_dir> (optional, any number): the output of `p2pmarket run` (`hourly.parquet`,
   `trajectories.parquet`, `summary.json`). Checks columns, types and counts, and the
   attack columns against `summary.json`'s `attack` (no effect where no attack hit;
@@ -48,6 +54,15 @@ RUN_HOURS = [
     ("smart_grid_cost", F64), ("microgrid_cost", F64), ("iterations", U32),
     ("converged", BOOL), ("residual_price", F64), ("residual_power", F64),
     ("residual_dual", F64), ("residual_balance", F64),
+]
+# The columns an attack sweep's runs table adds after RUNS (src/sweep/tables.rs).
+ATTACK = [
+    ("attack_variable", STR), ("attack_agent", U32), ("attack_hour", U32),
+    ("attack_first_iteration", U32), ("attack_duration", U32), ("attack_size", F64),
+    ("attack_shape", STR), ("attack_defence", STR),
+    ("attack_converged", BOOL), ("attack_iterations", U32), ("attack_tampered", U32),
+    ("attack_rejected", U32), ("free_iterations", U32), ("free_converged", BOOL),
+    ("deviation", F64), ("deviation_rel", F64), ("price_bias", F64), ("money_moved", F64),
 ]
 # The hive partition column, as pyarrow infers it from `pcc_bus=7`.
 PARTITION = ("pcc_bus", pa.int32())
@@ -144,9 +159,11 @@ def check_sweep(root):
 
     check_chains(root, manifest)
 
+    attacks = bool(manifest.get("sweep", {}).get("parameters", {}).get("attack"))
     total = manifest["total_runs"]
     counts = {}
-    for table, expected, per_run in (("runs", RUNS, 1), ("run_hours", RUN_HOURS, HOURS)):
+    runs_columns = RUNS + ATTACK if attacks else RUNS
+    for table, expected, per_run in (("runs", runs_columns, 1), ("run_hours", RUN_HOURS, HOURS)):
         label = f"{table}/"
         try:
             dataset = ds.dataset(os.path.join(root, table), format="parquet", partitioning="hive")
@@ -179,6 +196,48 @@ def check_sweep(root):
         for r, c in zip(runs.column("run").to_pylist(), runs.column("converged_hours").to_pylist()):
             if conv.get(r) != c:
                 problem(f"runs/: run {r} has converged_hours {c} but run_hours counts {conv.get(r)}")
+                break
+        if attacks and "attack_defence" in runs.schema.names:
+            check_attacks(runs, hours)
+
+
+def check_attacks(runs, hours):
+    """The invariants of the attack columns (see the module doc)."""
+    by_hour = {}
+    for r, h, k, c in zip(*(hours.column(n).to_pylist() for n in ("run", "hour", "iterations", "converged"))):
+        by_hour[(r, h)] = (k, c)
+    names = [n for n, _ in ATTACK] + ["run"]
+    cols = {n: runs.column(n).to_pylist() for n in names}
+    bad = 0
+    for i in range(runs.num_rows):
+        row = {n: cols[n][i] for n in names}
+        r = row["run"]
+        why = []
+        if row["attack_defence"] not in ("undefended", "defended"):
+            why.append(f"attack_defence {row['attack_defence']!r}")
+        if row["attack_rejected"] > row["attack_tampered"]:
+            why.append("rejected > tampered")
+        if row["attack_defence"] == "defended":
+            if row["attack_rejected"] != row["attack_tampered"]:
+                why.append("defended but rejected != tampered")
+            if (row["deviation"], row["deviation_rel"], row["price_bias"], row["money_moved"]) != (0.0, 0.0, 0.0, 0.0):
+                why.append("defended but it deviates from the attack-free twin")
+            if (row["attack_iterations"], row["attack_converged"]) != (row["free_iterations"], row["free_converged"]):
+                why.append("defended but its iterations or convergence differ from the twin's")
+        elif row["attack_rejected"] != 0:
+            why.append("undefended but rejected > 0")
+        if row["attack_tampered"] == 0 and row["deviation"] != 0.0:
+            why.append("nothing altered but it deviates")
+        if not row["deviation"] >= 0.0 or not row["deviation_rel"] >= 0.0:
+            why.append("negative or NaN deviation")
+        if row["deviation_rel"] > row["deviation"] and row["deviation"] != float("inf"):
+            why.append("deviation_rel > deviation")
+        if by_hour.get((r, row["attack_hour"])) != (row["attack_iterations"], row["attack_converged"]):
+            why.append("attacked hour's iterations/converged differ from run_hours")
+        if why:
+            problem(f"runs/: run {r}: " + "; ".join(why))
+            bad += 1
+            if bad >= 10:
                 break
 
 

@@ -183,6 +183,21 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Draw the heat maps of a finished attack sweep (e.g. experiments/sweeps/attack_map.toml):
+    /// converged fraction, median deviation and economic damage over |size| x first attacked
+    /// iteration, one panel per variable, undefended and defended (PNG + SVG).
+    AttackFigures {
+        /// The attack sweep's output directory.
+        #[arg(long)]
+        sweep: PathBuf,
+        /// Output directory: new, empty, or a previous output of a command.
+        #[arg(long, default_value = "out-attack-figures")]
+        out: PathBuf,
+        /// Also write into a non-empty directory that is not a previous output; its files
+        /// are never deleted or overwritten.
+        #[arg(long)]
+        force: bool,
+    },
     /// Propagate the scenario's [uncertainty] model through the market: the unscented
     /// transform against Monte Carlo, QMC and LHS, every sample a market day on the batch
     /// engine; write statistics (Parquet), a report and band figures.
@@ -358,11 +373,14 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
         }
     }
     let scenario = load_scenario(plan.config)?;
-    if plan.ledger.is_some() && !scenario.attack.is_empty() {
+    if plan.ledger.is_some()
+        && !scenario.attack.is_empty()
+        && scenario.defence != p2pmarket::attack::Defence::Defended
+    {
         return Err(Failure::BadInput(Error::invalid(
-            "--ledger",
-            format!("{} [[attack]] tables", scenario.attack.len()),
-            "a scenario without [[attack]] tables (an attacked negotiation is not recorded yet)",
+            "defence",
+            "\"undefended\"",
+            "\"defended\" with --ledger and [[attack]] tables (an undefended attack's messages bypass the ledger)",
         )));
     }
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
@@ -402,7 +420,15 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let recorded = match &plan.ledger {
         Some(opts) => {
             let start = std::time::Instant::now();
-            let rec = p2pmarket::ledger::record_day(&market, &day, opts)?;
+            let rec = if market.attacks.is_empty() {
+                p2pmarket::ledger::record_day(&market, &day, opts)?
+            } else {
+                let attacks = p2pmarket::ledger::DayAttacks {
+                    slots: &market.attacks,
+                    defence: market.defence,
+                };
+                p2pmarket::ledger::record_day_attacked(&market, &day, opts, &attacks)?
+            };
             Some((rec, start.elapsed().as_secs_f64()))
         }
         None => None,
@@ -490,6 +516,8 @@ fn ledger_summary(
         "hash_s": t.hash_s,
         "verify_s": t.verify_s,
         "per_hour_s": total_s / 24.0,
+        "forged_submitted": rec.forgeries.forged_submitted,
+        "forged_rejected": rec.forgeries.forged_rejected,
     })
 }
 
@@ -526,6 +554,12 @@ fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64, eq1_block_s:
         );
     }
     println!("  genesis {}", hex::encode(rec.network.state.genesis_hash));
+    if rec.forgeries.forged_submitted > 0 {
+        println!(
+            "  forged copies of attacked messages: {} submitted, {} rejected by the validators",
+            rec.forgeries.forged_submitted, rec.forgeries.forged_rejected
+        );
+    }
 }
 
 /// `p2pmarket verify PATH`: re-verifies a stored ledger.
@@ -824,9 +858,38 @@ fn sweep(
             " (stopped early: incomplete)"
         }
     );
+    if let Some(o) = &report.oracle {
+        println!(
+            "ledger oracle: {} of {} sampled defended runs agree with their ledger replay; {} of {} forged copies rejected; {} twins replayed, {} false alarms",
+            o.agreements,
+            o.sample.len(),
+            o.forged_rejected,
+            o.forged_submitted,
+            o.twins_replayed,
+            o.false_alarms.len()
+        );
+    }
     if let Some(m) = &report.manifest {
         println!("manifest: {}", m.display());
     }
+    Ok(())
+}
+
+/// Reads a finished attack sweep and publishes its heat maps into `out`.
+fn attack_figures(sweep: &Path, out: &Path, force: bool) -> Result<(), Failure> {
+    use p2pmarket::output::attack_figures::{read_attack_rows, write_attack_figures};
+    let options = p2pmarket::output::RunOutputOptions { force };
+    p2pmarket::output::check_run_out(out, options)?;
+    let rows = read_attack_rows(sweep)?;
+    let files = p2pmarket::output::publish_dir_with(out, options, &mut say_waiting, &mut |sink| {
+        write_attack_figures(sink, &rows)
+    })?;
+    println!(
+        "{} attack runs: wrote {} figure files to {}",
+        rows.len(),
+        files.len(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -1057,6 +1120,7 @@ fn main() -> ExitCode {
             precision: (*precision).into(),
             adapter: adapter.as_deref(),
         }),
+        Command::AttackFigures { sweep, out, force } => attack_figures(sweep, out, *force),
         Command::Check {
             sweep: Some(path), ..
         } => check_sweep(path),

@@ -292,20 +292,56 @@ fn cli_run_of_an_attacked_scenario() {
     let written = Scenario::from_file(&out.join("scenario.toml")).unwrap();
     assert_eq!(written, scenario("experiments/paper_fdia_defended.toml"));
 
-    // Recording an attacked negotiation in the ledger is refused (exit 2, nothing
-    // written) until the ledger replays attacks.
-    let (code, _, stderr) = cli(
+    // Defended, the ledger records the negotiation and rejects every forged copy; the
+    // stored ledger verifies.
+    let (code, stdout, stderr) = cli(
         dir.path(),
         &[
             "run",
             "--config",
             config.to_str().unwrap(),
             "--out",
+            "led",
+            "--ledger",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("forged copies of attacked messages"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("led/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let rejected = summary["attack"]["rejected"].as_u64().unwrap();
+    assert!(rejected > 0);
+    assert_eq!(
+        summary["ledger"]["forged_submitted"].as_u64(),
+        Some(rejected)
+    );
+    assert_eq!(
+        summary["ledger"]["forged_rejected"].as_u64(),
+        Some(rejected)
+    );
+    let (code, _, stderr) = cli(dir.path(), &["verify", "led"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // Undefended attacks bypass the ledger: --ledger refuses them (exit 2, nothing
+    // written).
+    let undefended = repo("experiments/paper_fdia_undefended.toml");
+    let (code, _, stderr) = cli(
+        dir.path(),
+        &[
+            "run",
+            "--config",
+            undefended.to_str().unwrap(),
+            "--out",
             "out2",
             "--ledger",
         ],
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--ledger"), "{stderr}");
+    assert!(stderr.contains("defence"), "{stderr}");
     assert!(!dir.path().join("out2").exists());
 }

@@ -70,7 +70,9 @@
 //! step rule, the Newton step replayed from the committed messages and the agents' Newton
 //! signals (their slopes and gaps both ways, which the consensus message carries), and
 //! checks each settlement against the end of its hour's negotiation. [`record_day`]
-//! records a market day's whole negotiation under it.
+//! records a market day's whole negotiation under it; [`record_day_attacked`] and
+//! [`replay_hour`] also submit every copy an attack alters as a forged transaction, so
+//! the validators themselves show that the defence of [`crate::attack`] holds.
 
 #![warn(missing_docs)]
 
@@ -83,6 +85,7 @@ pub mod market_rule;
 pub mod merkle;
 pub mod probability;
 pub mod record;
+pub mod replay;
 pub mod state;
 pub mod timing;
 pub mod tx;
@@ -109,7 +112,13 @@ pub use keys::{KeyPair, Role, SignatureFault, commit_private_data, f64_bytes, ve
 pub use market_rule::{MarketRule, committed_step};
 pub use merkle::{leaf_hash, merkle_root, node_hash};
 pub use probability::{AcceptanceModel, binomial_tail, paper_attack_probability};
-pub use record::{RecordCounts, RecordOptions, RecordTiming, RecordedDay, record_day};
+pub use record::{
+    RecordCounts, RecordOptions, RecordTiming, RecordedDay, record_day, record_day_attacked,
+};
+pub use replay::{
+    CommittedOutcome, DayAttacks, Forgery, HourReplay, RefusedBy, ReplayCounts, ReplayEnd,
+    ReplayOptions, TransitSignature, replay_hour, strict_rule,
+};
 pub use state::{
     BlockFault, ContentRule, LedgerState, Rejection, SimplePriceRule, check_votes,
     simple_price_update,

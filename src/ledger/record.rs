@@ -10,16 +10,18 @@
 
 use std::time::Instant;
 
-use crate::attack::HourAttacks;
+use crate::attack::{Defence, HourAttacks};
 use crate::error::{Error, Result};
 use crate::market::{DayResult, Market};
 use crate::offer::OfferCurve;
 use crate::rci::{self, Agent, HourOutcome, NewtonSignals, RciState};
 
 use super::consensus::Network;
+use super::consensus::ProposalFailure;
 use super::keys::f64_bytes;
 use super::market_rule::MarketRule;
 use super::merkle::merkle_root;
+use super::replay::{DayAttacks, ReplayCounts, ReplayEnd, ReplayOptions, record_hour, undefended};
 use super::tx::{ConsensusMessage, Settlement, Transaction, TxBody};
 use super::verify::{VerifiedSummary, VerifyOptions, verify};
 
@@ -96,6 +98,8 @@ pub struct RecordedDay {
     pub timing: RecordTiming,
     /// What the re-verification of the finished ledger established.
     pub summary: VerifiedSummary,
+    /// The forged copies submitted and rejected over the day (zero without attacks).
+    pub forgeries: ReplayCounts,
 }
 
 /// The private data an agent commits to in the genesis: its offer curves of the 24 hours
@@ -113,7 +117,7 @@ pub fn private_data(curves: &[&OfferCurve], limits: (f64, f64)) -> Vec<u8> {
     bytes
 }
 
-fn message(
+pub(super) fn message(
     run: u32,
     hour: u32,
     iteration: u32,
@@ -156,7 +160,43 @@ fn refused(what: String, failure: super::consensus::ProposalFailure) -> Error {
 /// negotiation does not end where the day's did, or when the validators refuse a block
 /// (neither happens for an honest run: both would be bugs).
 pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Result<RecordedDay> {
+    record_day_attacked(
+        market,
+        day,
+        opts,
+        &DayAttacks {
+            slots: &[],
+            defence: Defence::Undefended,
+        },
+    )
+}
+
+/// [`record_day`] of a day negotiated under defended attacks: in every attacked hour,
+/// every message an attack alters is also submitted as the attacker's forged copy and
+/// must be rejected, as [`super::replay`] describes (with the original signature on a
+/// copy altered in transit); [`RecordedDay::forgeries`] counts them. The genuine messages
+/// are those of the defended negotiation, which is the attack-free one, so `day` is the
+/// day as `market` negotiated it without (or under defended) attacks. Errors on an
+/// undefended active attack (bad input: its messages bypass the ledger), and when a forged
+/// copy is committed (a failed invariant, like a refused honest block).
+pub fn record_day_attacked(
+    market: &Market,
+    day: &DayResult,
+    opts: &RecordOptions,
+    attacks: &DayAttacks<'_>,
+) -> Result<RecordedDay> {
     let s = &market.rci;
+    let active = day.hours.iter().any(|h| {
+        HourAttacks {
+            slots: attacks.slots,
+            hour: h.hour as u32,
+            defence: attacks.defence,
+        }
+        .any()
+    });
+    if active && attacks.defence != Defence::Defended {
+        return Err(undefended());
+    }
     let (lo, hi) = market.agent_limits();
     let agents_n = day.hours.first().map_or(0, |h| h.curves.len());
     let private: Vec<Vec<u8>> = (0..agents_n)
@@ -167,16 +207,22 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
         .collect();
     let private_refs: Vec<&[u8]> = private.iter().map(Vec::as_slice).collect();
     let net = Network::genesis(opts.seed, opts.faults, 0, s, &private_refs, 0)?;
-    let mut rec = Recorder {
-        validators: net.validators.len() as u32,
-        net,
-        rule: MarketRule::new(opts.run),
-        interval_ms: opts.block_interval_ms,
-        timing: RecordTiming::default(),
-        signatures: 0,
-        clock: 0,
-        proposals: 0,
+    // Under attack the validators demand the recomputed bits (an honest message gives
+    // them), so that a chi forgery differing in the last bits is refused like any other.
+    let rule = if active {
+        super::replay::strict_rule(opts.run)
+    } else {
+        MarketRule::new(opts.run)
     };
+    let mut rec = Recorder::new(net, rule, opts.block_interval_ms);
+    let replay = ReplayOptions {
+        seed: opts.seed,
+        faults: opts.faults,
+        block_interval_ms: opts.block_interval_ms,
+        run: opts.run,
+        transit_signature: Default::default(),
+    };
+    let mut forgeries = ReplayCounts::default();
     for h in &day.hours {
         let hour = h.hour as u32;
         let agents: Vec<Agent<'_>> = h
@@ -188,25 +234,38 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
                 max_export: hi,
             })
             .collect();
-        let mut state = RciState::new(&agents, s);
-        loop {
-            let iteration = state.iteration();
-            let txs = agents
-                .iter()
-                .zip(state.agents())
-                .enumerate()
-                .map(|(i, (a, st))| {
-                    let m = message(opts.run, hour, iteration, a, i, st, s);
-                    rec.sign(TxBody::Consensus(m))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            rec.commit(txs, || format!("hour {hour}, iteration {iteration}"))?;
-            // The same stop as rci::negotiate_in: the cap, convergence or divergence.
-            if iteration >= s.max_iterations || (iteration > 0 && ended(&state, s)) {
-                break;
+        let hour_attacks = HourAttacks {
+            slots: attacks.slots,
+            hour,
+            defence: attacks.defence,
+        };
+        let done = record_hour(&mut rec, &agents, s, &hour_attacks, &replay)?;
+        forgeries.forged_submitted += done.counts.forged_submitted;
+        forgeries.forged_rejected += done.counts.forged_rejected;
+        forgeries.genuine_submitted += done.counts.genuine_submitted;
+        forgeries.genuine_accepted += done.counts.genuine_accepted;
+        match done.end {
+            ReplayEnd::Finished => {}
+            ReplayEnd::ForgeryCommitted { iteration, agent } => {
+                return Err(recording_failure(format!(
+                    "hour {hour}: the validators committed a forged copy of agent {agent}'s message of iteration {iteration}"
+                )));
             }
-            rci::step(&mut state, &agents, s, &HourAttacks::NONE);
+            ReplayEnd::GenuineRefused { iteration } => {
+                let reason = rec.last_refusal.take().map_or_else(String::new, |f| {
+                    let r: Vec<String> = f
+                        .refusals
+                        .iter()
+                        .map(|(v, f)| format!("validator {v}: {}", f.rejection))
+                        .collect();
+                    format!(" ({} votes; {})", f.votes, r.join("; "))
+                });
+                return Err(recording_failure(format!(
+                    "the validators refused the block of hour {hour}, iteration {iteration}{reason}"
+                )));
+            }
         }
+        let state = done.state;
         check_same_end(hour, &state, &h.p2p.outcome)?;
         if agents.len() == 2 {
             let export = state.agents()[0].power;
@@ -274,18 +333,13 @@ pub fn record_day(market: &Market, day: &DayResult, opts: &RecordOptions) -> Res
         counts,
         timing,
         summary,
+        forgeries,
     })
 }
 
-/// Whether the last iteration ended the negotiation: its stop rules hold, or it diverged
-/// (what [`rci::step`] reported for it).
-fn ended(state: &RciState, s: &rci::RciSettings) -> bool {
-    rci::diverged(state.agents()) || rci::stop_rules_hold(&state.residuals(), s)
-}
-
 /// The network being recorded into, with the clock and the costs so far.
-struct Recorder {
-    net: Network,
+pub(super) struct Recorder {
+    pub(super) net: Network,
     rule: MarketRule,
     validators: u32,
     interval_ms: u64,
@@ -293,11 +347,28 @@ struct Recorder {
     signatures: u64,
     clock: u64,
     proposals: u64,
+    /// Why the last refused proposal was refused.
+    pub(super) last_refusal: Option<ProposalFailure>,
 }
 
 impl Recorder {
+    /// A recorder on `net` (after its genesis) validating with `rule`.
+    pub(super) fn new(net: Network, rule: MarketRule, interval_ms: u64) -> Self {
+        Recorder {
+            validators: net.validators.len() as u32,
+            net,
+            rule,
+            interval_ms,
+            timing: RecordTiming::default(),
+            signatures: 0,
+            clock: 0,
+            proposals: 0,
+            last_refusal: None,
+        }
+    }
+
     /// Signs `body` with its signers' keys (timed).
-    fn sign(&mut self, body: TxBody) -> Result<Transaction> {
+    pub(super) fn sign(&mut self, body: TxBody) -> Result<Transaction> {
         let start = Instant::now();
         let tx = self
             .net
@@ -311,13 +382,24 @@ impl Recorder {
     /// Proposes the next block (proposers in turn) and commits it (timed); a refusal is an
     /// error naming `what`.
     fn commit(&mut self, txs: Vec<Transaction>, what: impl FnOnce() -> String) -> Result<()> {
+        self.try_commit(txs).map_err(|f| refused(what(), f))
+    }
+
+    /// Proposes the next block (proposers in turn) and commits it if the validators vote
+    /// for it (timed); a refusal is returned (and kept in `last_refusal`).
+    pub(super) fn try_commit(
+        &mut self,
+        txs: Vec<Transaction>,
+    ) -> std::result::Result<(), ProposalFailure> {
         self.clock += self.interval_ms;
         self.proposals += 1;
         let proposer = (self.proposals % u64::from(self.validators)) as u32;
         let start = Instant::now();
         let result = self.net.propose(proposer, txs, self.clock, &self.rule);
         self.timing.validate_s += start.elapsed().as_secs_f64();
-        result.map(|_| ()).map_err(|f| refused(what(), f))
+        result
+            .map(|_| ())
+            .inspect_err(|f| self.last_refusal = Some(f.clone()))
     }
 }
 
@@ -343,7 +425,7 @@ fn check_same_end(hour: u32, state: &RciState, outcome: &HourOutcome) -> Result<
 }
 
 /// A recording that cannot complete: not bad input but a failed invariant (exit 1).
-fn recording_failure(message: String) -> Error {
+pub(super) fn recording_failure(message: String) -> Error {
     Error::Solver {
         problem: "ledger recording".into(),
         message,

@@ -4,9 +4,11 @@
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
 //! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
 //! - [`plots`]: PNG + SVG figures;
+//! - [`attack_figures`]: the heat maps of an attack sweep;
 //! - [`summary`]: the JSON summary;
 //! - [`lock`]: advisory locks that tell a live writer from a dead one.
 
+pub mod attack_figures;
 pub mod ledger;
 pub mod lock;
 pub mod parquet;

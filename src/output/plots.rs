@@ -411,7 +411,12 @@ const VIRIDIS: [(u8, u8, u8); 8] = [
 /// sit behind a feature this crate does not enable). The last tenth (a pale yellow) is
 /// cut off so every line stays visible on white.
 fn hour_color(hour: usize) -> RGBColor {
-    let t = 0.9 * hour.min(23) as f64 / 23.0 * (VIRIDIS.len() - 1) as f64;
+    viridis(0.9 * hour.min(23) as f64 / 23.0)
+}
+
+/// The viridis colour at `t` in [0, 1] (clamped), interpolated between its anchors.
+fn viridis(t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0) * (VIRIDIS.len() - 1) as f64;
     let k = (t.floor() as usize).min(VIRIDIS.len() - 2);
     let f = t - k as f64;
     let (a, b) = (VIRIDIS[k], VIRIDIS[k + 1]);
@@ -1301,4 +1306,209 @@ fn draw_panel<DB: DrawingBackend>(
         })
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// One panel of a [`write_heatmaps`] figure: a grid of cells, each coloured by its value
+/// (viridis, over the panel's finite values) and labelled with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatMap {
+    /// Panel title.
+    pub title: String,
+    /// x-axis label.
+    pub x_label: String,
+    /// y-axis label.
+    pub y_label: String,
+    /// Label of each column.
+    pub x_ticks: Vec<String>,
+    /// Label of each row, bottom to top.
+    pub y_ticks: Vec<String>,
+    /// `values[row][column]`; NaN: no data (a grey cell marked `-`).
+    pub values: Vec<Vec<f64>>,
+    /// Colour by `sign(v) log10(1 + |v|)` rather than `v` (values spanning decades).
+    pub log_colour: bool,
+    /// The values the colour scale spans (e.g. `(0, 1)` for a fraction, so panels compare);
+    /// `None`: the panel's finite values.
+    pub range: Option<(f64, f64)>,
+}
+
+/// A heat-map cell's label: 3 significant digits, `inf`, or `-` for no data.
+fn cell_label(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.into()
+    } else if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e4 || v.abs() < 1e-2 {
+        format!("{v:.2e}")
+    } else {
+        let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 4) as usize;
+        format!("{v:.digits$}")
+    }
+}
+
+/// Draws heat maps in a grid of `columns` columns as `name.png` and `name.svg` into
+/// `sink`; returns the file names written.
+pub fn write_heatmaps(
+    sink: &mut dyn Sink,
+    name: &str,
+    title: &str,
+    maps: &[HeatMap],
+    columns: usize,
+) -> Result<Vec<String>> {
+    ensure_font()?;
+    let columns = columns.clamp(1, maps.len().max(1));
+    let rows = maps.len().div_ceil(columns).max(1);
+    let size = ((600 * columns as u32).max(SIZE.0), 60 + 460 * rows as u32);
+    Ok(write_png_and_svg!(sink, name, size, |root| {
+        let fail = |e: &dyn std::fmt::Display| Error::Output {
+            context: format!("plot {name}"),
+            message: e.to_string(),
+        };
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let titled = root
+            .titled(title, ("sans-serif", 28))
+            .map_err(|e| fail(&e))?;
+        for (map, area) in maps.iter().zip(titled.split_evenly((rows, columns))) {
+            draw_heatmap(&area, map).map_err(|e| fail(&e))?;
+        }
+        root.present().map_err(|e| fail(&e))
+    })
+    .to_vec())
+}
+
+/// Draws one [`HeatMap`] on any backend.
+fn draw_heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    map: &HeatMap,
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let (nx, ny) = (map.x_ticks.len().max(1), map.y_ticks.len().max(1));
+    let colour_value = |v: f64| {
+        if map.log_colour {
+            v.signum() * v.abs().ln_1p() / std::f64::consts::LN_10
+        } else {
+            v
+        }
+    };
+    let finite: Vec<f64> = map
+        .values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .map(colour_value)
+        .collect();
+    let (lo, hi) = match map.range {
+        Some((a, b)) => (colour_value(a), colour_value(b)),
+        None => (
+            finite.iter().copied().fold(f64::INFINITY, f64::min),
+            finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&map.title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        // An integer range segments inclusively: 0..n - 1 gives the n cells.
+        .build_cartesian_2d(
+            (0..nx as i32 - 1).into_segmented(),
+            (0..ny as i32 - 1).into_segmented(),
+        )
+        .map_err(|x| e(&x))?;
+    let tick = |ticks: &[String], v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(k) => ticks.get(*k as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(&map.x_label)
+        .y_desc(&map.y_label)
+        .x_labels(nx + 1)
+        .y_labels(ny + 1)
+        .x_label_formatter(&|v| tick(&map.x_ticks, v))
+        .y_label_formatter(&|v| tick(&map.y_ticks, v))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (row, values) in map.values.iter().enumerate().take(ny) {
+        for (col, &v) in values.iter().enumerate().take(nx) {
+            let (x, y) = (col as i32, row as i32);
+            let fill = if v.is_nan() {
+                RGBColor(200, 200, 200)
+            } else if !v.is_finite() {
+                viridis(if v > 0.0 { 1.0 } else { 0.0 })
+            } else if hi > lo {
+                viridis((colour_value(v) - lo) / (hi - lo))
+            } else {
+                viridis(0.5)
+            };
+            let corners = [
+                (SegmentValue::Exact(x), SegmentValue::Exact(y + 1)),
+                (SegmentValue::Exact(x + 1), SegmentValue::Exact(y)),
+            ];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(corners, fill.filled())))
+                .map_err(|x| e(&x))?;
+            // Dark text on the light (yellow-green) end of the scale.
+            let light = u32::from(fill.0) + u32::from(fill.1) + u32::from(fill.2) > 380;
+            let text_colour = if light { BLACK } else { WHITE };
+            let style = TextStyle::from(("sans-serif", 15).into_font())
+                .color(&text_colour)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    cell_label(v),
+                    (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
+                    style,
+                )))
+                .map_err(|x| e(&x))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod heatmap_tests {
+    use super::*;
+    use crate::output::parquet::MemorySink;
+
+    #[test]
+    fn heatmaps_label_every_cell() {
+        let map = HeatMap {
+            title: "price".into(),
+            x_label: "first iteration".into(),
+            y_label: "|size|".into(),
+            x_ticks: vec!["0".into(), "1".into()],
+            y_ticks: vec!["0.1".into(), "10".into()],
+            values: vec![vec![0.25, f64::NAN], vec![f64::INFINITY, 1234.5]],
+            log_colour: true,
+            range: None,
+        };
+        let mut sink = MemorySink::new();
+        let names = write_heatmaps(&mut sink, "h", "converged", &[map.clone(), map], 2).unwrap();
+        assert_eq!(names, ["h.png", "h.svg"]);
+        let svg = std::str::from_utf8(&sink.files["h.svg"]).unwrap();
+        for text in [
+            "0.250",
+            "inf",
+            "1234",
+            "first iteration",
+            "|size|",
+            "converged",
+        ] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+        assert_eq!(cell_label(f64::NAN), "-");
+        assert_eq!(cell_label(0.0), "0");
+        assert_eq!(cell_label(1e-5), "1.00e-5");
+        assert_eq!(cell_label(-4.56789), "-4.57");
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+    }
 }

@@ -125,6 +125,11 @@ pub struct Manifest {
     pub adapters: Vec<ManifestAdapter>,
     /// Every file but the manifest, sorted by path.
     pub files: Vec<ManifestFile>,
+    /// An attack sweep's ledger oracle ([`super::oracle`]): the sampled runs replayed
+    /// through the ledger and what the replays found; absent without attacks. Not signed
+    /// (descriptive, like the engines): the data it describes is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_oracle: Option<super::oracle::OracleReport>,
     /// The signature over the files, their Merkle roots and the sweep's counts; absent in
     /// manifests written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

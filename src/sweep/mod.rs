@@ -8,6 +8,17 @@
 //!   part's Merkle root and the signature over them;
 //! - [`verify`]: [`verify_sweep`], which re-checks all of that from the files.
 //!
+//! An attack sweep (any `attack.*` parameter, see [`spec`]) gives every run one
+//! false-data injection on one hour; its `runs` table carries the attack columns of
+//! [`attack_runs_schema`] after the usual ones: the attack's parameters, then the attacked
+//! hour's outcome against the run's attack-free twin (the same values without the attack,
+//! negotiated once per distinct set of those values on the same backend). A sweep without
+//! attacks writes exactly what it always did. Before its manifest, an attack sweep runs
+//! its ledger [`oracle`]: a seeded sample of its defended runs (`ledger_sample`, default
+//! 100) replayed through the real ledger and compared with the published outcomes; any
+//! disagreement fails the sweep (no manifest, an error naming the run), and the manifest's
+//! `ledger_oracle` lists the sample, the agreements and the false alarms.
+//!
 //! Output layout of [`run_sweep`] in `out`:
 //! ```text
 //! sweep.json                                   the parsed sweep (its identity)
@@ -28,6 +39,7 @@
 //! by the holder of their part's lock, so never under a live writer.
 
 pub mod manifest;
+pub mod oracle;
 pub mod plan;
 pub mod spec;
 pub mod tables;
@@ -40,11 +52,18 @@ pub use manifest::{
     MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, ManifestIntegrity, SPEC_NAME,
 };
 pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan};
-pub use spec::{GridParam, IntParam, Parameters, RciParameters, RealParam, SweepSpec};
-pub use tables::{run_hours_schema, runs_schema};
+pub use spec::{
+    AttackParameters, GridParam, IntParam, Parameters, RciParameters, RealParam, RunAttack,
+    SweepSpec,
+};
+pub use tables::{
+    AttackFigures, attack_runs_schema, run_hours_schema, runs_schema, runs_schema_for,
+};
 pub use verify::{SweepVerified, SweepVerifyError, SweepVerifyErrorKind, verify_sweep};
 
-use crate::engine::{AdapterInfo, BackendChoice, Batch, GpuContext, Precision, run_batch};
+use crate::engine::{
+    AdapterInfo, BackendChoice, Batch, GpuContext, HourRecord, Precision, run_batch,
+};
 use crate::error::{Error, Result};
 use crate::output::lock::{Lock, LockMode};
 use crate::output::{
@@ -130,6 +149,11 @@ pub struct SweepReport {
     pub notices: Vec<String>,
     /// The device of this invocation, when it computed any part.
     pub adapter: Option<AdapterInfo>,
+    /// An attack sweep's ledger oracle, when this invocation wrote the manifest.
+    pub oracle: Option<oracle::OracleReport>,
+    /// Attack-free twins computed by this invocation (an attack sweep computes one per
+    /// distinct set of the other parameters, not one per run).
+    pub twins_computed: u64,
     /// Wall time, s.
     pub wall_s: f64,
 }
@@ -384,9 +408,9 @@ enum PartState {
 }
 
 /// Verifies part `part` in `out` completely (see [`manifest::verify_part_file`]).
-fn part_state(out: &Path, part: &PartPlan) -> PartState {
+fn part_state(out: &Path, part: &PartPlan, attacks: bool) -> PartState {
     let files = [
-        (part.runs_path(), part.runs as u64, runs_schema()),
+        (part.runs_path(), part.runs as u64, runs_schema_for(attacks)),
         (
             part.run_hours_path(),
             part.runs as u64 * crate::microgrid::HOURS as u64,
@@ -435,6 +459,9 @@ struct Backend {
     /// Smart-grid curve sets built so far, per PCC bus: each load scale is built once per
     /// sweep, not once per part.
     curves: std::collections::HashMap<usize, crate::engine::CurveCache>,
+    /// An attack sweep's attack-free twins computed so far, by their values: each one's
+    /// hour records, once per sweep invocation.
+    twins: std::collections::HashMap<String, Vec<HourRecord>>,
 }
 
 impl Backend {
@@ -552,7 +579,7 @@ impl Sweeper<'_> {
 
     fn handle_locked(&mut self, part: &PartPlan) -> Result<PartOutcome> {
         remove_part_staging(self.out, part)?;
-        match part_state(self.out, part) {
+        match part_state(self.out, part, self.plan.has_attacks()) {
             PartState::Complete => return Ok(PartOutcome::Skipped),
             PartState::Missing => {}
             PartState::Corrupt(why) => self.report.notices.push(format!(
@@ -672,6 +699,7 @@ pub fn run_sweep(
         gpu: None,
         started: false,
         curves: Default::default(),
+        twins: Default::default(),
     };
     if backend.explicit() {
         backend.ensure(&mut notices)?;
@@ -692,6 +720,8 @@ pub fn run_sweep(
             manifest: None,
             notices,
             adapter: None,
+            twins_computed: 0,
+            oracle: None,
             wall_s: 0.0,
         },
     };
@@ -721,6 +751,27 @@ fn finish(
     report: &mut SweepReport,
 ) -> Result<()> {
     let mut manifest = build_manifest(spec, plan, parts, out, spec_json)?;
+    if plan.has_attacks() {
+        let n = spec.ledger_sample.unwrap_or(oracle::DEFAULT_LEDGER_SAMPLE);
+        let sample = oracle::sample_runs(plan, n, spec.seed);
+        let modelled = oracle::read_modelled(parts, out, &sample)?;
+        let found = oracle::check(plan, &modelled)?;
+        if let Some(first) = found.disagreements.first() {
+            return Err(Error::Solver {
+                problem: "ledger oracle".into(),
+                message: format!(
+                    "{} of {} sampled runs disagree with their ledger replay; run {}: {}. \
+                     No manifest was written",
+                    found.disagreements.len(),
+                    found.sample.len(),
+                    first.run,
+                    first.what
+                ),
+            });
+        }
+        report.oracle = Some(found.clone());
+        manifest.ledger_oracle = Some(found);
+    }
     manifest::sign(&mut manifest).map_err(|message| Error::Output {
         context: MANIFEST_NAME.into(),
         message,
@@ -796,8 +847,13 @@ fn write_part(
     let engine = engine_tag(&outputs.adapter, backend.precision);
     let part_no =
         u32::try_from(part.index).map_err(|_| Error::invalid("part", part.index, "< 2^32"))?;
+    let figures = if plan.has_attacks() {
+        Some(attack_figures(&runs, &outputs, market, backend, report)?)
+    } else {
+        None
+    };
     let runs_table = with_adapter(
-        tables::runs_table(part_no, &runs, &outputs, &engine)?,
+        tables::runs_table(part_no, &runs, &outputs, &engine, figures.as_deref())?,
         &outputs.adapter,
     )?;
     let hours_table = with_adapter(
@@ -820,6 +876,74 @@ fn write_part(
     report.runs_computed += part.runs as u64;
     report.adapter = Some(outputs.adapter);
     Ok(())
+}
+
+/// Most attack-free twins kept between parts (24 hour records each).
+const MAX_TWINS: usize = 1 << 16;
+
+/// The attack figures of a part's runs against their attack-free twins: the twins not yet
+/// computed by this invocation are negotiated in one batch on the same backend (one per
+/// distinct set of the non-attack values), then each run's attacked hour is compared with
+/// its twin's.
+fn attack_figures(
+    runs: &[PlannedRun],
+    outputs: &crate::engine::BatchOutputs,
+    market: &crate::market::Market,
+    backend: &mut Backend,
+    report: &mut SweepReport,
+) -> Result<Vec<AttackFigures>> {
+    let keys: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:?}", r.values.attack_free()))
+        .collect();
+    let mut missing: Vec<(String, RunValues)> = Vec::new();
+    for (r, key) in runs.iter().zip(&keys) {
+        if !backend.twins.contains_key(key) && !missing.iter().any(|(k, _)| k == key) {
+            missing.push((key.clone(), r.values.attack_free()));
+        }
+    }
+    if !missing.is_empty() {
+        let specs: Vec<_> = missing.iter().map(|(_, v)| v.run_spec()).collect();
+        let pcc_bus = missing[0].1.pcc_bus;
+        let cache = backend.curves.entry(pcc_bus).or_default();
+        let batch = Batch::from_market_cached(market, &specs, cache)?;
+        let free = run_batch(
+            &batch,
+            backend.choice,
+            backend.precision,
+            backend.gpu.as_ref(),
+        )?;
+        let h = free.hours;
+        // Bounds the host memory of a sweep whose twins are all distinct (a drawn load
+        // scale): they are then used once each, and dropping them changes no result.
+        if backend.twins.len() + missing.len() > MAX_TWINS {
+            backend.twins.clear();
+        }
+        for (k, (key, _)) in missing.into_iter().enumerate() {
+            backend
+                .twins
+                .insert(key, free.records[k * h..(k + 1) * h].to_vec());
+            report.twins_computed += 1;
+        }
+    }
+    let agents = if market.microgrid.config.enabled {
+        2
+    } else {
+        1
+    };
+    runs.iter()
+        .zip(&keys)
+        .enumerate()
+        .map(|(k, (r, key))| {
+            let hour = r.values.attack.map_or(0, |(a, _)| a.hour) as usize;
+            let twin = &backend.twins[key];
+            Ok(AttackFigures::of(
+                outputs.record(k, hour),
+                &twin[hour],
+                agents,
+            ))
+        })
+        .collect()
 }
 
 /// The manifest of a complete sweep, from what is on disk (so every process that finishes
@@ -889,6 +1013,7 @@ fn build_manifest(
         engines: engines.into_iter().collect(),
         adapters: adapters.into_iter().collect(),
         files,
+        ledger_oracle: None,
         integrity: None,
     })
 }

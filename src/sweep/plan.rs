@@ -11,11 +11,12 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::attack::{Attack, MAX_ATTACKS};
 use crate::engine::RunSpec;
 use crate::error::{Error, Result};
 use crate::market::Market;
 use crate::rci::RciSettings;
-use crate::sweep::spec::{Axis, Dimension, SweepSpec, Target, Value, apply};
+use crate::sweep::spec::{Axis, Dimension, RunAttack, SweepSpec, Target, Value, apply};
 
 /// The values one run is evaluated with (swept or taken from the base scenario).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,18 @@ pub struct RunValues {
     pub mg_load_scale: f64,
     /// The run's RCI settings.
     pub rci: RciSettings,
+    /// The run's attack (an attack sweep), with the key of its seeded draws.
+    pub attack: Option<(RunAttack, u64)>,
+}
+
+impl RunValues {
+    /// The same run without its attack: its attack-free twin.
+    pub fn attack_free(&self) -> RunValues {
+        RunValues {
+            attack: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// One run of the sweep.
@@ -46,15 +59,30 @@ pub struct PlannedRun {
 }
 
 impl PlannedRun {
-    /// The engine's description of the run (no trajectory, no attack).
+    /// The engine's description of the run (no trajectory; its attack in slot 0).
     pub fn run_spec(&self) -> RunSpec {
-        RunSpec {
-            load_scale: self.values.load_scale,
-            renewable_scale: self.values.renewable_scale,
-            mg_load_scale: self.values.mg_load_scale,
-            rci: self.values.rci.clone(),
+        self.values.run_spec()
+    }
+}
+
+impl RunValues {
+    /// The engine's description of a run with these values (no trajectory; the attack,
+    /// if any, in slot 0).
+    pub fn run_spec(&self) -> RunSpec {
+        let mut spec = RunSpec {
+            load_scale: self.load_scale,
+            renewable_scale: self.renewable_scale,
+            mg_load_scale: self.mg_load_scale,
+            rci: self.rci.clone(),
             ..RunSpec::default()
+        };
+        if let Some((a, key)) = &self.attack {
+            let mut slots = [crate::attack::AttackSlot::default(); MAX_ATTACKS];
+            slots[0] = a.slot(*key);
+            spec.attacks = slots;
+            spec.defence = a.defence;
         }
+        spec
     }
 }
 
@@ -100,6 +128,8 @@ pub struct SweepPlan {
     /// (pcc bus, first run, runs, market), in run order.
     groups: Vec<(usize, u64, u64, Market)>,
     runs_per_part: u64,
+    /// Every run carries an attack.
+    attacks: bool,
 }
 
 /// A uniform `f64` in `[0, 1)` from the top 53 bits of one `u64` (written out rather than
@@ -127,6 +157,7 @@ impl SweepSpec {
             renewable_scale: 1.0,
             mg_load_scale: 1.0,
             rci: self.base.rci.clone(),
+            attack: None,
         };
         let buses: Vec<usize> = match dims.iter().find(|d| d.target == Target::PccBus) {
             Some(Dimension {
@@ -157,6 +188,7 @@ impl SweepSpec {
             groups.push((bus, k as u64 * per_bus, per_bus, market));
         }
         Ok(SweepPlan {
+            attacks: self.parameters.attack.any(),
             seed: self.seed,
             samples: self.samples,
             total,
@@ -219,6 +251,11 @@ impl SweepPlan {
     /// Total runs.
     pub fn total_runs(&self) -> u64 {
         self.total
+    }
+
+    /// Whether this is an attack sweep (every run carries one attack).
+    pub fn has_attacks(&self) -> bool {
+        self.attacks
     }
 
     /// Uniform draws per grid point.
@@ -296,6 +333,7 @@ impl SweepPlan {
             rest /= n;
         }
         let mut rng = None::<ChaCha8Rng>;
+        let mut attack = RunAttack::default();
         for (d, &pick) in self.dims.iter().zip(&picks) {
             let value = match &d.axis {
                 Axis::Grid(v) => v[pick],
@@ -315,7 +353,11 @@ impl SweepPlan {
                 &mut values.rci,
                 &mut scales,
                 &mut values.pcc_bus,
+                &mut attack,
             );
+        }
+        if self.attacks {
+            values.attack = Some((attack, attack_key(self.seed, i)));
         }
         [
             values.load_scale,
@@ -328,6 +370,33 @@ impl SweepPlan {
             sample,
             values,
         }
+    }
+}
+
+/// Domain of the attack keys, ASCII "attack".
+const ATTACK_DOMAIN: u64 = 0x6174_7461_636b;
+
+/// The seed of run `i`'s attack draws (`uniform` and `sign` shapes): the first `u64` of
+/// stream `i` under the sweep seed XOR "attack", apart from the parameter draws.
+fn attack_key(seed: u64, i: u64) -> u64 {
+    stream(seed ^ ATTACK_DOMAIN, i).next_u64()
+}
+
+impl RunAttack {
+    /// The engine slot of this attack with the run's key.
+    pub fn slot(&self, key: u64) -> crate::attack::AttackSlot {
+        Attack {
+            variable: self.variable,
+            agent: self.agent,
+            hours: vec![self.hour],
+            first_iteration: self.first_iteration,
+            duration: (self.duration > 0).then_some(self.duration),
+            shape: self.shape,
+            size: self.size,
+            ramp_iterations: 10,
+            seed: 0,
+        }
+        .slot(0, key)
     }
 }
 

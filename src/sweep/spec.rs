@@ -14,12 +14,32 @@
 //! rci.kappa = { values = [0.001, 0.002] }
 //! pcc_bus = { values = [7, 8] }
 //! ```
+//!
+//! An attack sweep adds one false-data injection per run ([`crate::attack`]), swept like
+//! every other parameter (`attack.variable`, `attack.agent`, `attack.hour` and
+//! `attack.size` are required once any `attack.*` is given):
+//!
+//! ```toml
+//! [parameters]
+//! attack.variable = { values = ["price", "chi"] }
+//! attack.agent = { values = [1] }            # 0 = the smart grid, 1 = the microgrid
+//! attack.hour = { values = [10] }            # the one attacked hour, 0..=23
+//! attack.first_iteration = { values = [0, 5] }
+//! attack.duration = { values = [0] }         # 0 (or absent): to the end
+//! attack.size = { uniform = [-20.0, 20.0] }  # c, in the variable's unit
+//! attack.shape = { values = ["constant", "sign"] }
+//! attack.defence = { values = ["undefended", "defended"] }
+//! ```
+//!
+//! and, at the top level, `ledger_sample = 100`: the defended runs its ledger oracle
+//! replays ([`crate::sweep::oracle`]; 0 for none).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{self, AttackShape, AttackVariable, Defence};
 use crate::error::{Error, Result};
 use crate::rci::{RciSettings, StepRule};
 use crate::scenario::Scenario;
@@ -118,6 +138,53 @@ pub struct Parameters {
     pub mg_load_scale: Option<RealParam>,
     /// RCI settings.
     pub rci: RciParameters,
+    /// One false-data injection per run ([`crate::attack`]); absent: no attack.
+    #[serde(skip_serializing_if = "AttackParameters::is_none")]
+    pub attack: AttackParameters,
+}
+
+/// The attack a sweep run carries (`[parameters.attack]` or `attack.size = ...`): one slot
+/// on one hour, seeded from the run ([`crate::sweep::plan`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttackParameters {
+    /// The altered value: `chi`, `price`, `power`, `dual_upper`, `dual_lower`, `slope`,
+    /// `gap` (grid only; required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable: Option<GridParam<AttackVariable>>,
+    /// The target agent, 0 = the smart grid, 1 = the microgrid (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<IntParam>,
+    /// The attacked hour, 0..=23 (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hour: Option<IntParam>,
+    /// First attacked message iteration, 0..=10000000 (default 0: the starting messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_iteration: Option<IntParam>,
+    /// Attacked iterations, 0..=10000000; 0 (the default): to the end of the negotiation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<IntParam>,
+    /// The size of `c`, in the variable's unit, [-1e9, 1e9] (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<RealParam>,
+    /// How `c` evolves: `constant` (default), `ramp`, `uniform`, `sign` (grid only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<GridParam<AttackShape>>,
+    /// `undefended` (default) or `defended` (grid only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defence: Option<GridParam<Defence>>,
+}
+
+impl AttackParameters {
+    /// Whether any `attack.*` parameter is given (the sweep is an attack sweep).
+    pub fn any(&self) -> bool {
+        *self != AttackParameters::default()
+    }
+
+    /// No `attack.*` parameter (a sweep without attacks serializes as it always did).
+    fn is_none(&self) -> bool {
+        !self.any()
+    }
 }
 
 fn default_runs_per_part() -> u64 {
@@ -141,6 +208,7 @@ struct SweepFile {
     base_config: Option<PathBuf>,
     #[serde(default)]
     parameters: Parameters,
+    ledger_sample: Option<u64>,
 }
 
 /// A parsed and validated sweep. Its serialized form (JSON) is the sweep's identity: a
@@ -157,6 +225,10 @@ pub struct SweepSpec {
     pub base: Scenario,
     /// The parameters varied.
     pub parameters: Parameters,
+    /// An attack sweep's defended runs replayed through the ledger by its oracle
+    /// ([`crate::sweep::oracle`]), 0..=1000000; absent: 100 (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_sample: Option<u64>,
     /// The file the spec was read from, for messages and the manifest.
     #[serde(skip)]
     pub source: PathBuf,
@@ -205,6 +277,7 @@ impl SweepSpec {
             samples: file.samples,
             base,
             parameters: file.parameters,
+            ledger_sample: file.ledger_sample,
             source: path.to_path_buf(),
             text: text.to_string(),
         };
@@ -224,6 +297,39 @@ impl SweepSpec {
                 "absent while base.microgrid.enabled = false (with no microgrid there is no \
                  PCC to move)",
             ));
+        }
+        let a = &self.parameters.attack;
+        if a.any() {
+            for (field, given) in [
+                ("parameters.attack.variable", a.variable.is_some()),
+                ("parameters.attack.agent", a.agent.is_some()),
+                ("parameters.attack.hour", a.hour.is_some()),
+                ("parameters.attack.size", a.size.is_some()),
+            ] {
+                if !given {
+                    return Err(Error::invalid(
+                        field,
+                        "absent",
+                        "given whenever any attack.* parameter is (values = [...])",
+                    ));
+                }
+            }
+        }
+        if let Some(n) = self.ledger_sample {
+            if !a.any() {
+                return Err(Error::invalid(
+                    "ledger_sample",
+                    n,
+                    "absent in a sweep without attack.* parameters (the oracle replays attacked runs)",
+                ));
+            }
+            if n > crate::sweep::oracle::MAX_LEDGER_SAMPLE {
+                return Err(Error::invalid(
+                    "ledger_sample",
+                    n,
+                    format!("0..={}", crate::sweep::oracle::MAX_LEDGER_SAMPLE),
+                ));
+            }
         }
         if !(1..=MAX_RUNS_PER_PART).contains(&self.runs_per_part) {
             return Err(Error::invalid(
@@ -370,7 +476,108 @@ impl SweepSpec {
         if let Some(param) = &p.rci.max_iterations {
             dims.push(self.int_dimension(param)?);
         }
+        self.attack_dimensions(&mut dims)?;
         Ok(dims)
+    }
+
+    /// The `attack.*` dimensions, after every other one (in the order of
+    /// [`AttackParameters`]' fields).
+    fn attack_dimensions(&self, dims: &mut Vec<Dimension>) -> Result<()> {
+        let a = &self.parameters.attack;
+        if let Some(g) = &a.variable {
+            let field = "parameters.attack.variable";
+            check_grid(&format!("{field}.values"), &g.values)?;
+            dims.push(Dimension {
+                target: Target::AttackVariable,
+                field,
+                axis: Axis::Grid(g.values.iter().map(|&v| Value::Variable(v)).collect()),
+            });
+        }
+        let agents: u32 = if self.base.microgrid.enabled { 2 } else { 1 };
+        let ints = [
+            (
+                Target::AttackAgent,
+                "parameters.attack.agent",
+                &a.agent,
+                agents - 1,
+                "(0 = the smart grid, 1 = the microgrid, when enabled)",
+            ),
+            (
+                Target::AttackHour,
+                "parameters.attack.hour",
+                &a.hour,
+                23,
+                "(an hour of the day)",
+            ),
+            (
+                Target::AttackFirst,
+                "parameters.attack.first_iteration",
+                &a.first_iteration,
+                attack::MAX_ITERATION,
+                "(a message iteration, 0 = the starting messages)",
+            ),
+            (
+                Target::AttackDuration,
+                "parameters.attack.duration",
+                &a.duration,
+                attack::MAX_ITERATION,
+                "(iterations; 0 = to the end of the negotiation)",
+            ),
+        ];
+        for (target, field, param, max, what) in ints {
+            let Some(param) = param else { continue };
+            let check = |sub: String, v: u32| {
+                if v <= max {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(sub, v, format!("0..={max} {what}")))
+                }
+            };
+            let axis = match (&param.values, &param.uniform) {
+                (Some(values), None) => {
+                    check_grid(&format!("{field}.values"), values)?;
+                    for (k, &v) in values.iter().enumerate() {
+                        check(format!("{field}.values[{k}]"), v)?;
+                    }
+                    Axis::Grid(values.iter().map(|&v| Value::U32(v)).collect())
+                }
+                (None, Some(bounds)) => {
+                    for (k, &v) in bounds.iter().enumerate().take(2) {
+                        check(format!("{field}.uniform[{k}]"), v)?;
+                    }
+                    let [lo, hi] = uniform_pair(field, bounds)?;
+                    Axis::UniformInt(lo, hi)
+                }
+                _ => return Err(one_of(field)),
+            };
+            dims.push(Dimension {
+                target,
+                field,
+                axis,
+            });
+        }
+        if let Some(param) = &a.size {
+            dims.push(self.real_dimension(Target::AttackSize, "parameters.attack.size", param)?);
+        }
+        if let Some(g) = &a.shape {
+            let field = "parameters.attack.shape";
+            check_grid(&format!("{field}.values"), &g.values)?;
+            dims.push(Dimension {
+                target: Target::AttackShape,
+                field,
+                axis: Axis::Grid(g.values.iter().map(|&v| Value::Shape(v)).collect()),
+            });
+        }
+        if let Some(g) = &a.defence {
+            let field = "parameters.attack.defence";
+            check_grid(&format!("{field}.values"), &g.values)?;
+            dims.push(Dimension {
+                target: Target::AttackDefence,
+                field,
+                axis: Axis::Grid(g.values.iter().map(|&v| Value::Defence(v)).collect()),
+            });
+        }
+        Ok(())
     }
 
     fn real_dimension(
@@ -454,6 +661,14 @@ impl SweepSpec {
         };
         let mut rci = self.base.rci.clone();
         match target {
+            Target::AttackSize => {
+                return crate::error::Bounds::closed(
+                    -attack::MAX_SIZE,
+                    attack::MAX_SIZE,
+                    "(the variable's unit)",
+                )
+                .check("", v);
+            }
             Target::LoadScale => return scale(false),
             Target::RenewableScale | Target::MgLoadScale => return scale(true),
             Target::Chi => rci.chi = v,
@@ -462,7 +677,7 @@ impl SweepSpec {
             Target::PriceTol => rci.price_tol = v,
             Target::PowerTol => rci.power_tol = v,
             Target::BalanceTol => rci.balance_tol = v,
-            Target::PccBus | Target::StepRule | Target::MaxIterations => {}
+            _ => {}
         }
         // The base settings are valid (checked first), so a failure is this value's.
         rci.validate()
@@ -527,6 +742,14 @@ pub(crate) enum Target {
     PowerTol,
     BalanceTol,
     MaxIterations,
+    AttackVariable,
+    AttackAgent,
+    AttackHour,
+    AttackFirst,
+    AttackDuration,
+    AttackSize,
+    AttackShape,
+    AttackDefence,
 }
 
 /// One value a dimension can take.
@@ -536,6 +759,9 @@ pub(crate) enum Value {
     U32(u32),
     StepRule(StepRule),
     Bus(usize),
+    Variable(AttackVariable),
+    Shape(AttackShape),
+    Defence(Defence),
 }
 
 /// How a dimension varies.
@@ -568,6 +794,42 @@ pub(crate) struct Dimension {
     pub(crate) axis: Axis,
 }
 
+/// The attack of one sweep run (before it becomes an engine slot).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunAttack {
+    /// The altered value.
+    pub variable: AttackVariable,
+    /// The target agent.
+    pub agent: u32,
+    /// The attacked hour.
+    pub hour: u32,
+    /// First attacked message iteration.
+    pub first_iteration: u32,
+    /// Attacked iterations; 0: to the end.
+    pub duration: u32,
+    /// The size of `c`.
+    pub size: f64,
+    /// How `c` evolves.
+    pub shape: AttackShape,
+    /// Whether the ledger defends the messages.
+    pub defence: Defence,
+}
+
+impl Default for RunAttack {
+    fn default() -> Self {
+        RunAttack {
+            variable: AttackVariable::Price,
+            agent: 0,
+            hour: 0,
+            first_iteration: 0,
+            duration: 0,
+            size: 0.0,
+            shape: AttackShape::Constant,
+            defence: Defence::Undefended,
+        }
+    }
+}
+
 /// Sets `value` into the run's settings.
 pub(crate) fn apply(
     target: Target,
@@ -575,8 +837,17 @@ pub(crate) fn apply(
     rci: &mut RciSettings,
     scales: &mut [f64; 3],
     pcc_bus: &mut usize,
+    attack: &mut RunAttack,
 ) {
     match (target, value) {
+        (Target::AttackVariable, Value::Variable(v)) => attack.variable = v,
+        (Target::AttackAgent, Value::U32(v)) => attack.agent = v,
+        (Target::AttackHour, Value::U32(v)) => attack.hour = v,
+        (Target::AttackFirst, Value::U32(v)) => attack.first_iteration = v,
+        (Target::AttackDuration, Value::U32(v)) => attack.duration = v,
+        (Target::AttackSize, Value::F64(v)) => attack.size = v,
+        (Target::AttackShape, Value::Shape(v)) => attack.shape = v,
+        (Target::AttackDefence, Value::Defence(v)) => attack.defence = v,
         (Target::PccBus, Value::Bus(b)) => *pcc_bus = b,
         (Target::LoadScale, Value::F64(v)) => scales[0] = v,
         (Target::RenewableScale, Value::F64(v)) => scales[1] = v,

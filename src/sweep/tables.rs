@@ -193,6 +193,116 @@ const RUNS_COLUMNS: [(&str, DataType, &str, &str); 27] = [
     ),
 ];
 
+/// `(name, type, unit, description)` of the columns an attack sweep's `runs` table adds
+/// after [`RUNS_COLUMNS`]: the run's attack, then its outcome in the attacked hour against
+/// the attack-free twin (the same run without the attack).
+const ATTACK_COLUMNS: [(&str, DataType, &str, &str); 18] = [
+    (
+        "attack_variable",
+        DataType::Utf8,
+        "",
+        "attacked value: chi, price, power, dual_upper, dual_lower, slope or gap",
+    ),
+    (
+        "attack_agent",
+        DataType::UInt32,
+        "",
+        "target agent: 0 = the smart grid, 1 = the microgrid",
+    ),
+    ("attack_hour", DataType::UInt32, "h", "the attacked hour"),
+    (
+        "attack_first_iteration",
+        DataType::UInt32,
+        "",
+        "first attacked message iteration",
+    ),
+    (
+        "attack_duration",
+        DataType::UInt32,
+        "",
+        "attacked iterations; 0 = to the end of the negotiation",
+    ),
+    (
+        "attack_size",
+        DataType::Float64,
+        "unit of the variable",
+        "size of the injected c",
+    ),
+    (
+        "attack_shape",
+        DataType::Utf8,
+        "",
+        "how c evolves: constant, ramp, uniform or sign",
+    ),
+    (
+        "attack_defence",
+        DataType::Utf8,
+        "",
+        "undefended or defended (the ledger rejects every altered message)",
+    ),
+    (
+        "attack_converged",
+        DataType::Boolean,
+        "",
+        "the attacked hour's negotiation met every stop rule",
+    ),
+    (
+        "attack_iterations",
+        DataType::UInt32,
+        "",
+        "RCI iterations of the attacked hour",
+    ),
+    (
+        "attack_tampered",
+        DataType::UInt32,
+        "",
+        "messages of the attacked hour the attack altered (at least one bit)",
+    ),
+    (
+        "attack_rejected",
+        DataType::UInt32,
+        "",
+        "altered messages the ledger rejected (all when defended, none otherwise)",
+    ),
+    (
+        "free_iterations",
+        DataType::UInt32,
+        "",
+        "RCI iterations of the attacked hour without the attack",
+    ),
+    (
+        "free_converged",
+        DataType::Boolean,
+        "",
+        "the attacked hour converged without the attack",
+    ),
+    (
+        "deviation",
+        DataType::Float64,
+        "$/MWh or MW",
+        "max of |price - price_free| and, over agents, |power - power_free| in the attacked \
+         hour (price: the market price); +inf when a value is not finite",
+    ),
+    (
+        "deviation_rel",
+        DataType::Float64,
+        "",
+        "the same maximum with each term divided by max(|free value|, 1)",
+    ),
+    (
+        "price_bias",
+        DataType::Float64,
+        "$/MWh",
+        "market price minus the attack-free market price, attacked hour",
+    ),
+    (
+        "money_moved",
+        DataType::Float64,
+        "$/h",
+        "price x exchange_mw minus the attack-free price x exchange_mw, attacked hour",
+    ),
+];
+
 /// `(name, type, unit, description)` of every `run_hours` column, in order.
 const RUN_HOURS_COLUMNS: [(&str, DataType, &str, &str); 12] = [
     ("run", DataType::UInt64, "", "global run index"),
@@ -271,6 +381,26 @@ fn schema_of(columns: &[(&str, DataType, &str, &str)]) -> Schema {
 /// Schema of the `runs` table (without the engine metadata a written file carries).
 pub fn runs_schema() -> SchemaRef {
     Arc::new(schema_of(&RUNS_COLUMNS))
+}
+
+/// Schema of an attack sweep's `runs` table: [`runs_schema`]'s columns, then the attack
+/// columns (see [`AttackFigures`]).
+pub fn attack_runs_schema() -> SchemaRef {
+    let columns: Vec<_> = RUNS_COLUMNS
+        .iter()
+        .chain(&ATTACK_COLUMNS)
+        .cloned()
+        .collect();
+    Arc::new(schema_of(&columns))
+}
+
+/// The `runs` schema of a sweep with (`attacks`) or without attacks.
+pub fn runs_schema_for(attacks: bool) -> SchemaRef {
+    if attacks {
+        attack_runs_schema()
+    } else {
+        runs_schema()
+    }
 }
 
 /// Schema of the `run_hours` table (without the engine metadata a written file carries).
@@ -358,12 +488,96 @@ fn day_figures(hours: &[HourRecord]) -> DayFigures {
     f
 }
 
-/// The `runs` rows of one part: `runs[k]` is batch run `k` of `outputs`.
+/// The outcome of an attacked run in its attacked hour, against its attack-free twin (the
+/// values of the attack columns after the parameters).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttackFigures {
+    /// The attacked hour converged.
+    pub converged: bool,
+    /// Its iterations.
+    pub iterations: u32,
+    /// Messages altered.
+    pub tampered: u32,
+    /// Altered messages rejected.
+    pub rejected: u32,
+    /// The twin's iterations in that hour.
+    pub free_iterations: u32,
+    /// The twin converged in that hour.
+    pub free_converged: bool,
+    /// max(|price - price_free|, max over agents |power - power_free|); +inf when a value
+    /// is not finite.
+    pub deviation: f64,
+    /// The same with each term relative to max(|free value|, 1).
+    pub deviation_rel: f64,
+    /// price - price_free, $/MWh.
+    pub price_bias: f64,
+    /// price x exchange - price_free x exchange_free, $/h.
+    pub money_moved: f64,
+}
+
+impl AttackFigures {
+    /// The figures of the attacked hour's record `attacked` against the twin's `free`, for
+    /// `agents` agents.
+    pub fn of(attacked: &HourRecord, free: &HourRecord, agents: usize) -> Self {
+        let terms = std::iter::once((attacked.price, free.price)).chain(
+            attacked.agent_power[..agents]
+                .iter()
+                .copied()
+                .zip(free.agent_power[..agents].iter().copied()),
+        );
+        let (mut deviation, mut deviation_rel) = (0.0_f64, 0.0_f64);
+        for (x, x_free) in terms {
+            let d = (x - x_free).abs();
+            // `f64::max` would drop a NaN: a diverged value is an infinite deviation.
+            if !d.is_finite() {
+                (deviation, deviation_rel) = (f64::INFINITY, f64::INFINITY);
+                break;
+            }
+            deviation = deviation.max(d);
+            deviation_rel = deviation_rel.max(d / x_free.abs().max(1.0));
+        }
+        AttackFigures {
+            converged: attacked.converged,
+            iterations: attacked.iterations,
+            tampered: attacked.tampered,
+            rejected: attacked.rejected,
+            free_iterations: free.iterations,
+            free_converged: free.converged,
+            deviation,
+            deviation_rel,
+            price_bias: attacked.price - free.price,
+            money_moved: attacked.price * attacked.exchange_mw - free.price * free.exchange_mw,
+        }
+    }
+}
+
+/// The name of an attack shape (the TOML spelling).
+pub fn shape_name(shape: crate::attack::AttackShape) -> &'static str {
+    use crate::attack::AttackShape;
+    match shape {
+        AttackShape::Constant => "constant",
+        AttackShape::Ramp => "ramp",
+        AttackShape::Uniform => "uniform",
+        AttackShape::Sign => "sign",
+    }
+}
+
+/// The name of a defence mode (the TOML spelling).
+pub fn defence_name(defence: crate::attack::Defence) -> &'static str {
+    match defence {
+        crate::attack::Defence::Undefended => "undefended",
+        crate::attack::Defence::Defended => "defended",
+    }
+}
+
+/// The `runs` rows of one part: `runs[k]` is batch run `k` of `outputs`; an attack
+/// sweep's rows carry `attacks[k]`, the figures of run `k` (see [`attack_runs_schema`]).
 pub fn runs_table(
     part: u32,
     runs: &[PlannedRun],
     outputs: &BatchOutputs,
     engine: &str,
+    attacks: Option<&[AttackFigures]>,
 ) -> Result<RecordBatch> {
     check_sizes(runs, outputs)?;
     let h = outputs.hours;
@@ -384,7 +598,7 @@ pub fn runs_table(
         .collect();
     let v = |g: fn(&PlannedRun) -> f64| f64s(runs.iter().map(g));
     let d = |g: fn(&DayFigures) -> f64| f64s(days.iter().map(g));
-    let arrays: Vec<ArrayRef> = vec![
+    let mut arrays: Vec<ArrayRef> = vec![
         u64s(runs.iter().map(|r| r.run)),
         u32s(runs.iter().map(|_| part)),
         u64s(runs.iter().map(|r| r.grid_point)),
@@ -416,7 +630,52 @@ pub fn runs_table(
         d(|f| f.max_abs_balance),
         Arc::new(StringArray::from_iter_values(heads)),
     ];
-    RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
+    let Some(figures) = attacks else {
+        return RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
+            .map_err(output_err("runs table"));
+    };
+    let params: Vec<crate::sweep::spec::RunAttack> = runs
+        .iter()
+        .map(|r| r.values.attack.map(|(a, _)| a))
+        .collect::<Option<_>>()
+        .filter(|p: &Vec<_>| p.len() == figures.len())
+        .ok_or_else(|| Error::Output {
+            context: "runs table".into(),
+            message: "an attack sweep's part without an attack or its figures for every run".into(),
+        })?;
+    let a = |g: fn(&AttackFigures) -> f64| f64s(figures.iter().map(g));
+    let bools = |g: fn(&AttackFigures) -> bool| -> ArrayRef {
+        Arc::new(BooleanArray::from(
+            figures.iter().map(g).collect::<Vec<bool>>(),
+        ))
+    };
+    arrays.extend([
+        Arc::new(StringArray::from_iter_values(
+            params.iter().map(|p| p.variable.name()),
+        )) as ArrayRef,
+        u32s(params.iter().map(|p| p.agent)),
+        u32s(params.iter().map(|p| p.hour)),
+        u32s(params.iter().map(|p| p.first_iteration)),
+        u32s(params.iter().map(|p| p.duration)),
+        f64s(params.iter().map(|p| p.size)),
+        Arc::new(StringArray::from_iter_values(
+            params.iter().map(|p| shape_name(p.shape)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            params.iter().map(|p| defence_name(p.defence)),
+        )),
+        bools(|f| f.converged),
+        u32s(figures.iter().map(|f| f.iterations)),
+        u32s(figures.iter().map(|f| f.tampered)),
+        u32s(figures.iter().map(|f| f.rejected)),
+        u32s(figures.iter().map(|f| f.free_iterations)),
+        bools(|f| f.free_converged),
+        a(|f| f.deviation),
+        a(|f| f.deviation_rel),
+        a(|f| f.price_bias),
+        a(|f| f.money_moved),
+    ]);
+    RecordBatch::try_new(with_engine(attack_runs_schema(), engine), arrays)
         .map_err(output_err("runs table"))
 }
 
@@ -471,7 +730,7 @@ mod tests {
 
     #[test]
     fn schemas_have_unique_documented_columns() {
-        for schema in [runs_schema(), run_hours_schema()] {
+        for schema in [runs_schema(), attack_runs_schema(), run_hours_schema()] {
             let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             let n = names.len();
             names.sort_unstable();
