@@ -920,7 +920,7 @@ fn assert_equal_but_counts(a: &[HourRecord], b: &[HourRecord]) {
             .map(|x| HourRecord {
                 tampered: 0,
                 rejected: 0,
-                ..x.clone()
+                ..*x
             })
             .collect()
     };
