@@ -288,20 +288,27 @@ fn compare(b: &Batch, reference: &[HourRecord], got: &[HourRecord]) -> Diff {
     d
 }
 
-#[test]
-fn rayon_backend_is_the_reference() {
-    let b = batch(1, RUNS, Tolerances::Tight);
+/// The plain reference of `b`, checked bit for bit against the rayon backend (timings
+/// printed under `label`).
+fn rayon_is_the_reference(b: &Batch, label: &str) -> Vec<HourRecord> {
     let t = Instant::now();
-    let reference = reference(&b);
+    let reference = reference(b);
     let ref_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let out = run_cpu(&b).expect("rayon");
+    let out = run_cpu(b).expect("rayon");
     eprintln!(
-        "reference {ref_s:.2} s, rayon {:.2} s for {} runs",
+        "{label}reference {ref_s:.2} s, rayon {:.2} s for {} runs",
         t.elapsed().as_secs_f64(),
         b.runs()
     );
     assert_bitwise_equal(&out.records, &reference);
+    reference
+}
+
+#[test]
+fn rayon_backend_is_the_reference() {
+    let b = batch(1, RUNS, Tolerances::Tight);
+    let reference = rayon_is_the_reference(&b, "");
     let conv = reference.iter().filter(|r| r.converged).count();
     let div = reference.iter().filter(|r| diverged(r)).count();
     // The batch really mixes converged, capped and diverged hours.
@@ -897,18 +904,7 @@ fn batch_of(runs: &[RunSpec]) -> Batch {
 #[test]
 fn attacked_rayon_backend_is_the_reference() {
     let runs = attacked_runs(21, ATTACKED_RUNS, Tolerances::Tight);
-    let b = batch_of(&runs);
-    let t = Instant::now();
-    let reference = reference(&b);
-    let ref_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let out = run_cpu(&b).expect("rayon");
-    eprintln!(
-        "attacked: reference {ref_s:.2} s, rayon {:.2} s for {} runs",
-        t.elapsed().as_secs_f64(),
-        b.runs()
-    );
-    assert_bitwise_equal(&out.records, &reference);
+    let reference = rayon_is_the_reference(&batch_of(&runs), "attacked: ");
     let clean = run_cpu(&batch_of(&without_attacks(&runs))).expect("rayon");
     assert_attacks_bite(&runs, &reference, &clean.records);
 }
