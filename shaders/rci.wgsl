@@ -1,15 +1,20 @@
 // The RCI negotiation of one market hour of one run per invocation: the WGSL twin of
-// `rci::negotiate`, the loop of `rci::step` (src/rci.rs), evaluated over the flat batch of
-// src/engine/batch.rs.
+// `rci::negotiate_attacked`, the loop of `rci::step` (src/rci.rs), evaluated over the flat
+// batch of src/engine/batch.rs, with the false-data injections of src/attack.rs.
 //
 // One source serves both precisions: the host prepends
 //   alias real = f32;   or   alias real = f64;
-// plus the constants DIVERGENCE_LIMIT, MAX_AGENTS, MAX_UNITS, MAX_POINTS and WORKGROUP_SIZE, and
-// the codes of the step rule (STEP_*), the power update (UPDATE_*) and the dual update
-// (DUAL_*), the agent flags (SCALE_*), the markers NO_TRAJECTORY and NO_HOURLY and the
-// pool's UNIT_STRIDE, all generated from the Rust definitions (see `engine::gpu::shader_source`). The f64 variant may only use + - * / fma sqrt min max abs
-// clamp select: Mesa's lavapipe returns garbage for f64 transcendentals (wgpu issue 6087),
-// and a unit test scans the generated source for them.
+// plus the constants DIVERGENCE_LIMIT, MAX_AGENTS, MAX_UNITS, MAX_POINTS, MAX_ATTACKS,
+// DAY_HOURS and WORKGROUP_SIZE, and the codes of the step rule (STEP_*), the power update
+// (UPDATE_*), the dual update (DUAL_*), the start price (START_*), the attacked variable
+// (ATTACK_*), the attack shape (SHAPE_*), the defence (DEFENCE_*), the kernel's faults
+// (FAULT_*), the agent flags (SCALE_*), the markers NO_TRAJECTORY and NO_HOURLY and the
+// pool's UNIT_STRIDE, all generated from the Rust definitions (see
+// `engine::gpu::shader_source`). Every test of a code ends in a failing default (`fail`):
+// an unknown code stops the invocation and the host reports it, never runs as another
+// code. The f64 variant may only use + - * / fma sqrt min max abs clamp select: Mesa's
+// lavapipe returns garbage for f64 transcendentals (wgpu issue 6087), and a unit test
+// scans the generated source for them.
 //
 // Invocation ordering: invocation `item` of the 2-D dispatch handles run `item / hours`
 // and hour `item % hours` of the chunk, so the hours of a run sit side by side in a
@@ -17,8 +22,14 @@
 // `max_iterations` iterations and leaves it when its stop rules hold; the order of every
 // floating-point operation follows the CPU reference.
 //
+// Attacks: an hour with an undefended active slot runs `rci::step_views` (each agent on its
+// own view of the messages, with its own Newton memory); every other hour runs the
+// attack-free `rci::step_shared`, which an attack-free hour runs without any per-view work
+// and a defended hour runs plus the count of the altered (rejected) messages.
+//
 // Infinities do not exist in WGSL, so the Newton price bracket [lo, hi] of the reference
-// (initially [-inf, inf]) is carried as values plus "set" flags.
+// (initially [-inf, inf]), the step memory (initially inf) and a missing Newton gap (inf)
+// are carried as values plus "set" flags.
 
 struct Params {
     // (run, hour) pairs in this chunk.
@@ -59,6 +70,9 @@ struct RunParams {
     hourly_offset: u32,
     // START_COMMON or START_OWN_MARGINAL.
     start_price: u32,
+    // DEFENCE_UNDEFENDED or DEFENCE_DEFENDED.
+    defence: u32,
+    _pad: u32,
 }
 
 // Mirror of `engine::gpu::HourIn*` (`engine::HourInput`): one hour of a run with per-hour
@@ -76,15 +90,22 @@ struct HourIn {
     _pad: u32,
 }
 
-// Mirror of `engine::gpu::AttackSlot*`; kind 0 = no attack (the only kind for now).
+// Mirror of `engine::gpu::AttackSlot*` (`attack::AttackSlot`): MAX_ATTACKS per run.
 struct AttackSlot {
-    kind: u32,
-    hour: u32,
-    first_iteration: u32,
-    last_iteration: u32,
-    target_agent: u32,
-    _pad: u32,
-    magnitude: real,
+    // ATTACK_* code; ATTACK_NONE: an empty slot.
+    variable: u32,
+    agent: u32,
+    // Attacked hours, bit h for hour h.
+    hours: u32,
+    // Attacked message iterations first..=last.
+    first: u32,
+    last: u32,
+    // SHAPE_* code.
+    shape: u32,
+    ramp_iterations: u32,
+    // Key of the seeded draws.
+    key: u32,
+    size: real,
 }
 
 // Mirror of `engine::gpu::AgentSlot*`: an agent of an hour of a curve set.
@@ -115,6 +136,12 @@ struct HourOut {
     cost: array<real, MAX_AGENTS>,
     iterations: u32,
     converged: u32,
+    // Messages an attack altered, and those the ledger rejected.
+    tampered: u32,
+    rejected: u32,
+    // FAULT_* of an unknown code met (0: none), and the code.
+    fault: u32,
+    fault_code: u32,
 }
 
 // NO_TRAJECTORY, NO_HOURLY, SCALE_RENEWABLES, SCALE_LOAD and UNIT_STRIDE come from the
@@ -364,11 +391,12 @@ fn cost_at_export(a: u32, x: real) -> real {
     return cc(a, k) + (x - ce(a, k)) * 0.5 * (cp(a, k) + p);
 }
 
-// rci::newton_kappa, with the bracket's "finite" tests as flags.
+// rci::newton_kappa, with the bracket's "finite" tests and the gap's presence as flags.
 fn newton_kappa(
     mismatch: real,
     mean_price: real,
     slope: real,
+    has_flat: bool,
     flat_distance: real,
     lo: real,
     hi: real,
@@ -383,9 +411,10 @@ fn newton_kappa(
         return newton;
     }
     let balanced = abs(mismatch) <= rp.balance_tol;
-    // On a flat stretch: step to the nearest breakpoint (flat_distance < 0: none).
+    // On a flat stretch: step to the nearest breakpoint (has_flat: there is one; an
+    // attacked gap may be negative).
     var kappa = newton;
-    if flat_distance >= 0.0 && slope < rp.slope_floor && !balanced {
+    if has_flat && slope < rp.slope_floor && !balanced {
         kappa = flat_distance / abs(mismatch);
     }
     let target_price = mean_price - kappa * mismatch;
@@ -484,12 +513,477 @@ fn lowest_price_reaching(a: u32, x: real) -> LimitPrice {
     return LimitPrice(cp(a, k - 1u) + t * (cp(a, k) - cp(a, k - 1u)), false);
 }
 
-fn record(offset: u32, hour_base: u32, k: u32, n: u32, i: u32, price: real, power: real, du: real, dl: real) {
+fn record(offset: u32, hour_base: u32, k: u32, n: u32, i: u32, st: AgentState) {
     let o = offset + ((hour_base + k) * n + i) * 4u;
-    trajectory[o] = price;
-    trajectory[o + 1u] = power;
-    trajectory[o + 2u] = du;
-    trajectory[o + 3u] = dl;
+    trajectory[o] = st.price;
+    trajectory[o + 1u] = st.power;
+    trajectory[o + 2u] = st.du;
+    trajectory[o + 3u] = st.dl;
+}
+
+// The first unknown code met (FAULT_* and the code); the invocation stops and the host
+// turns it into an error.
+var<private> fault: u32;
+var<private> fault_code: u32;
+
+fn fail(what: u32, code: u32) {
+    if fault == 0u {
+        fault = what;
+        fault_code = code;
+    }
+}
+
+// ---- Attacks (src/attack.rs) ----
+
+// The run's slots and the hour's bit in their `hours` masks (0 past the day).
+var<private> run_slots: array<AttackSlot, MAX_ATTACKS>;
+var<private> hour_bit: u32;
+var<private> attack_hour: u32;
+
+// attack::hash32 (Wellons' lowbias32; u32 multiplication wraps in WGSL).
+fn hash32(x0: u32) -> u32 {
+    var x = x0;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// attack::unit_draw: 24 random bits, exact in f32 and f64.
+fn unit_draw(key: u32, hour: u32, m: u32) -> real {
+    let h = hash32(hash32(key ^ hash32(hour)) ^ m);
+    return real(h >> 8u) / real(16777216.0);
+}
+
+// AttackSlot::offset: the injected c of iteration m.
+fn offset(s: AttackSlot, m: u32) -> real {
+    var c = real(0.0);
+    switch s.shape {
+        case SHAPE_CONSTANT: {
+            c = s.size;
+        }
+        case SHAPE_RAMP: {
+            let step = real(m - s.first) + 1.0;
+            c = s.size * min(step / real(s.ramp_iterations), real(1.0));
+        }
+        case SHAPE_UNIFORM: {
+            c = s.size * (2.0 * unit_draw(s.key, attack_hour, m) - 1.0);
+        }
+        case SHAPE_SIGN: {
+            c = select(s.size, -s.size, unit_draw(s.key, attack_hour, m) < 0.5);
+        }
+        default: {
+            fail(FAULT_ATTACK_SHAPE, s.shape);
+        }
+    }
+    return c;
+}
+
+// The slots' activity (AttackSlot::hits but for the variable and agent) and injected c
+// in message iteration m, prepared once per iteration (`prepare`) at index m % 2: an
+// iteration reads the messages of m - 1 and m. Precomputed rather than evaluated in every
+// `seen`: the views call it many times per iteration.
+var<private> slot_on: array<array<bool, MAX_ATTACKS>, 2>;
+var<private> slot_c: array<array<real, MAX_ATTACKS>, 2>;
+
+fn prepare(m: u32) {
+    let p = m & 1u;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        let s = run_slots[k];
+        let on = s.variable != ATTACK_NONE && (s.hours & hour_bit) != 0u && m >= s.first
+            && m <= s.last;
+        slot_on[p][k] = on;
+        slot_c[p][k] = real(0.0);
+        if on {
+            slot_c[p][k] = offset(s, m);
+        }
+    }
+}
+
+// Whether slot k alters `variable` of `agent`'s message m (prepared).
+fn slot_hits(k: u32, variable: u32, agent: u32, m: u32) -> bool {
+    return slot_on[m & 1u][k] & (run_slots[k].variable == variable) & (run_slots[k].agent == agent);
+}
+
+// HourAttacks::seen: `value` of `agent`'s message m as the receivers see it (every
+// active slot's c added in slot order).
+fn seen(variable: u32, agent: u32, m: u32, value: real) -> real {
+    var v = value;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        v = select(v, v + slot_c[m & 1u][k], slot_hits(k, variable, agent, m));
+    }
+    return v;
+}
+
+// HourAttacks::targets.
+fn targets(variable: u32, agent: u32, m: u32) -> bool {
+    var hit = false;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        hit = hit | slot_hits(k, variable, agent, m);
+    }
+    return hit;
+}
+
+// Whether an attack alters `x` in a bit (the kernel's precision) as sent.
+fn field_altered(variable: u32, agent: u32, m: u32, x: real) -> bool {
+    return targets(variable, agent, m) && seen(variable, agent, m, x) != x;
+}
+
+// Checks a slot's codes (AttackSlot's are validated with the batch; the kernel still
+// never runs an unknown one as another).
+fn check_slot(s: AttackSlot) {
+    switch s.variable {
+        case ATTACK_NONE: {}
+        case ATTACK_CHI, ATTACK_PRICE, ATTACK_POWER, ATTACK_DUAL_UPPER, ATTACK_DUAL_LOWER,
+            ATTACK_SLOPE, ATTACK_GAP: {
+            switch s.shape {
+                case SHAPE_CONSTANT, SHAPE_RAMP, SHAPE_UNIFORM, SHAPE_SIGN: {}
+                default: {
+                    fail(FAULT_ATTACK_SHAPE, s.shape);
+                }
+            }
+        }
+        default: {
+            fail(FAULT_ATTACK_VARIABLE, s.variable);
+        }
+    }
+}
+
+// ---- One agent (rci::AgentState and its helpers) ----
+
+struct AgentState {
+    price: real,
+    power: real,
+    du: real,
+    dl: real,
+}
+
+// Per agent: its trade limits and the prices at which its curve meets them.
+var<private> lo_lim: array<real, MAX_AGENTS>;
+var<private> hi_lim: array<real, MAX_AGENTS>;
+var<private> limit_lo: array<LimitPrice, MAX_AGENTS>;
+var<private> limit_hi: array<LimitPrice, MAX_AGENTS>;
+
+// rci::held_at_limit.
+fn held_at_limit(st: AgentState, rp: RunParams) -> bool {
+    return rp.dual_update == DUAL_EXACT && (st.du > 0.0 || st.dl > 0.0);
+}
+
+// rci::directional_slope.
+fn directional_slope(i: u32, st: AgentState, rp: RunParams, downward: bool) -> real {
+    var slope = real(0.0);
+    if !held_at_limit(st, rp) {
+        slope = slope_at(i, st.price - st.du + st.dl, downward);
+    }
+    return slope;
+}
+
+// rci::directional_gap (-1: none; a genuine gap is positive).
+fn directional_gap(i: u32, st: AgentState, rp: RunParams, downward: bool) -> real {
+    var gap = real(-1.0);
+    if !held_at_limit(st, rp) {
+        gap = next_break_distance(i, st.price - st.du + st.dl, downward);
+    } else if downward && st.du > 0.0 {
+        gap = st.du;
+    } else if !downward && st.dl > 0.0 {
+        gap = st.dl;
+    }
+    return gap;
+}
+
+// The genuine Newton signals of an agent (rci::NewtonSignals; a gap < 0: none).
+struct Signals {
+    slope_down: real,
+    slope_up: real,
+    gap_down: real,
+    gap_up: real,
+}
+
+// NewtonSignals::of: directional_slope and directional_gap both ways, from one scan of
+// the agent's curve (slope_at and next_break_distance fused, the same operations). Lavapipe
+// stops every loop of an invocation group after 65535 iterations in all
+// (LP_MAX_TGSI_LOOP_ITERATIONS), so the views, which need every agent's signals in every
+// iteration, scan each curve once.
+fn signals_of(a: u32, st: AgentState, rp: RunParams) -> Signals {
+    var sig = Signals(real(0.0), real(0.0), real(-1.0), real(-1.0));
+    if held_at_limit(st, rp) {
+        if st.du > 0.0 {
+            sig.gap_down = st.du;
+        }
+        if st.dl > 0.0 {
+            sig.gap_up = st.dl;
+        }
+        return sig;
+    }
+    let price = st.price - st.du + st.dl;
+    let n = curve_len[a];
+    // slope_at's segments: the last breakpoint strictly below `price` (downward) and the
+    // last one at or below it before the last breakpoint (upward).
+    var kd = 0u;
+    var ku = 0u;
+    for (var j = 0u; j < n; j++) {
+        let p = cp(a, j);
+        if p < price {
+            sig.gap_down = price - p;
+            if j >= 1u {
+                kd = j;
+            }
+        } else if p > price && sig.gap_up < 0.0 {
+            sig.gap_up = p - price;
+        }
+        if j >= 1u && j < n - 1u && p <= price {
+            ku = j;
+        }
+    }
+    if n >= 2u {
+        if price > cp(a, 0u) && price <= cp(a, n - 1u) {
+            let dp = cp(a, kd + 1u) - cp(a, kd);
+            if dp > 0.0 {
+                sig.slope_down = (ce(a, kd + 1u) - ce(a, kd)) / dp;
+            }
+        }
+        if price >= cp(a, 0u) && price < cp(a, n - 1u) {
+            let dp = cp(a, ku + 1u) - cp(a, ku);
+            if dp > 0.0 {
+                sig.slope_up = (ce(a, ku + 1u) - ce(a, ku)) / dp;
+            }
+        }
+    }
+    return sig;
+}
+
+// rci::price_update, eq. (31)-(32): consensus with every neighbour (`prices` in agent
+// order), innovation on the balance.
+fn price_update(own: real, prices: array<AgentState, MAX_AGENTS>, n: u32, chi: real, kappa: real, mismatch: real) -> real {
+    var disagreement = real(0.0);
+    for (var j = 0u; j < n; j++) {
+        disagreement += own - prices[j].price;
+    }
+    return own - chi * disagreement - kappa * mismatch;
+}
+
+// rci::respond: the duals, set point and power of agent i at its new price p.
+fn respond(i: u32, me: AgentState, p: real, rp: RunParams) -> AgentState {
+    // eq. (33)-(36): the exact multipliers of the agent's trade limits, or projected dual
+    // ascent on them.
+    var up = real(0.0);
+    var low = real(0.0);
+    if rp.dual_update == DUAL_GRADIENT {
+        up = max(me.du + rp.xi * (me.power - hi_lim[i]), 0.0);
+        low = max(me.dl + rp.xi * (lo_lim[i] - me.power), 0.0);
+    } else if rp.dual_update == DUAL_EXACT {
+        if !limit_hi[i].unbounded {
+            up = max(p - limit_hi[i].price, 0.0);
+        }
+        if !limit_lo[i].unbounded {
+            low = max(limit_lo[i].price - p, 0.0);
+        }
+    } else {
+        fail(FAULT_DUAL_UPDATE, rp.dual_update);
+    }
+    // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
+    let set_point = export_at(i, p - up + low);
+    // eq. (39)-(42).
+    var ratio = real(1.0);
+    if rp.power_update == UPDATE_RELAXED {
+        ratio = (abs(me.power) + rp.relax_gamma) / (abs(set_point) + rp.relax_gamma);
+    } else if rp.power_update != UPDATE_PLAIN {
+        fail(FAULT_POWER_UPDATE, rp.power_update);
+    }
+    return AgentState(p, me.power + ratio * (set_point - me.power), up, low);
+}
+
+// note_message: whether an attack altered agent i's message m (its state `st`), or
+// (`chi_altered`) its price was computed with a tampered chi.
+fn message_altered(i: u32, m: u32, st: AgentState, rp: RunParams, chi_altered: bool) -> bool {
+    var altered = chi_altered || field_altered(ATTACK_PRICE, i, m, st.price)
+        || field_altered(ATTACK_POWER, i, m, st.power)
+        || field_altered(ATTACK_DUAL_UPPER, i, m, st.du)
+        || field_altered(ATTACK_DUAL_LOWER, i, m, st.dl);
+    let slope = targets(ATTACK_SLOPE, i, m);
+    let gap = targets(ATTACK_GAP, i, m);
+    if !altered && (slope || gap) {
+        let g = signals_of(i, st, rp);
+        // A missing gap (the reference's infinity) stays missing.
+        altered = (slope
+            && (field_altered(ATTACK_SLOPE, i, m, g.slope_down)
+                || field_altered(ATTACK_SLOPE, i, m, g.slope_up)))
+            || (gap
+                && ((g.gap_down >= 0.0 && field_altered(ATTACK_GAP, i, m, g.gap_down))
+                    || (g.gap_up >= 0.0 && field_altered(ATTACK_GAP, i, m, g.gap_up))));
+    }
+    return altered;
+}
+
+// ---- The Newton step's memory (rci::NewtonMemory), one per view ----
+
+struct NewtonMemory {
+    lo: real,
+    hi: real,
+    last_step: real,
+    step_before_last: real,
+    lo_set: bool,
+    hi_set: bool,
+    have_last_step: bool,
+    have_step_before_last: bool,
+}
+
+// The attack-free step uses memory[0]; under an undefended attack agent r's view uses
+// memory[r].
+var<private> memory: array<NewtonMemory, MAX_AGENTS>;
+
+// NewtonMemory::default: an unbounded bracket and no step yet.
+fn forget(r: u32) {
+    memory[r] = NewtonMemory(real(0.0), real(0.0), real(0.0), real(0.0), false, false, false, false);
+}
+
+// NewtonMemory::kappa: the bracket's update, the step and the step memory's update.
+fn newton_step(r: u32, mismatch: real, mean_price: real, slope: real, has_flat: bool, flat: real, rp: RunParams) -> real {
+    var mem = memory[r];
+    // The price bracket of the trade balance, valid while the duals do not move (exact
+    // duals are functions of the price, so the balance stays one monotone function of it).
+    if mismatch > 0.0 {
+        mem.hi = select(mean_price, min(mem.hi, mean_price), mem.hi_set);
+        mem.hi_set = true;
+    } else if mismatch < 0.0 {
+        mem.lo = select(mean_price, max(mem.lo, mean_price), mem.lo_set);
+        mem.lo_set = true;
+    }
+    let kappa = newton_kappa(
+        mismatch, mean_price, slope, has_flat, flat, mem.lo, mem.hi, mem.lo_set, mem.hi_set,
+        mem.step_before_last, mem.have_step_before_last, rp,
+    );
+    mem.step_before_last = mem.last_step;
+    mem.have_step_before_last = mem.have_last_step;
+    mem.last_step = abs(kappa * mismatch);
+    mem.have_last_step = true;
+    memory[r] = mem;
+    return kappa;
+}
+
+// rci::scheduled_kappa for the constant and diminishing rules at `iteration` (iterations
+// done before this one); `scheduled` false for newton.
+struct Schedule {
+    kappa: real,
+    scheduled: bool,
+}
+
+fn scheduled_kappa(rp: RunParams, iteration: u32) -> Schedule {
+    var schedule = Schedule(real(0.0), true);
+    switch rp.step_rule {
+        case STEP_CONSTANT: {
+            schedule.kappa = rp.kappa;
+        }
+        case STEP_DIMINISHING: {
+            schedule.kappa = rp.kappa / (1.0 + real(iteration) / rp.kappa_decay);
+        }
+        case STEP_NEWTON: {
+            schedule.scheduled = false;
+        }
+        default: {
+            fail(FAULT_STEP_RULE, rp.step_rule);
+        }
+    }
+    return schedule;
+}
+
+// ---- Residuals and the stop rules ----
+
+struct Residuals {
+    price_change: real,
+    power_change: real,
+    dual_change: real,
+    balance: real,
+    price_spread: real,
+}
+
+// rci::residuals_between, in agent order.
+fn residuals_between(before: array<AgentState, MAX_AGENTS>, after: array<AgentState, MAX_AGENTS>, n: u32) -> Residuals {
+    var r = Residuals(real(0.0), real(0.0), real(0.0), real(0.0), real(0.0));
+    var pmin = after[0].price;
+    var pmax = after[0].price;
+    var balance = real(0.0);
+    for (var i = 0u; i < n; i++) {
+        r.price_change = max(r.price_change, abs(after[i].price - before[i].price));
+        r.power_change = max(r.power_change, abs(after[i].power - before[i].power));
+        r.dual_change = max(max(r.dual_change, abs(after[i].du - before[i].du)), abs(after[i].dl - before[i].dl));
+        pmin = min(pmin, after[i].price);
+        pmax = max(pmax, after[i].price);
+        balance += after[i].power;
+    }
+    r.balance = abs(balance);
+    r.price_spread = pmax - pmin;
+    return r;
+}
+
+fn stop_rules_hold(r: Residuals, rp: RunParams) -> bool {
+    return r.price_change < rp.price_tol && r.power_change < rp.power_tol
+        && r.dual_change < rp.dual_tol && r.balance < rp.balance_tol
+        && r.price_spread < rp.price_tol;
+}
+
+// rci::diverged: a comparison of finite values only.
+fn diverged(states: array<AgentState, MAX_AGENTS>, n: u32) -> bool {
+    var finite = true;
+    for (var i = 0u; i < n; i++) {
+        finite = finite && within_divergence_limit(states[i].price)
+            && within_divergence_limit(states[i].power);
+    }
+    return !finite;
+}
+
+// rci::finish_step: whether the Newton memories forget their bracket (gradient duals moved
+// in the iteration from `before` to `after`).
+fn forgets_bracket(before: array<AgentState, MAX_AGENTS>, after: array<AgentState, MAX_AGENTS>, n: u32, rp: RunParams) -> bool {
+    var moved = false;
+    for (var i = 0u; i < n; i++) {
+        moved = moved || after[i].du != before[i].du || after[i].dl != before[i].dl;
+    }
+    return moved && rp.dual_update == DUAL_GRADIENT;
+}
+
+// Agent j's message m as agent r receives it: its own as it is, another's as the
+// attacks alter it (rci::view_of).
+fn received(r: u32, j: u32, m: u32, st: AgentState) -> AgentState {
+    if j == r {
+        return st;
+    }
+    return AgentState(
+        seen(ATTACK_PRICE, j, m, st.price),
+        seen(ATTACK_POWER, j, m, st.power),
+        seen(ATTACK_DUAL_UPPER, j, m, st.du),
+        seen(ATTACK_DUAL_LOWER, j, m, st.dl),
+    );
+}
+
+// Widens `res` to the residuals of agent r's view of the iteration from the messages
+// `before` (m - 1) to `after` (m): rci::residuals_between on the two views, accumulated
+// as the views are formed.
+fn widen_to_view(res: Residuals, r: u32, m: u32, before: array<AgentState, MAX_AGENTS>, after: array<AgentState, MAX_AGENTS>, n: u32) -> Residuals {
+    var v = Residuals(real(0.0), real(0.0), real(0.0), real(0.0), real(0.0));
+    let first = received(r, 0u, m, after[0]);
+    var pmin = first.price;
+    var pmax = first.price;
+    var balance = real(0.0);
+    for (var i = 0u; i < n; i++) {
+        let o = received(r, i, m - 1u, before[i]);
+        let a = received(r, i, m, after[i]);
+        v.price_change = max(v.price_change, abs(a.price - o.price));
+        v.power_change = max(v.power_change, abs(a.power - o.power));
+        v.dual_change = max(max(v.dual_change, abs(a.du - o.du)), abs(a.dl - o.dl));
+        pmin = min(pmin, a.price);
+        pmax = max(pmax, a.price);
+        balance += a.power;
+    }
+    return Residuals(
+        max(res.price_change, v.price_change),
+        max(res.power_change, v.power_change),
+        max(res.dual_change, v.dual_change),
+        max(res.balance, abs(balance)),
+        max(res.price_spread, pmax - pmin),
+    );
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -506,12 +1000,35 @@ fn main(
     let run = item / hours;
     let hour = item % hours;
     let rp = runs[run];
-    // The attack slot is read so the attack model only has to add its branch; kind 0
-    // (none, the only kind the host accepts for now) changes nothing.
-    _ = attacks[run].kind;
 
-    var lo_lim: array<real, MAX_AGENTS>;
-    var hi_lim: array<real, MAX_AGENTS>;
+    // The run's attacks on this hour (HourAttacks::any), and whether they alter the
+    // receivers' views (HourAttacks::alters_views).
+    attack_hour = hour;
+    hour_bit = 0u;
+    if hour < DAY_HOURS {
+        hour_bit = 1u << hour;
+    }
+    var attacked = false;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        let s = attacks[run * MAX_ATTACKS + k];
+        check_slot(s);
+        run_slots[k] = s;
+        attacked = attacked || (s.variable != ATTACK_NONE && (s.hours & hour_bit) != 0u);
+    }
+    var views = false;
+    var defended = false;
+    switch rp.defence {
+        case DEFENCE_UNDEFENDED: {
+            views = attacked;
+        }
+        case DEFENCE_DEFENDED: {
+            defended = true;
+        }
+        default: {
+            fail(FAULT_DEFENCE, rp.defence);
+        }
+    }
+
     has_hourly = rp.hourly_offset != NO_HOURLY;
     var base = (rp.curve_set * hours + hour) * n;
     if has_hourly {
@@ -537,8 +1054,6 @@ fn main(
         }
     }
     // The prices at which each agent's own curve meets its trade limits (exact duals).
-    var limit_lo: array<LimitPrice, MAX_AGENTS>;
-    var limit_hi: array<LimitPrice, MAX_AGENTS>;
     for (var i = 0u; i < n; i++) {
         limit_lo[i] = lowest_price_reaching(i, lo_lim[i]);
         limit_hi[i] = highest_price_within(i, hi_lim[i]);
@@ -548,191 +1063,186 @@ fn main(
     let keep = traj != NO_TRAJECTORY;
     let hour_base = hour * (rp.max_iterations + 1u);
 
-    var price: array<real, MAX_AGENTS>;
-    var power: array<real, MAX_AGENTS>;
-    var du: array<real, MAX_AGENTS>;
-    var dl: array<real, MAX_AGENTS>;
+    var state: array<AgentState, MAX_AGENTS>;
     for (var i = 0u; i < n; i++) {
         // rci::start_price.
         var p0 = rp.initial_price;
-        if rp.start_price == START_OWN_MARGINAL {
-            p0 = price_at_export(i, real(0.0));
+        switch rp.start_price {
+            case START_COMMON: {}
+            case START_OWN_MARGINAL: {
+                p0 = price_at_export(i, real(0.0));
+            }
+            default: {
+                fail(FAULT_START_PRICE, rp.start_price);
+            }
         }
-        price[i] = p0;
-        power[i] = export_at(i, p0);
-        du[i] = real(0.0);
-        dl[i] = real(0.0);
+        state[i] = AgentState(p0, export_at(i, p0), real(0.0), real(0.0));
         if keep {
-            record(traj, hour_base, 0u, n, i, price[i], power[i], du[i], dl[i]);
+            record(traj, hour_base, 0u, n, i, state[i]);
+        }
+        forget(i);
+    }
+    // Iteration 0's starting messages are counted with the first step.
+    var tampered = 0u;
+    if attacked {
+        prepare(0u);
+        for (var i = 0u; i < n; i++) {
+            tampered += select(0u, 1u, message_altered(i, 0u, state[i], rp, false));
         }
     }
 
-    // Price bracket of the trade balance, valid while the duals do not move (exact duals
-    // are functions of the price, so the balance stays one monotone function of it).
-    var lo = real(0.0);
-    var hi = real(0.0);
-    var lo_set = false;
-    var hi_set = false;
-    // The last two Newton price steps (`RciState`'s `last_step` and
-    // `step_before_last`; unset: infinite).
-    var last_step = real(0.0);
-    var have_last_step = false;
-    var step_before_last = real(0.0);
-    var have_step_before_last = false;
-    var r_price = real(0.0);
-    var r_power = real(0.0);
-    var r_dual = real(0.0);
-    var r_balance = real(0.0);
-    var r_spread = real(0.0);
+    var res = Residuals(real(0.0), real(0.0), real(0.0), real(0.0), real(0.0));
     var converged = false;
     var iterations = rp.max_iterations;
-    var next_price: array<real, MAX_AGENTS>;
-    var next_power: array<real, MAX_AGENTS>;
-    var next_du: array<real, MAX_AGENTS>;
-    var next_dl: array<real, MAX_AGENTS>;
+    var next: array<AgentState, MAX_AGENTS>;
 
-    for (var k = 0u; k < rp.max_iterations; k++) {
-        var mismatch = real(0.0);
-        var price_sum = real(0.0);
-        for (var i = 0u; i < n; i++) {
-            mismatch += power[i];
+    for (var k = 0u; k < rp.max_iterations && fault == 0u; k++) {
+        // The messages of this iteration are m; the current states are those of m - 1.
+        let m = k + 1u;
+        if attacked {
+            prepare(m);
         }
-        for (var i = 0u; i < n; i++) {
-            price_sum += price[i];
-        }
-        let mean_price = price_sum / real(n);
-        var kappa = rp.kappa;
-        if rp.step_rule == STEP_DIMINISHING {
-            kappa = rp.kappa / (1.0 + real(k) / rp.kappa_decay);
-        } else if rp.step_rule == STEP_NEWTON {
-            if mismatch > 0.0 {
-                hi = select(mean_price, min(hi, mean_price), hi_set);
-                hi_set = true;
-            } else if mismatch < 0.0 {
-                lo = select(mean_price, max(lo, mean_price), lo_set);
-                lo_set = true;
-            }
-            let downward = mismatch > 0.0;
-            // An agent held at a limit by an exact dual has slope 0; its response resumes
-            // where the dual vanishes.
-            var slope = real(0.0);
+        let schedule = scheduled_kappa(rp, k);
+        // Agents (bit i) whose price a chi attack altered.
+        var chi_altered = 0u;
+        if !views {
+            // rci::step_shared: every agent uses the same messages and one step.
+            var mismatch = real(0.0);
+            var price_sum = real(0.0);
             for (var i = 0u; i < n; i++) {
-                let held = rp.dual_update == DUAL_EXACT && (du[i] > 0.0 || dl[i] > 0.0);
-                if !held {
-                    slope += slope_at(i, price[i] - du[i] + dl[i], downward);
-                }
+                mismatch += state[i].power;
             }
-            var flat_distance = real(-1.0);
-            if slope < rp.slope_floor {
+            for (var i = 0u; i < n; i++) {
+                price_sum += state[i].price;
+            }
+            var kappa = schedule.kappa;
+            if !schedule.scheduled {
+                let downward = mismatch > 0.0;
+                // An agent held at a limit by an exact dual has slope 0; its response
+                // resumes where the dual vanishes.
+                var slope = real(0.0);
                 for (var i = 0u; i < n; i++) {
-                    let held = rp.dual_update == DUAL_EXACT && (du[i] > 0.0 || dl[i] > 0.0);
-                    var d = real(-1.0);
-                    if held {
-                        if downward && du[i] > 0.0 {
-                            d = du[i];
-                        } else if !downward && dl[i] > 0.0 {
-                            d = dl[i];
+                    slope += directional_slope(i, state[i], rp, downward);
+                }
+                var has_flat = false;
+                var flat = real(0.0);
+                if slope < rp.slope_floor {
+                    for (var i = 0u; i < n; i++) {
+                        let d = directional_gap(i, state[i], rp, downward);
+                        if d >= 0.0 && (!has_flat || d < flat) {
+                            flat = d;
+                            has_flat = true;
                         }
-                    } else {
-                        d = next_break_distance(i, price[i] - du[i] + dl[i], downward);
-                    }
-                    if d >= 0.0 && (flat_distance < 0.0 || d < flat_distance) {
-                        flat_distance = d;
                     }
                 }
+                kappa = newton_step(0u, mismatch, price_sum / real(n), slope, has_flat, flat, rp);
             }
-            kappa = newton_kappa(
-                mismatch, mean_price, slope, flat_distance, lo, hi, lo_set, hi_set,
-                step_before_last, have_step_before_last, rp,
-            );
-            step_before_last = last_step;
-            have_step_before_last = have_last_step;
-            last_step = abs(kappa * mismatch);
-            have_last_step = true;
-        }
-        var duals_moved = false;
-        for (var i = 0u; i < n; i++) {
-            // eq. (31)-(32): consensus with every neighbour, innovation on the balance.
-            var disagreement = real(0.0);
-            for (var j = 0u; j < n; j++) {
-                disagreement += price[i] - price[j];
-            }
-            let p = price[i] - rp.chi * disagreement - kappa * mismatch;
-            // eq. (33)-(36): the exact multipliers of the agent's trade limits, or projected
-            // dual ascent on them.
-            var up = real(0.0);
-            var low = real(0.0);
-            if rp.dual_update == DUAL_GRADIENT {
-                up = max(du[i] + rp.xi * (power[i] - hi_lim[i]), 0.0);
-                low = max(dl[i] + rp.xi * (lo_lim[i] - power[i]), 0.0);
-            } else if rp.dual_update == DUAL_EXACT {
-                if !limit_hi[i].unbounded {
-                    up = max(p - limit_hi[i].price, 0.0);
+            for (var i = 0u; i < n; i++) {
+                let p = price_update(state[i].price, state, n, rp.chi, kappa, mismatch);
+                // Defended: a price computed with a tampered chi is rejected (and the
+                // committed chi's price used).
+                if attacked && targets(ATTACK_CHI, i, m) {
+                    let chi = seen(ATTACK_CHI, i, m, rp.chi);
+                    if price_update(state[i].price, state, n, chi, kappa, mismatch) != p {
+                        chi_altered |= 1u << i;
+                    }
                 }
-                if !limit_lo[i].unbounded {
-                    low = max(limit_lo[i].price - p, 0.0);
+                next[i] = respond(i, state[i], p, rp);
+            }
+            res = residuals_between(state, next, n);
+        } else {
+            // rci::step_views: agent r steps on its view of the messages of m - 1, with
+            // its own Newton memory and its own (possibly attacked) chi.
+            var signals: array<Signals, MAX_AGENTS>;
+            if !schedule.scheduled {
+                for (var j = 0u; j < n; j++) {
+                    signals[j] = signals_of(j, state[j], rp);
                 }
             }
-            duals_moved = duals_moved || up != du[i] || low != dl[i];
-            // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
-            let set_point = export_at(i, p - up + low);
-            // eq. (39)-(42).
-            var ratio = real(1.0);
-            if rp.power_update == UPDATE_RELAXED {
-                ratio = (abs(power[i]) + rp.relax_gamma) / (abs(set_point) + rp.relax_gamma);
+            for (var r = 0u; r < n; r++) {
+                var view: array<AgentState, MAX_AGENTS>;
+                for (var j = 0u; j < n; j++) {
+                    view[j] = received(r, j, m - 1u, state[j]);
+                }
+                var mismatch = real(0.0);
+                for (var j = 0u; j < n; j++) {
+                    mismatch += view[j].power;
+                }
+                var kappa = schedule.kappa;
+                if !schedule.scheduled {
+                    let downward = mismatch > 0.0;
+                    var slope = real(0.0);
+                    for (var j = 0u; j < n; j++) {
+                        var x = select(signals[j].slope_up, signals[j].slope_down, downward);
+                        if j != r {
+                            x = seen(ATTACK_SLOPE, j, m - 1u, x);
+                        }
+                        slope += x;
+                    }
+                    // rci::nearest_gap over the gaps as received (an attacked gap may be
+                    // negative, so presence is a flag).
+                    var has_flat = false;
+                    var flat = real(0.0);
+                    if slope < rp.slope_floor {
+                        for (var j = 0u; j < n; j++) {
+                            var d = select(signals[j].gap_up, signals[j].gap_down, downward);
+                            if d >= 0.0 {
+                                if j != r {
+                                    d = seen(ATTACK_GAP, j, m - 1u, d);
+                                }
+                                flat = select(d, min(flat, d), has_flat);
+                                has_flat = true;
+                            }
+                        }
+                    }
+                    var price_sum = real(0.0);
+                    for (var j = 0u; j < n; j++) {
+                        price_sum += view[j].price;
+                    }
+                    kappa = newton_step(r, mismatch, price_sum / real(n), slope, has_flat, flat, rp);
+                }
+                let own = state[r].price;
+                let chi = seen(ATTACK_CHI, r, m, rp.chi);
+                let p = price_update(own, view, n, chi, kappa, mismatch);
+                if targets(ATTACK_CHI, r, m) && price_update(own, view, n, rp.chi, kappa, mismatch) != p {
+                    chi_altered |= 1u << r;
+                }
+                next[r] = respond(r, state[r], p, rp);
             }
-            next_price[i] = p;
-            next_power[i] = power[i] + ratio * (set_point - power[i]);
-            next_du[i] = up;
-            next_dl[i] = low;
+            // The residuals: the largest over the agents' views of m - 1 and m.
+            res = Residuals(real(0.0), real(0.0), real(0.0), real(0.0), real(0.0));
+            for (var r = 0u; r < n; r++) {
+                res = widen_to_view(res, r, m, state, next, n);
+            }
         }
-        if duals_moved && rp.dual_update == DUAL_GRADIENT {
-            lo_set = false;
-            hi_set = false;
-            have_last_step = false;
-            have_step_before_last = false;
+        if forgets_bracket(state, next, n, rp) {
+            for (var r = 0u; r < n; r++) {
+                forget(r);
+            }
         }
-        // rci::residuals_between, then the swap.
-        r_price = real(0.0);
-        r_power = real(0.0);
-        r_dual = real(0.0);
-        var pmin = next_price[0];
-        var pmax = next_price[0];
-        var balance = real(0.0);
         for (var i = 0u; i < n; i++) {
-            r_price = max(r_price, abs(next_price[i] - price[i]));
-            r_power = max(r_power, abs(next_power[i] - power[i]));
-            r_dual = max(max(r_dual, abs(next_du[i] - du[i])), abs(next_dl[i] - dl[i]));
-            pmin = min(pmin, next_price[i]);
-            pmax = max(pmax, next_price[i]);
-            price[i] = next_price[i];
-            power[i] = next_power[i];
-            du[i] = next_du[i];
-            dl[i] = next_dl[i];
-            balance += power[i];
+            state[i] = next[i];
         }
-        r_balance = abs(balance);
-        r_spread = pmax - pmin;
+        if attacked {
+            for (var i = 0u; i < n; i++) {
+                let chi = (chi_altered & (1u << i)) != 0u;
+                tampered += select(0u, 1u, message_altered(i, m, state[i], rp, chi));
+            }
+        }
         if keep {
             for (var i = 0u; i < n; i++) {
-                record(traj, hour_base, k + 1u, n, i, price[i], power[i], du[i], dl[i]);
+                record(traj, hour_base, m, n, i, state[i]);
             }
         }
         // A diverged iterate can never meet the stop rules: not converged after k + 1
         // iterations, as in the reference.
-        var finite = true;
-        for (var i = 0u; i < n; i++) {
-            finite = finite && within_divergence_limit(price[i])
-                && within_divergence_limit(power[i]);
-        }
-        if !finite {
-            iterations = k + 1u;
+        if diverged(state, n) {
+            iterations = m;
             break;
         }
-        if r_price < rp.price_tol && r_power < rp.power_tol && r_dual < rp.dual_tol
-            && r_balance < rp.balance_tol && r_spread < rp.price_tol {
+        if stop_rules_hold(res, rp) {
             converged = true;
-            iterations = k + 1u;
+            iterations = m;
             break;
         }
     }
@@ -740,24 +1250,28 @@ fn main(
     var out: HourOut;
     var price_sum = real(0.0);
     for (var i = 0u; i < n; i++) {
-        price_sum += price[i];
+        price_sum += state[i].price;
     }
     out.price = price_sum / real(n);
-    out.exchange = select(real(0.0), power[0], n > 1u);
-    out.price_change = r_price;
-    out.power_change = r_power;
-    out.dual_change = r_dual;
-    out.balance = r_balance;
-    out.price_spread = r_spread;
+    out.exchange = select(real(0.0), state[0].power, n > 1u);
+    out.price_change = res.price_change;
+    out.power_change = res.power_change;
+    out.dual_change = res.dual_change;
+    out.balance = res.balance;
+    out.price_spread = res.price_spread;
     for (var i = 0u; i < MAX_AGENTS; i++) {
         out.power[i] = real(0.0);
         out.cost[i] = real(0.0);
     }
     for (var i = 0u; i < n; i++) {
-        out.power[i] = power[i];
-        out.cost[i] = cost_at_export(i, power[i]);
+        out.power[i] = state[i].power;
+        out.cost[i] = cost_at_export(i, state[i].power);
     }
     out.iterations = iterations;
     out.converged = select(0u, 1u, converged);
+    out.tampered = tampered;
+    out.rejected = select(0u, tampered, defended);
+    out.fault = fault;
+    out.fault_code = fault_code;
     outputs[item] = out;
 }

@@ -5,6 +5,14 @@
 //! naga's layouter), splits the runs into chunks that respect the device's buffer, binding
 //! and dispatch limits, and keeps two chunks in flight: chunk `i + 1` is submitted before
 //! chunk `i`'s readback is mapped, so upload, compute and readback overlap.
+//!
+//! The kernel mirrors the attacked step of [`crate::rci::step`] ([`crate::attack`]): each
+//! run carries [`MAX_ATTACKS`] slots and its defence, an hour with an undefended active
+//! slot negotiates on the agents' own views, and every record counts the tampered and
+//! rejected messages as the CPU reference does. Every code the host and the kernel share
+//! is generated into the kernel's source from its Rust definition ([`shader_source`]), and
+//! every test of a code in the kernel ends in a failing default: a code the kernel does
+//! not know comes back as a [`KernelFault`] and an error, never runs as another code.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -15,12 +23,14 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+use crate::attack::{AttackShape, AttackVariable, Defence, MAX_ATTACKS};
 use crate::engine::batch::{
     AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, Collector, HourInput,
     HourRecord, MAX_AGENTS, MAX_UNITS, NO_HOURLY, RunTrajectory, SCALE_LOAD, SCALE_RENEWABLES,
     UNIT_STRIDE,
 };
 use crate::error::{Error, Result};
+use crate::microgrid::HOURS;
 use crate::rci::{
     AgentState, DIVERGENCE_LIMIT, DualUpdate, PowerUpdate, Residuals, StartPrice, StepRule,
     TrajectoryPoint,
@@ -47,8 +57,8 @@ pub enum Precision {
     F64,
 }
 
-/// The WGSL source of the kernel for a precision: an `alias real` and the size constants
-/// prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
+/// The WGSL source of the kernel for a precision: an `alias real`, the size constants and
+/// the shared codes ([`codes`]) prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
 /// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
 pub fn shader_source(precision: Precision) -> String {
     let real = match precision {
@@ -57,8 +67,8 @@ pub fn shader_source(precision: Precision) -> String {
     };
     format!(
         "alias real = {real};\nconst DIVERGENCE_LIMIT: real = {DIVERGENCE_LIMIT:e};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
-         {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = \
-         {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
+         {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst MAX_ATTACKS: u32 = {MAX_ATTACKS}u;\nconst DAY_HOURS: u32 = \
+         {HOURS}u;\nconst WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
         2 * MAX_UNITS,
         codes()
     )
@@ -114,6 +124,77 @@ pub trait Layout {
     fn slot(s: &AgentSlot) -> Self::Slot;
     /// Unpacks one (run, hour) outcome.
     fn record(o: &Self::Out) -> HourRecord;
+    /// The kernel's fault in one (run, hour) and the code it met: `(0, 0)` for none.
+    fn fault(o: &Self::Out) -> (u32, u32);
+}
+
+/// A test of a code in the kernel that met none of the codes it knows (`HourOut.fault`):
+/// the host and the kernel disagree about a code, a bug, reported as an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum KernelFault {
+    /// `RunParams.step_rule`.
+    StepRule = 1,
+    /// `RunParams.power_update`.
+    PowerUpdate = 2,
+    /// `RunParams.dual_update`.
+    DualUpdate = 3,
+    /// `RunParams.start_price`.
+    StartPrice = 4,
+    /// `RunParams.defence`.
+    Defence = 5,
+    /// `AttackSlot.variable`.
+    AttackVariable = 6,
+    /// `AttackSlot.shape`.
+    AttackShape = 7,
+}
+
+impl KernelFault {
+    /// Every fault, in code order.
+    pub const ALL: [KernelFault; 7] = [
+        KernelFault::StepRule,
+        KernelFault::PowerUpdate,
+        KernelFault::DualUpdate,
+        KernelFault::StartPrice,
+        KernelFault::Defence,
+        KernelFault::AttackVariable,
+        KernelFault::AttackShape,
+    ];
+
+    /// The fault of a kernel's `fault` field (`None` for 0, no fault, or an unknown one).
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u32 == code)
+    }
+
+    /// The code the fault is about, in words.
+    pub fn what(self) -> &'static str {
+        match self {
+            KernelFault::StepRule => "step rule",
+            KernelFault::PowerUpdate => "power update",
+            KernelFault::DualUpdate => "dual update",
+            KernelFault::StartPrice => "start price",
+            KernelFault::Defence => "defence",
+            KernelFault::AttackVariable => "attack variable",
+            KernelFault::AttackShape => "attack shape",
+        }
+    }
+}
+
+/// The error of a kernel that met an unknown code (`fault`, a [`KernelFault`] code) in
+/// hour `hour` of run `run`.
+fn fault_error(run: usize, hour: usize, fault: u32, code: u32) -> Error {
+    let what = KernelFault::from_code(fault).map_or_else(
+        || format!("an unknown fault {fault} about code"),
+        |f| format!("an unknown {} code", f.what()),
+    );
+    gpu_error(format!(
+        "run {run}, hour {hour}: the kernel met {what} {code} (the host and the kernel disagree about their codes)"
+    ))
+}
+
+/// `name` in the kernel's constant style: `dual_upper` -> `DUAL_UPPER`.
+fn constant_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}_{}", name.to_uppercase().replace(' ', "_"))
 }
 
 /// The kernel's codes, generated into its source by [`shader_source`]: every code the
@@ -138,7 +219,21 @@ fn codes() -> String {
         ("SCALE_RENEWABLES", SCALE_RENEWABLES),
         ("SCALE_LOAD", SCALE_LOAD),
         ("UNIT_STRIDE", UNIT_STRIDE as u32),
+        // An empty attack slot (`AttackSlot::variable`).
+        ("ATTACK_NONE", 0),
     ] {
+        out.push_str(&format!("const {name}: u32 = {code}u;\n"));
+    }
+    let named = AttackVariable::ALL
+        .map(|v| (constant_name("ATTACK", v.name()), v.code()))
+        .into_iter()
+        .chain(AttackShape::ALL.map(|s| (constant_name("SHAPE", &format!("{s:?}")), s.code())))
+        .chain(
+            [Defence::Undefended, Defence::Defended]
+                .map(|d| (constant_name("DEFENCE", &format!("{d:?}")), d.code())),
+        )
+        .chain(KernelFault::ALL.map(|f| (constant_name("FAULT", f.what()), f as u32)));
+    for (name, code) in named {
         out.push_str(&format!("const {name}: u32 = {code}u;\n"));
     }
     out
@@ -224,6 +319,10 @@ macro_rules! mirrors {
             pub hourly_offset: u32,
             /// Start price code (`START_*`).
             pub start_price: u32,
+            /// Defence code (`DEFENCE_*`).
+            pub defence: u32,
+            /// Padding to the struct's alignment.
+            pub _pad: u32,
         }
 
         /// Mirror of WGSL `HourIn` (see [`HourInput`]).
@@ -242,24 +341,28 @@ macro_rules! mirrors {
             pub _pad: u32,
         }
 
-        /// Mirror of WGSL `AttackSlot`.
+        /// Mirror of WGSL `AttackSlot` (see [`AttackSlot`]).
         #[repr(C)]
         #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
         pub struct $attack {
-            /// Attack kind (0 = none).
-            pub kind: u32,
-            /// Attacked hour.
-            pub hour: u32,
-            /// First attacked iteration.
-            pub first_iteration: u32,
-            /// Last attacked iteration.
-            pub last_iteration: u32,
-            /// Attacked agent.
-            pub target_agent: u32,
-            /// Padding so that `magnitude` is aligned.
-            pub _pad: u32,
-            /// Attack size.
-            pub magnitude: $real,
+            /// Attacked variable code (`ATTACK_*`; `ATTACK_NONE`: empty slot).
+            pub variable: u32,
+            /// Target agent.
+            pub agent: u32,
+            /// Attacked hours, bit `h` for hour `h`.
+            pub hours: u32,
+            /// First attacked message iteration.
+            pub first: u32,
+            /// Last attacked message iteration (inclusive).
+            pub last: u32,
+            /// Shape code (`SHAPE_*`).
+            pub shape: u32,
+            /// Iterations of a ramp.
+            pub ramp_iterations: u32,
+            /// Key of the seeded draws.
+            pub key: u32,
+            /// Size of `c`, in the variable's unit.
+            pub size: $real,
         }
 
         /// Mirror of WGSL `AgentSlot` (see [`AgentSlot`]).
@@ -316,6 +419,14 @@ macro_rules! mirrors {
             pub iterations: u32,
             /// 1 when converged.
             pub converged: u32,
+            /// Messages an attack altered.
+            pub tampered: u32,
+            /// Altered messages the ledger rejected.
+            pub rejected: u32,
+            /// [`KernelFault`] code of an unknown code met (0: none).
+            pub fault: u32,
+            /// The unknown code.
+            pub fault_code: u32,
         }
 
         /// Marker of the kernel's layout in this precision.
@@ -361,6 +472,8 @@ macro_rules! mirrors {
                     dual_update: dual_update_code(s.dual_update),
                     hourly_offset,
                     start_price: start_price_code(s.start_price),
+                    defence: b.defence[i].code(),
+                    _pad: 0,
                 }
             }
 
@@ -376,13 +489,15 @@ macro_rules! mirrors {
 
             fn attack(a: &AttackSlot) -> $attack {
                 $attack {
-                    kind: a.variable,
-                    hour: a.hours,
-                    first_iteration: a.first,
-                    last_iteration: a.last,
-                    target_agent: a.agent,
-                    _pad: 0,
-                    magnitude: a.size as $real,
+                    variable: a.variable,
+                    agent: a.agent,
+                    hours: a.hours,
+                    first: a.first,
+                    last: a.last,
+                    shape: a.shape,
+                    ramp_iterations: a.ramp_iterations,
+                    key: a.key,
+                    size: a.size as $real,
                 }
             }
 
@@ -423,11 +538,13 @@ macro_rules! mirrors {
                         balance: o.balance.into(),
                         price_spread: o.price_spread.into(),
                     },
-                    // The kernel does not model attacks yet: attacked batches are
-                    // refused before they reach it (`refuse_attacks`).
-                    tampered: 0,
-                    rejected: 0,
+                    tampered: o.tampered,
+                    rejected: o.rejected,
                 }
+            }
+
+            fn fault(o: &$out) -> (u32, u32) {
+                (o.fault, o.fault_code)
             }
         }
     };
@@ -708,13 +825,13 @@ impl GpuContext {
         max_runs_per_chunk: usize,
         mut on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<AdapterInfo> {
-        refuse_attacks(batch)?;
         match precision {
             Precision::F32 => self.run_layout::<Layout32>(
                 batch,
                 &self.kernel_f32,
                 max_runs_per_chunk,
                 &mut on_chunk,
+                &|_, _| {},
             )?,
             Precision::F64 => {
                 let k = self.kernel_f64.as_ref().ok_or_else(|| {
@@ -723,7 +840,13 @@ impl GpuContext {
                         self.info.name
                     ))
                 })?;
-                self.run_layout::<Layout64>(batch, k, max_runs_per_chunk, &mut on_chunk)?
+                self.run_layout::<Layout64>(
+                    batch,
+                    k,
+                    max_runs_per_chunk,
+                    &mut on_chunk,
+                    &|_, _| {},
+                )?
             }
         }
         Ok(self.info.clone())
@@ -780,12 +903,15 @@ impl GpuContext {
         }
     }
 
+    /// Runs the batch in layout `L`; `repack` may alter a chunk's packed runs and attack
+    /// slots before they are uploaded (tests feed the kernel codes the host never packs).
     fn run_layout<L: Layout>(
         &self,
         batch: &Batch,
         kernel: &Kernel,
         max_runs_per_chunk: usize,
         on_chunk: &mut dyn FnMut(&ChunkOutputs) -> Result<()>,
+        repack: Repack<'_, L>,
     ) -> Result<()> {
         let limits = self.device.limits();
         let sizes = ChunkSizes::of::<L>(batch);
@@ -812,9 +938,9 @@ impl GpuContext {
         };
         let result = (|| -> Result<()> {
             for range in chunks {
-                in_flight.push_back(
-                    self.submit_chunk::<L>(batch, kernel, &slots_buf, &pool_buf, range, &limits)?,
-                );
+                in_flight.push_back(self.submit_chunk::<L>(
+                    batch, kernel, &slots_buf, &pool_buf, range, &limits, repack,
+                )?);
                 // Two chunks in flight: the next is queued before this one is read back.
                 if in_flight.len() >= 2
                     && let Some(done) = in_flight.pop_front()
@@ -838,6 +964,8 @@ impl GpuContext {
         result
     }
 
+    // The chunk's inputs and the test hook; a struct for them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     fn submit_chunk<L: Layout>(
         &self,
         batch: &Batch,
@@ -846,6 +974,7 @@ impl GpuContext {
         pool_buf: &wgpu::Buffer,
         runs: Range<usize>,
         limits: &wgpu::Limits,
+        repack: Repack<'_, L>,
     ) -> Result<InFlight> {
         let dev = &self.device;
         let hours = batch.hours();
@@ -853,7 +982,7 @@ impl GpuContext {
         let mut traj_reals = 0usize;
         let mut traj_runs = Vec::new();
         let mut hourly: Vec<L::Hour> = Vec::new();
-        let params: Vec<L::Run> = runs
+        let mut params: Vec<L::Run> = runs
             .clone()
             .map(|r| {
                 let offset = if batch.trajectory[r] {
@@ -876,10 +1005,12 @@ impl GpuContext {
                 L::run(batch, r, offset, hourly_offset)
             })
             .collect();
-        let attacks: Vec<L::Attack> = runs
+        // MAX_ATTACKS slots per run: slot k of the chunk's run r at r * MAX_ATTACKS + k.
+        let mut attacks: Vec<L::Attack> = runs
             .clone()
-            .map(|r| L::attack(&batch.attacks[r][0]))
+            .flat_map(|r| batch.attacks[r].iter().map(L::attack))
             .collect();
+        repack(&mut params, &mut attacks);
         let groups = items.div_ceil(WORKGROUP_SIZE as usize) as u32;
         let max_dim = limits.max_compute_workgroups_per_dimension;
         let (gx, gy) = if groups <= max_dim {
@@ -993,6 +1124,21 @@ impl GpuContext {
         let records = &mut chunk.records;
         records.clear();
         records.extend(outs.iter().take(n).map(L::record));
+        if let Some((i, (fault, code))) = outs
+            .iter()
+            .take(n)
+            .map(L::fault)
+            .enumerate()
+            .find(|(_, f)| f.0 != 0)
+        {
+            let hours = batch.hours();
+            return Err(fault_error(
+                done.runs.start + i / hours,
+                i % hours,
+                fault,
+                code,
+            ));
+        }
         drop(view);
         done.out_read.unmap();
         chunk.trajectories.clear();
@@ -1061,6 +1207,10 @@ fn unpack_trajectory<L: Layout>(
     }
 }
 
+/// Alters a chunk's packed runs and attack slots before the upload ([`GpuContext`]'s
+/// `run_layout`).
+type Repack<'a, L> = &'a dyn Fn(&mut [<L as Layout>::Run], &mut [<L as Layout>::Attack]);
+
 /// A submitted chunk waiting for its readback.
 struct InFlight {
     runs: Range<usize>,
@@ -1111,18 +1261,6 @@ fn readback(dev: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })
-}
-
-/// Attacked runs need the CPU backend until the kernel mirrors the attacked step.
-fn refuse_attacks(batch: &Batch) -> Result<()> {
-    if batch.has_attacks() {
-        return Err(Error::invalid(
-            "backend",
-            "gpu",
-            "cpu for runs with [[attack]] tables (the kernel does not model attacks yet)",
-        ));
-    }
-    Ok(())
 }
 
 /// Byte sizes of the per-run and per-item buffers of one precision.
@@ -1382,7 +1520,9 @@ mod tests {
                     trajectory_offset,
                     dual_update,
                     hourly_offset,
-                    start_price
+                    start_price,
+                    defence,
+                    _pad
                 ]
             );
             check_layout!(
@@ -1396,13 +1536,15 @@ mod tests {
                 "AttackSlot",
                 $attack,
                 [
-                    kind,
-                    hour,
-                    first_iteration,
-                    last_iteration,
-                    target_agent,
-                    _pad,
-                    magnitude
+                    variable,
+                    agent,
+                    hours,
+                    first,
+                    last,
+                    shape,
+                    ramp_iterations,
+                    key,
+                    size
                 ]
             );
             check_layout!(
@@ -1438,10 +1580,92 @@ mod tests {
                     power,
                     cost,
                     iterations,
-                    converged
+                    converged,
+                    tampered,
+                    rejected,
+                    fault,
+                    fault_code
                 ]
             );
         }};
+    }
+
+    /// Feeds the kernel, in layout `$layout`, codes the host never packs: each must come
+    /// back as an error naming the code (the kernel's failing defaults), not run as
+    /// another code.
+    macro_rules! check_faults {
+        ($ctx:expr, $batch:expr, $layout:ty, $kernel:expr) => {{
+            type Runs = [<$layout as Layout>::Run];
+            type Slots = [<$layout as Layout>::Attack];
+            let cases: [(&str, &dyn Fn(&mut Runs, &mut Slots)); 7] = [
+                ("unknown step rule code 99", &|r, _| r[0].step_rule = 99),
+                ("unknown power update code 99", &|r, _| {
+                    r[0].power_update = 99
+                }),
+                ("unknown dual update code 99", &|r, _| r[0].dual_update = 99),
+                ("unknown start price code 99", &|r, _| r[0].start_price = 99),
+                ("unknown defence code 99", &|r, _| r[0].defence = 99),
+                ("unknown attack variable code 99", &|_, a| {
+                    a[0].variable = 99
+                }),
+                ("unknown attack shape code 99", &|_, a| {
+                    a[0].variable = AttackVariable::Price.code();
+                    a[0].shape = 99;
+                }),
+            ];
+            for (expected, repack) in cases {
+                let e = $ctx
+                    .run_layout::<$layout>($batch, $kernel, 16, &mut |_| Ok(()), repack)
+                    .expect_err(expected)
+                    .to_string();
+                assert!(e.contains(expected) && e.contains("run 0, hour 0"), "{e}");
+            }
+            let mut hours = 0;
+            $ctx.run_layout::<$layout>(
+                $batch,
+                $kernel,
+                16,
+                &mut |c| {
+                    hours += c.records.len();
+                    Ok(())
+                },
+                &|_, _| {},
+            )
+            .expect("the batch as packed");
+            assert_eq!(hours, $batch.runs() * $batch.hours());
+        }};
+    }
+
+    #[test]
+    fn the_kernel_reports_an_unknown_code() {
+        let ctx = match GpuContext::new(None) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                // As the engine_equivalence tests: loud, or a failure when required.
+                let why = format!("no GPU adapter ({e})");
+                if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
+                    panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
+                }
+                eprintln!(
+                    "\n*** SKIPPED: {why}; GPU backend NOT tested (set P2PMARKET_REQUIRE_GPU=1 to fail instead) ***\n"
+                );
+                return;
+            }
+        };
+        let market = crate::market::Market::from_scenario(&crate::scenario::Scenario::default())
+            .expect("default market");
+        let run = crate::engine::RunSpec {
+            rci: crate::rci::RciSettings {
+                max_iterations: 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let batch = Batch::from_market(&market, &[run]).expect("batch");
+        check_faults!(ctx, &batch, Layout32, &ctx.kernel_f32);
+        if let Some(k) = &ctx.kernel_f64 {
+            check_faults!(ctx, &batch, Layout64, k);
+        }
     }
 
     #[test]
