@@ -967,8 +967,6 @@ fn view_of(
 /// from its own price as in the attack-free step. The residuals are the largest over
 /// the agents' views of the messages before and after. Without an active injection every
 /// view is the true state and the result is [`step_shared`]'s, bit for bit.
-// `r` indexes the views, the states and the agents alike.
-#[allow(clippy::needless_range_loop)]
 fn step_views(
     state: &mut RciState,
     agents: &[Agent<'_>],
