@@ -427,7 +427,7 @@ impl Market {
     }
 
     /// The RCI agents of an hour's curves, with the tie's trade limits.
-    fn rci_agents<'a>(&self, curves: &'a [OfferCurve]) -> Vec<Agent<'a>> {
+    pub fn rci_agents<'a>(&self, curves: &'a [OfferCurve]) -> Vec<Agent<'a>> {
         let (lo, hi) = self.agent_limits();
         curves
             .iter()

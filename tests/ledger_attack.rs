@@ -31,15 +31,7 @@ fn curves(m: &Market, hour: usize) -> Vec<OfferCurve> {
 }
 
 fn agents<'a>(m: &Market, curves: &'a [OfferCurve]) -> Vec<Agent<'a>> {
-    let (lo, hi) = m.agent_limits();
-    curves
-        .iter()
-        .map(|c| Agent {
-            curve: c.view(),
-            min_export: lo,
-            max_export: hi,
-        })
-        .collect()
+    m.rci_agents(curves)
 }
 
 fn size(v: AttackVariable) -> f64 {

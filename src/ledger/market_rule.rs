@@ -82,15 +82,7 @@ fn iteration_messages(
 }
 
 fn states(messages: &[ConsensusMessage]) -> Vec<AgentState> {
-    messages
-        .iter()
-        .map(|m| AgentState {
-            price: m.price,
-            power: m.power,
-            dual_upper: m.dual_upper,
-            dual_lower: m.dual_lower,
-        })
-        .collect()
+    messages.iter().map(ConsensusMessage::state).collect()
 }
 
 fn duals_moved(old: &[ConsensusMessage], new: &[ConsensusMessage]) -> bool {

@@ -407,12 +407,7 @@ pub(super) fn committed_outcome(
     let states = |k: u32| -> Vec<AgentState> {
         (0..agents as u32)
             .filter_map(|a| net.state.message(run, hour, k, a))
-            .map(|m| AgentState {
-                price: m.price,
-                power: m.power,
-                dual_upper: m.dual_upper,
-                dual_lower: m.dual_lower,
-            })
+            .map(|m| m.state())
             .collect()
     };
     let Some(last) = net.state.last_iteration(run, hour) else {

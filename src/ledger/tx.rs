@@ -41,6 +41,18 @@ pub struct ConsensusMessage {
 }
 
 impl ConsensusMessage {
+    /// The agent's state the message reports (price, power and duals).
+    pub fn state(&self) -> crate::rci::AgentState {
+        crate::rci::AgentState {
+            price: self.price,
+            power: self.power,
+            dual_upper: self.dual_upper,
+            dual_lower: self.dual_lower,
+        }
+    }
+}
+
+impl ConsensusMessage {
     /// The Newton signals the message carries.
     pub fn signals(&self) -> NewtonSignals {
         NewtonSignals {
