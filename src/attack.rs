@@ -171,6 +171,11 @@ pub enum Defence {
 }
 
 impl Defence {
+    /// Whether this is the default mode, [`Defence::Undefended`].
+    pub fn is_undefended(&self) -> bool {
+        *self == Defence::Undefended
+    }
+
     /// The mode's code.
     pub fn code(self) -> u32 {
         self as u32

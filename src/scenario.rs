@@ -100,10 +100,13 @@ pub struct Scenario {
     /// it.
     pub uncertainty: UncertaintyConfig,
     /// Whether the ledger defends the market's messages against the attacks
-    /// ([`crate::attack`]): `"undefended"` (default) or `"defended"`.
+    /// ([`crate::attack`]): `"undefended"` (default) or `"defended"`. Not written when
+    /// default, so a scenario without attacks serializes as before.
+    #[serde(skip_serializing_if = "Defence::is_undefended")]
     pub defence: Defence,
     /// False-data-injection attacks on the negotiation, `[[attack]]` tables (at most
     /// [`crate::attack::MAX_ATTACKS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<Attack>,
 }
 
