@@ -701,6 +701,13 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
     }
     let scenario = load_scenario(plan.config)?;
     scenario.validate_settings()?;
+    if !scenario.attack.is_empty() {
+        return Err(Failure::BadInput(Error::invalid(
+            "attack",
+            format!("{} [[attack]] tables", scenario.attack.len()),
+            "none: the uncertainty study negotiates attack-free days (attacks run with `run` or as attack.* sweep parameters)",
+        )));
+    }
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
     p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;

@@ -544,6 +544,11 @@ fn sweep_table() -> Vec<(String, Expect)> {
         t("runs_per_part = 5", Mentions("seed")),
         t("seed = -1", Mentions("seed")),
         t("seed = \"lucky\"", Mentions("seed")),
+        // [[base.attack]]: a sweep's attacks are attack.* parameters
+        t(
+            "seed = 1\n[[base.attack]]\nvariable = \"chi\"\nagent = 1\nhours = [6]\nsize = 1.0",
+            Field("base.attack"),
+        ),
         // runs_per_part
         t("seed = 1\nruns_per_part = 0", Field("runs_per_part")),
         t("seed = 1\nruns_per_part = 2000000", Field("runs_per_part")),

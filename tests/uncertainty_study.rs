@@ -427,5 +427,11 @@ fn bad_input_names_the_field_and_writes_nothing() {
     let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("uncertainty.wind.std_fraction"), "{err}");
+    // Attacks are not part of the study: refused, not silently dropped.
+    let attacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments/paper_fdia_undefended.toml");
+    let (code, err) = run(&["--config", attacked.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`attack`"), "{err}");
     assert!(!out.exists());
 }

@@ -290,6 +290,13 @@ impl SweepSpec {
         self.base
             .validate_settings()
             .map_err(|e| e.with_field_prefix("base."))?;
+        if !self.base.attack.is_empty() {
+            return Err(Error::invalid(
+                "base.attack",
+                format!("{} [[base.attack]] tables", self.base.attack.len()),
+                "none: a sweep's attacks are attack.* parameters (see experiments/sweeps/attack_map.toml)",
+            ));
+        }
         if self.parameters.pcc_bus.is_some() && !self.base.microgrid.enabled {
             return Err(Error::invalid(
                 "parameters.pcc_bus",
