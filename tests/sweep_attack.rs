@@ -14,7 +14,7 @@ use p2pmarket::Error;
 use p2pmarket::attack::{AttackVariable, Defence, HourAttacks};
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::market::Market;
-use p2pmarket::rci::{self, Agent};
+use p2pmarket::rci;
 use p2pmarket::sweep::{
     SweepOptions, SweepReport, SweepSpec, attack_runs_schema, run_sweep, runs_schema,
 };
@@ -96,15 +96,7 @@ fn attack_columns_against_the_attack_free_twin() {
     // The twin, computed independently: the attacked hour of the base market.
     let market = Market::from_scenario(&s.base).unwrap();
     let curves = market.curves(10).unwrap();
-    let (lo, hi) = market.agent_limits();
-    let agents: Vec<Agent<'_>> = curves
-        .iter()
-        .map(|c| Agent {
-            curve: c.view(),
-            min_export: lo,
-            max_export: hi,
-        })
-        .collect();
+    let agents = market.rci_agents(&curves);
     let free = rci::negotiate(&agents, &s.base.rci, false);
 
     let variable = col::<StringArray>(&t, "attack_variable");

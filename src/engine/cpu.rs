@@ -20,15 +20,15 @@ use crate::error::Result;
 use crate::offer::{CurveView, OfferCurve};
 use crate::rci::{self, Agent, AgentState, RciState, Residuals, TrajectoryPoint};
 
-/// Negotiates one hour of one run with the CPU reference; the trajectory is empty unless
-/// the run keeps it.
-pub fn evaluate_hour(
+/// The RCI agents of (run, hour) over its owned `curves` ([`Batch::reference_curves`]),
+/// with the batch's trade limits.
+pub fn reference_agents<'a>(
     batch: &Batch,
     run: usize,
     hour: usize,
-) -> Result<(HourRecord, Vec<TrajectoryPoint>)> {
-    let curves = batch.reference_curves(run, hour)?;
-    let agents: Vec<Agent<'_>> = curves
+    curves: &'a [OfferCurve],
+) -> Vec<Agent<'a>> {
+    curves
         .iter()
         .enumerate()
         .map(|(a, c)| {
@@ -39,7 +39,18 @@ pub fn evaluate_hour(
                 max_export: s.max_export,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Negotiates one hour of one run with the CPU reference; the trajectory is empty unless
+/// the run keeps it.
+pub fn evaluate_hour(
+    batch: &Batch,
+    run: usize,
+    hour: usize,
+) -> Result<(HourRecord, Vec<TrajectoryPoint>)> {
+    let curves = batch.reference_curves(run, hour)?;
+    let agents = reference_agents(batch, run, hour, &curves);
     let out = rci::negotiate_attacked(
         &agents,
         batch.rci(run),

@@ -225,15 +225,7 @@ pub fn record_day_attacked(
     let mut forgeries = ReplayCounts::default();
     for h in &day.hours {
         let hour = h.hour as u32;
-        let agents: Vec<Agent<'_>> = h
-            .curves
-            .iter()
-            .map(|c| Agent {
-                curve: c.view(),
-                min_export: lo,
-                max_export: hi,
-            })
-            .collect();
+        let agents = market.rci_agents(&h.curves);
         let hour_attacks = HourAttacks {
             slots: attacks.slots,
             hour,

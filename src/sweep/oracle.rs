@@ -37,7 +37,7 @@ use crate::attack::{Defence, HourAttacks};
 use crate::engine::Batch;
 use crate::error::{Error, Result};
 use crate::ledger::{HourReplay, ReplayEnd, ReplayOptions, replay_hour};
-use crate::rci::{self, Agent};
+use crate::rci;
 use crate::sweep::manifest;
 use crate::sweep::plan::{PartPlan, SweepPlan};
 
@@ -292,18 +292,7 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         let b = index[k];
         let hour = attack.hour as usize;
         let curves = batch.reference_curves(b, hour)?;
-        let agents: Vec<Agent<'_>> = curves
-            .iter()
-            .enumerate()
-            .map(|(a, c)| {
-                let s = batch.slot(b, hour, a);
-                Agent {
-                    curve: c.view(),
-                    min_export: s.min_export,
-                    max_export: s.max_export,
-                }
-            })
-            .collect();
+        let agents = crate::engine::cpu::reference_agents(batch, b, hour, &curves);
         let opts = ReplayOptions {
             run: p.run as u32,
             ..ReplayOptions::default()
