@@ -617,6 +617,34 @@ fn seen(variable: u32, agent: u32, m: u32, value: real) -> real {
     return v;
 }
 
+// HourAttacks::seen_price: the price of `sender`'s message m as `receiver` sees it (price
+// slots on the sender; stealthy wedges +c from their target, -c to it), in slot order.
+fn seen_price(sender: u32, receiver: u32, m: u32, value: real) -> real {
+    var v = value;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        let c = slot_c[m & 1u][k];
+        if slot_hits(k, ATTACK_PRICE, sender, m) {
+            v = v + c;
+        } else if sender != receiver {
+            if slot_hits(k, ATTACK_STEALTHY_PRICE, sender, m) {
+                v = v + c;
+            } else if slot_hits(k, ATTACK_STEALTHY_PRICE, receiver, m) {
+                v = v - c;
+            }
+        }
+    }
+    return v;
+}
+
+// HourAttacks::wedges: a stealthy wedge is active in message m.
+fn wedges(m: u32) -> bool {
+    var hit = false;
+    for (var k = 0u; k < MAX_ATTACKS; k++) {
+        hit = hit | (slot_on[m & 1u][k] & (run_slots[k].variable == ATTACK_STEALTHY_PRICE));
+    }
+    return hit;
+}
+
 // HourAttacks::targets.
 fn targets(variable: u32, agent: u32, m: u32) -> bool {
     var hit = false;
@@ -637,7 +665,7 @@ fn check_slot(s: AttackSlot) {
     switch s.variable {
         case ATTACK_NONE: {}
         case ATTACK_CHI, ATTACK_PRICE, ATTACK_POWER, ATTACK_DUAL_UPPER, ATTACK_DUAL_LOWER,
-            ATTACK_SLOPE, ATTACK_GAP: {
+            ATTACK_SLOPE, ATTACK_GAP, ATTACK_STEALTHY_PRICE: {
             switch s.shape {
                 case SHAPE_CONSTANT, SHAPE_RAMP, SHAPE_UNIFORM, SHAPE_SIGN: {}
                 default: {
@@ -797,11 +825,17 @@ fn respond(i: u32, me: AgentState, p: real, rp: RunParams) -> AgentState {
 
 // note_message: whether an attack altered agent i's message m (its state `st`), or
 // (`chi_altered`) its price was computed with a tampered chi.
-fn message_altered(i: u32, m: u32, st: AgentState, rp: RunParams, chi_altered: bool) -> bool {
+fn message_altered(i: u32, m: u32, n: u32, st: AgentState, rp: RunParams, chi_altered: bool) -> bool {
     var altered = chi_altered || field_altered(ATTACK_PRICE, i, m, st.price)
         || field_altered(ATTACK_POWER, i, m, st.power)
         || field_altered(ATTACK_DUAL_UPPER, i, m, st.du)
         || field_altered(ATTACK_DUAL_LOWER, i, m, st.dl);
+    // A stealthy wedge alters the price differently for different receivers.
+    if !altered && wedges(m) {
+        for (var r = 0u; r < n; r++) {
+            altered = altered || (r != i && seen_price(i, r, m, st.price) != st.price);
+        }
+    }
     let slope = targets(ATTACK_SLOPE, i, m);
     let gap = targets(ATTACK_GAP, i, m);
     if !altered && (slope || gap) {
@@ -951,7 +985,7 @@ fn received(r: u32, j: u32, m: u32, st: AgentState) -> AgentState {
         return st;
     }
     return AgentState(
-        seen(ATTACK_PRICE, j, m, st.price),
+        seen_price(j, r, m, st.price),
         seen(ATTACK_POWER, j, m, st.power),
         seen(ATTACK_DUAL_UPPER, j, m, st.du),
         seen(ATTACK_DUAL_LOWER, j, m, st.dl),
@@ -1087,7 +1121,7 @@ fn main(
     if attacked {
         prepare(0u);
         for (var i = 0u; i < n; i++) {
-            tampered += select(0u, 1u, message_altered(i, 0u, state[i], rp, false));
+            tampered += select(0u, 1u, message_altered(i, 0u, n, state[i], rp, false));
         }
     }
 
@@ -1226,7 +1260,7 @@ fn main(
         if attacked {
             for (var i = 0u; i < n; i++) {
                 let chi = (chi_altered & (1u << i)) != 0u;
-                tampered += select(0u, 1u, message_altered(i, m, state[i], rp, chi));
+                tampered += select(0u, 1u, message_altered(i, m, n, state[i], rp, chi));
             }
         }
         if keep {

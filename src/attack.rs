@@ -22,10 +22,36 @@
 //! | `slope` | its Newton step (both directions' slopes get `c`) |
 //! | `gap` | its Newton step on a flat stretch (both directions' finite gaps get `c`) |
 //! | `chi` | the target's own price update (its message is computed with `chi + c`) |
+//! | `stealthy_price` | as `price`, with a receiver-dependent sign (below) |
 //!
 //! Each agent therefore runs the negotiation on its own view: its own true values and the
 //! others' received ones, its own innovation step and Newton memory. The negotiation stops
 //! when the stop rules hold in every agent's view.
+//!
+//! # Stealthy injection
+//!
+//! What a receiver can check of the negotiation, with nothing but the messages it receives
+//! and its own state (in its view, every iteration): the stop rules' residuals, eq.
+//! (43)-(45) (how much each received price, power and dual changed since the iteration
+//! before); the trade balance `|sum_i P_i|`; and the price agreement, the spread of the
+//! prices it sees. These are its bad-data detector: a negotiation whose checks never
+//! settle is visibly under attack (every undefended `price` or `power` injection that
+//! lasts shows as a spread or an imbalance that never closes).
+//!
+//! `stealthy_price` is the injection of eq. (4), which leaves that residue unchanged: the
+//! target's price as every other agent receives it is `lambda_t + c`, and every other
+//! agent's price as the target receives it is `lambda_i - c` (an attacker on the target's
+//! links, altering both directions). With `mu_t = lambda_t + c` every view is the
+//! attack-free negotiation of a *legitimate* market, one in which the target asks `c`
+//! more for every MW (its curve shifted up by `c`): the target's view is that market's
+//! with every price lowered by `c`, and the others' views are that market's. Every
+//! residual a receiver computes is therefore one that honest agents could produce; with a
+//! constant `c` from the starting messages the checks settle, the negotiation converges
+//! and each agent believes the market agreed, while the target settles at `lambda_t` and
+//! the others at `lambda_t + c`: a price wedge of `c` on every traded MW, which the
+//! attacker on the links keeps. (A `c` that changes, or starts late, shows as one price
+//! step of the size of the change, as an agent revising its offer would.) The ledger
+//! rejects every altered copy like any other.
 //!
 //! # Defence
 //!
@@ -84,11 +110,15 @@ pub enum AttackVariable {
     Slope = 6,
     /// The target's Newton gaps (both directions, where finite), $/MWh.
     Gap = 7,
+    /// A stealthy price wedge, $/MWh: the target's price as the others receive it `+ c`,
+    /// and the others' prices as the target receives them `- c` (module docs, "Stealthy
+    /// injection").
+    StealthyPrice = 8,
 }
 
 impl AttackVariable {
     /// Every variable, in code order.
-    pub const ALL: [AttackVariable; 7] = [
+    pub const ALL: [AttackVariable; 8] = [
         AttackVariable::Chi,
         AttackVariable::Price,
         AttackVariable::Power,
@@ -96,6 +126,7 @@ impl AttackVariable {
         AttackVariable::DualLower,
         AttackVariable::Slope,
         AttackVariable::Gap,
+        AttackVariable::StealthyPrice,
     ];
 
     /// The variable's code (what the batch and the kernel carry; 0 = empty slot).
@@ -118,6 +149,7 @@ impl AttackVariable {
             AttackVariable::DualLower => "dual_lower",
             AttackVariable::Slope => "slope",
             AttackVariable::Gap => "gap",
+            AttackVariable::StealthyPrice => "stealthy_price",
         }
     }
 }
@@ -326,7 +358,8 @@ fn unit(v: AttackVariable) -> &'static str {
         AttackVariable::Price
         | AttackVariable::DualUpper
         | AttackVariable::DualLower
-        | AttackVariable::Gap => "$/MWh",
+        | AttackVariable::Gap
+        | AttackVariable::StealthyPrice => "$/MWh",
         AttackVariable::Power => "MW",
         AttackVariable::Slope => "MW/($/MWh)",
     }
@@ -456,6 +489,38 @@ impl HourAttacks<'_> {
         self.slots
             .iter()
             .any(|s| s.hits(variable, agent, self.hour, m))
+    }
+
+    /// The price of `sender`'s message of iteration `m` as `receiver` sees it: plus every
+    /// active `price` slot's `c` on the sender and, for every active `stealthy_price` slot,
+    /// `+ c` when the sender is its target and the receiver another agent, `- c` when the
+    /// receiver is its target and the sender another agent; in slot order. A sender's own
+    /// price is never altered for itself: call this for `receiver != sender` only.
+    pub fn seen_price(&self, sender: usize, receiver: usize, m: u32, value: f64) -> f64 {
+        let mut v = value;
+        for s in self.slots {
+            if s.hits(AttackVariable::Price, sender, self.hour, m) {
+                v += s.offset(self.hour, m);
+            } else if sender != receiver {
+                if s.hits(AttackVariable::StealthyPrice, sender, self.hour, m) {
+                    v += s.offset(self.hour, m);
+                } else if s.hits(AttackVariable::StealthyPrice, receiver, self.hour, m) {
+                    v -= s.offset(self.hour, m);
+                }
+            }
+        }
+        v
+    }
+
+    /// Whether a `stealthy_price` slot is active at iteration `m` (it alters the messages
+    /// of its target and of every agent that sends to the target).
+    pub fn wedges(&self, m: u32) -> bool {
+        self.slots.iter().any(|s| {
+            s.variable == AttackVariable::StealthyPrice.code()
+                && s.in_hour(self.hour)
+                && m >= s.first
+                && m <= s.last
+        })
     }
 }
 

@@ -776,8 +776,17 @@ fn note_message(
         attacks.targets(v, i, m) && attacks.seen(v, i, m, x).to_bits() != x.to_bits()
     };
     let signals = || NewtonSignals::of(&agents[i], &st, s);
+    // A stealthy wedge alters the price differently for different receivers: the message
+    // is altered when any receiver's copy differs.
+    let wedged = || {
+        attacks.wedges(m)
+            && (0..agents.len()).any(|r| {
+                r != i && attacks.seen_price(i, r, m, st.price).to_bits() != st.price.to_bits()
+            })
+    };
     let altered = chi_altered
         || field(AttackVariable::Price, st.price)
+        || wedged()
         || field(AttackVariable::Power, st.power)
         || field(AttackVariable::DualUpper, st.dual_upper)
         || field(AttackVariable::DualLower, st.dual_lower)
@@ -952,7 +961,7 @@ fn view_of(
             *st
         } else {
             AgentState {
-                price: attacks.seen(AttackVariable::Price, j, m, st.price),
+                price: attacks.seen_price(j, r, m, st.price),
                 power: attacks.seen(AttackVariable::Power, j, m, st.power),
                 dual_upper: attacks.seen(AttackVariable::DualUpper, j, m, st.dual_upper),
                 dual_lower: attacks.seen(AttackVariable::DualLower, j, m, st.dual_lower),
@@ -1818,6 +1827,81 @@ mod tests {
             let d = hit.agents[0].price - hit.agents[1].price;
             // chi d = -kappa m: d = 0.05 / 0.25 = 0.2 $/MWh.
             assert!((d - 0.2).abs() < 1e-9, "{d}");
+        }
+
+        #[test]
+        fn stealthy_price_wedge_shows_the_residuals_of_an_honest_market() {
+            // Agent 1 is the target: agent 0 receives its price + c, it receives agent 0's
+            // price - c. Every view is the negotiation of the market in which agent 1 asks
+            // c more (its c1 raised by c), so the receivers' checks see that honest
+            // market's residuals in every iteration, and the negotiation converges with
+            // the prices c apart.
+            let c = 2.0;
+            let wedge = [slot(AttackVariable::StealthyPrice, 1, 0, None, c)];
+            let newton = RciSettings {
+                start_price: StartPrice::OwnMarginal,
+                ..RciSettings::default()
+            };
+            for s in [constant_step(), newton] {
+                let (a, b) = apart();
+                let shifted = quad(0.1, 14.0 + c, 0.0, 200.0, -100.0);
+                let (attacked, honest) = (agents(&a, &b), agents(&a, &shifted));
+                let attacks = HourAttacks {
+                    slots: &wedge,
+                    hour: 3,
+                    defence: Defence::Undefended,
+                };
+                let mut hit = RciState::new(&attacked, &s);
+                let mut fair = RciState::new(&honest, &s);
+                // The target starts at its own marginal price, the honest agent 1 at c more.
+                assert_eq!(hit.agents()[1].price + c, fair.agents()[1].price);
+                let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + y.abs());
+                loop {
+                    let r = step(&mut hit, &attacked, &s, &attacks);
+                    let q = step(&mut fair, &honest, &s, &HourAttacks::NONE);
+                    let k = hit.iteration();
+                    for (x, y) in [
+                        (r.residuals.price_change, q.residuals.price_change),
+                        (r.residuals.power_change, q.residuals.power_change),
+                        (r.residuals.dual_change, q.residuals.dual_change),
+                        (r.residuals.balance, q.residuals.balance),
+                        (r.residuals.price_spread, q.residuals.price_spread),
+                    ] {
+                        assert!(close(x, y), "iteration {k}: {:?} vs {:?}", r, q);
+                    }
+                    let (h, f) = (hit.agents(), fair.agents());
+                    assert!(close(h[0].price, f[0].price) && close(h[1].price + c, f[1].price));
+                    assert!(close(h[0].power, f[0].power) && close(h[1].power, f[1].power));
+                    assert_eq!(r.progress, q.progress, "iteration {k}");
+                    if r.progress != Progress::Running || k >= s.max_iterations {
+                        break;
+                    }
+                }
+                assert!(stop_rules_hold(&hit.residuals(), &s), "{:?}", s.step_rule);
+                // Converged, balanced, and the true prices c apart: agent 0 pays c more
+                // than agent 1 receives.
+                let h = hit.agents();
+                assert!((h[0].price - h[1].price - c).abs() < 1e-6);
+                assert!((h[0].power + h[1].power).abs() < s.balance_tol);
+                // Two altered copies (one each way) in every iteration, counted.
+                assert_eq!(hit.tampered(), 2 * (hit.iteration() + 1));
+
+                // A plain price injection of the same size is seen: it never settles.
+                let seen = run(
+                    &s,
+                    &[slot(AttackVariable::Price, 1, 0, None, c)],
+                    Defence::Undefended,
+                );
+                assert!(!seen.converged);
+                // Defended: the attack-free negotiation, every altered copy rejected.
+                let free = run(&s, &[], Defence::Undefended);
+                let defended = run(&s, &wedge, Defence::Defended);
+                assert_eq!(defended.trajectory, free.trajectory);
+                assert_eq!(
+                    (defended.tampered, defended.rejected),
+                    (2 * (free.iterations + 1), 2 * (free.iterations + 1))
+                );
+            }
         }
 
         #[test]

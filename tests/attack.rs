@@ -78,7 +78,10 @@ fn random_slot(rng: &mut ChaCha8Rng, index: usize) -> AttackSlot {
     let variable = AttackVariable::ALL[rng.random_range(0..AttackVariable::ALL.len())];
     let scale = match variable {
         AttackVariable::Chi => 2.0,
-        AttackVariable::Price | AttackVariable::DualUpper | AttackVariable::DualLower => 50.0,
+        AttackVariable::Price
+        | AttackVariable::StealthyPrice
+        | AttackVariable::DualUpper
+        | AttackVariable::DualLower => 50.0,
         AttackVariable::Power => 100.0,
         AttackVariable::Slope => 500.0,
         AttackVariable::Gap => 20.0,

@@ -205,6 +205,10 @@ struct Diff {
     max_price_rel: f64,
     max_exchange_abs: f64,
     max_cost_rel: f64,
+    /// The reference's and the GPU's cost, and the exchanges, where `max_cost_rel` was seen,
+    /// and that hour's index.
+    worst_cost: [f64; 4],
+    worst_cost_hour: usize,
     /// Over hours where neither converged nor diverged (stopped at the cap with finite
     /// states).
     max_iteration_diff_capped: u32,
@@ -276,7 +280,17 @@ fn compare(b: &Batch, reference: &[HourRecord], got: &[HourRecord]) -> Diff {
                 d.max_exchange_abs
                     .max(if dx.is_nan() { f64::INFINITY } else { dx });
             for a in 0..b.agents() {
-                d.max_cost_rel = d.max_cost_rel.max(rel(g.agent_cost[a], r.agent_cost[a]));
+                let c = rel(g.agent_cost[a], r.agent_cost[a]);
+                if c > d.max_cost_rel {
+                    d.max_cost_rel = c;
+                    d.worst_cost = [
+                        r.agent_cost[a],
+                        g.agent_cost[a],
+                        r.exchange_mw,
+                        g.exchange_mw,
+                    ];
+                    d.worst_cost_hour = i;
+                }
             }
         } else if !diverged(r) && !diverged(g) {
             d.max_iteration_diff_capped = d
@@ -789,6 +803,7 @@ fn largest_size(v: AttackVariable) -> f64 {
     match v {
         AttackVariable::Chi => 2.0,
         AttackVariable::Price
+        | AttackVariable::StealthyPrice
         | AttackVariable::DualUpper
         | AttackVariable::DualLower
         | AttackVariable::Gap => 50.0,
@@ -965,24 +980,30 @@ fn attacked_gpu_f64_matches_the_reference() {
 
 /// f32 kernel vs the f64 reference on attacked runs, at the f32 tolerances.
 ///
-/// Measured on lavapipe (seed 24, 600 runs x 24 hours): converged flags differ on 4.5 % of
-/// the plain-update and 4.4 % of the relaxed-update hours, divergence on 2.8 %, tampered
-/// or rejected counts on 33 %. Three runs in four start apart (own marginal), where f32
-/// already flips 2.2 % of the plain flags without attacks (see `random_runs`); a
-/// destructive attack pushes many more hours to the edge of stability, where rounding
-/// decides. The counts cannot agree across precisions: an alteration is counted when
-/// `x + c` differs from `x` in the kernel's precision, so the harmless sizes (down to
-/// 1e-12) alter f64 messages and leave f32 ones intact, and every count after a flag or
-/// trajectory difference differs too. Where both converged the values agree as on
-/// attack-free runs: prices within 1e-4 relative (observed 1.8e-5), exchanges within 5 x
-/// the power tolerance (observed 0.018 MW), costs within 1e-3 relative (observed 4.2e-4).
+/// Measured on lavapipe (seed 24, 600 runs x 24 hours, every variable including the
+/// stealthy wedge): converged flags differ on 4.5 % of the plain-update and 4.6 % of the
+/// relaxed-update hours, divergence on 2.9 %, tampered or rejected counts on 35 %. Three
+/// runs in four start apart (own marginal), where f32 already flips 2.2 % of the plain
+/// flags without attacks (see `random_runs`); a destructive attack pushes many more hours
+/// to the edge of stability, where rounding decides. The counts cannot agree across
+/// precisions: an alteration is counted when `x + c` differs from `x` in the kernel's
+/// precision, so the harmless sizes (down to 1e-12) alter f64 messages and leave f32 ones
+/// intact, and every count after a flag or trajectory difference differs too. Where both
+/// converged the values agree as on attack-free runs: prices within 1e-4 relative
+/// (observed 3.5e-5), exchanges within 5 x the power tolerance (observed 0.015 MW). Costs
+/// within 2e-3 relative: the largest, 1.5e-3, is 38.39 against 38.45 $/h at the same
+/// exchange (26.35 MW), f32 rounding on a small cost (relative to max(|cost|, 1)).
 #[test]
 fn attacked_gpu_f32_matches_the_reference() {
     let Some(ctx) = gpu() else { return };
-    let d = gpu_diff_on(
-        ctx,
-        Precision::F32,
-        &attacked_batch(24, ATTACKED_RUNS, Tolerances::F32),
+    let b = attacked_batch(24, ATTACKED_RUNS, Tolerances::F32);
+    let d = gpu_diff_on(ctx, Precision::F32, &b);
+    let worst = d.worst_cost_hour;
+    eprintln!(
+        "largest cost difference: run {}, hour {}, {:?}",
+        worst / b.hours(),
+        worst % b.hours(),
+        b.hour_attacks(worst / b.hours(), worst % b.hours())
     );
     let rate = |x: usize, of: usize| x as f64 / of as f64;
     assert!(
@@ -997,6 +1018,6 @@ fn attacked_gpu_f32_matches_the_reference() {
     assert!(rate(d.count_mismatches, d.hours) <= 0.4, "{d:?}");
     assert!(d.max_price_rel <= 1e-4, "{d:?}");
     assert!(d.max_exchange_abs <= 5.0 * F32_POWER_TOL, "{d:?}");
-    assert!(d.max_cost_rel <= 1e-3, "{d:?}");
+    assert!(d.max_cost_rel <= 2e-3, "{d:?}");
     assert!(d.converged_ref > d.hours / 4, "{d:?}");
 }

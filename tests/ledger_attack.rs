@@ -37,7 +37,7 @@ fn agents<'a>(m: &Market, curves: &'a [OfferCurve]) -> Vec<Agent<'a>> {
 fn size(v: AttackVariable) -> f64 {
     match v {
         AttackVariable::Chi => 0.1,
-        AttackVariable::Price => 5.0,
+        AttackVariable::Price | AttackVariable::StealthyPrice => 5.0,
         AttackVariable::Power => 2.0,
         AttackVariable::DualUpper | AttackVariable::DualLower => 3.0,
         AttackVariable::Slope => 0.5,

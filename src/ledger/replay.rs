@@ -266,7 +266,8 @@ pub(super) fn record_hour(
         if attacked {
             let mut committed = None;
             for (i, tx) in genuine.iter().enumerate() {
-                let Some(forged) = forge(rec, tx, i, iteration, s, attacks, opts)? else {
+                let Some(forged) = forge(rec, tx, i, agents.len(), iteration, s, attacks, opts)?
+                else {
                     continue;
                 };
                 counts.forged_submitted += 1;
@@ -324,12 +325,16 @@ fn first_reason(f: ProposalFailure) -> Rejection {
         })
 }
 
-/// The attacker's copy of agent `i`'s genuine message `tx` of `iteration`, `None` when the
-/// attacks leave its bytes unchanged (no alteration: [`crate::attack`]).
+/// The attacker's copy of agent `i`'s genuine message `tx` of `iteration` (one of
+/// `agents`), `None` when the attacks leave its bytes unchanged (no alteration:
+/// [`crate::attack`]). A stealthy price wedge alters the copies to different receivers
+/// differently; the copy forged is the first receiver's whose price differs.
+#[allow(clippy::too_many_arguments)]
 fn forge(
     rec: &mut Recorder,
     tx: &Transaction,
     i: usize,
+    agents: usize,
     iteration: u32,
     s: &RciSettings,
     attacks: &HourAttacks<'_>,
@@ -365,8 +370,17 @@ fn forge(
         unreachable!("a consensus message stays one");
     };
     let seen = |v: AttackVariable, x: f64| attacks.seen(v, i, iteration, x);
+    let copy_to = |r: usize| attacks.seen_price(i, r, iteration, before.price);
+    let mut receivers = (0..agents).filter(|&r| r != i);
+    let price = receivers
+        .clone()
+        .map(copy_to)
+        .find(|p| p.to_bits() != before.price.to_bits())
+        .or_else(|| receivers.next().map(copy_to))
+        // A lone agent: a price attack still alters its (unreceived) message.
+        .unwrap_or_else(|| copy_to(i));
     let altered = ConsensusMessage {
-        price: seen(AttackVariable::Price, before.price),
+        price,
         power: seen(AttackVariable::Power, before.power),
         dual_upper: seen(AttackVariable::DualUpper, before.dual_upper),
         dual_lower: seen(AttackVariable::DualLower, before.dual_lower),
