@@ -874,15 +874,17 @@ fn forget(r: u32) {
 }
 
 // NewtonMemory::kappa: the bracket's update, the step and the step memory's update.
-fn newton_step(r: u32, mismatch: real, mean_price: real, slope: real, has_flat: bool, flat: real, rp: RunParams) -> real {
+fn newton_step(r: u32, mismatch: real, mean_price: real, range: PriceRange, slope: real, has_flat: bool, flat: real, rp: RunParams) -> real {
     var mem = memory[r];
     // The price bracket of the trade balance, valid while the duals do not move (exact
-    // duals are functions of the price, so the balance stays one monotone function of it).
+    // duals are functions of the price, so the balance stays one monotone function of
+    // it): an excess puts the balancing price at most at the agents' highest price, a
+    // shortage at least at their lowest (NewtonMemory::kappa).
     if mismatch > 0.0 {
-        mem.hi = select(mean_price, min(mem.hi, mean_price), mem.hi_set);
+        mem.hi = select(range.high, min(mem.hi, range.high), mem.hi_set);
         mem.hi_set = true;
     } else if mismatch < 0.0 {
-        mem.lo = select(mean_price, max(mem.lo, mean_price), mem.lo_set);
+        mem.lo = select(range.low, max(mem.lo, range.low), mem.lo_set);
         mem.lo_set = true;
     }
     let kappa = newton_kappa(
@@ -936,19 +938,16 @@ struct Residuals {
 // rci::residuals_between, in agent order.
 fn residuals_between(before: array<AgentState, MAX_AGENTS>, after: array<AgentState, MAX_AGENTS>, n: u32) -> Residuals {
     var r = Residuals(real(0.0), real(0.0), real(0.0), real(0.0), real(0.0));
-    var pmin = after[0].price;
-    var pmax = after[0].price;
     var balance = real(0.0);
     for (var i = 0u; i < n; i++) {
         r.price_change = max(r.price_change, abs(after[i].price - before[i].price));
         r.power_change = max(r.power_change, abs(after[i].power - before[i].power));
         r.dual_change = max(max(r.dual_change, abs(after[i].du - before[i].du)), abs(after[i].dl - before[i].dl));
-        pmin = min(pmin, after[i].price);
-        pmax = max(pmax, after[i].price);
         balance += after[i].power;
     }
     r.balance = abs(balance);
-    r.price_spread = pmax - pmin;
+    let range = range_of(after, n);
+    r.price_spread = range.high - range.low;
     return r;
 }
 
@@ -976,6 +975,21 @@ fn forgets_bracket(before: array<AgentState, MAX_AGENTS>, after: array<AgentStat
         moved = moved || after[i].du != before[i].du || after[i].dl != before[i].dl;
     }
     return moved && rp.dual_update == DUAL_GRADIENT;
+}
+
+// rci::price_range: the lowest and highest of the n agents' prices.
+struct PriceRange {
+    low: real,
+    high: real,
+}
+
+fn range_of(states: array<AgentState, MAX_AGENTS>, n: u32) -> PriceRange {
+    var r = PriceRange(states[0].price, states[0].price);
+    for (var i = 1u; i < n; i++) {
+        r.low = min(r.low, states[i].price);
+        r.high = max(r.high, states[i].price);
+    }
+    return r;
 }
 
 // Agent j's message m as agent r receives it: its own as it is, another's as the
@@ -1169,7 +1183,7 @@ fn main(
                         }
                     }
                 }
-                kappa = newton_step(0u, mismatch, price_sum / real(n), slope, has_flat, flat, rp);
+                kappa = newton_step(0u, mismatch, price_sum / real(n), range_of(state, n), slope, has_flat, flat, rp);
             }
             for (var i = 0u; i < n; i++) {
                 let p = price_update(state[i].price, state, n, rp.chi, kappa, mismatch);
@@ -1233,7 +1247,7 @@ fn main(
                     for (var j = 0u; j < n; j++) {
                         price_sum += view[j].price;
                     }
-                    kappa = newton_step(r, mismatch, price_sum / real(n), slope, has_flat, flat, rp);
+                    kappa = newton_step(r, mismatch, price_sum / real(n), range_of(view, n), slope, has_flat, flat, rp);
                 }
                 let own = state[r].price;
                 let chi = seen(ATTACK_CHI, r, m, rp.chi);

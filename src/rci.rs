@@ -617,24 +617,36 @@ impl Default for NewtonMemory {
 
 impl NewtonMemory {
     /// The Newton step `kappa` at the iterate with trade balance `mismatch`, mean price
-    /// `mean_price` and summed agents' `slope` in the direction of motion; `flat_distance`
-    /// gives the nearest change of slope over the agents, asked for only on a flat
-    /// stretch. Updates the bracket before the step and the step memory after it. Every
-    /// party that knows these values computes the same bits: [`step`] from the curves, a
-    /// validator from the agents' [`NewtonSignals`].
+    /// `mean_price`, the agents' lowest and highest prices `(low, high)` ([`price_range`])
+    /// and summed agents' `slope` in the direction of motion; `flat_distance` gives the
+    /// nearest change of slope over the agents, asked for only on a flat stretch. Updates
+    /// the bracket before the step and the step memory after it. Every party that knows
+    /// these values computes the same bits: [`step`] from the curves, a validator from the
+    /// agents' committed messages and [`NewtonSignals`].
+    ///
+    /// The bracket bounds the price at which the agents, all at one price, balance. Every
+    /// agent's export is non-decreasing in its own price, so an excess (`mismatch > 0`)
+    /// at prices `lambda_i` is at least as large with every agent at the highest of them:
+    /// the balancing price is at most `high`. Likewise a shortage puts it at least at
+    /// `low`. These bounds hold while the agents disagree, when the balance at their mean
+    /// price is unknown: agents that start at their own marginal prices are all at zero
+    /// trade, a balance of rounding noise whose sign says nothing about the mean price,
+    /// and a bracket end set at the mean could exclude the solution and hold the step in
+    /// a cycle. When the agents agree, `low = high` is their price.
     pub fn kappa(
         &mut self,
         mismatch: f64,
         mean_price: f64,
+        (low, high): (f64, f64),
         slope: f64,
         flat_distance: impl FnOnce() -> Option<f64>,
         s: &RciSettings,
     ) -> f64 {
         let (lo, hi) = &mut self.bracket;
         if mismatch > 0.0 {
-            *hi = hi.min(mean_price);
+            *hi = hi.min(high);
         } else if mismatch < 0.0 {
-            *lo = lo.max(mean_price);
+            *lo = lo.max(low);
         }
         // On a flat stretch (summed slope below the floor) the step goes to the nearest
         // breakpoint of any agent in the direction of motion, instead of creeping at
@@ -695,7 +707,9 @@ fn innovation_step(
                 .map(|(a, st)| directional_gap(a, st, s, downward)),
         )
     };
-    state.newton.kappa(mismatch, mean_price, slope, flat, s)
+    state
+        .newton
+        .kappa(mismatch, mean_price, price_range(current), slope, flat, s)
 }
 
 /// The innovation step of the rules that follow a schedule, at `iteration` (the number of
@@ -1028,7 +1042,14 @@ fn step_views(
                             .map(|d| signal(j, AttackVariable::Gap, d))
                     }))
                 };
-                state.views[r].kappa(mismatch, mean_price(&view), slope, flat, s)
+                state.views[r].kappa(
+                    mismatch,
+                    mean_price(&view),
+                    price_range(&view),
+                    slope,
+                    flat,
+                    s,
+                )
             }
         };
         state.seen_prices.clear();
@@ -1213,7 +1234,6 @@ pub fn stop_rules_hold(r: &Residuals, s: &RciSettings) -> bool {
 /// (`new`), in agent order.
 pub fn residuals_between(old: &[AgentState], new: &[AgentState]) -> Residuals {
     let mut r = Residuals::default();
-    let (mut pmin, mut pmax) = (f64::INFINITY, f64::NEG_INFINITY);
     for (o, n) in old.iter().zip(new) {
         r.price_change = r.price_change.max((n.price - o.price).abs());
         r.power_change = r.power_change.max((n.power - o.power).abs());
@@ -1221,12 +1241,27 @@ pub fn residuals_between(old: &[AgentState], new: &[AgentState]) -> Residuals {
             .dual_change
             .max((n.dual_upper - o.dual_upper).abs())
             .max((n.dual_lower - o.dual_lower).abs());
-        pmin = pmin.min(n.price);
-        pmax = pmax.max(n.price);
     }
     r.balance = new.iter().map(|a| a.power).sum::<f64>().abs();
-    r.price_spread = pmax - pmin;
+    r.price_spread = price_spread(new);
     r
+}
+
+/// The agents' lowest and highest prices, $/MWh (`(inf, -inf)` for no agent).
+pub fn price_range(agents: &[AgentState]) -> (f64, f64) {
+    let (mut pmin, mut pmax) = (f64::INFINITY, f64::NEG_INFINITY);
+    for a in agents {
+        pmin = pmin.min(a.price);
+        pmax = pmax.max(a.price);
+    }
+    (pmin, pmax)
+}
+
+/// The spread of the agents' prices, `max_i lambda_i - min_i lambda_i`, $/MWh (`-inf`
+/// for no agent).
+pub fn price_spread(agents: &[AgentState]) -> f64 {
+    let (pmin, pmax) = price_range(agents);
+    pmax - pmin
 }
 
 #[cfg(test)]

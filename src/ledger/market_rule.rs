@@ -129,11 +129,19 @@ pub fn committed_step(
 /// [`rci::step`]'s innovation, in agent order).
 fn newton_step(memory: &mut NewtonMemory, current: &[ConsensusMessage], s: &RciSettings) -> f64 {
     let mismatch: f64 = current.iter().map(|m| m.power).sum();
-    let mean_price = rci::mean_price(&states(current));
+    let states = states(current);
+    let mean_price = rci::mean_price(&states);
     let downward = mismatch > 0.0;
     let slope: f64 = current.iter().map(|m| m.signals().toward(downward).0).sum();
     let flat = || nearest_gap(current.iter().map(|m| m.signals().toward(downward).1));
-    memory.kappa(mismatch, mean_price, slope, flat, s)
+    memory.kappa(
+        mismatch,
+        mean_price,
+        rci::price_range(&states),
+        slope,
+        flat,
+        s,
+    )
 }
 
 /// The iteration at which the negotiation of (`run`, `hour`) ended, if it has: the first
