@@ -132,10 +132,35 @@ pub struct Manifest {
     /// (descriptive, like the engines): the data it describes is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_oracle: Option<super::oracle::OracleReport>,
+    /// A sharded sweep's tasks ([`super::finalize`]): where and when each ran; absent for
+    /// a sweep run by one process. Descriptive, not signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRecord>,
     /// The signature over the files, their Merkle roots and the sweep's counts; absent in
     /// manifests written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<ManifestIntegrity>,
+}
+
+/// One task of a sharded sweep, as the final manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Its shard, `0..shards`.
+    pub shard: usize,
+    /// Shards in the job.
+    pub shards: usize,
+    /// Host it ran on.
+    pub host: String,
+    /// When it started, seconds since the Unix epoch.
+    pub started_unix_s: f64,
+    /// When it wrote its shard manifest, seconds since the Unix epoch.
+    pub finished_unix_s: f64,
+    /// Parts its last invocation computed.
+    pub parts_written: usize,
+    /// Parts its last invocation found complete.
+    pub parts_skipped: usize,
+    /// Runs in the shard.
+    pub runs: u64,
 }
 
 /// The key that signs a sweep's manifest: the ledger's derivation with [`Role::Sweep`],
