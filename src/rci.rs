@@ -1248,9 +1248,11 @@ mod tests {
 
     /// Settings that start far from the hand solution (the default start, 20 $/MWh, is
     /// the equilibrium itself).
+    /// Both agents from one price far from the equilibrium (the paper's common start).
     fn from_afar() -> RciSettings {
         RciSettings {
             initial_price: 45.0,
+            start_price: StartPrice::Common,
             ..RciSettings::default()
         }
     }
