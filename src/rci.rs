@@ -74,13 +74,13 @@ pub enum DualUpdate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StartPrice {
-    /// Every agent at `initial_price` (the paper): the agents' prices then never disagree,
-    /// so the consensus term (and chi) does nothing.
-    #[default]
+    /// Every agent at `initial_price` (the paper's runs): the agents' prices then never
+    /// disagree, so the consensus term (and chi) does nothing.
     Common,
     /// Each agent at its own marginal price at zero trade (its curve's price at export
     /// 0), what an agent knows before talking: the prices start apart and the consensus
-    /// term pulls them together.
+    /// term pulls them together. The default (issue 9), so that chi is exercised.
+    #[default]
     OwnMarginal,
 }
 
@@ -88,7 +88,8 @@ pub enum StartPrice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RciSettings {
-    /// Consensus weight chi of eq. (31)-(32), dimensionless; 0 < chi <= 1/(agents-1)... (0, 1].
+    /// Consensus weight chi of eq. (31)-(32), dimensionless, (0, 1]; with agents that start
+    /// apart (the default `start_price`), below 2/agents ([`RciSettings::validate_for_agents`]).
     pub chi: f64,
     /// Innovation step rule.
     pub step_rule: StepRule,
@@ -120,7 +121,7 @@ pub struct RciSettings {
     pub max_iterations: u32,
     /// Starting price of every agent with `start_price = "common"`, $/MWh.
     pub initial_price: f64,
-    /// Where each agent's price starts.
+    /// Where each agent's price starts (default: its own marginal price at zero trade).
     pub start_price: StartPrice,
 }
 
@@ -143,7 +144,7 @@ impl Default for RciSettings {
             balance_tol: 1e-6,
             max_iterations: 1000,
             initial_price: 20.0,
-            start_price: StartPrice::Common,
+            start_price: StartPrice::OwnMarginal,
         }
     }
 }
@@ -154,7 +155,7 @@ impl RciSettings {
     ///
     /// | field | allowed |
     /// |---|---|
-    /// | `chi`, `newton_damping` | (0, 1] |
+    /// | `chi`, `newton_damping` | (0, 1]; `chi` below 2/agents with the default `start_price = "own_marginal"` ([`RciSettings::validate_for_agents`]) |
     /// | `kappa`, `xi` | (0, 1e3] ($/MWh)/MW |
     /// | `kappa_decay` | (0, 1e7] iterations |
     /// | `slope_floor` | (0, 1e6] MW/($/MWh) |
@@ -1292,9 +1293,11 @@ mod tests {
 
     /// Settings that start far from the hand solution (the default start, 20 $/MWh, is
     /// the equilibrium itself).
+    /// Both agents from one price far from the equilibrium (the paper's common start).
     fn from_afar() -> RciSettings {
         RciSettings {
             initial_price: 45.0,
+            start_price: StartPrice::Common,
             ..RciSettings::default()
         }
     }
