@@ -20,8 +20,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
 
-use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -540,47 +540,7 @@ fn draw_power<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", PANEL.axis_desc))
         .draw()
         .map_err(&err)?;
-    for (hour, points) in &gap {
-        if Some(*hour) != slowest.map(|s| s.0) {
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    hour_color(*hour).stroke_width(1),
-                ))
-                .map_err(&err)?;
-        }
-    }
-    if let Some((hour, iterations)) = slowest
-        && let Some((_, points)) = gap.iter().find(|(h, _)| *h == hour)
-    {
-        // Thin when it zigzags (an attacked hour), as in draw_hour_lines_on.
-        let width = if reversals(points) > MAX_WIDE_REVERSALS {
-            1
-        } else {
-            HIGHLIGHT_WIDTH
-        };
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                BLACK.stroke_width(width),
-            ))
-            .map_err(&err)?
-            .label(highlight_label(hour, iterations))
-            .legend(|(x, y)| {
-                PathElement::new(
-                    vec![(x, y), (x + 20, y)],
-                    BLACK.stroke_width(HIGHLIGHT_WIDTH),
-                )
-            });
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", PANEL.labels))
-            .draw()
-            .map_err(&err)?;
-    }
+    draw_hour_lines_on(plot, &mut chart, &gap, slowest, true)?;
     draw_hour_colour_bar(plot, &bar)
 }
 
@@ -936,9 +896,9 @@ fn draw_hourly_lines<DB: DrawingBackend>(
 /// Draws the hours' lines on `chart`: 24 viridis lines cannot be told apart one by one,
 /// so they show the family, and the slowest hour (the one a reader looks for) is drawn
 /// on top in black with a legend.
-fn draw_hour_lines_on<'a, DB: DrawingBackend + 'a>(
+fn draw_hour_lines_on<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
     plot: Plot,
-    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    chart: &mut ChartContext<'a, DB, CT>,
     series: &[(usize, Vec<(f64, f64)>)],
     slowest: Option<(usize, u32)>,
     legend: bool,
