@@ -19,13 +19,16 @@ use crate::market::{AGENT_NAMES, DayResult, HourResult};
 use crate::rci::TrajectoryPoint;
 
 /// How a column's values are read from an hour.
+/// Reads a list of names of an hour.
+type NamesOf = dyn Fn(&HourResult) -> Vec<String>;
+
 enum Getter {
     F64(Box<dyn Fn(&HourResult) -> f64>),
     /// A count or index, written as a signed 64-bit integer (readers subtract them).
     Int(Box<dyn Fn(&HourResult) -> u32>),
     Bool(Box<dyn Fn(&HourResult) -> bool>),
     /// A list of names; an empty list for none.
-    Names(Box<dyn Fn(&HourResult) -> Vec<String>>),
+    Names(Box<NamesOf>),
 }
 
 /// One column of the hourly table: name, unit, description and how to read it.
