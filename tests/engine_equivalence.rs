@@ -212,6 +212,9 @@ struct Diff {
     /// and that hour's index.
     worst_cost: [f64; 4],
     worst_cost_hour: usize,
+    /// The first hour whose iteration counts differ: index, reference and GPU counts, and
+    /// its run's RCI settings.
+    first_iteration_mismatch: Option<(usize, u32, u32, String)>,
     /// Over hours where neither converged nor diverged (stopped at the cap with finite
     /// states).
     max_iteration_diff_capped: u32,
@@ -250,6 +253,14 @@ fn compare(b: &Batch, reference: &[HourRecord], got: &[HourRecord]) -> Diff {
             d.hours_plain += 1;
         }
         d.converged_ref += r.converged as usize;
+        if r.iterations != g.iterations && d.first_iteration_mismatch.is_none() {
+            d.first_iteration_mismatch = Some((
+                i,
+                r.iterations,
+                g.iterations,
+                format!("{:?}", b.rci(i / b.hours())),
+            ));
+        }
         d.diverged_ref += diverged(r) as usize;
         d.count_mismatches += ((r.tampered, r.rejected) != (g.tampered, g.rejected)) as usize;
         if diverged(r) != diverged(g) {
