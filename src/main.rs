@@ -182,6 +182,20 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Compute only shard K of N (a task of a job array) and write its shard manifest;
+        /// `p2pmarket finalize` seals the whole. Without it: SLURM_ARRAY_TASK_ID of
+        /// P2PMARKET_SHARD_COUNT (else of SLURM_ARRAY_TASK_COUNT), or JOB_COMPLETION_INDEX
+        /// of P2PMARKET_SHARD_COUNT; outside an array task, the whole sweep.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+    },
+    /// Seal a sweep run as shards (sweep --shard, or a Slurm/Kubernetes array): checks that
+    /// every part of the plan exists once with its shard's hash, one spec, one build; then
+    /// writes manifest.json. Exits 2, naming the missing parts and writing nothing, when
+    /// the sweep is not complete.
+    Finalize {
+        /// The sweep's output directory.
+        dir: PathBuf,
     },
     /// Draw the heat maps of a finished attack sweep (e.g. experiments/sweeps/attack_map.toml):
     /// converged fraction, median deviation and economic damage over |size| x first attacked
@@ -879,6 +893,49 @@ fn sweep(
     if let Some(m) = &report.manifest {
         println!("manifest: {}", m.display());
     }
+    if let (Some(s), Some(m)) = (report.shard, &report.shard_manifest) {
+        println!(
+            "shard {s}: {} (seal the sweep with `p2pmarket finalize` once every shard is done)",
+            m.display()
+        );
+    }
+    Ok(())
+}
+
+/// The shard of a `sweep`: `--shard K/N`, else the scheduler's array-task environment.
+fn sweep_shard(flag: Option<&str>) -> Result<Option<p2pmarket::sweep::Shard>, Failure> {
+    Ok(match flag {
+        Some(text) => Some(p2pmarket::sweep::Shard::parse(text)?),
+        None => p2pmarket::sweep::Shard::from_env(&|k| std::env::var(k).ok())?,
+    })
+}
+
+/// `p2pmarket finalize DIR`: seals a sharded sweep.
+fn finalize(dir: &Path) -> Result<(), Failure> {
+    let report = p2pmarket::sweep::finalize(dir)?;
+    for n in &report.notices {
+        eprintln!("note: {n}");
+    }
+    let adapters: Vec<String> = report
+        .adapters
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.backend))
+        .collect();
+    println!(
+        "sealed {} runs in {} parts from {} shards, computed on {}",
+        report.runs,
+        report.parts,
+        report.shards,
+        adapters.join(", ")
+    );
+    if let Some(o) = &report.oracle {
+        println!(
+            "ledger oracle: {} of {} sampled defended runs agree with their ledger replay",
+            o.agreements,
+            o.sample.len()
+        );
+    }
+    println!("manifest: {}", report.manifest.display());
     Ok(())
 }
 
@@ -1083,18 +1140,23 @@ fn main() -> ExitCode {
             precision,
             adapter,
             quiet,
-        } => sweep(
-            config,
-            out,
-            p2pmarket::sweep::SweepOptions {
-                backend: (*backend).into(),
-                precision: (*precision).into(),
-                adapter: adapter.clone(),
-                max_parts: None,
-                force: *force,
-            },
-            *quiet,
-        ),
+            shard,
+        } => sweep_shard(shard.as_deref()).and_then(|shard| {
+            sweep(
+                config,
+                out,
+                p2pmarket::sweep::SweepOptions {
+                    backend: (*backend).into(),
+                    precision: (*precision).into(),
+                    adapter: adapter.clone(),
+                    max_parts: None,
+                    force: *force,
+                    shard,
+                },
+                *quiet,
+            )
+        }),
+        Command::Finalize { dir } => finalize(dir),
         Command::Bench {
             config,
             backend,

@@ -175,12 +175,14 @@ fn killed_midway_and_resumed_equals_uninterrupted() {
     // A kill between the two renames of part 1, and inside the write of part 2.
     std::fs::remove_file(out.path().join("run_hours/pcc_bus=7/part-00001.parquet")).unwrap();
     std::fs::write(
-        out.path().join("runs/pcc_bus=7/.part-00002.parquet.tmp"),
+        out.path()
+            .join("runs/pcc_bus=7/.part-00002.parquet.all.deadhost-1-0.tmp"),
         b"partial",
     )
     .unwrap();
     std::fs::write(
-        out.path().join("run_hours/pcc_bus=7/.part-00001.parquet"),
+        out.path()
+            .join("run_hours/pcc_bus=7/.part-00001.parquet.all.deadhost-1-1.tmp"),
         b"staged",
     )
     .unwrap();
@@ -302,7 +304,7 @@ fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
     let held = Lock::try_acquire(&dir.join(".part-00001.lock"), LockMode::Exclusive)
         .unwrap()
         .unwrap();
-    let staging = dir.join(".part-00001.parquet.4242.tmp");
+    let staging = dir.join(".part-00001.parquet.all.otherhost-4242-0.tmp");
     std::fs::write(&staging, b"being written").unwrap();
 
     let (tx, rx) = std::sync::mpsc::channel();

@@ -216,7 +216,7 @@ pub struct HourInput {
 /// Bound to the market it was first used with: used with another market it starts empty.
 #[derive(Debug, Clone, Default)]
 pub struct CurveCache {
-    market: Option<u64>,
+    market: Option<[u8; 32]>,
     sets: std::collections::HashMap<u64, Vec<OfferCurve>>,
 }
 
@@ -242,11 +242,15 @@ impl CurveCache {
 }
 
 /// A hash of everything a smart-grid curve depends on: units, lines, network, loads, PCC and
-/// tie capacity (bit patterns, so any change gives another fingerprint).
-fn market_fingerprint(market: &Market) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut f = |x: f64| x.to_bits().hash(&mut h);
+/// tie capacity (bit patterns, so any change gives another fingerprint). SHA-256 over a
+/// canonical encoding (a domain tag, then every value as its `f64` bits, little-endian, in
+/// this fixed order) rather than `DefaultHasher`, whose output may change between Rust
+/// releases: the key means the same in every process and build that compares it.
+pub fn market_fingerprint(market: &Market) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"p2pmarket/curve-cache/market/v1");
+    let mut f = |x: f64| h.update(x.to_bits().to_le_bytes());
     for u in &market.grid.units {
         for v in [u.c2, u.c1, u.c0, u.pmin, u.pmax, u.bus as f64] {
             f(v);
@@ -266,7 +270,7 @@ fn market_fingerprint(market: &Market) -> u64 {
     market.system_load_mw.iter().for_each(|&v| f(v));
     f(market.pcc as f64);
     f(market.microgrid.tie_capacity_mw);
-    h.finish()
+    h.finalize().into()
 }
 
 /// What one agent answers with in one hour of one curve set.
@@ -1075,6 +1079,16 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+
+    /// Any change of what a curve depends on changes the key (its value is pinned in
+    /// tests/sweep_shard.rs).
+    #[test]
+    fn market_fingerprint_is_sensitive() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let mut other = market.clone();
+        other.microgrid.tie_capacity_mw += 1.0;
+        assert_ne!(market_fingerprint(&market), market_fingerprint(&other));
+    }
 
     #[test]
     fn collector_rejects_chunks_out_of_order_or_short() {

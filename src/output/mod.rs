@@ -144,8 +144,14 @@ pub(crate) fn tmp_prefix(name: &str) -> String {
 /// renamed into place. Callers that share a directory hold its lock, so the temporary
 /// files of dead processes can be removed with [`remove_stale_tmp`].
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_atomic_via(dir, name, &tmp_name(name), bytes)
+}
+
+/// [`write_atomic`] through the temporary name `tmp` (hidden, in `dir`), for writers that
+/// need one unique beyond the process (another host on a shared filesystem, a thread).
+pub(crate) fn write_atomic_via(dir: &Path, name: &str, tmp: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = dir.join(tmp_name(name));
+    let tmp = dir.join(tmp);
     let target = dir.join(name);
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

@@ -97,9 +97,11 @@ impl From<&AdapterInfo> for ManifestAdapter {
 pub struct Manifest {
     /// Version of the p2pmarket crate that wrote the sweep.
     pub p2pmarket_version: String,
-    /// `git rev-parse HEAD` of the source tree, `P2PMARKET_GIT_COMMIT`, or `unknown`.
+    /// The commit the binary was built from ([`git_commit`]): `git rev-parse HEAD` at build
+    /// time, `P2PMARKET_GIT_COMMIT` at build time, or `unknown`.
     pub git_commit: String,
-    /// Whether that tree had uncommitted changes (absent when git was not available).
+    /// Whether that tree had uncommitted changes at build time (absent when git could not
+    /// tell).
     pub git_dirty: Option<bool>,
     /// The sweep file's path as given.
     pub sweep_file: String,
@@ -130,10 +132,35 @@ pub struct Manifest {
     /// (descriptive, like the engines): the data it describes is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_oracle: Option<super::oracle::OracleReport>,
+    /// A sharded sweep's tasks ([`super::finalize`]): where and when each ran; absent for
+    /// a sweep run by one process. Descriptive, not signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRecord>,
     /// The signature over the files, their Merkle roots and the sweep's counts; absent in
     /// manifests written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<ManifestIntegrity>,
+}
+
+/// One task of a sharded sweep, as the final manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Its shard, `0..shards`.
+    pub shard: usize,
+    /// Shards in the job.
+    pub shards: usize,
+    /// Host it ran on.
+    pub host: String,
+    /// When it started, seconds since the Unix epoch.
+    pub started_unix_s: f64,
+    /// When it wrote its shard manifest, seconds since the Unix epoch.
+    pub finished_unix_s: f64,
+    /// Parts its last invocation computed.
+    pub parts_written: usize,
+    /// Parts its last invocation found complete.
+    pub parts_skipped: usize,
+    /// Runs in the shard.
+    pub runs: u64,
 }
 
 /// The key that signs a sweep's manifest: the ledger's derivation with [`Role::Sweep`],
@@ -308,36 +335,16 @@ pub fn verify_part_file(
     Ok(())
 }
 
-/// The commit of the source tree: `git rev-parse HEAD` in the crate's source directory,
-/// else the environment variable `P2PMARKET_GIT_COMMIT`, else `unknown`; and whether the
-/// tree is dirty (None when git could not tell).
+/// The commit the binary was built from and whether its tree was dirty (None when git
+/// could not tell), embedded by `build.rs`: `git rev-parse HEAD` of the source tree at build
+/// time, or `P2PMARKET_GIT_COMMIT` set at build time, else `unknown`. Never read from the
+/// directory the binary runs in: that repository may hold other code.
 pub fn git_commit() -> (String, Option<bool>) {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty()) {
-        Some(commit) => {
-            let dirty =
-                git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
-            (commit, dirty)
-        }
-        None => (
-            std::env::var("P2PMARKET_GIT_COMMIT")
-                .ok()
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| "unknown".to_string()),
-            None,
-        ),
-    }
+    let commit = option_env!("P2PMARKET_BUILD_COMMIT")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("unknown");
+    let dirty = option_env!("P2PMARKET_BUILD_DIRTY").map(|d| d == "true");
+    (commit.to_string(), dirty)
 }
 
 #[cfg(test)]
@@ -357,7 +364,10 @@ mod tests {
     }
 
     #[test]
-    fn git_commit_is_never_empty() {
-        assert!(!git_commit().0.is_empty());
+    fn git_commit_is_the_build_s() {
+        let (commit, _) = git_commit();
+        assert!(!commit.is_empty());
+        // Embedded at build time, so it cannot follow the working directory.
+        assert_eq!(Some(commit.as_str()), option_env!("P2PMARKET_BUILD_COMMIT"));
     }
 }

@@ -41,6 +41,7 @@
 pub mod manifest;
 pub mod oracle;
 pub mod plan;
+pub mod shard;
 pub mod spec;
 pub mod tables;
 pub mod verify;
@@ -52,6 +53,7 @@ pub use manifest::{
     MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, ManifestIntegrity, SPEC_NAME,
 };
 pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan};
+pub use shard::{FinalizeReport, Shard, ShardManifest, finalize};
 pub use spec::{
     AttackParameters, GridParam, IntParam, Parameters, RciParameters, RealParam, RunAttack,
     SweepSpec,
@@ -86,6 +88,9 @@ pub struct SweepOptions {
     /// Also write into a non-empty directory that holds no sweep. Its files are never
     /// deleted or overwritten: `runs/`, `run_hours/` or `manifest.json` there is refused.
     pub force: bool,
+    /// Compute only this shard's parts (a task of a job array, see [`shard`]) and write
+    /// its shard manifest instead of `manifest.json`; `None`: the whole sweep.
+    pub shard: Option<Shard>,
 }
 
 impl Default for SweepOptions {
@@ -96,6 +101,7 @@ impl Default for SweepOptions {
             adapter: None,
             max_parts: None,
             force: false,
+            shard: None,
         }
     }
 }
@@ -109,11 +115,11 @@ pub struct Progress {
     pub skipped: bool,
     /// Parts handled so far, including this one.
     pub parts_done: usize,
-    /// Parts in the sweep.
+    /// Parts in the sweep (in this shard, when sharded).
     pub parts_total: usize,
     /// Runs in the parts handled so far.
     pub runs_done: u64,
-    /// Runs in the sweep.
+    /// Runs in the sweep (in this shard, when sharded).
     pub runs_total: u64,
     /// Seconds since the sweep started.
     pub elapsed_s: f64,
@@ -131,20 +137,25 @@ pub enum SweepEvent {
 /// What [`run_sweep`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepReport {
-    /// Runs in the sweep.
+    /// Runs in the sweep (in this shard, when sharded).
     pub runs: u64,
     /// Runs computed by this invocation.
     pub runs_computed: u64,
-    /// Parts in the sweep.
+    /// Parts in the sweep (in this shard, when sharded).
     pub parts_total: usize,
     /// Parts computed and written by this invocation.
     pub parts_written: usize,
     /// Parts found complete on disk and skipped.
     pub parts_skipped: usize,
-    /// Every part exists and `manifest.json` was written (false after `max_parts`).
+    /// Every part exists and `manifest.json` was written, or, sharded, every part of the
+    /// shard exists and its shard manifest was written (false after `max_parts`).
     pub complete: bool,
-    /// The manifest's path, when complete.
+    /// The manifest's path, when complete (never when sharded: see [`finalize`]).
     pub manifest: Option<PathBuf>,
+    /// The shard this invocation ran, when sharded.
+    pub shard: Option<Shard>,
+    /// Its shard manifest's path, when the shard is complete.
+    pub shard_manifest: Option<PathBuf>,
     /// Notices for the user, e.g. a GPU fallback, mixed engines or a corrupt part recomputed.
     pub notices: Vec<String>,
     /// The device of this invocation, when it computed any part.
@@ -351,12 +362,63 @@ fn claim(
     }
 }
 
+/// Takes `out` for one shard of the sweep `spec_json`: `sweep.json` is created once by
+/// whichever task comes first ([`shard::write_once`]) and compared by every other, which
+/// refuses a different one; a shard never takes over another sweep's claim. Returns
+/// holding the shared directory lock, like [`claim`].
+fn claim_shard(
+    out: &Path,
+    shown: &Path,
+    spec_json: &str,
+    force: bool,
+    events: &mut dyn FnMut(SweepEvent),
+) -> Result<Claim> {
+    let created_out = !out.exists();
+    std::fs::create_dir_all(out).map_err(io_err("creating", out))?;
+    let lock = Lock::acquire(&out.join(LOCK_NAME), LockMode::Shared, &mut || {
+        events(SweepEvent::Waiting(format!(
+            "waiting for {}: another p2pmarket process is claiming it",
+            shown.display()
+        )))
+    })?;
+    if !out.join(SPEC_NAME).exists() {
+        // What a first task may find beside it: other tasks' work in progress.
+        let ours = [LOCK_NAME, TABLES[0], TABLES[1], shard::SHARDS_DIR];
+        let spec_tmp = crate::output::tmp_prefix(SPEC_NAME);
+        let foreign: Vec<String> = list(out)?
+            .into_iter()
+            .filter(|n| !ours.contains(&n.as_str()) && !n.starts_with(&spec_tmp))
+            .collect();
+        if foreign.iter().any(|n| n == MANIFEST_NAME) || (!force && !foreign.is_empty()) {
+            return Err(Error::OutputDir {
+                path: shown.to_path_buf(),
+                reason: format!(
+                    "it is not empty ({}) and holds no {SPEC_NAME}; nothing was written. \
+                     Choose a new or empty directory, or pass --force to write beside those \
+                     files",
+                    foreign.join(", ")
+                ),
+            });
+        }
+    }
+    let created_spec = shard::write_once(out, SPEC_NAME, spec_json.as_bytes())?;
+    shard::check_spec(out, shown, spec_json)?;
+    Ok(Claim {
+        lock: Some(lock),
+        created_out,
+        created_spec,
+    })
+}
+
 impl Claim {
     /// Lets go of the directory. The last process out removes the lock file and the
     /// temporary files of dead processes; with `undo` (this process failed before writing a
     /// part), a claim that never produced data is removed too: `sweep.json` when this
     /// process wrote it, empty table directories, and `out` when this process created it.
-    fn release(mut self, out: &Path, undo: bool) {
+    /// Only staging files carrying `tag` (this process's shard, or [`shard::UNSHARDED_TAG`])
+    /// are removed: other shards' tasks, on other nodes of a shared filesystem, may be
+    /// writing theirs.
+    fn release(mut self, out: &Path, undo: bool, tag: &str) {
         drop(self.lock.take());
         let Ok(Some(exclusive)) = Lock::try_acquire(&out.join(LOCK_NAME), LockMode::Exclusive)
         else {
@@ -364,6 +426,18 @@ impl Claim {
         };
         // Best effort throughout: the sweep's own result or error is what gets reported.
         let _ = remove_stale_tmp(out, &[SPEC_NAME, MANIFEST_NAME]);
+        let own = format!(".parquet.{tag}.");
+        for table in TABLES {
+            let dir = out.join(table);
+            for partition in list(&dir).unwrap_or_default() {
+                let sub = dir.join(partition);
+                for n in list(&sub).unwrap_or_default() {
+                    if n.starts_with(".part-") && n.contains(&own) {
+                        let _ = std::fs::remove_file(sub.join(n));
+                    }
+                }
+            }
+        }
         let undo = undo && !holds_data(out).unwrap_or(true);
         if undo {
             if self.created_spec {
@@ -373,12 +447,7 @@ impl Claim {
                 let dir = out.join(table);
                 for partition in list(&dir).unwrap_or_default() {
                     let sub = dir.join(partition);
-                    // No process holds a part lock: every one also holds the directory lock.
-                    for n in list(&sub).unwrap_or_default() {
-                        if n.starts_with(".part-") {
-                            let _ = std::fs::remove_file(sub.join(n));
-                        }
-                    }
+                    // Only an empty directory goes (this process's staging is gone above).
                     let _ = std::fs::remove_dir(&sub);
                 }
                 let _ = std::fs::remove_dir(&dir);
@@ -428,11 +497,12 @@ fn part_state(out: &Path, part: &PartPlan, attacks: bool) -> PartState {
     PartState::Complete
 }
 
-/// Removes the staging files of part `part` that any process left (call it holding the
-/// part's lock: no live process then writes them). They are the hidden names
-/// `.part-{k:05}.parquet...` in the part's two partition directories.
-fn remove_part_staging(out: &Path, part: &PartPlan) -> Result<()> {
-    let prefix = format!(".part-{:05}.parquet", part.index);
+/// Removes the staging files of part `part` that a process with the staging tag `tag` left
+/// (call it holding the part's lock: no live process then writes them). They are the
+/// hidden names `.part-{k:05}.parquet.{tag}....` in the part's two partition directories;
+/// another shard's (another tag) are never touched, whoever holds which lock.
+fn remove_part_staging(out: &Path, part: &PartPlan, tag: &str) -> Result<()> {
+    let prefix = format!(".part-{:05}.parquet.{tag}.", part.index);
     for rel in [part.runs_path(), part.run_hours_path()] {
         let Some(dir) = out.join(rel).parent().map(Path::to_path_buf) else {
             continue;
@@ -539,6 +609,8 @@ struct Sweeper<'a> {
     options: &'a SweepOptions,
     backend: Backend,
     report: SweepReport,
+    /// Tag of this process's staging files: its shard's, or [`shard::UNSHARDED_TAG`].
+    tag: String,
 }
 
 impl Sweeper<'_> {
@@ -578,7 +650,7 @@ impl Sweeper<'_> {
     }
 
     fn handle_locked(&mut self, part: &PartPlan) -> Result<PartOutcome> {
-        remove_part_staging(self.out, part)?;
+        remove_part_staging(self.out, part, &self.tag)?;
         match part_state(self.out, part, self.plan.has_attacks()) {
             PartState::Complete => return Ok(PartOutcome::Skipped),
             PartState::Missing => {}
@@ -601,6 +673,7 @@ impl Sweeper<'_> {
             self.plan,
             part,
             self.out,
+            &self.tag,
             &mut self.backend,
             &mut self.report,
         )?;
@@ -645,7 +718,7 @@ impl Sweeper<'_> {
                     parts_done: done,
                     parts_total: parts.len(),
                     runs_done,
-                    runs_total: self.plan.total_runs(),
+                    runs_total: self.report.runs,
                     elapsed_s: start.elapsed().as_secs_f64(),
                 }));
             }
@@ -677,9 +750,21 @@ pub fn run_sweep(
     })?;
     let shown = out;
     let out = &resolve_out(out)?;
-    decide(out, shown, &spec_json, options.force)?;
+    let tag = options
+        .shard
+        .map_or_else(|| shard::UNSHARDED_TAG.to_string(), |s| s.tag());
+    match options.shard {
+        None => {
+            decide(out, shown, &spec_json, options.force)?;
+        }
+        Some(_) => shard::check_spec(out, shown, &spec_json)?,
+    }
+    let started_unix_s = shard::unix_now();
 
-    let parts = plan.parts();
+    let parts = match options.shard {
+        None => plan.parts(),
+        Some(s) => shard::parts_of(&plan.parts(), s),
+    };
     let mut notices = Vec::new();
     if let Some(RealParam {
         uniform: Some(_), ..
@@ -710,8 +795,12 @@ pub fn run_sweep(
         shown,
         options,
         backend,
+        tag: tag.clone(),
         report: SweepReport {
-            runs: plan.total_runs(),
+            runs: match options.shard {
+                None => plan.total_runs(),
+                Some(_) => parts.iter().map(|p| p.runs as u64).sum(),
+            },
             runs_computed: 0,
             parts_total: parts.len(),
             parts_written: 0,
@@ -723,22 +812,97 @@ pub fn run_sweep(
             twins_computed: 0,
             oracle: None,
             wall_s: 0.0,
+            shard: options.shard,
+            shard_manifest: None,
         },
     };
-    let claim = claim(out, shown, &spec_json, options.force, events)?;
+    let claim = match options.shard {
+        None => claim(out, shown, &spec_json, options.force, events)?,
+        Some(_) => claim_shard(out, shown, &spec_json, options.force, events)?,
+    };
     let result = sweeper
         .all_parts(&parts, start, events)
         .and_then(|complete| {
-            if complete {
-                finish(spec, &plan, &parts, out, &spec_json, &mut sweeper.report)?;
+            if !complete {
+                return Ok(());
             }
-            Ok(())
+            match options.shard {
+                None => finish(spec, &plan, &parts, out, &spec_json, &mut sweeper.report),
+                Some(s) => {
+                    let report = &mut sweeper.report;
+                    report.wall_s = start.elapsed().as_secs_f64();
+                    let path = write_shard_manifest(
+                        spec,
+                        s,
+                        &parts,
+                        out,
+                        &spec_json,
+                        report,
+                        started_unix_s,
+                    )?;
+                    report.shard_manifest = Some(path);
+                    report.complete = true;
+                    Ok(())
+                }
+            }
         });
-    claim.release(out, result.is_err() && sweeper.report.parts_written == 0);
+    // A shard never undoes a claim: other tasks may already have checked its sweep.json.
+    let undo = options.shard.is_none() && result.is_err() && sweeper.report.parts_written == 0;
+    claim.release(out, undo, &tag);
     result?;
     let mut report = sweeper.report;
     report.wall_s = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Writes shard `shard`'s manifest once all its parts exist; returns its path.
+fn write_shard_manifest(
+    spec: &SweepSpec,
+    shard: Shard,
+    parts: &[PartPlan],
+    out: &Path,
+    spec_json: &str,
+    report: &SweepReport,
+    started_unix_s: f64,
+) -> Result<PathBuf> {
+    // Another sweep's task must not have replaced the spec meanwhile.
+    shard::check_spec(out, out, spec_json)?;
+    let (files, engines, adapters) = shard::describe_parts(out, parts)?;
+    let m = ShardManifest {
+        shard: shard.index,
+        shards: shard.count,
+        spec_sha256: shard::sha256_hex(spec_json.as_bytes()),
+        build: shard::Build::this(),
+        sweep_file: spec.source.display().to_string(),
+        sweep_text: spec.text.clone(),
+        host: shard::host(),
+        pid: std::process::id(),
+        started_unix_s,
+        finished_unix_s: shard::unix_now(),
+        parts_written: report.parts_written,
+        parts_skipped: report.parts_skipped,
+        runs: report.runs,
+        engines,
+        adapters,
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Output {
+        context: shard.manifest_path(),
+        message: e.to_string(),
+    })?;
+    let dir = out.join(shard::SHARDS_DIR);
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let name = format!("{}.json", shard.tag());
+    shard::write_replace(&dir, &name, &json)?;
+    Ok(dir.join(name))
+}
+
+/// The manifest of a complete sweep, signed, with an attack sweep's ledger oracle checked.
+pub(crate) struct Sealed {
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// Notices for the user (mixed engines).
+    pub notices: Vec<String>,
 }
 
 /// Writes the manifest of a sweep whose parts all exist.
@@ -750,7 +914,33 @@ fn finish(
     spec_json: &str,
     report: &mut SweepReport,
 ) -> Result<()> {
-    let mut manifest = build_manifest(spec, plan, parts, out, spec_json)?;
+    let sealed = seal(spec, plan, parts, out, spec_json, &shard::Build::this())?;
+    report.notices.extend(sealed.notices);
+    report.oracle = sealed.manifest.ledger_oracle.clone();
+    let json = serde_json::to_vec_pretty(&sealed.manifest).map_err(|e| Error::Output {
+        context: MANIFEST_NAME.into(),
+        message: e.to_string(),
+    })?;
+    write_atomic(out, MANIFEST_NAME, &json)?;
+    report.complete = true;
+    report.manifest = Some(out.join(MANIFEST_NAME));
+    Ok(())
+}
+
+/// The signed manifest of a sweep whose parts all exist in `out`, computed by `build`:
+/// every file hashed, an attack sweep's ledger oracle run (a disagreement is an error).
+/// Written by [`finish`] (one process) and by [`finalize`] (a sharded sweep), so that both
+/// describe the same parts the same way.
+pub(crate) fn seal(
+    spec: &SweepSpec,
+    plan: &SweepPlan,
+    parts: &[PartPlan],
+    out: &Path,
+    spec_json: &str,
+    build: &shard::Build,
+) -> Result<Sealed> {
+    let mut notices = Vec::new();
+    let mut manifest = build_manifest(spec, plan, parts, out, spec_json, build)?;
     if plan.has_attacks() {
         let n = spec.ledger_sample.unwrap_or(oracle::DEFAULT_LEDGER_SAMPLE);
         let sample = oracle::sample_runs(plan, n, spec.seed);
@@ -769,7 +959,6 @@ fn finish(
                 ),
             });
         }
-        report.oracle = Some(found.clone());
         manifest.ledger_oracle = Some(found);
     }
     manifest::sign(&mut manifest).map_err(|message| Error::Output {
@@ -777,20 +966,13 @@ fn finish(
         message,
     })?;
     if manifest.engines.len() > 1 {
-        report.notices.push(format!(
+        notices.push(format!(
             "the parts were computed by different engines ({}); results of a resumed sweep \
              are only reproducible on one engine",
             manifest.engines.join(", ")
         ));
     }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Output {
-        context: MANIFEST_NAME.into(),
-        message: e.to_string(),
-    })?;
-    write_atomic(out, MANIFEST_NAME, &json)?;
-    report.complete = true;
-    report.manifest = Some(out.join(MANIFEST_NAME));
-    Ok(())
+    Ok(Sealed { manifest, notices })
 }
 
 /// `batch` with the record of the device that computed it in its schema metadata
@@ -815,11 +997,13 @@ fn with_adapter(
 
 /// Computes one part and writes its two files (`runs` first; the part counts as complete
 /// only once `run_hours` is renamed into place too). Each is staged under a hidden name
-/// unique to this process, `.part-{k:05}.parquet.{pid}.tmp`, which dataset readers skip.
+/// unique to this writer and carrying its staging tag,
+/// `.part-{k:05}.parquet.{tag}.{host}-{pid}-{n}.tmp`, which dataset readers skip.
 fn write_part(
     plan: &SweepPlan,
     part: &PartPlan,
     out: &Path,
+    tag: &str,
     backend: &mut Backend,
     report: &mut SweepReport,
 ) -> Result<()> {
@@ -866,9 +1050,9 @@ fn write_part(
     ] {
         let path = out.join(rel);
         let staged = path.with_file_name(format!(
-            ".part-{:05}.parquet.{}.tmp",
+            ".part-{:05}.parquet.{tag}.{}.tmp",
             part.index,
-            std::process::id()
+            shard::writer_id()
         ));
         write_parquet_via(&path, &staged, table)?;
     }
@@ -955,6 +1139,7 @@ fn build_manifest(
     parts: &[PartPlan],
     out: &Path,
     spec_json: &str,
+    build: &shard::Build,
 ) -> Result<Manifest> {
     let mut paths: Vec<String> = vec![SPEC_NAME.to_string()];
     for p in parts {
@@ -993,15 +1178,14 @@ fn build_manifest(
             merkle_root,
         });
     }
-    let (git_commit, git_dirty) = manifest::git_commit();
     let sweep = serde_json::from_str(spec_json).map_err(|e| Error::Output {
         context: MANIFEST_NAME.into(),
         message: e.to_string(),
     })?;
     Ok(Manifest {
-        p2pmarket_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit,
-        git_dirty,
+        p2pmarket_version: build.p2pmarket_version.clone(),
+        git_commit: build.git_commit.clone(),
+        git_dirty: build.git_dirty,
         sweep_file: spec.source.display().to_string(),
         sweep_text: spec.text.clone(),
         sweep,
@@ -1014,6 +1198,7 @@ fn build_manifest(
         adapters: adapters.into_iter().collect(),
         files,
         ledger_oracle: None,
+        shards: Vec::new(),
         integrity: None,
     })
 }
@@ -1030,8 +1215,12 @@ mod tests {
         let c = claim(&out, &out, "{}", false, &mut |_| {}).unwrap();
         assert!(c.created_out && c.created_spec);
         std::fs::create_dir_all(out.join("runs/pcc_bus=7")).unwrap();
-        std::fs::write(out.join("runs/pcc_bus=7/.part-00000.parquet.1.tmp"), b"x").unwrap();
-        c.release(&out, true);
+        std::fs::write(
+            out.join("runs/pcc_bus=7/.part-00000.parquet.all.h-1-0.tmp"),
+            b"x",
+        )
+        .unwrap();
+        c.release(&out, true, shard::UNSHARDED_TAG);
         assert!(!out.exists());
 
         // Beside a user's files (--force): only the sweep's go.
@@ -1041,24 +1230,24 @@ mod tests {
         assert!(claim(&mine, &mine, "{}", false, &mut |_| {}).is_err());
         assert_eq!(list(&mine).unwrap(), vec!["notes.txt"]);
         let c = claim(&mine, &mine, "{}", true, &mut |_| {}).unwrap();
-        c.release(&mine, true);
+        c.release(&mine, true, shard::UNSHARDED_TAG);
         assert_eq!(list(&mine).unwrap(), vec!["notes.txt"]);
 
         // A claim that produced data is kept (the sweep resumes there), lock file aside.
         let c = claim(&mine, &mine, "{}", true, &mut |_| {}).unwrap();
         std::fs::create_dir_all(mine.join("runs/pcc_bus=7")).unwrap();
         std::fs::write(mine.join("runs/pcc_bus=7/part-00000.parquet"), b"x").unwrap();
-        c.release(&mine, true);
+        c.release(&mine, true, shard::UNSHARDED_TAG);
         assert_eq!(list(&mine).unwrap(), vec!["notes.txt", "runs", SPEC_NAME]);
 
         // A process that joined an existing claim never removes it.
         let joined = tmp.path().join("joined");
         claim(&joined, &joined, "{}", false, &mut |_| {})
             .unwrap()
-            .release(&joined, false);
+            .release(&joined, false, shard::UNSHARDED_TAG);
         let c = claim(&joined, &joined, "{}", false, &mut |_| {}).unwrap();
         assert!(!c.created_out && !c.created_spec);
-        c.release(&joined, true);
+        c.release(&joined, true, shard::UNSHARDED_TAG);
         assert_eq!(list(&joined).unwrap(), vec![SPEC_NAME]);
     }
 }

@@ -213,7 +213,8 @@ struct SweepFile {
 
 /// A parsed and validated sweep. Its serialized form (JSON) is the sweep's identity: a
 /// resumed sweep must have the same one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// It reads back from that JSON (`finalize` plans a sharded sweep from its `sweep.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepSpec {
     /// Seed of every run's ChaCha stream (run `i` uses stream `i`).
     pub seed: u64,

@@ -5,8 +5,8 @@
 //! 2. its Ed25519 signature verifies (`verify_strict`) over
 //!    [`signing_message`](super::manifest::signing_message) under the key it names, and
 //!    that key is the anchor when one is given;
-//! 3. every listed file exists, and every file in the directory but `manifest.json` is
-//!    listed (the paths are sorted and unique);
+//! 3. every listed file exists, and every file in the directory but `manifest.json` (and a
+//!    sharded sweep's `shards/`) is listed (the paths are sorted and unique);
 //! 4. every file's size and SHA-256 match;
 //! 5. per part (in path order): both files hold the rows the manifest counts; the Merkle
 //!    root over its `runs` rows `(run, settlement_head)`
@@ -490,9 +490,12 @@ pub fn verify_sweep(
             ),
         ));
     }
+    // A sharded sweep's shard manifests are the tasks' working records, checked by
+    // `finalize`; the dataset is what manifest.json lists.
+    let shards_prefix = format!("{}/", super::shard::SHARDS_DIR);
     let on_disk: BTreeSet<String> = walk(dir)?
         .into_iter()
-        .filter(|p| p != MANIFEST_NAME)
+        .filter(|p| p != MANIFEST_NAME && !p.starts_with(&shards_prefix))
         .collect();
     if let Some(missing) = listed.iter().find(|p| !on_disk.contains(**p)) {
         return Err(fail(
