@@ -81,6 +81,7 @@ fn run(dir: PathBuf) -> p2pmarket::Result<()> {
         "Success probability of a tampered message",
         "iterations (paper) / rounds (ledger model)",
         &lines,
+        &p2pmarket::output::FigureOptions::default(),
     )?;
     for line in &lines {
         let at = |x: f64| {

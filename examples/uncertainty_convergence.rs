@@ -421,6 +421,7 @@ fn run(args: &Args) -> Result<(), Error> {
             ),
             &panels,
             2,
+            &p2pmarket::output::FigureOptions::default(),
         )?;
     }
     eprintln!("wrote {}", sink.written().join(", "));

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use p2pmarket::Error;
 use p2pmarket::engine::bench::{BenchBackend, DEFAULT_TIME_CAP_S, run_bench};
@@ -101,6 +101,44 @@ struct Cli {
     command: Command,
 }
 
+/// How figures are drawn and published (PNG, SVG and PDF).
+#[derive(Args)]
+struct FigureArgs {
+    /// Size of every figure, WxH in inches (e.g. 7x4.5; width 4 to 40, height 3 to 30).
+    /// Fonts keep their size on paper (tick labels 11.5 pt), so a smaller figure is a
+    /// denser one. Figures made of a grid of panels are at least this wide.
+    #[arg(long, value_name = "WxH", default_value = "12x7")]
+    figure_size: String,
+    /// Resolution of the PNGs, pixels per inch (50 to 1200); SVG and PDF are vector.
+    #[arg(long, default_value_t = 100)]
+    dpi: u32,
+    /// Font of every text: "DejaVu Sans" (embedded) or the path of a .ttf or .otf file.
+    /// The PDFs embed it; no system font is ever used.
+    #[arg(long, default_value = "DejaVu Sans")]
+    font: String,
+}
+
+/// Validates the figure flags (reading the font file, if one is named) before anything
+/// runs; errors name the flag.
+fn figure_options(args: &FigureArgs) -> Result<p2pmarket::output::FigureOptions, Failure> {
+    use p2pmarket::output::plots::{FigureFont, FigureOptions};
+    let size =
+        FigureOptions::parse_size("--figure-size", &args.figure_size).map_err(Failure::BadInput)?;
+    let font = FigureFont::from_choice("--font", &args.font).map_err(Failure::BadInput)?;
+    FigureOptions::new(size, args.dpi, font).map_err(|e| match e {
+        Error::InvalidInput {
+            field,
+            value,
+            allowed,
+        } => Failure::BadInput(Error::invalid(
+            format!("--{}", field.replace('_', "-")),
+            value,
+            allowed,
+        )),
+        other => Failure::BadInput(other),
+    })
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the 24-h P2P market and both centralized references; write Parquet, JSON, plots.
@@ -140,6 +178,8 @@ enum Command {
         /// Seed of the ledger's agent and validator keys.
         #[arg(long, default_value_t = 0, requires = "ledger")]
         ledger_seed: u64,
+        #[command(flatten)]
+        figures: FigureArgs,
     },
     /// Re-verify a stored ledger (a run's output written with --ledger: every file's
     /// hash, every hash link, Merkle root, signature, quorum and recomputed update) or a
@@ -199,7 +239,7 @@ enum Command {
     },
     /// Draw the heat maps of a finished attack sweep (e.g. experiments/sweeps/attack_map.toml):
     /// converged fraction, median deviation and economic damage over |size| x first attacked
-    /// iteration, one panel per variable, undefended and defended (PNG + SVG).
+    /// iteration, one panel per variable, undefended and defended (PNG, SVG and PDF).
     AttackFigures {
         /// The attack sweep's output directory.
         #[arg(long)]
@@ -211,6 +251,8 @@ enum Command {
         /// are never deleted or overwritten.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        figures: FigureArgs,
     },
     /// Propagate the scenario's [uncertainty] model through the market: the unscented
     /// transform against Monte Carlo, QMC and LHS, every sample a market day on the batch
@@ -243,6 +285,8 @@ enum Command {
         /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
         #[arg(long)]
         adapter: Option<String>,
+        #[command(flatten)]
+        figures: FigureArgs,
     },
     /// Print runs per second of every backend at batch sizes from 1e3 to 1e6.
     Bench {
@@ -362,6 +406,8 @@ struct RunPlan<'a> {
     adapter: Option<&'a str>,
     /// Record the negotiation in a ledger, with these options.
     ledger: Option<p2pmarket::ledger::RecordOptions>,
+    /// How the figures are drawn.
+    figures: p2pmarket::output::FigureOptions,
 }
 
 /// Most faults `run --ledger-faults` accepts (301 validators).
@@ -469,6 +515,7 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
                 &scenario,
                 &day,
                 extra.take().unwrap_or_default(),
+                &plan.figures,
             )?;
             if let Some((rec, _)) = &recorded {
                 names.extend(p2pmarket::output::ledger::write_ledger(
@@ -685,6 +732,8 @@ struct UncertaintyPlan<'a> {
     backend: BackendChoice,
     precision: Precision,
     adapter: Option<&'a str>,
+    /// How the figures are drawn.
+    figures: p2pmarket::output::FigureOptions,
 }
 
 /// Most samples per sampling method.
@@ -764,6 +813,7 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
                 &result,
                 manifest.clone(),
                 plan.samples,
+                &plan.figures,
             )
         },
     )?;
@@ -940,13 +990,18 @@ fn finalize(dir: &Path) -> Result<(), Failure> {
 }
 
 /// Reads a finished attack sweep and publishes its heat maps into `out`.
-fn attack_figures(sweep: &Path, out: &Path, force: bool) -> Result<(), Failure> {
+fn attack_figures(
+    sweep: &Path,
+    out: &Path,
+    force: bool,
+    figures: &p2pmarket::output::FigureOptions,
+) -> Result<(), Failure> {
     use p2pmarket::output::attack_figures::{read_attack_rows, write_attack_figures};
     let options = p2pmarket::output::RunOutputOptions { force };
     p2pmarket::output::check_run_out(out, options)?;
     let rows = read_attack_rows(sweep)?;
     let files = p2pmarket::output::publish_dir_with(out, options, &mut say_waiting, &mut |sink| {
-        write_attack_figures(sink, &rows)
+        write_attack_figures(sink, &rows, figures)
     })?;
     println!(
         "{} attack runs: wrote {} figure files to {}",
@@ -1118,18 +1173,22 @@ fn main() -> ExitCode {
             ledger,
             ledger_faults,
             ledger_seed,
-        } => run(&RunPlan {
-            config: config.as_deref(),
-            out,
-            force: *force,
-            backend: (*backend).into(),
-            precision: (*precision).into(),
-            adapter: adapter.as_deref(),
-            ledger: ledger.then_some(p2pmarket::ledger::RecordOptions {
-                seed: *ledger_seed,
-                faults: *ledger_faults,
-                ..Default::default()
-            }),
+            figures,
+        } => figure_options(figures).and_then(|figures| {
+            run(&RunPlan {
+                config: config.as_deref(),
+                out,
+                force: *force,
+                backend: (*backend).into(),
+                precision: (*precision).into(),
+                adapter: adapter.as_deref(),
+                ledger: ledger.then_some(p2pmarket::ledger::RecordOptions {
+                    seed: *ledger_seed,
+                    faults: *ledger_faults,
+                    ..Default::default()
+                }),
+                figures,
+            })
         }),
         Command::Verify { path, anchor } => verify(path, anchor.as_deref()),
         Command::Sweep {
@@ -1179,17 +1238,28 @@ fn main() -> ExitCode {
             backend,
             precision,
             adapter,
-        } => uncertainty(&UncertaintyPlan {
-            config: config.as_deref(),
-            methods: methods_of(method),
-            samples: *samples,
-            out,
-            force: *force,
-            backend: (*backend).into(),
-            precision: (*precision).into(),
-            adapter: adapter.as_deref(),
+            figures,
+        } => figure_options(figures).and_then(|figures| {
+            uncertainty(&UncertaintyPlan {
+                config: config.as_deref(),
+                methods: methods_of(method),
+                samples: *samples,
+                out,
+                force: *force,
+                backend: (*backend).into(),
+                precision: (*precision).into(),
+                adapter: adapter.as_deref(),
+                figures,
+            })
         }),
-        Command::AttackFigures { sweep, out, force } => attack_figures(sweep, out, *force),
+        Command::AttackFigures {
+            sweep,
+            out,
+            force,
+            figures,
+        } => {
+            figure_options(figures).and_then(|figures| attack_figures(sweep, out, *force, &figures))
+        }
         Command::Check {
             sweep: Some(path), ..
         } => check_sweep(path),

@@ -69,7 +69,7 @@ impl Default for LoadSettings {
 pub struct OutputSettings {
     /// Keep per-iteration trajectories of every hour (Parquet + convergence plots).
     pub keep_trajectories: bool,
-    /// Write PNG and SVG plots.
+    /// Write the figures (PNG, SVG and PDF).
     pub plots: bool,
 }
 

@@ -1047,3 +1047,46 @@ proptest! {
         }
     }
 }
+
+/// Bad figure flags (issue 12): every command that draws figures exits 2 naming the flag
+/// and the value, before it runs anything, and writes nothing.
+#[test]
+fn cli_refuses_bad_figure_flags_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("not_a_font.ttf"), b"not a font").expect("write");
+    let bad: [(&str, &str); 10] = [
+        ("--figure-size", "12"),
+        ("--figure-size", "12x7x1"),
+        ("--figure-size", "2x1"),
+        ("--figure-size", "12xlots"),
+        ("--dpi", "0"),
+        ("--dpi", "5000"),
+        ("--dpi", "abc"),
+        ("--font", "Comic Sans"),
+        ("--font", "missing.ttf"),
+        ("--font", "not_a_font.ttf"),
+    ];
+    let commands: [&[&str]; 3] = [
+        &["run", "--out", "out"],
+        &["uncertainty", "--samples", "2", "--out", "out"],
+        &["attack-figures", "--sweep", "no_sweep", "--out", "out"],
+    ];
+    for command in commands {
+        for (flag, value) in bad {
+            let mut args = command.to_vec();
+            args.extend([flag, value]);
+            let (code, stdout, stderr) = cli(dir.path(), &args);
+            assert_eq!(code, 2, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(flag) && stderr.contains(value),
+                "{args:?}: stderr names neither: {stderr}"
+            );
+            assert!(stdout.is_empty(), "{args:?}: printed {stdout}");
+            assert_eq!(
+                listing(dir.path()),
+                ["not_a_font.ttf"],
+                "{args:?}: wrote files"
+            );
+        }
+    }
+}

@@ -460,8 +460,8 @@ fn attack_figures_from_a_finished_sweep() {
     let rows = read_attack_rows(tmp.path()).unwrap();
     assert_eq!(rows.len(), 28);
     let mut sink = MemorySink::new();
-    let names = write_attack_figures(&mut sink, &rows).unwrap();
-    assert_eq!(names.len(), 2 * 4 * 2, "{names:?}");
+    let names = write_attack_figures(&mut sink, &rows, &Default::default()).unwrap();
+    assert_eq!(names.len(), 3 * 4 * 2, "{names:?}");
     // Defended: every run converges, so each cell of the map reads 1.00.
     let svg = std::str::from_utf8(&sink.files["attack_converged_defended.svg"]).unwrap();
     assert!(svg.contains("1.00") && !svg.contains(">0<"), "defended map");

@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
 use crate::output::parquet::Sink;
-use crate::output::plots::{HeatMap, write_heatmaps};
+use crate::output::plots::{FigureOptions, HeatMap, write_heatmaps};
 
 /// Most distinct values an axis shows one by one.
 pub const MAX_CATEGORIES: usize = 12;
@@ -273,7 +273,11 @@ fn variable_rank(name: &str) -> usize {
 }
 
 /// Writes the figures of `rows` (see the module docs) into `sink`; returns the file names.
-pub fn write_attack_figures(sink: &mut dyn Sink, rows: &[AttackRow]) -> Result<Vec<String>> {
+pub fn write_attack_figures(
+    sink: &mut dyn Sink,
+    rows: &[AttackRow],
+    figures: &FigureOptions,
+) -> Result<Vec<String>> {
     let sizes = Axis::of(&rows.iter().map(|r| r.size.abs()).collect::<Vec<_>>());
     let firsts = Axis::of(
         &rows
@@ -325,6 +329,7 @@ pub fn write_attack_figures(sink: &mut dyn Sink, rows: &[AttackRow]) -> Result<V
                 &format!("{}, {defence}", measure.title()),
                 &maps,
                 4,
+                figures,
             )?);
         }
     }

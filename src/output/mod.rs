@@ -3,7 +3,7 @@
 //!
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
 //! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
-//! - [`plots`]: PNG + SVG figures;
+//! - [`plots`]: figures as PNG, SVG and PDF;
 //! - [`attack_figures`]: the heat maps of an attack sweep;
 //! - [`summary`]: the JSON summary;
 //! - [`lock`]: advisory locks that tell a live writer from a dead one.
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::parquet::{DirSink, MemorySink, Sink, write_parquet, write_parquet_via};
-pub use self::plots::{ATTACK_PLOT_NAME, PLOT_NAMES, write_plots};
+pub use self::plots::{ATTACK_PLOT_NAME, FigureOptions, PLOT_NAMES, write_plots};
 pub use self::summary::summary_json;
 pub use self::tables::{
     cost_by_iteration, hourly_schema, hourly_table, trajectory_schema, trajectory_table,
@@ -36,12 +36,14 @@ use crate::scenario::Scenario;
 
 /// Writes every output of a run into `sink`: `hourly.parquet`, `trajectories.parquet`
 /// (empty when no trajectories were kept), `summary.json`, the figures when
-/// `scenario.output.plots`, and `scenario.toml`. Returns the file names written.
+/// `scenario.output.plots` (drawn with `figures`), and `scenario.toml`. Returns the file
+/// names written.
 pub fn write_outputs(
     sink: &mut dyn Sink,
     scenario: &Scenario,
     day: &DayResult,
     extra: serde_json::Value,
+    figures: &FigureOptions,
 ) -> Result<Vec<String>> {
     let mut names = Vec::new();
     sink.write_table("hourly", &hourly_table(day)?)?;
@@ -51,7 +53,7 @@ pub fn write_outputs(
     sink.write_bytes("summary.json", &summary_json(day, scenario, extra)?)?;
     names.push("summary.json".to_string());
     if scenario.output.plots {
-        names.extend(write_plots(sink, day)?);
+        names.extend(write_plots(sink, day, figures)?);
     }
     names.push(write_scenario_toml(sink, scenario)?);
     Ok(names)
@@ -347,7 +349,13 @@ pub fn write_run_with(
 ) -> Result<Vec<PathBuf>> {
     let mut extra = Some(extra);
     publish_dir_with(out_dir, options, on_wait, &mut |sink| {
-        write_outputs(sink, scenario, day, extra.take().unwrap_or_default())
+        write_outputs(
+            sink,
+            scenario,
+            day,
+            extra.take().unwrap_or_default(),
+            &FigureOptions::default(),
+        )
     })
 }
 
@@ -553,6 +561,7 @@ mod tests {
             for n in PLOT_NAMES {
                 v.push(format!("{n}.png"));
                 v.push(format!("{n}.svg"));
+                v.push(format!("{n}.pdf"));
             }
         }
         v.push("scenario.toml".into());
@@ -742,12 +751,20 @@ mod tests {
     #[test]
     fn write_outputs_into_memory() {
         let mut sink = MemorySink::new();
-        let names = write_outputs(&mut sink, &Scenario::default(), &day(true), extra()).unwrap();
+        let names = write_outputs(
+            &mut sink,
+            &Scenario::default(),
+            &day(true),
+            extra(),
+            &FigureOptions::default(),
+        )
+        .unwrap();
         assert_eq!(names, expected_files(true));
         assert_eq!(
             sink.tables.keys().collect::<Vec<_>>(),
             ["hourly", "trajectories"]
         );
-        assert_eq!(sink.files.len(), 10);
+        // 4 figures x (PNG, SVG, PDF), summary.json and scenario.toml.
+        assert_eq!(sink.files.len(), 14);
     }
 }

@@ -1,23 +1,28 @@
-//! Figures of a day, each as PNG and SVG drawn by one function generic over the plotters
-//! backend, so both files show the same thing:
+//! Figures of a day, each drawn once by plotters as SVG and published as SVG, PNG and
+//! PDF, so the three files show the same thing:
 //! - `price_convergence`: market price vs iteration, one line per hour (Fig. 8);
-//! - `power_convergence`: exchange smart grid -> microgrid vs iteration (Fig. 6-7);
-//! - `cost_convergence`: total cost of the day vs iteration (Fig. 9);
+//! - `power_convergence`: both agents' side of the exchange vs iteration, and the
+//!   mismatch between them that the consensus removes (Fig. 6-7);
+//! - `cost_convergence`: total cost of the day vs iteration, against the centralized
+//!   optima (Fig. 9);
 //! - `p2p_vs_central`: exchange and price per hour, P2P against both references
 //!   (Fig. 10-11);
 //! - `attacked_hours`, only when `[[attack]]` tables hit some hours: each attacked hour's
 //!   agents' prices and exports vs iteration (Fig. 12-16).
 //!
-//! The crate uses no system fonts: an embedded DejaVu Sans is registered with plotters'
-//! `ab_glyph` renderer on first use. PNGs go through [`Sink::write_rendered`] because
-//! plotters' PNG encoder only writes files; SVGs are rendered to a string.
+//! No system font is used anywhere: the chosen font ([`FigureFont`], the embedded DejaVu
+//! Sans by default) gives plotters its text metrics (`ab_glyph`), resvg the glyphs of the
+//! PNG, and svg2pdf the glyphs it subsets and embeds in the PDF. Layout is in units of
+//! 1/100 inch ([`UNITS_PER_INCH`]), so a figure keeps its proportions and font sizes
+//! whatever `--dpi` the PNG is rasterized at.
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::{CoordTranslate, Shift};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -26,30 +31,259 @@ use crate::market::{DayResult, HourResult};
 use crate::output::parquet::Sink;
 use crate::output::tables::{cost_by_iteration, iteration_chunks};
 
-/// Size of every figure, pixels.
-const SIZE: (u32, u32) = (1200, 700);
+/// Layout units (SVG user units, plotters pixels) per inch: a font of size 16 is 16/100
+/// inch (11.5 pt) tall on paper.
+pub const UNITS_PER_INCH: f64 = 100.0;
 
 /// Most points drawn per line; longer series are decimated (min/max per bucket), which
 /// keeps their envelope while bounding the SVG size for runs of 1e5 iterations.
 const MAX_POINTS: usize = 4000;
 
-/// Registers the embedded font once; later calls return the first outcome.
-fn ensure_font() -> Result<()> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            register_font(
-                "sans-serif",
-                FontStyle::Normal,
-                include_bytes!("../../assets/fonts/DejaVuSans.ttf"),
-            )
-            .map_err(|_| "the embedded DejaVu Sans font is invalid".to_string())
+/// Family name of the font embedded in the binary.
+pub const EMBEDDED_FONT_FAMILY: &str = "DejaVu Sans";
+
+/// A font for every text of the figures, held in memory (never looked up on the system).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FigureFont {
+    /// Family name, as the font file states it.
+    pub family: String,
+    /// The TrueType/OpenType file's bytes; `'static` because plotters' font registry
+    /// keeps them for the life of the process.
+    data: &'static [u8],
+}
+
+impl FigureFont {
+    /// The embedded DejaVu Sans.
+    pub fn embedded() -> Self {
+        FigureFont {
+            family: EMBEDDED_FONT_FAMILY.into(),
+            data: include_bytes!("../../assets/fonts/DejaVuSans.ttf"),
+        }
+    }
+
+    /// `choice` is the embedded family's name (any case) or the path of a `.ttf`/`.otf`
+    /// file, which is read and parsed here. Errors name `field` (e.g. `--font`).
+    pub fn from_choice(field: &str, choice: &str) -> Result<Self> {
+        if choice.trim().eq_ignore_ascii_case(EMBEDDED_FONT_FAMILY) {
+            return Ok(FigureFont::embedded());
+        }
+        let allowed = format!(
+            "\"{EMBEDDED_FONT_FAMILY}\" (embedded) or the path of a readable TrueType or \
+             OpenType font file (.ttf, .otf)"
+        );
+        let path = Path::new(choice);
+        let is_font_file = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("ttf") || e.eq_ignore_ascii_case("otf"));
+        if !is_font_file {
+            return Err(Error::invalid(field, choice, allowed));
+        }
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::invalid(field, choice, format!("{allowed}; reading it failed: {e}"))
+        })?;
+        let mut db = svg2pdf::usvg::fontdb::Database::new();
+        db.load_font_data(bytes.clone());
+        let family = db
+            .faces()
+            .next()
+            .and_then(|f| f.families.first().map(|(name, _)| name.clone()))
+            .ok_or_else(|| {
+                Error::invalid(field, choice, format!("{allowed}; it holds no usable font"))
+            })?;
+        Ok(FigureFont {
+            family,
+            // Leaked once per font a process chooses (a CLI run chooses one): plotters'
+            // registry needs a 'static slice.
+            data: Box::leak(bytes.into_boxed_slice()),
         })
-        .clone()
-        .map_err(|message| Error::Output {
-            context: "plots".into(),
-            message,
+    }
+}
+
+/// How figures are drawn and published; built and validated once, before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FigureOptions {
+    /// Width, inches.
+    pub width_in: f64,
+    /// Height, inches.
+    pub height_in: f64,
+    /// Resolution of the PNG, pixels per inch (SVG and PDF are vector).
+    pub dpi: u32,
+    /// The font of every text.
+    pub font: FigureFont,
+}
+
+impl Default for FigureOptions {
+    fn default() -> Self {
+        FigureOptions {
+            width_in: 12.0,
+            height_in: 7.0,
+            dpi: 100,
+            font: FigureFont::embedded(),
+        }
+    }
+}
+
+/// Widths a figure may have, inches (below 4 the axis labels crowd the plot).
+pub const WIDTH_IN: Range<f64> = 4.0..40.0;
+/// Heights a figure may have, inches.
+pub const HEIGHT_IN: Range<f64> = 3.0..30.0;
+/// Resolutions the PNG may have, pixels per inch.
+pub const DPI: std::ops::RangeInclusive<u32> = 50..=1200;
+/// Most pixels of a PNG (40 in x 30 in at 600 dpi is far beyond any journal's need).
+const MAX_PNG_PIXELS: f64 = 2.0e8;
+
+impl FigureOptions {
+    /// Parses `WxH` in inches (e.g. `7x4.5`); errors name `field`.
+    pub fn parse_size(field: &str, text: &str) -> Result<(f64, f64)> {
+        let allowed = format!(
+            "WxH in inches, e.g. 7x4.5, width in [{}, {}), height in [{}, {})",
+            WIDTH_IN.start, WIDTH_IN.end, HEIGHT_IN.start, HEIGHT_IN.end
+        );
+        let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| {
+            Some((w.trim().parse::<f64>().ok()?, h.trim().parse::<f64>().ok()?))
+        });
+        match parsed {
+            Some((w, h)) if WIDTH_IN.contains(&w) && HEIGHT_IN.contains(&h) => Ok((w, h)),
+            _ => Err(Error::invalid(field, text, allowed)),
+        }
+    }
+
+    /// Options of the given size (inches), PNG resolution and font, validated; errors
+    /// name `figure_size` or `dpi`.
+    pub fn new(size_in: (f64, f64), dpi: u32, font: FigureFont) -> Result<Self> {
+        let (w, h) = size_in;
+        if !(WIDTH_IN.contains(&w) && HEIGHT_IN.contains(&h)) {
+            return Err(Error::invalid(
+                "figure_size",
+                format!("{w}x{h}"),
+                format!(
+                    "width in [{}, {}), height in [{}, {}) inches",
+                    WIDTH_IN.start, WIDTH_IN.end, HEIGHT_IN.start, HEIGHT_IN.end
+                ),
+            ));
+        }
+        if !DPI.contains(&dpi) || w * h * f64::from(dpi).powi(2) > MAX_PNG_PIXELS {
+            return Err(Error::invalid(
+                "dpi",
+                dpi.to_string(),
+                format!(
+                    "{}..={} pixels per inch, at most {MAX_PNG_PIXELS:.0e} pixels in all",
+                    DPI.start(),
+                    DPI.end()
+                ),
+            ));
+        }
+        Ok(FigureOptions {
+            width_in: w,
+            height_in: h,
+            dpi,
+            font,
         })
+    }
+
+    /// The figure's size in layout units.
+    fn canvas(&self) -> (u32, u32) {
+        (
+            (self.width_in * UNITS_PER_INCH).round() as u32,
+            (self.height_in * UNITS_PER_INCH).round() as u32,
+        )
+    }
+}
+
+/// Makes `font` plotters' "sans-serif" (its text metrics) unless it already is.
+fn ensure_font(font: &FigureFont) -> Result<()> {
+    static REGISTERED: Mutex<Option<String>> = Mutex::new(None);
+    let mut current = REGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+    if current.as_deref() == Some(font.family.as_str()) {
+        return Ok(());
+    }
+    register_font("sans-serif", FontStyle::Normal, font.data).map_err(|_| Error::Output {
+        context: "plots".into(),
+        message: format!("the font {} cannot be used by plotters", font.family),
+    })?;
+    *current = Some(font.family.clone());
+    Ok(())
+}
+
+/// Draws a figure once as SVG (`draw` over a canvas of `size` layout units) and writes
+/// `{name}.png`, `{name}.svg` and `{name}.pdf` into `sink`; returns the three names.
+fn write_figure(
+    sink: &mut dyn Sink,
+    name: &str,
+    size: (u32, u32),
+    opts: &FigureOptions,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Vec<String>> {
+    ensure_font(&opts.font)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw(&root)?;
+    }
+    // The SVG names its font, with the generic family as the viewer's fallback.
+    let family: String = opts
+        .font
+        .family
+        .chars()
+        .filter(|c| !matches!(c, '\'' | '"' | '<' | '>' | '&'))
+        .collect();
+    let svg = svg.replace(
+        "font-family=\"sans-serif\"",
+        &format!("font-family=\"'{family}', sans-serif\""),
+    );
+    let fail = |message: String| Error::Output {
+        context: format!("plot {name}"),
+        message,
+    };
+    let mut usvg_options = svg2pdf::usvg::Options {
+        font_family: opts.font.family.clone(),
+        ..Default::default()
+    };
+    usvg_options
+        .fontdb_mut()
+        .load_font_data(opts.font.data.to_vec());
+    usvg_options
+        .fontdb_mut()
+        .set_sans_serif_family(opts.font.family.clone());
+    let tree = svg2pdf::usvg::Tree::from_str(&svg, &usvg_options)
+        .map_err(|e| fail(format!("re-reading the SVG: {e}")))?;
+
+    let scale = opts.dpi as f32 / UNITS_PER_INCH as f32;
+    let (w, h) = (
+        (size.0 as f32 * scale).ceil() as u32,
+        (size.1 as f32 * scale).ceil() as u32,
+    );
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(w, h)
+        .ok_or_else(|| fail(format!("a {w}x{h} pixel image cannot be allocated")))?;
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
+    );
+    let png = pixmap
+        .encode_png()
+        .map_err(|e| fail(format!("encoding the PNG: {e}")))?;
+    // A PDF point is 1/72 inch: at UNITS_PER_INCH "dpi" the page is the figure's size.
+    let pdf = svg2pdf::to_pdf(
+        &tree,
+        svg2pdf::ConversionOptions::default(),
+        svg2pdf::PageOptions {
+            dpi: UNITS_PER_INCH as f32,
+        },
+    )
+    .map_err(|e| fail(format!("converting to PDF: {e}")))?;
+
+    let names = [
+        format!("{name}.png"),
+        format!("{name}.svg"),
+        format!("{name}.pdf"),
+    ];
+    sink.write_bytes(&names[0], &png)?;
+    sink.write_bytes(&names[1], svg.as_bytes())?;
+    sink.write_bytes(&names[2], &pdf)?;
+    Ok(names.to_vec())
 }
 
 /// The figures, in the order they are written.
@@ -95,7 +329,8 @@ const MAX_ATTACK_PANELS: usize = 4;
 /// of iterations is a solid band; its first iterations show it.
 const ATTACK_PLOT_ITERATIONS: u32 = 80;
 
-/// Names (without extension) of every figure [`write_plots`] writes for any day.
+/// Names (without extension) of every figure [`write_plots`] writes for any day (each as
+/// `.png`, `.svg` and `.pdf`).
 pub const PLOT_NAMES: [&str; 4] = [
     "price_convergence",
     "power_convergence",
@@ -103,55 +338,37 @@ pub const PLOT_NAMES: [&str; 4] = [
     "p2p_vs_central",
 ];
 
-/// Renders one figure as `{name}.png` and `{name}.svg` into `$sink`: `$draw` (an expression
-/// of type `Result<()>` over the drawing area bound to `$root`) runs once per backend.
-/// Evaluates to the two file names; returns early on an error.
-macro_rules! write_png_and_svg {
-    ($sink:expr, $name:expr, |$root:ident| $draw:expr) => {
-        write_png_and_svg!($sink, $name, SIZE, |$root| $draw)
-    };
-    ($sink:expr, $name:expr, $size:expr, |$root:ident| $draw:expr) => {{
-        let png = format!("{}.png", $name);
-        $sink.write_rendered(&png, &mut |path: &Path| {
-            let $root = BitMapBackend::new(path, $size).into_drawing_area();
-            $draw
-        })?;
-        let mut svg = String::new();
-        {
-            let $root = SVGBackend::with_string(&mut svg, $size).into_drawing_area();
-            $draw?;
-        }
-        let svg_name = format!("{}.svg", $name);
-        $sink.write_bytes(&svg_name, svg.as_bytes())?;
-        [png, svg_name]
-    }};
-}
-
-/// Draws every figure as `NAME.png` and `NAME.svg` into `sink` and returns the file names
-/// written. The convergence figures are skipped (not an error) when no trajectories were
-/// kept.
-pub fn write_plots(sink: &mut dyn Sink, day: &DayResult) -> Result<Vec<String>> {
-    ensure_font()?;
+/// Draws every figure as `NAME.png`, `NAME.svg` and `NAME.pdf` into `sink` and returns
+/// the file names written. The convergence figures are skipped (not an error) when no
+/// trajectories were kept.
+pub fn write_plots(
+    sink: &mut dyn Sink,
+    day: &DayResult,
+    opts: &FigureOptions,
+) -> Result<Vec<String>> {
     let has_trajectories = day
         .hours
         .iter()
         .any(|h| !h.p2p.outcome.trajectory.is_empty());
     let mut written = Vec::new();
-    for plot in Plot::ALL {
-        if plot.needs_trajectories() && !has_trajectories {
-            continue;
-        }
-        written.extend(write_png_and_svg!(sink, plot.name(), |root| {
-            draw(plot, &root, day)?;
-            root.present().map_err(draw_err(plot))
-        }));
-    }
+    let mut plots: Vec<Plot> = Plot::ALL
+        .into_iter()
+        .filter(|p| has_trajectories || !p.needs_trajectories())
+        .collect();
     if attacked_with_trajectories(day).next().is_some() {
-        let plot = Plot::AttackedHours;
-        written.extend(write_png_and_svg!(sink, plot.name(), |root| {
-            draw(plot, &root, day)?;
-            root.present().map_err(draw_err(plot))
-        }));
+        plots.push(Plot::AttackedHours);
+    }
+    for plot in plots {
+        written.extend(write_figure(
+            sink,
+            plot.name(),
+            opts.canvas(),
+            opts,
+            |root| {
+                draw(plot, root, day)?;
+                root.present().map_err(draw_err(plot))
+            },
+        )?);
     }
     Ok(written)
 }
@@ -162,6 +379,19 @@ fn draw_err<E: std::fmt::Display>(plot: Plot) -> impl Fn(E) -> Error {
         context: format!("plot {}", plot.name()),
         message: e.to_string(),
     }
+}
+
+/// The hour whose negotiation took the most iterations (the first of equals), among the
+/// hours that kept a trajectory: the one the convergence figures highlight.
+fn slowest_hour(day: &DayResult) -> Option<(usize, u32)> {
+    day.hours
+        .iter()
+        .filter(|h| !h.p2p.outcome.trajectory.is_empty())
+        .map(|h| (h.hour, h.p2p.outcome.iterations))
+        .fold(None, |best: Option<(usize, u32)>, (hour, it)| match best {
+            Some((_, b)) if b >= it => best,
+            _ => Some((hour, it)),
+        })
 }
 
 /// Draws one figure on any backend.
@@ -176,40 +406,158 @@ fn draw<DB: DrawingBackend>(
             let series = hour_series(day, |points| {
                 points.iter().map(|p| p.state.price).sum::<f64>() / points.len() as f64
             });
+            let (main, bar) = split_colour_bar(root);
             draw_hourly_lines(
                 plot,
-                root,
+                &main,
                 &series,
+                slowest_hour(day),
                 "Price convergence per hour",
                 "market price ($/MWh)",
-            )
+                &FULL,
+            )?;
+            draw_hour_colour_bar(plot, &bar)
         }
-        Plot::PowerConvergence => {
-            // Agent 0 is the smart grid: its export is the microgrid's import.
-            let series = hour_series(day, |points| {
-                points
-                    .iter()
-                    .find(|p| p.agent == 0)
-                    .map_or(f64::NAN, |p| p.state.power)
-            });
-            draw_hourly_lines(
-                plot,
-                root,
-                &series,
-                "Exchange convergence per hour",
-                "exchange smart grid -> microgrid (MW)",
-            )
-        }
+        Plot::PowerConvergence => draw_power(plot, root, day),
         Plot::CostConvergence => {
             let points: Vec<(f64, f64)> = cost_by_iteration(day)
                 .into_iter()
                 .map(|(k, c)| (f64::from(k), c))
                 .collect();
-            draw_cost(plot, root, &points)
+            let references = [
+                (
+                    "hourly centralized optimum",
+                    day.summary.central_hourly_total_cost,
+                ),
+                ("24-h co-optimization", day.summary.central_24h_total_cost),
+            ];
+            draw_cost(plot, root, &points, &references)
         }
         Plot::P2pVsCentral => draw_p2p_vs_central(plot, root, &day.hours),
         Plot::AttackedHours => draw_attacked_hours(plot, root, day),
     }
+}
+
+/// Splits off the right-hand strip of the hour colour bar.
+fn split_colour_bar<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+    let width = root.dim_in_pixel().0;
+    root.split_horizontally(width.saturating_sub(COLOUR_BAR_WIDTH))
+}
+
+/// Width of the hour colour bar's strip, layout units.
+const COLOUR_BAR_WIDTH: u32 = 90;
+
+/// Small multiples of the exchange: the smart grid's export and the microgrid's import
+/// (minus its export) on one y scale, so the gap between them is read across; below, that
+/// gap |export - import| on a log scale, which the consensus drives to zero.
+fn draw_power<DB: DrawingBackend>(
+    plot: Plot,
+    root: &DrawingArea<DB, Shift>,
+    day: &DayResult,
+) -> Result<()> {
+    let err = draw_err(plot);
+    let of_agent = |agent: u32, points: &[crate::rci::TrajectoryPoint]| {
+        points
+            .iter()
+            .find(|p| p.agent == agent)
+            .map_or(f64::NAN, |p| p.state.power)
+    };
+    // Agent 0 is the smart grid, agent 1 the microgrid (market::AGENT_NAMES).
+    let export = hour_series(day, |pts| of_agent(0, pts));
+    let import = hour_series(day, |pts| -of_agent(1, pts));
+    let gap = hour_series(day, |pts| (of_agent(0, pts) + of_agent(1, pts)).abs());
+    let slowest = slowest_hour(day);
+    let (main, bar) = split_colour_bar(root);
+    let main = main
+        .titled("Exchange convergence per hour", ("sans-serif", 24))
+        .map_err(&err)?;
+    let (top, bottom) = main.split_vertically(main.dim_in_pixel().1 * 55 / 100);
+    let (left, right) = top.split_horizontally(top.dim_in_pixel().0 / 2);
+    let y = padded_range(
+        export
+            .iter()
+            .chain(&import)
+            .flat_map(|(_, s)| s.iter().map(|p| p.1)),
+    );
+    let last = series_end(&export);
+    for (area, series, caption, y_desc) in [
+        (
+            &left,
+            &export,
+            "smart grid: export to the microgrid",
+            "power (MW)",
+        ),
+        (
+            &right,
+            &import,
+            "microgrid: import from the smart grid",
+            "power (MW)",
+        ),
+    ] {
+        let mut chart = iteration_chart(plot, area, caption, y_desc, last, y.clone(), &PANEL)?;
+        // The slowest hour's legend is drawn once, in the mismatch panel, where it hides
+        // no line that matters.
+        draw_hour_lines_on(plot, &mut chart, series, slowest, false)?;
+    }
+    // The gap on a log axis: its positive values, down to the smallest one drawn.
+    let positive = |s: &Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        s.iter().copied().filter(|p| p.1 > 0.0).collect()
+    };
+    let gap: Vec<(usize, Vec<(f64, f64)>)> = gap.iter().map(|(h, s)| (*h, positive(s))).collect();
+    let (lo, hi) = gap
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo * 0.5, hi * 2.0)
+    } else {
+        (1e-9, 1.0)
+    };
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(
+            "mismatch |export - import|: what the consensus removes",
+            ("sans-serif", PANEL.caption),
+        )
+        .margin(PANEL.margin)
+        .x_label_area_size(PANEL.x_area + 10)
+        .y_label_area_size(PANEL.y_area)
+        .build_cartesian_2d(iteration_range(last), (lo..hi).log_scale())
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc("mismatch (MW)")
+        .x_labels(iteration_labels(last).min(FULL.most_x_labels))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
+        .label_style(("sans-serif", PANEL.labels))
+        .axis_desc_style(("sans-serif", PANEL.axis_desc))
+        .draw()
+        .map_err(&err)?;
+    draw_hour_lines_on(plot, &mut chart, &gap, slowest, true)?;
+    draw_hour_colour_bar(plot, &bar)
+}
+
+/// Stroke width of the highlighted (slowest) hour.
+const HIGHLIGHT_WIDTH: u32 = 3;
+
+/// The legend text of the highlighted hour.
+fn highlight_label(hour: usize, iterations: u32) -> String {
+    format!("hour {hour}: slowest, {iterations} iterations")
+}
+
+/// The last iteration of any series.
+fn series_end(series: &[(usize, Vec<(f64, f64)>)]) -> f64 {
+    series
+        .iter()
+        .flat_map(|(_, s)| s.last().map(|p| p.0))
+        .fold(0.0, f64::max)
 }
 
 /// The attacked hours that kept a trajectory, in hour order.
@@ -230,14 +578,20 @@ fn draw_attacked_hours<DB: DrawingBackend>(
     let hours: Vec<&HourResult> = attacked_with_trajectories(day)
         .take(MAX_ATTACK_PANELS)
         .collect();
-    let cells = root.split_evenly((2, hours.len()));
-    let colours = [RGBColor(31, 119, 180), RGBColor(214, 39, 40)];
+    let titled = root
+        .titled(
+            "Attacked hours: both agents' local prices and exports vs iteration",
+            ("sans-serif", 22),
+        )
+        .map_err(&err)?;
+    let cells = titled.split_evenly((2, hours.len()));
+    let colours = [OKABE_ITO[0], OKABE_ITO[1]];
     for (col, h) in hours.iter().enumerate() {
         let outcome = &h.p2p.outcome;
         let status = if outcome.converged {
-            format!("converged in {}", outcome.iterations)
+            format!("converged in {} iterations", outcome.iterations)
         } else {
-            format!("not converged after {}", outcome.iterations)
+            format!("not converged after {} iterations", outcome.iterations)
         };
         let shown = outcome.iterations.min(ATTACK_PLOT_ITERATIONS);
         let window = if shown < outcome.iterations {
@@ -279,26 +633,38 @@ fn draw_attacked_hours<DB: DrawingBackend>(
             let area = &cells[row * hours.len() + col];
             let mut chart = iteration_chart(plot, area, &caption, y_desc, last, y, &PANEL)?;
             for (agent, points) in &series {
-                let colour = colours[agent % colours.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        colour.stroke_width(1),
-                    ))
-                    .map_err(&err)?
-                    .label(
-                        crate::market::AGENT_NAMES
-                            .get(*agent)
-                            .copied()
-                            .unwrap_or("agent"),
-                    )
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
+                let colour = colours[agent % colours.len()].stroke_width(1);
+                let name = crate::market::AGENT_NAMES
+                    .get(*agent)
+                    .map_or("agent".to_string(), |n| n.replace('_', " "));
+                // The microgrid dashed: the agents stay apart in greyscale.
+                if agent % 2 == 1 {
+                    chart
+                        .draw_series(DashedLineSeries::new(points.iter().copied(), 6, 3, colour))
+                        .map_err(&err)?
+                        .label(name)
+                        .legend(move |(x, y)| {
+                            DashedPathElement::new(
+                                vec![(x, y), (x + 24, y)],
+                                6,
+                                3,
+                                colour.stroke_width(2),
+                            )
+                        });
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(points.iter().copied(), colour))
+                        .map_err(&err)?
+                        .label(name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+                        });
+                }
             }
             chart
                 .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
+                // Opaque: an oscillation fills the whole panel, so no corner is free.
+                .background_style(WHITE)
                 .border_style(BLACK)
                 .label_font(("sans-serif", 13))
                 .draw()
@@ -500,6 +866,9 @@ fn iteration_chart<'a, DB: DrawingBackend>(
         .y_desc(y_desc)
         .x_labels(iteration_labels(last).min(style.most_x_labels))
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick_label(*y))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
         .label_style(("sans-serif", style.labels))
         .axis_desc_style(("sans-serif", style.axis_desc))
         .draw()
@@ -507,23 +876,36 @@ fn iteration_chart<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
-/// Lines of one quantity vs iteration, coloured by hour, with a colour bar.
+/// Lines of one quantity vs iteration, coloured by hour; the slowest hour drawn on top in
+/// black and named in a legend.
 fn draw_hourly_lines<DB: DrawingBackend>(
     plot: Plot,
-    root: &DrawingArea<DB, Shift>,
+    area: &DrawingArea<DB, Shift>,
     series: &[(usize, Vec<(f64, f64)>)],
+    slowest: Option<(usize, u32)>,
     title: &str,
     y_desc: &str,
+    style: &ChartStyle,
+) -> Result<()> {
+    let last = series_end(series);
+    let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
+    let mut chart = iteration_chart(plot, area, title, y_desc, last, y, style)?;
+    draw_hour_lines_on(plot, &mut chart, series, slowest, true)
+}
+
+/// Draws the hours' lines on `chart`: 24 viridis lines cannot be told apart one by one,
+/// so they show the family, and the slowest hour (the one a reader looks for) is drawn
+/// on top in black with a legend.
+fn draw_hour_lines_on<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    plot: Plot,
+    chart: &mut ChartContext<'a, DB, CT>,
+    series: &[(usize, Vec<(f64, f64)>)],
+    slowest: Option<(usize, u32)>,
+    legend: bool,
 ) -> Result<()> {
     let err = draw_err(plot);
-    let (main, bar) = root.split_horizontally(SIZE.0 - 110);
-    let last = series
-        .iter()
-        .flat_map(|(_, s)| s.last().map(|p| p.0))
-        .fold(0.0, f64::max);
-    let y = padded_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
-    let mut chart = iteration_chart(plot, &main, title, y_desc, last, y, &FULL)?;
-    for (hour, points) in series {
+    let highlighted = slowest.map(|s| s.0);
+    for (hour, points) in series.iter().filter(|(h, _)| Some(*h) != highlighted) {
         // A zigzag drawn 2 px wide grows miter spikes far outside the chart at every
         // sharp turn (an oscillating attacked hour): such a series is drawn 1 px wide.
         let width = if reversals(points) > MAX_WIDE_REVERSALS {
@@ -531,12 +913,43 @@ fn draw_hourly_lines<DB: DrawingBackend>(
         } else {
             2
         };
-        let style = hour_color(*hour).stroke_width(width);
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                hour_color(*hour).stroke_width(width),
+            ))
             .map_err(&err)?;
     }
-    draw_hour_colour_bar(plot, &bar)
+    if let Some((hour, iterations)) = slowest
+        && let Some((_, points)) = series.iter().find(|(h, _)| *h == hour)
+    {
+        let width = if reversals(points) > MAX_WIDE_REVERSALS {
+            1
+        } else {
+            HIGHLIGHT_WIDTH
+        };
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                BLACK.stroke_width(width),
+            ))
+            .map_err(&err)?
+            .label(highlight_label(hour, iterations))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(width))
+            });
+        if legend {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(&err)?;
+        }
+    }
+    Ok(())
 }
 
 /// A vertical colour bar labelled "hour 0" to "hour 23".
@@ -545,7 +958,9 @@ fn draw_hour_colour_bar<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
 ) -> Result<()> {
     let err = draw_err(plot);
-    let (x0, y0, cell) = (10, 70, 22);
+    let height = area.dim_in_pixel().1 as i32;
+    let (x0, y0) = (10, 70);
+    let cell = ((height - y0 - 40) / 24).clamp(6, 22);
     let text = ("sans-serif", 15).into_font();
     area.draw(&Text::new("hour", (x0, y0 - 25), text.clone()))
         .map_err(&err)?;
@@ -568,39 +983,121 @@ fn draw_hour_colour_bar<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Total cost of the day vs iteration.
+/// `v` with commas between thousands and `decimals` decimals, e.g. 1,227.5.
+fn thousands(v: f64, decimals: usize) -> String {
+    let text = format!("{:.decimals$}", v.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if v < 0.0 && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
+}
+
+/// Decimals that tell ticks `step` apart.
+fn decimals_for(step: f64) -> usize {
+    if step.is_finite() && step > 0.0 {
+        (-step.log10().floor()).clamp(0.0, 4.0) as usize
+    } else {
+        0
+    }
+}
+
+/// Total cost of the day vs iteration, in k$, with the centralized optima as labelled
+/// dashed lines: the consensus should end on the hourly optimum (same information).
 fn draw_cost<DB: DrawingBackend>(
     plot: Plot,
     root: &DrawingArea<DB, Shift>,
     points: &[(f64, f64)],
+    references: &[(&str, f64)],
 ) -> Result<()> {
     let err = draw_err(plot);
-    let points: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let points: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .map(|&(k, c)| (k, c / 1e3))
+        .collect();
     let points = decimate(&points, MAX_POINTS);
+    let references: Vec<(&str, f64)> = references
+        .iter()
+        .filter(|r| r.1.is_finite())
+        .map(|&(l, c)| (l, c / 1e3))
+        .collect();
     let last = points.last().map_or(0.0, |p| p.0);
+    let y = padded_range(
+        points
+            .iter()
+            .map(|p| p.1)
+            .chain(references.iter().map(|r| r.1)),
+    );
+    // Headroom for the legend above the curve and the lines.
+    let y = y.start..y.end + 0.25 * (y.end - y.start);
+    let decimals = decimals_for((y.end - y.start) / 10.0);
     let mut chart = ChartBuilder::on(root)
         .caption("Total cost of the day vs iteration", ("sans-serif", 26))
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(110)
-        .build_cartesian_2d(
-            iteration_range(last),
-            padded_range(points.iter().map(|p| p.1)),
-        )
+        .build_cartesian_2d(iteration_range(last), y)
         .map_err(&err)?;
     chart
         .configure_mesh()
         .x_desc("iteration")
-        .y_desc("total cost ($)")
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_desc("total cost of the day (k$)")
+        .y_label_formatter(&|y| thousands(*y, decimals))
         .x_labels(iteration_labels(last))
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .draw()
         .map_err(&err)?;
+    let p2p = OKABE_ITO[0].stroke_width(2);
     chart
-        .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
+        .draw_series(LineSeries::new(points, p2p))
+        .map_err(&err)?
+        .label("P2P (RCI), sum of the agents' costs")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], p2p));
+    // Vermillion long dashes, then bluish green short dashes: distinct in greyscale too.
+    let styles = [
+        (OKABE_ITO[1].stroke_width(2), 12, 6),
+        (OKABE_ITO[2].stroke_width(2), 4, 4),
+    ];
+    let x_end = iteration_range(last).end;
+    for (&(label, cost), &(style, dash, gap)) in references.iter().zip(&styles) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, cost), (x_end, cost)],
+                dash,
+                gap,
+                style,
+            ))
+            .map_err(&err)?
+            .label(format!("{label}: {} k$", thousands(cost, 1)))
+            .legend(move |(x, y)| {
+                DashedPathElement::new(vec![(x, y), (x + 24, y)], dash.min(8), gap.min(4), style)
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
         .map_err(&err)?;
     Ok(())
 }
@@ -642,7 +1139,7 @@ fn draw_p2p_vs_central<DB: DrawingBackend>(
         hourly: series(&|h| h.hourly_reference.price),
         horizon: series(&|h| h.horizon_reference.price),
     };
-    let (top, bottom) = root.split_vertically(SIZE.1 / 2);
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
     draw_comparison(plot, &top, &exchange)?;
     draw_comparison(plot, &bottom, &price)
 }
@@ -671,33 +1168,61 @@ fn draw_comparison<DB: DrawingBackend>(
         .y_desc(c.y_desc)
         .x_labels(24)
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick_label(*y))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(&err)?;
-    let red = RED.stroke_width(2);
-    let blue = BLUE.stroke_width(2);
-    let green = GREEN.mix(0.8).stroke_width(2);
+    // Okabe-Ito colours, and a solid line with squares, a dashed line with triangles
+    // and hollow circles, so the three stay apart in greyscale and for colour-blind
+    // readers.
+    let hourly = OKABE_ITO[0].stroke_width(2);
+    let horizon = OKABE_ITO[2].stroke_width(2);
+    let p2p = OKABE_ITO[1].stroke_width(2);
     chart
-        .draw_series(LineSeries::new(c.hourly.iter().copied(), blue))
+        .draw_series(LineSeries::new(c.hourly.iter().copied(), hourly))
+        .map_err(&err)?;
+    chart
+        .draw_series(
+            c.hourly.iter().map(|&p| {
+                EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], hourly.filled())
+            }),
+        )
         .map_err(&err)?
         .label("hourly reference")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue));
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (24, 0)], hourly)
+                + Rectangle::new([(8, -4), (16, 4)], hourly.filled())
+        });
     chart
         .draw_series(DashedLineSeries::new(
             c.horizon.iter().copied(),
             8,
             5,
-            green,
+            horizon,
         ))
+        .map_err(&err)?;
+    chart
+        .draw_series(
+            c.horizon
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 6, horizon.filled())),
+        )
         .map_err(&err)?
         .label("24-h co-optimization")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 4, horizon)
+                + TriangleMarker::new((12, 0), 6, horizon.filled())
+        });
     chart
-        .draw_series(c.p2p.iter().map(|&p| Circle::new(p, 5, red.filled())))
+        .draw_series(c.p2p.iter().map(|&p| Circle::new(p, 7, p2p)))
         .map_err(&err)?
         .label("P2P (RCI)")
-        .legend(move |(x, y)| Circle::new((x + 10, y), 5, red.filled()));
+        .legend(move |(x, y)| Circle::new((x + 12, y), 7, p2p));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -728,19 +1253,39 @@ mod tests {
         assert_eq!(reversals(&zigzag), 8);
     }
 
+    /// The PDF is a PDF and embeds its font (a TrueType font file), so it renders the
+    /// same without any font installed.
+    fn assert_pdf_with_embedded_font(name: &str, bytes: &[u8]) {
+        assert!(bytes.starts_with(b"%PDF-"), "{name} is not a PDF");
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"/FontFile2"), "{name} embeds no TrueType font");
+    }
+
+    /// Width and height of a PNG, from its IHDR chunk.
+    fn png_size(bytes: &[u8]) -> (u32, u32) {
+        let be = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        (be(16), be(20))
+    }
+
     #[test]
-    fn all_plots_as_png_and_svg() {
+    fn all_plots_as_png_svg_and_pdf() {
         let mut sink = MemorySink::new();
-        let written = write_plots(&mut sink, &day(true)).unwrap();
+        let opts = FigureOptions::default();
+        let written = write_plots(&mut sink, &day(true), &opts).unwrap();
         let expected: Vec<String> = PLOT_NAMES
             .iter()
-            .flat_map(|n| [format!("{n}.png"), format!("{n}.svg")])
+            .flat_map(|n| [format!("{n}.png"), format!("{n}.svg"), format!("{n}.pdf")])
             .collect();
         assert_eq!(written, expected);
-        assert_eq!(sink.files.len(), 8);
+        assert_eq!(sink.files.len(), 12);
         for (name, bytes) in &sink.files {
             if name.ends_with(".png") {
                 assert!(bytes.starts_with(PNG_MAGIC), "{name} is not a PNG");
+                assert_eq!(png_size(bytes), (1200, 700), "{name}: 12x7 in at 100 dpi");
+            } else if name.ends_with(".pdf") {
+                assert_pdf_with_embedded_font(name, bytes);
             } else {
                 let text = std::str::from_utf8(bytes).unwrap();
                 assert!(text.contains("<svg"), "{name} is not an SVG");
@@ -760,6 +1305,97 @@ mod tests {
         ] {
             assert!(cmp.contains(label), "missing {label}");
         }
+        // The cost plot shows the centralized optima as labelled lines, in k$.
+        let cost = std::str::from_utf8(&sink.files["cost_convergence.svg"]).unwrap();
+        for label in ["hourly centralized optimum", "24-h co-optimization", "(k$)"] {
+            assert!(cost.contains(label), "cost plot lacks {label}");
+        }
+        // The power plot draws both agents and the gap between them.
+        let power = std::str::from_utf8(&sink.files["power_convergence.svg"]).unwrap();
+        for label in [
+            "smart grid: export",
+            "microgrid: import",
+            "mismatch |export - import|",
+            "slowest",
+        ] {
+            assert!(power.contains(label), "power plot lacks {label}");
+        }
+        let price = std::str::from_utf8(&sink.files["price_convergence.svg"]).unwrap();
+        assert!(price.contains("slowest"), "the slowest hour is highlighted");
+        // No font is looked up: the SVG names the embedded one.
+        assert!(price.contains("DejaVu Sans"));
+    }
+
+    #[test]
+    fn figure_size_and_dpi_set_the_png_pixels() {
+        let opts = FigureOptions::new((6.0, 4.0), 200, FigureFont::embedded()).unwrap();
+        let mut sink = MemorySink::new();
+        write_plots(&mut sink, &day(false), &opts).unwrap();
+        assert_eq!(png_size(&sink.files["p2p_vs_central.png"]), (1200, 800));
+        let svg = std::str::from_utf8(&sink.files["p2p_vs_central.svg"]).unwrap();
+        assert!(svg.contains("width=\"600\"") && svg.contains("height=\"400\""));
+    }
+
+    #[test]
+    fn figure_options_are_validated() {
+        assert_eq!(FigureOptions::parse_size("f", "7x4.5").unwrap(), (7.0, 4.5));
+        assert_eq!(FigureOptions::parse_size("f", "12X7").unwrap(), (12.0, 7.0));
+        for bad in [
+            "", "7", "7x", "x4", "axb", "7x4x3", "3x4", "7x2", "100x7", "NaNx4", "7x-4",
+        ] {
+            match FigureOptions::parse_size("--figure-size", bad) {
+                Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "--figure-size"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let font = FigureFont::embedded;
+        assert!(FigureOptions::new((12.0, 7.0), 300, font()).is_ok());
+        for dpi in [0, 49, 1201] {
+            match FigureOptions::new((12.0, 7.0), dpi, font()) {
+                Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "dpi"),
+                other => panic!("{dpi}: {other:?}"),
+            }
+        }
+        // Too many pixels in all.
+        assert!(FigureOptions::new((39.0, 29.0), 1200, font()).is_err());
+        assert_eq!(
+            FigureFont::from_choice("--font", "dejavu sans").unwrap(),
+            font()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.ttf");
+        std::fs::write(&garbage, b"not a font").unwrap();
+        let missing = dir.path().join("missing.ttf");
+        for bad in [
+            "Comic Sans".to_string(),
+            missing.display().to_string(),
+            garbage.display().to_string(),
+        ] {
+            match FigureFont::from_choice("--font", &bad) {
+                Err(Error::InvalidInput { field, allowed, .. }) => {
+                    assert_eq!(field, "--font");
+                    assert!(allowed.contains("DejaVu Sans"), "{allowed}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // A font file is used by its family name.
+        let copy = dir.path().join("copy.ttf");
+        std::fs::write(&copy, FigureFont::embedded().data).unwrap();
+        let chosen = FigureFont::from_choice("--font", &copy.display().to_string()).unwrap();
+        assert_eq!(chosen.family, EMBEDDED_FONT_FAMILY);
+    }
+
+    #[test]
+    fn cost_ticks_have_thousands_separators() {
+        assert_eq!(thousands(1_227_000.0 / 1e3, 0), "1,227");
+        assert_eq!(thousands(1_227_456.7, 1), "1,227,456.7");
+        assert_eq!(thousands(-1234.5, 1), "-1,234.5");
+        assert_eq!(thousands(999.0, 0), "999");
+        assert_eq!(thousands(-0.01, 1), "0.0");
+        assert_eq!(decimals_for(2.0), 0);
+        assert_eq!(decimals_for(0.25), 1);
+        assert_eq!(decimals_for(f64::NAN), 0);
     }
 
     #[test]
@@ -813,8 +1449,17 @@ mod tests {
             },
         ];
         let mut sink = MemorySink::new();
-        let written = write_panels(&mut sink, "f", "the title", &panels, 2).unwrap();
-        assert_eq!(written, ["f.png", "f.svg"]);
+        let written = write_panels(
+            &mut sink,
+            "f",
+            "the title",
+            &panels,
+            2,
+            &FigureOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(written, ["f.png", "f.svg", "f.pdf"]);
+        assert_pdf_with_embedded_font("f.pdf", &sink.files["f.pdf"]);
         assert!(sink.files["f.png"].starts_with(PNG_MAGIC));
         let svg = std::str::from_utf8(&sink.files["f.svg"]).unwrap();
         for text in [
@@ -849,8 +1494,17 @@ mod tests {
             },
         ];
         let mut sink = MemorySink::new();
-        let written = write_probability_plot(&mut sink, "p", "title", "rounds", &lines).unwrap();
-        assert_eq!(written, ["p.png", "p.svg"]);
+        let written = write_probability_plot(
+            &mut sink,
+            "p",
+            "title",
+            "rounds",
+            &lines,
+            &FigureOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(written, ["p.png", "p.svg", "p.pdf"]);
+        assert_pdf_with_embedded_font("p.pdf", &sink.files["p.pdf"]);
         assert!(sink.files["p.png"].starts_with(PNG_MAGIC));
         let svg = std::str::from_utf8(&sink.files["p.svg"]).unwrap();
         for text in ["falls", "rises", "rounds", "probability", "1e-3"] {
@@ -861,8 +1515,15 @@ mod tests {
     #[test]
     fn convergence_plots_skipped_without_trajectories() {
         let mut sink = MemorySink::new();
-        let written = write_plots(&mut sink, &day(false)).unwrap();
-        assert_eq!(written, ["p2p_vs_central.png", "p2p_vs_central.svg"]);
+        let written = write_plots(&mut sink, &day(false), &FigureOptions::default()).unwrap();
+        assert_eq!(
+            written,
+            [
+                "p2p_vs_central.png",
+                "p2p_vs_central.svg",
+                "p2p_vs_central.pdf"
+            ]
+        );
     }
 
     #[test]
@@ -915,7 +1576,7 @@ const OKABE_ITO: [RGBColor; 8] = [
 ];
 
 /// Draws probabilities against `x_label` on a logarithmic axis (the paper's Fig. 17, and
-/// the ledger's acceptance model beside it) as `name.png` and `name.svg` into `sink`;
+/// the ledger's acceptance model beside it) as `name.png`, `name.svg` and `name.pdf` into `sink`;
 /// returns the file names written.
 pub fn write_probability_plot(
     sink: &mut dyn Sink,
@@ -923,12 +1584,11 @@ pub fn write_probability_plot(
     title: &str,
     x_label: &str,
     lines: &[ProbabilityLine],
+    opts: &FigureOptions,
 ) -> Result<Vec<String>> {
-    ensure_font()?;
-    Ok(write_png_and_svg!(sink, name, |root| draw_probability(
-        &root, name, title, x_label, lines
-    ))
-    .to_vec())
+    write_figure(sink, name, opts.canvas(), opts, |root| {
+        draw_probability(root, name, title, x_label, lines)
+    })
 }
 
 /// Draws [`write_probability_plot`]'s figure on any backend.
@@ -1056,7 +1716,7 @@ pub struct Panel {
     pub layers: Vec<Layer>,
 }
 
-/// Draws panels in a grid of `columns` columns as `name.png` and `name.svg` into `sink`;
+/// Draws panels in a grid of `columns` columns as `name.png`, `name.svg` and `name.pdf` into `sink`;
 /// returns the file names written.
 pub fn write_panels(
     sink: &mut dyn Sink,
@@ -1064,19 +1724,18 @@ pub fn write_panels(
     title: &str,
     panels: &[Panel],
     columns: usize,
+    opts: &FigureOptions,
 ) -> Result<Vec<String>> {
-    ensure_font()?;
     let columns = columns.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(columns).max(1);
-    let size = ((700 * columns as u32).max(SIZE.0), 60 + 480 * rows as u32);
-    Ok(write_png_and_svg!(sink, name, size, |root| draw_panels(
-        &root,
-        name,
-        title,
-        panels,
-        (rows, columns)
-    ))
-    .to_vec())
+    // The grid sets the size; the chosen width is a minimum.
+    let size = (
+        (700 * columns as u32).max(opts.canvas().0),
+        60 + 480 * rows as u32,
+    );
+    write_figure(sink, name, size, opts, |root| {
+        draw_panels(root, name, title, panels, (rows, columns))
+    })
 }
 
 /// Draws [`write_panels`]' figure on any backend.
@@ -1347,20 +2006,24 @@ fn cell_label(v: f64) -> String {
     }
 }
 
-/// Draws heat maps in a grid of `columns` columns as `name.png` and `name.svg` into
-/// `sink`; returns the file names written.
+/// Draws heat maps in a grid of `columns` columns as `name.png`, `name.svg` and
+/// `name.pdf` into `sink`; returns the file names written.
 pub fn write_heatmaps(
     sink: &mut dyn Sink,
     name: &str,
     title: &str,
     maps: &[HeatMap],
     columns: usize,
+    opts: &FigureOptions,
 ) -> Result<Vec<String>> {
-    ensure_font()?;
     let columns = columns.clamp(1, maps.len().max(1));
     let rows = maps.len().div_ceil(columns).max(1);
-    let size = ((600 * columns as u32).max(SIZE.0), 60 + 460 * rows as u32);
-    Ok(write_png_and_svg!(sink, name, size, |root| {
+    // The grid sets the size; the chosen width is a minimum.
+    let size = (
+        (600 * columns as u32).max(opts.canvas().0),
+        60 + 460 * rows as u32,
+    );
+    write_figure(sink, name, size, opts, |root| {
         let fail = |e: &dyn std::fmt::Display| Error::Output {
             context: format!("plot {name}"),
             message: e.to_string(),
@@ -1374,7 +2037,6 @@ pub fn write_heatmaps(
         }
         root.present().map_err(|e| fail(&e))
     })
-    .to_vec())
 }
 
 /// Draws one [`HeatMap`] on any backend.
@@ -1492,8 +2154,16 @@ mod heatmap_tests {
             range: None,
         };
         let mut sink = MemorySink::new();
-        let names = write_heatmaps(&mut sink, "h", "converged", &[map.clone(), map], 2).unwrap();
-        assert_eq!(names, ["h.png", "h.svg"]);
+        let names = write_heatmaps(
+            &mut sink,
+            "h",
+            "converged",
+            &[map.clone(), map],
+            2,
+            &FigureOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(names, ["h.png", "h.svg", "h.pdf"]);
         let svg = std::str::from_utf8(&sink.files["h.svg"]).unwrap();
         for text in [
             "0.250",

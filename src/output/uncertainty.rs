@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::microgrid::HOURS;
 use crate::output::parquet::Sink;
-use crate::output::plots::{Layer, Panel, write_panels};
+use crate::output::plots::{FigureOptions, Layer, Panel, write_panels};
 use crate::scenario::Scenario;
 use crate::uncertainty::study::{
     HISTOGRAM_QUANTITIES, HistogramRow, QUANTILES, QUANTITIES, StatRow, StudyResult, TailRow,
@@ -372,6 +372,7 @@ pub fn write_study(
     result: &StudyResult,
     manifest: serde_json::Value,
     samples: u64,
+    figures: &FigureOptions,
 ) -> Result<Vec<String>> {
     let mut names = Vec::new();
     sink.write_table("statistics", &statistics_table(result)?)?;
@@ -393,7 +394,7 @@ pub fn write_study(
         names.push("histograms.parquet".to_string());
     }
     if scenario.output.plots {
-        names.extend(write_figures(sink, result)?);
+        names.extend(write_figures(sink, result, figures)?);
     }
     names.push(super::write_scenario_toml(sink, scenario)?);
     Ok(names)
@@ -512,7 +513,11 @@ fn histogram_bars(h: &HistogramRow) -> Vec<(f64, f64, f64)> {
 ///   5-95 % band for the exchange, wind, PV and tidal power (the paper's Fig. 18-22);
 /// - `total_cost`: the total cost per hour and the distribution of the day's (Fig. 24);
 /// - `histograms`: price, exchange and total cost at the peak and night hours.
-fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String>> {
+fn write_figures(
+    sink: &mut dyn Sink,
+    result: &StudyResult,
+    figures: &FigureOptions,
+) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let reference = reference(result);
     let uts: Vec<&str> = methods(result)
@@ -585,6 +590,7 @@ fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String
             ),
             &panels,
             2,
+            figures,
         )?);
     }
     let Some(r) = reference.or(uts.first().copied()) else {
@@ -610,6 +616,7 @@ fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String
         &format!("forecast day against {r} (paper's Fig. 18-22)"),
         &panels,
         2,
+        figures,
     )?);
     let mut cost = vec![{
         let mut layers = stochastic_layers(result, r, "total_cost", 0);
@@ -664,6 +671,7 @@ fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String
         &format!("stochastic total cost, {r} (paper's Fig. 24)"),
         &cost,
         2,
+        figures,
     )?);
     let panels: Vec<Panel> = HISTOGRAM_QUANTITIES
         .iter()
@@ -700,6 +708,7 @@ fn write_figures(sink: &mut dyn Sink, result: &StudyResult) -> Result<Vec<String
             &format!("{r} histograms at the peak and night hours, UT means marked"),
             &panels,
             2,
+            figures,
         )?);
     }
     Ok(names)
