@@ -35,6 +35,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 F64, U32, U64, BOOL, STR = pa.float64(), pa.uint32(), pa.uint64(), pa.bool_(), pa.string()
+I64 = pa.int64()
+NAMES = pa.list_(pa.field("item", pa.string(), nullable=False))
 
 # The documented schemas, in column order. Keep in sync with src/sweep/tables.rs and
 # src/output/tables.rs (the README documents these).
@@ -67,24 +69,24 @@ ATTACK = [
 # The hive partition column, as pyarrow infers it from `pcc_bus=7`.
 PARTITION = ("pcc_bus", pa.int32())
 HOURLY = [
-    ("hour", U32), ("system_load_mw", F64), ("price", F64), ("exchange_mw", F64),
+    ("hour", I64), ("system_load_mw", F64), ("price", F64), ("exchange_mw", F64),
     ("smart_grid_cost", F64), ("microgrid_cost", F64), ("converged", BOOL),
-    ("iterations", U32), ("residual_price", F64), ("residual_power", F64),
+    ("iterations", I64), ("residual_price", F64), ("residual_power", F64),
     ("residual_dual", F64), ("residual_balance", F64),
     ("hourly_ref_price", F64), ("hourly_ref_exchange_mw", F64),
     ("hourly_ref_smart_grid_cost", F64), ("hourly_ref_microgrid_cost", F64),
-    ("hourly_ref_binding_lines", STR),
+    ("hourly_ref_binding_lines", NAMES),
     ("horizon_ref_price", F64), ("horizon_ref_exchange_mw", F64),
     ("horizon_ref_smart_grid_cost", F64), ("horizon_ref_microgrid_cost", F64),
-    ("horizon_ref_battery_mw", F64), ("horizon_ref_binding_lines", STR),
+    ("horizon_ref_battery_mw", F64), ("horizon_ref_binding_lines", NAMES),
     ("battery_plan_mw", F64), ("power_deviation_pct", F64),
-    ("attacked", BOOL), ("tampered", U32), ("rejected", U32),
+    ("attacked", BOOL), ("tampered", I64), ("rejected", I64),
     ("attack_free_converged", BOOL), ("attack_free_price", F64),
     ("attack_free_exchange_mw", F64), ("attack_deviation", F64), ("price_bias", F64),
     ("money_moved", F64),
 ]
 TRAJECTORIES = [
-    ("hour", U32), ("iteration", U32), ("agent", STR), ("price", F64),
+    ("hour", I64), ("iteration", I64), ("agent", STR), ("price", F64),
     ("power_mw", F64), ("dual_upper", F64), ("dual_lower", F64),
 ]
 HOURS = 24

@@ -26,7 +26,7 @@ for i in range(len(t["hour"])):
         f"| {t['hour'][i]} | {t['system_load_mw'][i]:.1f} | {'yes' if t['converged'][i] else 'NO'} "
         f"| {t['iterations'][i]} | {t['price'][i]:.4f} | {t['hourly_ref_price'][i]:.4f} "
         f"| {t['exchange_mw'][i]:.4f} | {t['hourly_ref_exchange_mw'][i]:.4f} "
-        f"| {t['horizon_ref_exchange_mw'][i]:.4f} | {t['hourly_ref_binding_lines'][i] or '-'} |"
+        f"| {t['horizon_ref_exchange_mw'][i]:.4f} | {', '.join(t['hourly_ref_binding_lines'][i]) or '-'} |"
     )
 (dst / "hourly.md").write_text(
     "# Default scenario, hourly results\n\n"

@@ -425,6 +425,16 @@ attack.defence = { values = ["undefended", "defended"] }
             m.iterations += 1;
         }
         assert_eq!(oracle::check(&plan, &f32_close).unwrap().agreements, 3);
+        // The exchange is held to 5 x the run's power tolerance (1e-6 MW here), not to a
+        // relative bound: a small exchange 4e-6 MW off passes, 6e-6 MW off does not.
+        let power_tol = p2pmarket::rci::RciSettings::default().power_tol;
+        f32_close[2].exchange_mw += 4.0 * power_tol;
+        assert_eq!(oracle::check(&plan, &f32_close).unwrap().agreements, 3);
+        f32_close[2].exchange_mw += 2.0 * power_tol;
+        let r = oracle::check(&plan, &f32_close).unwrap();
+        assert_eq!(r.disagreements.len(), 1, "{r:?}");
+        assert!(r.disagreements[0].what.contains("exchange_mw"), "{r:?}");
+        f32_close[2].exchange_mw -= 6.0 * power_tol;
         f32_close[0].price += 1.0;
         let r = oracle::check(&plan, &f32_close).unwrap();
         assert_eq!(r.disagreements.len(), 1);

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 
-use arrow::array::{Array, Float64Array, StringArray, UInt32Array};
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -314,10 +314,10 @@ fn command_writes_the_study() {
         .column_by_name("count")
         .unwrap()
         .as_any()
-        .downcast_ref::<arrow::array::UInt64Array>()
+        .downcast_ref::<Int64Array>()
         .unwrap();
     // Every histogram (3 methods x 3 quantities x (2 hours + day)) counts the 24 samples.
-    assert_eq!(count.values().iter().sum::<u64>(), 3 * 3 * 3 * 24);
+    assert_eq!(count.values().iter().sum::<i64>(), 3 * 3 * 3 * 24);
     let t = read_parquet(&out.join("statistics.parquet"));
     assert_eq!(
         t.num_rows(),
@@ -333,7 +333,7 @@ fn command_writes_the_study() {
         .column_by_name("hour")
         .unwrap()
         .as_any()
-        .downcast_ref::<UInt32Array>()
+        .downcast_ref::<Int64Array>()
         .unwrap();
     let q05 = t
         .column_by_name("q05")

@@ -6,9 +6,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
@@ -42,10 +44,47 @@ pub fn write_parquet_via(path: &Path, tmp: &Path, batch: &RecordBatch) -> Result
     result
 }
 
-/// The writer properties of every Parquet file the tool writes (ZSTD).
-fn writer_properties() -> WriterProperties {
+/// The plain Parquet key-value metadata entry that maps every column to its `unit` and
+/// `description` (a JSON object keyed by column name), for readers that do not decode
+/// Arrow's schema blob (`ARROW:schema`), such as polars and DuckDB.
+pub const COLUMNS_KEY: &str = "p2pmarket.columns";
+
+/// The plain key-value metadata of a file of `schema`: the schema's own metadata (engine
+/// tag, adapter, encoding version), sorted by key, then [`COLUMNS_KEY`] when a column
+/// carries a unit or a description. Arrow's writer stores both only inside the
+/// `ARROW:schema` blob, which only Arrow readers decode.
+fn key_value_metadata(schema: &Schema) -> Vec<KeyValue> {
+    let mut kv: Vec<KeyValue> = schema
+        .metadata()
+        .iter()
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    let columns: BTreeMap<&str, BTreeMap<&str, &str>> = schema
+        .fields()
+        .iter()
+        .filter_map(|f| {
+            let described: BTreeMap<&str, &str> = ["unit", "description"]
+                .into_iter()
+                .filter_map(|k| f.metadata().get(k).map(|v| (k, v.as_str())))
+                .collect();
+            (!described.is_empty()).then_some((f.name().as_str(), described))
+        })
+        .collect();
+    if !columns.is_empty() {
+        let json = serde_json::to_string(&columns).expect("a map of strings serializes");
+        kv.push(KeyValue::new(COLUMNS_KEY.to_string(), json));
+    }
+    kv
+}
+
+/// The writer properties of every Parquet file the tool writes: ZSTD, and the plain
+/// key-value metadata of [`key_value_metadata`].
+fn writer_properties(schema: &Schema) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(key_value_metadata(schema)))
         .build()
 }
 
@@ -53,8 +92,12 @@ fn writer_properties() -> WriterProperties {
 /// whose hash must be known before it is stored); `name` labels errors.
 pub fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
     let path = Path::new(name);
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))
-        .map_err(parquet_err(path))?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        batch.schema(),
+        Some(writer_properties(&batch.schema())),
+    )
+    .map_err(parquet_err(path))?;
     writer.write(batch).map_err(parquet_err(path))?;
     writer.into_inner().map_err(parquet_err(path))
 }
@@ -63,8 +106,12 @@ pub fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
 fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
     let file =
         File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
-        .map_err(parquet_err(path))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        batch.schema(),
+        Some(writer_properties(&batch.schema())),
+    )
+    .map_err(parquet_err(path))?;
     writer.write(batch).map_err(parquet_err(path))?;
     let file = writer.into_inner().map_err(parquet_err(path))?;
     // Sync before the rename so that a crash cannot leave a renamed but empty file.
@@ -265,6 +312,7 @@ mod tests {
     use crate::output::tables::{hourly_table, trajectory_table};
     use crate::output::test_support::{day, entries};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
 
     fn read_back(path: &Path) -> RecordBatch {
         let file = File::open(path).unwrap();
@@ -304,7 +352,8 @@ mod tests {
             write_parquet(&path, &batch).unwrap();
             let file = File::open(&path).unwrap();
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-            assert_eq!(builder.schema().as_ref(), batch.schema().as_ref());
+            // Arrow's reader adds the plain key-value metadata to the schema's.
+            assert_eq!(builder.schema().fields(), batch.schema().fields());
             let rows: usize = builder
                 .build()
                 .unwrap()
@@ -312,6 +361,59 @@ mod tests {
                 .sum();
             assert_eq!(rows, batch.num_rows());
         }
+    }
+
+    #[test]
+    fn units_and_schema_metadata_are_plain_key_value_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hourly.parquet");
+        let plain = hourly_table(&day(true)).unwrap();
+        let batch = plain.clone();
+        let mut meta = batch.schema().metadata().clone();
+        meta.insert("p2pmarket.engine".to_string(), "test".to_string());
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(meta));
+        let batch = batch.with_schema(schema).unwrap();
+        write_parquet(&path, &batch).unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        use parquet::file::reader::FileReader;
+        let kv: std::collections::HashMap<String, String> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(kv["p2pmarket.engine"], "test");
+        let columns: serde_json::Value = serde_json::from_str(&kv[COLUMNS_KEY]).unwrap();
+        assert_eq!(columns["price"]["unit"], "$/MWh");
+        assert_eq!(columns["hour"]["unit"], "h");
+        assert!(
+            columns["hour"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("0..=23")
+        );
+        // Every column is described.
+        assert_eq!(
+            columns.as_object().unwrap().len(),
+            batch.schema().fields().len()
+        );
+        // The bytes do not depend on the order of the schema's metadata map.
+        let with_keys = |keys: &[&str]| {
+            let meta: std::collections::HashMap<String, String> = keys
+                .iter()
+                .map(|k| (k.to_string(), format!("value of {k}")))
+                .collect();
+            let schema = Arc::new(plain.schema().as_ref().clone().with_metadata(meta));
+            parquet_bytes("hourly", &plain.clone().with_schema(schema).unwrap()).unwrap()
+        };
+        let keys: Vec<String> = (0..16).map(|i| format!("key{i}")).collect();
+        let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let forward = with_keys(&keys);
+        keys.reverse();
+        assert_eq!(with_keys(&keys), forward);
     }
 
     #[test]

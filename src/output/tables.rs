@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
@@ -17,11 +19,16 @@ use crate::market::{AGENT_NAMES, DayResult, HourResult};
 use crate::rci::TrajectoryPoint;
 
 /// How a column's values are read from an hour.
+/// Reads a list of names of an hour.
+type NamesOf = dyn Fn(&HourResult) -> Vec<String>;
+
 enum Getter {
     F64(Box<dyn Fn(&HourResult) -> f64>),
-    U32(Box<dyn Fn(&HourResult) -> u32>),
+    /// A count or index, written as a signed 64-bit integer (readers subtract them).
+    Int(Box<dyn Fn(&HourResult) -> u32>),
     Bool(Box<dyn Fn(&HourResult) -> bool>),
-    Utf8(Box<dyn Fn(&HourResult) -> String>),
+    /// A list of names; an empty list for none.
+    Names(Box<NamesOf>),
 }
 
 /// One column of the hourly table: name, unit, description and how to read it.
@@ -50,9 +57,9 @@ impl Column {
     fn data_type(&self) -> DataType {
         match self.get {
             Getter::F64(_) => DataType::Float64,
-            Getter::U32(_) => DataType::UInt32,
+            Getter::Int(_) => DataType::Int64,
             Getter::Bool(_) => DataType::Boolean,
-            Getter::Utf8(_) => DataType::Utf8,
+            Getter::Names(_) => names_type(),
         }
     }
 
@@ -63,13 +70,34 @@ impl Column {
     fn array(&self, hours: &[HourResult]) -> ArrayRef {
         match &self.get {
             Getter::F64(g) => Arc::new(Float64Array::from_iter_values(hours.iter().map(g))),
-            Getter::U32(g) => Arc::new(UInt32Array::from_iter_values(hours.iter().map(g))),
+            Getter::Int(g) => Arc::new(Int64Array::from_iter_values(
+                hours.iter().map(|h| i64::from(g(h))),
+            )),
             Getter::Bool(g) => Arc::new(BooleanArray::from(
                 hours.iter().map(g).collect::<Vec<bool>>(),
             )),
-            Getter::Utf8(g) => Arc::new(StringArray::from_iter_values(hours.iter().map(g))),
+            Getter::Names(g) => {
+                let mut b = ListBuilder::new(StringBuilder::new())
+                    .with_field(Arc::new(Field::new("item", DataType::Utf8, false)));
+                for h in hours {
+                    for name in g(h) {
+                        b.values().append_value(name);
+                    }
+                    b.append(true);
+                }
+                Arc::new(b.finish())
+            }
         }
     }
+}
+
+/// The hour convention of every table: hour `h` is the market hour from `h:00` to
+/// `h+1:00`, numbered 0..=23 (as in MATPOWER-style hourly studies and the figures).
+pub const HOUR_DESCRIPTION: &str = "market hour 0..=23: hour h runs from h:00 to h+1:00";
+
+/// The type of a list-of-names column: a list of non-null strings.
+fn names_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
 }
 
 /// A non-null field with `unit` and `description` metadata.
@@ -93,8 +121,8 @@ fn hourly_columns() -> Vec<Column> {
         Column {
             name: "hour".into(),
             unit: "h",
-            description: "hour of the day, 0..24".into(),
-            get: Getter::U32(Box::new(|h| h.hour as u32)),
+            description: HOUR_DESCRIPTION.into(),
+            get: Getter::Int(Box::new(|h| h.hour as u32)),
         },
         Column::f64("system_load_mw", "MW", "smart-grid system load", |h| {
             h.system_load_mw
@@ -128,7 +156,7 @@ fn hourly_columns() -> Vec<Column> {
             name: "iterations".into(),
             unit: "",
             description: "RCI iterations performed".into(),
-            get: Getter::U32(Box::new(|h| h.p2p.outcome.iterations)),
+            get: Getter::Int(Box::new(|h| h.p2p.outcome.iterations)),
         },
         Column::f64(
             "residual_price",
@@ -181,8 +209,8 @@ fn hourly_columns() -> Vec<Column> {
         Column {
             name: "hourly_ref_binding_lines".into(),
             unit: "",
-            description: "hourly reference: lines at their rating, `from-to`, comma-joined".into(),
-            get: Getter::Utf8(Box::new(|h| h.hourly_reference.binding_lines.join(","))),
+            description: "hourly reference: lines at their rating, `from-to` bus numbers; empty: none".into(),
+            get: Getter::Names(Box::new(|h| h.hourly_reference.binding_lines.clone())),
         },
         Column::f64(
             "horizon_ref_price",
@@ -217,9 +245,10 @@ fn hourly_columns() -> Vec<Column> {
         Column {
             name: "horizon_ref_binding_lines".into(),
             unit: "",
-            description: "24-h co-optimization: lines at their rating, `from-to`, comma-joined"
-                .into(),
-            get: Getter::Utf8(Box::new(|h| h.horizon_reference.binding_lines.join(","))),
+            description:
+                "24-h co-optimization: lines at their rating, `from-to` bus numbers; empty: none"
+                    .into(),
+            get: Getter::Names(Box::new(|h| h.horizon_reference.binding_lines.clone())),
         },
         Column::f64(
             "battery_plan_mw",
@@ -243,13 +272,13 @@ fn hourly_columns() -> Vec<Column> {
             name: "tampered".into(),
             unit: "",
             description: "messages the attacks altered (agent x iteration)".into(),
-            get: Getter::U32(Box::new(|h| h.p2p.outcome.tampered)),
+            get: Getter::Int(Box::new(|h| h.p2p.outcome.tampered)),
         },
         Column {
             name: "rejected".into(),
             unit: "",
             description: "altered messages the ledger rejected (defended)".into(),
-            get: Getter::U32(Box::new(|h| h.p2p.outcome.rejected)),
+            get: Getter::Int(Box::new(|h| h.p2p.outcome.rejected)),
         },
         Column {
             name: "attack_free_converged".into(),
@@ -310,10 +339,10 @@ pub fn hourly_schema() -> SchemaRef {
 /// Schema of [`trajectory_table`]: every column non-null, with `unit`/`description` metadata.
 pub fn trajectory_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field("hour", DataType::UInt32, "h", "hour of the day, 0..24"),
+        field("hour", DataType::Int64, "h", HOUR_DESCRIPTION),
         field(
             "iteration",
-            DataType::UInt32,
+            DataType::Int64,
             "",
             "iteration number, 0 = the starting point",
         ),
@@ -385,8 +414,8 @@ pub fn trajectory_table(day: &DayResult) -> Result<RecordBatch> {
                     context: "trajectory table".into(),
                     message: format!("hour {}: agent index {} has no name", h.hour, p.agent),
                 })?;
-            hour.push(h.hour as u32);
-            iteration.push(p.iteration);
+            hour.push(h.hour as i64);
+            iteration.push(i64::from(p.iteration));
             agent.push(*name);
             price.push(p.state.price);
             power.push(p.state.power);
@@ -395,8 +424,8 @@ pub fn trajectory_table(day: &DayResult) -> Result<RecordBatch> {
         }
     }
     let arrays: Vec<ArrayRef> = vec![
-        Arc::new(UInt32Array::from(hour)),
-        Arc::new(UInt32Array::from(iteration)),
+        Arc::new(Int64Array::from(hour)),
+        Arc::new(Int64Array::from(iteration)),
         Arc::new(StringArray::from(agent)),
         Arc::new(Float64Array::from(price)),
         Arc::new(Float64Array::from(power)),
@@ -480,7 +509,7 @@ mod tests {
     use super::*;
     use crate::output::test_support::day;
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Float64Type, UInt32Type};
+    use arrow::datatypes::{Float64Type, Int64Type};
 
     const HOURLY_COLUMNS: [&str; 34] = [
         "hour",
@@ -559,12 +588,12 @@ mod tests {
         let hour = t
             .column_by_name("hour")
             .unwrap()
-            .as_primitive::<UInt32Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(hour.values().to_vec(), vec![0, 1, 2]);
         let iters = t
             .column_by_name("iterations")
             .unwrap()
-            .as_primitive::<UInt32Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(iters.values().to_vec(), vec![2, 3, 7]);
         let conv = t.column_by_name("converged").unwrap().as_boolean();
         assert_eq!(
@@ -585,17 +614,18 @@ mod tests {
         let dev = f64_col(&t, "power_deviation_pct");
         assert!((dev.value(1) - 100.0 / 11.0).abs() < 1e-12);
         assert_eq!(dev.value(2), 0.0);
-        let lines = t
-            .column_by_name("hourly_ref_binding_lines")
-            .unwrap()
-            .as_string::<i32>();
-        assert_eq!(lines.value(0), "101-102,103-124");
-        let lines = t
-            .column_by_name("horizon_ref_binding_lines")
-            .unwrap()
-            .as_string::<i32>();
-        assert_eq!(lines.value(0), "");
-        assert_eq!(lines.value(2), "115-121");
+        let names = |col: &str, row: usize| -> Vec<String> {
+            let list = t.column_by_name(col).unwrap().as_list::<i32>();
+            assert!(!list.is_null(row));
+            let v = list.value(row);
+            v.as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("hourly_ref_binding_lines", 0), ["101-102", "103-124"]);
+        assert!(names("horizon_ref_binding_lines", 0).is_empty());
+        assert_eq!(names("horizon_ref_binding_lines", 2), ["115-121"]);
     }
 
     #[test]
@@ -612,12 +642,12 @@ mod tests {
         let hour = t
             .column_by_name("hour")
             .unwrap()
-            .as_primitive::<UInt32Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(hour.value(13), 1);
         let it = t
             .column_by_name("iteration")
             .unwrap()
-            .as_primitive::<UInt32Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(it.value(13), 3);
         assert_eq!(f64_col(&t, "power_mw").value(13), -10.0);
         assert_eq!(f64_col(&t, "dual_lower").value(12), 1.0);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
@@ -24,8 +24,8 @@ use crate::uncertainty::study::{
 /// |---|---|---|
 /// | `method` | utf8 | `ut_paper`, `ut_julier`, `ut_merwe`, `mc`, `qmc_sobol`, `lhs` |
 /// | `quantity` | utf8 | see [`QUANTITIES`]: MW, $/MWh or $/h (day: MWh, mean $/MWh, $) |
-/// | `hour` | uint32, null | 0..23, null for the day |
-/// | `runs` | uint64 | runs the statistic is over |
+/// | `hour` | int64, null | 0..23, null for the day |
+/// | `runs` | int64 | runs the statistic is over |
 /// | `mean` | float64 | the quantity's unit |
 /// | `std` | float64, null | null where a UT's weighted variance is negative |
 /// | `q05` .. `q95` | float64, null | quantiles (sampling methods only) |
@@ -34,8 +34,8 @@ pub fn statistics_schema() -> Schema {
     let mut fields = vec![
         Field::new("method", DataType::Utf8, false),
         Field::new("quantity", DataType::Utf8, false),
-        Field::new("hour", DataType::UInt32, true),
-        Field::new("runs", DataType::UInt64, false),
+        Field::new("hour", DataType::Int64, true),
+        Field::new("runs", DataType::Int64, false),
         Field::new("mean", DataType::Float64, false),
         Field::new("std", DataType::Float64, true),
     ];
@@ -67,8 +67,16 @@ pub fn statistics_table(result: &StudyResult) -> Result<RecordBatch> {
                 .map(|r| Some(r.quantity))
                 .collect::<StringArray>(),
         ),
-        Arc::new(rows.iter().map(|r| r.hour).collect::<UInt32Array>()),
-        Arc::new(rows.iter().map(|r| Some(r.runs)).collect::<UInt64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.hour.map(i64::from))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.runs as i64))
+                .collect::<Int64Array>(),
+        ),
         f(&|r| Some(r.mean)),
         f(&|r| r.std),
     ];
@@ -269,10 +277,10 @@ pub fn ut_errors(result: &StudyResult, ut: &str, reference: &str, quantity: &str
 /// | column | type | unit / meaning |
 /// |---|---|---|
 /// | `method` | utf8 | `mc`, `qmc_sobol`, `lhs` |
-/// | `hour` | uint32, null | 0..23, null for the day's mean price |
+/// | `hour` | int64, null | 0..23, null for the day's mean price |
 /// | `threshold` | float64 | x, $/MWh |
 /// | `relative` | float64, null | r when x = (1 + r) x the forecast day's price; null for a configured threshold |
-/// | `runs` | uint64 | samples |
+/// | `runs` | int64 | samples |
 /// | `probability` | float64 | P(price > x), the fraction of samples |
 /// | `ci95_lo`, `ci95_hi` | float64 | Wilson's 95 % interval |
 pub fn tails_table(result: &StudyResult) -> Result<RecordBatch> {
@@ -282,20 +290,28 @@ pub fn tails_table(result: &StudyResult) -> Result<RecordBatch> {
     };
     let schema = Schema::new(vec![
         Field::new("method", DataType::Utf8, false),
-        Field::new("hour", DataType::UInt32, true),
+        Field::new("hour", DataType::Int64, true),
         Field::new("threshold", DataType::Float64, false),
         Field::new("relative", DataType::Float64, true),
-        Field::new("runs", DataType::UInt64, false),
+        Field::new("runs", DataType::Int64, false),
         Field::new("probability", DataType::Float64, false),
         Field::new("ci95_lo", DataType::Float64, false),
         Field::new("ci95_hi", DataType::Float64, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(t.iter().map(|r| Some(r.method)).collect::<StringArray>()),
-        Arc::new(t.iter().map(|r| r.hour).collect::<UInt32Array>()),
+        Arc::new(
+            t.iter()
+                .map(|r| r.hour.map(i64::from))
+                .collect::<Int64Array>(),
+        ),
         f(&|r| Some(r.threshold)),
         f(&|r| r.relative),
-        Arc::new(t.iter().map(|r| Some(r.runs)).collect::<UInt64Array>()),
+        Arc::new(
+            t.iter()
+                .map(|r| Some(r.runs as i64))
+                .collect::<Int64Array>(),
+        ),
         f(&|r| Some(r.probability)),
         f(&|r| Some(r.ci95.0)),
         f(&|r| Some(r.ci95.1)),
@@ -346,18 +362,26 @@ pub fn histograms_table(result: &StudyResult) -> Result<RecordBatch> {
     let schema = Schema::new(vec![
         Field::new("method", DataType::Utf8, false),
         Field::new("quantity", DataType::Utf8, false),
-        Field::new("hour", DataType::UInt32, true),
+        Field::new("hour", DataType::Int64, true),
         Field::new("bin_lo", DataType::Float64, false),
         Field::new("bin_hi", DataType::Float64, false),
-        Field::new("count", DataType::UInt64, false),
+        Field::new("count", DataType::Int64, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
         Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>()),
-        Arc::new(rows.iter().map(|r| r.2).collect::<UInt32Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.2.map(i64::from))
+                .collect::<Int64Array>(),
+        ),
         Arc::new(rows.iter().map(|r| Some(r.3)).collect::<Float64Array>()),
         Arc::new(rows.iter().map(|r| Some(r.4)).collect::<Float64Array>()),
-        Arc::new(rows.iter().map(|r| Some(r.5)).collect::<UInt64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.5 as i64))
+                .collect::<Int64Array>(),
+        ),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| Error::Output {
         context: "histograms table".into(),
