@@ -149,7 +149,7 @@ pub struct Parameters {
 #[serde(default, deny_unknown_fields)]
 pub struct AttackParameters {
     /// The altered value: `chi`, `price`, `power`, `dual_upper`, `dual_lower`, `slope`,
-    /// `gap` (grid only; required).
+    /// `gap`, `stealthy_price` (grid only; required).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variable: Option<GridParam<AttackVariable>>,
     /// The target agent, 0 = the smart grid, 1 = the microgrid (required).
