@@ -16,6 +16,12 @@
 // lavapipe returns garbage for f64 transcendentals (wgpu issue 6087), and a unit test
 // scans the generated source for them.
 //
+// Loops: lavapipe counts the iterations of every loop of a group of invocations together
+// and ends them all at 65535, silently; `loops_cut` turns that into an error. Hence the
+// binary searches, and the fused searches of `signals_of`. (Unrolling the agents' loops
+// to fixed trip counts would lift the limit to about 5000 RCI iterations, but tripled
+// lavapipe's compile time, to about 20 s.)
+//
 // Invocation ordering: invocation `item` of the 2-D dispatch handles run `item / hours`
 // and hour `item % hours` of the chunk, so the hours of a run sit side by side in a
 // workgroup. There is no data-dependent recursion: each invocation runs one loop of at most
@@ -38,6 +44,8 @@ struct Params {
     agents: u32,
     // Workgroups along x of the 2-D dispatch.
     groups_x: u32,
+    // Always 2: the trip count of `loops_cut`'s loop, unknown to the compiler.
+    loop_probe: u32,
 }
 
 // Mirror of `engine::gpu::RunParams*`: one run's settings and perturbation.
@@ -139,7 +147,8 @@ struct HourOut {
     // Messages an attack altered, and those the ledger rejected.
     tampered: u32,
     rejected: u32,
-    // FAULT_* of an unknown code met (0: none), and the code.
+    // FAULT_* of an unknown code met or of loops cut short (0: none), and the code (the
+    // probe's trips for FAULT_LOOP_LIMIT).
     fault: u32,
     fault_code: u32,
 }
@@ -295,6 +304,70 @@ fn within_divergence_limit(x: real) -> bool {
     return abs(x) <= DIVERGENCE_LIMIT;
 }
 
+// ---- Binary searches over a curve's ascending breakpoints ----
+//
+// Each replaces a scan that kept the last index whose breakpoint passed a test: prices
+// ascend strictly and exports never descend, so the test holds on a prefix and a binary
+// search finds the same index with the same comparisons, in about log2(n) iterations
+// instead of n. Lavapipe ends every loop of an invocation after 65535 iterations in all
+// (see `loops_cut`): with scans, an hour of about 160 RCI iterations on the default day
+// ran out; with searches, it runs 900 iterations (500 under an undefended attack, whose
+// views need more loops) and cuts 1000 (600).
+
+// The test of a breakpoint value x against v. NOT_ABOVE and NOT_AT_LEAST hold for a NaN
+// v, as the scans' `else` branches did.
+const BELOW: u32 = 0u;
+const AT_MOST: u32 = 1u;
+const NOT_ABOVE: u32 = 2u;
+const NOT_AT_LEAST: u32 = 3u;
+
+fn passes(x: real, test: u32, v: real) -> bool {
+    switch test {
+        case BELOW: {
+            return x < v;
+        }
+        case AT_MOST: {
+            return x <= v;
+        }
+        case NOT_ABOVE: {
+            return !(x > v);
+        }
+        default: {
+            return !(x >= v);
+        }
+    }
+}
+
+// The last index j in 1..limit whose breakpoint (its price if `prices`, else its export)
+// passes `test` against v, 0 if none: Rust's `partition_point` minus one, found by
+// binary lifting (steps from the highest power of two below `limit` down to 1).
+fn last_passing(a: u32, prices: bool, test: u32, v: real, limit: u32) -> u32 {
+    if limit < 2u {
+        return 0u;
+    }
+    var k = 0u;
+    var step = 1u << firstLeadingBit(limit - 1u);
+    loop {
+        let j = k + step;
+        if j < limit {
+            var x: real;
+            if prices {
+                x = cp(a, j);
+            } else {
+                x = ce(a, j);
+            }
+            if passes(x, test, v) {
+                k = j;
+            }
+        }
+        if step == 1u {
+            break;
+        }
+        step = step >> 1u;
+    }
+    return k;
+}
+
 // OfferCurve::export_at.
 fn export_at(a: u32, price: real) -> real {
     let n = curve_len[a];
@@ -305,12 +378,7 @@ fn export_at(a: u32, price: real) -> real {
         return ce(a, n - 1u);
     }
     // Last breakpoint with prices[k] <= price (partition_point - 1).
-    var k = 0u;
-    for (var j = 1u; j < n - 1u; j++) {
-        if cp(a, j) <= price {
-            k = j;
-        }
-    }
+    let k = last_passing(a, true, AT_MOST, price, n - 1u);
     let dp = cp(a, k + 1u) - cp(a, k);
     let t = (price - cp(a, k)) / dp;
     return ce(a, k) + t * (ce(a, k + 1u) - ce(a, k));
@@ -329,20 +397,12 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
             return real(0.0);
         }
         // Last breakpoint strictly below `price`.
-        for (var j = 1u; j < n; j++) {
-            if cp(a, j) < price {
-                k = j;
-            }
-        }
+        k = last_passing(a, true, BELOW, price, n);
     } else {
         if !(price >= cp(a, 0u) && price < cp(a, n - 1u)) {
             return real(0.0);
         }
-        for (var j = 1u; j < n - 1u; j++) {
-            if cp(a, j) <= price {
-                k = j;
-            }
-        }
+        k = last_passing(a, true, AT_MOST, price, n - 1u);
     }
     let dp = cp(a, k + 1u) - cp(a, k);
     if dp > 0.0 {
@@ -354,20 +414,35 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
 // OfferCurve::cost_at_export (with price_at_export inlined).
 // OfferCurve::next_breakpoint as a distance from `price` (-1: none in that direction).
 fn next_break_distance(a: u32, price: real, downward: bool) -> real {
-    let n = curve_len[a];
-    var best = real(-1.0);
-    for (var j = 0u; j < n; j++) {
-        let p = cp(a, j);
-        if downward {
-            // Ascending prices: the last one below `price` is the nearest.
-            if p < price {
-                best = price - p;
-            }
-        } else if p > price && best < 0.0 {
-            best = p - price;
-        }
+    if downward {
+        return gap_below(a, price, last_passing(a, true, BELOW, price, curve_len[a]));
     }
-    return best;
+    return gap_above(a, price, last_passing(a, true, NOT_ABOVE, price, curve_len[a]));
+}
+
+// The distance from `price` down to the last breakpoint below it (ascending prices: the
+// nearest), given `below`, the last index >= 1 with a price below `price`; -1: none.
+fn gap_below(a: u32, price: real, below: u32) -> real {
+    if below >= 1u {
+        return price - cp(a, below);
+    }
+    if cp(a, 0u) < price {
+        return price - cp(a, 0u);
+    }
+    return real(-1.0);
+}
+
+// The distance from `price` up to the first breakpoint above it, given `not_above`, the
+// last index >= 1 whose price is not above `price`; -1: none.
+fn gap_above(a: u32, price: real, not_above: u32) -> real {
+    if cp(a, 0u) > price {
+        return cp(a, 0u) - price;
+    }
+    let first = not_above + 1u;
+    if first < curve_len[a] {
+        return cp(a, first) - price;
+    }
+    return real(-1.0);
 }
 
 fn cost_at_export(a: u32, x: real) -> real {
@@ -378,12 +453,7 @@ fn cost_at_export(a: u32, x: real) -> real {
     if x >= ce(a, n - 1u) {
         return cc(a, n - 1u) + (x - ce(a, n - 1u)) * cp(a, n - 1u);
     }
-    var k = 0u;
-    for (var j = 1u; j < n - 1u; j++) {
-        if ce(a, j) <= x {
-            k = j;
-        }
-    }
+    let k = last_passing(a, false, AT_MOST, x, n - 1u);
     let dx = ce(a, k + 1u) - ce(a, k);
     let t = (x - ce(a, k)) / dx;
     let p = cp(a, k) + t * (cp(a, k + 1u) - cp(a, k));
@@ -434,7 +504,12 @@ fn newton_kappa(
     }
     // Otherwise a target not strictly inside the bracket, or a step longer than half the
     // step before the last, goes to its middle.
-    let long_step = have_step_before_last && abs(target_price - mean_price) > 0.5 * step_before_last;
+    // The step's length is |kappa * mismatch|, as rci::newton_kappa and the step memory
+    // write it: |target_price - mean_price| is the same number in exact arithmetic, but a
+    // compiler may rewrite (mean - x) - mean as -x (lavapipe does), and the two differ in
+    // the last bit, which decides exact ties (after a bisection, the flat step back to the
+    // bracket's end is exactly half the step before it).
+    let long_step = have_step_before_last && abs(kappa * mismatch) > 0.5 * step_before_last;
     if lo_set && hi_set && (!(target_price > lo && target_price < hi) || long_step) {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;
@@ -463,12 +538,7 @@ fn price_at_export(a: u32, x: real) -> real {
         return cp(a, n - 1u);
     }
     // Last breakpoint with export <= x (partition_point - 1); the next one exports more.
-    var k = 0u;
-    for (var j = 1u; j < n; j++) {
-        if ce(a, j) <= x {
-            k = j;
-        }
-    }
+    let k = last_passing(a, false, AT_MOST, x, n);
     let t = (x - ce(a, k)) / (ce(a, k + 1u) - ce(a, k));
     return cp(a, k) + t * (cp(a, k + 1u) - cp(a, k));
 }
@@ -483,12 +553,7 @@ fn highest_price_within(a: u32, x: real) -> LimitPrice {
         return LimitPrice(cp(a, 0u), false);
     }
     // Last breakpoint with export <= x (partition_point - 1).
-    var k = 0u;
-    for (var j = 1u; j < n; j++) {
-        if ce(a, j) <= x {
-            k = j;
-        }
-    }
+    let k = last_passing(a, false, AT_MOST, x, n);
     let t = (x - ce(a, k)) / (ce(a, k + 1u) - ce(a, k));
     return LimitPrice(cp(a, k) + t * (cp(a, k + 1u) - cp(a, k)), false);
 }
@@ -502,13 +567,8 @@ fn lowest_price_reaching(a: u32, x: real) -> LimitPrice {
     if ce(a, n - 1u) < x {
         return LimitPrice(cp(a, n - 1u), false);
     }
-    // First breakpoint with export >= x (partition_point).
-    var k = n - 1u;
-    for (var j = n - 1u; j >= 1u; j--) {
-        if ce(a, j) >= x {
-            k = j;
-        }
-    }
+    // First breakpoint with export >= x (partition_point), the last if none.
+    let k = min(last_passing(a, false, NOT_AT_LEAST, x, n) + 1u, n - 1u);
     let t = (x - ce(a, k - 1u)) / (ce(a, k) - ce(a, k - 1u));
     return LimitPrice(cp(a, k - 1u) + t * (cp(a, k) - cp(a, k - 1u)), false);
 }
@@ -521,8 +581,8 @@ fn record(offset: u32, hour_base: u32, k: u32, n: u32, i: u32, st: AgentState) {
     trajectory[o + 3u] = st.dl;
 }
 
-// The first unknown code met (FAULT_* and the code); the invocation stops and the host
-// turns it into an error.
+// The first unknown code met (FAULT_* and the code), or loops cut short by the driver
+// (FAULT_LOOP_LIMIT); the invocation stops and the host turns it into an error.
 var<private> fault: u32;
 var<private> fault_code: u32;
 
@@ -531,6 +591,25 @@ fn fail(what: u32, code: u32) {
         fault = what;
         fault_code = code;
     }
+}
+
+// Whether the driver has started cutting this invocation's loops short. Lavapipe
+// (llvmpipe) counts the iterations of all the loops of an invocation group together and,
+// once they reach 65535 (LP_MAX_TGSI_LOOP_ITERATIONS), ends every loop after its first
+// iteration, silently. A loop of `params.loop_probe` (2) iterations, which the compiler
+// cannot unroll, then runs once: the negotiation calls this before it commits an
+// iteration, and the kernel stops with FAULT_LOOP_LIMIT instead of returning what the
+// cut loops computed. Other drivers never cut a loop, and this costs two iterations.
+fn loops_cut() -> bool {
+    var trips = 0u;
+    for (var i = 0u; i < params.loop_probe; i++) {
+        trips += 1u;
+    }
+    if trips != params.loop_probe {
+        fail(FAULT_LOOP_LIMIT, trips);
+        return true;
+    }
+    return false;
 }
 
 // ---- Attacks (src/attack.rs) ----
@@ -729,11 +808,9 @@ struct Signals {
     gap_up: real,
 }
 
-// NewtonSignals::of: directional_slope and directional_gap both ways, from one scan of
-// the agent's curve (slope_at and next_break_distance fused, the same operations). Lavapipe
-// stops every loop of an invocation group after 65535 iterations in all
-// (LP_MAX_TGSI_LOOP_ITERATIONS), so the views, which need every agent's signals in every
-// iteration, scan each curve once.
+// NewtonSignals::of: directional_slope and directional_gap both ways, from two searches
+// of the agent's curve (slope_at and next_break_distance fused, the same operations), so
+// that the views, which need every agent's signals in every iteration, use few loops.
 fn signals_of(a: u32, st: AgentState, rp: RunParams) -> Signals {
     var sig = Signals(real(0.0), real(0.0), real(-1.0), real(-1.0));
     if held_at_limit(st, rp) {
@@ -748,24 +825,16 @@ fn signals_of(a: u32, st: AgentState, rp: RunParams) -> Signals {
     let price = st.price - st.du + st.dl;
     let n = curve_len[a];
     // slope_at's segments: the last breakpoint strictly below `price` (downward) and the
-    // last one at or below it before the last breakpoint (upward).
-    var kd = 0u;
-    var ku = 0u;
-    for (var j = 0u; j < n; j++) {
-        let p = cp(a, j);
-        if p < price {
-            sig.gap_down = price - p;
-            if j >= 1u {
-                kd = j;
-            }
-        } else if p > price && sig.gap_up < 0.0 {
-            sig.gap_up = p - price;
-        }
-        if j >= 1u && j < n - 1u && p <= price {
-            ku = j;
-        }
-    }
+    // last one at or below it before the last breakpoint (upward); next_break_distance
+    // from the same two searches.
+    let kd = last_passing(a, true, BELOW, price, n);
+    let not_above = last_passing(a, true, NOT_ABOVE, price, n);
+    sig.gap_down = gap_below(a, price, kd);
+    sig.gap_up = gap_above(a, price, not_above);
     if n >= 2u {
+        // The upward segment starts before the last breakpoint (used for a price that
+        // is not NaN, where NOT_ABOVE is AT_MOST).
+        let ku = min(not_above, n - 2u);
         if price > cp(a, 0u) && price <= cp(a, n - 1u) {
             let dp = cp(a, kd + 1u) - cp(a, kd);
             if dp > 0.0 {
@@ -1319,6 +1388,8 @@ fn main(
     out.converged = select(0u, 1u, converged);
     out.tampered = tampered;
     out.rejected = select(0u, tampered, defended);
+    // Any loop of this invocation cut short, in the negotiation or after it.
+    loops_cut();
     out.fault = fault;
     out.fault_code = fault_code;
     outputs[item] = out;

@@ -1208,9 +1208,14 @@ pub fn newton_kappa(
         }
         return kappa;
     }
+    // A step longer than half the step before the last is measured as |kappa * mismatch|,
+    // the length the step memory keeps, not as |target - mean_price|: the same number in
+    // exact arithmetic, but a shader compiler may rewrite (mean - x) - mean as -x (Vulkan
+    // lets it reassociate; lavapipe does), and the last bit decides exact ties: after a
+    // bisection, the flat step back to the bracket's end is exactly half the step before.
     if lo.is_finite()
         && hi.is_finite()
-        && (!(target > lo && target < hi) || (target - mean_price).abs() > 0.5 * step_before_last)
+        && (!(target > lo && target < hi) || (kappa * mismatch).abs() > 0.5 * step_before_last)
     {
         let mid = 0.5 * (lo + hi);
         let k = (mean_price - mid) / mismatch;

@@ -93,7 +93,14 @@ pub struct ChunkParams {
     pub agents: u32,
     /// Workgroups along x of the 2-D dispatch.
     pub groups_x: u32,
+    /// [`LOOP_PROBE`]: the trip count of the kernel's `loops_cut` probe.
+    pub loop_probe: u32,
 }
+
+/// The trip count of the kernel's `loops_cut` probe: a loop the compiler cannot unroll,
+/// which runs fewer times once the driver has started cutting loops short
+/// ([`KernelFault::LoopLimit`]).
+pub const LOOP_PROBE: u32 = 2;
 
 /// Host mirrors of the kernel's structs for one precision, and their conversions.
 pub trait Layout {
@@ -128,8 +135,9 @@ pub trait Layout {
     fn fault(o: &Self::Out) -> (u32, u32);
 }
 
-/// A test of a code in the kernel that met none of the codes it knows (`HourOut.fault`):
-/// the host and the kernel disagree about a code, a bug, reported as an error.
+/// Why the kernel stopped an invocation (`HourOut.fault`), reported as an error: a test of
+/// a code that met none of the codes it knows (the host and the kernel disagree about a
+/// code, a bug), or loops the driver cut short ([`KernelFault::LoopLimit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum KernelFault {
@@ -147,11 +155,16 @@ pub enum KernelFault {
     AttackVariable = 6,
     /// `AttackSlot.shape`.
     AttackShape = 7,
+    /// Not a code: the driver cut the invocation's loops short. Lavapipe ends every loop
+    /// of an invocation group once their iterations reach 65535 in all
+    /// (LP_MAX_TGSI_LOOP_ITERATIONS); the kernel's probe (`loops_cut`) sees it, and the
+    /// hour is reported instead of returned truncated.
+    LoopLimit = 8,
 }
 
 impl KernelFault {
     /// Every fault, in code order.
-    pub const ALL: [KernelFault; 7] = [
+    pub const ALL: [KernelFault; 8] = [
         KernelFault::StepRule,
         KernelFault::PowerUpdate,
         KernelFault::DualUpdate,
@@ -159,6 +172,7 @@ impl KernelFault {
         KernelFault::Defence,
         KernelFault::AttackVariable,
         KernelFault::AttackShape,
+        KernelFault::LoopLimit,
     ];
 
     /// The fault of a kernel's `fault` field (`None` for 0, no fault, or an unknown one).
@@ -176,6 +190,7 @@ impl KernelFault {
             KernelFault::Defence => "defence",
             KernelFault::AttackVariable => "attack variable",
             KernelFault::AttackShape => "attack shape",
+            KernelFault::LoopLimit => "loop limit",
         }
     }
 }
@@ -183,6 +198,14 @@ impl KernelFault {
 /// The error of a kernel that met an unknown code (`fault`, a [`KernelFault`] code) in
 /// hour `hour` of run `run`.
 fn fault_error(run: usize, hour: usize, fault: u32, code: u32) -> Error {
+    if fault == KernelFault::LoopLimit as u32 {
+        return gpu_error(format!(
+            "run {run}, hour {hour}: the Vulkan driver cut the kernel's loops short (its probe \
+             ran {code} of {LOOP_PROBE} iterations). Lavapipe ends every loop of an invocation \
+             once they have run 65535 iterations in all; run this on the CPU backend (--backend cpu) or a hardware \
+             GPU, or lower rci.max_iterations"
+        ));
+    }
     let what = KernelFault::from_code(fault).map_or_else(
         || format!("an unknown fault {fault} about code"),
         |f| format!("an unknown {} code", f.what()),
@@ -1023,6 +1046,7 @@ impl GpuContext {
             hours: hours as u32,
             agents: batch.agents() as u32,
             groups_x: gx,
+            loop_probe: LOOP_PROBE,
         };
         let params_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("chunk params"),
@@ -1493,7 +1517,12 @@ mod tests {
     macro_rules! check_all {
         ($p:expr, $run:ty, $attack:ty, $slot:ty, $hour:ty, $out:ty) => {{
             let m = parse($p);
-            check_layout!(&m, "Params", ChunkParams, [items, hours, agents, groups_x]);
+            check_layout!(
+                &m,
+                "Params",
+                ChunkParams,
+                [items, hours, agents, groups_x, loop_probe]
+            );
             check_layout!(
                 &m,
                 "RunParams",
@@ -1636,12 +1665,12 @@ mod tests {
         }};
     }
 
-    #[test]
-    fn the_kernel_reports_an_unknown_code() {
-        let ctx = match GpuContext::new(None) {
-            Ok(ctx) => ctx,
+    /// The default adapter, or `None` after saying loudly that the test skipped (as the
+    /// engine_equivalence tests: a failure when P2PMARKET_REQUIRE_GPU=1).
+    fn context_or_skip() -> Option<GpuContext> {
+        match GpuContext::new(None) {
+            Ok(ctx) => Some(ctx),
             Err(e) => {
-                // As the engine_equivalence tests: loud, or a failure when required.
                 let why = format!("no GPU adapter ({e})");
                 if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
                     panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
@@ -1649,8 +1678,88 @@ mod tests {
                 eprintln!(
                     "\n*** SKIPPED: {why}; GPU backend NOT tested (set P2PMARKET_REQUIRE_GPU=1 to fail instead) ***\n"
                 );
-                return;
+                None
             }
+        }
+    }
+
+    /// Lavapipe ends every loop of an invocation once they have run 65535 iterations in
+    /// all. The kernel's probe must turn that into an error naming an hour, never return
+    /// what the cut loops computed; a hardware GPU cuts nothing and must agree with the
+    /// CPU. The paper's chi attack (chi + 1 at hour 6, undefended) never converges, so the
+    /// hour runs all of its 100 000 iterations, far past the limit.
+    #[test]
+    fn loops_the_driver_cuts_short_are_an_error() {
+        let Some(ctx) = context_or_skip() else {
+            return;
+        };
+        let market = crate::market::Market::from_scenario(&crate::scenario::Scenario::default())
+            .expect("default market");
+        let mut attacks = [AttackSlot::default(); MAX_ATTACKS];
+        attacks[0] = AttackSlot {
+            variable: AttackVariable::Chi.code(),
+            agent: 1,
+            hours: 1 << 6,
+            first: 1,
+            last: u32::MAX,
+            shape: crate::attack::AttackShape::Constant.code(),
+            ramp_iterations: 1,
+            key: 0,
+            size: 1.0,
+        };
+        let max_iterations = 100_000;
+        let run = crate::engine::RunSpec {
+            rci: crate::rci::RciSettings {
+                max_iterations,
+                ..Default::default()
+            },
+            attacks,
+            ..Default::default()
+        };
+        let batch = Batch::from_market(&market, &[run]).expect("batch");
+        let cpu = crate::engine::cpu::run_cpu(&batch).expect("cpu");
+        let hour6 = &cpu.records[6];
+        assert!(
+            !hour6.converged && hour6.iterations == max_iterations,
+            "{hour6:?}"
+        );
+        let mut precisions = vec![Precision::F32];
+        if ctx.supports_f64() {
+            precisions.push(Precision::F64);
+        }
+        for precision in precisions {
+            match ctx.run(&batch, precision) {
+                Err(e) if ctx.is_software() => {
+                    let e = e.to_string();
+                    // Lavapipe counts a group of invocations (hours 0-7 of the run)
+                    // together: the hours that finished early compute their outputs after
+                    // hour 6 has used up the count, and fault too. The first is reported.
+                    assert!(
+                        e.contains("run 0, hour ")
+                            && e.contains("the Vulkan driver cut the kernel's loops short"),
+                        "{precision:?}: {e}"
+                    );
+                }
+                Ok(out) if !ctx.is_software() => {
+                    let r = &out.records[6];
+                    assert!(
+                        !r.converged && r.iterations == max_iterations,
+                        "{precision:?}: {r:?}"
+                    );
+                }
+                other => panic!(
+                    "{precision:?} on {:?} (software: {}): {other:?}",
+                    ctx.info(),
+                    ctx.is_software()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_kernel_reports_an_unknown_code() {
+        let Some(ctx) = context_or_skip() else {
+            return;
         };
         let market = crate::market::Market::from_scenario(&crate::scenario::Scenario::default())
             .expect("default market");
