@@ -593,23 +593,22 @@ fn fail(what: u32, code: u32) {
     }
 }
 
-// Whether the driver has started cutting this invocation's loops short. Lavapipe
-// (llvmpipe) counts the iterations of all the loops of an invocation group together and,
-// once they reach 65535 (LP_MAX_TGSI_LOOP_ITERATIONS), ends every loop after its first
-// iteration, silently. A loop of `params.loop_probe` (2) iterations, which the compiler
-// cannot unroll, then runs once: the negotiation calls this before it commits an
-// iteration, and the kernel stops with FAULT_LOOP_LIMIT instead of returning what the
-// cut loops computed. Other drivers never cut a loop, and this costs two iterations.
-fn loops_cut() -> bool {
+// Fails with FAULT_LOOP_LIMIT if the driver has cut this invocation's loops short.
+// Lavapipe (llvmpipe) counts the iterations of all the loops of a group of invocations
+// together and, once they reach 65535 (LP_MAX_TGSI_LOOP_ITERATIONS), ends every loop
+// after its first iteration, silently; the outer RCI loop then ends too. A loop of
+// `params.loop_probe` (2) iterations, which the compiler cannot unroll, then runs once.
+// `main` calls this after everything else, just before it writes the hour's outputs, so
+// a cut anywhere (setup, negotiation, costs) is reported instead of returned. Other
+// drivers never cut a loop, and this costs two iterations.
+fn loops_cut() {
     var trips = 0u;
     for (var i = 0u; i < params.loop_probe; i++) {
         trips += 1u;
     }
     if trips != params.loop_probe {
         fail(FAULT_LOOP_LIMIT, trips);
-        return true;
     }
-    return false;
 }
 
 // ---- Attacks (src/attack.rs) ----

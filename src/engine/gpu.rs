@@ -195,15 +195,16 @@ impl KernelFault {
     }
 }
 
-/// The error of a kernel that met an unknown code (`fault`, a [`KernelFault`] code) in
-/// hour `hour` of run `run`.
+/// The error of a kernel that stopped hour `hour` of run `run` (`fault`, a [`KernelFault`]
+/// code): an unknown code `code`, or loops cut short after `code` probe iterations.
 fn fault_error(run: usize, hour: usize, fault: u32, code: u32) -> Error {
     if fault == KernelFault::LoopLimit as u32 {
         return gpu_error(format!(
-            "run {run}, hour {hour}: the Vulkan driver cut the kernel's loops short (its probe \
-             ran {code} of {LOOP_PROBE} iterations). Lavapipe ends every loop of an invocation \
-             once they have run 65535 iterations in all; run this on the CPU backend (--backend cpu) or a hardware \
-             GPU, or lower rci.max_iterations"
+            "run {run}, hour {hour}: the Vulkan driver cut the kernel's loops short (its \
+             probe ran {code} of {LOOP_PROBE} iterations). Lavapipe ends the loops of a group \
+             of 8 hours once they have run 65535 iterations in all, about 900 RCI iterations \
+             (500 under an undefended attack); run this on the CPU backend (--backend cpu) or \
+             a hardware GPU, or lower rci.max_iterations"
         ));
     }
     let what = KernelFault::from_code(fault).map_or_else(
@@ -1685,8 +1686,8 @@ mod tests {
 
     /// Lavapipe ends every loop of an invocation once they have run 65535 iterations in
     /// all. The kernel's probe must turn that into an error naming an hour, never return
-    /// what the cut loops computed; a hardware GPU cuts nothing and must agree with the
-    /// CPU. The paper's chi attack (chi + 1 at hour 6, undefended) never converges, so the
+    /// what the cut loops computed; a hardware GPU cuts nothing and must run every
+    /// iteration, as the CPU does. The paper's chi attack (chi + 1 at hour 6, undefended) never converges, so the
     /// hour runs all of its 100 000 iterations, far past the limit.
     #[test]
     fn loops_the_driver_cuts_short_are_an_error() {
