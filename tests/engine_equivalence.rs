@@ -1002,8 +1002,8 @@ fn attacked_gpu_f64_matches_the_reference() {
 /// f32 kernel vs the f64 reference on attacked runs, at the f32 tolerances.
 ///
 /// Measured on lavapipe (seed 24, 600 runs x 24 hours, every variable including the
-/// stealthy wedge): converged flags differ on 4.5 % of the plain-update and 4.6 % of the
-/// relaxed-update hours, divergence on 2.9 %, tampered or rejected counts on 35 %. Three
+/// stealthy wedge): converged flags differ on 2.9 % of the plain-update and 5.0 % of the
+/// relaxed-update hours, divergence on 2.1 %, tampered or rejected counts on 34 %. Three
 /// runs in four start apart (own marginal), where f32 already flips 2.2 % of the plain
 /// flags without attacks (see `random_runs`); a destructive attack pushes many more hours
 /// to the edge of stability, where rounding decides. The counts cannot agree across
@@ -1011,21 +1011,15 @@ fn attacked_gpu_f64_matches_the_reference() {
 /// precision, so the harmless sizes (down to 1e-12) alter f64 messages and leave f32 ones
 /// intact, and every count after a flag or trajectory difference differs too. Where both
 /// converged the values agree as on attack-free runs: prices within 1e-4 relative
-/// (observed 3.5e-5), exchanges within 5 x the power tolerance (observed 0.015 MW). Costs
-/// within 2e-3 relative: the largest, 1.5e-3, is 38.39 against 38.45 $/h at the same
-/// exchange (26.35 MW), f32 rounding on a small cost (relative to max(|cost|, 1)).
+/// (observed 5.5e-5), exchanges within 5 x the power tolerance (observed 0.018 MW), costs
+/// within 1e-3 relative (observed 4.1e-4). (An earlier draw that needed 2e-3 for costs ran
+/// while lavapipe still cut long hours' loops short, see
+/// `engine::gpu::tests::loops_the_driver_cuts_short_are_an_error`.)
 #[test]
 fn attacked_gpu_f32_matches_the_reference() {
     let Some(ctx) = gpu() else { return };
     let b = attacked_batch(24, ATTACKED_RUNS, Tolerances::F32);
     let d = gpu_diff_on(ctx, Precision::F32, &b);
-    let worst = d.worst_cost_hour;
-    eprintln!(
-        "largest cost difference: run {}, hour {}, {:?}",
-        worst / b.hours(),
-        worst % b.hours(),
-        b.hour_attacks(worst / b.hours(), worst % b.hours())
-    );
     let rate = |x: usize, of: usize| x as f64 / of as f64;
     assert!(
         rate(d.flag_mismatches_plain, d.hours_plain) <= 0.06,
@@ -1039,6 +1033,6 @@ fn attacked_gpu_f32_matches_the_reference() {
     assert!(rate(d.count_mismatches, d.hours) <= 0.4, "{d:?}");
     assert!(d.max_price_rel <= 1e-4, "{d:?}");
     assert!(d.max_exchange_abs <= 5.0 * F32_POWER_TOL, "{d:?}");
-    assert!(d.max_cost_rel <= 2e-3, "{d:?}");
+    assert!(d.max_cost_rel <= 1e-3, "{d:?}");
     assert!(d.converged_ref > d.hours / 4, "{d:?}");
 }
