@@ -404,6 +404,12 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
         }
         k = last_passing(a, true, AT_MOST, price, n - 1u);
     }
+    return segment_slope(a, k);
+}
+
+// The slope (MW per $/MWh) of the curve's segment from breakpoint k to k + 1; 0 for a
+// segment of no price width.
+fn segment_slope(a: u32, k: u32) -> real {
     let dp = cp(a, k + 1u) - cp(a, k);
     if dp > 0.0 {
         return (ce(a, k + 1u) - ce(a, k)) / dp;
@@ -411,7 +417,6 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
     return real(0.0);
 }
 
-// OfferCurve::cost_at_export (with price_at_export inlined).
 // OfferCurve::next_breakpoint as a distance from `price` (-1: none in that direction).
 fn next_break_distance(a: u32, price: real, downward: bool) -> real {
     if downward {
@@ -445,6 +450,7 @@ fn gap_above(a: u32, price: real, not_above: u32) -> real {
     return real(-1.0);
 }
 
+// OfferCurve::cost_at_export (with price_at_export inlined).
 fn cost_at_export(a: u32, x: real) -> real {
     let n = curve_len[a];
     if x <= ce(a, 0u) {
@@ -835,16 +841,10 @@ fn signals_of(a: u32, st: AgentState, rp: RunParams) -> Signals {
         // is not NaN, where NOT_ABOVE is AT_MOST).
         let ku = min(not_above, n - 2u);
         if price > cp(a, 0u) && price <= cp(a, n - 1u) {
-            let dp = cp(a, kd + 1u) - cp(a, kd);
-            if dp > 0.0 {
-                sig.slope_down = (ce(a, kd + 1u) - ce(a, kd)) / dp;
-            }
+            sig.slope_down = segment_slope(a, kd);
         }
         if price >= cp(a, 0u) && price < cp(a, n - 1u) {
-            let dp = cp(a, ku + 1u) - cp(a, ku);
-            if dp > 0.0 {
-                sig.slope_up = (ce(a, ku + 1u) - ce(a, ku)) / dp;
-            }
+            sig.slope_up = segment_slope(a, ku);
         }
     }
     return sig;
