@@ -145,3 +145,19 @@ wait_jobs "$rerun,$final"
 cat "$work"/p2pmarket-finalize-"$final".out
 same_dataset "$work/killed" "$work/one"
 echo "slurm: a killed task rerun alone gives the same dataset"
+
+# 3. An uncertainty study (issue 11) as a 4-task array and its chained finalize: the same
+# statistics, tails and histograms, byte for byte, as one process's study.
+printf '[uncertainty.sg_load]\nstd_fraction = 0.0\nar1 = 0.9\n' > "$work/study.toml"
+export METHODS=ut,mc SAMPLES=9000
+"$bin" uncertainty --backend cpu --config "$work/study.toml" --method "$METHODS" \
+  --samples "$SAMPLES" --out "$work/study-one" > /dev/null
+read -r _ array _ final < <(P2PMARKET="$bin" deploy/slurm/submit.sh --uncertainty \
+  "$work/study.toml" "$work/study-sharded" 4 "${opts[@]}")
+wait_jobs "$array,$final"
+cat "$work"/p2pmarket-finalize-"$final".out
+[ "$(ls "$work/study-sharded/shards" | grep -c json)" = 4 ]
+for f in statistics.parquet tails.parquet histograms.parquet; do
+  cmp "$work/study-one/$f" "$work/study-sharded/$f"
+done
+echo "slurm: a 4-task uncertainty study + finalize equals the single-process study"

@@ -229,13 +229,17 @@ enum Command {
         #[arg(long, value_name = "K/N")]
         shard: Option<String>,
     },
-    /// Seal a sweep run as shards (sweep --shard, or a Slurm/Kubernetes array): checks that
-    /// every part of the plan exists once with its shard's hash, one spec, one build; then
-    /// writes manifest.json. Exits 2, naming the missing parts and writing nothing, when
-    /// the sweep is not complete.
+    /// Seal a sweep or uncertainty study run as shards (--shard, or a Slurm/Kubernetes
+    /// array): checks that every part of the plan exists once with its shard's hash, one
+    /// spec, one build; then writes manifest.json (a sweep) or the study's statistics,
+    /// report and figures. Exits 2, naming the missing parts and writing nothing, when the
+    /// job is not complete.
     Finalize {
-        /// The sweep's output directory.
+        /// The sweep's (or sharded uncertainty study's) output directory.
         dir: PathBuf,
+        /// How a study's figures are drawn.
+        #[command(flatten)]
+        figures: FigureArgs,
     },
     /// Draw the heat maps of a finished attack sweep (e.g. experiments/sweeps/attack_map.toml):
     /// converged fraction, median deviation and economic damage over |size| x first attacked
@@ -285,6 +289,12 @@ enum Command {
         /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
         #[arg(long)]
         adapter: Option<String>,
+        /// Compute only shard K of N (a task of a job array): its runs go to
+        /// samples/method=M/part-K.parquet and its manifest to shards/; `p2pmarket
+        /// finalize` reduces the whole into the study's outputs. Without it: the scheduler's
+        /// variables as for `sweep`; outside an array task, the whole study.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
         #[command(flatten)]
         figures: FigureArgs,
     },
@@ -732,6 +742,8 @@ struct UncertaintyPlan<'a> {
     backend: BackendChoice,
     precision: Precision,
     adapter: Option<&'a str>,
+    /// This task's shard of a job array (`None`: the whole study).
+    shard: Option<p2pmarket::sweep::Shard>,
     /// How the figures are drawn.
     figures: p2pmarket::output::FigureOptions,
 }
@@ -772,7 +784,9 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         )));
     }
     let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
-    p2pmarket::output::check_run_out(plan.out, out_options)?;
+    if plan.shard.is_none() {
+        p2pmarket::output::check_run_out(plan.out, out_options)?;
+    }
     let market = Market::from_scenario(&scenario)?;
     let (backend, gpu) = p2pmarket::engine::open_backend(plan.backend, plan.adapter)
         .map_err(|e| device_failure(e, plan.adapter))?;
@@ -782,17 +796,85 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         backend,
         precision: plan.precision,
     };
+    if let Some(shard) = plan.shard {
+        use p2pmarket::uncertainty::shard::{ShardTask, run_shard};
+        let task = ShardTask {
+            scenario: &scenario,
+            market: &market,
+            opts: &opts,
+            gpu: gpu.as_ref(),
+            shard,
+            force: plan.force,
+        };
+        let report = run_shard(&task, plan.out).map_err(|e| device_failure(e, plan.adapter))?;
+        println!(
+            "shard {shard}: {} runs, {} parts written, {} already done, on {} in {:.1} s\n\
+             manifest: {} (seal the study with `p2pmarket finalize {}` once every shard is done)",
+            report.runs,
+            report.parts_written,
+            report.parts_skipped,
+            if report.adapters.is_empty() {
+                "none (every part was already done)".to_string()
+            } else {
+                report.adapters.join(", ")
+            },
+            start.elapsed().as_secs_f64(),
+            report.manifest.display(),
+            plan.out.display()
+        );
+        return Ok(());
+    }
     let result = run_study(&market, &scenario.uncertainty, &opts, gpu.as_ref())
         .map_err(|e| device_failure(e, plan.adapter))?;
+    let manifest = study_manifest(
+        &result,
+        plan.samples,
+        scenario.uncertainty.seed,
+        serde_json::json!({
+            "backend": format!("{:?}", plan.backend).to_lowercase(),
+            "precision": precision_name(plan.precision),
+            "runtime_s": start.elapsed().as_secs_f64(),
+        }),
+    );
+    let files = write_study_dir(
+        plan.out,
+        out_options,
+        &scenario,
+        &result,
+        manifest,
+        plan.samples,
+        &plan.figures,
+    )?;
+    println!(
+        "\nwrote {files} files to {} in {:.1} s",
+        plan.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::F64 => "f64",
+    }
+}
+
+/// `study.json` of an uncertainty study: the build, N, seed, the methods' reports and the
+/// load table, then the entries of `extra` (backend, timings, shards).
+fn study_manifest(
+    result: &p2pmarket::uncertainty::study::StudyResult,
+    samples: u64,
+    seed: u64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     let (commit, dirty) = p2pmarket::sweep::manifest::git_commit();
-    let manifest = serde_json::json!({
+    let mut manifest = serde_json::json!({
         "p2pmarket_version": env!("CARGO_PKG_VERSION"),
         "git_commit": commit,
         "git_dirty": dirty,
-        "samples": plan.samples,
-        "seed": scenario.uncertainty.seed,
-        "backend": format!("{:?}", plan.backend).to_lowercase(),
-        "precision": match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" },
+        "samples": samples,
+        "seed": seed,
         "methods": result.methods,
         "load_table": {
             "levels": result.table_levels,
@@ -800,31 +882,75 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
             "export_error_mw": result.table_export_error_mw,
             "build_s": result.table_s,
         },
-        "runtime_s": start.elapsed().as_secs_f64(),
     });
-    let files = p2pmarket::output::publish_dir_with(
-        plan.out,
-        out_options,
-        &mut say_waiting,
-        &mut |sink| {
-            p2pmarket::output::uncertainty::write_study(
-                sink,
-                &scenario,
-                &result,
-                manifest.clone(),
-                plan.samples,
-                &plan.figures,
-            )
-        },
-    )?;
+    if let (Some(m), serde_json::Value::Object(e)) = (manifest.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    manifest
+}
+
+/// Publishes a study's outputs in `out` (see [`p2pmarket::output::publish_dir_with`]),
+/// prints its report, and returns the number of files written.
+fn write_study_dir(
+    out: &Path,
+    options: p2pmarket::output::RunOutputOptions,
+    scenario: &p2pmarket::scenario::Scenario,
+    result: &p2pmarket::uncertainty::study::StudyResult,
+    manifest: serde_json::Value,
+    samples: u64,
+    figures: &p2pmarket::output::FigureOptions,
+) -> Result<usize, Failure> {
+    let files = p2pmarket::output::publish_dir_with(out, options, &mut say_waiting, &mut |sink| {
+        p2pmarket::output::uncertainty::write_study(
+            sink,
+            scenario,
+            result,
+            manifest.clone(),
+            samples,
+            figures,
+        )
+    })?;
     print!(
         "{}",
-        p2pmarket::output::uncertainty::report_markdown(&result, plan.samples)
+        p2pmarket::output::uncertainty::report_markdown(result, samples)
     );
+    Ok(files.len())
+}
+
+/// `p2pmarket finalize DIR` of a sharded uncertainty study: the study's outputs, written
+/// into `DIR` beside its parts (whose files it never touches).
+fn finalize_study(dir: &Path, figures: &p2pmarket::output::FigureOptions) -> Result<(), Failure> {
+    let start = std::time::Instant::now();
+    let sealed = p2pmarket::uncertainty::shard::finalize(dir)?;
+    let manifest = study_manifest(
+        &sealed.result,
+        sealed.samples,
+        sealed.scenario.uncertainty.seed,
+        serde_json::json!({
+            "precision": sealed.precision,
+            "shards": sealed.shards,
+            "shard_build": sealed.build,
+            "adapters": sealed.adapters,
+            "finalize_s": start.elapsed().as_secs_f64(),
+        }),
+    );
+    // The directory holds the study's parts and manifests, which are not a run's files:
+    // they are written beside, never replaced.
+    let options = p2pmarket::output::RunOutputOptions { force: true };
+    let files = write_study_dir(
+        dir,
+        options,
+        &sealed.scenario,
+        &sealed.result,
+        manifest,
+        sealed.samples,
+        figures,
+    )?;
     println!(
-        "\nwrote {} files to {} in {:.1} s",
-        files.len(),
-        plan.out.display(),
+        "\nsealed the study from {} shards, computed on {}; wrote {files} files to {} in {:.1} s",
+        sealed.shards,
+        sealed.adapters.join(", "),
+        dir.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -960,8 +1086,11 @@ fn sweep_shard(flag: Option<&str>) -> Result<Option<p2pmarket::sweep::Shard>, Fa
     })
 }
 
-/// `p2pmarket finalize DIR`: seals a sharded sweep.
-fn finalize(dir: &Path) -> Result<(), Failure> {
+/// `p2pmarket finalize DIR`: seals a sharded sweep, or a sharded uncertainty study.
+fn finalize(dir: &Path, figures: &p2pmarket::output::FigureOptions) -> Result<(), Failure> {
+    if p2pmarket::uncertainty::shard::is_study_dir(dir) {
+        return finalize_study(dir, figures);
+    }
     let report = p2pmarket::sweep::finalize(dir)?;
     for n in &report.notices {
         eprintln!("note: {n}");
@@ -1215,7 +1344,9 @@ fn main() -> ExitCode {
                 *quiet,
             )
         }),
-        Command::Finalize { dir } => finalize(dir),
+        Command::Finalize { dir, figures } => {
+            figure_options(figures).and_then(|figures| finalize(dir, &figures))
+        }
         Command::Bench {
             config,
             backend,
@@ -1238,9 +1369,11 @@ fn main() -> ExitCode {
             backend,
             precision,
             adapter,
+            shard,
             figures,
         } => figure_options(figures).and_then(|figures| {
             uncertainty(&UncertaintyPlan {
+                shard: sweep_shard(shard.as_deref())?,
                 config: config.as_deref(),
                 methods: methods_of(method),
                 samples: *samples,

@@ -435,3 +435,189 @@ fn bad_input_names_the_field_and_writes_nothing() {
     assert!(err.contains("`attack`"), "{err}");
     assert!(!out.exists());
 }
+
+/// Every file under `dir` (relative paths, sorted) with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// Issue 11: a study run as shards of a job array (two of them at once into one
+/// directory), with a task killed midway and rerun, seals into the same statistics, tails
+/// and histograms as one process's run, byte for byte. An incomplete job, another study's
+/// task and a second process on a running shard are refused, writing nothing.
+#[test]
+fn sharded_study_seals_to_the_unsharded_bytes() {
+    use p2pmarket::uncertainty::shard::{PART_SAMPLES, assign, study_parts};
+    let dir = tempfile::tempdir().unwrap();
+    // No system-load spread: no load table to build in each of the processes.
+    let cfg = dir.path().join("study.toml");
+    std::fs::write(
+        &cfg,
+        "[uncertainty.sg_load]\nstd_fraction = 0.0\nar1 = 0.9\n",
+    )
+    .unwrap();
+    let samples = PART_SAMPLES + 104;
+    let study_of = |n: u64, out: &Path, extra: &[&str]| {
+        let o = bin()
+            .args(["uncertainty", "--method", "ut,mc,lhs", "--backend", "cpu"])
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--samples", &n.to_string()])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let study = |out: &Path, extra: &[&str]| study_of(samples, out, extra);
+    let finalize = |out: &Path| {
+        let o = bin().arg("finalize").arg(out).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let whole = dir.path().join("whole");
+    let (code, text) = study(&whole, &[]);
+    assert_eq!(code, Some(0), "{text}");
+
+    let sharded = dir.path().join("sharded");
+    // Shards 0 and 2 at once.
+    let spawn = |k: usize| {
+        bin()
+            .args(["uncertainty", "--method", "ut,mc,lhs", "--backend", "cpu"])
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "--samples",
+                &samples.to_string(),
+                "--shard",
+                &format!("{k}/3"),
+            ])
+            .arg("--out")
+            .arg(&sharded)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(0), spawn(2));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+
+    // Shard 1 missing: finalize names its parts and writes nothing.
+    let before = snapshot(&sharded);
+    let (code, text) = finalize(&sharded);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("1/3"), "{text}");
+    assert_eq!(
+        snapshot(&sharded),
+        before,
+        "an incomplete finalize wrote something"
+    );
+
+    // A task of another study (other N) is refused and writes nothing.
+    let (code, text) = study_of(50, &sharded, &["--shard", "1/3"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("uncertainty.json"), "{text}");
+    assert_eq!(snapshot(&sharded), before, "a foreign task wrote something");
+
+    // Shard 1 runs, then is "killed": its manifest and one part gone, a temporary file
+    // left. While a process holds shard 1, a second one is refused.
+    let (code, text) = study(&sharded, &["--shard", "1/3"]);
+    assert_eq!(code, Some(0), "{text}");
+    let methods = [
+        Method::UtPaper,
+        Method::UtJulier,
+        Method::UtMerwe,
+        Method::Mc,
+        Method::Lhs,
+    ];
+    let parts = study_parts(&methods, samples);
+    let shard_of = assign(&parts, 3);
+    let ones: Vec<_> = parts
+        .iter()
+        .zip(&shard_of)
+        .filter(|(_, s)| **s == 1)
+        .map(|(p, _)| p.path())
+        .collect();
+    assert!(!ones.is_empty());
+    let victim = sharded.join(&ones[0]);
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::remove_file(sharded.join("shards/shard-1-of-3.json")).unwrap();
+    let tmp = victim
+        .parent()
+        .unwrap()
+        .join(".part-00000.parquet.tmp-somehost-1-0");
+    std::fs::write(&tmp, b"half a file").unwrap();
+    {
+        use p2pmarket::output::lock::{Lock, LockMode};
+        let _held = Lock::acquire(
+            &sharded.join("shards/.shard-1-of-3.lock"),
+            LockMode::Exclusive,
+            &mut || {},
+        )
+        .unwrap();
+        let (code, text) = study(&sharded, &["--shard", "1/3"]);
+        assert_ne!(code, Some(0), "{text}");
+        assert!(text.contains("computing shard 1/3"), "{text}");
+    }
+    let (code, text) = study(&sharded, &["--shard", "1/3"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("1 parts written, {} already done", ones.len() - 1)),
+        "{text}"
+    );
+    assert!(victim.is_file() && !tmp.exists());
+
+    // Sealed twice (the second replaces the first's files): the same bytes as one process.
+    for _ in 0..2 {
+        let (code, text) = finalize(&sharded);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("sealed the study from 3 shards"), "{text}");
+        for f in ["statistics.parquet", "tails.parquet", "histograms.parquet"] {
+            assert_eq!(
+                std::fs::read(whole.join(f)).unwrap(),
+                std::fs::read(sharded.join(f)).unwrap(),
+                "{f} differs from the unsharded study's"
+            );
+        }
+    }
+    // The parts are what one process's `--shard 0/1` writes, byte for byte.
+    let single = dir.path().join("single");
+    let (code, text) = study(&single, &["--shard", "0/1"]);
+    assert_eq!(code, Some(0), "{text}");
+    for p in &parts {
+        assert_eq!(
+            std::fs::read(single.join(p.path())).unwrap(),
+            std::fs::read(sharded.join(p.path())).unwrap(),
+            "{}",
+            p.path()
+        );
+    }
+    let rows: usize = parts
+        .iter()
+        .map(|p| read_parquet(&sharded.join(p.path())).num_rows())
+        .sum();
+    assert_eq!(rows as u64, 1 + 3 * 241 + 2 * samples);
+}

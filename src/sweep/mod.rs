@@ -384,22 +384,7 @@ fn claim_shard(
     if !out.join(SPEC_NAME).exists() {
         // What a first task may find beside it: other tasks' work in progress.
         let ours = [LOCK_NAME, TABLES[0], TABLES[1], shard::SHARDS_DIR];
-        let spec_tmp = crate::output::tmp_prefix(SPEC_NAME);
-        let foreign: Vec<String> = list(out)?
-            .into_iter()
-            .filter(|n| !ours.contains(&n.as_str()) && !n.starts_with(&spec_tmp))
-            .collect();
-        if foreign.iter().any(|n| n == MANIFEST_NAME) || (!force && !foreign.is_empty()) {
-            return Err(Error::OutputDir {
-                path: shown.to_path_buf(),
-                reason: format!(
-                    "it is not empty ({}) and holds no {SPEC_NAME}; nothing was written. \
-                     Choose a new or empty directory, or pass --force to write beside those \
-                     files",
-                    foreign.join(", ")
-                ),
-            });
-        }
+        shard::check_first_task(out, shown, SPEC_NAME, &ours, &[MANIFEST_NAME], force)?;
     }
     let created_spec = shard::write_once(out, SPEC_NAME, spec_json.as_bytes())?;
     shard::check_spec(out, shown, spec_json)?;
@@ -869,19 +854,15 @@ fn write_shard_manifest(
     shard::check_spec(out, out, spec_json)?;
     let (files, engines, adapters) = shard::describe_parts(out, parts)?;
     let m = ShardManifest {
-        shard: shard.index,
-        shards: shard.count,
-        spec_sha256: shard::sha256_hex(spec_json.as_bytes()),
-        build: shard::Build::this(),
+        task: shard::TaskRecord::now(
+            shard,
+            spec_json,
+            started_unix_s,
+            (report.parts_written, report.parts_skipped),
+            report.runs,
+        ),
         sweep_file: spec.source.display().to_string(),
         sweep_text: spec.text.clone(),
-        host: shard::host(),
-        pid: std::process::id(),
-        started_unix_s,
-        finished_unix_s: shard::unix_now(),
-        parts_written: report.parts_written,
-        parts_skipped: report.parts_skipped,
-        runs: report.runs,
         engines,
         adapters,
         files,

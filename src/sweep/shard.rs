@@ -157,17 +157,23 @@ fn work(part: &PartPlan) -> u64 {
     part.runs as u64 * HOURS as u64
 }
 
-/// The shard of every part of `parts` (same order), for `count` shards: largest work
+/// The shard of every part of `parts` (same order), for `count` shards (see
+/// [`assign_work`]).
+pub fn assign(parts: &[PartPlan], count: usize) -> Vec<usize> {
+    assign_work(&parts.iter().map(work).collect::<Vec<_>>(), count)
+}
+
+/// The shard of every item of work `work` (same order), for `count` shards: largest work
 /// first (ties in plan order), each into the least-loaded shard (ties: the lowest).
 /// Depends on the plan alone, so every task computes the same assignment.
-pub fn assign(parts: &[PartPlan], count: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..parts.len()).collect();
-    order.sort_by(|&a, &b| work(&parts[b]).cmp(&work(&parts[a])).then(a.cmp(&b)));
+pub fn assign_work(work: &[u64], count: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by(|&a, &b| work[b].cmp(&work[a]).then(a.cmp(&b)));
     let mut load = vec![0u64; count.max(1)];
-    let mut shard_of = vec![0; parts.len()];
+    let mut shard_of = vec![0; work.len()];
     for i in order {
         let s = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
-        load[s] += work(&parts[i]);
+        load[s] += work[i];
         shard_of[i] = s;
     }
     shard_of
@@ -273,21 +279,70 @@ pub(crate) fn write_replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> 
 /// Compares `sweep.json` in `out` (when there is one) with this task's sweep; `Err`
 /// ([`Error::OutputDir`], naming the file) when it differs.
 pub(crate) fn check_spec(out: &Path, shown: &Path, spec_json: &str) -> Result<()> {
-    let path = out.join(SPEC_NAME);
+    check_spec_file(
+        out,
+        shown,
+        SPEC_NAME,
+        spec_json,
+        "a task of another sweep (seed, runs_per_part, samples, base or parameters differ \
+         from this task's)",
+        "sweep file",
+    )
+}
+
+/// Compares the spec file `name` in `out` (when there is one) with this task's `spec_json`;
+/// `Err` ([`Error::OutputDir`]) saying it was written by `other` when it differs, and that
+/// every task needs the same `input` and binary.
+pub(crate) fn check_spec_file(
+    out: &Path,
+    shown: &Path,
+    name: &str,
+    spec_json: &str,
+    other: &str,
+    input: &str,
+) -> Result<()> {
+    let path = out.join(name);
     match std::fs::read(&path) {
         Ok(found) if found == spec_json.as_bytes() => Ok(()),
         Ok(_) => Err(Error::OutputDir {
             path: shown.to_path_buf(),
             reason: format!(
-                "its {SPEC_NAME} was written by a task of another sweep (seed, runs_per_part, \
-                 samples, base or parameters differ from this task's); this task writes \
-                 nothing there. Give every task of a job the same sweep file and binary, or \
-                 use a new directory"
+                "its {name} was written by {other}; this task writes nothing there. Give \
+                 every task of a job the same {input} and binary, or use a new directory"
             ),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
+}
+
+/// Refuses ([`Error::OutputDir`]) a job's first task in `out` (no spec file `spec_name`
+/// there yet) when `out` holds anything but the entries `ours` and the spec's temporary
+/// files: unless `force`, and always when one of them is in `never`.
+pub(crate) fn check_first_task(
+    out: &Path,
+    shown: &Path,
+    spec_name: &str,
+    ours: &[&str],
+    never: &[&str],
+    force: bool,
+) -> Result<()> {
+    let spec_tmp = crate::output::tmp_prefix(spec_name);
+    let foreign: Vec<String> = crate::output::list(out)?
+        .into_iter()
+        .filter(|n| !ours.contains(&n.as_str()) && !n.starts_with(&spec_tmp))
+        .collect();
+    if foreign.iter().any(|n| never.contains(&n.as_str())) || (!force && !foreign.is_empty()) {
+        return Err(Error::OutputDir {
+            path: shown.to_path_buf(),
+            reason: format!(
+                "it is not empty ({}) and holds no {spec_name}; nothing was written. Choose a \
+                 new or empty directory, or pass --force to write beside those files",
+                foreign.join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The build a task ran: crate version and the commit embedded at build time.
@@ -313,22 +368,19 @@ impl Build {
     }
 }
 
-/// `shards/shard-{K}-of-{N}.json`: what one task of a sharded sweep wrote, written when all
-/// its parts exist (rewritten by a rerun of the same shard).
+/// Who ran one task of a sharded job, on what, when and with what result: the part of a
+/// shard manifest that sweeps and uncertainty studies share (flattened into theirs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardManifest {
+pub struct TaskRecord {
     /// This shard, `0..shards`.
     pub shard: usize,
     /// Shards in the job.
     pub shards: usize,
-    /// SHA-256 of the `sweep.json` the task ran, lower-case hex.
+    /// SHA-256 of the spec file (`sweep.json`, `uncertainty.json`) the task ran, lower-case
+    /// hex.
     pub spec_sha256: String,
     /// The build that computed the parts.
     pub build: Build,
-    /// The sweep file's path as the task was given it.
-    pub sweep_file: String,
-    /// The sweep file's text.
-    pub sweep_text: String,
     /// Host of the task that wrote this manifest.
     pub host: String,
     /// Its process id.
@@ -343,12 +395,59 @@ pub struct ShardManifest {
     pub parts_skipped: usize,
     /// Runs in the shard.
     pub runs: u64,
+}
+
+impl TaskRecord {
+    /// The record of this process running `shard` of the spec `spec_json` since
+    /// `started_unix_s`, finished now.
+    pub fn now(
+        shard: Shard,
+        spec_json: &str,
+        started_unix_s: f64,
+        parts: (usize, usize),
+        runs: u64,
+    ) -> TaskRecord {
+        TaskRecord {
+            shard: shard.index,
+            shards: shard.count,
+            spec_sha256: sha256_hex(spec_json.as_bytes()),
+            build: Build::this(),
+            host: host(),
+            pid: std::process::id(),
+            started_unix_s,
+            finished_unix_s: unix_now(),
+            parts_written: parts.0,
+            parts_skipped: parts.1,
+            runs,
+        }
+    }
+}
+
+/// `shards/shard-{K}-of-{N}.json`: what one task of a sharded sweep wrote, written when all
+/// its parts exist (rewritten by a rerun of the same shard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardManifest {
+    /// The task.
+    #[serde(flatten)]
+    pub task: TaskRecord,
+    /// The sweep file's path as the task was given it.
+    pub sweep_file: String,
+    /// The sweep file's text.
+    pub sweep_text: String,
     /// Engines of its parts, sorted.
     pub engines: Vec<String>,
     /// Devices that computed its parts (from each part's footer), sorted.
     pub adapters: Vec<ManifestAdapter>,
     /// Its part files (`runs` and `run_hours`), sorted by path.
     pub files: Vec<ManifestFile>,
+}
+
+impl std::ops::Deref for ShardManifest {
+    type Target = TaskRecord;
+
+    fn deref(&self) -> &TaskRecord {
+        &self.task
+    }
 }
 
 /// Seconds since the Unix epoch.

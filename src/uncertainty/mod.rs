@@ -1,7 +1,8 @@
-//! The pure mathematics of the uncertainty study (issue 7): the input model, the
+//! The mathematics of the uncertainty study (issue 7): the input model, the
 //! covariance of the 120 uncertain inputs and its square root, the unscented transform's
 //! sigma points (three forms), the MC / scrambled-Sobol / Latin-hypercube samplers with
-//! their map to physical inputs, and streaming statistics of the outputs. No I/O.
+//! their map to physical inputs, and streaming statistics of the outputs. No I/O outside
+//! [`shard`].
 //!
 //! The uncertain inputs are [`VARIABLES`] = 5 hourly series of [`HOURS`] = 24 values each,
 //! in the order of [`Variable::ALL`], flattened variable-major: input `v * 24 + hour`.
@@ -18,6 +19,8 @@
 //!   from (seed, index), mapped to physical inputs through a Gaussian copula.
 //! - [`stats`]: streaming, chunking-independent statistics of many outputs, and the
 //!   weighted moments of a UT.
+//! - [`shard`]: a study split over a job array's tasks and sealed from their parts (the
+//!   one module here that reads and writes files).
 //! - [`convergence`]: RMS errors over replications and the sample count at which a
 //!   method's error reaches a target (the UT's).
 
@@ -25,6 +28,7 @@ pub mod convergence;
 pub mod covariance;
 pub mod model;
 pub mod sampling;
+pub mod shard;
 pub mod sigma;
 pub mod special;
 pub mod stats;

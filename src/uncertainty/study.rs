@@ -29,7 +29,7 @@ use crate::market::Market;
 use crate::microgrid::HOURS;
 use crate::offer::{CurveView, OfferCurve};
 use crate::uncertainty::sampling::{InputSampler, sigma_inputs};
-use crate::uncertainty::sigma::SigmaForm;
+use crate::uncertainty::sigma::{SigmaForm, SigmaWeights};
 use crate::uncertainty::stats::{Accumulator, OutputSpec, Z_95, weighted_moments};
 use crate::uncertainty::{INPUTS, Method, UncertaintyConfig, Variable};
 
@@ -72,7 +72,7 @@ pub const QUANTITIES: [&str; 9] = [
     "clearing_error_mw",
 ];
 /// Outputs per sample: each quantity per hour, then per day.
-const OUTPUTS: usize = QUANTITIES.len() * (HOURS + 1);
+pub const OUTPUTS: usize = QUANTITIES.len() * (HOURS + 1);
 
 /// How a study runs.
 #[derive(Debug, Clone)]
@@ -196,7 +196,8 @@ pub struct MethodReport {
 }
 
 impl MethodReport {
-    fn new(method: &'static str) -> Self {
+    /// A report of nothing yet.
+    pub(crate) fn new(method: &'static str) -> Self {
         MethodReport {
             method,
             runs: 0,
@@ -209,6 +210,14 @@ impl MethodReport {
             reduce_s: 0.0,
             adapter: String::new(),
         }
+    }
+
+    /// Counts one run: whether its outputs were finite, and its flagged hours.
+    pub(crate) fn add_run(&mut self, finite: bool, unconverged: u32, out_of_range: u32) {
+        self.runs += 1;
+        self.diverged_runs += u64::from(!finite);
+        self.unconverged_hours += u64::from(unconverged);
+        self.sg_load_out_of_range_hours += u64::from(out_of_range);
     }
 }
 
@@ -283,6 +292,63 @@ impl PreparedStudy {
             sg_std,
             cache: CurveCache::default(),
         })
+    }
+}
+
+impl PreparedStudy {
+    /// Refuses `cfg` unless it has the system-load spread this study was prepared for.
+    pub(crate) fn check(&self, cfg: &UncertaintyConfig) -> Result<()> {
+        cfg.validate()?;
+        if cfg.sg_load.std_fraction != self.sg_std {
+            return Err(Error::invalid(
+                "uncertainty.sg_load.std_fraction",
+                number(cfg.sg_load.std_fraction),
+                format!(
+                    "{} (the spread the study's load table was built for)",
+                    number(self.sg_std)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An engine evaluating runs of `market` with this study's table and curve cache, its
+    /// report named `name`.
+    pub(crate) fn engine<'a>(
+        &'a mut self,
+        market: &'a Market,
+        opts: &'a StudyOptions,
+        gpu: Option<&'a GpuContext>,
+        name: &'static str,
+    ) -> Engine<'a> {
+        Engine {
+            market,
+            table: self.table.as_ref(),
+            cache: &mut self.cache,
+            opts,
+            gpu,
+            with_sg: self.sg_std > 0.0,
+            report: MethodReport::new(name),
+        }
+    }
+
+    /// What the study says of its load table.
+    pub fn table_info(&self) -> TableInfo {
+        TableInfo {
+            levels: self.table.as_ref().map_or(0, |t| t.levels_total()),
+            range: self.table.as_ref().map(|t| t.scale_range()),
+            export_error_mw: self.table.as_ref().map(|t| t.export_error_mw()),
+            build_s: self.table_s,
+        }
+    }
+
+    fn result(
+        &self,
+        reference: Reference,
+        tables: Tables,
+        methods: Vec<MethodReport>,
+    ) -> StudyResult {
+        study_result(reference, tables, methods, self.table_info())
     }
 }
 
@@ -434,126 +500,24 @@ pub fn run_prepared(
     opts: &StudyOptions,
     gpu: Option<&GpuContext>,
 ) -> Result<StudyResult> {
-    cfg.validate()?;
-    if cfg.sg_load.std_fraction != prepared.sg_std {
-        return Err(Error::invalid(
-            "uncertainty.sg_load.std_fraction",
-            number(cfg.sg_load.std_fraction),
-            format!(
-                "{} (the spread the study's load table was built for)",
-                number(prepared.sg_std)
-            ),
-        ));
-    }
+    prepared.check(cfg)?;
     let forecast = forecast_inputs(market);
-    let with_sg = prepared.sg_std > 0.0;
-    let table = prepared.table.as_ref();
-    let table_s = prepared.table_s;
-    let cache = &mut prepared.cache;
     // The forecast day through the same engine: the deterministic reference of the
     // figures and the anchor of the relative tail thresholds.
-    let forecast_outputs = {
-        let mut engine = Engine {
-            market,
-            table,
-            cache: &mut *cache,
-            opts,
-            gpu,
-            with_sg,
-            report: MethodReport::new("forecast"),
-        };
-        let mut values = None;
-        engine.evaluate(&[forecast], &mut |_, out| {
-            values = Some(out.to_vec());
-            Ok(())
-        })?;
-        values.ok_or_else(|| Error::Solver {
-            problem: "uncertainty study, forecast day".into(),
-            message: "the forecast day diverged".into(),
-        })?
-    };
-    let sg_load = |h: usize| forecast[Variable::SgLoad.input(h)];
-    let by_load = |a: &usize, b: &usize| sg_load(*a).total_cmp(&sg_load(*b));
-    let peak = (0..HOURS).max_by(by_load).unwrap_or(0) as u32;
-    let night = (0..HOURS).min_by(by_load).unwrap_or(0) as u32;
-    let histogram_hours = [peak, night];
-    let price_index =
-        |h: usize| output_index("price", (h < HOURS).then_some(h as u32)).unwrap_or(0);
-    // Thresholds per price output: the relative ones, then the configured ones.
-    let thresholds = |o: usize| -> Vec<f64> {
-        (0..=HOURS)
-            .find(|&h| price_index(h) == o)
-            .map(|h| {
-                let p = forecast_outputs[price_index(h)];
-                TAIL_RELATIVE
-                    .iter()
-                    .map(|r| (1.0 + r) * p)
-                    .chain(cfg.price_thresholds.iter().copied())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut tails = Vec::new();
-    let mut histograms = Vec::new();
-    let mut rows = Vec::new();
+    let mut engine = prepared.engine(market, opts, gpu, "forecast");
+    let forecast_outputs = forecast_day(&mut engine, &forecast)?;
+    let reference = Reference::new(cfg, &forecast, forecast_outputs);
+    let mut tables = Tables::default();
     let mut methods = Vec::new();
     for &method in &opts.methods {
-        let mut engine = Engine {
-            market,
-            table,
-            cache: &mut *cache,
-            opts,
-            gpu,
-            with_sg,
-            report: MethodReport::new(method.as_str()),
-        };
-        if method.is_unscented() {
-            let form = SigmaForm::from_config(method, cfg, INPUTS)?;
-            let t = Instant::now();
-            let sigma = sigma_inputs(cfg, &form, &forecast)?;
+        let mut engine = prepared.engine(market, opts, gpu, method.as_str());
+        let mut reduction = Reduction::new(method, cfg, &forecast, &reference)?;
+        if let Some(sigma) = reduction.sigma.take() {
             engine.report.clipped_inputs = sigma.clipped as u64;
-            engine.report.host_s += t.elapsed().as_secs_f64();
-            let mut values: Vec<[f64; OUTPUTS]> = Vec::with_capacity(sigma.points.len());
-            engine.evaluate(&sigma.points, &mut |_, out| {
-                values.push(*out);
-                Ok(())
-            })?;
-            if values.len() != sigma.points.len() {
-                return Err(Error::Solver {
-                    problem: format!("uncertainty study, {}", method.as_str()),
-                    message: format!(
-                        "{} of {} sigma points diverged: the UT needs every point",
-                        sigma.points.len() - values.len(),
-                        sigma.points.len()
-                    ),
-                });
-            }
-            let t = Instant::now();
-            let mut column = vec![0.0; values.len()];
-            for (o, (quantity, hour)) in output_names().enumerate() {
-                for (c, v) in column.iter_mut().zip(&values) {
-                    *c = v[o];
-                }
-                let m = weighted_moments(&column, &sigma.weights)?;
-                rows.push(StatRow {
-                    method: method.as_str(),
-                    quantity,
-                    hour,
-                    runs: values.len() as u64,
-                    mean: m.mean,
-                    std: m.std(),
-                    quantiles: None,
-                    ci95: None,
-                    std_half_width: None,
-                });
-            }
-            engine.report.reduce_s += t.elapsed().as_secs_f64();
+            engine.report.host_s += sigma.host_s;
+            engine.evaluate(&sigma.points, &mut |_, run| reduction.push(run.outputs))?;
         } else {
             let sampler = InputSampler::new(cfg, method, &forecast, opts.samples)?;
-            // The first PILOT_SAMPLES finite runs are held until they set the histograms'
-            // ranges, then every run goes straight into the accumulator, in sample order.
-            let mut acc: Option<Accumulator> = None;
-            let mut pilot: Vec<[f64; OUTPUTS]> = Vec::new();
             let mut start = 0u64;
             while start < opts.samples {
                 let end = (start + CHUNK_RUNS as u64).min(opts.samples);
@@ -562,101 +526,336 @@ pub fn run_prepared(
                     .map(|i| sampler.sample(i))
                     .collect::<Result<Vec<_>>>()?;
                 engine.report.host_s += t.elapsed().as_secs_f64();
-                engine.evaluate(&points, &mut |_, out| {
-                    match &mut acc {
-                        Some(a) => a.push(a.count(), out)?,
-                        None => {
-                            pilot.push(*out);
-                            if pilot.len() == PILOT_SAMPLES {
-                                acc = Some(accumulator(&mut pilot, &thresholds)?);
-                            }
-                        }
-                    }
-                    Ok(())
-                })?;
+                engine.evaluate(&points, &mut |_, run| reduction.push(run.outputs))?;
                 start = end;
             }
-            let acc = match acc {
-                Some(a) => a,
-                None if pilot.is_empty() => {
-                    return Err(Error::Solver {
-                        problem: format!("uncertainty study, {}", method.as_str()),
-                        message: "every sample diverged".into(),
-                    });
-                }
-                None => accumulator(&mut pilot, &thresholds)?,
-            };
-            for (o, (quantity, hour)) in output_names().enumerate() {
-                let wanted = HISTOGRAM_QUANTITIES.contains(&quantity)
-                    && hour.is_none_or(|h| histogram_hours.contains(&h));
-                if let (true, Some((lo, hi, counts)), Some(s)) =
-                    (wanted, acc.histogram(o), acc.summary(o))
-                {
-                    histograms.push(HistogramRow {
-                        method: method.as_str(),
-                        quantity,
-                        hour,
-                        lo,
-                        hi,
-                        counts: counts.to_vec(),
-                        min: s.min,
-                        max: s.max,
-                    });
-                }
-                if quantity != "price" {
-                    continue;
-                }
-                let (Some(s), Some(levels)) = (acc.summary(o), acc.thresholds(o)) else {
-                    continue;
-                };
-                for (k, (&threshold, &(_, probability))) in
-                    levels.iter().zip(&s.exceedance).enumerate()
-                {
-                    let exceed = (probability * s.count as f64).round() as u64;
-                    tails.push(TailRow {
-                        method: method.as_str(),
-                        hour,
-                        threshold,
-                        relative: TAIL_RELATIVE.get(k).copied(),
-                        runs: s.count,
-                        probability,
-                        ci95: wilson_interval(exceed, s.count),
-                    });
-                }
-            }
-            for (o, (quantity, hour)) in output_names().enumerate() {
-                let Some(s) = acc.summary(o) else { continue };
-                let mut q = [0.0; 5];
-                for (v, &p) in q.iter_mut().zip(&QUANTILES) {
-                    *v = acc.quantile(o, p).map_or(f64::NAN, |x| x.value);
-                }
-                rows.push(StatRow {
-                    method: method.as_str(),
-                    quantity,
-                    hour,
-                    runs: s.count,
-                    mean: s.mean,
-                    std: s.std,
-                    quantiles: Some(q),
-                    ci95: s.ci95,
-                    std_half_width: s.std_half_width,
-                });
-            }
         }
+        let t = Instant::now();
+        reduction.finish(&reference, &mut tables)?;
+        engine.report.reduce_s += t.elapsed().as_secs_f64();
         methods.push(engine.report);
     }
-    Ok(StudyResult {
-        rows,
+    Ok(prepared.result(reference, tables, methods))
+}
+
+/// The forecast day's outputs, evaluated by `engine`.
+fn forecast_day(engine: &mut Engine<'_>, forecast: &[f64; INPUTS]) -> Result<Vec<f64>> {
+    let mut values = None;
+    engine.evaluate(&[*forecast], &mut |_, run| {
+        values = run.outputs.map(|o| o.to_vec());
+        Ok(())
+    })?;
+    values.ok_or_else(forecast_diverged)
+}
+
+fn forecast_diverged() -> Error {
+    Error::Solver {
+        problem: "uncertainty study, forecast day".into(),
+        message: "the forecast day diverged".into(),
+    }
+}
+
+/// What every method's statistics are reduced against: the forecast day's outputs (the
+/// anchor of the relative tail thresholds), the histogram hours and each output's tail
+/// thresholds.
+pub(crate) struct Reference {
+    forecast_outputs: Vec<f64>,
+    histogram_hours: [u32; 2],
+    thresholds: Vec<Vec<f64>>,
+}
+
+impl Reference {
+    /// The reference of a study with the forecast inputs `forecast` and the forecast day's
+    /// outputs `forecast_outputs` ([`OUTPUTS`] values).
+    pub(crate) fn new(
+        cfg: &UncertaintyConfig,
+        forecast: &[f64; INPUTS],
+        forecast_outputs: Vec<f64>,
+    ) -> Self {
+        let sg_load = |h: usize| forecast[Variable::SgLoad.input(h)];
+        let by_load = |a: &usize, b: &usize| sg_load(*a).total_cmp(&sg_load(*b));
+        let peak = (0..HOURS).max_by(by_load).unwrap_or(0) as u32;
+        let night = (0..HOURS).min_by(by_load).unwrap_or(0) as u32;
+        // Thresholds per price output: the relative ones, then the configured ones.
+        let thresholds = output_names()
+            .enumerate()
+            .map(|(o, (quantity, _))| {
+                if quantity != "price" {
+                    return Vec::new();
+                }
+                let p = forecast_outputs[o];
+                TAIL_RELATIVE
+                    .iter()
+                    .map(|r| (1.0 + r) * p)
+                    .chain(cfg.price_thresholds.iter().copied())
+                    .collect()
+            })
+            .collect();
+        Reference {
+            forecast_outputs,
+            histogram_hours: [peak, night],
+            thresholds,
+        }
+    }
+}
+
+/// The rows a study's methods produce.
+#[derive(Default)]
+pub(crate) struct Tables {
+    rows: Vec<StatRow>,
+    tails: Vec<TailRow>,
+    histograms: Vec<HistogramRow>,
+}
+
+/// The UT's sigma points of a [`Reduction`], until they are evaluated.
+pub(crate) struct Sigma {
+    pub(crate) points: Vec<[f64; INPUTS]>,
+    pub(crate) clipped: usize,
+    /// Seconds it took to compute them.
+    pub(crate) host_s: f64,
+}
+
+/// One method's statistics, fed its runs' outputs in sample order (`None`: a run that
+/// diverged). The same reduction serves a study run in one process and one sealed from a
+/// job array's parts, so both give the same bits.
+pub(crate) struct Reduction {
+    method: Method,
+    kind: ReductionKind,
+    /// The UT's sigma points (taken by whoever evaluates them).
+    pub(crate) sigma: Option<Sigma>,
+}
+
+enum ReductionKind {
+    /// Every sigma point's outputs, weighted at the end.
+    Unscented {
+        weights: SigmaWeights,
+        points: usize,
+        values: Vec<[f64; OUTPUTS]>,
+    },
+    /// The first [`PILOT_SAMPLES`] finite runs are held until they set the histograms'
+    /// ranges, then every run goes straight into the accumulator, in sample order.
+    Sampling {
+        acc: Option<Accumulator>,
+        pilot: Vec<[f64; OUTPUTS]>,
+        thresholds: Vec<Vec<f64>>,
+    },
+}
+
+impl Reduction {
+    /// A reduction of `method` around the forecast inputs `forecast`; a UT form computes its
+    /// sigma points ([`Self::sigma`]).
+    pub(crate) fn new(
+        method: Method,
+        cfg: &UncertaintyConfig,
+        forecast: &[f64; INPUTS],
+        reference: &Reference,
+    ) -> Result<Self> {
+        if method.is_unscented() {
+            let t = Instant::now();
+            let form = SigmaForm::from_config(method, cfg, INPUTS)?;
+            let sigma = sigma_inputs(cfg, &form, forecast)?;
+            let points = sigma.points.len();
+            Ok(Reduction {
+                method,
+                kind: ReductionKind::Unscented {
+                    weights: sigma.weights,
+                    points,
+                    values: Vec::with_capacity(points),
+                },
+                sigma: Some(Sigma {
+                    points: sigma.points,
+                    clipped: sigma.clipped,
+                    host_s: t.elapsed().as_secs_f64(),
+                }),
+            })
+        } else {
+            Ok(Reduction {
+                method,
+                kind: ReductionKind::Sampling {
+                    acc: None,
+                    pilot: Vec::new(),
+                    thresholds: reference.thresholds.clone(),
+                },
+                sigma: None,
+            })
+        }
+    }
+
+    /// Adds the next run's outputs (`None`: it diverged, and is left out).
+    pub(crate) fn push(&mut self, outputs: Option<&[f64; OUTPUTS]>) -> Result<()> {
+        let Some(out) = outputs else { return Ok(()) };
+        match &mut self.kind {
+            ReductionKind::Unscented { values, .. } => values.push(*out),
+            ReductionKind::Sampling { acc: Some(a), .. } => a.push(a.count(), out)?,
+            ReductionKind::Sampling {
+                acc,
+                pilot,
+                thresholds,
+            } => {
+                pilot.push(*out);
+                if pilot.len() == PILOT_SAMPLES {
+                    *acc = Some(accumulator(pilot, thresholds)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The method's rows, added to `tables`.
+    pub(crate) fn finish(self, reference: &Reference, tables: &mut Tables) -> Result<()> {
+        let method = self.method.as_str();
+        match self.kind {
+            ReductionKind::Unscented {
+                weights,
+                points,
+                values,
+            } => {
+                if values.len() != points {
+                    return Err(Error::Solver {
+                        problem: format!("uncertainty study, {method}"),
+                        message: format!(
+                            "{} of {points} sigma points diverged: the UT needs every point",
+                            points - values.len(),
+                        ),
+                    });
+                }
+                let mut column = vec![0.0; values.len()];
+                for (o, (quantity, hour)) in output_names().enumerate() {
+                    for (c, v) in column.iter_mut().zip(&values) {
+                        *c = v[o];
+                    }
+                    let m = weighted_moments(&column, &weights)?;
+                    tables.rows.push(StatRow {
+                        method,
+                        quantity,
+                        hour,
+                        runs: values.len() as u64,
+                        mean: m.mean,
+                        std: m.std(),
+                        quantiles: None,
+                        ci95: None,
+                        std_half_width: None,
+                    });
+                }
+                Ok(())
+            }
+            ReductionKind::Sampling {
+                acc,
+                mut pilot,
+                thresholds,
+            } => {
+                let acc = match acc {
+                    Some(a) => a,
+                    None if pilot.is_empty() => {
+                        return Err(Error::Solver {
+                            problem: format!("uncertainty study, {method}"),
+                            message: "every sample diverged".into(),
+                        });
+                    }
+                    None => accumulator(&mut pilot, &thresholds)?,
+                };
+                sampling_rows(method, &acc, reference, tables);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The statistics, tails and histograms of a sampling method from its accumulator.
+fn sampling_rows(
+    method: &'static str,
+    acc: &Accumulator,
+    reference: &Reference,
+    tables: &mut Tables,
+) {
+    for (o, (quantity, hour)) in output_names().enumerate() {
+        let wanted = HISTOGRAM_QUANTITIES.contains(&quantity)
+            && hour.is_none_or(|h| reference.histogram_hours.contains(&h));
+        if let (true, Some((lo, hi, counts)), Some(s)) = (wanted, acc.histogram(o), acc.summary(o))
+        {
+            tables.histograms.push(HistogramRow {
+                method,
+                quantity,
+                hour,
+                lo,
+                hi,
+                counts: counts.to_vec(),
+                min: s.min,
+                max: s.max,
+            });
+        }
+        if quantity != "price" {
+            continue;
+        }
+        let (Some(s), Some(levels)) = (acc.summary(o), acc.thresholds(o)) else {
+            continue;
+        };
+        for (k, (&threshold, &(_, probability))) in levels.iter().zip(&s.exceedance).enumerate() {
+            let exceed = (probability * s.count as f64).round() as u64;
+            tables.tails.push(TailRow {
+                method,
+                hour,
+                threshold,
+                relative: TAIL_RELATIVE.get(k).copied(),
+                runs: s.count,
+                probability,
+                ci95: wilson_interval(exceed, s.count),
+            });
+        }
+    }
+    for (o, (quantity, hour)) in output_names().enumerate() {
+        let Some(s) = acc.summary(o) else { continue };
+        let mut q = [0.0; 5];
+        for (v, &p) in q.iter_mut().zip(&QUANTILES) {
+            *v = acc.quantile(o, p).map_or(f64::NAN, |x| x.value);
+        }
+        tables.rows.push(StatRow {
+            method,
+            quantity,
+            hour,
+            runs: s.count,
+            mean: s.mean,
+            std: s.std,
+            quantiles: Some(q),
+            ci95: s.ci95,
+            std_half_width: s.std_half_width,
+        });
+    }
+}
+
+/// A study's result from its reference, its methods' rows and reports, and the load table
+/// described by `table` (levels, scale range, export error bound, seconds to build).
+pub(crate) fn study_result(
+    reference: Reference,
+    tables: Tables,
+    methods: Vec<MethodReport>,
+    table: TableInfo,
+) -> StudyResult {
+    StudyResult {
+        rows: tables.rows,
         methods,
-        table_levels: table.map_or(0, |t| t.levels_total()),
-        table_range: table.map(|t| t.scale_range()),
-        table_export_error_mw: table.map(|t| t.export_error_mw()),
-        table_s,
-        forecast_outputs,
-        tails,
-        histograms,
-        histogram_hours,
-    })
+        table_levels: table.levels,
+        table_range: table.range,
+        table_export_error_mw: table.export_error_mw,
+        table_s: table.build_s,
+        forecast_outputs: reference.forecast_outputs,
+        tails: tables.tails,
+        histograms: tables.histograms,
+        histogram_hours: reference.histogram_hours,
+    }
+}
+
+/// What a study says of its load table.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TableInfo {
+    /// Levels over all hours (0: no system-load uncertainty, no table).
+    pub levels: usize,
+    /// The table's scale range.
+    pub range: Option<(f64, f64)>,
+    /// Its measured export error bound, MW.
+    pub export_error_mw: Option<f64>,
+    /// Seconds it took to build.
+    pub build_s: f64,
 }
 
 /// The position of (`quantity`, `hour`) among a sample's outputs ([`sample_outputs`]);
@@ -684,7 +883,7 @@ pub fn sample_outputs(
     indices: std::ops::Range<u64>,
     gpu: Option<&GpuContext>,
 ) -> Result<Vec<(u64, Vec<f64>)>> {
-    cfg.validate()?;
+    prepared.check(cfg)?;
     if method.is_unscented() {
         return Err(Error::invalid(
             "method",
@@ -697,25 +896,84 @@ pub fn sample_outputs(
         .clone()
         .map(|i| sampler.sample(i))
         .collect::<Result<Vec<_>>>()?;
-    let mut engine = Engine {
-        market,
-        table: prepared.table.as_ref(),
-        cache: &mut prepared.cache,
-        opts,
-        gpu,
-        with_sg: prepared.sg_std > 0.0,
-        report: MethodReport::new(method.as_str()),
-    };
+    let mut engine = prepared.engine(market, opts, gpu, method.as_str());
     let mut out = Vec::with_capacity(points.len());
-    engine.evaluate(&points, &mut |k, values| {
-        out.push((indices.start + k as u64, values.to_vec()));
+    engine.evaluate(&points, &mut |k, run| {
+        if let Some(values) = run.outputs {
+            out.push((indices.start + k as u64, values.to_vec()));
+        }
         Ok(())
     })?;
     Ok(out)
 }
 
+/// One run of a part of a sharded study ([`crate::uncertainty::shard`]): the sample index
+/// within its method and what the engine made of it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartRow {
+    pub(crate) sample: u64,
+    /// `None`: the run diverged.
+    pub(crate) outputs: Option<[f64; OUTPUTS]>,
+    pub(crate) unconverged_hours: u32,
+    pub(crate) sg_load_out_of_range_hours: u32,
+}
+
+/// Evaluates one part of a sharded study: the forecast day (`method` `None`), every sigma
+/// point of a UT form, or samples `range` of a sampling method with N = `opts.samples`.
+/// Returns its rows in sample order and the engine's report.
+pub(crate) fn evaluate_part(
+    prepared: &mut PreparedStudy,
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    gpu: Option<&GpuContext>,
+    method: Option<Method>,
+    range: std::ops::Range<u64>,
+) -> Result<(Vec<PartRow>, MethodReport)> {
+    prepared.check(cfg)?;
+    let forecast = forecast_inputs(market);
+    let t = Instant::now();
+    let (points, clipped) = match method {
+        None => (vec![forecast], 0),
+        Some(m) if m.is_unscented() => {
+            let form = SigmaForm::from_config(m, cfg, INPUTS)?;
+            let sigma = sigma_inputs(cfg, &form, &forecast)?;
+            (sigma.points, sigma.clipped)
+        }
+        Some(m) => {
+            let sampler = InputSampler::new(cfg, m, &forecast, opts.samples)?;
+            let points = range
+                .clone()
+                .map(|i| sampler.sample(i))
+                .collect::<Result<Vec<_>>>()?;
+            (points, 0)
+        }
+    };
+    let host_s = t.elapsed().as_secs_f64();
+    let name = method.map_or("forecast", Method::as_str);
+    let mut engine = prepared.engine(market, opts, gpu, name);
+    engine.report.host_s += host_s;
+    engine.report.clipped_inputs = clipped as u64;
+    let first = if method.is_some_and(|m| !m.is_unscented()) {
+        range.start
+    } else {
+        0
+    };
+    let mut rows = Vec::with_capacity(points.len());
+    engine.evaluate(&points, &mut |k, run| {
+        rows.push(PartRow {
+            sample: first + k as u64,
+            outputs: run.outputs.copied(),
+            unconverged_hours: run.unconverged_hours,
+            sg_load_out_of_range_hours: run.sg_load_out_of_range_hours,
+        });
+        Ok(())
+    })?;
+    Ok((rows, engine.report))
+}
+
 /// The (quantity, hour) of every output, in the order of a run's outputs.
-fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
+pub(crate) fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
     QUANTITIES
         .iter()
         .flat_map(|&q| (0..=HOURS).map(move |h| (q, (h < HOURS).then_some(h as u32))))
@@ -724,11 +982,8 @@ fn output_names() -> impl Iterator<Item = (&'static str, Option<u32>)> {
 /// An accumulator whose histogram ranges cover the pilot samples with a margin of a
 /// quarter of their range on each side (values beyond go to the overflow bins, and the
 /// quantiles say so in their error bound), holding the pilot samples, which it takes.
-/// `thresholds(o)` gives output o's exceedance thresholds.
-fn accumulator(
-    pilot: &mut Vec<[f64; OUTPUTS]>,
-    thresholds: &dyn Fn(usize) -> Vec<f64>,
-) -> Result<Accumulator> {
+/// `thresholds[o]` are output o's exceedance thresholds.
+fn accumulator(pilot: &mut Vec<[f64; OUTPUTS]>, thresholds: &[Vec<f64>]) -> Result<Accumulator> {
     let specs = (0..OUTPUTS)
         .map(|o| {
             let (lo, hi) = pilot
@@ -740,7 +995,7 @@ fn accumulator(
             OutputSpec {
                 lo: lo - pad,
                 hi: hi + pad,
-                thresholds: thresholds(o),
+                thresholds: thresholds[o].clone(),
             }
         })
         .collect();
@@ -751,23 +1006,34 @@ fn accumulator(
     Ok(acc)
 }
 
-/// Evaluates input vectors on the engine, chunk by chunk, handing each finite run's
-/// outputs to a callback in input order.
-struct Engine<'a> {
+/// What the engine made of one run.
+pub(crate) struct RunOutcome<'a> {
+    /// Its outputs (every [`QUANTITIES`] per hour, then per day); `None` when a value was
+    /// not finite (the run diverged).
+    pub(crate) outputs: Option<&'a [f64; OUTPUTS]>,
+    /// Its hours that did not converge within the iteration cap.
+    pub(crate) unconverged_hours: u32,
+    /// Its hours whose system load lay outside the load table.
+    pub(crate) sg_load_out_of_range_hours: u32,
+}
+
+/// Evaluates input vectors on the engine, chunk by chunk, handing each run's outcome to a
+/// callback in input order.
+pub(crate) struct Engine<'a> {
     market: &'a Market,
     table: Option<&'a LoadTable>,
     cache: &'a mut CurveCache,
     opts: &'a StudyOptions,
     gpu: Option<&'a GpuContext>,
     with_sg: bool,
-    report: MethodReport,
+    pub(crate) report: MethodReport,
 }
 
 impl Engine<'_> {
-    fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         points: &[[f64; INPUTS]],
-        on_run: &mut dyn FnMut(usize, &[f64; OUTPUTS]) -> Result<()>,
+        on_run: &mut dyn FnMut(usize, RunOutcome<'_>) -> Result<()>,
     ) -> Result<()> {
         for (c, chunk) in points.chunks(CHUNK_RUNS).enumerate() {
             let t = Instant::now();
@@ -791,16 +1057,22 @@ impl Engine<'_> {
             let mut values = [0.0; OUTPUTS];
             for run in 0..batch.runs() {
                 let records = &out.records[run * HOURS..(run + 1) * HOURS];
-                self.report.runs += 1;
-                self.report.unconverged_hours +=
-                    records.iter().filter(|r| !r.converged).count() as u64;
-                self.report.sg_load_out_of_range_hours += (0..HOURS)
+                let unconverged_hours = records.iter().filter(|r| !r.converged).count() as u32;
+                let sg_load_out_of_range_hours = (0..HOURS)
                     .filter(|&h| batch.sg_load_out_of_range(run, h))
-                    .count() as u64;
-                match run_outputs(&batch, run, records, &mut scratch, &mut values)? {
-                    Some(()) => on_run(c * CHUNK_RUNS + run, &values)?,
-                    None => self.report.diverged_runs += 1,
-                }
+                    .count() as u32;
+                let finite = run_outputs(&batch, run, records, &mut scratch, &mut values)?;
+                self.report.add_run(
+                    finite.is_some(),
+                    unconverged_hours,
+                    sg_load_out_of_range_hours,
+                );
+                let outcome = RunOutcome {
+                    outputs: finite.map(|()| &values),
+                    unconverged_hours,
+                    sg_load_out_of_range_hours,
+                };
+                on_run(c * CHUNK_RUNS + run, outcome)?;
             }
             self.report.reduce_s += t.elapsed().as_secs_f64();
         }
