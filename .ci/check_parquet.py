@@ -34,36 +34,36 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-F64, U32, U64, BOOL, STR = pa.float64(), pa.uint32(), pa.uint64(), pa.bool_(), pa.string()
-I64 = pa.int64()
+F64, I64, BOOL, STR = pa.float64(), pa.int64(), pa.bool_(), pa.string()
 NAMES = pa.list_(pa.field("item", pa.string(), nullable=False))
 
 # The documented schemas, in column order. Keep in sync with src/sweep/tables.rs and
-# src/output/tables.rs (the README documents these).
+# src/output/tables.rs (the README documents these). Counts and indices are int64 in every
+# table (issue 12: readers subtract them).
 RUNS = [
-    ("run", U64), ("part", U32), ("grid_point", U64), ("sample", U32),
+    ("run", I64), ("part", I64), ("grid_point", I64), ("sample", I64),
     ("load_scale", F64), ("renewable_scale", F64), ("mg_load_scale", F64),
     ("rci_chi", F64), ("rci_kappa", F64), ("rci_xi", F64), ("rci_step_rule", STR),
     ("rci_price_tol", F64), ("rci_power_tol", F64), ("rci_balance_tol", F64),
-    ("rci_max_iterations", U32),
-    ("converged_hours", U32), ("iterations_max", U32), ("iterations_mean", F64),
+    ("rci_max_iterations", I64),
+    ("converged_hours", I64), ("iterations_max", I64), ("iterations_mean", F64),
     ("price_mean", F64), ("price_min", F64), ("price_max", F64), ("exchange_mwh", F64),
     ("smart_grid_cost", F64), ("microgrid_cost", F64), ("p2p_total_cost", F64),
     ("max_abs_balance", F64), ("settlement_head", STR),
 ]
 RUN_HOURS = [
-    ("run", U64), ("hour", U32), ("price", F64), ("exchange_mw", F64),
-    ("smart_grid_cost", F64), ("microgrid_cost", F64), ("iterations", U32),
+    ("run", I64), ("hour", I64), ("price", F64), ("exchange_mw", F64),
+    ("smart_grid_cost", F64), ("microgrid_cost", F64), ("iterations", I64),
     ("converged", BOOL), ("residual_price", F64), ("residual_power", F64),
     ("residual_dual", F64), ("residual_balance", F64),
 ]
 # The columns an attack sweep's runs table adds after RUNS (src/sweep/tables.rs).
 ATTACK = [
-    ("attack_variable", STR), ("attack_agent", U32), ("attack_hour", U32),
-    ("attack_first_iteration", U32), ("attack_duration", U32), ("attack_size", F64),
+    ("attack_variable", STR), ("attack_agent", I64), ("attack_hour", I64),
+    ("attack_first_iteration", I64), ("attack_duration", I64), ("attack_size", F64),
     ("attack_shape", STR), ("attack_defence", STR),
-    ("attack_converged", BOOL), ("attack_iterations", U32), ("attack_tampered", U32),
-    ("attack_rejected", U32), ("free_iterations", U32), ("free_converged", BOOL),
+    ("attack_converged", BOOL), ("attack_iterations", I64), ("attack_tampered", I64),
+    ("attack_rejected", I64), ("free_iterations", I64), ("free_converged", BOOL),
     ("deviation", F64), ("deviation_rel", F64), ("price_bias", F64), ("money_moved", F64),
 ]
 # The hive partition column, as pyarrow infers it from `pcc_bus=7`.

@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use arrow::array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use p2pmarket::engine::BackendChoice;
@@ -159,10 +160,13 @@ fn read_reference(path: &Path) -> Result<(Reference, u64), Error> {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or("quantity")?;
-        let hour = col("hour")?
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .ok_or("hour")?;
+        // Signed since issue 12; the committed reference predates it (uint32 hours, uint64
+        // runs), so any integer type is read as int64.
+        let int = |name: &str| -> Result<Int64Array, Error> {
+            let c = arrow::compute::cast(col(name)?, &DataType::Int64)?;
+            Ok(c.as_any().downcast_ref::<Int64Array>().ok_or(name)?.clone())
+        };
+        let hour = int("hour")?;
         let mean = col("mean")?
             .as_any()
             .downcast_ref::<Float64Array>()
@@ -171,15 +175,12 @@ fn read_reference(path: &Path) -> Result<(Reference, u64), Error> {
             .as_any()
             .downcast_ref::<Float64Array>()
             .ok_or("std")?;
-        let count = col("runs")?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or("runs")?;
+        let count = int("runs")?;
         for i in 0..batch.num_rows() {
             if method.value(i) == "mc" && !hour.is_null(i) && !std.is_null(i) {
-                runs = runs.max(count.value(i));
+                runs = runs.max(u64::try_from(count.value(i))?);
                 map.insert(
-                    (quantity.value(i).to_string(), hour.value(i)),
+                    (quantity.value(i).to_string(), u32::try_from(hour.value(i))?),
                     (mean.value(i), std.value(i)),
                 );
             }

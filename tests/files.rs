@@ -831,3 +831,98 @@ fn sweep_killed_at_random_points_leaves_nothing_after_the_next_run() {
         assert_eq!(entries(d), vec!["out", "reference", "sweep.toml"]);
     }
 }
+
+/// A small attack sweep: 2 variables x 2 defences, one part, two oracle replays.
+const SMALL_ATTACK_SWEEP: &str = "seed = 5\nruns_per_part = 4\nledger_sample = 2\n\n\
+                                  [base.rci]\nstart_price = \"own_marginal\"\n\n[parameters]\n\
+                                  attack.variable = { values = [\"price\", \"power\"] }\n\
+                                  attack.agent = { values = [1] }\n\
+                                  attack.hour = { values = [10] }\n\
+                                  attack.size = { values = [1.0] }\n\
+                                  attack.defence = { values = [\"undefended\", \"defended\"] }\n";
+
+/// Issue 12, item 2: every Parquet file that a sweep, an attack sweep and `run --ledger`
+/// write has signed integer columns only (readers subtract hours, runs and iterations:
+/// `hour - 1` must be -1 at hour 0, not an overflow or 2^32 - 1), and the outputs still
+/// verify (their hashes are of the files as written).
+#[test]
+fn issue_12_every_parquet_file_has_signed_integers_only() {
+    use arrow::datatypes::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let sweep = write(d, "sweep.toml", SMALL_SWEEP);
+    let attack = write(d, "attack.toml", SMALL_ATTACK_SWEEP);
+    let scenario = write(d, "run.toml", FAST_RUN);
+    let outs = [d.join("sweep"), d.join("attack"), d.join("ledger")];
+    for (config, out) in [(&sweep, &outs[0]), (&attack, &outs[1])] {
+        let o = p2pmarket(&[
+            "sweep",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--config",
+            s(config),
+            "--out",
+            s(out),
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let o = p2pmarket(&[
+        "run",
+        "--ledger",
+        "--config",
+        s(&scenario),
+        "--out",
+        s(&outs[2]),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    // (file name, column) -> type, over every Parquet file written.
+    let mut ints: BTreeMap<(String, String), DataType> = BTreeMap::new();
+    for out in &outs {
+        let o = p2pmarket(&["verify", s(out)]);
+        assert_eq!(o.code, 0, "verify {}: {}", out.display(), o.stderr);
+        for (path, bytes) in tree(out) {
+            let Some(bytes) = bytes.filter(|_| path.ends_with(".parquet")) else {
+                continue;
+            };
+            let schema = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .schema()
+                .clone();
+            let name = path.rsplit('/').nth(2).map_or(path.clone(), str::to_string);
+            for f in schema.fields() {
+                assert!(
+                    !f.data_type().is_unsigned_integer(),
+                    "{}/{path}: column `{}` is {}",
+                    out.display(),
+                    f.name(),
+                    f.data_type()
+                );
+                if f.data_type().is_integer() {
+                    ints.insert((name.clone(), f.name().clone()), f.data_type().clone());
+                }
+            }
+        }
+    }
+    // The counters readers subtract are there, as int64 (not a vacuous pass).
+    for (file, column) in [
+        ("runs", "run"),
+        ("runs", "attack_hour"),
+        ("runs", "attack_iterations"),
+        ("run_hours", "hour"),
+        ("run_hours", "iterations"),
+        ("hourly.parquet", "hour"),
+        ("ledger_blocks.parquet", "height"),
+        ("ledger_transactions.parquet", "hour"),
+        ("ledger_transactions.parquet", "iteration"),
+    ] {
+        assert_eq!(
+            ints.get(&(file.to_string(), column.to_string())),
+            Some(&DataType::Int64),
+            "{file} `{column}`"
+        );
+    }
+}

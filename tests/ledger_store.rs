@@ -6,6 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array};
+use arrow::record_batch::RecordBatch;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -140,29 +144,19 @@ fn rewritten_tables_are_caught_after_the_hashes_are_recomputed() {
     let small = prefix(&full, 12);
     let clean = store(&small, &small);
     // A derived column edited: the price of one consensus message.
-    let (_, txs) = ledger_tables(&small).expect("tables");
-    let mut columns = txs.columns().to_vec();
-    let price = txs.schema().index_of("price").expect("price");
-    let mut values: Vec<Option<f64>> = columns[price]
-        .as_any()
-        .downcast_ref::<arrow::array::Float64Array>()
-        .expect("f64")
-        .iter()
-        .collect();
-    let at = values.iter().position(Option::is_some).expect("a price");
-    values[at] = values[at].map(|p| p + 1.0);
-    columns[price] = std::sync::Arc::new(arrow::array::Float64Array::from(values));
-    let edited = arrow::record_batch::RecordBatch::try_new(txs.schema(), columns).expect("batch");
-    let mut files = clean.clone();
-    files.transactions = parquet_bytes(TRANSACTIONS_FILE, &edited).expect("bytes");
-    rehash(&mut files);
-    match reason(&files) {
-        LedgerDirError::File { file, reason } => {
-            assert_eq!(file, TRANSACTIONS_FILE);
-            assert!(reason.contains("`price`"), "{reason}");
-        }
-        other => panic!("{other}"),
-    }
+    let files = with_transactions_column(&small, &clean, "price", |a| {
+        let mut values: Vec<Option<f64>> = a
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("f64")
+            .iter()
+            .collect();
+        let at = values.iter().position(Option::is_some).expect("a price");
+        values[at] = values[at].map(|p| p + 1.0);
+        Arc::new(Float64Array::from(values))
+    });
+    let why = transactions_refused(&files);
+    assert!(why.contains("`price`"), "{why}");
     // Structural changes: each must be refused by the replay (with the manifest's claims
     // taken from the clean ledger, so only the replay can tell).
     let mut variants: Vec<(&str, Ledger)> = Vec::new();
@@ -213,6 +207,54 @@ fn rewritten_tables_are_caught_after_the_hashes_are_recomputed() {
     files.blocks.truncate(files.blocks.len() / 2);
     rehash(&mut files);
     assert!(matches!(reason(&files), LedgerDirError::File { .. }));
+}
+
+/// Issue 12, item 2: heights and indices are signed in the tables (readers subtract
+/// them); a negative height, with the manifest's hashes recomputed, is refused naming the
+/// file, the column, the value and the row.
+#[test]
+fn a_negative_height_is_refused_naming_the_column() {
+    let small = prefix(&day_ledger(), 4);
+    let clean = store(&small, &small);
+    let files = with_transactions_column(&small, &clean, "height", |a| {
+        let mut values = a
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("int64 heights")
+            .values()
+            .to_vec();
+        values[3] = -1;
+        Arc::new(Int64Array::from(values))
+    });
+    let why = transactions_refused(&files);
+    assert!(why.contains("column `height` holds -1 at row 3"), "{why}");
+}
+
+/// The clean store with column `name` of `ledger`'s transactions table replaced by
+/// `edit(old)`, and the manifest's hashes recomputed (what a forger would write).
+fn with_transactions_column(
+    ledger: &Ledger,
+    clean: &LedgerFiles,
+    name: &str,
+    edit: impl FnOnce(&ArrayRef) -> ArrayRef,
+) -> LedgerFiles {
+    let (_, txs) = ledger_tables(ledger).expect("tables");
+    let i = txs.schema().index_of(name).expect("a column");
+    let mut columns = txs.columns().to_vec();
+    columns[i] = edit(&columns[i]);
+    let edited = RecordBatch::try_new(txs.schema(), columns).expect("batch");
+    let mut files = clean.clone();
+    files.transactions = parquet_bytes(TRANSACTIONS_FILE, &edited).expect("bytes");
+    rehash(&mut files);
+    files
+}
+
+/// Why the transactions table of `files` is refused (a file error of that table).
+fn transactions_refused(files: &LedgerFiles) -> String {
+    match reason(files) {
+        LedgerDirError::File { file, reason } if file == TRANSACTIONS_FILE => reason,
+        other => panic!("{other}"),
+    }
 }
 
 /// The tables of `ledger` (which may not verify) under the clean store's manifest.

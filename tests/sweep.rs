@@ -392,11 +392,11 @@ fn tables_hold_the_planned_runs_and_consistent_figures() {
     let file = read_parquet(&out.path().join("run_hours/pcc_bus=7/part-00000.parquet"));
     assert_eq!(file.schema().fields(), run_hours_schema().fields());
 
-    use arrow::array::{Array, BooleanArray, Float64Array, UInt32Array, UInt64Array};
+    use arrow::array::{Array, BooleanArray, Float64Array, Int64Array};
     let col = |b: &RecordBatch, name: &str| b.column_by_name(name).unwrap().clone();
     let run = col(&runs, "run");
-    let run = run.as_any().downcast_ref::<UInt64Array>().unwrap();
-    assert_eq!(run.values().to_vec(), (0..20).collect::<Vec<u64>>());
+    let run = run.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(run.values().to_vec(), (0..20).collect::<Vec<i64>>());
     let plan = s.plan().unwrap();
     let load = col(&runs, "load_scale");
     let load = load.as_any().downcast_ref::<Float64Array>().unwrap();
@@ -412,11 +412,11 @@ fn tables_hold_the_planned_runs_and_consistent_figures() {
     assert_eq!(load.value(10), 1.0);
     // converged_hours is the count of converged rows of run_hours.
     let conv = col(&runs, "converged_hours");
-    let conv = conv.as_any().downcast_ref::<UInt32Array>().unwrap();
+    let conv = conv.as_any().downcast_ref::<Int64Array>().unwrap();
     let hconv = col(&hours, "converged");
     let hconv = hconv.as_any().downcast_ref::<BooleanArray>().unwrap();
     for i in 0..20 {
-        let n = (0..24).filter(|h| hconv.value(i * 24 + h)).count() as u32;
+        let n = (0..24).filter(|h| hconv.value(i * 24 + h)).count() as i64;
         assert_eq!(conv.value(i), n);
     }
     assert!(

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use arrow::array::{Array, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, BooleanArray, Float64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,6 +14,7 @@ use p2pmarket::Error;
 use p2pmarket::attack::{AttackVariable, Defence, HourAttacks};
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::market::Market;
+use p2pmarket::output::integers::{Unsigned, unsigned_column};
 use p2pmarket::rci;
 use p2pmarket::sweep::{
     SweepOptions, SweepReport, SweepSpec, attack_runs_schema, run_sweep, runs_schema,
@@ -74,6 +75,11 @@ fn runs_table(out: &Path) -> RecordBatch {
     concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
+/// A count or index column, read as the library reads it back (signed in the file).
+fn counts<T: Unsigned>(t: &RecordBatch, name: &str) -> Vec<T> {
+    unsigned_column(t, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn col<'a, T: Array + 'static>(t: &'a RecordBatch, name: &str) -> &'a T {
     t.column_by_name(name)
         .unwrap_or_else(|| panic!("no column {name}"))
@@ -102,28 +108,28 @@ fn attack_columns_against_the_attack_free_twin() {
     let variable = col::<StringArray>(&t, "attack_variable");
     let defence = col::<StringArray>(&t, "attack_defence");
     let size = col::<Float64Array>(&t, "attack_size");
-    let tampered = col::<UInt32Array>(&t, "attack_tampered");
-    let rejected = col::<UInt32Array>(&t, "attack_rejected");
-    let iterations = col::<UInt32Array>(&t, "attack_iterations");
+    let tampered = counts::<u32>(&t, "attack_tampered");
+    let rejected = counts::<u32>(&t, "attack_rejected");
+    let iterations = counts::<u32>(&t, "attack_iterations");
     let converged = col::<BooleanArray>(&t, "attack_converged");
-    let free_iterations = col::<UInt32Array>(&t, "free_iterations");
+    let free_iterations = counts::<u32>(&t, "free_iterations");
     let deviation = col::<Float64Array>(&t, "deviation");
     let deviation_rel = col::<Float64Array>(&t, "deviation_rel");
     let bias = col::<Float64Array>(&t, "price_bias");
     let money = col::<Float64Array>(&t, "money_moved");
-    let run = col::<UInt64Array>(&t, "run");
+    let run = counts::<u64>(&t, "run");
     let mut undefended_moved = 0;
     for k in 0..t.num_rows() {
         let label = format!(
             "run {} {} {} {}",
-            run.value(k),
+            run[k],
             variable.value(k),
             size.value(k),
             defence.value(k)
         );
-        assert_eq!(free_iterations.value(k), free.iterations, "{label}");
+        assert_eq!(free_iterations[k], free.iterations, "{label}");
         // What rci gives for this attack (the run's slot, rebuilt from the plan).
-        let planned = s.plan().unwrap().run(run.value(k));
+        let planned = s.plan().unwrap().run(run[k]);
         let spec = planned.run_spec();
         let attacks = HourAttacks {
             slots: &spec.attacks,
@@ -131,22 +137,22 @@ fn attack_columns_against_the_attack_free_twin() {
             defence: spec.defence,
         };
         let direct = rci::negotiate_attacked(&agents, &s.base.rci, &attacks, false);
-        assert_eq!(tampered.value(k), direct.tampered, "{label}");
-        assert_eq!(iterations.value(k), direct.iterations, "{label}");
+        assert_eq!(tampered[k], direct.tampered, "{label}");
+        assert_eq!(iterations[k], direct.iterations, "{label}");
         assert_eq!(converged.value(k), direct.converged, "{label}");
-        assert!(tampered.value(k) > 0, "{label}: nothing altered");
+        assert!(tampered[k] > 0, "{label}: nothing altered");
         match defence.value(k) {
             "defended" => {
                 assert_eq!(spec.defence, Defence::Defended);
-                assert_eq!(rejected.value(k), tampered.value(k), "{label}");
+                assert_eq!(rejected[k], tampered[k], "{label}");
                 assert_eq!(deviation.value(k), 0.0, "{label}");
                 assert_eq!(deviation_rel.value(k), 0.0, "{label}");
                 assert_eq!(bias.value(k), 0.0, "{label}");
                 assert_eq!(money.value(k), 0.0, "{label}");
-                assert_eq!(iterations.value(k), free.iterations, "{label}");
+                assert_eq!(iterations[k], free.iterations, "{label}");
             }
             "undefended" => {
-                assert_eq!(rejected.value(k), 0, "{label}");
+                assert_eq!(rejected[k], 0, "{label}");
                 let d = direct.price() - free.price();
                 if direct.price().is_finite() {
                     assert_eq!(bias.value(k), d, "{label}");

@@ -5,8 +5,9 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, UInt32Array};
 use arrow::compute::concat_batches;
+use arrow::datatypes::{ArrowPrimitiveType, Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -129,12 +130,9 @@ fn with_column(
     RecordBatch::try_new(batch.schema(), cols).unwrap()
 }
 
-fn f64_col(a: &ArrayRef) -> Vec<f64> {
-    a.as_any()
-        .downcast_ref::<Float64Array>()
-        .unwrap()
-        .values()
-        .to_vec()
+/// The values of a primitive column of type `T` (`Float64Type`, `Int64Type`).
+fn values<T: ArrowPrimitiveType>(a: &ArrayRef) -> Vec<T::Native> {
+    a.as_primitive::<T>().values().to_vec()
 }
 
 fn err(dir: &Path, anchor: Option<[u8; 32]>) -> SweepVerifyError {
@@ -174,17 +172,17 @@ fn stored_heads_are_the_documented_chain_of_the_run_hours_rows() {
     let runs = read(dir.path(), RUNS0);
     let hours = read(dir.path(), HOURS0);
     let run = runs.column_by_name("run").unwrap();
-    let run = run.as_any().downcast_ref::<UInt64Array>().unwrap();
+    let run = run.as_any().downcast_ref::<Int64Array>().unwrap();
     let head = runs.column_by_name("settlement_head").unwrap();
     let head = head.as_any().downcast_ref::<StringArray>().unwrap();
-    let price = f64_col(hours.column_by_name("price").unwrap());
-    let exchange = f64_col(hours.column_by_name("exchange_mw").unwrap());
+    let price = values::<Float64Type>(hours.column_by_name("price").unwrap());
+    let exchange = values::<Float64Type>(hours.column_by_name("exchange_mw").unwrap());
     assert_eq!(runs.num_rows(), 3);
     let mut leaves = Vec::new();
     for i in 0..runs.num_rows() {
         let mut h: [u8; 32] = Sha256::new()
             .chain_update(b"p2pmarket/sweep-chain/v1")
-            .chain_update(run.value(i).to_le_bytes())
+            .chain_update(u64::try_from(run.value(i)).unwrap().to_le_bytes())
             .finalize()
             .into();
         for k in 0..24 {
@@ -204,7 +202,7 @@ fn stored_heads_are_the_documented_chain_of_the_run_hours_rows() {
                 .into();
         }
         assert_eq!(head.value(i), hex::encode(h), "run {}", run.value(i));
-        let mut leaf = run.value(i).to_le_bytes().to_vec();
+        let mut leaf = u64::try_from(run.value(i)).unwrap().to_le_bytes().to_vec();
         leaf.extend_from_slice(&h);
         leaves.push(leaf);
     }
@@ -278,7 +276,7 @@ fn an_edited_price_is_caught_by_the_signature_then_by_the_chain() {
         let hours = read(dir.path(), HOURS0);
         // Run 1, hour 5: row 29.
         let edited = with_column(&hours, column, |a| {
-            let mut v = f64_col(a);
+            let mut v = values::<Float64Type>(a);
             v[29] = f64::from_bits(v[29].to_bits() ^ 1);
             Arc::new(Float64Array::from(v))
         });
@@ -499,21 +497,72 @@ fn columns_outside_the_chain_rest_on_the_signed_file_hashes() {
     let dir = clean();
     let hours = read(dir.path(), HOURS0);
     let edited = with_column(&hours, "iterations", |a| {
-        let v: Vec<u32> = a
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .unwrap()
-            .values()
-            .iter()
-            .map(|i| i + 1)
-            .collect();
-        Arc::new(UInt32Array::from(v))
+        let v: Vec<i64> = values::<Int64Type>(a).iter().map(|i| i + 1).collect();
+        Arc::new(Int64Array::from(v))
     });
     write(dir.path(), HOURS0, &edited);
     rehash(dir.path(), HOURS0);
     assert_eq!(err(dir.path(), None).kind, Kind::Signature);
     resign(dir.path());
     verify_sweep(dir.path(), Some(key())).expect("iterations are not in the chain");
+}
+
+/// Issue 12, item 2: hours and runs are signed in the files (readers subtract them), and
+/// read back unsigned. A negative `hour` (the file rehashed and the manifest re-signed, so
+/// only the rows can tell) is refused naming the file, the column, the value and the row;
+/// a file with the old unsigned `hour` is unreadable, naming both types.
+#[test]
+fn a_negative_or_unsigned_hour_is_refused_naming_the_column() {
+    let dir = clean();
+    let hours = read(dir.path(), HOURS0);
+    let edited = with_column(&hours, "hour", |a| {
+        let mut v = values::<Int64Type>(a);
+        v[29] = -1;
+        Arc::new(Int64Array::from(v))
+    });
+    write(dir.path(), HOURS0, &edited);
+    rehash(dir.path(), HOURS0);
+    resign(dir.path());
+    let e = err(dir.path(), Some(key()));
+    assert_eq!(
+        (e.kind, e.file.as_deref(), e.row),
+        (Kind::Rows, Some(HOURS0), Some(29)),
+        "{e}"
+    );
+    assert!(e.reason.contains("column `hour` holds -1"), "{e}");
+
+    // The hours as a file written before issue 12 held them.
+    let i = hours.schema().index_of("hour").unwrap();
+    let mut fields: Vec<arrow::datatypes::Field> = hours
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[i] = fields[i]
+        .clone()
+        .with_data_type(arrow::datatypes::DataType::UInt32);
+    let mut cols = hours.columns().to_vec();
+    let old: Vec<u32> = values::<Int64Type>(&cols[i])
+        .iter()
+        .map(|&h| h as u32)
+        .collect();
+    cols[i] = Arc::new(UInt32Array::from(old));
+    let schema = arrow::datatypes::Schema::new(fields);
+    let unsigned = RecordBatch::try_new(Arc::new(schema), cols).unwrap();
+    write(dir.path(), HOURS0, &unsigned);
+    rehash(dir.path(), HOURS0);
+    resign(dir.path());
+    let e = err(dir.path(), Some(key()));
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::Unreadable, Some(HOURS0)),
+        "{e}"
+    );
+    assert!(
+        e.reason.contains("column `hour` is UInt32, expected Int64"),
+        "{e}"
+    );
 }
 
 /// `p2pmarket verify` on a sweep: exit 0 when clean (with and without the anchor key), 4
@@ -550,7 +599,7 @@ fn verify_command_on_a_sweep() {
     );
     let hours = read(dir.path(), HOURS0);
     let edited = with_column(&hours, "price", |a| {
-        let mut v = f64_col(a);
+        let mut v = values::<Float64Type>(a);
         v[29] += 1.0;
         Arc::new(Float64Array::from(v))
     });

@@ -12,14 +12,13 @@
 //! An axis with at most [`MAX_CATEGORIES`] distinct values has one cell per value; a
 //! drawn one is cut into [`BINS`] bins of (nearly) equal counts, labelled by their range.
 
-use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, BooleanArray, Float64Array, StringArray, UInt32Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow::array::{Array, BooleanArray, Float64Array, StringArray};
 
 use crate::error::{Error, Result};
-use crate::output::parquet::Sink;
+use crate::output::integers::unsigned_column;
+use crate::output::parquet::{Sink, read_parquet};
 use crate::output::plots::{FigureOptions, HeatMap, write_heatmaps};
 
 /// Most distinct values an axis shows one by one.
@@ -86,47 +85,36 @@ pub fn read_attack_rows(dir: &Path) -> Result<Vec<AttackRow>> {
     }
     let mut rows = Vec::new();
     for path in files {
-        let file =
-            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let unreadable = |e: &dyn std::fmt::Display| Error::Output {
-            context: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| unreadable(&e))?
-            .build()
-            .map_err(|e| unreadable(&e))?;
-        for batch in reader {
-            let b = batch.map_err(|e| unreadable(&e))?;
-            fn col<'a, T: Array + 'static>(
-                b: &'a arrow::record_batch::RecordBatch,
-                name: &str,
-                path: &Path,
-            ) -> Result<&'a T> {
-                b.column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<T>())
-                    .ok_or_else(|| bad(path, format!("no column `{name}`: not an attack sweep")))
-            }
-            let variable = col::<StringArray>(&b, "attack_variable", &path)?;
-            let size = col::<Float64Array>(&b, "attack_size", &path)?;
-            let first = col::<UInt32Array>(&b, "attack_first_iteration", &path)?;
-            let defence = col::<StringArray>(&b, "attack_defence", &path)?;
-            let converged = col::<BooleanArray>(&b, "attack_converged", &path)?;
-            let deviation = col::<Float64Array>(&b, "deviation", &path)?;
-            let bias = col::<Float64Array>(&b, "price_bias", &path)?;
-            let money = col::<Float64Array>(&b, "money_moved", &path)?;
-            for k in 0..b.num_rows() {
-                rows.push(AttackRow {
-                    variable: variable.value(k).to_string(),
-                    size: size.value(k),
-                    first_iteration: first.value(k),
-                    defence: defence.value(k).to_string(),
-                    converged: converged.value(k),
-                    deviation: deviation.value(k),
-                    price_bias: bias.value(k),
-                    money_moved: money.value(k),
-                });
-            }
+        let b = read_parquet(&path)?;
+        fn col<'a, T: Array + 'static>(
+            b: &'a arrow::record_batch::RecordBatch,
+            name: &str,
+            path: &Path,
+        ) -> Result<&'a T> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .ok_or_else(|| bad(path, format!("no column `{name}`: not an attack sweep")))
+        }
+        let variable = col::<StringArray>(&b, "attack_variable", &path)?;
+        let size = col::<Float64Array>(&b, "attack_size", &path)?;
+        let first = unsigned_column::<u32>(&b, "attack_first_iteration")
+            .map_err(|e| bad(&path, e.to_string()))?;
+        let defence = col::<StringArray>(&b, "attack_defence", &path)?;
+        let converged = col::<BooleanArray>(&b, "attack_converged", &path)?;
+        let deviation = col::<Float64Array>(&b, "deviation", &path)?;
+        let bias = col::<Float64Array>(&b, "price_bias", &path)?;
+        let money = col::<Float64Array>(&b, "money_moved", &path)?;
+        for (k, first_iteration) in first.into_iter().enumerate() {
+            rows.push(AttackRow {
+                variable: variable.value(k).to_string(),
+                size: size.value(k),
+                first_iteration,
+                defence: defence.value(k).to_string(),
+                converged: converged.value(k),
+                deviation: deviation.value(k),
+                price_bias: bias.value(k),
+                money_moved: money.value(k),
+            });
         }
     }
     if rows.is_empty() {

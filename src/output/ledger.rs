@@ -12,19 +12,18 @@
 //! - `ledger.json`: the manifest: format, encoding version, the run, genesis and tip
 //!   hashes, counts, and each Parquet file's size and SHA-256.
 //!
-//! Both tables carry the encoding version in their schema metadata
-//! ([`ENCODING_KEY`]). The `bytes` columns are the ledger; every other column is derived
-//! from them, and [`verify_ledger_dir`] checks that it is. The manifest must be byte for
-//! byte the canonical JSON of its content, so that no byte of any of the three files can
-//! change unnoticed.
+//! Heights, indices and counts are signed 64-bit columns ([`super::integers`]); the
+//! canonical encoding in `bytes` keeps its own unsigned fields. Both tables carry the
+//! encoding version in their schema metadata ([`ENCODING_KEY`]). The `bytes` columns are
+//! the ledger; every other column is derived from them, and [`verify_ledger_dir`] checks
+//! that it is. The manifest must be byte for byte the canonical JSON of its content, so
+//! that no byte of any of the three files can change unnoticed.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BinaryArray, Float64Array, StringArray, UInt32Array, UInt64Array,
-};
+use arrow::array::{Array, ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -38,6 +37,7 @@ use crate::ledger::{
     VerifyOptions, verify,
 };
 
+use super::integers::{INT, int_array, unsigned_column};
 use super::parquet::{Sink, parquet_bytes};
 
 /// The manifest's file name.
@@ -123,12 +123,7 @@ fn with_encoding(fields: Vec<Field>) -> SchemaRef {
 /// Schema of `ledger_blocks.parquet`.
 pub fn blocks_schema() -> SchemaRef {
     with_encoding(vec![
-        column(
-            "height",
-            DataType::UInt64,
-            false,
-            "block height, 0 = genesis",
-        ),
+        column("height", INT, false, "block height, 0 = genesis"),
         column("hash", DataType::Utf8, false, "SHA-256 of the header, hex"),
         column(
             "prev_hash",
@@ -142,20 +137,10 @@ pub fn blocks_schema() -> SchemaRef {
             false,
             "Merkle root of the transactions, hex",
         ),
-        column(
-            "timestamp_ms",
-            DataType::UInt64,
-            false,
-            "simulated time, ms",
-        ),
-        column("proposer", DataType::UInt32, false, "proposing validator"),
-        column(
-            "tx_count",
-            DataType::UInt32,
-            false,
-            "transactions in the block",
-        ),
-        column("votes", DataType::UInt32, false, "validator signatures"),
+        column("timestamp_ms", INT, false, "simulated time, ms"),
+        column("proposer", INT, false, "proposing validator"),
+        column("tx_count", INT, false, "transactions in the block"),
+        column("votes", INT, false, "validator signatures"),
         column(
             "bytes",
             DataType::Binary,
@@ -167,25 +152,25 @@ pub fn blocks_schema() -> SchemaRef {
 
 /// Schema of `ledger_transactions.parquet`.
 pub fn transactions_schema() -> SchemaRef {
-    let u32n = |name, d| column(name, DataType::UInt32, true, d);
+    let intn = |name, d| column(name, INT, true, d);
     let f64n = |name, d| column(name, DataType::Float64, true, d);
     with_encoding(vec![
-        column("height", DataType::UInt64, false, "height of the block"),
-        column("index", DataType::UInt32, false, "position in the block"),
+        column("height", INT, false, "height of the block"),
+        column("index", INT, false, "position in the block"),
         column(
             "kind",
             DataType::Utf8,
             false,
             "parameters, agent, validator, consensus, settlement",
         ),
-        u32n("run", "consensus: run"),
-        u32n("hour", "consensus, settlement: hour"),
-        u32n("iteration", "consensus: RCI iteration"),
-        u32n("agent", "consensus: sender; agent, validator: index"),
+        intn("run", "consensus: run"),
+        intn("hour", "consensus, settlement: hour"),
+        intn("iteration", "consensus: RCI iteration"),
+        intn("agent", "consensus: sender; agent, validator: index"),
         f64n("price", "consensus: local price; settlement: price; $/MWh"),
         f64n("power", "consensus: export, MW"),
-        u32n("seller", "settlement: seller"),
-        u32n("buyer", "settlement: buyer"),
+        intn("seller", "settlement: seller"),
+        intn("buyer", "settlement: buyer"),
         f64n("mw", "settlement: traded power, MW"),
         column(
             "bytes",
@@ -215,30 +200,25 @@ pub fn ledger_tables(ledger: &Ledger) -> Result<(RecordBatch, RecordBatch)> {
     let blocks = table(
         blocks_schema(),
         vec![
-            Arc::new(UInt64Array::from_iter_values(
-                b.iter().map(|x| x.header.height),
-            )),
+            int_array(BLOCKS_FILE, b.iter().map(|x| x.header.height))?,
             hex_of(|x| x.hash()),
             hex_of(|x| x.header.prev_hash),
             hex_of(|x| x.header.merkle_root),
-            Arc::new(UInt64Array::from_iter_values(
-                b.iter().map(|x| x.header.timestamp_ms),
-            )),
-            Arc::new(UInt32Array::from_iter_values(
-                b.iter().map(|x| x.header.proposer),
-            )),
-            Arc::new(UInt32Array::from_iter_values(
-                b.iter().map(|x| x.header.tx_count),
-            )),
-            Arc::new(UInt32Array::from_iter_values(
-                b.iter().map(|x| x.votes.len() as u32),
-            )),
+            int_array(BLOCKS_FILE, b.iter().map(|x| x.header.timestamp_ms))?,
+            int_array(BLOCKS_FILE, b.iter().map(|x| x.header.proposer))?,
+            int_array(BLOCKS_FILE, b.iter().map(|x| x.header.tx_count))?,
+            int_array(BLOCKS_FILE, b.iter().map(|x| x.votes.len()))?,
             Arc::new(BinaryArray::from_iter_values(encoded.iter())),
         ],
     )?;
     let t = &ledger.transactions;
-    let u32s = |f: &dyn Fn(&TxBody) -> Option<u32>| -> ArrayRef {
-        Arc::new(t.iter().map(|r| f(&r.tx.body)).collect::<UInt32Array>())
+    // Null where the kind has none; a u32 always fits.
+    let ints = |f: &dyn Fn(&TxBody) -> Option<u32>| -> ArrayRef {
+        Arc::new(
+            t.iter()
+                .map(|r| f(&r.tx.body).map(i64::from))
+                .collect::<Int64Array>(),
+        )
     };
     let f64s = |f: &dyn Fn(&TxBody) -> Option<f64>| -> ArrayRef {
         Arc::new(t.iter().map(|r| f(&r.tx.body)).collect::<Float64Array>())
@@ -254,25 +234,25 @@ pub fn ledger_tables(ledger: &Ledger) -> Result<(RecordBatch, RecordBatch)> {
     let transactions = table(
         transactions_schema(),
         vec![
-            Arc::new(UInt64Array::from_iter_values(t.iter().map(|r| r.height))),
-            Arc::new(UInt32Array::from_iter_values(t.iter().map(|r| r.index))),
+            int_array(TRANSACTIONS_FILE, t.iter().map(|r| r.height))?,
+            int_array(TRANSACTIONS_FILE, t.iter().map(|r| r.index))?,
             Arc::new(StringArray::from_iter_values(
                 t.iter().map(|r| kind(&r.tx.body)),
             )),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Consensus(m) => Some(m.run),
                 _ => None,
             }),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Consensus(m) => Some(m.hour),
                 TxBody::Settlement(s) => Some(s.hour),
                 _ => None,
             }),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Consensus(m) => Some(m.iteration),
                 _ => None,
             }),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Consensus(m) => Some(m.agent),
                 TxBody::Agent(a) => Some(a.agent),
                 TxBody::Validator(v) => Some(v.validator),
@@ -287,11 +267,11 @@ pub fn ledger_tables(ledger: &Ledger) -> Result<(RecordBatch, RecordBatch)> {
                 TxBody::Consensus(m) => Some(m.power),
                 _ => None,
             }),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Settlement(s) => Some(s.seller),
                 _ => None,
             }),
-            u32s(&|b| match b {
+            ints(&|b| match b {
                 TxBody::Settlement(s) => Some(s.buyer),
                 _ => None,
             }),
@@ -421,6 +401,14 @@ fn schema_difference(found: &Schema, want: &Schema) -> Option<String> {
         return Some(format!("{} columns", found.fields().len()));
     }
     for (f, w) in found.fields().iter().zip(want.fields()) {
+        if f.name() == w.name() && f.data_type() != w.data_type() {
+            return Some(format!(
+                "column `{}` is {}, expected {}",
+                f.name(),
+                f.data_type(),
+                w.data_type()
+            ));
+        }
         if f.name() != w.name()
             || f.data_type() != w.data_type()
             || f.is_nullable() != w.is_nullable()
@@ -539,21 +527,17 @@ pub fn verify_ledger_files(
                 .map_err(|e| file_error(BLOCKS_FILE, format!("row {i}: {e}")))
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let heights = txs_batch
-        .column_by_name("height")
-        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .ok_or_else(|| file_error(TRANSACTIONS_FILE, "no column `height`"))?;
-    let indices = txs_batch
-        .column_by_name("index")
-        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
-        .ok_or_else(|| file_error(TRANSACTIONS_FILE, "no column `index`"))?;
+    let column_error =
+        |e: super::integers::ColumnError| file_error(TRANSACTIONS_FILE, e.to_string());
+    let heights = unsigned_column::<u64>(&txs_batch, "height").map_err(column_error)?;
+    let indices = unsigned_column::<u32>(&txs_batch, "index").map_err(column_error)?;
     let transactions = binary_rows(&txs_batch, TRANSACTIONS_FILE)?
         .iter()
         .enumerate()
         .map(|(i, b)| {
             Ok(TxRecord {
-                height: heights.value(i),
-                index: indices.value(i),
+                height: heights[i],
+                index: indices[i],
                 tx: Transaction::decode(b.unwrap_or_default())
                     .map_err(|e| file_error(TRANSACTIONS_FILE, format!("row {i}: {e}")))?,
             })

@@ -3,12 +3,14 @@
 //!
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
 //! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
+//! - [`integers`]: counts and indices written as signed integers and read back unsigned;
 //! - [`plots`]: figures as PNG, SVG and PDF;
 //! - [`attack_figures`]: the heat maps of an attack sweep;
 //! - [`summary`]: the JSON summary;
 //! - [`lock`]: advisory locks that tell a live writer from a dead one.
 
 pub mod attack_figures;
+pub mod integers;
 pub mod ledger;
 pub mod lock;
 pub mod parquet;

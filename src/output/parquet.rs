@@ -6,9 +6,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::compute::concat_batches;
 use arrow::datatypes::Schema;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -117,6 +119,24 @@ fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
     // Sync before the rename so that a crash cannot leave a renamed but empty file.
     file.sync_all()
         .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// Reads a whole Parquet file as one batch, so that row numbers in errors are the file's.
+pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
+    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let unreadable = |e: &dyn std::fmt::Display| Error::Output {
+        context: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(&e))?
+        .build()
+        .map_err(|e| unreadable(&e))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| unreadable(&e))?;
+    concat_batches(&schema, &batches).map_err(|e| unreadable(&e))
 }
 
 /// A destination for a run's tables and files.

@@ -25,11 +25,10 @@
 //! market); its iteration and message counts are not.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow::array::{Array, BooleanArray, Float64Array, StringArray};
+use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -39,6 +38,8 @@ use crate::attack::{Defence, HourAttacks};
 use crate::engine::Batch;
 use crate::error::{Error, Result};
 use crate::ledger::{HourReplay, ReplayEnd, ReplayOptions, replay_hour};
+use crate::output::integers::{Unsigned, unsigned_column};
+use crate::output::parquet::read_parquet;
 use crate::rci;
 use crate::sweep::manifest;
 use crate::sweep::plan::{PartPlan, SweepPlan};
@@ -132,7 +133,7 @@ pub fn sample_runs(plan: &SweepPlan, n: u64, seed: u64) -> Vec<u64> {
 }
 
 fn column<'a, T: Array + 'static>(
-    batch: &'a arrow::record_batch::RecordBatch,
+    batch: &'a RecordBatch,
     name: &str,
     path: &Path,
 ) -> Result<&'a T> {
@@ -145,18 +146,13 @@ fn column<'a, T: Array + 'static>(
         })
 }
 
-fn read(path: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-    let open = |e: String| Error::Output {
+/// The count or index column `name` (see [`unsigned_column`]); a negative value is an
+/// error naming the file, the column and the row.
+fn index_column<T: Unsigned>(batch: &RecordBatch, name: &str, path: &Path) -> Result<Vec<T>> {
+    unsigned_column(batch, name).map_err(|e| Error::Output {
         context: path.display().to_string(),
-        message: e,
-    };
-    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| open(e.to_string()))?
-        .build()
-        .map_err(|e| open(e.to_string()))?
-        .map(|b| b.map_err(|e| open(e.to_string())))
-        .collect()
+        message: e.to_string(),
+    })
 }
 
 /// The published outcomes of the `sample` runs, read from the sweep's files in `out`.
@@ -178,65 +174,57 @@ pub fn read_modelled(parts: &[PartPlan], out: &Path, sample: &[u64]) -> Result<V
             .unwrap_or_default();
         let mut hours: HashMap<(u64, u32), (f64, f64)> = HashMap::new();
         let hours_path = out.join(part.run_hours_path());
-        for b in read(&hours_path)? {
-            let run = column::<UInt64Array>(&b, "run", &hours_path)?;
-            let hour = column::<UInt32Array>(&b, "hour", &hours_path)?;
-            let price = column::<Float64Array>(&b, "price", &hours_path)?;
-            let exchange = column::<Float64Array>(&b, "exchange_mw", &hours_path)?;
-            for k in 0..b.num_rows() {
-                if wanted.contains(&run.value(k)) {
-                    hours.insert(
-                        (run.value(k), hour.value(k)),
-                        (price.value(k), exchange.value(k)),
-                    );
-                }
+        let b = read_parquet(&hours_path)?;
+        let run = index_column::<u64>(&b, "run", &hours_path)?;
+        let hour = index_column::<u32>(&b, "hour", &hours_path)?;
+        let price = column::<Float64Array>(&b, "price", &hours_path)?;
+        let exchange = column::<Float64Array>(&b, "exchange_mw", &hours_path)?;
+        for k in 0..b.num_rows() {
+            if wanted.contains(&run[k]) {
+                hours.insert((run[k], hour[k]), (price.value(k), exchange.value(k)));
             }
         }
-        for b in read(&runs_path)? {
-            let p = &runs_path;
-            let run = column::<UInt64Array>(&b, "run", p)?;
-            let hour = column::<UInt32Array>(&b, "attack_hour", p)?;
-            let converged = column::<BooleanArray>(&b, "attack_converged", p)?;
-            let iterations = column::<UInt32Array>(&b, "attack_iterations", p)?;
-            let tampered = column::<UInt32Array>(&b, "attack_tampered", p)?;
-            let rejected = column::<UInt32Array>(&b, "attack_rejected", p)?;
-            let free_converged = column::<BooleanArray>(&b, "free_converged", p)?;
-            let free_iterations = column::<UInt32Array>(&b, "free_iterations", p)?;
-            let defence = column::<StringArray>(&b, "attack_defence", p)?;
-            for k in 0..b.num_rows() {
-                let r = run.value(k);
-                if !wanted.contains(&r) {
-                    continue;
-                }
-                let (price, exchange_mw) =
-                    *hours
-                        .get(&(r, hour.value(k)))
-                        .ok_or_else(|| Error::Output {
-                            context: hours_path.display().to_string(),
-                            message: format!("no row of run {r}, hour {}", hour.value(k)),
-                        })?;
-                if defence.value(k) != "defended" {
-                    return Err(Error::Output {
-                        context: p.display().to_string(),
-                        message: format!("run {r} is not defended, but the plan says it is"),
-                    });
-                }
-                found.insert(
-                    r,
-                    Modelled {
-                        run: r,
-                        engine: engine.clone(),
-                        converged: converged.value(k),
-                        iterations: iterations.value(k),
-                        tampered: tampered.value(k),
-                        rejected: rejected.value(k),
-                        price,
-                        exchange_mw,
-                        free_converged: free_converged.value(k),
-                        free_iterations: free_iterations.value(k),
-                    },
-                );
+        let p = &runs_path;
+        let b = read_parquet(p)?;
+        let run = index_column::<u64>(&b, "run", p)?;
+        let hour = index_column::<u32>(&b, "attack_hour", p)?;
+        let converged = column::<BooleanArray>(&b, "attack_converged", p)?;
+        let iterations = index_column::<u32>(&b, "attack_iterations", p)?;
+        let tampered = index_column::<u32>(&b, "attack_tampered", p)?;
+        let rejected = index_column::<u32>(&b, "attack_rejected", p)?;
+        let free_converged = column::<BooleanArray>(&b, "free_converged", p)?;
+        let free_iterations = index_column::<u32>(&b, "free_iterations", p)?;
+        let defence = column::<StringArray>(&b, "attack_defence", p)?;
+        for k in 0..b.num_rows() {
+            let r = run[k];
+            if !wanted.contains(&r) {
+                continue;
             }
+            let (price, exchange_mw) = *hours.get(&(r, hour[k])).ok_or_else(|| Error::Output {
+                context: hours_path.display().to_string(),
+                message: format!("no row of run {r}, hour {}", hour[k]),
+            })?;
+            if defence.value(k) != "defended" {
+                return Err(Error::Output {
+                    context: p.display().to_string(),
+                    message: format!("run {r} is not defended, but the plan says it is"),
+                });
+            }
+            found.insert(
+                r,
+                Modelled {
+                    run: r,
+                    engine: engine.clone(),
+                    converged: converged.value(k),
+                    iterations: iterations[k],
+                    tampered: tampered[k],
+                    rejected: rejected[k],
+                    price,
+                    exchange_mw,
+                    free_converged: free_converged.value(k),
+                    free_iterations: free_iterations[k],
+                },
+            );
         }
     }
     sample

@@ -3,12 +3,13 @@
 //!
 //! Both schemas are fixed: every sweepable parameter has a column whether it was swept or
 //! not (an unswept one holds the base value), so datasets of different sweeps share one
-//! schema. `pcc_bus` is not a column: it is the hive partition (`pcc_bus=7/`).
+//! schema. `pcc_bus` is not a column: it is the hive partition (`pcc_bus=7/`). Counts and
+//! indices are signed 64-bit columns ([`crate::output::integers`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use crate::engine::{BatchOutputs, HourRecord};
 use crate::error::{Error, Result};
 use crate::ledger::settlement_head;
+use crate::output::integers::{INT, int_array};
 use crate::rci::StepRule;
 use crate::sweep::plan::PlannedRun;
 
@@ -35,25 +37,20 @@ fn field(name: &str, data_type: DataType, unit: &str, description: &str) -> Fiel
 const RUNS_COLUMNS: [(&str, DataType, &str, &str); 27] = [
     (
         "run",
-        DataType::UInt64,
+        INT,
         "",
         "global run index, grid_point * samples + sample",
     ),
-    (
-        "part",
-        DataType::UInt32,
-        "",
-        "part number within the pcc_bus partition",
-    ),
+    ("part", INT, "", "part number within the pcc_bus partition"),
     (
         "grid_point",
-        DataType::UInt64,
+        INT,
         "",
         "index of the grid point in the cartesian product",
     ),
     (
         "sample",
-        DataType::UInt32,
+        INT,
         "",
         "index of the uniform draw at the grid point",
     ),
@@ -117,19 +114,14 @@ const RUNS_COLUMNS: [(&str, DataType, &str, &str); 27] = [
         "MW",
         "trade-balance stop tolerance",
     ),
-    ("rci_max_iterations", DataType::UInt32, "", "iteration cap"),
+    ("rci_max_iterations", INT, "", "iteration cap"),
     (
         "converged_hours",
-        DataType::UInt32,
+        INT,
         "h",
         "hours whose negotiation met every stop rule",
     ),
-    (
-        "iterations_max",
-        DataType::UInt32,
-        "",
-        "most RCI iterations of any hour",
-    ),
+    ("iterations_max", INT, "", "most RCI iterations of any hour"),
     (
         "iterations_mean",
         DataType::Float64,
@@ -205,20 +197,20 @@ const ATTACK_COLUMNS: [(&str, DataType, &str, &str); 18] = [
     ),
     (
         "attack_agent",
-        DataType::UInt32,
+        INT,
         "",
         "target agent: 0 = the smart grid, 1 = the microgrid",
     ),
-    ("attack_hour", DataType::UInt32, "h", "the attacked hour"),
+    ("attack_hour", INT, "h", "the attacked hour"),
     (
         "attack_first_iteration",
-        DataType::UInt32,
+        INT,
         "",
         "first attacked message iteration",
     ),
     (
         "attack_duration",
-        DataType::UInt32,
+        INT,
         "",
         "attacked iterations; 0 = to the end of the negotiation",
     ),
@@ -248,25 +240,25 @@ const ATTACK_COLUMNS: [(&str, DataType, &str, &str); 18] = [
     ),
     (
         "attack_iterations",
-        DataType::UInt32,
+        INT,
         "",
         "RCI iterations of the attacked hour",
     ),
     (
         "attack_tampered",
-        DataType::UInt32,
+        INT,
         "",
         "messages of the attacked hour the attack altered (at least one bit)",
     ),
     (
         "attack_rejected",
-        DataType::UInt32,
+        INT,
         "",
         "altered messages the ledger rejected (all when defended, none otherwise)",
     ),
     (
         "free_iterations",
-        DataType::UInt32,
+        INT,
         "",
         "RCI iterations of the attacked hour without the attack",
     ),
@@ -305,8 +297,8 @@ const ATTACK_COLUMNS: [(&str, DataType, &str, &str); 18] = [
 
 /// `(name, type, unit, description)` of every `run_hours` column, in order.
 const RUN_HOURS_COLUMNS: [(&str, DataType, &str, &str); 12] = [
-    ("run", DataType::UInt64, "", "global run index"),
-    ("hour", DataType::UInt32, "h", "hour of the day, 0..24"),
+    ("run", INT, "", "global run index"),
+    ("hour", INT, "h", "hour of the day, 0..24"),
     (
         "price",
         DataType::Float64,
@@ -331,12 +323,7 @@ const RUN_HOURS_COLUMNS: [(&str, DataType, &str, &str); 12] = [
         "$/h",
         "microgrid's P2P operating cost (0 when disabled)",
     ),
-    (
-        "iterations",
-        DataType::UInt32,
-        "",
-        "RCI iterations performed",
-    ),
+    ("iterations", INT, "", "RCI iterations performed"),
     (
         "converged",
         DataType::Boolean,
@@ -429,16 +416,13 @@ fn output_err(context: &str) -> impl Fn(arrow::error::ArrowError) -> Error + '_ 
     }
 }
 
+/// The `runs` table's name in errors.
+const RUNS: &str = "runs table";
+/// The `run_hours` table's name in errors.
+const RUN_HOURS: &str = "run_hours table";
+
 fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(v))
-}
-
-fn u32s(v: impl Iterator<Item = u32>) -> ArrayRef {
-    Arc::new(UInt32Array::from_iter_values(v))
-}
-
-fn u64s(v: impl Iterator<Item = u64>) -> ArrayRef {
-    Arc::new(UInt64Array::from_iter_values(v))
 }
 
 /// Day-level figures of one run, reduced over the hours in hour order.
@@ -599,11 +583,10 @@ pub fn runs_table(
     let v = |g: fn(&PlannedRun) -> f64| f64s(runs.iter().map(g));
     let d = |g: fn(&DayFigures) -> f64| f64s(days.iter().map(g));
     let mut arrays: Vec<ArrayRef> = vec![
-        u64s(runs.iter().map(|r| r.run)),
-        u32s(runs.iter().map(|_| part)),
-        u64s(runs.iter().map(|r| r.grid_point)),
-        // `samples` <= MAX_TOTAL_RUNS < 2^32.
-        u32s(runs.iter().map(|r| r.sample as u32)),
+        int_array(RUNS, runs.iter().map(|r| r.run))?,
+        int_array(RUNS, runs.iter().map(|_| part))?,
+        int_array(RUNS, runs.iter().map(|r| r.grid_point))?,
+        int_array(RUNS, runs.iter().map(|r| r.sample))?,
         v(|r| r.values.load_scale),
         v(|r| r.values.renewable_scale),
         v(|r| r.values.mg_load_scale),
@@ -616,9 +599,9 @@ pub fn runs_table(
         v(|r| r.values.rci.price_tol),
         v(|r| r.values.rci.power_tol),
         v(|r| r.values.rci.balance_tol),
-        u32s(runs.iter().map(|r| r.values.rci.max_iterations)),
-        u32s(days.iter().map(|f| f.converged_hours)),
-        u32s(days.iter().map(|f| f.iterations_max)),
+        int_array(RUNS, runs.iter().map(|r| r.values.rci.max_iterations))?,
+        int_array(RUNS, days.iter().map(|f| f.converged_hours))?,
+        int_array(RUNS, days.iter().map(|f| f.iterations_max))?,
         d(|f| f.iterations_mean),
         d(|f| f.price_mean),
         d(|f| f.price_min),
@@ -632,7 +615,7 @@ pub fn runs_table(
     ];
     let Some(figures) = attacks else {
         return RecordBatch::try_new(with_engine(runs_schema(), engine), arrays)
-            .map_err(output_err("runs table"));
+            .map_err(output_err(RUNS));
     };
     let params: Vec<crate::sweep::spec::RunAttack> = runs
         .iter()
@@ -640,7 +623,7 @@ pub fn runs_table(
         .collect::<Option<_>>()
         .filter(|p: &Vec<_>| p.len() == figures.len())
         .ok_or_else(|| Error::Output {
-            context: "runs table".into(),
+            context: RUNS.into(),
             message: "an attack sweep's part without an attack or its figures for every run".into(),
         })?;
     let a = |g: fn(&AttackFigures) -> f64| f64s(figures.iter().map(g));
@@ -653,10 +636,10 @@ pub fn runs_table(
         Arc::new(StringArray::from_iter_values(
             params.iter().map(|p| p.variable.name()),
         )) as ArrayRef,
-        u32s(params.iter().map(|p| p.agent)),
-        u32s(params.iter().map(|p| p.hour)),
-        u32s(params.iter().map(|p| p.first_iteration)),
-        u32s(params.iter().map(|p| p.duration)),
+        int_array(RUNS, params.iter().map(|p| p.agent))?,
+        int_array(RUNS, params.iter().map(|p| p.hour))?,
+        int_array(RUNS, params.iter().map(|p| p.first_iteration))?,
+        int_array(RUNS, params.iter().map(|p| p.duration))?,
         f64s(params.iter().map(|p| p.size)),
         Arc::new(StringArray::from_iter_values(
             params.iter().map(|p| shape_name(p.shape)),
@@ -665,10 +648,10 @@ pub fn runs_table(
             params.iter().map(|p| defence_name(p.defence)),
         )),
         bools(|f| f.converged),
-        u32s(figures.iter().map(|f| f.iterations)),
-        u32s(figures.iter().map(|f| f.tampered)),
-        u32s(figures.iter().map(|f| f.rejected)),
-        u32s(figures.iter().map(|f| f.free_iterations)),
+        int_array(RUNS, figures.iter().map(|f| f.iterations))?,
+        int_array(RUNS, figures.iter().map(|f| f.tampered))?,
+        int_array(RUNS, figures.iter().map(|f| f.rejected))?,
+        int_array(RUNS, figures.iter().map(|f| f.free_iterations))?,
         bools(|f| f.free_converged),
         a(|f| f.deviation),
         a(|f| f.deviation_rel),
@@ -676,7 +659,7 @@ pub fn runs_table(
         a(|f| f.money_moved),
     ]);
     RecordBatch::try_new(with_engine(attack_runs_schema(), engine), arrays)
-        .map_err(output_err("runs table"))
+        .map_err(output_err(RUNS))
 }
 
 /// The `run_hours` rows of one part, ordered by (run, hour).
@@ -690,13 +673,16 @@ pub fn run_hours_table(
     let recs = &outputs.records;
     let r = |g: fn(&HourRecord) -> f64| f64s(recs.iter().map(g));
     let arrays: Vec<ArrayRef> = vec![
-        u64s(runs.iter().flat_map(|run| std::iter::repeat_n(run.run, h))),
-        u32s((0..recs.len()).map(|k| (k % h) as u32)),
+        int_array(
+            RUN_HOURS,
+            runs.iter().flat_map(|run| std::iter::repeat_n(run.run, h)),
+        )?,
+        int_array(RUN_HOURS, (0..recs.len()).map(|k| k % h))?,
         r(|x| x.price),
         r(|x| x.exchange_mw),
         r(|x| x.agent_cost[0]),
         r(|x| x.agent_cost[1]),
-        u32s(recs.iter().map(|x| x.iterations)),
+        int_array(RUN_HOURS, recs.iter().map(|x| x.iterations))?,
         Arc::new(BooleanArray::from(
             recs.iter().map(|x| x.converged).collect::<Vec<bool>>(),
         )),
@@ -706,7 +692,7 @@ pub fn run_hours_table(
         r(|x| x.residuals.balance),
     ];
     RecordBatch::try_new(with_engine(run_hours_schema(), engine), arrays)
-        .map_err(output_err("run_hours table"))
+        .map_err(output_err(RUN_HOURS))
 }
 
 fn check_sizes(runs: &[PlannedRun], outputs: &BatchOutputs) -> Result<()> {
@@ -739,6 +725,12 @@ mod tests {
             assert!(!names.contains(&"pcc_bus"), "pcc_bus is the hive partition");
             for f in schema.fields() {
                 assert!(!f.is_nullable());
+                assert!(
+                    !f.data_type().is_unsigned_integer(),
+                    "{} is {}: readers subtract counts and indices",
+                    f.name(),
+                    f.data_type()
+                );
                 assert!(!f.metadata()["description"].is_empty(), "{}", f.name());
             }
         }

@@ -31,8 +31,9 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, Float64Array, StringArray, UInt32Array, UInt64Array};
-use arrow::record_batch::RecordBatch;
+use arrow::array::{Array, Float64Array, StringArray};
+use arrow::compute::concat_batches;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -41,6 +42,7 @@ use super::manifest::{
 };
 use crate::ledger::{Hash, PublicKey, part_root, settlement_head, verify_signature};
 use crate::microgrid::HOURS;
+use crate::output::integers::{ColumnError, Unsigned, unsigned_column};
 
 /// What is wrong with a sweep; [`code`](Self::code) is a stable small number per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -359,12 +361,8 @@ fn walk(dir: &Path) -> Result<Vec<String>, SweepVerifyError> {
     Ok(out)
 }
 
-/// The named columns of a Parquet file, read in batches.
-fn read_columns(
-    path: &Path,
-    rel: &str,
-    names: &[&str],
-) -> Result<Vec<RecordBatch>, SweepVerifyError> {
+/// The named columns of a Parquet file, as one batch (rows are the file's rows).
+fn read_columns(path: &Path, rel: &str, names: &[&str]) -> Result<RecordBatch, SweepVerifyError> {
     let file = File::open(path).map_err(|e| fail(Kind::Io, rel, format!("cannot open: {e}")))?;
     let unreadable = |what: String| fail(Kind::Unreadable, rel, what);
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -379,12 +377,15 @@ fn read_columns(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    builder
+    let reader = builder
         .with_projection(mask)
         .build()
-        .map_err(|e| unreadable(format!("unreadable Parquet file ({e})")))?
+        .map_err(|e| unreadable(format!("unreadable Parquet file ({e})")))?;
+    let projected = reader.schema();
+    let batches = reader
         .map(|b| b.map_err(|e| unreadable(format!("unreadable data ({e})"))))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    concat_batches(&projected, &batches).map_err(|e| unreadable(format!("unreadable data ({e})")))
 }
 
 /// Column `name` of `batch` as `T`, without nulls.
@@ -413,43 +414,48 @@ fn column<'a, T: Array + 'static>(
     Ok(typed)
 }
 
+/// The count or index column `name` of `batch` (see [`unsigned_column`]): a missing,
+/// mistyped or null column is unreadable, a negative value is a row out of place.
+fn index_column<T: Unsigned>(
+    batch: &RecordBatch,
+    rel: &str,
+    name: &str,
+) -> Result<Vec<T>, SweepVerifyError> {
+    unsigned_column(batch, name).map_err(|e| {
+        let kind = match e {
+            ColumnError::OutOfRange { .. } => Kind::Rows,
+            _ => Kind::Unreadable,
+        };
+        fail(kind, rel, e.to_string()).at(e.row().map(|r| r as u64), None)
+    })
+}
+
 /// The `(run, settlement_head)` rows of a `runs` part file, in row order.
 pub fn read_runs_rows(path: &Path, rel: &str) -> Result<Vec<(u64, Hash)>, SweepVerifyError> {
-    let mut rows = Vec::new();
-    for batch in read_columns(path, rel, &["run", "settlement_head"])? {
-        let run = column::<UInt64Array>(&batch, rel, "run")?;
-        let head = column::<StringArray>(&batch, rel, "settlement_head")?;
-        for k in 0..batch.num_rows() {
+    let batch = read_columns(path, rel, &["run", "settlement_head"])?;
+    let run = index_column::<u64>(&batch, rel, "run")?;
+    let head = column::<StringArray>(&batch, rel, "settlement_head")?;
+    run.into_iter()
+        .enumerate()
+        .map(|(k, r)| {
             let h = hash_hex(head.value(k)).map_err(|e| {
-                fail(Kind::Rows, rel, format!("settlement_head {e}"))
-                    .at(Some(rows.len() as u64), Some(run.value(k)))
+                fail(Kind::Rows, rel, format!("settlement_head {e}")).at(Some(k as u64), Some(r))
             })?;
-            rows.push((run.value(k), h));
-        }
-    }
-    Ok(rows)
+            Ok((r, h))
+        })
+        .collect()
 }
 
 /// The chain's columns of a `run_hours` part file.
 pub fn read_hour_rows(path: &Path, rel: &str) -> Result<HourRows, SweepVerifyError> {
-    let mut rows = HourRows::default();
-    for batch in read_columns(path, rel, &["run", "hour", "price", "exchange_mw"])? {
-        rows.run
-            .extend(column::<UInt64Array>(&batch, rel, "run")?.values().iter());
-        rows.hour
-            .extend(column::<UInt32Array>(&batch, rel, "hour")?.values().iter());
-        rows.price.extend(
-            column::<Float64Array>(&batch, rel, "price")?
-                .values()
-                .iter(),
-        );
-        rows.exchange_mw.extend(
-            column::<Float64Array>(&batch, rel, "exchange_mw")?
-                .values()
-                .iter(),
-        );
-    }
-    Ok(rows)
+    let batch = read_columns(path, rel, &["run", "hour", "price", "exchange_mw"])?;
+    let f64s = |name| Ok(column::<Float64Array>(&batch, rel, name)?.values().to_vec());
+    Ok(HourRows {
+        run: index_column(&batch, rel, "run")?,
+        hour: index_column(&batch, rel, "hour")?,
+        price: f64s("price")?,
+        exchange_mw: f64s("exchange_mw")?,
+    })
 }
 
 /// Verifies the sweep in `dir` (see the [module doc](self) for every check, in order) and
