@@ -17,7 +17,8 @@ Usage: check_parquet.py <sweep_out_dir> [<run_out_dir> ...]
   deviation_rel <= deviation (the relative terms divide by max(|free|, 1)), and the
   attacked hour's iterations and convergence agree with run_hours.
 - <run_out_dir> (optional, any number): the output of `p2pmarket run` (`hourly.parquet`,
-  `trajectories.parquet`, `summary.json`). Checks columns, types and counts, and the
+  `trajectories.parquet`, the `network_*` tables, `summary.json`). Checks columns, types
+  and counts, the network tables' invariants (see check_network), and the
   attack columns against `summary.json`'s `attack` (no effect where no attack hit;
   defended, every altered message rejected and the attack-free result exactly).
 
@@ -26,6 +27,7 @@ Exits 0 when everything holds, 1 with one line per problem otherwise, 2 on bad u
 
 import hashlib
 import json
+import tomllib
 import os
 import struct
 import sys
@@ -295,6 +297,81 @@ def check_chains(root, manifest):
                 break
 
 
+NETWORK = {
+    "network_buses": [
+        ("solution", STR), ("hour", I64), ("bus", I64), ("lmp", F64), ("load_mw", F64),
+        ("injection_mw", F64),
+    ],
+    "network_branches": [
+        ("solution", STR), ("hour", I64), ("from_bus", I64), ("to_bus", I64),
+        ("branch_row", I64), ("flow_mw", F64), ("rate_a_mw", F64), ("loading_pct", F64),
+        ("binding", BOOL), ("shadow_price", F64),
+    ],
+    "network_units": [
+        ("solution", STR), ("hour", I64), ("unit", I64), ("bus", I64), ("dispatch_mw", F64),
+        ("cost", F64), ("marginal_cost", F64), ("pmin_mw", F64), ("pmax_mw", F64),
+        ("limit_dual", F64),
+    ],
+}
+SOLUTIONS = ["hourly_ref", "horizon_ref", "consensus"]
+
+
+def check_network(root, hourly):
+    """The network tables (issue 12, item 1): schemas, one row per solution, hour and
+    element; every bus injection sums to zero (a lossless DC network); the hourly
+    reference's LMP at the PCC is hourly.parquet's hourly_ref_price; the consensus's is
+    within 1e-3 $/MWh of the agreed price where the hour converged; each hourly reference
+    unit's cost sums to hourly.parquet's hourly_ref_smart_grid_cost."""
+    tables = {}
+    for name, schema in NETWORK.items():
+        path = os.path.join(root, name + ".parquet")
+        if not os.path.isfile(path):
+            problem(f"{path}: missing")
+            return
+        tables[name] = pq.read_table(path)
+        if not check_schema(name + ".parquet", tables[name].schema, schema):
+            return
+    hours = hourly.num_rows
+    buses = tables["network_buses"].to_pylist()
+    per = len(buses) // (3 * hours) if hours else 0
+    if per == 0 or len(buses) != 3 * hours * per:
+        problem(f"network_buses.parquet: {len(buses)} rows is not 3 solutions x {hours} hours x buses")
+        return
+    if [b["solution"] for b in buses[:: hours * per]] != SOLUTIONS:
+        problem("network_buses.parquet: solutions are not hourly_ref, horizon_ref, consensus")
+    with open(os.path.join(root, "scenario.toml"), "rb") as f:
+        pcc = tomllib.load(f).get("microgrid", {}).get("pcc_bus")
+    h = hourly.to_pydict()
+    sums = {}
+    for b in buses:
+        key = (b["solution"], b["hour"])
+        sums[key] = sums.get(key, 0.0) + b["injection_mw"]
+        if b["bus"] == pcc and b["solution"] == "hourly_ref":
+            want = h["hourly_ref_price"][b["hour"]]
+            if abs(b["lmp"] - want) > 1e-9 * max(1.0, abs(want)):
+                problem(f"network_buses.parquet: hour {b['hour']} LMP at the PCC {b['lmp']} != hourly_ref_price {want}")
+        if b["bus"] == pcc and b["solution"] == "consensus" and h["converged"][b["hour"]]:
+            if abs(b["lmp"] - h["price"][b["hour"]]) > 1e-3:
+                problem(f"network_buses.parquet: hour {b['hour']} consensus LMP at the PCC {b['lmp']} != price {h['price'][b['hour']]}")
+    for key, total in sums.items():
+        if abs(total) > 1e-6:
+            problem(f"network_buses.parquet: {key} injections sum to {total} MW, not 0")
+    cost = {}
+    for u in tables["network_units"].to_pylist():
+        if u["solution"] == "hourly_ref":
+            cost[u["hour"]] = cost.get(u["hour"], 0.0) + u["cost"]
+    for hour, total in cost.items():
+        want = h["hourly_ref_smart_grid_cost"][hour]
+        if abs(total - want) > 1e-9 * abs(want):
+            problem(f"network_units.parquet: hour {hour} costs sum to {total}, hourly says {want}")
+    for r in tables["network_branches"].to_pylist():
+        if r["rate_a_mw"] is None:
+            if r["loading_pct"] is not None or r["shadow_price"] is not None or r["binding"]:
+                problem(f"network_branches.parquet: unlimited branch {r['from_bus']}-{r['to_bus']} has a loading or a dual")
+        elif r["binding"] != (abs(r["flow_mw"]) >= r["rate_a_mw"] - 1e-4) or r["shadow_price"] < 0:
+            problem(f"network_branches.parquet: branch {r['from_bus']}-{r['to_bus']} hour {r['hour']}: binding/dual inconsistent")
+
+
 def check_run(root):
     hourly_path = os.path.join(root, "hourly.parquet")
     traj_path = os.path.join(root, "trajectories.parquet")
@@ -313,6 +390,7 @@ def check_run(root):
     with open(summary_path) as f:
         summary = json.load(f)
     check_schema("hourly.parquet", hourly.schema, HOURLY)
+    check_network(root, hourly)
     ok = check_schema("trajectories.parquet", traj.schema, TRAJECTORIES)
     if hourly.num_rows != summary.get("hours", HOURS):
         problem(f"hourly.parquet: {hourly.num_rows} rows != summary hours {summary.get('hours')}")

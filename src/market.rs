@@ -580,6 +580,9 @@ pub struct HourResult {
     pub hourly_reference: ReferenceHour,
     /// 24-h co-optimization, this hour.
     pub horizon_reference: ReferenceHour,
+    /// The smart grid's network at the negotiated outcome: its optimal dispatch with the
+    /// P2P exchange fixed at the PCC ([`central::network_at_exchange`]).
+    pub consensus_network: ReferenceHour,
     /// The agents' offer curves.
     pub curves: Vec<OfferCurve>,
     /// For an attacked hour, its attack-free negotiation; `None` otherwise.
@@ -624,6 +627,8 @@ pub struct DayResult {
     pub hours: Vec<HourResult>,
     /// Headline figures.
     pub summary: Summary,
+    /// The smart grid's buses, branches and units, as the hours' network states index them.
+    pub layout: central::GridLayout,
 }
 
 /// Runs the whole day: curves, RCI per hour (the f64 CPU reference), both references, and
@@ -697,6 +702,7 @@ pub fn run_day_with(
                 },
                 hourly_reference: central::hourly_reference(market, h)?,
                 horizon_reference: horizon[h].clone(),
+                consensus_network: central::network_at_exchange(market, h, exchange_mw)?,
                 curves,
                 attack_free,
             })
@@ -704,7 +710,11 @@ pub fn run_day_with(
         .collect::<Result<_>>()?;
     let mut summary = summarize(&hours, start.elapsed().as_secs_f64());
     summary.attack = attack_summary(market, &hours);
-    Ok(DayResult { hours, summary })
+    Ok(DayResult {
+        hours,
+        summary,
+        layout: central::GridLayout::of(market),
+    })
 }
 
 /// Computes the headline figures.

@@ -39,6 +39,10 @@ struct RefHour {
     bus_lmp: Vec<f64>,
     generator_mw: Vec<f64>,
     binding_lines: Vec<String>,
+    /// Flow of every in-service branch (PYPOWER's PF), MW.
+    branch_flow_mw: Vec<f64>,
+    /// PYPOWER's MU_SF + MU_ST of every in-service branch, $/MWh.
+    branch_shadow_price: Vec<f64>,
 }
 
 /// Dispatch tolerance of a unit, MW: the output change a price error of `PRICE_TOL` makes
@@ -58,6 +62,8 @@ struct Reference {
     /// c2 of each in-service unit after the linear-cost floor, $/MW^2h.
     generator_c2: Vec<f64>,
     horizon_equals_hourly: bool,
+    /// (F_BUS, T_BUS) of every in-service branch, in case order.
+    branch_ids: Vec<(usize, usize)>,
     hours: Vec<RefHour>,
 }
 
@@ -97,6 +103,8 @@ fn load_reference(name: &str) -> Reference {
                 .iter()
                 .map(|l| l.as_str().expect("a line label").to_string())
                 .collect(),
+            branch_flow_mw: f64s(h, "branch_flow_mw", name),
+            branch_shadow_price: f64s(h, "branch_shadow_price", name),
         })
         .collect::<Vec<_>>();
     let reference = Reference {
@@ -120,6 +128,15 @@ fn load_reference(name: &str) -> Reference {
         horizon_equals_hourly: field(field(&v, "horizon", name), "horizon_equals_hourly", name)
             .as_bool()
             .expect("horizon_equals_hourly is a bool"),
+        branch_ids: field(&v, "branch_ids", name)
+            .as_array()
+            .expect("branch_ids is an array")
+            .iter()
+            .map(|p| {
+                let id = |k: usize| p[k].as_u64().expect("a bus number") as usize;
+                (id(0), id(1))
+            })
+            .collect(),
         hours,
     };
     // Guard against a test that passes on empty or truncated data.
@@ -140,6 +157,13 @@ fn load_reference(name: &str) -> Reference {
             reference.generator_c2.len(),
             "{name} hour {h}: dispatch of every in-service unit"
         );
+        for v in [&r.branch_flow_mw, &r.branch_shadow_price] {
+            assert_eq!(
+                v.len(),
+                reference.branch_ids.len(),
+                "{name} hour {h}: branches"
+            );
+        }
     }
     reference
 }
@@ -173,6 +197,10 @@ struct Worst {
     dispatch: (f64, String),
     /// |dispatch error| x 2 c2: the price error that would explain it, $/MWh.
     dispatch_as_price: (f64, String),
+    /// Branch flow, MW.
+    flow: (f64, String),
+    /// Line shadow price, $/MWh.
+    shadow: (f64, String),
     /// Signed relative cost difference, smallest and largest.
     cost_rel_range: Option<(f64, f64)>,
 }
@@ -266,6 +294,77 @@ impl Checker<'_> {
         if g != w {
             errors.push(format!("{at}: binding lines {g:?}, reference {w:?}"));
         }
+        self.network(&at, got, want);
+    }
+
+    /// The network tables' values (issue 12, item 1): every in-service branch's flow, to
+    /// within what the dispatch differences can move it (|PTDF| <= 1), and every rated
+    /// line's shadow price, to within the price tolerance.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn network(&mut self, at: &str, got: &ReferenceHour, want: &RefHour) {
+        let layout = central::GridLayout::of(self.market);
+        let errors = &mut self.other_errors;
+        let ids: Vec<(usize, usize)> = layout
+            .branches
+            .iter()
+            .map(|b| (b.from_id, b.to_id))
+            .collect();
+        if ids != self.r.branch_ids {
+            errors.push(format!(
+                "{at}: in-service branches differ from the reference's"
+            ));
+            return;
+        }
+        let moved: f64 = got
+            .generator_mw
+            .iter()
+            .zip(&want.generator_mw)
+            .map(|(p, q)| (p - q).abs())
+            .sum();
+        let flow_tol = 1e-6 + moved;
+        for (k, (&f, &q)) in got
+            .network
+            .branch_flow_mw
+            .iter()
+            .zip(&want.branch_flow_mw)
+            .enumerate()
+        {
+            note(&mut self.worst.flow, (f - q).abs(), || {
+                format!("{at} branch {k}")
+            });
+            if !((f - q).abs() <= flow_tol) {
+                let (a, b) = ids[k];
+                errors.push(format!(
+                    "{at} branch {a}-{b}: flow {f:.6} MW, reference {q:.6} MW (tolerance \
+                     {flow_tol:.1e})"
+                ));
+            }
+        }
+        if got.network.branch_flow_mw.len() != want.branch_flow_mw.len() {
+            errors.push(format!(
+                "{at}: flows of {} branches",
+                got.network.branch_flow_mw.len()
+            ));
+        }
+        for (&k, &d) in layout
+            .line_branch
+            .iter()
+            .zip(&got.network.line_shadow_price)
+        {
+            let q = want.branch_shadow_price[k];
+            note(&mut self.worst.shadow, (d - q).abs(), || {
+                format!("{at} branch {k}")
+            });
+            if !((d - q).abs() <= PRICE_TOL) {
+                let (a, b) = ids[k];
+                errors.push(format!(
+                    "{at} line {a}-{b}: shadow price {d:.6} $/MWh, reference {q:.6}"
+                ));
+            }
+        }
+        if got.network.line_shadow_price.len() != layout.line_branch.len() {
+            errors.push(format!("{at}: shadow prices of every rated line"));
+        }
     }
 
     fn summary(&self) -> String {
@@ -273,7 +372,8 @@ impl Checker<'_> {
         let (lo, hi) = w.cost_rel_range.unwrap_or((f64::NAN, f64::NAN));
         format!(
             "{}: relative cost from {lo:+.2e} to {hi:+.2e} (worst at {}), worst price {:.2e} \
-             $/MWh ({}), worst dispatch {:.2e} MW ({}), worst dispatch x 2 c2 {:.2e} $/MWh ({})",
+             $/MWh ({}), worst dispatch {:.2e} MW ({}), worst dispatch x 2 c2 {:.2e} $/MWh ({}), \
+             worst flow {:.2e} MW ({}), worst line shadow price {:.2e} $/MWh ({})",
             self.r.name,
             w.cost_rel.1,
             w.price.0,
@@ -282,6 +382,10 @@ impl Checker<'_> {
             w.dispatch.1,
             w.dispatch_as_price.0,
             w.dispatch_as_price.1,
+            w.flow.0,
+            w.flow.1,
+            w.shadow.0,
+            w.shadow.1,
         )
     }
 }
@@ -344,6 +448,13 @@ fn check_variant(name: &str) {
 #[test]
 fn case5_all_linear_costs_with_congestion() {
     check_variant("case5");
+}
+
+/// The project's default grid (issue 12, item 1: the network tables against an
+/// independent DC-OPF: LMPs, flows and dispatch every hour).
+#[test]
+fn case24_ieee_rts() {
+    check_variant("case24_ieee_rts");
 }
 
 #[test]

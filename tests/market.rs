@@ -213,6 +213,55 @@ fn congested_network_consensus_still_matches_the_reference() {
             h.p2p.price,
             r.price
         );
+        // The network tables' consensus solution (issue 12, item 1): the smart grid's own
+        // dispatch at the negotiated exchange prices the PCC at the agreed price...
+        let c = &h.consensus_network;
+        assert_eq!(c.exchange_mw, h.p2p.exchange_mw, "hour {}", h.hour);
+        assert!(
+            (c.price - h.p2p.price).abs() <= 1e-4 * r.price.abs().max(1.0),
+            "hour {}: consensus LMP at the PCC {} vs the agreed price {}",
+            h.hour,
+            c.price,
+            h.p2p.price
+        );
+        assert_eq!(c.binding_lines, r.binding_lines, "hour {}", h.hour);
+        // ...and at the reference's exchange it is the reference's network, bus by bus,
+        // branch by branch.
+        let at_ref = central::network_at_exchange(&m, h.hour, r.exchange_mw).expect("solves");
+        let close = |a: &[f64], b: &[f64], tol: f64, what: &str| {
+            assert_eq!(a.len(), b.len(), "hour {}: {what}", h.hour);
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= tol,
+                    "hour {} {what} {k}: {x} vs {y}",
+                    h.hour
+                );
+            }
+        };
+        close(&at_ref.bus_prices, &r.bus_prices, 1e-5, "LMP");
+        close(&at_ref.generator_mw, &r.generator_mw, 1e-3, "dispatch");
+        let (n, rn) = (&at_ref.network, &r.network);
+        close(&n.branch_flow_mw, &rn.branch_flow_mw, 1e-3, "flow");
+        close(
+            &n.line_shadow_price,
+            &rn.line_shadow_price,
+            1e-5,
+            "shadow price",
+        );
+        close(&n.bus_load_mw, &rn.bus_load_mw, 0.0, "load");
+        let binding = r.binding_lines.contains(&"7-8".to_string());
+        let layout = central::GridLayout::of(&m);
+        let line = layout
+            .line_branch
+            .iter()
+            .position(|&k| (layout.branches[k].from_id, layout.branches[k].to_id) == (7, 8))
+            .expect("7-8 is rated");
+        assert_eq!(
+            rn.line_shadow_price[line] > 1e-6,
+            binding,
+            "hour {}",
+            h.hour
+        );
     }
 }
 
@@ -421,6 +470,9 @@ fn cli_run_writes_every_output() {
     for f in [
         "hourly.parquet",
         "trajectories.parquet",
+        "network_buses.parquet",
+        "network_branches.parquet",
+        "network_units.parquet",
         "summary.json",
         "scenario.toml",
         "price_convergence.png",

@@ -32,12 +32,91 @@ pub struct ReferenceHour {
     pub generator_mw: Vec<f64>,
     /// Locational marginal price at every bus, $/MWh, in case bus order.
     pub bus_prices: Vec<f64>,
+    /// Loads, injections, flows and line duals of the smart grid's network.
+    pub network: NetworkState,
+}
+
+/// The smart grid's network in one solution: what a MATPOWER user reads from `rundcopf`
+/// besides the LMPs and the dispatch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkState {
+    /// Load at every bus (its share of the system load plus its shunt conductance), MW,
+    /// in case bus order.
+    pub bus_load_mw: Vec<f64>,
+    /// Net injection into the network at every bus: its units minus its load, plus the
+    /// microgrid's export at the PCC, MW.
+    pub bus_injection_mw: Vec<f64>,
+    /// Flow of every in-service branch from its from-bus to its to-bus (phase shifters
+    /// included), MW, in [`crate::grid::network::DcNetwork::branches`] order.
+    pub branch_flow_mw: Vec<f64>,
+    /// Shadow price of every rated line's flow limit (the cost one more MW of rating would
+    /// save, >= 0; 0 unless the line binds), $/MWh, in [`crate::grid::SmartGrid::lines`]
+    /// order.
+    pub line_shadow_price: Vec<f64>,
 }
 
 impl ReferenceHour {
     /// Total operating cost of the hour, $/h.
     pub fn total_cost(&self) -> f64 {
         self.smart_grid_cost + self.microgrid_cost
+    }
+}
+
+/// The smart grid's elements as the network tables name them: the index spaces of a
+/// [`ReferenceHour`]'s vectors.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GridLayout {
+    /// External bus ids, in case bus order ([`ReferenceHour::bus_prices`]).
+    pub bus_ids: Vec<usize>,
+    /// The PCC's bus id.
+    pub pcc_bus: usize,
+    /// Every in-service branch ([`NetworkState::branch_flow_mw`]).
+    pub branches: Vec<BranchInfo>,
+    /// The branch of each rated line ([`NetworkState::line_shadow_price`]).
+    pub line_branch: Vec<usize>,
+    /// The committed units ([`ReferenceHour::generator_mw`]).
+    pub units: Vec<crate::grid::Unit>,
+}
+
+/// One in-service branch of a [`GridLayout`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BranchInfo {
+    /// From-bus id.
+    pub from_id: usize,
+    /// To-bus id.
+    pub to_id: usize,
+    /// Its row in the case's `mpc.branch`, 1-based as MATPOWER counts.
+    pub case_row: usize,
+    /// Its rating (RATE_A), MW; `None`: unlimited.
+    pub rate_mw: Option<f64>,
+}
+
+impl GridLayout {
+    /// The layout of `market`'s smart grid.
+    pub fn of(market: &Market) -> Self {
+        let g = &market.grid;
+        let mut rate = vec![None; g.network.branches().len()];
+        for l in &g.lines {
+            rate[l.branch] = Some(l.limit_mw);
+        }
+        GridLayout {
+            bus_ids: g.bus_ids.clone(),
+            pcc_bus: g.bus_ids[market.pcc],
+            branches: g
+                .network
+                .branches()
+                .iter()
+                .zip(rate)
+                .map(|(b, rate_mw)| BranchInfo {
+                    from_id: g.bus_ids[b.from],
+                    to_id: g.bus_ids[b.to],
+                    case_row: b.case_row + 1,
+                    rate_mw,
+                })
+                .collect(),
+            line_branch: g.lines.iter().map(|l| l.branch).collect(),
+            units: g.units.clone(),
+        }
     }
 }
 
@@ -91,19 +170,28 @@ fn add_microgrid_hour(
     }
 }
 
+/// The microgrid's side of a solved hour.
+enum MicrogridSide<'a> {
+    /// Its variables in the QP.
+    Vars(&'a MicrogridVars),
+    /// No microgrid in the QP: a fixed export at the PCC, MW (0: none).
+    Fixed(f64),
+}
+use MicrogridSide::{Fixed, Vars};
+
 fn summarize_hour(
     market: &Market,
     hour: usize,
     sol: &qp::QpSolution,
     rows: &crate::grid::HourRows,
-    mv: Option<&MicrogridVars>,
+    side: MicrogridSide<'_>,
     battery_mw: f64,
 ) -> ReferenceHour {
     let g = &market.grid;
     let outputs: Vec<f64> = rows.gen_vars.iter().map(|&v| sol.x[v]).collect();
     let smart_grid_cost: f64 = g.units.iter().zip(&outputs).map(|(u, &p)| u.cost(p)).sum();
-    let (export, microgrid_cost) = match mv {
-        Some(mv) => {
+    let (export, microgrid_cost) = match side {
+        Vars(mv) => {
             let units = market.microgrid.units(hour);
             let ren: f64 = units
                 .iter()
@@ -115,10 +203,11 @@ fn summarize_hour(
                 ren + market.microgrid.config.battery.cost_per_mwh * battery_mw.abs(),
             )
         }
-        None => (0.0, 0.0),
+        Fixed(export) => (export, 0.0),
     };
     let loads = market.bus_loads(hour);
-    let flows = g.flows(&g.injections(&outputs, &loads, market.pcc, export));
+    let injections = g.injections(&outputs, &loads, market.pcc, export);
+    let flows = g.flows(&injections);
     ReferenceHour {
         price: g.lmp(sol, rows, market.pcc),
         exchange_mw: -export,
@@ -128,7 +217,45 @@ fn summarize_hour(
         binding_lines: g.binding_lines(&flows, 1e-4),
         bus_prices: (0..g.bus_ids.len()).map(|b| g.lmp(sol, rows, b)).collect(),
         generator_mw: outputs,
+        network: NetworkState {
+            branch_flow_mw: g.network.flows(&injections),
+            line_shadow_price: rows
+                .line_rows
+                .iter()
+                .map(|&(up, dn)| -(sol.sensitivity(up) + sol.sensitivity(dn)))
+                .collect(),
+            bus_load_mw: loads,
+            bus_injection_mw: injections,
+        },
     }
+}
+
+/// The smart grid's own optimal dispatch of hour `hour` with `exchange_mw` fixed at the
+/// PCC (> 0: sent to the microgrid): the network behind a market outcome, such as the
+/// consensus of the P2P negotiation. Its price is the LMP at the PCC; its microgrid side
+/// is empty (cost 0, battery 0).
+pub fn network_at_exchange(
+    market: &Market,
+    hour: usize,
+    exchange_mw: f64,
+) -> Result<ReferenceHour> {
+    let mut qp = Qp::default();
+    let rows = market.grid.add_hour(
+        &mut qp,
+        &market.bus_loads(hour),
+        market.pcc,
+        &Vec::new(),
+        exchange_mw,
+    );
+    let sol = qp.solve(&format!("smart grid at the market's exchange, hour {hour}"))?;
+    Ok(summarize_hour(
+        market,
+        hour,
+        &sol,
+        &rows,
+        Fixed(-exchange_mw),
+        0.0,
+    ))
 }
 
 /// The same-information hourly clearing: each hour alone, battery at its planned power.
@@ -146,14 +273,8 @@ pub fn hourly_reference(market: &Market, hour: usize) -> Result<ReferenceHour> {
         .grid
         .add_hour(&mut qp, &market.bus_loads(hour), market.pcc, &inj, 0.0);
     let sol = qp.solve(&format!("hourly reference, hour {hour}"))?;
-    Ok(summarize_hour(
-        market,
-        hour,
-        &sol,
-        &rows,
-        mv.as_ref(),
-        battery_mw,
-    ))
+    let side = mv.as_ref().map_or(Fixed(0.0), Vars);
+    Ok(summarize_hour(market, hour, &sol, &rows, side, battery_mw))
 }
 
 /// The 24-h co-optimization: all hours at once, battery and ramps coupled.
@@ -213,7 +334,8 @@ pub fn horizon_reference(market: &Market) -> Result<Vec<ReferenceHour>> {
                 .as_ref()
                 .and_then(|m| m.battery)
                 .map_or(0.0, |(ch, dis)| sol.x[dis] - sol.x[ch]);
-            summarize_hour(market, *h, &sol, rows, mv.as_ref(), battery_mw)
+            let side = mv.as_ref().map_or(Fixed(0.0), Vars);
+            summarize_hour(market, *h, &sol, rows, side, battery_mw)
         })
         .collect())
 }

@@ -13,6 +13,7 @@ pub mod attack_figures;
 pub mod integers;
 pub mod ledger;
 pub mod lock;
+pub mod network;
 pub mod parquet;
 pub mod plots;
 pub mod summary;
@@ -52,6 +53,14 @@ pub fn write_outputs(
     names.push("hourly.parquet".to_string());
     sink.write_table("trajectories", &trajectory_table(day)?)?;
     names.push("trajectories.parquet".to_string());
+    for (name, table) in [
+        ("network_buses", network::buses_table(day)?),
+        ("network_branches", network::branches_table(day)?),
+        ("network_units", network::units_table(day)?),
+    ] {
+        sink.write_table(name, &table)?;
+        names.push(format!("{name}.parquet"));
+    }
     sink.write_bytes("summary.json", &summary_json(day, scenario, extra)?)?;
     names.push("summary.json".to_string());
     if scenario.output.plots {
@@ -556,9 +565,16 @@ mod tests {
     }
 
     fn expected_files(plots: bool) -> Vec<String> {
-        let mut v: Vec<String> = ["hourly.parquet", "trajectories.parquet", "summary.json"]
-            .map(String::from)
-            .to_vec();
+        let mut v: Vec<String> = [
+            "hourly.parquet",
+            "trajectories.parquet",
+            "network_buses.parquet",
+            "network_branches.parquet",
+            "network_units.parquet",
+            "summary.json",
+        ]
+        .map(String::from)
+        .to_vec();
         if plots {
             for n in PLOT_NAMES {
                 v.push(format!("{n}.png"));
@@ -764,7 +780,13 @@ mod tests {
         assert_eq!(names, expected_files(true));
         assert_eq!(
             sink.tables.keys().collect::<Vec<_>>(),
-            ["hourly", "trajectories"]
+            [
+                "hourly",
+                "network_branches",
+                "network_buses",
+                "network_units",
+                "trajectories"
+            ]
         );
         // 4 figures x (PNG, SVG, PDF), summary.json and scenario.toml.
         assert_eq!(sink.files.len(), 14);

@@ -10,7 +10,7 @@
 //! - 1: converged in 3 iterations, smart-grid power 0, 2, 6, 10 MW;
 //! - 2: microgrid disabled (one agent), no trajectory, final power 2 MW.
 
-use crate::central::ReferenceHour;
+use crate::central::{BranchInfo, GridLayout, NetworkState, ReferenceHour};
 use crate::market::{DayResult, HourResult, P2pHour, summarize};
 use crate::offer::{OfferCurve, QuadraticUnit};
 use crate::rci::{AgentState, HourOutcome, Residuals, TrajectoryPoint};
@@ -81,6 +81,12 @@ fn reference(price: f64, exchange_mw: f64, lines: &[&str]) -> ReferenceHour {
         binding_lines: lines.iter().map(|s| s.to_string()).collect(),
         generator_mw: vec![exchange_mw + 100.0],
         bus_prices: vec![price; 3],
+        network: NetworkState {
+            bus_load_mw: vec![1000.0, 600.0, 400.0 - exchange_mw],
+            bus_injection_mw: vec![exchange_mw - 900.0, -600.0, 1500.0],
+            branch_flow_mw: vec![-900.0 + exchange_mw, 600.0],
+            line_shadow_price: vec![if lines.is_empty() { 0.0 } else { 2.5 }],
+        },
     }
 }
 
@@ -121,6 +127,7 @@ fn two_agent_hour(hour: usize, powers: &[f64], keep_trajectory: bool) -> HourRes
         },
         hourly_reference: reference(15.0, last + 1.0, &["101-102", "103-124"]),
         horizon_reference: reference(14.0, last - 1.0, &[]),
+        consensus_network: reference(10.0 + last, last, &[]),
         curves,
         attack_free: None,
     }
@@ -150,6 +157,7 @@ fn one_agent_hour(hour: usize) -> HourResult {
         },
         hourly_reference: reference(12.0, 0.0, &[]),
         horizon_reference: reference(12.0, 0.0, &["115-121"]),
+        consensus_network: reference(12.0, 0.0, &[]),
         curves,
         attack_free: None,
     }
@@ -164,7 +172,37 @@ pub fn day(keep_trajectories: bool) -> DayResult {
         one_agent_hour(2),
     ];
     let summary = summarize(&hours, 0.25);
-    DayResult { hours, summary }
+    DayResult {
+        hours,
+        summary,
+        layout: layout(),
+    }
+}
+
+/// The synthetic day's grid: buses 101, 102 and 103 (the PCC), branch 101-102 rated
+/// 900 MW and branch 102-103 unlimited, one unit at bus 101.
+fn layout() -> GridLayout {
+    let branch = |from_id, to_id, case_row, rate_mw| BranchInfo {
+        from_id,
+        to_id,
+        case_row,
+        rate_mw,
+    };
+    GridLayout {
+        bus_ids: vec![101, 102, 103],
+        pcc_bus: 103,
+        branches: vec![branch(101, 102, 1, Some(900.0)), branch(102, 103, 2, None)],
+        line_branch: vec![0],
+        units: vec![crate::grid::Unit {
+            bus: 0,
+            c2: 0.01,
+            c1: 20.0,
+            c0: 100.0,
+            pmin: 50.0,
+            pmax: 1200.0,
+            ramp_mw: f64::INFINITY,
+        }],
+    }
 }
 
 /// The sorted file names in a directory.

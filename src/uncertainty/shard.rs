@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -239,7 +239,7 @@ fn described(field: Field, unit: &str, description: &str) -> Field {
 
 /// The table of a part's runs: `sample` (int64, the index within its method), `finite`
 /// (false: the run diverged, its outputs are null), `unconverged_hours` and
-/// `sg_load_out_of_range_hours` (int32), then one float64 column per output
+/// `sg_load_out_of_range_hours` (int64), then one float64 column per output
 /// (`exchange_mw_h00` .. `exchange_mw_day`, ..., in the statistics' quantity order; hours
 /// 0..23, days summed except the mean price and the largest clearing error).
 pub fn part_schema() -> SchemaRef {
@@ -255,12 +255,12 @@ pub fn part_schema() -> SchemaRef {
             "false when the run diverged (its outputs are null)",
         ),
         described(
-            Field::new("unconverged_hours", DataType::Int32, false),
+            Field::new("unconverged_hours", DataType::Int64, false),
             "h",
             "hours that did not converge within the iteration cap",
         ),
         described(
-            Field::new("sg_load_out_of_range_hours", DataType::Int32, false),
+            Field::new("sg_load_out_of_range_hours", DataType::Int64, false),
             "h",
             "hours whose system load lay outside the load table",
         ),
@@ -281,9 +281,8 @@ pub fn part_schema() -> SchemaRef {
 /// A part's rows as a table of [`part_schema`].
 fn part_table(rows: &[PartRow]) -> Result<RecordBatch> {
     let int = |f: &dyn Fn(&PartRow) -> u32| -> ArrayRef {
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter()
-                .map(|r| i32::try_from(f(r)).expect("at most 24 hours")),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| i64::from(f(r))),
         ))
     };
     let mut columns: Vec<ArrayRef> = vec![
@@ -330,8 +329,8 @@ fn read_part(path: &Path, part: &StudyPart) -> Result<Vec<PartRow>> {
         let (Some(sample), Some(finite), Some(unconv), Some(oor)) = (
             col(0).downcast_ref::<Int64Array>(),
             col(1).downcast_ref::<BooleanArray>(),
-            col(2).downcast_ref::<Int32Array>(),
-            col(3).downcast_ref::<Int32Array>(),
+            col(2).downcast_ref::<Int64Array>(),
+            col(3).downcast_ref::<Int64Array>(),
         ) else {
             return Err(bad("not the schema of an uncertainty part".into()));
         };
@@ -340,7 +339,7 @@ fn read_part(path: &Path, part: &StudyPart) -> Result<Vec<PartRow>> {
             .collect();
         for i in 0..b.num_rows() {
             let expected = part.start + rows.len() as u64;
-            let hours = |a: &Int32Array| u32::try_from(a.value(i)).ok();
+            let hours = |a: &Int64Array| u32::try_from(a.value(i)).ok();
             let (Some(u), Some(r)) = (hours(unconv), hours(oor)) else {
                 return Err(bad(format!("row {i}: a negative count of hours")));
             };

@@ -83,6 +83,9 @@ class Variant:
     # Lines that must bind in at least `min_binding_hours` hours (the congestion variants).
     expect_binding: list = field(default_factory=list)
     min_binding_hours: int = 0
+    # Whether to solve the day again with c2 = 0 kept zero (needs all-zero or all-positive
+    # c2 among the floored units' cases: the cross-check has no solver for mixed ones).
+    exact_lp: bool = True
 
 
 # case118 branches given a rating (MW), each a single (non-parallel) line carrying one of the
@@ -99,6 +102,13 @@ VARIANTS = [
         "PJM 5-bus, all costs linear (every unit gets the c2 floor); lines 1-2 (400 MW) and "
         "4-5 (240 MW) rated.",
         expect_binding=["4-5"], min_binding_hours=12,
+    ),
+    Variant(
+        "case24_ieee_rts", "data/case24_ieee_rts.m",
+        "IEEE RTS-24 (MATPOWER's case24_ieee_rts, the project's default grid), all lines "
+        "rated, taps; the network tables' check (issue 12): LMPs, flows and dispatch. Its "
+        "costs mix c2 = 0 and c2 > 0, so the exact-LP day is not solved.",
+        exact_lp=False,
     ),
     Variant("case30", f"{LIB}/case30.m", "IEEE 30-bus (Alsac & Stott), all lines rated."),
     Variant(
@@ -394,13 +404,21 @@ def solve_ptdf(case: dict, net: Ptdf, hour: Hour, costs: np.ndarray) -> Solution
         # min 1/2 x'Gx - a'x  s.t.  C'x >= b, first meq rows equalities.
         G = np.diag(2.0 * c2)
         a = -c1
-        C = np.hstack([np.ones((ng, 1)), np.eye(ng), -np.eye(ng), -H.T, H.T])
-        bvec = np.concatenate([[demand], pmin, -pmax, k - net.rate_mw, -net.rate_mw - k])
-        x, obj, _, _, lam, _ = quadprog.solve_qp(G, a, C, bvec, meq=1)
+        # A unit with PMIN = PMAX (RTS-24's synchronous condenser) is an equality row: as a
+        # pair of opposite inequalities it makes quadprog report inconsistent constraints.
+        fixed = pmin == pmax
+        nf = int(fixed.sum())
+        eye = np.eye(ng)
+        C = np.hstack([np.ones((ng, 1)), eye[:, fixed], eye[:, ~fixed], -eye[:, ~fixed],
+                       -H.T, H.T])
+        bvec = np.concatenate([[demand], pmin[fixed], pmin[~fixed], -pmax[~fixed],
+                               k - net.rate_mw, -net.rate_mw - k])
+        x, obj, _, _, lam, _ = quadprog.solve_qp(G, a, C, bvec, meq=1 + nf)
         # dV/db_i = lam_i; b of the flow rows depends on bus loads through k.
         lam_eq = lam[0]
-        lam_up = lam[1 + 2 * ng:1 + 2 * ng + nr]
-        lam_dn = lam[1 + 2 * ng + nr:]
+        first_flow = 1 + nf + 2 * (ng - nf)
+        lam_up = lam[first_flow:first_flow + nr]
+        lam_dn = lam[first_flow + nr:]
         lmp = lam_eq - P.T @ lam_up + P.T @ lam_dn
         method = "quadprog"
     else:
@@ -624,13 +642,14 @@ def run_variant(v: Variant, results: dict) -> dict:
     # The exact LP-cost variant: c2 = 0 kept zero, no proximal term.
     exact_costs = costs_with_floor(case, None)
     floored = int(np.sum(quadratic_costs(case)[live, 0] <= 0))
-    if floored:
+    if floored and v.exact_lp:
         exact, exact_checks = solve_day(case, net, hours, exact_costs, with_check=True)
         exact_summary = summarize_checks(exact_checks)
         assert_checks(v.name + " (exact LP costs)", exact_summary)
     else:
         exact, exact_summary = sols, None
 
+    in_service = case["branch"][:, BR_STATUS] > 0
     hour_records = []
     binding_hours: dict[str, int] = {}
     min_margin = math.inf
@@ -646,10 +665,13 @@ def run_variant(v: Variant, results: dict) -> dict:
             "bus_lmp": s.lmp.tolist(),
             "generator_mw": s.gen_mw.tolist(),
             "binding_lines": lines,
+            "branch_flow_mw": s.flows_mw[in_service].tolist(),
+            # PYPOWER's MU_SF + MU_ST: the shadow price of the branch's flow limit, $/MWh.
+            "branch_shadow_price": (s.extra["mu_sf"] + s.extra["mu_st"])[in_service].tolist(),
             "exact_lp_cost": x.cost,
             "exact_lp_max_lmp_diff": float(np.max(np.abs(x.lmp - s.lmp))),
         })
-        if floored:
+        if floored and v.exact_lp:
             hour_records[-1]["exact_lp_bus_lmp"] = x.lmp.tolist()
             hour_records[-1]["exact_lp_generator_mw"] = x.gen_mw.tolist()
 
@@ -677,6 +699,7 @@ def run_variant(v: Variant, results: dict) -> dict:
         "pcc_bus": int(case["bus"][0, BUS_I]),
         "bus_ids": case["bus"][:, BUS_I].astype(int).tolist(),
         "generator_rows": (np.flatnonzero(live) + 1).tolist(),
+        "branch_ids": case["branch"][in_service][:, [F_BUS, T_BUS]].astype(int).tolist(),
         "generator_c2": costs[live, 0].tolist(),
         "horizon": {
             "ramp_limited_units": int(limited.sum()),
@@ -691,6 +714,7 @@ def run_variant(v: Variant, results: dict) -> dict:
         "exact_lp": {
             "what": "the same day with c2 = 0 kept zero (no proximal term)",
             "identical_model": floored == 0,
+            "solved": floored == 0 or v.exact_lp,
             "daily_cost": daily_exact,
             "daily_cost_difference": daily - daily_exact,
             "relative_difference": (daily - daily_exact) / daily_exact,
