@@ -752,7 +752,7 @@ struct UncertaintyPlan<'a> {
 const MAX_SAMPLES: u64 = 1_000_000_000;
 
 fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
-    use p2pmarket::uncertainty::study::{StudyOptions, run_study};
+    use p2pmarket::uncertainty::study::{StudyOptions, run_study_with};
     let start = std::time::Instant::now();
     check_adapter_flag(plan.backend, plan.adapter)?;
     if !(1..=MAX_SAMPLES).contains(&plan.samples) {
@@ -824,8 +824,40 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let result = run_study(&market, &scenario.uncertainty, &opts, gpu.as_ref())
-        .map_err(|e| device_failure(e, plan.adapter))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs  {elapsed_precise}  {msg}",
+        )
+        .map_err(|e| Failure::Other(e.into()))?,
+    );
+    let result = run_study_with(
+        &market,
+        &scenario.uncertainty,
+        &opts,
+        gpu.as_ref(),
+        &mut |p| {
+            use p2pmarket::uncertainty::study::StudyProgress;
+            match p {
+                StudyProgress::Table => bar.suspend(|| {
+                    eprintln!("uncertainty: building the load table of the system-load spread")
+                }),
+                StudyProgress::Runs {
+                    method,
+                    done: 0,
+                    total,
+                } => {
+                    bar.suspend(|| eprintln!("uncertainty: {method}, {total} runs"));
+                    bar.set_length(total);
+                    bar.set_position(0);
+                    bar.set_message(method);
+                }
+                StudyProgress::Runs { done, .. } => bar.set_position(done),
+            }
+        },
+    )
+    .map_err(|e| device_failure(e, plan.adapter))?;
+    bar.finish_and_clear();
     let manifest = study_manifest(
         &result,
         plan.samples,
@@ -1187,7 +1219,41 @@ fn bench(
             ),
         }
     }
-    let report = run_bench(&market, sizes, &backends, adapter, max_seconds)?;
+    // Progress on stderr: a line per size as it starts and ends (logs keep them), and a
+    // bar of the streamed runs on a terminal.
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {elapsed_precise}")
+            .map_err(|e| Failure::Other(e.into()))?,
+    );
+    let report = run_bench(
+        &market,
+        sizes,
+        &backends,
+        adapter,
+        max_seconds,
+        &mut |event| {
+            use p2pmarket::engine::bench::BenchProgress;
+            match event {
+                BenchProgress::Timing { backend, runs } => {
+                    bar.suspend(|| eprintln!("bench: timing {backend} at {runs} runs"));
+                    bar.set_length(runs as u64);
+                    bar.set_position(0);
+                }
+                BenchProgress::Runs(n) => bar.set_position(n as u64),
+                BenchProgress::Done(row) => bar.suspend(|| match &row.skipped {
+                    Some(why) => {
+                        eprintln!("bench: {} at {} runs skipped: {why}", row.backend, row.runs)
+                    }
+                    None => eprintln!(
+                        "bench: {} at {} runs: {:.3} s, {:.0} runs/s",
+                        row.backend, row.runs, row.seconds, row.runs_per_s
+                    ),
+                }),
+            }
+        },
+    )?;
+    bar.finish_and_clear();
     println!("{report}");
     Ok(())
 }

@@ -439,6 +439,24 @@ fn bad_inputs_exit_2_and_leave_no_output() {
     }
 }
 
+/// Issue 12, item 4: the bench says on stderr what it is timing and what each size gave
+/// (a bar of the streamed runs is drawn only on a terminal).
+#[test]
+fn bench_reports_progress_on_stderr() {
+    let (code, stderr) = cli(&["bench", "--backend", "cpu", "--sizes", "30,60"]);
+    assert_eq!(code, 0, "{stderr}");
+    for n in [
+        "bench: timing cpu (f64) at 30 runs",
+        "bench: cpu (f64) at 30 runs: ",
+        "bench: timing cpu (f64) at 60 runs",
+        "bench: cpu (f64) at 60 runs: ",
+    ] {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+    let at = |n: &str| stderr.find(n).unwrap_or(usize::MAX);
+    assert!(at("at 30 runs:") < at("timing cpu (f64) at 60"), "{stderr}");
+}
+
 /// The bench's own options are checked before any work, with the option and value named.
 #[test]
 fn bench_rejects_bad_options_with_exit_2() {

@@ -382,6 +382,15 @@ fn command_takes_a_method_list() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    // Progress on stderr (issue 12, item 4): the table, then each method as it starts.
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    for n in [
+        "uncertainty: building the load table",
+        "uncertainty: ut_paper, 241 runs",
+        "uncertainty: mc, 30 runs",
+    ] {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
     let t = read_parquet(&out.join("statistics.parquet"));
     assert_eq!(t.num_rows(), 4 * QUANTITIES.len() * (HOURS + 1));
     let method = t

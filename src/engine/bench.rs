@@ -140,12 +140,29 @@ pub fn bench_runs(market: &Market, n: usize) -> Vec<RunSpec> {
 
 /// Times every backend on batches of every size (see the module doc for the caps).
 /// `adapter` picks a GPU by name (else `WGPU_ADAPTER_NAME`, else the best one).
+/// What [`run_bench`] is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BenchProgress<'a> {
+    /// Timing `runs` runs on `backend` has begun.
+    Timing {
+        /// The backend.
+        backend: BenchBackend,
+        /// The batch size.
+        runs: usize,
+    },
+    /// Runs of the batch being timed done so far (after each streamed chunk).
+    Runs(usize),
+    /// A size was timed or skipped.
+    Done(&'a BenchRow),
+}
+
 pub fn run_bench(
     market: &Market,
     sizes: &[usize],
     backends: &[BenchBackend],
     adapter: Option<&str>,
     time_cap_s: f64,
+    progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Result<BenchReport> {
     let needs_gpu = backends.iter().any(|b| matches!(b, BenchBackend::Gpu(_)));
     let gpu = needs_gpu.then(|| GpuContext::new(adapter));
@@ -178,6 +195,7 @@ pub fn run_bench(
             let ctx = match (backend, &gpu) {
                 (BenchBackend::Gpu(_), Some(Err(e))) => {
                     row.skipped = Some(format!("no GPU ({e})"));
+                    progress(BenchProgress::Done(&row));
                     report.rows.push(row);
                     continue;
                 }
@@ -185,6 +203,7 @@ pub fn run_bench(
                     row.adapter = ctx.info().name.clone();
                     if p == Precision::F64 && !ctx.supports_f64() {
                         row.skipped = Some("adapter has no SHADER_F64".into());
+                        progress(BenchProgress::Done(&row));
                         report.rows.push(row);
                         continue;
                     }
@@ -200,6 +219,7 @@ pub fn run_bench(
             let bytes = runs * (size_of::<RunSpec>() + Batch::bytes_per_run());
             if bytes > MEMORY_CAP_BYTES {
                 row.skipped = Some(format!("inputs would take {} MiB", bytes >> 20));
+                progress(BenchProgress::Done(&row));
                 report.rows.push(row);
                 continue;
             }
@@ -210,20 +230,25 @@ pub fn run_bench(
                     "predicted {:.0} s > {time_cap_s} s",
                     s * runs as f64
                 ));
+                progress(BenchProgress::Done(&row));
                 report.rows.push(row);
                 continue;
             }
+            progress(BenchProgress::Timing { backend, runs });
             let batch = Batch::from_market_cached(market, &bench_runs(market, runs), &mut curves)?;
             let start = Instant::now();
             // Only the total work is kept: the records of a chunk are dropped once counted,
             // as a sweep drops them once written.
             let mut iterations = 0u64;
+            let mut done = 0usize;
             let count = |c: &ChunkOutputs| {
                 iterations += c
                     .records
                     .iter()
                     .map(|r| u64::from(r.iterations))
                     .sum::<u64>();
+                done += c.runs.len();
+                progress(BenchProgress::Runs(done));
                 Ok(())
             };
             match (backend, ctx) {
@@ -236,6 +261,7 @@ pub fn run_bench(
             row.runs_per_s = runs as f64 / row.seconds.max(1e-9);
             row.hour_iterations_per_run = iterations as f64 / runs.max(1) as f64;
             per_run_s = Some(row.seconds / runs.max(1) as f64);
+            progress(BenchProgress::Done(&row));
             report.rows.push(row);
         }
     }
@@ -250,7 +276,19 @@ mod tests {
     #[test]
     fn streamed_work_count_matches_the_whole_batch_and_caps_skip() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();
-        let report = run_bench(&market, &[40], &[BenchBackend::Cpu], None, 1e9).unwrap();
+        let mut events = Vec::new();
+        let report = run_bench(&market, &[40], &[BenchBackend::Cpu], None, 1e9, &mut |e| {
+            events.push(match e {
+                BenchProgress::Timing { runs, .. } => format!("timing {runs}"),
+                BenchProgress::Runs(n) => format!("runs {n}"),
+                BenchProgress::Done(r) => format!("done {}", r.runs),
+            })
+        })
+        .unwrap();
+        // Progress: the size begins, its streamed runs reach 40, it ends.
+        assert_eq!(events.first().map(String::as_str), Some("timing 40"));
+        assert_eq!(events.last().map(String::as_str), Some("done 40"));
+        assert!(events.contains(&"runs 40".to_string()), "{events:?}");
         let row = &report.rows[0];
         assert_eq!((row.runs, row.skipped.as_deref()), (40, None));
         let whole = run_cpu(&Batch::from_market(&market, &bench_runs(&market, 40)).unwrap())
@@ -260,7 +298,15 @@ mod tests {
         assert!(per_run > 24.0, "{per_run}");
         assert_eq!(row.hour_iterations_per_run, per_run);
         // A cap below any measurable time skips every size after the first.
-        let capped = run_bench(&market, &[10, 20], &[BenchBackend::Cpu], None, 1e-12).unwrap();
+        let capped = run_bench(
+            &market,
+            &[10, 20],
+            &[BenchBackend::Cpu],
+            None,
+            1e-12,
+            &mut |_| {},
+        )
+        .unwrap();
         assert!(capped.rows[0].skipped.is_none());
         let why = capped.rows[1].skipped.as_deref().unwrap_or_default();
         assert!(why.starts_with("predicted"), "{why}");

@@ -486,8 +486,38 @@ pub fn run_study(
     opts: &StudyOptions,
     gpu: Option<&GpuContext>,
 ) -> Result<StudyResult> {
+    run_study_with(market, cfg, opts, gpu, &mut |_| {})
+}
+
+/// What a study is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StudyProgress {
+    /// Building the load table (none when the system load is certain).
+    Table,
+    /// `done` of `total` runs of `method` evaluated.
+    Runs {
+        /// The method (`forecast` for the forecast day).
+        method: &'static str,
+        /// Runs evaluated so far.
+        done: u64,
+        /// Runs of the method.
+        total: u64,
+    },
+}
+
+/// [`run_study`], telling `progress` what it is doing.
+pub fn run_study_with(
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    gpu: Option<&GpuContext>,
+    progress: &mut dyn FnMut(StudyProgress),
+) -> Result<StudyResult> {
+    if cfg.sg_load.std_fraction > 0.0 {
+        progress(StudyProgress::Table);
+    }
     let mut prepared = PreparedStudy::new(market, cfg)?;
-    run_prepared(&mut prepared, market, cfg, opts, gpu)
+    prepared_study(&mut prepared, market, cfg, opts, gpu, progress)
 }
 
 /// Runs each method of `opts` on a [`PreparedStudy`] of the same `market`: repeated
@@ -499,6 +529,17 @@ pub fn run_prepared(
     cfg: &UncertaintyConfig,
     opts: &StudyOptions,
     gpu: Option<&GpuContext>,
+) -> Result<StudyResult> {
+    prepared_study(prepared, market, cfg, opts, gpu, &mut |_| {})
+}
+
+fn prepared_study(
+    prepared: &mut PreparedStudy,
+    market: &Market,
+    cfg: &UncertaintyConfig,
+    opts: &StudyOptions,
+    gpu: Option<&GpuContext>,
+    progress: &mut dyn FnMut(StudyProgress),
 ) -> Result<StudyResult> {
     prepared.check(cfg)?;
     let forecast = forecast_inputs(market);
@@ -512,13 +553,30 @@ pub fn run_prepared(
     for &method in &opts.methods {
         let mut engine = prepared.engine(market, opts, gpu, method.as_str());
         let mut reduction = Reduction::new(method, cfg, &forecast, &reference)?;
+        let name = method.as_str();
         if let Some(sigma) = reduction.sigma.take() {
             engine.report.clipped_inputs = sigma.clipped as u64;
             engine.report.host_s += sigma.host_s;
+            let total = sigma.points.len() as u64;
+            progress(StudyProgress::Runs {
+                method: name,
+                done: 0,
+                total,
+            });
             engine.evaluate(&sigma.points, &mut |_, run| reduction.push(run.outputs))?;
+            progress(StudyProgress::Runs {
+                method: name,
+                done: total,
+                total,
+            });
         } else {
             let sampler = InputSampler::new(cfg, method, &forecast, opts.samples)?;
             let mut start = 0u64;
+            progress(StudyProgress::Runs {
+                method: name,
+                done: 0,
+                total: opts.samples,
+            });
             while start < opts.samples {
                 let end = (start + CHUNK_RUNS as u64).min(opts.samples);
                 let t = Instant::now();
@@ -528,6 +586,11 @@ pub fn run_prepared(
                 engine.report.host_s += t.elapsed().as_secs_f64();
                 engine.evaluate(&points, &mut |_, run| reduction.push(run.outputs))?;
                 start = end;
+                progress(StudyProgress::Runs {
+                    method: name,
+                    done: end,
+                    total: opts.samples,
+                });
             }
         }
         let t = Instant::now();
