@@ -28,6 +28,7 @@
 
 pub mod attack;
 pub mod central;
+pub mod cli_docs;
 pub mod data;
 pub mod engine;
 pub mod error;

@@ -317,6 +317,15 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_TIME_CAP_S)]
         max_seconds: f64,
     },
+    /// Print a shell completion script (bash: `source <(p2pmarket completions bash)`;
+    /// zsh; fish: `p2pmarket completions fish > ~/.config/fish/completions/p2pmarket.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: p2pmarket::cli_docs::Shell,
+    },
+    /// Print the man page (roff): `p2pmarket man > p2pmarket.1 && man -l p2pmarket.1`.
+    Man,
     /// Validate a scenario file and print the effective scenario, or (with --sweep) a
     /// sweep file and what it would compute; writes nothing.
     Check {
@@ -1458,6 +1467,21 @@ fn main() -> ExitCode {
             figures,
         } => {
             figure_options(figures).and_then(|figures| attack_figures(sweep, out, *force, &figures))
+        }
+        Command::Completions { shell } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            print!("{}", p2pmarket::cli_docs::completions(&cmd, *shell));
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let (commit, _) = p2pmarket::sweep::manifest::git_commit();
+            let short: String = commit.chars().take(12).collect();
+            print!(
+                "{}",
+                p2pmarket::cli_docs::man_page(&cmd, &format!("commit {short}"))
+            );
+            Ok(())
         }
         Command::Check {
             sweep: Some(path), ..

@@ -457,6 +457,91 @@ fn bench_reports_progress_on_stderr() {
     assert!(at("at 30 runs:") < at("timing cpu (f64) at 60"), "{stderr}");
 }
 
+/// Issue 12, item 4: the bash completion script completes subcommands, a subcommand's
+/// flags and a flag's values when bash runs it; the man page lists every subcommand and
+/// renders without a warning where groff is installed.
+#[test]
+fn completions_and_man_page_work() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
+            .args(args)
+            .output()
+            .expect("binary runs");
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).expect("utf-8")
+    };
+    let script = run(&["completions", "bash"]);
+    let complete = |line: &str| -> String {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "{script}\nCOMP_WORDS=({}); COMP_CWORD={}; _p2pmarket; echo \"${{COMPREPLY[*]}}\"",
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1
+        );
+        let o = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .expect("bash runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(complete("p2pmarket unc"), "uncertainty");
+    assert_eq!(complete("p2pmarket sweep --backend "), "auto gpu cpu");
+    assert_eq!(complete("p2pmarket uncertainty --sh"), "--shard");
+    assert_eq!(complete("p2pmarket run --precision f"), "f32 f64");
+    for shell in ["zsh", "fish"] {
+        let s = run(&["completions", shell]);
+        assert!(
+            s.contains("uncertainty") && s.contains("shard"),
+            "{shell}: {s}"
+        );
+    }
+    let man = run(&["man"]);
+    assert!(man.starts_with(".TH P2PMARKET 1"), "{man}");
+    for sub in [
+        "run",
+        "sweep",
+        "finalize",
+        "uncertainty",
+        "bench",
+        "verify",
+        "check",
+    ] {
+        assert!(
+            man.contains(&format!(".SS p2pmarket {sub}\n")),
+            "man lacks {sub}"
+        );
+    }
+    assert!(man.contains("\\fB\\-\\-shard\\fR"), "man lacks --shard");
+    match Command::new("groff")
+        .args(["-man", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(man.as_bytes())
+                .expect("write");
+            let o = child.wait_with_output().expect("groff ends");
+            let warnings = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.success() && warnings.is_empty(),
+                "groff: {warnings}"
+            );
+        }
+        Err(_) => eprintln!("NOTE: groff is not installed; the man page was not rendered"),
+    }
+}
+
 /// The bench's own options are checked before any work, with the option and value named.
 #[test]
 fn bench_rejects_bad_options_with_exit_2() {
