@@ -330,10 +330,7 @@ mod tests {
     #[test]
     fn bash_lists_subcommands_flags_and_values() {
         let s = completions(&cmd(), Shell::Bash);
-        assert!(
-            s.contains("compgen -W \"go stop --help --version\""),
-            "{s}"
-        );
+        assert!(s.contains("compgen -W \"go stop --help --version\""), "{s}");
         assert!(
             s.contains("go) opts=\"--config --mode --quiet --help\""),
             "{s}"
@@ -355,10 +352,7 @@ mod tests {
             "{f}"
         );
         assert!(f.contains("-l mode -x -a 'fast slow' -d 'How'"), "{f}");
-        assert!(
-            f.contains("-l config -r -F -d 'Where to read from'"),
-            "{f}"
-        );
+        assert!(f.contains("-l config -r -F -d 'Where to read from'"), "{f}");
         let z = completions(&cmd(), Shell::Zsh);
         assert!(
             z.starts_with("#compdef tool\n") && z.contains("bashcompinit"),

@@ -42,6 +42,7 @@ pub mod output;
 pub mod rci;
 pub mod scenario;
 pub mod sweep;
+pub mod timeseries;
 pub mod uncertainty;
 
 pub use error::{Error, Result};

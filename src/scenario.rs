@@ -11,6 +11,7 @@ use crate::data::rts79::{self, Season, Weekday};
 use crate::error::{Bounds, Error, Result};
 use crate::microgrid::{HOURS, Microgrid};
 use crate::rci::RciSettings;
+use crate::timeseries::TimeSeriesSettings;
 use crate::uncertainty::UncertaintyConfig;
 
 /// The smart-grid data.
@@ -108,6 +109,10 @@ pub struct Scenario {
     /// [`crate::attack::MAX_ATTACKS`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<Attack>,
+    /// Hourly weather and loads from a CSV or Parquet file ([`crate::timeseries`]),
+    /// applied when the scenario is read; the effective scenario holds the values instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeseries: Option<TimeSeriesSettings>,
 }
 
 impl Scenario {
@@ -123,7 +128,63 @@ impl Scenario {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
         scenario.anchor_case_file(path);
+        // The season's default weather for every series the file does not give.
+        let raw: toml::Table = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+        let given = |key: &str| {
+            raw.get("microgrid")
+                .and_then(|m| m.get("weather"))
+                .and_then(|w| w.get(key))
+                .is_some()
+        };
+        let seasonal = crate::microgrid::Weather::for_season(scenario.season());
+        let w = &mut scenario.microgrid.weather;
+        if !given("wind_speed_ms") {
+            w.wind_speed_ms = seasonal.wind_speed_ms;
+        }
+        if !given("irradiance_wm2") {
+            w.irradiance_wm2 = seasonal.irradiance_wm2;
+        }
+        if !given("tidal_current_ms") {
+            w.tidal_current_ms = seasonal.tidal_current_ms;
+        }
+        if let Some(ts) = scenario.timeseries.take() {
+            let file = match path.parent() {
+                Some(dir) if ts.file.is_relative() => dir.join(&ts.file),
+                _ => ts.file.clone(),
+            };
+            scenario.apply_series(&crate::timeseries::read_day(&file, ts.day)?);
+        }
         Ok(scenario)
+    }
+
+    /// The season of the system load's day: `load.season`, else the season of `load.week`.
+    pub fn season(&self) -> Season {
+        self.load
+            .season
+            .unwrap_or_else(|| Season::of_week(self.load.week))
+    }
+
+    /// Replaces the inputs `series` gives (see [`crate::timeseries`]).
+    pub fn apply_series(&mut self, series: &crate::timeseries::DaySeries) {
+        let mg = &mut self.microgrid;
+        for (name, values) in &series.columns {
+            let v = values.clone();
+            match *name {
+                "wind_speed_ms" => mg.weather.wind_speed_ms = v,
+                "irradiance_wm2" => mg.weather.irradiance_wm2 = v,
+                "tidal_current_ms" => mg.weather.tidal_current_ms = v,
+                "mg_load_mw" => {
+                    let peak = v.iter().copied().fold(0.0, f64::max);
+                    if peak > 0.0 {
+                        mg.load.peak_mw = peak;
+                        mg.load.profile = v.iter().map(|x| x / peak).collect();
+                    } else {
+                        mg.load.profile = vec![0.0; v.len()];
+                    }
+                }
+                _ => self.load.hourly_mw = Some(v),
+            }
+        }
     }
 
     /// Makes a relative `grid.case_file` relative to the file `path` it was read from (a

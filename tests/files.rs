@@ -929,3 +929,99 @@ fn issue_12_every_parquet_file_has_signed_integers_only() {
         );
     }
 }
+
+/// Issue 12, item 5: a scenario's `[timeseries]` file (relative to the scenario, from
+/// another working directory) replaces the weather and the loads of its day; the
+/// effective scenario holds the values; a bad file exits 2 naming the row and column and
+/// writes nothing.
+#[test]
+fn timeseries_file_replaces_the_day_and_bad_ones_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut csv = String::from("hour,system_load_mw,wind_speed_ms,mg_load_mw\n");
+    for r in 0..48 {
+        let h = r % 24;
+        // Day 1 is the one taken: a flat 2000 MW with a 100 MW step at hour 12.
+        let load = if r < 24 {
+            2500.0
+        } else if h < 12 {
+            2000.0
+        } else {
+            2100.0
+        };
+        csv.push_str(&format!(
+            "{h},{load},{},{}\n",
+            5.0 + h as f64 * 0.25,
+            20.0 + h as f64
+        ));
+    }
+    write(d, "inputs/two_days.csv", &csv);
+    let scenario = write(
+        d,
+        "cfg/day.toml",
+        "[timeseries]\nfile = \"../inputs/two_days.csv\"\nday = 1\n\n[output]\nplots = false\n",
+    );
+    let out = d.join("out");
+    let o = bin()
+        .current_dir(std::env::temp_dir())
+        .args(["run", "--config", s(&scenario), "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let effective = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
+    assert!(!effective.contains("[timeseries]"), "{effective}");
+    let parsed: toml::Value = toml::from_str(&effective).unwrap();
+    let hourly: Vec<f64> = parsed["load"]["hourly_mw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_float().unwrap())
+        .collect();
+    assert_eq!(
+        hourly[..13],
+        [[2000.0; 12].as_slice(), &[2100.0]].concat()[..]
+    );
+    let wind = parsed["microgrid"]["weather"]["wind_speed_ms"]
+        .as_array()
+        .unwrap();
+    assert_eq!(wind[4].as_float(), Some(6.0));
+    assert_eq!(
+        parsed["microgrid"]["load"]["peak_mw"].as_float(),
+        Some(43.0)
+    );
+    // The run used them: hourly.parquet's system load is the file's day.
+    let file = std::fs::File::open(out.join("hourly.parquet")).unwrap();
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let load = batch
+        .column_by_name("system_load_mw")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    assert_eq!((load[11], load[12]), (2000.0, 2100.0));
+
+    // A value out of range: exit 2, the row and column named, nothing written.
+    write(d, "inputs/bad.csv", csv.replace("\n13,2100,", "\n13,-5,"));
+    let bad = write(
+        d,
+        "cfg/bad.toml",
+        "[timeseries]\nfile = \"../inputs/bad.csv\"\nday = 1\n",
+    );
+    let before = tree(d);
+    let o = p2pmarket(&["run", "--config", s(&bad), "--out", s(&d.join("bad_out"))]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("row 38 column system_load_mw") && o.stderr.contains("-5"),
+        "{}",
+        o.stderr
+    );
+    assert!(tree(d) == before, "a refused run wrote something");
+}

@@ -10,6 +10,8 @@
 //! the tabulated values against the formulas. The day is the RTS-79 annual-peak day
 //! (a Tuesday in week 51, December), so the sun is a winter sun.
 
+use crate::data::rts79::Season;
+
 use super::{
     Battery, BatteryPlan, HOURS, Microgrid, MicrogridLoad, PvArray, TidalTurbine, Weather,
     WindTurbine,
@@ -202,6 +204,89 @@ impl Default for MicrogridLoad {
     }
 }
 
+/// The ILLUSTRATIVE daily cycles of a season (the default weather of a scenario whose
+/// `[load]` season it is): wind mean and amplitude (m/s), peak irradiance (W/m^2),
+/// sunrise and sunset (h, solar time near 47 deg N on a tilted array). The tide is the
+/// same M2 tide in every season. Winter is the tabulated day above.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeasonalCycle {
+    /// Mean wind speed, m/s.
+    pub wind_mean_ms: f64,
+    /// Amplitude of the diurnal wind cycle, m/s.
+    pub wind_amplitude_ms: f64,
+    /// Peak irradiance, W/m^2.
+    pub irradiance_peak_wm2: f64,
+    /// Sunrise, h.
+    pub sunrise_h: f64,
+    /// Sunset, h.
+    pub sunset_h: f64,
+}
+
+impl SeasonalCycle {
+    /// The ILLUSTRATIVE cycle of `season`: winter as tabulated above; summer with a long,
+    /// strong sun (a clear late-June day: 04:30 to 19:30, 950 W/m^2) and lighter winds
+    /// (mean 6, amplitude 4 m/s); spring and fall at the equinox (06:00 to 18:00, 800
+    /// W/m^2; mean 7, amplitude 5 m/s). Shaped after typical mid-latitude data, not
+    /// measured.
+    pub fn of(season: Season) -> SeasonalCycle {
+        match season {
+            Season::Winter => SeasonalCycle {
+                wind_mean_ms: WIND_MEAN_MS,
+                wind_amplitude_ms: WIND_AMPLITUDE_MS,
+                irradiance_peak_wm2: IRRADIANCE_PEAK_WM2,
+                sunrise_h: SUNRISE_H,
+                sunset_h: SUNSET_H,
+            },
+            Season::Summer => SeasonalCycle {
+                wind_mean_ms: 6.0,
+                wind_amplitude_ms: 4.0,
+                irradiance_peak_wm2: 950.0,
+                sunrise_h: 4.5,
+                sunset_h: 19.5,
+            },
+            Season::SpringFall => SeasonalCycle {
+                wind_mean_ms: 7.0,
+                wind_amplitude_ms: 5.0,
+                irradiance_peak_wm2: 800.0,
+                sunrise_h: 6.0,
+                sunset_h: 18.0,
+            },
+        }
+    }
+
+    /// Wind speed at hour `t`, m/s, rounded to 0.1 (the formula of [`WIND_SPEED_MS`]).
+    pub fn wind_ms(&self, t: usize) -> f64 {
+        let tau = t as f64 + 0.5;
+        let v = self.wind_mean_ms
+            - self.wind_amplitude_ms
+                * (2.0 * std::f64::consts::PI * (tau - WIND_MIN_AT_H) / 24.0).cos();
+        (v * 10.0).round() / 10.0
+    }
+
+    /// Irradiance at hour `t`, W/m^2, rounded to 1 (the formula of [`IRRADIANCE_WM2`]).
+    pub fn irradiance_wm2(&self, t: usize) -> f64 {
+        let tau = t as f64 + 0.5;
+        if tau <= self.sunrise_h || tau >= self.sunset_h {
+            return 0.0;
+        }
+        let x = std::f64::consts::PI * (tau - self.sunrise_h) / (self.sunset_h - self.sunrise_h);
+        (self.irradiance_peak_wm2 * x.sin()).round()
+    }
+}
+
+impl Weather {
+    /// The ILLUSTRATIVE default weather of `season` ([`SeasonalCycle::of`]); winter is
+    /// [`Weather::default`].
+    pub fn for_season(season: Season) -> Weather {
+        let c = SeasonalCycle::of(season);
+        Weather {
+            wind_speed_ms: (0..HOURS).map(|t| c.wind_ms(t)).collect(),
+            irradiance_wm2: (0..HOURS).map(|t| c.irradiance_wm2(t)).collect(),
+            tidal_current_ms: TIDAL_CURRENT_MS.to_vec(),
+        }
+    }
+}
+
 impl Default for Weather {
     /// The illustrative winter day: wind cycle, clear-sky sun and M2 tide.
     fn default() -> Self {
@@ -280,6 +365,31 @@ mod tests {
                     .abs();
             assert!((v - f).abs() <= 0.005 + 1e-9, "hour {t}: {v} vs {f}");
         }
+    }
+
+    #[test]
+    fn seasonal_weather_follows_its_cycle() {
+        // Winter is the tabulated day exactly.
+        assert_eq!(Weather::for_season(Season::Winter), Weather::default());
+        let summer = Weather::for_season(Season::Summer);
+        let equinox = Weather::for_season(Season::SpringFall);
+        let winter = Weather::default();
+        let daylight = |w: &Weather| w.irradiance_wm2.iter().filter(|&&g| g > 0.0).count();
+        let energy = |w: &Weather| w.irradiance_wm2.iter().sum::<f64>();
+        assert_eq!(
+            (daylight(&winter), daylight(&equinox), daylight(&summer)),
+            // Mid-hour samples inside 8.5, 12 and 15 h of daylight.
+            (8, 12, 14)
+        );
+        assert!(energy(&winter) < energy(&equinox) && energy(&equinox) < energy(&summer));
+        // Summer noon by hand: 950 sin(pi (12.5 - 4.5) / 15) = 950 sin(8 pi / 15).
+        assert_eq!(
+            summer.irradiance_wm2[12],
+            (950.0 * (8.0 * PI / 15.0).sin()).round()
+        );
+        let mean = |w: &Weather| w.wind_speed_ms.iter().sum::<f64>() / 24.0;
+        assert!((mean(&summer) - 6.0).abs() < 0.05 && (mean(&equinox) - 7.0).abs() < 0.05);
+        assert_eq!(summer.tidal_current_ms, winter.tidal_current_ms);
     }
 
     #[test]
