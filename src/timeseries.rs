@@ -199,7 +199,7 @@ fn select_day(path: &Path, t: &Table, day: usize) -> Result<DaySeries> {
     }
     let rows = t.cells.first().map_or(0, Vec::len);
     let needed = HOURS * (day + 1);
-    if rows % HOURS != 0 || rows < needed {
+    if !rows.is_multiple_of(HOURS) || rows < needed {
         return Err(Error::invalid(
             format!("{} rows", field(path)),
             rows,
