@@ -128,8 +128,16 @@ impl Scenario {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
         scenario.anchor_case_file(path);
-        // The season's default weather for every series the file does not give.
         let raw: toml::Table = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+        scenario.complete_from(&raw, path)?;
+        Ok(scenario)
+    }
+
+    /// Completes a scenario parsed from the TOML table `raw` of the file `path` (a scenario
+    /// file, or a sweep's inline `[base]`): the season's default weather for every series
+    /// `raw` does not give, then the `[timeseries]` file (relative to `path`).
+    pub fn complete_from(&mut self, raw: &toml::Table, path: &Path) -> Result<()> {
+        let scenario = self;
         let given = |key: &str| {
             raw.get("microgrid")
                 .and_then(|m| m.get("weather"))
@@ -154,7 +162,7 @@ impl Scenario {
             };
             scenario.apply_series(&crate::timeseries::read_day(&file, ts.day)?);
         }
-        Ok(scenario)
+        Ok(())
     }
 
     /// The season of the system load's day: `load.season`, else the season of `load.week`.

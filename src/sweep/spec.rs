@@ -260,6 +260,11 @@ impl SweepSpec {
             }
             (Some(mut b), None) => {
                 b.anchor_case_file(path);
+                let raw: toml::Table =
+                    toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+                let empty = toml::Table::new();
+                let base = raw.get("base").and_then(|v| v.as_table()).unwrap_or(&empty);
+                b.complete_from(base, path)?;
                 b
             }
             (None, Some(p)) => {
@@ -879,6 +884,38 @@ mod tests {
 
     fn parse(text: &str) -> Result<SweepSpec> {
         SweepSpec::from_toml(text, Path::new("test.toml"))
+    }
+
+    /// An inline `[base]` is completed like a scenario file: its season's weather, and its
+    /// `[base.timeseries]` file, relative to the sweep file.
+    #[test]
+    fn inline_base_gets_its_season_and_its_timeseries() {
+        use crate::data::rts79::Season;
+        use crate::microgrid::Weather;
+        let summer = parse("seed = 1\n[base.load]\nweek = 25\n").unwrap();
+        assert_eq!(
+            summer.base.microgrid.weather,
+            Weather::for_season(Season::Summer)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("tidal_current_ms\n");
+        for h in 0..24 {
+            csv.push_str(&format!("{}\n", h as f64 * 0.1));
+        }
+        std::fs::write(dir.path().join("tide.csv"), csv).unwrap();
+        let sweep = dir.path().join("sweep.toml");
+        let spec = SweepSpec::from_toml(
+            "seed = 1\n[base.timeseries]\nfile = \"tide.csv\"\n[base.microgrid.weather]\n\
+             wind_speed_ms = [5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, \
+             5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]\n",
+            &sweep,
+        )
+        .unwrap();
+        let w = &spec.base.microgrid.weather;
+        assert_eq!(w.tidal_current_ms[23], 2.3000000000000003);
+        assert_eq!(w.wind_speed_ms, vec![5.0; 24], "a given series stays");
+        assert_eq!(w.irradiance_wm2, Weather::default().irradiance_wm2);
+        assert!(spec.base.timeseries.is_none());
     }
 
     fn field_of(e: Error) -> String {
