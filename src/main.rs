@@ -516,7 +516,7 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let mut extra = serde_json::json!({
         "p2pmarket_version": env!("CARGO_PKG_VERSION"),
         "backend": format!("{:?}", plan.backend).to_lowercase(),
-        "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { match plan.precision { Precision::F32 => "f32", Precision::F64 => "f64" } },
+        "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { plan.precision.as_str() },
         "adapter": adapter,
     });
     let eq1 = recorded.as_ref().and_then(|(rec, _)| eq1_block_s(rec));
@@ -873,7 +873,7 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         scenario.uncertainty.seed,
         serde_json::json!({
             "backend": format!("{:?}", plan.backend).to_lowercase(),
-            "precision": precision_name(plan.precision),
+            "precision": plan.precision.as_str(),
             "runtime_s": start.elapsed().as_secs_f64(),
         }),
     );
@@ -892,13 +892,6 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::F32 => "f32",
-        Precision::F64 => "f64",
-    }
 }
 
 /// `study.json` of an uncertainty study: the build, N, seed, the methods' reports and the

@@ -57,14 +57,21 @@ pub enum Precision {
     F64,
 }
 
+impl Precision {
+    /// Its name, as the CLI and the manifests write it (and WGSL's type): `f32`, `f64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+}
+
 /// The WGSL source of the kernel for a precision: an `alias real`, the size constants and
 /// the shared codes ([`codes`]) prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
 /// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
 pub fn shader_source(precision: Precision) -> String {
-    let real = match precision {
-        Precision::F32 => "f32",
-        Precision::F64 => "f64",
-    };
+    let real = precision.as_str();
     format!(
         "alias real = {real};\nconst DIVERGENCE_LIMIT: real = {DIVERGENCE_LIMIT:e};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
          {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst MAX_ATTACKS: u32 = {MAX_ATTACKS}u;\nconst DAY_HOURS: u32 = \

@@ -41,7 +41,7 @@ use super::study::{
     StudyResult, TableInfo, Tables, evaluate_part, forecast_inputs, output_names, study_result,
 };
 use super::{INPUTS, Method};
-use crate::engine::gpu::{GpuContext, Precision};
+use crate::engine::gpu::GpuContext;
 use crate::error::{Error, Result};
 use crate::market::Market;
 use crate::output::lock::{Lock, LockMode};
@@ -91,7 +91,7 @@ impl StudySpec {
                 .map(|m| m.as_str().to_string())
                 .collect(),
             samples: opts.samples,
-            precision: precision_name(opts.precision).into(),
+            precision: opts.precision.as_str().into(),
             forecast_inputs: forecast_inputs(market).to_vec(),
             scenario: scenario.clone(),
         }
@@ -123,13 +123,6 @@ impl StudySpec {
                     self.forecast_inputs.len()
                 ),
             })
-    }
-}
-
-fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::F32 => "f32",
-        Precision::F64 => "f64",
     }
 }
 
