@@ -629,4 +629,21 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
         .map(|p| read_parquet(&sharded.join(p.path())).num_rows())
         .sum();
     assert_eq!(rows as u64, 1 + 3 * 241 + 2 * samples);
+
+    // A part that is not the file its shard listed (here: another method's part of the
+    // same size, same schema) is refused, and the sealed outputs stay as they were.
+    let lhs = sharded.join("samples/method=lhs/part-00001.parquet");
+    std::fs::copy(sharded.join("samples/method=mc/part-00001.parquet"), &lhs).unwrap();
+    let before = snapshot(&sharded);
+    let (code, text) = finalize(&sharded);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("method=lhs/part-00001.parquet") && text.contains("sha256"),
+        "{text}"
+    );
+    assert_eq!(
+        snapshot(&sharded),
+        before,
+        "a refused finalize wrote something"
+    );
 }

@@ -25,7 +25,6 @@
 //! an exclusive lock on `shards/.shard-{K}-of-{N}.lock`, so two processes never compute one
 //! shard at once, and it removes only its own shard's temporary files.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use super::study::{
     CHUNK_RUNS, MethodReport, OUTPUTS, PartRow, PreparedStudy, Reduction, Reference, StudyOptions,
-    StudyResult, TableInfo, Tables, evaluate_part, forecast_inputs, output_names, study_result,
+    StudyResult, TableInfo, Tables, evaluate_part, forecast_diverged, forecast_inputs,
+    output_names, study_result,
 };
 use super::{INPUTS, Method};
 use crate::engine::gpu::GpuContext;
@@ -301,13 +301,19 @@ fn part_table(rows: &[PartRow]) -> Result<RecordBatch> {
 }
 
 /// Reads a part's file: its rows, checked against the schema and the part's sample range.
+#[cfg(test)]
 fn read_part(path: &Path, part: &StudyPart) -> Result<Vec<PartRow>> {
+    let data = std::fs::read(path).map_err(io_err("reading", path))?;
+    parse_part(bytes::Bytes::from(data), path, part)
+}
+
+/// A part's rows from the bytes of its file `path` (see [`read_part`]).
+fn parse_part(data: bytes::Bytes, path: &Path, part: &StudyPart) -> Result<Vec<PartRow>> {
     let bad = |message: String| Error::Output {
         context: path.display().to_string(),
         message,
     };
-    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data)
         .map_err(|e| bad(format!("unreadable Parquet footer ({e})")))?;
     if builder.schema().fields() != part_schema().fields() {
         return Err(bad("not the schema of an uncertainty part".into()));
@@ -539,14 +545,22 @@ fn run_shard_locked(
                 crate::output::remove_file_if_present(&dir.join(n))?;
             }
         }
-        let (adapter, host_s, engine_s) = if path.is_file() && read_part(&path, part).is_ok() {
+        // A complete part on disk is kept (read once: checked, then hashed).
+        let complete = std::fs::read(&path)
+            .ok()
+            .map(bytes::Bytes::from)
+            .filter(|data| parse_part(data.clone(), &path, part).is_ok());
+        let (data, adapter, host_s, engine_s) = if let Some(data) = complete {
             skipped += 1;
-            previous
+            let before = previous
                 .as_ref()
-                .and_then(|m| m.files.iter().find(|f| f.path == rel))
-                .map_or((None, 0.0, 0.0), |f| {
-                    (f.adapter.clone(), f.host_s, f.engine_s)
-                })
+                .and_then(|m| m.files.iter().find(|f| f.path == rel));
+            (
+                data,
+                before.and_then(|f| f.adapter.clone()),
+                before.map_or(0.0, |f| f.host_s),
+                before.map_or(0.0, |f| f.engine_s),
+            )
         } else {
             let prepared = match &mut prepared {
                 Some(p) => p,
@@ -564,14 +578,14 @@ fn run_shard_locked(
             let bytes = crate::output::parquet::parquet_bytes(&rel, &part_table(&rows)?)?;
             write_replace(dir, &name, &bytes)?;
             written += 1;
-            (Some(report.adapter), report.host_s, report.engine_s)
+            let data = bytes::Bytes::from(bytes);
+            (data, Some(report.adapter), report.host_s, report.engine_s)
         };
-        let bytes = std::fs::read(&path).map_err(io_err("reading", &path))?;
         files.push(PartFile {
             path: rel,
             rows: part.runs(),
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
+            bytes: data.len() as u64,
+            sha256: sha256_hex(&data),
             adapter,
             host_s,
             engine_s,
@@ -676,17 +690,8 @@ pub fn finalize(out_dir: &Path) -> Result<SealedStudy> {
     for (part, &s) in parts.iter().zip(&shard_of) {
         let rel = part.path();
         let file = manifests[s].files.iter().find(|f| f.path == rel);
-        match file {
-            Some(f) if out.join(&rel).is_file() => {
-                let bytes = std::fs::read(out.join(&rel)).map_err(io_err("reading", out))?;
-                if sha256_hex(&bytes) != f.sha256 {
-                    return Err(refuse(format!(
-                        "{rel} is not the file shard {s}'s manifest lists (sha256 differs); \
-                         rerun shard {s}/{count}"
-                    )));
-                }
-            }
-            _ => missing.push(format!("{rel} (shard {s}/{count})")),
+        if file.is_none() || !out.join(&rel).is_file() {
+            missing.push(format!("{rel} (shard {s}/{count})"));
         }
         listed.push(file);
     }
@@ -725,14 +730,25 @@ pub fn finalize(out_dir: &Path) -> Result<SealedStudy> {
     // The reduction, part by part in plan order (host memory stays one part's).
     let cfg = &spec.scenario.uncertainty;
     let timed = |p: usize| listed[p].map_or((0.0, 0.0), |f| (f.host_s, f.engine_s));
-    let forecast_rows = read_part(&out.join(parts[0].path()), &parts[0])?;
-    let forecast_outputs = forecast_rows
+    // Each part is read once: its sha256 checked against its shard's manifest, then its
+    // rows parsed from the same bytes.
+    let load = |p: usize| -> Result<Vec<PartRow>> {
+        let (part, s) = (&parts[p], shard_of[p]);
+        let rel = part.path();
+        let path = out.join(&rel);
+        let data = std::fs::read(&path).map_err(io_err("reading", &path))?;
+        if listed[p].is_none_or(|f| sha256_hex(&data) != f.sha256) {
+            return Err(refuse(format!(
+                "{rel} is not the file shard {s}'s manifest lists (sha256 differs); rerun \
+                 shard {s}/{count}"
+            )));
+        }
+        parse_part(bytes::Bytes::from(data), &path, part)
+    };
+    let forecast_outputs = load(0)?
         .first()
         .and_then(|r| r.outputs)
-        .ok_or_else(|| Error::Solver {
-            problem: "uncertainty study, forecast day".into(),
-            message: "the forecast day diverged".into(),
-        })?
+        .ok_or_else(forecast_diverged)?
         .to_vec();
     let reference = Reference::new(cfg, &forecast, forecast_outputs);
     let mut tables = Tables::default();
@@ -757,7 +773,7 @@ pub fn finalize(out_dir: &Path) -> Result<SealedStudy> {
                 method_adapters.push(a);
             }
             let t = Instant::now();
-            for row in read_part(&out.join(part.path()), part)? {
+            for row in load(p)? {
                 report.add_run(
                     row.outputs.is_some(),
                     row.unconverged_hours,

@@ -611,7 +611,8 @@ fn forecast_day(engine: &mut Engine<'_>, forecast: &[f64; INPUTS]) -> Result<Vec
     values.ok_or_else(forecast_diverged)
 }
 
-fn forecast_diverged() -> Error {
+/// The error of a forecast day whose outputs are not finite.
+pub(crate) fn forecast_diverged() -> Error {
     Error::Solver {
         problem: "uncertainty study, forecast day".into(),
         message: "the forecast day diverged".into(),
