@@ -305,7 +305,7 @@ NETWORK = {
     "network_branches": [
         ("solution", STR), ("hour", I64), ("from_bus", I64), ("to_bus", I64),
         ("branch_row", I64), ("flow_mw", F64), ("rate_a_mw", F64), ("loading_pct", F64),
-        ("binding", BOOL), ("shadow_price", F64),
+        ("shadow_price", F64), ("binding", BOOL),
     ],
     "network_units": [
         ("solution", STR), ("hour", I64), ("unit", I64), ("bus", I64), ("dispatch_mw", F64),

@@ -130,19 +130,19 @@ pub fn branches_schema() -> SchemaRef {
             "|flow| / RATE_A; null: unlimited",
         ),
         field(
-            "binding",
-            DataType::Boolean,
-            false,
-            "",
-            "|flow| within 1e-4 MW of RATE_A",
-        ),
-        field(
             "shadow_price",
             DataType::Float64,
             true,
             "$/MWh",
             "dual of the flow limit: the cost one more MW of rating would save (0 unless \
              binding); null: unlimited",
+        ),
+        field(
+            "binding",
+            DataType::Boolean,
+            false,
+            "",
+            "|flow| within 1e-4 MW of RATE_A",
         ),
     ]);
     Arc::new(Schema::new(f))
@@ -215,8 +215,8 @@ impl Rows {
     }
 
     /// The table of `schema`: keys, the integer columns, the float columns, then the flags
-    /// where `flag_at` says (a column position among the floats).
-    fn table(self, name: &str, schema: SchemaRef, flag_at: Option<usize>) -> Result<RecordBatch> {
+    /// (when any were pushed).
+    fn table(self, name: &str, schema: SchemaRef) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.solution)),
             int_array(name, self.hour)?,
@@ -224,11 +224,11 @@ impl Rows {
         for c in self.ints {
             columns.push(int_array(name, c)?);
         }
-        for (k, c) in self.floats.into_iter().enumerate() {
-            if flag_at == Some(k) {
-                columns.push(Arc::new(BooleanArray::from(self.flags.clone())));
-            }
+        for c in self.floats {
             columns.push(Arc::new(Float64Array::from(c)));
+        }
+        if !self.flags.is_empty() {
+            columns.push(Arc::new(BooleanArray::from(self.flags)));
         }
         RecordBatch::try_new(schema, columns).map_err(|e| Error::Output {
             context: format!("{name} table"),
@@ -262,7 +262,7 @@ pub fn buses_table(day: &DayResult) -> Result<RecordBatch> {
             );
         }
     }
-    rows.table("network_buses", buses_schema(), None)
+    rows.table("network_buses", buses_schema())
 }
 
 /// `network_branches` of a day.
@@ -290,7 +290,7 @@ pub fn branches_table(day: &DayResult) -> Result<RecordBatch> {
             );
         }
     }
-    rows.table("network_branches", branches_schema(), Some(3))
+    rows.table("network_branches", branches_schema())
 }
 
 /// `network_units` of a day.
@@ -318,7 +318,7 @@ pub fn units_table(day: &DayResult) -> Result<RecordBatch> {
             );
         }
     }
-    rows.table("network_units", units_schema(), None)
+    rows.table("network_units", units_schema())
 }
 
 #[cfg(test)]
