@@ -1810,13 +1810,38 @@ fn panel_extent(panel: &Panel) -> (Vec<f64>, Vec<f64>) {
     (xs, ys)
 }
 
+/// How many entries a panel's legend has (a marker off the axis draws none).
+fn legend_entries(panel: &Panel) -> usize {
+    panel
+        .layers
+        .iter()
+        .filter(|l| !matches!(l, Layer::Marker { x, .. } if !x.is_finite()))
+        .count()
+}
+
+/// `y` raised so that the top of a linear panel of `area_px` pixels is free for its
+/// legend of `entries` lines, drawn upper right: bars, bands and lines stay below it
+/// wherever their mass lies (a histogram's peak at the right used to hide under it).
+fn with_legend_headroom(y: Range<f64>, entries: usize, area_px: u32) -> Range<f64> {
+    // The panel's caption, x-label area and margins take about 110 px of the area; each
+    // legend line about 19 px at 13 pt, plus the box's padding and offset.
+    let plot_px = (f64::from(area_px) - 110.0).max(100.0);
+    let legend_px = 19.0 * entries as f64 + 24.0;
+    let free = (legend_px / plot_px).min(0.6);
+    let span = y.end - y.start;
+    y.start..y.start + span / (1.0 - free)
+}
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
 ) -> std::result::Result<(), String> {
     let (xs, ys) = panel_extent(panel);
     let x = padded_range(xs.into_iter());
-    let y = padded_range(ys.into_iter());
+    let mut y = padded_range(ys.into_iter());
+    if !panel.log_log {
+        y = with_legend_headroom(y, legend_entries(panel), area.dim_in_pixel().1);
+    }
     let (y_lo, y_hi) = (y.start, y.end);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 20))
