@@ -430,8 +430,14 @@ fn gpu_f32_matches_the_reference() {
 /// The f32 kernel's agreement with the reference (see [`gpu_f32_matches_the_reference`]),
 /// costs within `cost_rel`.
 fn assert_f32_agreement(d: &Diff, cost_rel: f64) {
+    assert_f32_agreement_within(d, cost_rel, 0.002);
+}
+
+/// [`assert_f32_agreement`] with `plain_flags`, the share of plain-update hours whose
+/// converged flags may differ.
+fn assert_f32_agreement_within(d: &Diff, cost_rel: f64, plain_flags: f64) {
     assert!(
-        d.flag_mismatches_plain as f64 <= 0.002 * d.hours_plain as f64,
+        d.flag_mismatches_plain as f64 <= plain_flags * d.hours_plain as f64,
         "{d:?}"
     );
     assert!(
@@ -453,8 +459,13 @@ fn assert_f32_agreement(d: &Diff, cost_rel: f64) {
 /// and day irradiance 0..1200 W/m^2 (a quarter of the hours dark), tidal currents 0..4 m/s
 /// and the microgrid's load at 0.3..1.7 of its forecast, through the unit models.
 fn random_hourly_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
+    random_hourly_runs_on(market(), seed, n, tol)
+}
+
+/// [`random_hourly_runs`] for the microgrid of `market`.
+fn random_hourly_runs_on(market: &Market, seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7e57);
-    let forecast = HourlyInputs::forecast(market());
+    let forecast = HourlyInputs::forecast(market);
     let mut runs = random_runs(seed, n, tol);
     for r in runs.iter_mut().step_by(2) {
         let wind: [f64; HOURS] = std::array::from_fn(|_| rng.random_range(0.0..30.0));
@@ -468,7 +479,7 @@ fn random_hourly_runs(seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
         let tide: [f64; HOURS] = std::array::from_fn(|_| rng.random_range(0.0..4.0));
         let load = forecast.mg_load_mw.map(|l| l * rng.random_range(0.3..1.7));
         r.hourly = Some(Box::new(HourlyInputs::from_weather(
-            &market().microgrid.config,
+            &market.microgrid.config,
             &wind,
             &sun,
             &tide,
@@ -589,6 +600,242 @@ fn hourly_inputs_agree_on_every_backend() {
         let b = Batch::from_market(market(), &random_hourly_runs(13, RUNS / 2, Tolerances::F32))
             .expect("batch");
         assert_f32_agreement(&gpu_diff_on(ctx, Precision::F32, &b), 5e-3);
+    }
+}
+
+/// `n` runs of [`random_runs`], each with per-hour inputs at the unit models' edges:
+/// wind and tidal speeds exactly at zero, cut-in, rated and cut-out, just past cut-out and
+/// far beyond; irradiance zero, at the reference or above it; the microgrid's load at 0.3
+/// or 1.7 of its forecast.
+fn extreme_hourly_runs(market: &Market, seed: u64, n: usize, tol: Tolerances) -> Vec<RunSpec> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xed9e);
+    let mg = &market.microgrid.config;
+    let forecast = HourlyInputs::forecast(market);
+    let edges = |cut_in: f64, rated: f64, cut_out: f64, top: f64| {
+        [0.0, cut_in, rated, cut_out, cut_out + 1e-9, top]
+    };
+    let wind = edges(
+        mg.wind.cut_in_ms,
+        mg.wind.rated_ms,
+        mg.wind.cut_out_ms,
+        30.0,
+    );
+    let tide = edges(
+        mg.tidal.cut_in_ms,
+        mg.tidal.rated_ms,
+        mg.tidal.cut_out_ms,
+        6.0,
+    );
+    let sun = [0.0, mg.pv.reference_irradiance_wm2, 1200.0];
+    let mut runs = random_runs(seed, n, tol);
+    for r in &mut runs {
+        let mut pick = |v: &[f64]| v[rng.random_range(0..v.len())];
+        let (w, s, t): ([f64; HOURS], [f64; HOURS], [f64; HOURS]) = (
+            std::array::from_fn(|_| pick(&wind)),
+            std::array::from_fn(|_| pick(&sun)),
+            std::array::from_fn(|_| pick(&tide)),
+        );
+        let load = forecast.mg_load_mw.map(|l| l * pick(&[0.3, 1.7]));
+        r.hourly = Some(Box::new(HourlyInputs::from_weather(
+            mg, &w, &s, &t, load, None,
+        )));
+    }
+    runs
+}
+
+/// The markets beyond the default that the harness also runs (issue 7, item 6): the smart
+/// grid alone, its microgrid's line congested, a microgrid without renewables, and a
+/// random market on each of case5, case30, case39 and case57 of MATPOWER's library (a
+/// random PCC bus, the microgrid's ratings, load and tie scaled at random; draws whose
+/// day is infeasible are redrawn).
+fn other_markets() -> Vec<(String, Market)> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut scenarios = Vec::new();
+    let mut s = Scenario::default();
+    s.microgrid.enabled = false;
+    scenarios.push(("microgrid off".to_string(), s));
+    let mut s = Scenario::default();
+    s.grid.case_file = Some(repo.join("experiments/cases/rts24_line7_8_60mw.m"));
+    scenarios.push(("RTS-24, line 7-8 derated to 60 MW".to_string(), s));
+    let mut s = Scenario::default();
+    s.microgrid.wind.rated_mw = 0.0;
+    s.microgrid.pv.rated_mw = 0.0;
+    s.microgrid.tidal.rated_mw = 0.0;
+    scenarios.push(("no renewables".to_string(), s));
+    let mut markets: Vec<(String, Market)> = scenarios
+        .into_iter()
+        .map(|(name, s)| {
+            let m = Market::from_scenario(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, m)
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(0x0a4e_7e75);
+    for case in ["case5", "case30", "case39", "case57"] {
+        for tries in 1.. {
+            assert!(
+                tries <= 40,
+                "{case}: no feasible random market in {tries} draws"
+            );
+            let mut s = Scenario::default();
+            s.grid.case_file = Some(repo.join(format!("tests/data/matpower/{case}.m")));
+            let buses: Vec<usize> = s
+                .load_case()
+                .expect("library case")
+                .buses
+                .iter()
+                .filter(|b| b.kind != 4)
+                .map(|b| b.id)
+                .collect();
+            let mg = &mut s.microgrid;
+            mg.pcc_bus = buses[rng.random_range(0..buses.len())];
+            mg.wind.rated_mw *= rng.random_range(0.0..2.0);
+            mg.pv.rated_mw *= rng.random_range(0.0..2.0);
+            mg.tidal.rated_mw *= rng.random_range(0.0..2.0);
+            mg.load.peak_mw *= rng.random_range(0.3..2.0);
+            mg.tie_capacity_mw *= rng.random_range(1.0..3.0);
+            let name = format!("{case}, PCC bus {}", mg.pcc_bus);
+            if let Ok(m) = Market::from_scenario(&s) {
+                markets.push((name, m));
+                break;
+            }
+        }
+    }
+    markets
+}
+
+/// The harness on [`other_markets`]: on each, random scalar runs, random per-hour inputs
+/// and per-hour inputs at the unit models' edges. The rayon backend is the reference bit
+/// for bit, the f64 kernel agrees as on the default market (on lavapipe bitwise, every
+/// market), and the f32 kernel within the bounds of the per-hour runs there, but for the
+/// flags of plain-update hours: 0.4 % (1 % with one agent) instead of 0.2 %, since these
+/// markets' steep smart-grid segments meet f32's price resolution more often (measured
+/// below).
+#[test]
+fn other_markets_agree_on_every_backend() {
+    for (name, m) in other_markets() {
+        let tight = |seed: u64| {
+            let mut runs = random_hourly_runs_on(&m, seed, RUNS / 8, Tolerances::Tight);
+            runs.extend(extreme_hourly_runs(&m, seed, RUNS / 8, Tolerances::Tight));
+            Batch::from_market(&m, &runs).expect("batch")
+        };
+        let b = tight(21);
+        eprintln!("{name}: {} agents", b.agents());
+        assert_bitwise_equal(&run_cpu(&b).expect("cpu").records, &reference(&b));
+        if let Some(ctx) = gpu_f64() {
+            assert_f64_agreement(&gpu_diff_on(ctx, Precision::F64, &b));
+        }
+        if let Some(ctx) = gpu() {
+            let mut runs = random_hourly_runs_on(&m, 22, RUNS / 8, Tolerances::F32);
+            runs.extend(extreme_hourly_runs(&m, 22, RUNS / 8, Tolerances::F32));
+            let b = Batch::from_market(&m, &runs).expect("batch");
+            let d = gpu_diff_on(ctx, Precision::F32, &b);
+            // One agent: the balance is the smart grid's own export, which must reach
+            // F32_POWER_TOL on segments where one f32 price step moves it by ~0.018 MW
+            // (see F32_POWER_TOL), with no microgrid curve to absorb it. Measured: 24 of
+            // 5 808 plain hours (0.41 %) flip their flag; two-agent markets 0-17 (at most
+            // 0.29 %, the congested RTS-24 0.14 %).
+            let plain_flags = if b.agents() == 1 { 0.01 } else { 0.004 };
+            assert_f32_agreement_within(&d, 5e-3, plain_flags);
+        }
+    }
+}
+
+/// Runs that start exactly on a breakpoint price of one of the default day's curves (a
+/// jump where two breakpoints share a price), every step rule, plain and relaxed, a common
+/// start: the first evaluations of the curves, their slopes and the Newton bracket fall
+/// exactly on breakpoints and jumps.
+fn breakpoint_runs(tol: Tolerances) -> Vec<RunSpec> {
+    let base = Batch::from_market(market(), &[RunSpec::default()]).expect("batch");
+    let mut prices: Vec<f64> = (0..HOURS)
+        .flat_map(|h| base.reference_curves(0, h).expect("curves"))
+        .flat_map(|c| c.prices)
+        .filter(|&p| p > 0.0 && p < 500.0)
+        .collect();
+    prices.sort_by(f64::total_cmp);
+    prices.dedup();
+    let template = random_runs(31, 1, tol).remove(0).rci;
+    let mut runs = Vec::new();
+    for &p in &prices {
+        for step_rule in [StepRule::Constant, StepRule::Diminishing, StepRule::Newton] {
+            for power_update in [PowerUpdate::Plain, PowerUpdate::Relaxed] {
+                runs.push(RunSpec {
+                    rci: RciSettings {
+                        step_rule,
+                        power_update,
+                        initial_price: p,
+                        start_price: StartPrice::Common,
+                        kappa: 0.005,
+                        max_iterations: 150,
+                        ..template.clone()
+                    },
+                    ..RunSpec::default()
+                });
+            }
+        }
+    }
+    runs
+}
+
+/// No NaN in any number of the records (a diverged hour holds finite values past
+/// `DIVERGENCE_LIMIT` or infinities, never NaN: issue 10's guard against 0/0).
+fn assert_no_nan(records: &[HourRecord], label: &str) {
+    for (i, r) in records.iter().enumerate() {
+        let numbers = [
+            r.price,
+            r.exchange_mw,
+            r.residuals.price_change,
+            r.residuals.power_change,
+            r.residuals.dual_change,
+            r.residuals.balance,
+            r.residuals.price_spread,
+        ];
+        assert!(
+            numbers
+                .iter()
+                .chain(&r.agent_power)
+                .chain(&r.agent_cost)
+                .all(|x| !x.is_nan()),
+            "{label}: record {i} holds a NaN: {r:?}"
+        );
+    }
+}
+
+/// Prices exactly on the curves' breakpoints and jumps (issue 10, item 2): the rayon
+/// backend is the reference bit for bit, the f64 kernel agrees in flags, iterations and
+/// values as everywhere, and no backend ever produces a NaN there (a division guarded by
+/// a comparison of another copy of its divisor would, under contraction).
+#[test]
+fn prices_on_breakpoints_and_jumps_agree() {
+    let b = Batch::from_market(market(), &breakpoint_runs(Tolerances::Tight)).expect("batch");
+    let reference = rayon_is_the_reference(&b, "breakpoints: ");
+    assert!(b.runs() >= 60, "{} runs", b.runs());
+    assert_no_nan(&reference, "reference");
+    if let Some(ctx) = gpu_f64() {
+        let out = ctx.run(&b, Precision::F64).expect("gpu f64");
+        assert_no_nan(&out.records, "gpu f64");
+        let d = compare(&b, &reference, &out.records);
+        assert_eq!(
+            d.flag_mismatches_plain + d.flag_mismatches_relaxed,
+            0,
+            "{d:?}"
+        );
+        assert_eq!(d.max_iteration_diff_converged, 0, "{d:?}");
+        assert_eq!(d.diverged_mismatches, 0, "{d:?}");
+        assert!(
+            d.max_price_rel <= 1e-9 && d.max_exchange_abs <= 1e-9,
+            "{d:?}"
+        );
+        assert!(
+            d.max_cost_rel <= 1e-9 && d.max_price_rel_capped <= 1e-9,
+            "{d:?}"
+        );
+    }
+    if let Some(ctx) = gpu() {
+        let b = Batch::from_market(market(), &breakpoint_runs(Tolerances::F32)).expect("batch");
+        assert_no_nan(
+            &ctx.run(&b, Precision::F32).expect("gpu f32").records,
+            "gpu f32",
+        );
     }
 }
 
