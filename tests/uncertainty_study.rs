@@ -132,6 +132,111 @@ fn study_is_reproducible_and_spreads() {
     assert!(lo < day.mean && day.mean < hi);
 }
 
+/// Replications of the study's MC intervals on the market itself (issue 7, item 6): R =
+/// 300 MC studies of N = 100 samples (seeds 1..=300) against a 100 000-sample MC (seed
+/// 0), whose own interval is about 30 times narrower and is taken as the truth.
+/// - The 95 % interval of each quantity's daily mean must hold the truth in 90-99 % of the
+///   replications (binomial sd at R = 300: 1.3 %). Measured: 92.7 % (price) to 96.7 %
+///   (PV).
+/// - Pooled over the 24 hours and the quantities, the hourly intervals that have a width
+///   must too (measured 92.4 % over 48 802 intervals: below 95 %, as the hours' outputs
+///   jump between a few values and are far from normal at N = 100). An hour whose output is constant but in rare samples
+///   (the price between two marginal units at night, the tidal power near cut-in) often
+///   has all N = 100 samples equal: its interval has zero width and misses the truth
+///   whenever the rare samples move the true mean. Those are counted apart and printed,
+///   not bounded (measured: 8 798 of them, covering 78 %); so is the worst single hour
+///   (down to 1 %). A normal-theory
+///   interval cannot see what the samples never showed; only a larger N can.
+/// - The Wilson intervals of P(price > x), pooled over the hours and thresholds, 90-99 %
+///   (measured 97.0 %).
+///
+/// Statistical and about 25 s, so apart from the quick suite (CI runs it):
+/// `cargo test --release --test uncertainty_study -- --ignored`.
+#[test]
+#[ignore]
+fn mc_intervals_cover_the_market_means() {
+    let market = Market::from_scenario(&Scenario::default()).unwrap();
+    let mut cfg = narrow_load_table();
+    let mut prepared = PreparedStudy::new(&market, &cfg).unwrap();
+    let truth_opts = options(vec![Method::Mc], 100_000, BackendChoice::Cpu);
+    cfg.seed = 0;
+    let truth = run_prepared(&mut prepared, &market, &cfg, &truth_opts, None).unwrap();
+    let quantities: Vec<&str> = QUANTITIES
+        .into_iter()
+        .filter(|q| *q != "clearing_error_mw")
+        .collect();
+    let hours: Vec<Option<u32>> = (0..HOURS as u32).map(Some).collect();
+    let (reps, n) = (300u64, 100u64);
+    let opts = options(vec![Method::Mc], n, BackendChoice::Cpu);
+    let mut day_covered = vec![0u64; quantities.len()];
+    // Per (quantity, hour): replications whose interval held the truth, and that had one
+    // (an hour whose N samples are all equal has a zero-width interval, counted apart).
+    let mut hour_covered = vec![[0u64; HOURS]; quantities.len()];
+    let (mut degenerate, mut degenerate_covered) = (0u64, 0u64);
+    let (mut spread, mut spread_covered) = (0u64, 0u64);
+    let (mut tail_covered, mut tail_total) = (0u64, 0u64);
+    for rep in 1..=reps {
+        cfg.seed = rep;
+        let r = run_prepared(&mut prepared, &market, &cfg, &opts, None).unwrap();
+        for (qi, q) in quantities.iter().enumerate() {
+            let t = row(&truth.rows, "mc", q, None).mean;
+            let (lo, hi) = row(&r.rows, "mc", q, None).ci95.unwrap();
+            day_covered[qi] += u64::from(lo <= t && t <= hi);
+            for &h in &hours {
+                let t = row(&truth.rows, "mc", q, h).mean;
+                let (lo, hi) = row(&r.rows, "mc", q, h).ci95.unwrap();
+                let covered = u64::from(lo <= t && t <= hi);
+                if lo == hi {
+                    degenerate += 1;
+                    degenerate_covered += covered;
+                } else {
+                    spread += 1;
+                    spread_covered += covered;
+                }
+                hour_covered[qi][h.unwrap() as usize] += covered;
+            }
+        }
+        for tail in r.tails.iter().filter(|t| t.hour.is_some()) {
+            let truth_tail = truth
+                .tails
+                .iter()
+                .find(|x| x.hour == tail.hour && x.threshold == tail.threshold)
+                .expect("the same thresholds");
+            let p = truth_tail.probability;
+            tail_total += 1;
+            tail_covered += u64::from(tail.ci95.0 <= p && p <= tail.ci95.1);
+        }
+    }
+    let cov = |c: u64, of: u64| c as f64 / of as f64;
+    for (qi, q) in quantities.iter().enumerate() {
+        let day = cov(day_covered[qi], reps);
+        let worst = (0..HOURS)
+            .min_by_key(|&h| hour_covered[qi][h])
+            .expect("hours");
+        eprintln!(
+            "{q}: daily mean coverage {day:.3}; worst hour {worst}: {:.3}",
+            cov(hour_covered[qi][worst], reps)
+        );
+        assert!((0.90..=0.99).contains(&day), "{q}: daily coverage {day}");
+    }
+    let hourly = cov(spread_covered, spread);
+    let tails = cov(tail_covered, tail_total);
+    eprintln!(
+        "pooled hourly coverage {hourly:.4} over {spread} intervals; {degenerate} \
+         zero-width intervals cover {:.4}; tails {tails:.4} of {tail_total}",
+        cov(degenerate_covered, degenerate)
+    );
+    assert_eq!(
+        spread + degenerate,
+        reps * (HOURS * quantities.len()) as u64
+    );
+    assert!(
+        (0.90..=0.99).contains(&hourly),
+        "pooled hourly coverage {hourly}"
+    );
+    assert!((0.90..=0.99).contains(&tails), "tail coverage {tails}");
+}
+
 /// Tail probabilities and histograms against the samples themselves: the per-sample
 /// outputs of the same MC samples (`sample_outputs`, no accumulator), counted here. Every
 /// P(price > x) is the empirical frequency, each relative threshold is (1 + r) times the

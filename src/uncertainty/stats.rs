@@ -542,33 +542,120 @@ mod tests {
         assert!(weighted_moments(&[1.0], &w).is_err());
     }
 
-    /// Coverage of the 95 % interval of the mean: 4000 MC replications of N = 200
-    /// standard normals (each replication its own seed); the interval must hold the true
-    /// mean 0 in 95 % +- 1 % of them (binomial sd 0.34 %). Statistical, so apart from
-    /// the quick suite: `cargo test --release --lib uncertainty::stats -- --ignored`.
+    /// Coverage of the study's three 95 % intervals over 4000 MC replications (each its own
+    /// seed): the mean's `ci95`, the std's `std +- std_half_width` and the Wilson interval
+    /// of P(X > x), on a standard normal (x = 1, P = 0.158655) and on a lognormal (sigma
+    /// 0.5, skewed like the study's costs; x = 1.5) of N = 200 samples, and on that
+    /// lognormal at N = 2000. Binomial sd of a coverage: 0.34 %. Measured:
+    ///
+    /// | data | mean | std | tail |
+    /// |---|---:|---:|---:|
+    /// | normal, N = 200 | 95.13 % | 93.90 % | 94.70 % |
+    /// | lognormal, N = 200 | 94.67 % | 88.90 % | 95.73 % |
+    /// | lognormal, N = 2000 | 95.07 % | 93.23 % | 95.05 % |
+    ///
+    /// The mean and tail intervals must hold 95 % +- 1 %. The std's interval is a normal
+    /// approximation of the sample std's distribution; with a heavy fourth moment it
+    /// undercovers at small N and closes in as N grows: 93-97 % on the normal, at least
+    /// 87 % on the lognormal at N = 200 and at least 92 % at N = 2000.
+    ///
+    /// Statistical, so apart from the quick suite (CI runs it):
+    /// `cargo test --release --lib uncertainty::stats -- --ignored`.
     #[test]
     #[ignore]
-    fn ci95_coverage_of_mc_means() {
+    fn ci95_coverage_of_mc_replications() {
         use crate::uncertainty::sampling::mc_uniforms;
-        use crate::uncertainty::special::inverse_normal_cdf;
-        let (reps, n) = (4000u64, 200u64);
-        let mut covered = 0;
+        use crate::uncertainty::special::{inverse_normal_cdf, normal_cdf};
+        use crate::uncertainty::study::wilson_interval;
+        let reps = 4000u64;
+        let (mu, sigma) = (0.0f64, 0.5f64);
+        let lognormal_mean = (mu + sigma * sigma / 2.0).exp();
+        let lognormal_std = ((sigma * sigma).exp() - 1.0).sqrt() * lognormal_mean;
+        let lognormal = |z: f64| (mu + sigma * z).exp();
+        let lognormal_tail = 1.0 - normal_cdf((1.5f64.ln() - mu) / sigma);
+        // (name, N, mean, std, threshold, P(X > threshold), X from a standard normal,
+        // the std interval's least coverage).
+        type Case<'a> = (
+            &'a str,
+            u64,
+            f64,
+            f64,
+            f64,
+            f64,
+            &'a dyn Fn(f64) -> f64,
+            f64,
+        );
+        let cases: [Case; 3] = [
+            (
+                "normal",
+                200,
+                0.0,
+                1.0,
+                1.0,
+                1.0 - normal_cdf(1.0),
+                &|z| z,
+                0.93,
+            ),
+            (
+                "lognormal",
+                200,
+                lognormal_mean,
+                lognormal_std,
+                1.5,
+                lognormal_tail,
+                &lognormal,
+                0.87,
+            ),
+            (
+                "lognormal",
+                2000,
+                lognormal_mean,
+                lognormal_std,
+                1.5,
+                lognormal_tail,
+                &lognormal,
+                0.92,
+            ),
+        ];
         let mut u = [0.0; 1];
-        for rep in 0..reps {
-            let spec = OutputSpec {
-                lo: -5.0,
-                hi: 5.0,
-                thresholds: vec![],
-            };
-            let mut acc = Accumulator::new(vec![spec], 10, 0).expect("valid");
-            for i in 0..n {
-                mc_uniforms(rep, i, &mut u);
-                acc.push(i, &[inverse_normal_cdf(u[0])]).expect("in order");
+        for (name, n, mean, std, x, tail, map, std_least) in cases {
+            let (mut c_mean, mut c_std, mut c_tail) = (0u64, 0u64, 0u64);
+            for rep in 0..reps {
+                let spec = OutputSpec {
+                    lo: -10.0,
+                    hi: 10.0,
+                    thresholds: vec![x],
+                };
+                let mut acc = Accumulator::new(vec![spec], 10, 0).expect("valid");
+                for i in 0..n {
+                    mc_uniforms(rep, i, &mut u);
+                    acc.push(i, &[map(inverse_normal_cdf(u[0]))])
+                        .expect("in order");
+                }
+                let s = acc.summary(0).expect("samples");
+                let (lo, hi) = s.ci95.expect("N >= 2");
+                c_mean += u64::from(lo <= mean && mean <= hi);
+                let (sd, half) = (s.std.expect("N >= 2"), s.std_half_width.expect("N >= 4"));
+                c_std += u64::from((sd - std).abs() <= half);
+                let k = (s.exceedance[0].1 * n as f64).round() as u64;
+                let (lo, hi) = wilson_interval(k, n);
+                c_tail += u64::from(lo <= tail && tail <= hi);
             }
-            let (lo, hi) = acc.summary(0).expect("samples").ci95.expect("N >= 2");
-            covered += u64::from(lo <= 0.0 && 0.0 <= hi);
+            let cov = |c: u64| c as f64 / reps as f64;
+            let (m, sd, t) = (cov(c_mean), cov(c_std), cov(c_tail));
+            eprintln!("{name}, N = {n}: coverage mean {m:.4}, std {sd:.4}, tail {t:.4}");
+            assert!(
+                (m - 0.95).abs() < 0.01,
+                "{name}, N = {n}: mean coverage {m}"
+            );
+            assert!(
+                (t - 0.95).abs() < 0.01,
+                "{name}, N = {n}: tail coverage {t}"
+            );
+            assert!(
+                (std_least..0.97).contains(&sd),
+                "{name}, N = {n}: std coverage {sd}"
+            );
         }
-        let coverage = covered as f64 / reps as f64;
-        assert!((coverage - 0.95).abs() < 0.01, "{coverage}");
     }
 }
