@@ -794,7 +794,9 @@ mod tests {
         let critical = ((240.0f64 / 0.01).ln() / 2.0).sqrt() / (n as f64).sqrt();
         for method in [Method::Mc, Method::QmcSobol, Method::Lhs] {
             let s = sampler(method, n);
-            let mut columns = vec![Vec::with_capacity(n as usize); INPUTS];
+            let mut columns: Vec<Vec<f64>> = (0..INPUTS)
+                .map(|_| Vec::with_capacity(n as usize))
+                .collect();
             let mut y = [0.0; INPUTS];
             for i in 0..n {
                 s.correlated_normals(i, &mut y).expect("in range");
