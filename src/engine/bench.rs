@@ -18,7 +18,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, RunSpec};
+use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, HourRecord, RunSpec};
 use crate::engine::cpu::{CPU_RUNS_PER_CHUNK, run_cpu, run_cpu_streaming};
 use crate::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, GpuContext, Precision};
 use crate::error::Result;
@@ -67,8 +67,59 @@ pub struct BenchRow {
     pub runs_per_s: f64,
     /// Work per run: the sum over hours of the RCI iterations, mean over runs.
     pub hour_iterations_per_run: f64,
+    /// How the iterations spread over the (run, hour) items.
+    pub divergence: Divergence,
     /// Why the size was not timed.
     pub skipped: Option<String>,
+}
+
+/// Lanes that execute in lockstep on the GPUs the engine targets (an NVIDIA warp).
+pub const LOCKSTEP_LANES: usize = 32;
+
+/// How the RCI iterations spread over a batch's (run, hour) items, in the kernel's order
+/// (item = run x hours + hour, one per invocation). Lanes that execute in lockstep wait
+/// for their slowest: a group of [`LOCKSTEP_LANES`] consecutive items costs its maximum
+/// times its size, so `lockstep_efficiency` is the share of that issued work that is
+/// useful, the bound the iteration counts alone put on the kernel's SIMD use.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Divergence {
+    /// (run, hour) items counted.
+    pub hours: u64,
+    /// Their RCI iterations.
+    pub iterations: u64,
+    /// The most iterations of one item.
+    pub max: u32,
+    /// Sum over the groups of [`LOCKSTEP_LANES`] consecutive items of their maximum times
+    /// their size.
+    pub lockstep_iterations: u64,
+}
+
+impl Divergence {
+    /// Adds a chunk's records (the whole chunk: groups do not span chunks, as a kernel
+    /// dispatch's items start again at each chunk).
+    pub fn add(&mut self, records: &[HourRecord]) {
+        for group in records.chunks(LOCKSTEP_LANES) {
+            let max = group.iter().map(|r| r.iterations).max().unwrap_or(0);
+            self.hours += group.len() as u64;
+            self.iterations += group.iter().map(|r| u64::from(r.iterations)).sum::<u64>();
+            self.max = self.max.max(max);
+            self.lockstep_iterations += u64::from(max) * group.len() as u64;
+        }
+    }
+
+    /// Mean iterations per (run, hour).
+    pub fn mean(&self) -> f64 {
+        self.iterations as f64 / self.hours.max(1) as f64
+    }
+
+    /// Useful over issued iterations in lockstep groups, in (0, 1]; 1 with no items.
+    pub fn lockstep_efficiency(&self) -> f64 {
+        if self.lockstep_iterations == 0 {
+            1.0
+        } else {
+            self.iterations as f64 / self.lockstep_iterations as f64
+        }
+    }
 }
 
 /// The table of a benchmark.
@@ -82,25 +133,29 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "| backend | adapter | runs | time (s) | runs/s | hour-iterations/run | note |"
+            "| backend | adapter | runs | time (s) | runs/s | hour-iterations/run | \
+             iterations/hour, mean / max | {LOCKSTEP_LANES}-lane lockstep efficiency | note |"
         )?;
-        writeln!(f, "|---|---|---:|---:|---:|---:|---|")?;
+        writeln!(f, "|---|---|---:|---:|---:|---:|---:|---:|---|")?;
         for r in &self.rows {
             match &r.skipped {
                 Some(why) => writeln!(
                     f,
-                    "| {} | {} | {} | - | - | - | skipped: {} |",
+                    "| {} | {} | {} | - | - | - | - | - | skipped: {} |",
                     r.backend, r.adapter, r.runs, why
                 )?,
                 None => writeln!(
                     f,
-                    "| {} | {} | {} | {:.3} | {:.1} | {:.1} | |",
+                    "| {} | {} | {} | {:.3} | {:.1} | {:.1} | {:.2} / {} | {:.3} | |",
                     r.backend,
                     r.adapter,
                     r.runs,
                     r.seconds,
                     r.runs_per_s,
-                    r.hour_iterations_per_run
+                    r.hour_iterations_per_run,
+                    r.divergence.mean(),
+                    r.divergence.max,
+                    r.divergence.lockstep_efficiency()
                 )?,
             }
         }
@@ -190,6 +245,7 @@ pub fn run_bench(
                 seconds: 0.0,
                 runs_per_s: 0.0,
                 hour_iterations_per_run: 0.0,
+                divergence: Divergence::default(),
                 skipped: None,
             };
             let ctx = match (backend, &gpu) {
@@ -239,14 +295,10 @@ pub fn run_bench(
             let start = Instant::now();
             // Only the total work is kept: the records of a chunk are dropped once counted,
             // as a sweep drops them once written.
-            let mut iterations = 0u64;
+            let mut divergence = Divergence::default();
             let mut done = 0usize;
             let count = |c: &ChunkOutputs| {
-                iterations += c
-                    .records
-                    .iter()
-                    .map(|r| u64::from(r.iterations))
-                    .sum::<u64>();
+                divergence.add(&c.records);
                 done += c.runs.len();
                 progress(BenchProgress::Runs(done));
                 Ok(())
@@ -259,7 +311,8 @@ pub fn run_bench(
             };
             row.seconds = start.elapsed().as_secs_f64();
             row.runs_per_s = runs as f64 / row.seconds.max(1e-9);
-            row.hour_iterations_per_run = iterations as f64 / runs.max(1) as f64;
+            row.hour_iterations_per_run = divergence.iterations as f64 / runs.max(1) as f64;
+            row.divergence = divergence;
             per_run_s = Some(row.seconds / runs.max(1) as f64);
             progress(BenchProgress::Done(&row));
             report.rows.push(row);
@@ -297,6 +350,20 @@ mod tests {
         let per_run = whole.iter().map(|r| r.iterations as f64).sum::<f64>() / 40.0;
         assert!(per_run > 24.0, "{per_run}");
         assert_eq!(row.hour_iterations_per_run, per_run);
+        // The divergence statistics, computed here from the whole batch: 40 runs x 24
+        // hours are 30 groups of 32 items.
+        let d = row.divergence;
+        assert_eq!(d.hours, 40 * 24);
+        assert_eq!(d.max, whole.iter().map(|r| r.iterations).max().unwrap());
+        let issued: u64 = whole
+            .chunks(LOCKSTEP_LANES)
+            .map(|g| 32 * u64::from(g.iter().map(|r| r.iterations).max().unwrap()))
+            .sum();
+        assert_eq!(d.lockstep_iterations, issued);
+        let eff = d.lockstep_efficiency();
+        assert!(eff > 0.0 && eff < 1.0, "{eff}");
+        assert!(f64::from(d.max) > d.mean(), "{d:?}");
+        assert!(report.to_string().contains(&format!("{:.3}", eff)));
         // A cap below any measurable time skips every size after the first.
         let capped = run_bench(
             &market,
