@@ -2,15 +2,16 @@
 //! - one batch of 1000 runs on the CPU backend and, when an adapter exists, the GPU f32
 //!   kernel;
 //! - the GPU host's own work per chunk (no GPU needed): packing the runs' settings for
-//!   upload and unpacking the (run, hour) records read back. On a fast GPU this single-
-//!   threaded work, not the kernel, may bound the runs per second.
+//!   upload and unpacking the (run, hour) records read back (in parallel, and on one
+//!   thread for comparison). On a fast GPU this host work, not the kernel, may bound the
+//!   runs per second.
 
 use std::hint::black_box;
 
 use bytemuck::Zeroable;
 use criterion::{Criterion, criterion_group, criterion_main};
 use p2pmarket::engine::bench::bench_runs;
-use p2pmarket::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, HourOut32, Layout, Layout32};
+use p2pmarket::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, HourOut32, Layout, Layout32, unpack_records};
 use p2pmarket::engine::{Batch, GpuContext, HourRecord, Precision, cpu};
 use p2pmarket::market::Market;
 use p2pmarket::scenario::Scenario;
@@ -47,9 +48,13 @@ fn host_per_chunk(c: &mut Criterion) {
                 .collect::<Vec<_>>()
         })
     });
-    // What the engine does: one host buffer, reused for every chunk.
+    // What the engine does: one host buffer, reused for every chunk, filled in parallel.
     let mut reused: Vec<HourRecord> = Vec::with_capacity(outs.len());
     group.bench_function("unpack_records_f32", |b| {
+        b.iter(|| unpack_records::<Layout32>(black_box(&outs), &mut reused))
+    });
+    // The same on one thread, as before the parallel unpacking.
+    group.bench_function("unpack_records_f32_one_thread", |b| {
         b.iter(|| {
             reused.clear();
             reused.extend(black_box(&outs).iter().map(Layout32::record));
