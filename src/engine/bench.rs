@@ -193,8 +193,6 @@ pub fn bench_runs(market: &Market, n: usize) -> Vec<RunSpec> {
         .collect()
 }
 
-/// Times every backend on batches of every size (see the module doc for the caps).
-/// `adapter` picks a GPU by name (else `WGPU_ADAPTER_NAME`, else the best one).
 /// What [`run_bench`] is doing, for a progress display.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BenchProgress<'a> {
@@ -211,6 +209,9 @@ pub enum BenchProgress<'a> {
     Done(&'a BenchRow),
 }
 
+/// Times every backend on batches of every size (see the module doc for the caps), telling
+/// `progress` what it does. `adapter` picks a GPU by name (else `WGPU_ADAPTER_NAME`, else
+/// the best one).
 pub fn run_bench(
     market: &Market,
     sizes: &[usize],
