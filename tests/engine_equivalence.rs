@@ -713,12 +713,9 @@ fn other_markets() -> Vec<(String, Market)> {
 #[test]
 fn other_markets_agree_on_every_backend() {
     for (name, m) in other_markets() {
-        let tight = |seed: u64| {
-            let mut runs = random_hourly_runs_on(&m, seed, RUNS / 8, Tolerances::Tight);
-            runs.extend(extreme_hourly_runs(&m, seed, RUNS / 8, Tolerances::Tight));
-            Batch::from_market(&m, &runs).expect("batch")
-        };
-        let b = tight(21);
+        let mut runs = random_hourly_runs_on(&m, 21, RUNS / 8, Tolerances::Tight);
+        runs.extend(extreme_hourly_runs(&m, 21, RUNS / 8, Tolerances::Tight));
+        let b = Batch::from_market(&m, &runs).expect("batch");
         eprintln!("{name}: {} agents", b.agents());
         assert_bitwise_equal(&run_cpu(&b).expect("cpu").records, &reference(&b));
         if let Some(ctx) = gpu_f64() {

@@ -141,13 +141,13 @@ fn study_is_reproducible_and_spreads() {
 ///   (PV).
 /// - Pooled over the 24 hours and the quantities, the hourly intervals that have a width
 ///   must too (measured 92.4 % over 48 802 intervals: below 95 %, as the hours' outputs
-///   jump between a few values and are far from normal at N = 100). An hour whose output is constant but in rare samples
-///   (the price between two marginal units at night, the tidal power near cut-in) often
-///   has all N = 100 samples equal: its interval has zero width and misses the truth
-///   whenever the rare samples move the true mean. Those are counted apart and printed,
-///   not bounded (measured: 8 798 of them, covering 78 %); so is the worst single hour
-///   (down to 1 %). A normal-theory
-///   interval cannot see what the samples never showed; only a larger N can.
+///   jump between a few values and are far from normal at N = 100). An hour whose output
+///   is constant but in rare samples (the price between two marginal units at night, the
+///   tidal power near cut-in) often has all N = 100 samples equal: its interval has zero
+///   width and misses the truth whenever the rare samples move the true mean. Those are
+///   counted apart and printed, not bounded (measured: 8 798 of them, covering 78 %); so
+///   is the worst single hour (down to 1 %). A normal-theory interval cannot see what the
+///   samples never showed; only a larger N can.
 /// - The Wilson intervals of P(price > x), pooled over the hours and thresholds, 90-99 %
 ///   (measured 97.0 %).
 ///
@@ -166,12 +166,11 @@ fn mc_intervals_cover_the_market_means() {
         .into_iter()
         .filter(|q| *q != "clearing_error_mw")
         .collect();
-    let hours: Vec<Option<u32>> = (0..HOURS as u32).map(Some).collect();
     let (reps, n) = (300u64, 100u64);
     let opts = options(vec![Method::Mc], n, BackendChoice::Cpu);
     let mut day_covered = vec![0u64; quantities.len()];
-    // Per (quantity, hour): replications whose interval held the truth, and that had one
-    // (an hour whose N samples are all equal has a zero-width interval, counted apart).
+    // Per (quantity, hour): replications whose interval held the truth. Pooled: those of
+    // zero width (all N samples equal) apart from the rest.
     let mut hour_covered = vec![[0u64; HOURS]; quantities.len()];
     let (mut degenerate, mut degenerate_covered) = (0u64, 0u64);
     let (mut spread, mut spread_covered) = (0u64, 0u64);
@@ -183,9 +182,10 @@ fn mc_intervals_cover_the_market_means() {
             let t = row(&truth.rows, "mc", q, None).mean;
             let (lo, hi) = row(&r.rows, "mc", q, None).ci95.unwrap();
             day_covered[qi] += u64::from(lo <= t && t <= hi);
-            for &h in &hours {
-                let t = row(&truth.rows, "mc", q, h).mean;
-                let (lo, hi) = row(&r.rows, "mc", q, h).ci95.unwrap();
+            for (h, covered_at) in hour_covered[qi].iter_mut().enumerate() {
+                let hour = Some(h as u32);
+                let t = row(&truth.rows, "mc", q, hour).mean;
+                let (lo, hi) = row(&r.rows, "mc", q, hour).ci95.unwrap();
                 let covered = u64::from(lo <= t && t <= hi);
                 if lo == hi {
                     degenerate += 1;
@@ -194,7 +194,7 @@ fn mc_intervals_cover_the_market_means() {
                     spread += 1;
                     spread_covered += covered;
                 }
-                hour_covered[qi][h.unwrap() as usize] += covered;
+                *covered_at += covered;
             }
         }
         for tail in r.tails.iter().filter(|t| t.hour.is_some()) {

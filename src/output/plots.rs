@@ -1237,6 +1237,30 @@ fn draw_comparison<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Headroom for a linear panel's legend: the range only grows upward, more for more
+    /// legend lines, and the data's top stays below the legend box (19 px a line plus 24
+    /// px, in a plot about 110 px shorter than its area).
+    #[test]
+    fn legend_headroom_keeps_the_data_below_the_legend() {
+        let mut last_top = 1.0;
+        for entries in [1, 3, 6] {
+            let y = with_legend_headroom(0.0..1.0, entries, 480);
+            assert_eq!(y.start, 0.0);
+            assert!(y.end > last_top, "{entries}: {y:?}");
+            last_top = y.end;
+            // Pixels from the plot's top down to the data's top.
+            let plot_px = 480.0 - 110.0;
+            let free_px = (y.end - 1.0) / (y.end - y.start) * plot_px;
+            assert!(
+                free_px >= 19.0 * entries as f64 + 24.0 - 1e-9,
+                "{entries}: {free_px}"
+            );
+        }
+        // A legend taller than the panel takes at most 60 % of it.
+        let y = with_legend_headroom(0.0..1.0, 40, 480);
+        assert!((y.end - 2.5).abs() < 1e-12, "{y:?}");
+    }
     use crate::output::parquet::MemorySink;
     use crate::output::test_support::day;
 

@@ -573,63 +573,66 @@ mod tests {
         let lognormal_std = ((sigma * sigma).exp() - 1.0).sqrt() * lognormal_mean;
         let lognormal = |z: f64| (mu + sigma * z).exp();
         let lognormal_tail = 1.0 - normal_cdf((1.5f64.ln() - mu) / sigma);
-        // (name, N, mean, std, threshold, P(X > threshold), X from a standard normal,
-        // the std interval's least coverage).
-        type Case<'a> = (
-            &'a str,
-            u64,
-            f64,
-            f64,
-            f64,
-            f64,
-            &'a dyn Fn(f64) -> f64,
-            f64,
-        );
-        let cases: [Case; 3] = [
-            (
-                "normal",
-                200,
-                0.0,
-                1.0,
-                1.0,
-                1.0 - normal_cdf(1.0),
-                &|z| z,
-                0.93,
-            ),
-            (
-                "lognormal",
-                200,
-                lognormal_mean,
-                lognormal_std,
-                1.5,
-                lognormal_tail,
-                &lognormal,
-                0.87,
-            ),
-            (
-                "lognormal",
-                2000,
-                lognormal_mean,
-                lognormal_std,
-                1.5,
-                lognormal_tail,
-                &lognormal,
-                0.92,
-            ),
+        /// One replicated case: `draw` maps a standard normal to a sample of a
+        /// distribution with this mean, std and P(X > threshold) = tail.
+        struct Case<'a> {
+            name: &'a str,
+            n: u64,
+            mean: f64,
+            std: f64,
+            threshold: f64,
+            tail: f64,
+            draw: &'a dyn Fn(f64) -> f64,
+            /// The least coverage the std's interval must reach.
+            std_least: f64,
+        }
+        let lognormal_case = |n: u64, std_least: f64| Case {
+            name: "lognormal",
+            n,
+            mean: lognormal_mean,
+            std: lognormal_std,
+            threshold: 1.5,
+            tail: lognormal_tail,
+            draw: &lognormal,
+            std_least,
+        };
+        let cases = [
+            Case {
+                name: "normal",
+                n: 200,
+                mean: 0.0,
+                std: 1.0,
+                threshold: 1.0,
+                tail: 1.0 - normal_cdf(1.0),
+                draw: &|z| z,
+                std_least: 0.93,
+            },
+            lognormal_case(200, 0.87),
+            lognormal_case(2000, 0.92),
         ];
         let mut u = [0.0; 1];
-        for (name, n, mean, std, x, tail, map, std_least) in cases {
+        for Case {
+            name,
+            n,
+            mean,
+            std,
+            threshold,
+            tail,
+            draw,
+            std_least,
+        } in cases
+        {
             let (mut c_mean, mut c_std, mut c_tail) = (0u64, 0u64, 0u64);
             for rep in 0..reps {
                 let spec = OutputSpec {
                     lo: -10.0,
                     hi: 10.0,
-                    thresholds: vec![x],
+                    thresholds: vec![threshold],
                 };
                 let mut acc = Accumulator::new(vec![spec], 10, 0).expect("valid");
                 for i in 0..n {
                     mc_uniforms(rep, i, &mut u);
-                    acc.push(i, &[map(inverse_normal_cdf(u[0]))])
+                    acc.push(i, &[draw(inverse_normal_cdf(u[0]))])
                         .expect("in order");
                 }
                 let s = acc.summary(0).expect("samples");
