@@ -37,6 +37,17 @@
 // (initially [-inf, inf]), the step memory (initially inf) and a missing Newton gap (inf)
 // are carried as values plus "set" flags.
 
+// Pipeline-overridable: the host compiles, on first use, a variant without the attack
+// machinery (ATTACKS false) or without the load-table blend (BLEND false) for the chunks
+// that use neither (`engine::gpu::KernelVariant`). A variant computes the same function on
+// every hour it accepts, and an hour that would need what it lacks stops with
+// FAULT_KERNEL_VARIANT (1: attacks, 2: the blend), never runs without it. The reason is
+// lavapipe: it runs both sides of every `if` under a mask, so code that no hour of a
+// chunk takes still costs there (the bench's attack-free day ran 1.6x faster in f32 and
+// 1.9x in f64 without it); on hardware GPUs a smaller kernel also needs fewer registers.
+override ATTACKS: bool = true;
+override BLEND: bool = true;
+
 struct Params {
     // (run, hour) pairs in this chunk.
     items: u32,
@@ -185,7 +196,7 @@ var<private> local_costs: array<array<real, MAX_POINTS>, MAX_AGENTS>;
 fn cp(a: u32, k: u32) -> real {
     if from_pool[a] {
         let p = pool[curve_offset[a] + k];
-        if blended[a] {
+        if BLEND && blended[a] {
             return p + blend_w[a] * (pool[blend_offset[a] + k] - p);
         }
         return p;
@@ -196,7 +207,7 @@ fn cp(a: u32, k: u32) -> real {
 fn ce(a: u32, k: u32) -> real {
     if from_pool[a] {
         let e = pool[curve_offset[a] + curve_len[a] + k];
-        if blended[a] {
+        if BLEND && blended[a] {
             return e + blend_w[a] * (pool[blend_offset[a] + curve_len[a] + k] - e);
         }
         return e;
@@ -207,7 +218,7 @@ fn ce(a: u32, k: u32) -> real {
 fn cc(a: u32, k: u32) -> real {
     if from_pool[a] {
         let c = pool[curve_offset[a] + 2u * curve_len[a] + k];
-        if blended[a] {
+        if BLEND && blended[a] {
             return c + blend_w[a] * (pool[blend_offset[a] + 2u * curve_len[a] + k] - c);
         }
         return c;
@@ -1131,6 +1142,10 @@ fn main(
         run_slots[k] = s;
         attacked = attacked || (s.variable != ATTACK_NONE && (s.hours & hour_bit) != 0u);
     }
+    if attacked && !ATTACKS {
+        fail(FAULT_KERNEL_VARIANT, 1u);
+    }
+    attacked = attacked && ATTACKS;
     var views = false;
     var defended = false;
     switch rp.defence {
@@ -1161,6 +1176,9 @@ fn main(
         curve_offset[i] = s.curve_offset;
         curve_len[i] = s.curve_len;
         blended[i] = from_pool[i] && has_hourly && hour_in.sg_weight != 0.0;
+        if blended[i] && !BLEND {
+            fail(FAULT_KERNEL_VARIANT, 2u);
+        }
         if blended[i] {
             blend_offset[i] = slots[next_base + i].curve_offset;
             blend_w[i] = hour_in.sg_weight;

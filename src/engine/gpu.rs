@@ -168,11 +168,14 @@ pub enum KernelFault {
     /// (LP_MAX_TGSI_LOOP_ITERATIONS); the kernel's probe (`loops_cut`) sees it, and the
     /// hour is reported instead of returned truncated.
     LoopLimit = 8,
+    /// Not a code: an hour needs what its [`KernelVariant`] was compiled without (its
+    /// code: 1, attacks; 2, the load-table blend), a host bug.
+    KernelVariant = 9,
 }
 
 impl KernelFault {
     /// Every fault, in code order.
-    pub const ALL: [KernelFault; 8] = [
+    pub const ALL: [KernelFault; 9] = [
         KernelFault::StepRule,
         KernelFault::PowerUpdate,
         KernelFault::DualUpdate,
@@ -181,6 +184,7 @@ impl KernelFault {
         KernelFault::AttackVariable,
         KernelFault::AttackShape,
         KernelFault::LoopLimit,
+        KernelFault::KernelVariant,
     ];
 
     /// The fault of a kernel's `fault` field (`None` for 0, no fault, or an unknown one).
@@ -199,6 +203,7 @@ impl KernelFault {
             KernelFault::AttackVariable => "attack variable",
             KernelFault::AttackShape => "attack shape",
             KernelFault::LoopLimit => "loop limit",
+            KernelFault::KernelVariant => "kernel variant",
         }
     }
 }
@@ -213,6 +218,17 @@ fn fault_error(run: usize, hour: usize, fault: u32, code: u32) -> Error {
              of 8 hours once they have run 65535 iterations in all, about 900 RCI iterations \
              (500 under an undefended attack); run this on the CPU backend (--backend cpu) or \
              a hardware GPU, or lower rci.max_iterations"
+        ));
+    }
+    if fault == KernelFault::KernelVariant as u32 {
+        let lacks = match code {
+            1 => "attacks",
+            2 => "the load-table blend",
+            _ => "an unknown feature",
+        };
+        return gpu_error(format!(
+            "run {run}, hour {hour}: the kernel variant that ran it was compiled without \
+             {lacks} (code {code}), which the hour needs (a host bug: KernelVariant::of)"
         ));
     }
     let what = KernelFault::from_code(fault).map_or_else(
@@ -603,11 +619,100 @@ mirrors!(
     HourOut64
 );
 
-/// A compiled kernel and its bind-group layout.
+/// What a compiled kernel contains: the values of the kernel's pipeline-overridable
+/// constants `ATTACKS` and `BLEND`. The host compiles a variant on its first use and picks
+/// the smallest that accepts a chunk ([`KernelVariant::of`]). Every variant computes the
+/// same function on the hours it accepts (the equivalence harness runs them all), and an
+/// hour that needs what its variant lacks stops with [`KernelFault::KernelVariant`].
+///
+/// Why: a SIMD driver such as lavapipe executes both sides of every branch under a mask,
+/// so code that no hour of a chunk takes still costs. Without the attack machinery and
+/// the blend's second curve read, the attack-free bench day runs 1.6x faster in f32 and
+/// 1.9x in f64 there (`results/roofline.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelVariant {
+    /// The attack machinery: slots, views, tampered and rejected counts.
+    pub attacks: bool,
+    /// The blend of a pool curve with the next load-table level's (per-hour inputs).
+    pub blend: bool,
+}
+
+impl KernelVariant {
+    /// Everything compiled in: accepts every hour.
+    pub const FULL: KernelVariant = KernelVariant {
+        attacks: true,
+        blend: true,
+    };
+
+    /// The smallest variant that accepts runs `runs` of `batch`: attacks if any of their
+    /// slots is filled (`variable != 0`), the blend if any of their per-hour inputs blends.
+    pub fn of(batch: &Batch, runs: Range<usize>) -> KernelVariant {
+        let hours = batch.hours();
+        let attacks = runs
+            .clone()
+            .any(|r| batch.attacks[r].iter().any(|s| s.variable != 0));
+        let blend = runs.into_iter().any(|r| match batch.hourly_offset[r] {
+            NO_HOURLY => false,
+            o => batch.hourly[o as usize..o as usize + hours]
+                .iter()
+                .any(|h| h.sg_weight != 0.0),
+        });
+        KernelVariant { attacks, blend }
+    }
+
+    /// The kernel's overridable constants for this variant.
+    fn constants(self) -> [(&'static str, f64); 2] {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        [("ATTACKS", flag(self.attacks)), ("BLEND", flag(self.blend))]
+    }
+}
+
+/// A kernel's module and layouts, and its variants' pipelines, each compiled on first use.
 #[derive(Debug)]
 struct Kernel {
-    pipeline: wgpu::ComputePipeline,
+    precision: Precision,
+    module: wgpu::ShaderModule,
+    layout: wgpu::PipelineLayout,
     bind_layout: wgpu::BindGroupLayout,
+    pipelines: Mutex<Vec<(KernelVariant, wgpu::ComputePipeline)>>,
+}
+
+impl Kernel {
+    /// The pipeline of `variant`, compiled now if it is the first use. The lock is held
+    /// while compiling, so that threads sharing the context compile each variant once.
+    fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        variant: KernelVariant,
+    ) -> Result<wgpu::ComputePipeline> {
+        let mut pipelines = self
+            .pipelines
+            .lock()
+            .map_err(|_| gpu_error("the kernel's pipeline cache was poisoned"))?;
+        if let Some((_, p)) = pipelines.iter().find(|(v, _)| *v == variant) {
+            return Ok(p.clone());
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("rci"),
+            layout: Some(&self.layout),
+            module: &self.module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &variant.constants(),
+                ..Default::default()
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_error(format!(
+                "compiling the {:?} kernel ({variant:?}): {e}",
+                self.precision
+            )));
+        }
+        pipelines.push((variant, pipeline.clone()));
+        Ok(pipeline)
+    }
 }
 
 /// The device, queue and pipelines, created once and passed to every GPU run.
@@ -691,7 +796,8 @@ impl GpuContext {
     }
 
     /// Builds the context on a given adapter: requests a device with the adapter's limits
-    /// (and `SHADER_F64` when offered) and compiles the kernels.
+    /// (and `SHADER_F64` when offered) and parses the kernels
+    /// (each [`KernelVariant`] is compiled on its first use).
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let features = adapter.features() & wgpu::Features::SHADER_F64;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -787,22 +893,17 @@ impl GpuContext {
             bind_group_layouts: &[Some(&bind_layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("rci"),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_error(format!(
                 "compiling the {precision:?} kernel: {e}"
             )));
         }
         Ok(Kernel {
-            pipeline,
+            precision,
+            module,
+            layout,
             bind_layout,
+            pipelines: Mutex::new(Vec::new()),
         })
     }
 
@@ -864,6 +965,7 @@ impl GpuContext {
                 max_runs_per_chunk,
                 &mut on_chunk,
                 &|_, _| {},
+                None,
             )?,
             Precision::F64 => {
                 let k = self.kernel_f64.as_ref().ok_or_else(|| {
@@ -878,6 +980,7 @@ impl GpuContext {
                     max_runs_per_chunk,
                     &mut on_chunk,
                     &|_, _| {},
+                    None,
                 )?
             }
         }
@@ -935,8 +1038,10 @@ impl GpuContext {
         }
     }
 
-    /// Runs the batch in layout `L`; `repack` may alter a chunk's packed runs and attack
-    /// slots before they are uploaded (tests feed the kernel codes the host never packs).
+    /// Runs the batch in layout `L`. Test hooks: `repack` may alter a chunk's packed runs
+    /// and attack slots before they are uploaded (the kernel fed codes the host never
+    /// packs), and `variant` replaces [`KernelVariant::of`]'s choice (a variant that lacks
+    /// what the chunk needs).
     fn run_layout<L: Layout>(
         &self,
         batch: &Batch,
@@ -944,6 +1049,7 @@ impl GpuContext {
         max_runs_per_chunk: usize,
         on_chunk: &mut dyn FnMut(&ChunkOutputs) -> Result<()>,
         repack: Repack<'_, L>,
+        variant: Option<KernelVariant>,
     ) -> Result<()> {
         let limits = self.device.limits();
         let sizes = ChunkSizes::of::<L>(batch);
@@ -971,7 +1077,7 @@ impl GpuContext {
         let result = (|| -> Result<()> {
             for range in chunks {
                 in_flight.push_back(self.submit_chunk::<L>(
-                    batch, kernel, &slots_buf, &pool_buf, range, &limits, repack,
+                    batch, kernel, &slots_buf, &pool_buf, range, &limits, repack, variant,
                 )?);
                 // Two chunks in flight: the next is queued before this one is read back.
                 if in_flight.len() >= 2
@@ -1007,8 +1113,11 @@ impl GpuContext {
         runs: Range<usize>,
         limits: &wgpu::Limits,
         repack: Repack<'_, L>,
+        variant: Option<KernelVariant>,
     ) -> Result<InFlight> {
         let dev = &self.device;
+        let variant = variant.unwrap_or_else(|| KernelVariant::of(batch, runs.clone()));
+        let pipeline = kernel.pipeline(dev, variant)?;
         let hours = batch.hours();
         let items = runs.len() * hours;
         let mut traj_reals = 0usize;
@@ -1097,7 +1206,7 @@ impl GpuContext {
                 label: Some("rci"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&kernel.pipeline);
+            pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
@@ -1662,7 +1771,7 @@ mod tests {
             ];
             for (expected, repack) in cases {
                 let e = $ctx
-                    .run_layout::<$layout>($batch, $kernel, 16, &mut |_| Ok(()), repack)
+                    .run_layout::<$layout>($batch, $kernel, 16, &mut |_| Ok(()), repack, None)
                     .expect_err(expected)
                     .to_string();
                 assert!(e.contains(expected) && e.contains("run 0, hour 0"), "{e}");
@@ -1677,6 +1786,7 @@ mod tests {
                     Ok(())
                 },
                 &|_, _| {},
+                None,
             )
             .expect("the batch as packed");
             assert_eq!(hours, $batch.runs() * $batch.hours());
@@ -1771,6 +1881,162 @@ mod tests {
                     ctx.is_software()
                 ),
             }
+        }
+    }
+
+    /// Two runs of the default day: the second with a price attack at hour 3 and per-hour
+    /// inputs (the forecast's), for the kernel-variant tests.
+    fn variant_batch() -> Batch {
+        let market = crate::market::Market::from_scenario(&crate::scenario::Scenario::default())
+            .expect("default market");
+        // Lavapipe's loop limit allows about 500 iterations under an undefended attack.
+        let rci = crate::rci::RciSettings {
+            max_iterations: 300,
+            ..Default::default()
+        };
+        let plain = crate::engine::RunSpec {
+            rci: rci.clone(),
+            ..Default::default()
+        };
+        let mut attacks = [AttackSlot::default(); MAX_ATTACKS];
+        attacks[0] = AttackSlot {
+            variable: AttackVariable::Price.code(),
+            agent: 0,
+            hours: 1 << 3,
+            first: 1,
+            last: 5,
+            shape: crate::attack::AttackShape::Constant.code(),
+            ramp_iterations: 1,
+            key: 0,
+            size: 2.0,
+        };
+        let other = crate::engine::RunSpec {
+            rci,
+            attacks,
+            hourly: Some(Box::new(crate::engine::HourlyInputs::forecast(&market))),
+            ..Default::default()
+        };
+        Batch::from_market(&market, &[plain, other]).expect("batch")
+    }
+
+    /// The host picks, per chunk, the smallest variant that accepts its runs.
+    #[test]
+    fn kernel_variants_are_chosen_per_chunk() {
+        let mut batch = variant_batch();
+        let none = KernelVariant {
+            attacks: false,
+            blend: false,
+        };
+        assert_eq!(KernelVariant::of(&batch, 0..1), none);
+        // Per-hour inputs without a load table do not blend.
+        let attacks = KernelVariant {
+            attacks: true,
+            blend: false,
+        };
+        assert_eq!(KernelVariant::of(&batch, 1..2), attacks);
+        assert_eq!(KernelVariant::of(&batch, 0..2), attacks);
+        batch.hourly[HOURS - 1].sg_weight = 0.25;
+        assert_eq!(KernelVariant::of(&batch, 0..1), none);
+        assert_eq!(KernelVariant::of(&batch, 1..2), KernelVariant::FULL);
+    }
+
+    /// Every variant computes the same records as the full kernel on the hours it accepts
+    /// (bitwise, in each precision), and one that lacks what an hour needs stops it with
+    /// an error naming the run, the hour and what is missing, instead of running it
+    /// without.
+    #[test]
+    fn kernel_variants_agree_and_refuse_what_they_lack() {
+        let Some(ctx) = context_or_skip() else {
+            return;
+        };
+        let mut batch = variant_batch();
+        let mut kernels = vec![(Precision::F32, &ctx.kernel_f32)];
+        if let Some(k) = &ctx.kernel_f64 {
+            kernels.push((Precision::F64, k));
+        }
+        let no_attacks = KernelVariant {
+            attacks: false,
+            blend: true,
+        };
+        let no_blend = KernelVariant {
+            attacks: true,
+            blend: false,
+        };
+        for (precision, kernel) in &kernels {
+            let records = |variant: Option<KernelVariant>, batch: &Batch| {
+                let mut out = Vec::new();
+                let ran = match precision {
+                    Precision::F32 => ctx.run_layout::<Layout32>(
+                        batch,
+                        kernel,
+                        1,
+                        &mut |c| {
+                            out.extend_from_slice(&c.records);
+                            Ok(())
+                        },
+                        &|_, _| {},
+                        variant,
+                    ),
+                    Precision::F64 => ctx.run_layout::<Layout64>(
+                        batch,
+                        kernel,
+                        1,
+                        &mut |c| {
+                            out.extend_from_slice(&c.records);
+                            Ok(())
+                        },
+                        &|_, _| {},
+                        variant,
+                    ),
+                };
+                ran.map(|()| out)
+            };
+            // One run per chunk: the first chunk runs the smallest variant, the second the
+            // attack variant.
+            let chosen = records(None, &batch).expect("chosen variants");
+            let full = records(Some(KernelVariant::FULL), &batch).expect("full kernel");
+            assert_eq!(chosen.len(), 2 * HOURS);
+            for (a, b) in chosen.iter().zip(&full) {
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{precision:?}");
+            }
+            assert!(chosen[HOURS + 3].tampered > 0, "{:?}", chosen[HOURS + 3]);
+            let e = records(Some(no_attacks), &batch)
+                .expect_err("attacks")
+                .to_string();
+            assert!(
+                e.contains("run 1, hour 3") && e.contains("compiled without attacks"),
+                "{precision:?}: {e}"
+            );
+            assert!(records(Some(no_blend), &batch).is_ok(), "{precision:?}");
+        }
+        // A blending hour (the weight set by hand: its partner level's slots are read
+        // only by a variant with the blend, and this one stops first).
+        batch.hourly[5].sg_weight = 0.5;
+        for (precision, kernel) in &kernels {
+            let e = match precision {
+                Precision::F32 => ctx.run_layout::<Layout32>(
+                    &batch,
+                    kernel,
+                    1,
+                    &mut |_| Ok(()),
+                    &|_, _| {},
+                    Some(no_blend),
+                ),
+                Precision::F64 => ctx.run_layout::<Layout64>(
+                    &batch,
+                    kernel,
+                    1,
+                    &mut |_| Ok(()),
+                    &|_, _| {},
+                    Some(no_blend),
+                ),
+            }
+            .expect_err("blend")
+            .to_string();
+            assert!(
+                e.contains("run 1, hour 5") && e.contains("without the load-table blend"),
+                "{precision:?}: {e}"
+            );
         }
     }
 
