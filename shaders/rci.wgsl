@@ -186,6 +186,12 @@ var<private> curve_len: array<u32, MAX_AGENTS>;
 var<private> blended: array<bool, MAX_AGENTS>;
 var<private> blend_offset: array<u32, MAX_AGENTS>;
 var<private> blend_w: array<real, MAX_AGENTS>;
+// Each curve's first and last breakpoint (price and export), read once per hour: the
+// curve's ends are tested in every look-up.
+var<private> first_price: array<real, MAX_AGENTS>;
+var<private> last_price: array<real, MAX_AGENTS>;
+var<private> first_export: array<real, MAX_AGENTS>;
+var<private> last_export: array<real, MAX_AGENTS>;
 // This (run, hour)'s per-hour inputs, valid when has_hourly.
 var<private> has_hourly: bool;
 var<private> hour_in: HourIn;
@@ -382,11 +388,11 @@ fn last_passing(a: u32, prices: bool, test: u32, v: real, limit: u32) -> u32 {
 // OfferCurve::export_at.
 fn export_at(a: u32, price: real) -> real {
     let n = curve_len[a];
-    if price <= cp(a, 0u) {
-        return ce(a, 0u);
+    if price <= first_price[a] {
+        return first_export[a];
     }
-    if price >= cp(a, n - 1u) {
-        return ce(a, n - 1u);
+    if price >= last_price[a] {
+        return last_export[a];
     }
     // Last breakpoint with prices[k] <= price (partition_point - 1).
     let k = last_passing(a, true, AT_MOST, price, n - 1u);
@@ -404,13 +410,13 @@ fn slope_at(a: u32, price: real, downward: bool) -> real {
     var k = 0u;
     if downward {
         // Written so that NaN falls outside every segment, as in the reference.
-        if !(price > cp(a, 0u) && price <= cp(a, n - 1u)) {
+        if !(price > first_price[a] && price <= last_price[a]) {
             return real(0.0);
         }
         // Last breakpoint strictly below `price`.
         k = last_passing(a, true, BELOW, price, n);
     } else {
-        if !(price >= cp(a, 0u) && price < cp(a, n - 1u)) {
+        if !(price >= first_price[a] && price < last_price[a]) {
             return real(0.0);
         }
         k = last_passing(a, true, AT_MOST, price, n - 1u);
@@ -442,8 +448,8 @@ fn gap_below(a: u32, price: real, below: u32) -> real {
     if below >= 1u {
         return price - cp(a, below);
     }
-    if cp(a, 0u) < price {
-        return price - cp(a, 0u);
+    if first_price[a] < price {
+        return price - first_price[a];
     }
     return real(-1.0);
 }
@@ -451,8 +457,8 @@ fn gap_below(a: u32, price: real, below: u32) -> real {
 // The distance from `price` up to the first breakpoint above it, given `not_above`, the
 // last index >= 1 whose price is not above `price`; -1: none.
 fn gap_above(a: u32, price: real, not_above: u32) -> real {
-    if cp(a, 0u) > price {
-        return cp(a, 0u) - price;
+    if first_price[a] > price {
+        return first_price[a] - price;
     }
     let first = not_above + 1u;
     if first < curve_len[a] {
@@ -464,11 +470,11 @@ fn gap_above(a: u32, price: real, not_above: u32) -> real {
 // OfferCurve::cost_at_export (with price_at_export inlined).
 fn cost_at_export(a: u32, x: real) -> real {
     let n = curve_len[a];
-    if x <= ce(a, 0u) {
-        return cc(a, 0u) + (x - ce(a, 0u)) * cp(a, 0u);
+    if x <= first_export[a] {
+        return cc(a, 0u) + (x - first_export[a]) * first_price[a];
     }
-    if x >= ce(a, n - 1u) {
-        return cc(a, n - 1u) + (x - ce(a, n - 1u)) * cp(a, n - 1u);
+    if x >= last_export[a] {
+        return cc(a, n - 1u) + (x - last_export[a]) * last_price[a];
     }
     let k = last_passing(a, false, AT_MOST, x, n - 1u);
     let dx = ce(a, k + 1u) - ce(a, k);
@@ -548,11 +554,11 @@ struct LimitPrice {
 // OfferCurve::price_at_export (the marginal price at export x).
 fn price_at_export(a: u32, x: real) -> real {
     let n = curve_len[a];
-    if x <= ce(a, 0u) {
-        return cp(a, 0u);
+    if x <= first_export[a] {
+        return first_price[a];
     }
-    if x >= ce(a, n - 1u) {
-        return cp(a, n - 1u);
+    if x >= last_export[a] {
+        return last_price[a];
     }
     // Last breakpoint with export <= x (partition_point - 1); the next one exports more.
     let k = last_passing(a, false, AT_MOST, x, n);
@@ -563,11 +569,11 @@ fn price_at_export(a: u32, x: real) -> real {
 // OfferCurve::highest_price_within.
 fn highest_price_within(a: u32, x: real) -> LimitPrice {
     let n = curve_len[a];
-    if ce(a, n - 1u) <= x {
+    if last_export[a] <= x {
         return LimitPrice(real(0.0), true);
     }
-    if ce(a, 0u) > x {
-        return LimitPrice(cp(a, 0u), false);
+    if first_export[a] > x {
+        return LimitPrice(first_price[a], false);
     }
     // Last breakpoint with export <= x (partition_point - 1).
     let k = last_passing(a, false, AT_MOST, x, n);
@@ -578,11 +584,11 @@ fn highest_price_within(a: u32, x: real) -> LimitPrice {
 // OfferCurve::lowest_price_reaching.
 fn lowest_price_reaching(a: u32, x: real) -> LimitPrice {
     let n = curve_len[a];
-    if ce(a, 0u) >= x {
+    if first_export[a] >= x {
         return LimitPrice(real(0.0), true);
     }
-    if ce(a, n - 1u) < x {
-        return LimitPrice(cp(a, n - 1u), false);
+    if last_export[a] < x {
+        return LimitPrice(last_price[a], false);
     }
     // First breakpoint with export >= x (partition_point), the last if none.
     let k = min(last_passing(a, false, NOT_AT_LEAST, x, n) + 1u, n - 1u);
@@ -851,10 +857,10 @@ fn signals_of(a: u32, st: AgentState, rp: RunParams) -> Signals {
         // The upward segment starts before the last breakpoint (used for a price that
         // is not NaN, where NOT_ABOVE is AT_MOST).
         let ku = min(not_above, n - 2u);
-        if price > cp(a, 0u) && price <= cp(a, n - 1u) {
+        if price > first_price[a] && price <= last_price[a] {
             sig.slope_down = segment_slope(a, kd);
         }
-        if price >= cp(a, 0u) && price < cp(a, n - 1u) {
+        if price >= first_price[a] && price < last_price[a] {
             sig.slope_up = segment_slope(a, ku);
         }
     }
@@ -1189,6 +1195,10 @@ fn main(
     }
     // The prices at which each agent's own curve meets its trade limits (exact duals).
     for (var i = 0u; i < n; i++) {
+        first_price[i] = cp(i, 0u);
+        last_price[i] = cp(i, curve_len[i] - 1u);
+        first_export[i] = ce(i, 0u);
+        last_export[i] = ce(i, curve_len[i] - 1u);
         limit_lo[i] = lowest_price_reaching(i, lo_lim[i]);
         limit_hi[i] = highest_price_within(i, hi_lim[i]);
     }
