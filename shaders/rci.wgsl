@@ -164,6 +164,25 @@ struct HourOut {
     fault_code: u32,
 }
 
+// Mirror of `engine::gpu::RunOut*` (`engine::RunSummary`): one run's hours reduced in
+// hour order by `reduce_runs`, and the first faulting hour's fault.
+struct RunOut {
+    price_sum: real,
+    price_min: real,
+    price_max: real,
+    exchange_sum: real,
+    cost_sum: array<real, MAX_AGENTS>,
+    max_abs_balance: real,
+    iterations: u32,
+    iterations_max: u32,
+    converged_hours: u32,
+    tampered: u32,
+    rejected: u32,
+    fault: u32,
+    fault_code: u32,
+    fault_hour: u32,
+}
+
 // NO_TRAJECTORY, NO_HOURLY, SCALE_RENEWABLES, SCALE_LOAD and UNIT_STRIDE come from the
 // host with the other codes (`engine::gpu::codes`).
 
@@ -175,6 +194,7 @@ struct HourOut {
 @group(0) @binding(5) var<storage, read_write> outputs: array<HourOut>;
 @group(0) @binding(6) var<storage, read_write> trajectory: array<real>;
 @group(0) @binding(7) var<storage, read> hourly: array<HourIn>;
+@group(0) @binding(8) var<storage, read_write> run_outputs: array<RunOut>;
 
 // Per agent: where its curve lives. A pool curve is read from `pool`; a unit agent's
 // curve is built once into these private arrays, exactly as `OfferCurve::from_units`.
@@ -1420,4 +1440,47 @@ fn main(
     out.fault = fault;
     out.fault_code = fault_code;
     outputs[item] = out;
+}
+
+// Second pass of a chunk whose runs were asked for their summaries only: one invocation per
+// run reduces its hours' records, which stay on the device, in hour order, exactly as
+// `RunSummary::of` does (sums from 0, extremes from the first hour), so the result does not
+// depend on the chunking. 1-D over the chunk's runs, in rows of `num_workgroups.x` groups.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn reduce_runs(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let run = (wg.y * groups.x + wg.x) * WORKGROUP_SIZE + li;
+    let hours = params.hours;
+    if hours == 0u || run >= params.items / hours {
+        return;
+    }
+    let base = run * hours;
+    var r: RunOut;
+    r.price_min = outputs[base].price;
+    r.price_max = outputs[base].price;
+    for (var h = 0u; h < hours; h++) {
+        let o = outputs[base + h];
+        r.price_sum += o.price;
+        r.price_min = min(r.price_min, o.price);
+        r.price_max = max(r.price_max, o.price);
+        r.exchange_sum += o.exchange;
+        for (var a = 0u; a < MAX_AGENTS; a++) {
+            r.cost_sum[a] += o.cost[a];
+        }
+        r.max_abs_balance = max(r.max_abs_balance, abs(o.balance));
+        r.iterations += o.iterations;
+        r.iterations_max = max(r.iterations_max, o.iterations);
+        r.converged_hours += o.converged;
+        r.tampered += o.tampered;
+        r.rejected += o.rejected;
+        if o.fault != 0u && r.fault == 0u {
+            r.fault = o.fault;
+            r.fault_code = o.fault_code;
+            r.fault_hour = h;
+        }
+    }
+    run_outputs[run] = r;
 }

@@ -316,6 +316,10 @@ enum Command {
         /// this many seconds.
         #[arg(long, default_value_t = DEFAULT_TIME_CAP_S)]
         max_seconds: f64,
+        /// Also time each GPU precision reading back only the runs' summaries, reduced on
+        /// the device, instead of every (run, hour) record.
+        #[arg(long)]
+        summaries: bool,
     },
     /// Print a shell completion script (bash: `source <(p2pmarket completions bash)`;
     /// zsh; fish: `p2pmarket completions fish > ~/.config/fish/completions/p2pmarket.fish`).
@@ -1181,6 +1185,7 @@ fn bench(
     sizes: &[usize],
     adapter: Option<&str>,
     max_seconds: f64,
+    summaries: bool,
 ) -> Result<(), Failure> {
     if !(max_seconds.is_finite() && max_seconds > 0.0) {
         return Err(Failure::BadInput(Error::invalid(
@@ -1206,9 +1211,13 @@ fn bench(
     if backend != BackendChoice::Cpu {
         match p2pmarket::engine::GpuContext::new(adapter) {
             Ok(ctx) => {
-                backends.push(BenchBackend::Gpu(Precision::F32));
+                let mut precisions = vec![Precision::F32];
                 if ctx.supports_f64() {
-                    backends.push(BenchBackend::Gpu(Precision::F64));
+                    precisions.push(Precision::F64);
+                }
+                backends.extend(precisions.iter().map(|&p| BenchBackend::Gpu(p)));
+                if summaries {
+                    backends.extend(precisions.iter().map(|&p| BenchBackend::GpuSummaries(p)));
                 }
             }
             // A named adapter that is missing is an error whatever the backend.
@@ -1421,12 +1430,14 @@ fn main() -> ExitCode {
             sizes,
             adapter,
             max_seconds,
+            summaries,
         } => bench(
             config.as_deref(),
             (*backend).into(),
             sizes,
             adapter.as_deref(),
             *max_seconds,
+            *summaries,
         ),
         Command::Uncertainty {
             config,

@@ -1028,6 +1028,71 @@ pub struct ChunkOutputs {
     pub records: Vec<HourRecord>,
     /// Trajectories of the chunk's runs that asked for them, in run order.
     pub trajectories: Vec<RunTrajectory>,
+    /// One summary per run of the chunk, when only those were asked for
+    /// ([`crate::engine::GpuContext::run_summaries`]; `records` is then empty), else empty.
+    pub summaries: Vec<RunSummary>,
+}
+
+/// One run's day reduced over its hours, in hour order: the per-run figures of a sweep's
+/// `runs` table, and all that a per-run study reads. [`RunSummary::of`] computes it from the
+/// hour records; [`crate::engine::GpuContext::run_summaries`] computes the same on the
+/// device (bitwise in f64; in f32 the kernel also sums in f32) and reads back only these.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RunSummary {
+    /// Sum of the hours' market prices, $/MWh (their mean times the hours).
+    pub price_sum: f64,
+    /// Lowest hourly price, $/MWh.
+    pub price_min: f64,
+    /// Highest hourly price, $/MWh.
+    pub price_max: f64,
+    /// Energy from the smart grid to the microgrid over the day, MWh (one-hour steps).
+    pub exchange_mwh: f64,
+    /// Each agent's operating cost summed over the hours, $ (unused entries 0).
+    pub agent_cost: [f64; MAX_AGENTS],
+    /// Largest |trade balance| of an hour's final iterate, MW.
+    pub max_abs_balance: f64,
+    /// RCI iterations summed over the hours.
+    pub iterations: u32,
+    /// Most RCI iterations of one hour.
+    pub iterations_max: u32,
+    /// Hours whose stop rules held.
+    pub converged_hours: u32,
+    /// Messages an attack altered, summed over the hours.
+    pub tampered: u32,
+    /// Altered messages the ledger rejected, summed over the hours.
+    pub rejected: u32,
+}
+
+impl RunSummary {
+    /// The summary of one run's hour records, in hour order: sums start at 0 and add the
+    /// hours in order, the extremes start at the first hour (the kernel's `reduce_runs`
+    /// does the same operations in the same order).
+    pub fn of(hours: &[HourRecord]) -> Self {
+        let Some(first) = hours.first() else {
+            return RunSummary::default();
+        };
+        let mut s = RunSummary {
+            price_min: first.price,
+            price_max: first.price,
+            ..RunSummary::default()
+        };
+        for h in hours {
+            s.price_sum += h.price;
+            s.price_min = s.price_min.min(h.price);
+            s.price_max = s.price_max.max(h.price);
+            s.exchange_mwh += h.exchange_mw;
+            for (sum, c) in s.agent_cost.iter_mut().zip(&h.agent_cost) {
+                *sum += c;
+            }
+            s.max_abs_balance = s.max_abs_balance.max(h.residuals.balance.abs());
+            s.iterations += h.iterations;
+            s.iterations_max = s.iterations_max.max(h.iterations);
+            s.converged_hours += u32::from(h.converged);
+            s.tampered += h.tampered;
+            s.rejected += h.rejected;
+        }
+        s
+    }
 }
 
 /// Assembles streamed chunks into one [`BatchOutputs`], checking that they arrive in order.
@@ -1090,6 +1155,49 @@ mod tests {
         assert_ne!(market_fingerprint(&market), market_fingerprint(&other));
     }
 
+    /// Hand-computed: three hours, sums from 0 in hour order, extremes from the first.
+    #[test]
+    fn run_summary_reduces_the_hours_in_order() {
+        let hour =
+            |price: f64, exchange_mw: f64, cost: [f64; 2], balance: f64, it: u32| HourRecord {
+                price,
+                exchange_mw,
+                agent_cost: cost,
+                iterations: it,
+                converged: it < 10,
+                residuals: crate::rci::Residuals {
+                    balance,
+                    ..Default::default()
+                },
+                tampered: it / 4,
+                rejected: it / 8,
+                ..HourRecord::default()
+            };
+        let hours = [
+            hour(30.0, -2.5, [100.0, 7.0], 1e-7, 3),
+            hour(12.5, 4.0, [50.0, -1.0], -3e-7, 12),
+            hour(41.0, 0.5, [0.25, 2.0], 2e-7, 8),
+        ];
+        let s = RunSummary::of(&hours);
+        assert_eq!(
+            s,
+            RunSummary {
+                price_sum: 83.5,
+                price_min: 12.5,
+                price_max: 41.0,
+                exchange_mwh: 2.0,
+                agent_cost: [150.25, 8.0],
+                max_abs_balance: 3e-7,
+                iterations: 23,
+                iterations_max: 12,
+                converged_hours: 2,
+                tampered: 5,
+                rejected: 2,
+            }
+        );
+        assert_eq!(RunSummary::of(&[]), RunSummary::default());
+    }
+
     #[test]
     fn collector_rejects_chunks_out_of_order_or_short() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();
@@ -1098,6 +1206,7 @@ mod tests {
             runs,
             records: vec![HourRecord::default(); records],
             trajectories: Vec::new(),
+            summaries: Vec::new(),
         };
         let mut c = Collector::new(&batch);
         c.push(&chunk(0..2, 48)).unwrap();

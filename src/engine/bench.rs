@@ -38,8 +38,11 @@ pub const BENCH_SEED: u64 = 0x5eed_be9c;
 pub enum BenchBackend {
     /// The rayon CPU backend (f64).
     Cpu,
-    /// The GPU kernel in a precision.
+    /// The GPU kernel in a precision, every (run, hour) record read back.
     Gpu(Precision),
+    /// The GPU kernel in a precision, only the runs' summaries read back, reduced on the
+    /// device ([`GpuContext::run_summaries`]).
+    GpuSummaries(Precision),
 }
 
 impl fmt::Display for BenchBackend {
@@ -48,6 +51,7 @@ impl fmt::Display for BenchBackend {
             BenchBackend::Cpu => write!(f, "cpu (f64)"),
             BenchBackend::Gpu(Precision::F32) => write!(f, "gpu f32"),
             BenchBackend::Gpu(Precision::F64) => write!(f, "gpu f64"),
+            BenchBackend::GpuSummaries(p) => write!(f, "gpu {}, summaries", p.as_str()),
         }
     }
 }
@@ -67,8 +71,11 @@ pub struct BenchRow {
     pub runs_per_s: f64,
     /// Work per run: the sum over hours of the RCI iterations, mean over runs.
     pub hour_iterations_per_run: f64,
-    /// How the iterations spread over the (run, hour) items.
+    /// How the iterations spread over the (run, hour) items (for summaries, only their
+    /// count, sum and maximum: the per-hour counts stay on the device).
     pub divergence: Divergence,
+    /// Bytes the GPU mapped back to the host per run (`None` for the CPU).
+    pub bytes_read_back_per_run: Option<f64>,
     /// Why the size was not timed.
     pub skipped: Option<String>,
 }
@@ -134,29 +141,41 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "| backend | adapter | runs | time (s) | runs/s | hour-iterations/run | \
-             iterations/hour, mean / max | {LOCKSTEP_LANES}-lane lockstep efficiency | note |"
+             iterations/hour, mean / max | {LOCKSTEP_LANES}-lane lockstep efficiency | \
+             bytes read back/run | note |"
         )?;
-        writeln!(f, "|---|---|---:|---:|---:|---:|---:|---:|---|")?;
+        writeln!(f, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
         for r in &self.rows {
             match &r.skipped {
                 Some(why) => writeln!(
                     f,
-                    "| {} | {} | {} | - | - | - | - | - | skipped: {} |",
+                    "| {} | {} | {} | - | - | - | - | - | - | skipped: {} |",
                     r.backend, r.adapter, r.runs, why
                 )?,
-                None => writeln!(
-                    f,
-                    "| {} | {} | {} | {:.3} | {:.1} | {:.1} | {:.2} / {} | {:.3} | |",
-                    r.backend,
-                    r.adapter,
-                    r.runs,
-                    r.seconds,
-                    r.runs_per_s,
-                    r.hour_iterations_per_run,
-                    r.divergence.mean(),
-                    r.divergence.max,
-                    r.divergence.lockstep_efficiency()
-                )?,
+                None => {
+                    // Summaries leave the per-hour counts on the device.
+                    let lockstep = if r.divergence.lockstep_iterations == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("{:.3}", r.divergence.lockstep_efficiency())
+                    };
+                    let bytes = r
+                        .bytes_read_back_per_run
+                        .map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
+                    writeln!(
+                        f,
+                        "| {} | {} | {} | {:.3} | {:.1} | {:.1} | {:.2} / {} | {lockstep} | \
+                         {bytes} | |",
+                        r.backend,
+                        r.adapter,
+                        r.runs,
+                        r.seconds,
+                        r.runs_per_s,
+                        r.hour_iterations_per_run,
+                        r.divergence.mean(),
+                        r.divergence.max,
+                    )?
+                }
             }
         }
         Ok(())
@@ -220,7 +239,9 @@ pub fn run_bench(
     time_cap_s: f64,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Result<BenchReport> {
-    let needs_gpu = backends.iter().any(|b| matches!(b, BenchBackend::Gpu(_)));
+    let needs_gpu = backends
+        .iter()
+        .any(|b| matches!(b, BenchBackend::Gpu(_) | BenchBackend::GpuSummaries(_)));
     let gpu = needs_gpu.then(|| GpuContext::new(adapter));
     let mut report = BenchReport::default();
     // The smart grid's curves of each load scale, built once for every batch.
@@ -232,6 +253,11 @@ pub fn run_bench(
         match (backend, &gpu) {
             (BenchBackend::Gpu(p), Some(Ok(ctx))) if p == Precision::F32 || ctx.supports_f64() => {
                 ctx.run(&warm_up, p)?;
+            }
+            (BenchBackend::GpuSummaries(p), Some(Ok(ctx)))
+                if p == Precision::F32 || ctx.supports_f64() =>
+            {
+                ctx.run_summaries(&warm_up, p, DEFAULT_RUNS_PER_CHUNK, |_| Ok(()))?;
             }
             (BenchBackend::Cpu, _) => {
                 run_cpu(&warm_up)?;
@@ -247,16 +273,21 @@ pub fn run_bench(
                 runs_per_s: 0.0,
                 hour_iterations_per_run: 0.0,
                 divergence: Divergence::default(),
+                bytes_read_back_per_run: None,
                 skipped: None,
             };
-            let ctx = match (backend, &gpu) {
-                (BenchBackend::Gpu(_), Some(Err(e))) => {
+            let precision = match backend {
+                BenchBackend::Gpu(p) | BenchBackend::GpuSummaries(p) => Some(p),
+                BenchBackend::Cpu => None,
+            };
+            let ctx = match (precision, &gpu) {
+                (Some(_), Some(Err(e))) => {
                     row.skipped = Some(format!("no GPU ({e})"));
                     progress(BenchProgress::Done(&row));
                     report.rows.push(row);
                     continue;
                 }
-                (BenchBackend::Gpu(p), Some(Ok(ctx))) => {
+                (Some(p), Some(Ok(ctx))) => {
                     row.adapter = ctx.info().name.clone();
                     if p == Precision::F64 && !ctx.supports_f64() {
                         row.skipped = Some("adapter has no SHADER_F64".into());
@@ -300,17 +331,30 @@ pub fn run_bench(
             let mut done = 0usize;
             let count = |c: &ChunkOutputs| {
                 divergence.add(&c.records);
+                for s in &c.summaries {
+                    divergence.hours += batch.hours() as u64;
+                    divergence.iterations += u64::from(s.iterations);
+                    divergence.max = divergence.max.max(s.iterations_max);
+                }
                 done += c.runs.len();
                 progress(BenchProgress::Runs(done));
                 Ok(())
             };
+            let read_before = ctx.map(GpuContext::bytes_read_back);
             match (backend, ctx) {
                 (BenchBackend::Gpu(p), Some(ctx)) => {
                     ctx.run_streaming(&batch, p, DEFAULT_RUNS_PER_CHUNK, count)?
                 }
+                (BenchBackend::GpuSummaries(p), Some(ctx)) => {
+                    ctx.run_summaries(&batch, p, DEFAULT_RUNS_PER_CHUNK, count)?
+                }
                 _ => run_cpu_streaming(&batch, CPU_RUNS_PER_CHUNK, count)?,
             };
             row.seconds = start.elapsed().as_secs_f64();
+            if let (Some(ctx), Some(before)) = (ctx, read_before) {
+                let bytes = ctx.bytes_read_back() - before;
+                row.bytes_read_back_per_run = Some(bytes as f64 / runs.max(1) as f64);
+            }
             row.runs_per_s = runs as f64 / row.seconds.max(1e-9);
             row.hour_iterations_per_run = divergence.iterations as f64 / runs.max(1) as f64;
             row.divergence = divergence;

@@ -201,6 +201,7 @@ pub fn run_cpu_streaming(
         runs: 0..0,
         records: Vec::with_capacity(step.min(batch.runs()) * hours),
         trajectories: Vec::new(),
+        summaries: Vec::new(),
     };
     for start in (0..batch.runs()).step_by(step) {
         let runs = start..(start + step).min(batch.runs());

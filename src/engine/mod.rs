@@ -15,7 +15,7 @@ pub mod gpu;
 
 pub use batch::{
     AdapterInfo, AgentSlot, AttackSlot, Batch, BatchOutputs, ChunkOutputs, CurveCache, HourInput,
-    HourRecord, HourlyInputs, RunSpec, RunTrajectory,
+    HourRecord, HourlyInputs, RunSpec, RunSummary, RunTrajectory,
 };
 pub use gpu::{GpuContext, Precision};
 

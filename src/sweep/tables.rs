@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 
-use crate::engine::{BatchOutputs, HourRecord};
+use crate::engine::{BatchOutputs, HourRecord, RunSummary};
 use crate::error::{Error, Result};
 use crate::ledger::settlement_head;
 use crate::output::integers::{INT, int_array};
@@ -439,37 +439,24 @@ struct DayFigures {
     max_abs_balance: f64,
 }
 
+/// The run's [`RunSummary`] (the engine's reduction, which a device can also compute) as
+/// the `runs` table's columns.
 fn day_figures(hours: &[HourRecord]) -> DayFigures {
+    let s = RunSummary::of(hours);
     let n = hours.len().max(1) as f64;
-    let mut f = DayFigures {
-        converged_hours: 0,
-        iterations_max: 0,
-        iterations_mean: 0.0,
-        price_mean: 0.0,
-        price_min: f64::INFINITY,
-        price_max: f64::NEG_INFINITY,
-        exchange_mwh: 0.0,
-        smart_grid_cost: 0.0,
-        microgrid_cost: 0.0,
-        max_abs_balance: 0.0,
-    };
-    let mut iterations = 0u64;
-    for h in hours {
-        f.converged_hours += u32::from(h.converged);
-        f.iterations_max = f.iterations_max.max(h.iterations);
-        iterations += u64::from(h.iterations);
-        f.price_mean += h.price;
-        f.price_min = f.price_min.min(h.price);
-        f.price_max = f.price_max.max(h.price);
+    DayFigures {
+        converged_hours: s.converged_hours,
+        iterations_max: s.iterations_max,
+        iterations_mean: f64::from(s.iterations) / n,
+        price_mean: s.price_sum / n,
+        price_min: s.price_min,
+        price_max: s.price_max,
         // One-hour steps: MW summed over hours is MWh.
-        f.exchange_mwh += h.exchange_mw;
-        f.smart_grid_cost += h.agent_cost[0];
-        f.microgrid_cost += h.agent_cost[1];
-        f.max_abs_balance = f.max_abs_balance.max(h.residuals.balance.abs());
+        exchange_mwh: s.exchange_mwh,
+        smart_grid_cost: s.agent_cost[0],
+        microgrid_cost: s.agent_cost[1],
+        max_abs_balance: s.max_abs_balance,
     }
-    f.iterations_mean = iterations as f64 / n;
-    f.price_mean /= n;
-    f
 }
 
 /// The outcome of an attacked run in its attacked hour, against its attack-free twin (the
