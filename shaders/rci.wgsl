@@ -348,8 +348,9 @@ fn within_divergence_limit(x: real) -> bool {
 // search finds the same index with the same comparisons, in about log2(n) iterations
 // instead of n. Lavapipe ends every loop of an invocation after 65535 iterations in all
 // (see `loops_cut`): with scans, an hour of about 160 RCI iterations on the default day
-// ran out; with searches, it runs 900 iterations (500 under an undefended attack, whose
-// views need more loops) and cuts 1000 (600).
+// ran out; with searches, the attack-free variant runs 1100 Newton iterations and cuts 1200
+// (the full kernel ran 900 and cut 1000), the attack variant 500 of an hour under an
+// undefended attack, whose views need more loops, and cuts 600.
 
 // The test of a breakpoint value x against v. NOT_ABOVE and NOT_AT_LEAST hold for a NaN
 // v, as the scans' `else` branches did.

@@ -222,9 +222,9 @@ fn fault_error(run: usize, hour: usize, fault: u32, code: u32) -> Error {
         return gpu_error(format!(
             "run {run}, hour {hour}: the Vulkan driver cut the kernel's loops short (its \
              probe ran {code} of {LOOP_PROBE} iterations). Lavapipe ends the loops of a group \
-             of 8 hours once they have run 65535 iterations in all, about 900 RCI iterations \
-             (500 under an undefended attack); run this on the CPU backend (--backend cpu) or \
-             a hardware GPU, or lower rci.max_iterations"
+             of 8 hours once they have run 65535 iterations in all, about 1100 RCI iterations \
+             of a Newton hour (500 under an undefended attack); run this on the CPU backend \
+             (--backend cpu) or a hardware GPU, or lower rci.max_iterations"
         ));
     }
     if fault == KernelFault::KernelVariant as u32 {
@@ -732,80 +732,60 @@ impl KernelVariant {
     }
 }
 
-/// A kernel's module and layouts, and its variants' pipelines, each compiled on first use.
+/// An entry point of the kernel's module, as a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// `main`, the negotiation, in a variant.
+    Rci(KernelVariant),
+    /// `reduce_runs`, the runs' summaries.
+    Reduce,
+}
+
+/// A kernel's module and layouts, and the pipelines of its entry points, each compiled on
+/// first use.
 #[derive(Debug)]
 struct Kernel {
     precision: Precision,
     module: wgpu::ShaderModule,
     layout: wgpu::PipelineLayout,
     bind_layout: wgpu::BindGroupLayout,
-    pipelines: Mutex<Vec<(KernelVariant, wgpu::ComputePipeline)>>,
-    /// `reduce_runs`, compiled on first use.
-    reduce: Mutex<Option<wgpu::ComputePipeline>>,
+    pipelines: Mutex<Vec<(Entry, wgpu::ComputePipeline)>>,
 }
 
 impl Kernel {
-    /// The pipeline of `variant`, compiled now if it is the first use. The lock is held
-    /// while compiling, so that threads sharing the context compile each variant once.
-    fn pipeline(
-        &self,
-        device: &wgpu::Device,
-        variant: KernelVariant,
-    ) -> Result<wgpu::ComputePipeline> {
+    /// The pipeline of `entry`, compiled now if it is the first use. The lock is held
+    /// while compiling, so that threads sharing the context compile each one once.
+    fn pipeline(&self, device: &wgpu::Device, entry: Entry) -> Result<wgpu::ComputePipeline> {
         let mut pipelines = self
             .pipelines
             .lock()
             .map_err(|_| gpu_error("the kernel's pipeline cache was poisoned"))?;
-        if let Some((_, p)) = pipelines.iter().find(|(v, _)| *v == variant) {
+        if let Some((_, p)) = pipelines.iter().find(|(e, _)| *e == entry) {
             return Ok(p.clone());
         }
+        let (name, constants) = match entry {
+            Entry::Rci(variant) => ("main", variant.constants().to_vec()),
+            Entry::Reduce => ("reduce_runs", Vec::new()),
+        };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("rci"),
+            label: Some(name),
             layout: Some(&self.layout),
             module: &self.module,
-            entry_point: Some("main"),
+            entry_point: Some(name),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &variant.constants(),
+                constants: &constants,
                 ..Default::default()
             },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_error(format!(
-                "compiling the {:?} kernel ({variant:?}): {e}",
+                "compiling the {:?} kernel ({entry:?}): {e}",
                 self.precision
             )));
         }
-        pipelines.push((variant, pipeline.clone()));
-        Ok(pipeline)
-    }
-
-    /// The pipeline of `reduce_runs`, compiled now if it is the first use.
-    fn reduce_pipeline(&self, device: &wgpu::Device) -> Result<wgpu::ComputePipeline> {
-        let mut reduce = self
-            .reduce
-            .lock()
-            .map_err(|_| gpu_error("the kernel's pipeline cache was poisoned"))?;
-        if let Some(p) = reduce.as_ref() {
-            return Ok(p.clone());
-        }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("reduce_runs"),
-            layout: Some(&self.layout),
-            module: &self.module,
-            entry_point: Some("reduce_runs"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(gpu_error(format!(
-                "compiling the {:?} run reduction: {e}",
-                self.precision
-            )));
-        }
-        *reduce = Some(pipeline.clone());
+        pipelines.push((entry, pipeline.clone()));
         Ok(pipeline)
     }
 }
@@ -1012,7 +992,6 @@ impl GpuContext {
             layout,
             bind_layout,
             pipelines: Mutex::new(Vec::new()),
-            reduce: Mutex::new(None),
         })
     }
 
@@ -1091,7 +1070,7 @@ impl GpuContext {
     ) -> Result<AdapterInfo> {
         if let Some(run) = batch.trajectory.iter().position(|&t| t) {
             return Err(Error::invalid(
-                format!("runs[{run}].keep_trajectory"),
+                format!("runs[{run}].trajectory"),
                 true,
                 "false when only run summaries are read back",
             ));
@@ -1284,7 +1263,7 @@ impl GpuContext {
     ) -> Result<InFlight> {
         let dev = &self.device;
         let variant = variant.unwrap_or_else(|| KernelVariant::of(batch, runs.clone()));
-        let pipeline = kernel.pipeline(dev, variant)?;
+        let pipeline = kernel.pipeline(dev, Entry::Rci(variant))?;
         let hours = batch.hours();
         let items = runs.len() * hours;
         let mut traj_reals = 0usize;
@@ -1319,13 +1298,8 @@ impl GpuContext {
             .flat_map(|r| batch.attacks[r].iter().map(L::attack))
             .collect();
         repack(&mut params, &mut attacks);
-        let groups = items.div_ceil(WORKGROUP_SIZE as usize) as u32;
         let max_dim = limits.max_compute_workgroups_per_dimension;
-        let (gx, gy) = if groups <= max_dim {
-            (groups, 1)
-        } else {
-            (max_dim, groups.div_ceil(max_dim))
-        };
+        let (gx, gy) = workgroup_grid(items, max_dim);
         let chunk = ChunkParams {
             items: items as u32,
             hours: hours as u32,
@@ -1375,31 +1349,16 @@ impl GpuContext {
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("rci chunk"),
         });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("rci"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        dispatch(&mut enc, &pipeline, &bind, (gx, gy));
         if summaries {
             // A second pass: the first's records are complete when it starts.
-            let reduce = kernel.reduce_pipeline(dev)?;
-            let groups = runs.len().div_ceil(WORKGROUP_SIZE as usize) as u32;
-            let (rx, ry) = if groups <= max_dim {
-                (groups, 1)
-            } else {
-                (max_dim, groups.div_ceil(max_dim))
-            };
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("reduce_runs"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&reduce);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(rx, ry, 1);
+            let reduce = kernel.pipeline(dev, Entry::Reduce)?;
+            dispatch(
+                &mut enc,
+                &reduce,
+                &bind,
+                workgroup_grid(runs.len(), max_dim),
+            );
         }
         if let Some(read) = &out_read {
             enc.copy_buffer_to_buffer(&out_buf, 0, read, 0, out_bytes);
@@ -1596,6 +1555,32 @@ struct InFlight {
     traj_runs: Vec<(usize, usize)>,
     mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
     expected: usize,
+}
+
+/// The 2-D grid of workgroups for `invocations`: along x up to `max_dim`, then rows.
+fn workgroup_grid(invocations: usize, max_dim: u32) -> (u32, u32) {
+    let groups = invocations.div_ceil(WORKGROUP_SIZE as usize) as u32;
+    if groups <= max_dim {
+        (groups, 1)
+    } else {
+        (max_dim, groups.div_ceil(max_dim))
+    }
+}
+
+/// Records a compute pass of `pipeline` over a `grid` of workgroups.
+fn dispatch(
+    enc: &mut wgpu::CommandEncoder,
+    pipeline: &wgpu::ComputePipeline,
+    bind: &wgpu::BindGroup,
+    grid: (u32, u32),
+) {
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("p2pmarket"),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind, &[]);
+    pass.dispatch_workgroups(grid.0, grid.1, 1);
 }
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
@@ -2205,9 +2190,9 @@ mod tests {
             return;
         };
         let mut batch = variant_batch();
-        let mut kernels = vec![(Precision::F32, &ctx.kernel_f32)];
-        if let Some(k) = &ctx.kernel_f64 {
-            kernels.push((Precision::F64, k));
+        let mut precisions = vec![Precision::F32];
+        if ctx.supports_f64() {
+            precisions.push(Precision::F64);
         }
         let no_attacks = KernelVariant {
             attacks: false,
@@ -2217,36 +2202,14 @@ mod tests {
             attacks: true,
             blend: false,
         };
-        for (precision, kernel) in &kernels {
+        for &precision in &precisions {
             let records = |variant: Option<KernelVariant>, batch: &Batch| {
                 let mut out = Vec::new();
-                let ran = match precision {
-                    Precision::F32 => ctx.run_layout::<Layout32>(
-                        batch,
-                        kernel,
-                        1,
-                        &mut |c| {
-                            out.extend_from_slice(&c.records);
-                            Ok(())
-                        },
-                        &|_, _| {},
-                        variant,
-                        Readback::Records,
-                    ),
-                    Precision::F64 => ctx.run_layout::<Layout64>(
-                        batch,
-                        kernel,
-                        1,
-                        &mut |c| {
-                            out.extend_from_slice(&c.records);
-                            Ok(())
-                        },
-                        &|_, _| {},
-                        variant,
-                        Readback::Records,
-                    ),
-                };
-                ran.map(|()| out)
+                run_variant(&ctx, precision, batch, variant, &mut |c| {
+                    out.extend_from_slice(&c.records);
+                    Ok(())
+                })
+                .map(|()| out)
             };
             // One run per chunk: the first chunk runs the smallest variant, the second the
             // attack variant.
@@ -2269,33 +2232,45 @@ mod tests {
         // A blending hour (the weight set by hand: its partner level's slots are read
         // only by a variant with the blend, and this one stops first).
         batch.hourly[5].sg_weight = 0.5;
-        for (precision, kernel) in &kernels {
-            let e = match precision {
-                Precision::F32 => ctx.run_layout::<Layout32>(
-                    &batch,
-                    kernel,
-                    1,
-                    &mut |_| Ok(()),
-                    &|_, _| {},
-                    Some(no_blend),
-                    Readback::Records,
-                ),
-                Precision::F64 => ctx.run_layout::<Layout64>(
-                    &batch,
-                    kernel,
-                    1,
-                    &mut |_| Ok(()),
-                    &|_, _| {},
-                    Some(no_blend),
-                    Readback::Records,
-                ),
-            }
-            .expect_err("blend")
-            .to_string();
+        for &precision in &precisions {
+            let e = run_variant(&ctx, precision, &batch, Some(no_blend), &mut |_| Ok(()))
+                .expect_err("blend")
+                .to_string();
             assert!(
                 e.contains("run 1, hour 5") && e.contains("without the load-table blend"),
                 "{precision:?}: {e}"
             );
+        }
+    }
+
+    /// Runs `batch` one run per chunk in `precision`'s layout, with `variant` forced
+    /// (`None`: the host's choice).
+    fn run_variant(
+        ctx: &GpuContext,
+        precision: Precision,
+        batch: &Batch,
+        variant: Option<KernelVariant>,
+        on_chunk: &mut dyn FnMut(&ChunkOutputs) -> Result<()>,
+    ) -> Result<()> {
+        match precision {
+            Precision::F32 => ctx.run_layout::<Layout32>(
+                batch,
+                &ctx.kernel_f32,
+                1,
+                on_chunk,
+                &|_, _| {},
+                variant,
+                Readback::Records,
+            ),
+            Precision::F64 => ctx.run_layout::<Layout64>(
+                batch,
+                ctx.kernel_f64.as_ref().expect("an f64 kernel"),
+                1,
+                on_chunk,
+                &|_, _| {},
+                variant,
+                Readback::Records,
+            ),
         }
     }
 
@@ -2473,7 +2448,7 @@ mod tests {
             .run_summaries(&with_trajectory, Precision::F32, 16, |_| Ok(()))
             .expect_err("trajectory")
             .to_string();
-        assert!(e.contains("runs[2].keep_trajectory"), "{e}");
+        assert!(e.contains("runs[2].trajectory"), "{e}");
     }
 
     #[test]
