@@ -371,6 +371,43 @@ mod tests {
     use super::*;
     use crate::scenario::Scenario;
 
+    /// A summaries row has no per-hour counts: its lockstep column says so instead of
+    /// printing the 1.0 of an empty count, and every GPU row prints its bytes per run.
+    #[test]
+    fn summaries_rows_print_no_lockstep_and_their_bytes() {
+        let row = |backend, lockstep_iterations, bytes| BenchRow {
+            backend,
+            adapter: "test".into(),
+            runs: 10,
+            seconds: 1.0,
+            runs_per_s: 10.0,
+            hour_iterations_per_run: 93.0,
+            divergence: Divergence {
+                hours: 240,
+                iterations: 930,
+                max: 12,
+                lockstep_iterations,
+            },
+            bytes_read_back_per_run: bytes,
+            skipped: None,
+        };
+        let report = BenchReport {
+            rows: vec![
+                row(BenchBackend::Cpu, 1860, None),
+                row(BenchBackend::Gpu(Precision::F32), 1860, Some(1632.0)),
+                row(BenchBackend::GpuSummaries(Precision::F32), 0, Some(60.0)),
+            ],
+        };
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].contains("| 0.500 | - |"), "{text}");
+        assert!(lines[3].starts_with("| gpu f32 |") && lines[3].contains("| 0.500 | 1632 |"));
+        assert!(
+            lines[4].starts_with("| gpu f32, summaries |") && lines[4].contains("| - | 60 |"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn streamed_work_count_matches_the_whole_batch_and_caps_skip() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();
