@@ -4,8 +4,9 @@
 //
 // One source serves both precisions: the host prepends
 //   alias real = f32;   or   alias real = f64;
-// plus the constants DIVERGENCE_LIMIT, MAX_AGENTS, MAX_UNITS, MAX_POINTS, MAX_ATTACKS,
-// DAY_HOURS and WORKGROUP_SIZE, and the codes of the step rule (STEP_*), the power update
+// plus the constants DIVERGENCE_LIMIT, MAX_AGENTS, MAX_UNITS, MAX_POINTS, MAX_ATTACKS and
+// DAY_HOURS, the pipeline-overridable WORKGROUP_SIZE (its default; a context may choose
+// another, `GpuContext::with_workgroup_size`), and the codes of the step rule (STEP_*), the power update
 // (UPDATE_*), the dual update (DUAL_*), the start price (START_*), the attacked variable
 // (ATTACK_*), the attack shape (SHAPE_*), the defence (DEFENCE_*), the kernel's faults
 // (FAULT_*), the agent flags (SCALE_*), the markers NO_TRAJECTORY and NO_HOURLY and the

@@ -320,6 +320,9 @@ enum Command {
         /// the device, instead of every (run, hour) record.
         #[arg(long)]
         summaries: bool,
+        /// Invocations per GPU workgroup: 32, 64, 128 or 256 (results do not depend on it).
+        #[arg(long, default_value_t = p2pmarket::engine::gpu::WORKGROUP_SIZE)]
+        workgroup_size: u32,
     },
     /// Print a shell completion script (bash: `source <(p2pmarket completions bash)`;
     /// zsh; fish: `p2pmarket completions fish > ~/.config/fish/completions/p2pmarket.fish`).
@@ -1183,10 +1186,18 @@ fn bench(
     config: Option<&Path>,
     backend: BackendChoice,
     sizes: &[usize],
-    adapter: Option<&str>,
+    (adapter, workgroup_size): (Option<&str>, u32),
     max_seconds: f64,
     summaries: bool,
 ) -> Result<(), Failure> {
+    let sizes_allowed = p2pmarket::engine::gpu::WORKGROUP_SIZES;
+    if !sizes_allowed.contains(&workgroup_size) {
+        return Err(Failure::BadInput(Error::invalid(
+            "--workgroup-size",
+            workgroup_size,
+            format!("one of {sizes_allowed:?}"),
+        )));
+    }
     if !(max_seconds.is_finite() && max_seconds > 0.0) {
         return Err(Failure::BadInput(Error::invalid(
             "--max-seconds",
@@ -1241,7 +1252,7 @@ fn bench(
         &market,
         sizes,
         &backends,
-        adapter,
+        (adapter, workgroup_size),
         max_seconds,
         &mut |event| {
             use p2pmarket::engine::bench::BenchProgress;
@@ -1431,11 +1442,12 @@ fn main() -> ExitCode {
             adapter,
             max_seconds,
             summaries,
+            workgroup_size,
         } => bench(
             config.as_deref(),
             (*backend).into(),
             sizes,
-            adapter.as_deref(),
+            (adapter.as_deref(), *workgroup_size),
             *max_seconds,
             *summaries,
         ),

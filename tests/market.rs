@@ -555,6 +555,10 @@ fn bench_rejects_bad_options_with_exit_2() {
             vec!["bench", "--sizes", "1000", "--max-seconds", "NaN"],
             vec!["--max-seconds", "NaN"],
         ),
+        (
+            vec!["bench", "--sizes", "1000", "--workgroup-size", "48"],
+            vec!["--workgroup-size", "48", "[32, 64, 128, 256]"],
+        ),
     ] {
         let (code, stderr) = cli(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

@@ -230,19 +230,21 @@ pub enum BenchProgress<'a> {
 
 /// Times every backend on batches of every size (see the module doc for the caps), telling
 /// `progress` what it does. `adapter` picks a GPU by name (else `WGPU_ADAPTER_NAME`, else
-/// the best one).
+/// the best one), which runs workgroups of `workgroup_size` invocations
+/// ([`GpuContext::with_workgroup_size`]).
 pub fn run_bench(
     market: &Market,
     sizes: &[usize],
     backends: &[BenchBackend],
-    adapter: Option<&str>,
+    (adapter, workgroup_size): (Option<&str>, u32),
     time_cap_s: f64,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Result<BenchReport> {
     let needs_gpu = backends
         .iter()
         .any(|b| matches!(b, BenchBackend::Gpu(_) | BenchBackend::GpuSummaries(_)));
-    let gpu = needs_gpu.then(|| GpuContext::new(adapter));
+    let gpu = needs_gpu
+        .then(|| GpuContext::new(adapter).and_then(|c| c.with_workgroup_size(workgroup_size)));
     let mut report = BenchReport::default();
     // The smart grid's curves of each load scale, built once for every batch.
     let mut curves = CurveCache::default();
@@ -288,7 +290,11 @@ pub fn run_bench(
                     continue;
                 }
                 (Some(p), Some(Ok(ctx))) => {
-                    row.adapter = ctx.info().name.clone();
+                    row.adapter = format!(
+                        "{}, workgroups of {}",
+                        ctx.info().name,
+                        ctx.workgroup_size()
+                    );
                     if p == Precision::F64 && !ctx.supports_f64() {
                         row.skipped = Some("adapter has no SHADER_F64".into());
                         progress(BenchProgress::Done(&row));
@@ -412,13 +418,20 @@ mod tests {
     fn streamed_work_count_matches_the_whole_batch_and_caps_skip() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();
         let mut events = Vec::new();
-        let report = run_bench(&market, &[40], &[BenchBackend::Cpu], None, 1e9, &mut |e| {
-            events.push(match e {
-                BenchProgress::Timing { runs, .. } => format!("timing {runs}"),
-                BenchProgress::Runs(n) => format!("runs {n}"),
-                BenchProgress::Done(r) => format!("done {}", r.runs),
-            })
-        })
+        let report = run_bench(
+            &market,
+            &[40],
+            &[BenchBackend::Cpu],
+            (None, 64),
+            1e9,
+            &mut |e| {
+                events.push(match e {
+                    BenchProgress::Timing { runs, .. } => format!("timing {runs}"),
+                    BenchProgress::Runs(n) => format!("runs {n}"),
+                    BenchProgress::Done(r) => format!("done {}", r.runs),
+                })
+            },
+        )
         .unwrap();
         // Progress: the size begins, its streamed runs reach 40, it ends.
         assert_eq!(events.first().map(String::as_str), Some("timing 40"));
@@ -451,7 +464,7 @@ mod tests {
             &market,
             &[10, 20],
             &[BenchBackend::Cpu],
-            None,
+            (None, 64),
             1e-12,
             &mut |_| {},
         )

@@ -40,8 +40,11 @@ use crate::rci::{
 
 /// The kernel, without its precision prelude (see [`shader_source`]).
 pub const KERNEL_WGSL: &str = include_str!("../../shaders/rci.wgsl");
-/// Invocations per workgroup.
+/// Invocations per workgroup unless [`GpuContext::with_workgroup_size`] says otherwise (the
+/// kernel's pipeline-overridable `WORKGROUP_SIZE`).
 pub const WORKGROUP_SIZE: u32 = 64;
+/// The workgroup sizes a context accepts: powers of two from one NVIDIA warp to 256.
+pub const WORKGROUP_SIZES: [u32; 4] = [32, 64, 128, 256];
 /// Runs per chunk unless the limits ask for fewer: small enough that two chunks in flight
 /// overlap, large enough to fill a GPU (16384 runs x 24 hours = 393k invocations).
 pub const DEFAULT_RUNS_PER_CHUNK: usize = 16_384;
@@ -77,7 +80,7 @@ pub fn shader_source(precision: Precision) -> String {
     format!(
         "alias real = {real};\nconst DIVERGENCE_LIMIT: real = {DIVERGENCE_LIMIT:e};\nconst MAX_AGENTS: u32 = {MAX_AGENTS}u;\nconst MAX_UNITS: u32 = \
          {MAX_UNITS}u;\nconst MAX_POINTS: u32 = {}u;\nconst MAX_ATTACKS: u32 = {MAX_ATTACKS}u;\nconst DAY_HOURS: u32 = \
-         {HOURS}u;\nconst WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
+         {HOURS}u;\noverride WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{}{KERNEL_WGSL}",
         2 * MAX_UNITS,
         codes()
     )
@@ -735,10 +738,10 @@ impl KernelVariant {
 /// An entry point of the kernel's module, as a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
-    /// `main`, the negotiation, in a variant.
-    Rci(KernelVariant),
-    /// `reduce_runs`, the runs' summaries.
-    Reduce,
+    /// `main`, the negotiation, in a variant, with workgroups of this many invocations.
+    Rci(KernelVariant, u32),
+    /// `reduce_runs`, the runs' summaries, with workgroups of this many invocations.
+    Reduce(u32),
 }
 
 /// A kernel's module and layouts, and the pipelines of its entry points, each compiled on
@@ -764,8 +767,12 @@ impl Kernel {
             return Ok(p.clone());
         }
         let (name, constants) = match entry {
-            Entry::Rci(variant) => ("main", variant.constants().to_vec()),
-            Entry::Reduce => ("reduce_runs", Vec::new()),
+            Entry::Rci(variant, wg) => {
+                let mut c = variant.constants().to_vec();
+                c.push(("WORKGROUP_SIZE", f64::from(wg)));
+                ("main", c)
+            }
+            Entry::Reduce(wg) => ("reduce_runs", vec![("WORKGROUP_SIZE", f64::from(wg))]),
         };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -803,6 +810,8 @@ pub struct GpuContext {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// Bytes mapped back to the host since the context was made.
     read_back: AtomicU64,
+    /// Invocations per workgroup of its dispatches.
+    workgroup_size: u32,
 }
 
 /// What a chunk reads back to the host.
@@ -934,6 +943,7 @@ impl GpuContext {
             kernel_f64,
             uncaptured,
             read_back: AtomicU64::new(0),
+            workgroup_size: WORKGROUP_SIZE,
         })
     }
 
@@ -1010,6 +1020,31 @@ impl GpuContext {
     /// slower, so `--backend auto` does not choose it.
     pub fn is_software(&self) -> bool {
         self.info().device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+
+    /// The context with workgroups of `size` invocations, one of [`WORKGROUP_SIZES`] that
+    /// the device allows (default [`WORKGROUP_SIZE`]). Results do not depend on it: each
+    /// invocation computes its own (run, hour); it is a speed setting, for measuring which
+    /// size suits a device (`p2pmarket bench --workgroup-size`).
+    pub fn with_workgroup_size(mut self, size: u32) -> Result<Self> {
+        let limits = self.device.limits();
+        let max = limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x);
+        if !WORKGROUP_SIZES.contains(&size) || size > max {
+            return Err(Error::invalid(
+                "workgroup_size",
+                size,
+                format!("one of {WORKGROUP_SIZES:?}, at most {max} on this device"),
+            ));
+        }
+        self.workgroup_size = size;
+        Ok(self)
+    }
+
+    /// Invocations per workgroup of this context's dispatches.
+    pub fn workgroup_size(&self) -> u32 {
+        self.workgroup_size
     }
 
     /// Whether the f64 kernel is available.
@@ -1263,7 +1298,8 @@ impl GpuContext {
     ) -> Result<InFlight> {
         let dev = &self.device;
         let variant = variant.unwrap_or_else(|| KernelVariant::of(batch, runs.clone()));
-        let pipeline = kernel.pipeline(dev, Entry::Rci(variant))?;
+        let wg = self.workgroup_size;
+        let pipeline = kernel.pipeline(dev, Entry::Rci(variant, wg))?;
         let hours = batch.hours();
         let items = runs.len() * hours;
         let mut traj_reals = 0usize;
@@ -1299,7 +1335,7 @@ impl GpuContext {
             .collect();
         repack(&mut params, &mut attacks);
         let max_dim = limits.max_compute_workgroups_per_dimension;
-        let (gx, gy) = workgroup_grid(items, max_dim);
+        let (gx, gy) = workgroup_grid(items, wg, max_dim);
         let chunk = ChunkParams {
             items: items as u32,
             hours: hours as u32,
@@ -1352,12 +1388,12 @@ impl GpuContext {
         dispatch(&mut enc, &pipeline, &bind, (gx, gy));
         if summaries {
             // A second pass: the first's records are complete when it starts.
-            let reduce = kernel.pipeline(dev, Entry::Reduce)?;
+            let reduce = kernel.pipeline(dev, Entry::Reduce(wg))?;
             dispatch(
                 &mut enc,
                 &reduce,
                 &bind,
-                workgroup_grid(runs.len(), max_dim),
+                workgroup_grid(runs.len(), wg, max_dim),
             );
         }
         if let Some(read) = &out_read {
@@ -1557,9 +1593,10 @@ struct InFlight {
     expected: usize,
 }
 
-/// The 2-D grid of workgroups for `invocations`: along x up to `max_dim`, then rows.
-fn workgroup_grid(invocations: usize, max_dim: u32) -> (u32, u32) {
-    let groups = invocations.div_ceil(WORKGROUP_SIZE as usize) as u32;
+/// The 2-D grid of workgroups of `size` invocations for `invocations`: along x up to
+/// `max_dim`, then rows.
+fn workgroup_grid(invocations: usize, size: u32, max_dim: u32) -> (u32, u32) {
+    let groups = invocations.div_ceil(size as usize) as u32;
     if groups <= max_dim {
         (groups, 1)
     } else {
@@ -1696,8 +1733,10 @@ pub fn plan_chunks(
         }
     }
     let hours = batch.hours() as u64;
-    let max_items =
-        limits.max_groups_per_dim as u64 * limits.max_groups_per_dim as u64 * WORKGROUP_SIZE as u64;
+    // The smallest workgroup a context accepts, so that a chunk fits any of them.
+    let max_items = limits.max_groups_per_dim as u64
+        * limits.max_groups_per_dim as u64
+        * WORKGROUP_SIZES[0] as u64;
     let per_run_max = [
         cap / (hours * sizes.out),
         cap / (hours * sizes.hour),
@@ -2449,6 +2488,51 @@ mod tests {
             .expect_err("trajectory")
             .to_string();
         assert!(e.contains("runs[2].trajectory"), "{e}");
+    }
+
+    /// The workgroup size is a speed setting: every allowed size gives the same records
+    /// and summaries bitwise, in both precisions, and a size outside the list is refused
+    /// with the field, the value and the allowed sizes.
+    #[test]
+    fn workgroup_sizes_give_the_same_results() {
+        let Some(ctx) = context_or_skip() else {
+            return;
+        };
+        let batch = summary_batch();
+        let e = GpuContext::new(None)
+            .and_then(|c| c.with_workgroup_size(48))
+            .expect_err("48")
+            .to_string();
+        assert!(
+            e.contains("workgroup_size") && e.contains("48") && e.contains("[32, 64, 128, 256]")
+        );
+        let mut precisions = vec![Precision::F32];
+        if ctx.supports_f64() {
+            precisions.push(Precision::F64);
+        }
+        let outputs = |ctx: &GpuContext, precision| {
+            let records = ctx
+                .run_chunked(&batch, precision, 16)
+                .expect("records")
+                .records;
+            let mut summaries = Vec::new();
+            ctx.run_summaries(&batch, precision, 16, |c| {
+                summaries.extend_from_slice(&c.summaries);
+                Ok(())
+            })
+            .expect("summaries");
+            format!("{records:?} {summaries:?}")
+        };
+        let expected: Vec<String> = precisions.iter().map(|&p| outputs(&ctx, p)).collect();
+        for size in WORKGROUP_SIZES.into_iter().filter(|&s| s != WORKGROUP_SIZE) {
+            let other = GpuContext::new(None)
+                .and_then(|c| c.with_workgroup_size(size))
+                .expect("an allowed size");
+            assert_eq!(other.workgroup_size(), size);
+            for (&p, want) in precisions.iter().zip(&expected) {
+                assert!(outputs(&other, p) == *want, "{p:?}, workgroups of {size}");
+            }
+        }
     }
 
     #[test]
