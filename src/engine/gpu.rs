@@ -690,8 +690,9 @@ mirrors!(
 /// What a compiled kernel contains: the values of the kernel's pipeline-overridable
 /// constants `ATTACKS` and `BLEND`. The host compiles a variant on its first use and picks
 /// the smallest that accepts a chunk ([`KernelVariant::of`]). Every variant computes the
-/// same function on the hours it accepts (the equivalence harness runs them all), and an
-/// hour that needs what its variant lacks stops with [`KernelFault::KernelVariant`].
+/// same function on the hours it accepts (the equivalence harness runs the variants its
+/// batches need; a unit test compares them with the full kernel bitwise), and an hour
+/// that needs what its variant lacks stops with [`KernelFault::KernelVariant`].
 ///
 /// Why: a SIMD driver such as lavapipe executes both sides of every branch under a mask,
 /// so code that no hour of a chunk takes still costs. Without the attack machinery and
