@@ -1186,7 +1186,8 @@ fn bench(
     config: Option<&Path>,
     backend: BackendChoice,
     sizes: &[usize],
-    (adapter, workgroup_size): (Option<&str>, u32),
+    adapter: Option<&str>,
+    workgroup_size: u32,
     max_seconds: f64,
     summaries: bool,
 ) -> Result<(), Failure> {
@@ -1252,7 +1253,8 @@ fn bench(
         &market,
         sizes,
         &backends,
-        (adapter, workgroup_size),
+        adapter,
+        workgroup_size,
         max_seconds,
         &mut |event| {
             use p2pmarket::engine::bench::BenchProgress;
@@ -1447,7 +1449,8 @@ fn main() -> ExitCode {
             config.as_deref(),
             (*backend).into(),
             sizes,
-            (adapter.as_deref(), *workgroup_size),
+            adapter.as_deref(),
+            *workgroup_size,
             *max_seconds,
             *summaries,
         ),

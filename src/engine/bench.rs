@@ -18,7 +18,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, HourRecord, RunSpec};
+use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, HourRecord, RunSpec, RunSummary};
 use crate::engine::cpu::{CPU_RUNS_PER_CHUNK, run_cpu, run_cpu_streaming};
 use crate::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, GpuContext, Precision};
 use crate::error::Result;
@@ -111,6 +111,16 @@ impl Divergence {
             self.iterations += group.iter().map(|r| u64::from(r.iterations)).sum::<u64>();
             self.max = self.max.max(max);
             self.lockstep_iterations += u64::from(max) * group.len() as u64;
+        }
+    }
+
+    /// Adds runs known only by their summaries (`hours` each): their items, iterations and
+    /// largest count, but no lockstep figure, which needs each hour's count.
+    pub fn add_summaries(&mut self, summaries: &[RunSummary], hours: usize) {
+        for s in summaries {
+            self.hours += hours as u64;
+            self.iterations += u64::from(s.iterations);
+            self.max = self.max.max(s.iterations_max);
         }
     }
 
@@ -236,7 +246,8 @@ pub fn run_bench(
     market: &Market,
     sizes: &[usize],
     backends: &[BenchBackend],
-    (adapter, workgroup_size): (Option<&str>, u32),
+    adapter: Option<&str>,
+    workgroup_size: u32,
     time_cap_s: f64,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Result<BenchReport> {
@@ -337,11 +348,7 @@ pub fn run_bench(
             let mut done = 0usize;
             let count = |c: &ChunkOutputs| {
                 divergence.add(&c.records);
-                for s in &c.summaries {
-                    divergence.hours += batch.hours() as u64;
-                    divergence.iterations += u64::from(s.iterations);
-                    divergence.max = divergence.max.max(s.iterations_max);
-                }
+                divergence.add_summaries(&c.summaries, batch.hours());
                 done += c.runs.len();
                 progress(BenchProgress::Runs(done));
                 Ok(())
@@ -422,7 +429,8 @@ mod tests {
             &market,
             &[40],
             &[BenchBackend::Cpu],
-            (None, 64),
+            None,
+            64,
             1e9,
             &mut |e| {
                 events.push(match e {
@@ -464,7 +472,8 @@ mod tests {
             &market,
             &[10, 20],
             &[BenchBackend::Cpu],
-            (None, 64),
+            None,
+            64,
             1e-12,
             &mut |_| {},
         )

@@ -1364,8 +1364,13 @@ impl GpuContext {
         // The summaries' buffer (one struct when unused: a binding holds at least one).
         let run_bytes = (runs.len().max(1) * size_of::<L::RunOut>()) as u64;
         let run_buf = storage_out(dev, "run summaries", run_bytes);
-        let out_read = (!summaries).then(|| readback_buffer(dev, "outputs readback", out_bytes));
-        let run_read = summaries.then(|| readback_buffer(dev, "summaries readback", run_bytes));
+        // What comes back: the records, or the summaries alone.
+        let (read_src, read_bytes) = if summaries {
+            (&run_buf, run_bytes)
+        } else {
+            (&out_buf, out_bytes)
+        };
+        let read = readback_buffer(dev, "readback", read_bytes);
         let traj_read =
             (traj_reals > 0).then(|| readback_buffer(dev, "trajectory readback", traj_bytes));
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -1397,19 +1402,14 @@ impl GpuContext {
                 workgroup_grid(runs.len(), wg, max_dim),
             );
         }
-        if let Some(read) = &out_read {
-            enc.copy_buffer_to_buffer(&out_buf, 0, read, 0, out_bytes);
-        }
-        if let Some(read) = &run_read {
-            enc.copy_buffer_to_buffer(&run_buf, 0, read, 0, run_bytes);
-        }
+        enc.copy_buffer_to_buffer(read_src, 0, &read, 0, read_bytes);
         if let Some(tr) = &traj_read {
             enc.copy_buffer_to_buffer(&traj_buf, 0, tr, 0, traj_bytes);
         }
         let submission = self.queue.submit([enc.finish()]);
         let (tx, rx) = mpsc::channel();
         let mut expected = 0;
-        for read in [&out_read, &run_read, &traj_read].into_iter().flatten() {
+        for read in std::iter::once(&read).chain(&traj_read) {
             let tx = tx.clone();
             read.map_async(wgpu::MapMode::Read, .., move |r| {
                 let _ = tx.send(r);
@@ -1419,13 +1419,24 @@ impl GpuContext {
         Ok(InFlight {
             runs,
             submission,
-            out_read,
-            run_read,
+            read,
+            readback,
             traj_read,
             traj_runs,
             mapped: rx,
             expected,
         })
+    }
+
+    /// The mapped contents of a readback buffer (`what` names them in errors), counted in
+    /// [`GpuContext::bytes_read_back`].
+    fn mapped(&self, buffer: &wgpu::Buffer, what: &str) -> Result<wgpu::BufferView> {
+        let view = buffer
+            .get_mapped_range(..)
+            .map_err(|e| gpu_error(format!("reading {what}: {e}")))?;
+        self.read_back
+            .fetch_add(view.len() as u64, Ordering::Relaxed);
+        Ok(view)
     }
 
     /// Reads a finished chunk back into `chunk`, replacing its contents.
@@ -1446,12 +1457,8 @@ impl GpuContext {
         chunk.records.clear();
         chunk.summaries.clear();
         chunk.trajectories.clear();
-        if let Some(read) = &done.run_read {
-            let view = read
-                .get_mapped_range(..)
-                .map_err(|e| gpu_error(format!("reading the run summaries: {e}")))?;
-            self.read_back
-                .fetch_add(view.len() as u64, Ordering::Relaxed);
+        if done.readback == Readback::Summaries {
+            let view = self.mapped(&done.read, "the run summaries")?;
             let outs = bytemuck::try_cast_slice::<u8, L::RunOut>(&view)
                 .map_err(|e| gpu_error(format!("reading the run summaries: {e}")))?;
             let outs = &outs[..done.runs.len().min(outs.len())];
@@ -1465,18 +1472,11 @@ impl GpuContext {
             }
             chunk.summaries.extend(outs.iter().map(L::summary));
             drop(view);
-            read.unmap();
+            done.read.unmap();
             chunk.runs = done.runs;
             return Ok(());
         }
-        let out_read = done
-            .out_read
-            .ok_or_else(|| gpu_error("a chunk read back neither records nor summaries"))?;
-        let view = out_read
-            .get_mapped_range(..)
-            .map_err(|e| gpu_error(format!("reading the outputs: {e}")))?;
-        self.read_back
-            .fetch_add(view.len() as u64, Ordering::Relaxed);
+        let view = self.mapped(&done.read, "the outputs")?;
         let n = done.runs.len() * batch.hours();
         // Mapped ranges start MAP_ALIGNMENT (8)-aligned, enough for every output struct,
         // and the buffer holds whole structs.
@@ -1500,13 +1500,9 @@ impl GpuContext {
             ));
         }
         drop(view);
-        out_read.unmap();
+        done.read.unmap();
         if let Some(tr) = done.traj_read {
-            let view = tr
-                .get_mapped_range(..)
-                .map_err(|e| gpu_error(format!("reading the trajectories: {e}")))?;
-            self.read_back
-                .fetch_add(view.len() as u64, Ordering::Relaxed);
+            let view = self.mapped(&tr, "the trajectories")?;
             let reals: Vec<L::Real> = bytemuck::pod_collect_to_vec(&view);
             drop(view);
             tr.unmap();
@@ -1586,8 +1582,9 @@ type Repack<'a, L> = &'a dyn Fn(&mut [<L as Layout>::Run], &mut [<L as Layout>::
 struct InFlight {
     runs: Range<usize>,
     submission: wgpu::SubmissionIndex,
-    out_read: Option<wgpu::Buffer>,
-    run_read: Option<wgpu::Buffer>,
+    /// The records, or the summaries ([`Readback`]).
+    read: wgpu::Buffer,
+    readback: Readback,
     traj_read: Option<wgpu::Buffer>,
     traj_runs: Vec<(usize, usize)>,
     mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,

@@ -1237,6 +1237,8 @@ fn draw_comparison<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::parquet::MemorySink;
+    use crate::output::test_support::day;
 
     /// Headroom for a linear panel's legend: the range only grows upward, more for more
     /// legend lines, and the data's top stays below the legend box (19 px a line plus 24
@@ -1261,8 +1263,6 @@ mod tests {
         let y = with_legend_headroom(0.0..1.0, 40, 480);
         assert!((y.end - 2.5).abs() < 1e-12, "{y:?}");
     }
-    use crate::output::parquet::MemorySink;
-    use crate::output::test_support::day;
 
     const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
