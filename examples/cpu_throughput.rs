@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use p2pmarket::engine::Batch;
 use p2pmarket::engine::bench::bench_runs;
-use p2pmarket::engine::cpu::{CPU_RUNS_PER_CHUNK, run_cpu, run_cpu_streaming};
+use p2pmarket::engine::cpu::{cpu_runs_per_chunk, run_cpu, run_cpu_streaming};
 use p2pmarket::market::Market;
 use p2pmarket::scenario::Scenario;
 
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     }
     let mut iterations = 0u64;
     let start = Instant::now();
-    let done = run_cpu_streaming(&batch, CPU_RUNS_PER_CHUNK, |c| {
+    let done = run_cpu_streaming(&batch, cpu_runs_per_chunk(), |c| {
         iterations += c
             .records
             .iter()

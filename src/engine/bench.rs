@@ -19,7 +19,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::engine::batch::{Batch, ChunkOutputs, CurveCache, HourRecord, RunSpec, RunSummary};
-use crate::engine::cpu::{CPU_RUNS_PER_CHUNK, run_cpu, run_cpu_streaming};
+use crate::engine::cpu::{cpu_runs_per_chunk, run_cpu, run_cpu_streaming};
 use crate::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, GpuContext, Precision};
 use crate::error::Result;
 use crate::market::Market;
@@ -361,7 +361,7 @@ pub fn run_bench(
                 (BenchBackend::GpuSummaries(p), Some(ctx)) => {
                     ctx.run_summaries(&batch, p, DEFAULT_RUNS_PER_CHUNK, count)?
                 }
-                _ => run_cpu_streaming(&batch, CPU_RUNS_PER_CHUNK, count)?,
+                _ => run_cpu_streaming(&batch, cpu_runs_per_chunk(), count)?,
             };
             row.seconds = start.elapsed().as_secs_f64();
             if let (Some(ctx), Some(before)) = (ctx, read_before) {

