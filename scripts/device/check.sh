@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The real-GPU check (issue 10, item 5), run on the device machine in the repository
+# root after scripts/device/prepare.sh, with .devbin and .gl carried:
+#   1. the GPU's name and driver (nvidia-smi) and the Vulkan adapter the engine picks;
+#   2. the GPU tests with P2PMARKET_REQUIRE_GPU=1: tests/engine_equivalence (the
+#      harness: f64 and f32 kernels against the CPU reference) and the library's
+#      engine::gpu tests (kernel variants, run summaries, kernel faults);
+#   3. `p2pmarket bench` with --summaries, every backend, 1e4 to 1e7 runs;
+#   4. a workgroup-size sweep of the GPU at 1e6 runs.
+# Five files go to $OUT (the device tool brings back at most eight): summary.txt (the
+# machine, the commit, each step's exit code) and one log per step. A step's failure is recorded
+# and the next step still runs; the exit code is the first failure's. About 5 minutes on
+# an H100/H200: use timeout_s 480, which leaves device time to rerun it once.
+# CHECK_QUICK=1 runs the same steps at small sizes (a dry run on lavapipe).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-$(mktemp -d)}"
+status=0
+step() {
+  local name="$1" limit="$2"
+  shift 2
+  echo "== $name: $*" | tee -a "$out/summary.txt" >>"$out/$name.log"
+  timeout "$limit" "$@" >>"$out/$name.log" 2>&1
+  local rc=$?
+  echo "   rc $rc" | tee -a "$out/summary.txt"
+  tail -n 30 "$out/$name.log"
+  if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then status=$rc; fi
+}
+
+# The Vulkan loader, where the image has none (the device tool's README).
+if ! ldconfig -p | grep -q 'libvulkan.so.1 '; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$icd" ] && [ -z "${VK_DRIVER_FILES:-}" ]; then export VK_DRIVER_FILES="$icd"; fi
+
+bin=/tmp/p2pmarket-devbin
+mkdir -p "$bin"
+for f in .devbin/*.gz; do
+  gzip -dc "$f" >"$bin/$(basename "$f" .gz)"
+  chmod +x "$bin/$(basename "$f" .gz)"
+done
+{
+  echo "commit: $(tr '\n' ' ' <.devbin/commit)"
+  echo "cpus: $(nproc)"
+  nvidia-smi 2>&1 || echo "nvidia-smi: not found"
+} >>"$out/summary.txt"
+head -n 14 "$out/summary.txt"
+
+export P2PMARKET_REQUIRE_GPU=1
+step equivalence 240 "$bin/engine_equivalence"
+step gpu_unit 240 "$bin/lib-tests" engine::gpu
+sizes=10000,100000,1000000,10000000 wg_size=1000000
+if [ "${CHECK_QUICK:-0}" = 1 ]; then sizes=1000,10000 wg_size=2000; fi
+step bench 300 "$bin/p2pmarket" bench --backend auto --summaries \
+  --sizes "$sizes" --max-seconds 40
+for wg in 32 64 128 256; do
+  step bench_wg 120 "$bin/p2pmarket" bench --backend gpu --summaries \
+    --sizes "$wg_size" --max-seconds 40 --workgroup-size "$wg"
+done
+cat "$out/summary.txt"
+exit "$status"
