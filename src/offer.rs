@@ -324,6 +324,27 @@ impl CurveView<'_> {
     /// The export at `price`, MW: the agent's set point (eq. 37-38 generalized to any
     /// monotone response).
     pub fn export_at(&self, price: f64) -> f64 {
+        self.export_with(price, || self.prices.partition_point(|&p| p <= price))
+    }
+
+    /// The number of breakpoints priced at or below `price`, searched for only in
+    /// `within`, which must contain it (`within.start..=within.end`): a bisection over
+    /// prices knows it lies between its values at the bracket's ends. 0 for NaN.
+    pub fn count_at_or_below(&self, price: f64, within: std::ops::Range<usize>) -> usize {
+        within.start + self.prices[within].partition_point(|&p| p <= price)
+    }
+
+    /// [`CurveView::export_at`]`(price)`, bitwise, given `count` =
+    /// [`CurveView::count_at_or_below`]`(price, ..)`: no search.
+    pub fn export_at_count(&self, price: f64, count: usize) -> f64 {
+        self.export_with(price, || count)
+    }
+
+    /// The export at `price`, with `count()` the number of breakpoints priced at or below
+    /// it, asked for only strictly inside the curve's price range (where it is at least 1
+    /// and below the length: the segment is `count() - 1`).
+    #[inline(always)]
+    fn export_with(&self, price: f64, count: impl FnOnce() -> usize) -> f64 {
         if price.is_nan() {
             return f64::NAN;
         }
@@ -334,14 +355,10 @@ impl CurveView<'_> {
         if price >= self.prices[n - 1] {
             return self.exports[n - 1];
         }
-        match self.segment_by_price(price) {
-            Some(k) => {
-                let dp = self.prices[k + 1] - self.prices[k];
-                let t = (price - self.prices[k]) / dp;
-                self.exports[k] + t * (self.exports[k + 1] - self.exports[k])
-            }
-            None => self.exports[n - 1],
-        }
+        let k = count() - 1;
+        let dp = self.prices[k + 1] - self.prices[k];
+        let t = (price - self.prices[k]) / dp;
+        self.exports[k] + t * (self.exports[k + 1] - self.exports[k])
     }
 
     /// Slope `d export / d price`, MW per $/MWh, on the side of `price` the price is moving
@@ -458,6 +475,45 @@ impl CurveView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_at_count_is_export_at_without_the_search() {
+        // Jumps (equal prices), flat stretches (equal exports), and prices exactly on,
+        // between, below and above the breakpoints.
+        let c = OfferCurve::new(
+            vec![-5.0, 0.0, 10.0, 10.0, 25.0, 40.0, 40.0, 70.0],
+            vec![-3.0, -3.0, 1.0, 6.0, 6.0, 20.0, 35.0, 50.0],
+            vec![0.0, 0.0, 20.0, 70.0, 70.0, 400.0, 900.0, 1900.0],
+        )
+        .unwrap();
+        let v = c.view();
+        let n = v.len();
+        let mut prices: Vec<f64> = v.prices.to_vec();
+        prices.extend([
+            -1e9, -5.1, -2.5, 3.0, 9.999, 10.001, 17.0, 33.3, 55.0, 69.9, 71.0, 1e9,
+        ]);
+        prices.extend(v.prices.iter().map(|&p| p.next_up()));
+        prices.extend(v.prices.iter().map(|&p| p.next_down()));
+        for &p in &prices {
+            let full = v.count_at_or_below(p, 0..n);
+            assert_eq!(full, v.prices.partition_point(|&q| q <= p), "{p}");
+            // Any range that holds the count gives the same count.
+            for lo in 0..=full {
+                for hi in full..=n {
+                    assert_eq!(v.count_at_or_below(p, lo..hi), full, "{p} in {lo}..{hi}");
+                }
+            }
+            assert_eq!(
+                v.export_at_count(p, full).to_bits(),
+                v.export_at(p).to_bits(),
+                "{p}"
+            );
+        }
+        assert!(
+            v.export_at_count(f64::NAN, v.count_at_or_below(f64::NAN, 0..n))
+                .is_nan()
+        );
+    }
 
     fn unit(c2: f64, c1: f64, pmin: f64, pmax: f64) -> QuadraticUnit {
         QuadraticUnit {

@@ -22,8 +22,8 @@ use p2pmarket::microgrid::HOURS;
 use p2pmarket::rci::StartPrice;
 use p2pmarket::scenario::Scenario;
 use p2pmarket::uncertainty::study::{
-    HISTOGRAM_QUANTITIES, PreparedStudy, QUANTITIES, StatRow, StudyOptions, TAIL_RELATIVE,
-    output_index, run_prepared, run_study, sample_outputs,
+    CHUNK_RUNS, HISTOGRAM_QUANTITIES, PreparedStudy, QUANTITIES, StatRow, StudyOptions,
+    TAIL_RELATIVE, output_index, run_prepared, run_study, sample_outputs,
 };
 use p2pmarket::uncertainty::{Method, UncertaintyConfig};
 
@@ -236,6 +236,42 @@ fn mc_intervals_cover_the_market_means() {
         "pooled hourly coverage {hourly}"
     );
     assert!((0.90..=0.99).contains(&tails), "tail coverage {tails}");
+}
+
+/// A sample's outputs are computed in parallel over the runs of a chunk (the exact
+/// clearing of its curves dominates the host's work): one thread and three give the same
+/// bits, over more than one chunk.
+#[test]
+fn sample_outputs_do_not_depend_on_the_thread_count() {
+    let market = Market::from_scenario(&Scenario::default()).unwrap();
+    let cfg = narrow_load_table();
+    let n = CHUNK_RUNS as u64 + 300;
+    let opts = options(vec![Method::Mc], n, BackendChoice::Cpu);
+    let mut prepared = PreparedStudy::new(&market, &cfg).unwrap();
+    let mut on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                sample_outputs(&mut prepared, &market, &cfg, &opts, Method::Mc, 0..n, None).unwrap()
+            })
+    };
+    let one = on(1);
+    let three = on(3);
+    assert_eq!(one.len(), n as usize, "no sample diverges here");
+    assert_eq!(one.len(), three.len());
+    for ((i, a), (j, b)) in one.iter().zip(&three) {
+        assert_eq!(i, j);
+        let (a, b): (Vec<u64>, Vec<u64>) = (
+            a.iter().map(|v| v.to_bits()).collect(),
+            b.iter().map(|v| v.to_bits()).collect(),
+        );
+        assert_eq!(a, b, "sample {i}");
+    }
+    // The clearing check ran: its outputs are finite and not all zero.
+    let o = output_index("clearing_error_mw", Some(12)).unwrap();
+    assert!(one.iter().any(|(_, v)| v[o] != 0.0));
 }
 
 /// Tail probabilities and histograms against the samples themselves: the per-sample

@@ -18,6 +18,8 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::engine::batch::{MAX_UNITS, UNSET_UNIT};
 use crate::engine::gpu::{GpuContext, Precision};
 use crate::engine::{
@@ -402,15 +404,25 @@ pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64)
     if balance(b) <= 0.0 {
         return sg.export_at(b).clamp(lo, hi);
     }
+    // Each curve's count of breakpoints at or below a and b (bounds at first: 0 and all)
+    // confines the search of every midpoint to the bracket's breakpoints; the exports,
+    // and so every step, are bitwise those of `export_at`.
+    let (mut sg_ab, mut mg_ab) = ((0, sg.len()), (0, mg.len()));
     for _ in 0..200 {
         let m = 0.5 * (a + b);
         if m <= a || m >= b {
             break;
         }
-        if balance(m) < 0.0 {
+        let cs = sg.count_at_or_below(m, sg_ab.0..sg_ab.1);
+        let cm = mg.count_at_or_below(m, mg_ab.0..mg_ab.1);
+        let balance_m =
+            sg.export_at_count(m, cs).clamp(lo, hi) + mg.export_at_count(m, cm).clamp(lo, hi);
+        if balance_m < 0.0 {
             a = m;
+            (sg_ab.0, mg_ab.0) = (cs, cm);
         } else {
             b = m;
+            (sg_ab.1, mg_ab.1) = (cs, cm);
         }
     }
     // Where the balance jumps across zero (a flat-price stretch of one curve), the
@@ -1081,6 +1093,14 @@ pub(crate) struct RunOutcome<'a> {
     pub(crate) sg_load_out_of_range_hours: u32,
 }
 
+/// A run's outputs as [`Engine::evaluate`] computes them, before it hands them on.
+struct RunValues {
+    /// `None`: a value was not finite.
+    values: Option<Box<[f64; OUTPUTS]>>,
+    unconverged_hours: u32,
+    sg_load_out_of_range_hours: u32,
+}
+
 /// Evaluates input vectors on the engine, chunk by chunk, handing each run's outcome to a
 /// callback in input order.
 pub(crate) struct Engine<'a> {
@@ -1117,24 +1137,40 @@ impl Engine<'_> {
             self.report.engine_s += t.elapsed().as_secs_f64();
             self.report.adapter = out.adapter.name.clone();
             let t = Instant::now();
-            let mut scratch = [OfferCurve::fixed(0.0, 0.0), OfferCurve::fixed(0.0, 0.0)];
-            let mut values = [0.0; OUTPUTS];
-            for run in 0..batch.runs() {
-                let records = &out.records[run * HOURS..(run + 1) * HOURS];
-                let unconverged_hours = records.iter().filter(|r| !r.converged).count() as u32;
-                let sg_load_out_of_range_hours = (0..HOURS)
-                    .filter(|&h| batch.sg_load_out_of_range(run, h))
-                    .count() as u32;
-                let finite = run_outputs(&batch, run, records, &mut scratch, &mut values)?;
+            // Each run's outputs are a pure function of its records (the exact clearing
+            // of its curves dominates), computed in parallel and handed on in run order,
+            // so the statistics and any error do not depend on the thread count.
+            let outputs: Vec<Result<RunValues>> = (0..batch.runs())
+                .into_par_iter()
+                .map_init(
+                    || [OfferCurve::fixed(0.0, 0.0), OfferCurve::fixed(0.0, 0.0)],
+                    |scratch, run| {
+                        let records = &out.records[run * HOURS..(run + 1) * HOURS];
+                        let mut values = Box::new([0.0; OUTPUTS]);
+                        let finite = run_outputs(&batch, run, records, scratch, &mut values)?;
+                        Ok(RunValues {
+                            values: finite.map(|()| values),
+                            unconverged_hours: records.iter().filter(|r| !r.converged).count()
+                                as u32,
+                            sg_load_out_of_range_hours: (0..HOURS)
+                                .filter(|&h| batch.sg_load_out_of_range(run, h))
+                                .count()
+                                as u32,
+                        })
+                    },
+                )
+                .collect();
+            for (run, v) in outputs.into_iter().enumerate() {
+                let v = v?;
                 self.report.add_run(
-                    finite.is_some(),
-                    unconverged_hours,
-                    sg_load_out_of_range_hours,
+                    v.values.is_some(),
+                    v.unconverged_hours,
+                    v.sg_load_out_of_range_hours,
                 );
                 let outcome = RunOutcome {
-                    outputs: finite.map(|()| &values),
-                    unconverged_hours,
-                    sg_load_out_of_range_hours,
+                    outputs: v.values.as_deref(),
+                    unconverged_hours: v.unconverged_hours,
+                    sg_load_out_of_range_hours: v.sg_load_out_of_range_hours,
                 };
                 on_run(c * CHUNK_RUNS + run, outcome)?;
             }
@@ -1147,6 +1183,113 @@ impl Engine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offer::QuadraticUnit;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The plain bisection `clearing_exchange` was before it confined each midpoint's
+    /// search to the bracket's breakpoints: every export from `export_at`.
+    fn plain_clearing(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64) -> f64 {
+        let balance = |p: f64| sg.export_at(p).clamp(lo, hi) + mg.export_at(p).clamp(lo, hi);
+        let (mut a, mut b) = (
+            sg.prices[0].min(mg.prices[0]) - 1.0,
+            sg.prices[sg.len() - 1].max(mg.prices[mg.len() - 1]) + 1.0,
+        );
+        if balance(a) >= 0.0 {
+            return sg.export_at(a).clamp(lo, hi);
+        }
+        if balance(b) <= 0.0 {
+            return sg.export_at(b).clamp(lo, hi);
+        }
+        for _ in 0..200 {
+            let m = 0.5 * (a + b);
+            if m <= a || m >= b {
+                break;
+            }
+            if balance(m) < 0.0 {
+                a = m;
+            } else {
+                b = m;
+            }
+        }
+        let m = 0.5 * (a + b);
+        let (sa, sb) = (sg.export_at(a).clamp(lo, hi), sg.export_at(b).clamp(lo, hi));
+        let (ma, mb) = (mg.export_at(a).clamp(lo, hi), mg.export_at(b).clamp(lo, hi));
+        if (sb - sa).abs() > (mb - ma).abs() {
+            (-mg.export_at(m).clamp(lo, hi)).clamp(sa, sb)
+        } else {
+            sg.export_at(m).clamp(lo, hi)
+        }
+    }
+
+    /// Uniform on [lo, hi).
+    fn uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// A random unit curve: 1 to 12 quadratic units, some nearly linear (steep,
+    /// near-flat-price stretches) and some sharing a marginal cost, plus a fixed export.
+    fn random_curve(rng: &mut ChaCha8Rng, fixed: f64) -> OfferCurve {
+        let count = 1 + (rng.next_u64() % 12) as usize;
+        let units: Vec<QuadraticUnit> = (0..count)
+            .map(|_| {
+                let pmin = uniform(rng, 0.0, 20.0);
+                QuadraticUnit {
+                    c2: if uniform(rng, 0.0, 1.0) < 0.3 {
+                        1e-6
+                    } else {
+                        uniform(rng, 0.001, 0.5)
+                    },
+                    c1: uniform(rng, 0.0, 60.0).round(),
+                    c0: 0.0,
+                    pmin,
+                    pmax: pmin + uniform(rng, 0.0, 150.0),
+                }
+            })
+            .collect();
+        OfferCurve::from_units(&units, fixed, 0.0).unwrap()
+    }
+
+    #[test]
+    fn clearing_by_bracketed_search_is_the_plain_bisection() {
+        // A hand case: supply x = p on [0, 100], a fixed 50 MW demand: clears at 50 MW.
+        let sg = OfferCurve::new(vec![0.0, 100.0], vec![0.0, 100.0], vec![0.0, 5000.0]).unwrap();
+        let mg = OfferCurve::fixed(-50.0, 0.0);
+        let x = clearing_exchange(sg.view(), mg.view(), -1e3, 1e3);
+        assert!((x - 50.0).abs() < 1e-9, "{x}");
+        // A demand that meets a jump of the supply (two breakpoints at one price): the
+        // exchange is what the demand takes there.
+        let sg = OfferCurve::new(
+            vec![0.0, 30.0, 30.0, 60.0],
+            vec![0.0, 10.0, 80.0, 90.0],
+            vec![0.0, 150.0, 2250.0, 2700.0],
+        )
+        .unwrap();
+        let x = clearing_exchange(sg.view(), mg.view(), -1e3, 1e3);
+        assert_eq!(x, 50.0);
+        // Random pairs, limits inside and outside the curves' range: bitwise the plain
+        // bisection.
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        for case in 0..3000 {
+            let fixed = uniform(&mut rng, -50.0, 0.0);
+            let sg = random_curve(&mut rng, fixed);
+            let fixed = -uniform(&mut rng, 0.0, 600.0);
+            let mg = random_curve(&mut rng, fixed);
+            let (lo, hi) = if case % 3 == 0 {
+                (-1e4, 1e4)
+            } else {
+                let lo = -uniform(&mut rng, 0.0, 400.0);
+                (lo, lo + uniform(&mut rng, 0.0, 800.0))
+            };
+            let got = clearing_exchange(sg.view(), mg.view(), lo, hi);
+            let want = plain_clearing(sg.view(), mg.view(), lo, hi);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "case {case}: {got} != {want}"
+            );
+        }
+    }
 
     #[test]
     fn wilson_interval_matches_known_values() {
