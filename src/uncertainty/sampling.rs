@@ -379,6 +379,19 @@ impl InputSampler {
         self.sample_into(index, &mut out)?;
         Ok(out)
     }
+
+    /// Samples `indices`, in order, drawn in parallel on the rayon pool: each is a pure
+    /// function of its index, so the values do not depend on the thread count. On an
+    /// out-of-range index, the error of the first one.
+    pub fn samples(&self, indices: std::ops::Range<u64>) -> Result<Vec<[f64; INPUTS]>> {
+        use rayon::prelude::*;
+        if indices.start < indices.end && indices.end > self.n_total {
+            // The first index out of range, and its error.
+            let first = indices.start.max(self.n_total);
+            return Err(self.sample(first).expect_err("an index >= N is refused"));
+        }
+        indices.into_par_iter().map(|i| self.sample(i)).collect()
+    }
 }
 
 /// The UT's sigma points as physical inputs, with their weights.
@@ -483,6 +496,28 @@ mod tests {
             }
             assert_ne!(serial[0], serial[1]);
             assert!(s.sample(64).is_err());
+            // `samples` draws a range in parallel, in order, on pools of any size.
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                let drawn = pool.install(|| s.samples(5..64)).expect("in range");
+                assert_eq!(drawn, serial[5..], "{method} on {threads} threads");
+            }
+            assert_eq!(
+                s.samples(64..64).expect("empty"),
+                Vec::<[f64; INPUTS]>::new()
+            );
+            let msg = |r: Result<Vec<[f64; INPUTS]>>| r.expect_err("out of range").to_string();
+            assert_eq!(
+                msg(s.samples(60..70)),
+                s.sample(64).unwrap_err().to_string()
+            );
+            assert_eq!(
+                msg(s.samples(66..70)),
+                s.sample(66).unwrap_err().to_string()
+            );
         }
         let mut cfg = UncertaintyConfig::default();
         cfg.seed += 1;

@@ -592,9 +592,7 @@ fn prepared_study(
             while start < opts.samples {
                 let end = (start + CHUNK_RUNS as u64).min(opts.samples);
                 let t = Instant::now();
-                let points = (start..end)
-                    .map(|i| sampler.sample(i))
-                    .collect::<Result<Vec<_>>>()?;
+                let points = sampler.samples(start..end)?;
                 engine.report.host_s += t.elapsed().as_secs_f64();
                 engine.evaluate(&points, &mut |_, run| reduction.push(run.outputs))?;
                 start = end;
@@ -968,10 +966,7 @@ pub fn sample_outputs(
         ));
     }
     let sampler = InputSampler::new(cfg, method, &forecast_inputs(market), opts.samples)?;
-    let points = indices
-        .clone()
-        .map(|i| sampler.sample(i))
-        .collect::<Result<Vec<_>>>()?;
+    let points = sampler.samples(indices.clone())?;
     let mut engine = prepared.engine(market, opts, gpu, method.as_str());
     let mut out = Vec::with_capacity(points.len());
     engine.evaluate(&points, &mut |k, run| {
@@ -1018,10 +1013,7 @@ pub(crate) fn evaluate_part(
         }
         Some(m) => {
             let sampler = InputSampler::new(cfg, m, &forecast, opts.samples)?;
-            let points = range
-                .clone()
-                .map(|i| sampler.sample(i))
-                .collect::<Result<Vec<_>>>()?;
+            let points = sampler.samples(range.clone())?;
             (points, 0)
         }
     };
