@@ -391,10 +391,46 @@ fn run_spec(market: &Market, x: &[f64; INPUTS], with_sg: bool) -> RunSpec {
 /// agents' trade limits: the price where their exports sum to zero, found by bisection
 /// (the sum is non-decreasing in price).
 pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64) -> f64 {
+    clearing_by(sg, mg, lo, hi, |(mut a, mut b)| {
+        // Each curve's count of breakpoints at or below a and b (bounds at first: 0 and
+        // all) confines the search of every midpoint to the bracket's breakpoints; the
+        // exports, and so every step, are bitwise those of `export_at`.
+        let (mut sg_ab, mut mg_ab) = ((0, sg.len()), (0, mg.len()));
+        for _ in 0..200 {
+            let m = 0.5 * (a + b);
+            if m <= a || m >= b {
+                break;
+            }
+            let cs = sg.count_at_or_below(m, sg_ab.0..sg_ab.1);
+            let cm = mg.count_at_or_below(m, mg_ab.0..mg_ab.1);
+            let balance =
+                sg.export_at_count(m, cs).clamp(lo, hi) + mg.export_at_count(m, cm).clamp(lo, hi);
+            if balance < 0.0 {
+                a = m;
+                (sg_ab.0, mg_ab.0) = (cs, cm);
+            } else {
+                b = m;
+                (sg_ab.1, mg_ab.1) = (cs, cm);
+            }
+        }
+        (a, b)
+    })
+}
+
+/// [`clearing_exchange`] with the bisection `narrow`, which takes a price bracket whose
+/// balance is short at its low end and not short at its high end, and returns the
+/// bracket narrowed to adjacent prices (or as far as it goes).
+fn clearing_by(
+    sg: CurveView<'_>,
+    mg: CurveView<'_>,
+    lo: f64,
+    hi: f64,
+    narrow: impl FnOnce((f64, f64)) -> (f64, f64),
+) -> f64 {
     let balance = |p: f64| sg.export_at(p).clamp(lo, hi) + mg.export_at(p).clamp(lo, hi);
     let first = |c: &CurveView<'_>| c.prices.first().copied().unwrap_or(0.0);
     let last = |c: &CurveView<'_>| c.prices.last().copied().unwrap_or(0.0);
-    let (mut a, mut b) = (
+    let (a, b) = (
         first(&sg).min(first(&mg)) - 1.0,
         last(&sg).max(last(&mg)) + 1.0,
     );
@@ -404,27 +440,7 @@ pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64)
     if balance(b) <= 0.0 {
         return sg.export_at(b).clamp(lo, hi);
     }
-    // Each curve's count of breakpoints at or below a and b (bounds at first: 0 and all)
-    // confines the search of every midpoint to the bracket's breakpoints; the exports,
-    // and so every step, are bitwise those of `export_at`.
-    let (mut sg_ab, mut mg_ab) = ((0, sg.len()), (0, mg.len()));
-    for _ in 0..200 {
-        let m = 0.5 * (a + b);
-        if m <= a || m >= b {
-            break;
-        }
-        let cs = sg.count_at_or_below(m, sg_ab.0..sg_ab.1);
-        let cm = mg.count_at_or_below(m, mg_ab.0..mg_ab.1);
-        let balance_m =
-            sg.export_at_count(m, cs).clamp(lo, hi) + mg.export_at_count(m, cm).clamp(lo, hi);
-        if balance_m < 0.0 {
-            a = m;
-            (sg_ab.0, mg_ab.0) = (cs, cm);
-        } else {
-            b = m;
-            (sg_ab.1, mg_ab.1) = (cs, cm);
-        }
-    }
+    let (a, b) = narrow((a, b));
     // Where the balance jumps across zero (a flat-price stretch of one curve), the
     // exchange is what the other curve takes at that price.
     let m = 0.5 * (a + b);
@@ -1085,10 +1101,10 @@ pub(crate) struct RunOutcome<'a> {
     pub(crate) sg_load_out_of_range_hours: u32,
 }
 
-/// A run's outputs as [`Engine::evaluate`] computes them, before it hands them on.
-struct RunValues {
-    /// `None`: a value was not finite.
-    values: Option<Box<[f64; OUTPUTS]>>,
+/// What [`Engine::evaluate`] counts of a run besides its outputs, before it hands them on.
+struct RunCounts {
+    /// Every output is finite.
+    finite: bool,
     unconverged_hours: u32,
     sg_load_out_of_range_hours: u32,
 }
@@ -1130,18 +1146,22 @@ impl Engine<'_> {
             self.report.adapter = out.adapter.name.clone();
             let t = Instant::now();
             // Each run's outputs are a pure function of its records (the exact clearing
-            // of its curves dominates), computed in parallel and handed on in run order,
-            // so the statistics and any error do not depend on the thread count.
-            let outputs: Vec<Result<RunValues>> = (0..batch.runs())
-                .into_par_iter()
+            // of its curves dominates), computed in parallel into one buffer and handed on
+            // in run order, so the statistics and any error do not depend on the thread
+            // count.
+            let mut values = vec![0.0; batch.runs() * OUTPUTS];
+            let counts: Vec<Result<RunCounts>> = values
+                .par_chunks_mut(OUTPUTS)
+                .enumerate()
                 .map_init(
                     || [OfferCurve::fixed(0.0, 0.0), OfferCurve::fixed(0.0, 0.0)],
-                    |scratch, run| {
+                    |scratch, (run, out_row)| {
                         let records = &out.records[run * HOURS..(run + 1) * HOURS];
-                        let mut values = Box::new([0.0; OUTPUTS]);
-                        let finite = run_outputs(&batch, run, records, scratch, &mut values)?;
-                        Ok(RunValues {
-                            values: finite.map(|()| values),
+                        let row: &mut [f64; OUTPUTS] =
+                            out_row.try_into().expect("rows of OUTPUTS values");
+                        let finite = run_outputs(&batch, run, records, scratch, row)?;
+                        Ok(RunCounts {
+                            finite: finite.is_some(),
                             unconverged_hours: records.iter().filter(|r| !r.converged).count()
                                 as u32,
                             sg_load_out_of_range_hours: (0..HOURS)
@@ -1152,15 +1172,14 @@ impl Engine<'_> {
                     },
                 )
                 .collect();
-            for (run, v) in outputs.into_iter().enumerate() {
+            for (run, (v, row)) in counts.into_iter().zip(values.chunks(OUTPUTS)).enumerate() {
                 let v = v?;
-                self.report.add_run(
-                    v.values.is_some(),
-                    v.unconverged_hours,
-                    v.sg_load_out_of_range_hours,
-                );
+                self.report
+                    .add_run(v.finite, v.unconverged_hours, v.sg_load_out_of_range_hours);
                 let outcome = RunOutcome {
-                    outputs: v.values.as_deref(),
+                    outputs: v
+                        .finite
+                        .then(|| row.try_into().expect("rows of OUTPUTS values")),
                     unconverged_hours: v.unconverged_hours,
                     sg_load_out_of_range_hours: v.sg_load_out_of_range_hours,
                 };
@@ -1179,39 +1198,24 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// The plain bisection `clearing_exchange` was before it confined each midpoint's
+    /// The plain bisection `clearing_exchange` ran before it confined each midpoint's
     /// search to the bracket's breakpoints: every export from `export_at`.
     fn plain_clearing(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64) -> f64 {
         let balance = |p: f64| sg.export_at(p).clamp(lo, hi) + mg.export_at(p).clamp(lo, hi);
-        let (mut a, mut b) = (
-            sg.prices[0].min(mg.prices[0]) - 1.0,
-            sg.prices[sg.len() - 1].max(mg.prices[mg.len() - 1]) + 1.0,
-        );
-        if balance(a) >= 0.0 {
-            return sg.export_at(a).clamp(lo, hi);
-        }
-        if balance(b) <= 0.0 {
-            return sg.export_at(b).clamp(lo, hi);
-        }
-        for _ in 0..200 {
-            let m = 0.5 * (a + b);
-            if m <= a || m >= b {
-                break;
+        clearing_by(sg, mg, lo, hi, |(mut a, mut b)| {
+            for _ in 0..200 {
+                let m = 0.5 * (a + b);
+                if m <= a || m >= b {
+                    break;
+                }
+                if balance(m) < 0.0 {
+                    a = m;
+                } else {
+                    b = m;
+                }
             }
-            if balance(m) < 0.0 {
-                a = m;
-            } else {
-                b = m;
-            }
-        }
-        let m = 0.5 * (a + b);
-        let (sa, sb) = (sg.export_at(a).clamp(lo, hi), sg.export_at(b).clamp(lo, hi));
-        let (ma, mb) = (mg.export_at(a).clamp(lo, hi), mg.export_at(b).clamp(lo, hi));
-        if (sb - sa).abs() > (mb - ma).abs() {
-            (-mg.export_at(m).clamp(lo, hi)).clamp(sa, sb)
-        } else {
-            sg.export_at(m).clamp(lo, hi)
-        }
+            (a, b)
+        })
     }
 
     /// Uniform on [lo, hi).
