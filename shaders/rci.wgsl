@@ -31,8 +31,8 @@
 //
 // Attacks: an hour with an undefended active slot runs `rci::step_views` (each agent on its
 // own view of the messages, with its own Newton memory); every other hour runs the
-// attack-free `rci::step_shared`, which an attack-free hour runs without any per-view work
-// and a defended hour runs plus the count of the altered (rejected) messages.
+// attack-free `rci::step_free`, which a defended hour runs plus the count of the altered
+// (rejected) messages (`rci::step_shared`).
 //
 // Infinities do not exist in WGSL, so the Newton price bracket [lo, hi] of the reference
 // (initially [-inf, inf]), the step memory (initially inf) and a missing Newton gap (inf)
@@ -1272,7 +1272,7 @@ fn main(
         // Agents (bit i) whose price a chi attack altered.
         var chi_altered = 0u;
         if !views {
-            // rci::step_shared: every agent uses the same messages and one step.
+            // rci::step_free: every agent uses the same messages and one step.
             var mismatch = real(0.0);
             var price_sum = real(0.0);
             for (var i = 0u; i < n; i++) {

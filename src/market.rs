@@ -399,11 +399,7 @@ impl Market {
 
     /// The scenario's attacks on hour `hour`, with its defence.
     pub fn hour_attacks(&self, hour: usize) -> HourAttacks<'_> {
-        HourAttacks {
-            slots: &self.attacks,
-            hour: hour as u32,
-            defence: self.defence,
-        }
+        HourAttacks::new(&self.attacks, hour as u32, self.defence)
     }
 
     /// Whether any attack hits hour `hour`.

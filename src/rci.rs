@@ -745,8 +745,10 @@ pub fn step(
     settings: &RciSettings,
     attacks: &HourAttacks<'_>,
 ) -> StepReport {
-    let attacked = attacks.any();
-    if attacked && state.iteration == 0 {
+    if !attacks.any() {
+        return step_free(state, agents, settings).0;
+    }
+    if state.iteration == 0 {
         for i in 0..agents.len() {
             note_message(state, agents, settings, attacks, i, 0, false);
         }
@@ -756,19 +758,17 @@ pub fn step(
     } else {
         step_shared(state, agents, settings, attacks)
     };
-    if attacked {
-        let m = state.iteration;
-        for i in 0..agents.len() {
-            note_message(
-                state,
-                agents,
-                settings,
-                attacks,
-                i,
-                m,
-                chi_altered & (1 << i) != 0,
-            );
-        }
+    let m = state.iteration;
+    for i in 0..agents.len() {
+        note_message(
+            state,
+            agents,
+            settings,
+            attacks,
+            i,
+            m,
+            chi_altered & (1 << i) != 0,
+        );
     }
     report
 }
@@ -886,12 +886,14 @@ fn respond(
 /// Ends an iteration: the Newton memories' reset when gradient duals moved, the swap of
 /// the new states in, the iteration count and the stop decision on `residuals`.
 fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> StepReport {
-    let duals_moved = state
-        .agents
-        .iter()
-        .zip(&state.previous)
-        .any(|(o, n)| n.dual_upper != o.dual_upper || n.dual_lower != o.dual_lower);
-    if duals_moved && s.dual_update == DualUpdate::Gradient {
+    let duals_moved = || {
+        state
+            .agents
+            .iter()
+            .zip(&state.previous)
+            .any(|(o, n)| n.dual_upper != o.dual_upper || n.dual_lower != o.dual_lower)
+    };
+    if s.dual_update == DualUpdate::Gradient && duals_moved() {
         state.newton = NewtonMemory::default();
         state.views.fill(NewtonMemory::default());
     }
@@ -914,25 +916,18 @@ fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> S
 }
 
 /// The attack-free iteration: every agent uses the same messages and one innovation step.
-/// Returns the report and the agents (bit `i`) whose price a chi attack would have altered.
-fn step_shared(
+/// Returns the report, the innovation step and the trade balance it was taken on.
+fn step_free(
     state: &mut RciState,
     agents: &[Agent<'_>],
     s: &RciSettings,
-    attacks: &HourAttacks<'_>,
-) -> (StepReport, u64) {
-    let m = state.iteration + 1;
+) -> (StepReport, f64, f64) {
     let mismatch: f64 = state.agents.iter().map(|a| a.power).sum();
     let kappa = innovation_step(state, agents, s, mismatch);
-    let mut chi_altered = 0u64;
-    if attacks.any() {
-        state.seen_prices.clear();
-        state
-            .seen_prices
-            .extend(state.agents.iter().map(|a| a.price));
-    }
-    let (current, next) = (&state.agents, &mut state.previous);
-    for (i, (agent, &me)) in agents.iter().zip(current).enumerate() {
+    let n = agents.len();
+    let (current, next) = (&state.agents[..n], &mut state.previous[..n]);
+    for i in 0..n {
+        let me = current[i];
         let price = price_update(
             me.price,
             current.iter().map(|o| o.price),
@@ -940,25 +935,46 @@ fn step_shared(
             kappa,
             mismatch,
         );
-        if attacks.any()
-            && chi_alters(
+        next[i] = respond(&agents[i], state.limit_prices[i], me, price, s);
+    }
+    let residuals = residuals_between(current, next);
+    (finish_step(state, s, residuals), kappa, mismatch)
+}
+
+/// The iteration when every agent uses the same messages: [`step_free`], with the agents
+/// (bit `i`) whose price a chi attack would have altered (a defended chi attack).
+fn step_shared(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    attacks: &HourAttacks<'_>,
+) -> (StepReport, u64) {
+    let m = state.iteration + 1;
+    let (report, kappa, mismatch) = step_free(state, agents, s);
+    let mut chi_altered = 0u64;
+    if attacks.any() {
+        // `previous` now holds the messages the step was computed from.
+        state.seen_prices.clear();
+        state
+            .seen_prices
+            .extend(state.previous.iter().map(|a| a.price));
+        for i in 0..agents.len() {
+            if chi_alters(
                 attacks,
                 i,
                 m,
-                me.price,
+                state.previous[i].price,
                 &state.seen_prices,
                 s,
                 kappa,
                 mismatch,
-                price,
-            )
-        {
-            chi_altered |= 1 << i;
+                state.agents[i].price,
+            ) {
+                chi_altered |= 1 << i;
+            }
         }
-        next[i] = respond(agent, state.limit_prices[i], me, price, s);
     }
-    let residuals = residuals_between(&state.agents, &state.previous);
-    (finish_step(state, s, residuals), chi_altered)
+    (report, chi_altered)
 }
 
 /// Agent `r`'s view of the messages `states` of iteration `m`: its own state, and the

@@ -770,11 +770,7 @@ impl Batch {
 
     /// The attacks on hour `hour` of run `run`, with the run's defence.
     pub fn hour_attacks(&self, run: usize, hour: usize) -> HourAttacks<'_> {
-        HourAttacks {
-            slots: &self.attacks[run],
-            hour: hour as u32,
-            defence: self.defence[run],
-        }
+        HourAttacks::new(&self.attacks[run], hour as u32, self.defence[run])
     }
 
     /// Whether any run carries an attack.
