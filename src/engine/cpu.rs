@@ -211,6 +211,9 @@ pub fn run_cpu_streaming(
         trajectories: Vec::new(),
         summaries: Vec::new(),
     };
+    // Each run's kept trajectory, if any, in its own slot: the slots are written in place,
+    // so nothing is collected (a parallel collect would grow and link a vector per job).
+    let mut kept: Vec<Option<RunTrajectory>> = Vec::new();
     for start in (0..batch.runs()).step_by(step) {
         let runs = start..(start + step).min(batch.runs());
         // Every run fills its own rows of the reused buffer.
@@ -218,29 +221,32 @@ pub fn run_cpu_streaming(
         chunk
             .records
             .resize(runs.len() * hours, HourRecord::default());
-        let kept: Vec<Option<RunTrajectory>> = chunk
+        kept.clear();
+        kept.resize_with(runs.len(), || None);
+        chunk
             .records
             .par_chunks_mut(hours.max(1))
+            .zip(kept.par_iter_mut())
             .zip(runs.clone().into_par_iter())
-            .map_init(HourScratch::new, |scratch, (rows, run)| {
-                let keep = batch.keeps_trajectory(run);
-                let mut traj = Vec::new();
-                for (hour, row) in rows.iter_mut().enumerate() {
-                    *row = if keep {
-                        let mut t = Vec::new();
-                        let rec = evaluate_hour_in(batch, run, hour, scratch, Some(&mut t))?;
-                        traj.push(t);
-                        rec
-                    } else {
-                        evaluate_hour_in(batch, run, hour, scratch, None)?
-                    };
+            .try_for_each_init(HourScratch::new, |scratch, ((rows, slot), run)| {
+                if !batch.keeps_trajectory(run) {
+                    for (hour, row) in rows.iter_mut().enumerate() {
+                        *row = evaluate_hour_in(batch, run, hour, scratch, None)?;
+                    }
+                    return Ok(());
                 }
-                Ok(keep.then_some(RunTrajectory { run, hours: traj }))
-            })
-            .collect::<Result<_>>()?;
+                let mut traj = Vec::with_capacity(rows.len());
+                for (hour, row) in rows.iter_mut().enumerate() {
+                    let mut t = Vec::new();
+                    *row = evaluate_hour_in(batch, run, hour, scratch, Some(&mut t))?;
+                    traj.push(t);
+                }
+                *slot = Some(RunTrajectory { run, hours: traj });
+                Ok(())
+            })?;
         chunk.runs = runs;
         chunk.trajectories.clear();
-        chunk.trajectories.extend(kept.into_iter().flatten());
+        chunk.trajectories.extend(kept.drain(..).flatten());
         on_chunk(&chunk)?;
     }
     Ok(cpu_adapter_info())
