@@ -727,6 +727,11 @@ fn verify_sweep_dir(dir: &Path, anchor: Option<[u8; 32]>) -> Result<(), Failure>
                 v.files,
                 hex::encode(v.public_key)
             );
+            if !v.heads_recomputed {
+                println!(
+                    "note: the sweep wrote no run_hours table (run_hours = false), so the runs' settlement heads were not recomputed; their Merkle roots were"
+                );
+            }
             if !v.anchored {
                 println!(
                     "note: no --anchor given; the key comes from the sweep's seed, so the signature shows consistency, not authorship"
@@ -1019,12 +1024,17 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
     let plan = spec.plan()?;
     let buses = plan.pcc_buses();
     println!(
-        "sweep {} is valid: {} runs ({} per grid point) in {} parts over {} pcc bus(es) {:?}; \
-         it would build {} smart-grid curve set(s)",
+        "sweep {} is valid: {} runs ({} per grid point) in {} parts ({}) over {} pcc bus(es) \
+         {:?}; it would build {} smart-grid curve set(s)",
         path.display(),
         plan.total_runs(),
         plan.samples(),
         plan.parts().len(),
+        if plan.has_run_hours() {
+            "runs and run_hours"
+        } else {
+            "runs only: run_hours = false"
+        },
         buses.len(),
         buses,
         plan.curve_sets()

@@ -474,6 +474,13 @@ fn bad_sweep_inputs_name_the_field() {
             "base_config",
         ),
         ("seed = 1\n[base.load]\nscale = -1.0", "base.load.scale"),
+        ("seed = 1\nrun_hours = 1", "run_hours"),
+        (
+            "seed = 1\nrun_hours = false\n[parameters]\nattack.variable = { values = [\"price\"] }\n\
+             attack.agent = { values = [1] }\nattack.hour = { values = [10] }\n\
+             attack.size = { values = [5.0] }",
+            "run_hours",
+        ),
         (
             "seed = 1\nsamples = 100000000\n[parameters]\nload_scale = { uniform = [0.95, 1.0] }\n\
              rci.kappa = { values = [0.001, 0.002] }",
@@ -566,4 +573,63 @@ fn example_sweeps_run_to_completion() {
             r.adapter.map(|a| a.name).unwrap_or_default()
         );
     }
+}
+
+/// `run_hours = false` (issue 10, item 3: per-hour records optional): the `runs` files are
+/// the bytes of the full sweep's, no `run_hours` file is written or listed, the sweep's
+/// identity records the choice (a default sweep's stays as it was), and a killed sweep
+/// resumes to the uninterrupted bytes.
+#[test]
+fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
+    let full_spec = spec(SMALL);
+    let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
+    assert!(full_spec.run_hours && !runs_only.run_hours);
+    let full = tempfile::tempdir().unwrap();
+    sweep_in_pool(&full_spec, full.path(), &cpu(None), 2);
+    let out = tempfile::tempdir().unwrap();
+    let report = sweep_in_pool(&runs_only, out.path(), &cpu(None), 2);
+    assert!(report.complete);
+    assert_eq!((report.runs, report.parts_written), (20, 3));
+
+    let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
+    let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
+    assert_eq!(runs_files.len(), 3);
+    for f in &runs_files {
+        assert!(
+            bytes[*f] == full_bytes[*f],
+            "{f} differs from the full sweep's"
+        );
+    }
+    assert!(
+        bytes.keys().all(|f| !f.starts_with("run_hours")),
+        "{:?}",
+        bytes.keys()
+    );
+    assert!(!out.path().join("run_hours").exists());
+    let m = manifest(out.path());
+    assert_eq!(m.files.len(), 4, "sweep.json and three runs parts");
+    assert!(m.files.iter().all(|f| !f.path.starts_with("run_hours")));
+    assert_eq!(m.parts, 3);
+    let identity = |dir: &Path| std::fs::read_to_string(dir.join("sweep.json")).unwrap();
+    assert!(identity(out.path()).contains("\"run_hours\": false"));
+    assert!(!identity(full.path()).contains("run_hours"));
+
+    // Killed after two parts, one of them half-staged, then resumed.
+    let again = tempfile::tempdir().unwrap();
+    let first = sweep_in_pool(&runs_only, again.path(), &cpu(Some(2)), 1);
+    assert_eq!((first.complete, first.parts_written), (false, 2));
+    std::fs::write(
+        again
+            .path()
+            .join("runs/pcc_bus=7/.part-00002.parquet.all.deadhost-1-0.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    let second = sweep_in_pool(&runs_only, again.path(), &cpu(None), 2);
+    assert_eq!((second.parts_skipped, second.parts_written), (2, 1));
+    no_tmp_files(again.path());
+    assert_eq!(bytes_of(again.path()), bytes);
+    // The full sweep does not accept the runs-only directory as its own.
+    let e = run_sweep(&full_spec, out.path(), &cpu(None), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("another sweep"), "{e}");
 }

@@ -148,6 +148,7 @@ fn a_clean_sweep_verifies_with_and_without_its_anchor() {
     let dir = clean();
     let v = verify_sweep(dir.path(), None).expect("clean sweep verifies");
     assert_eq!((v.files, v.parts, v.runs, v.run_hours_rows), (5, 2, 4, 96));
+    assert!(v.heads_recomputed);
     assert_eq!(v.public_key, key());
     assert!(!v.anchored);
     assert!(verify_sweep(dir.path(), Some(key())).unwrap().anchored);
@@ -616,4 +617,95 @@ fn verify_command_on_a_sweep() {
     let o = cli(dir.path(), None);
     assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).contains("settlement_head"));
+}
+
+/// A sweep written with `run_hours = false` verifies everything but the settlement chains
+/// (it says so); its roots still catch an edited head, a `run_hours` file slipped into its
+/// listing is refused, and a `sweep.json` edited to claim hours asks for them.
+#[test]
+fn a_sweep_without_run_hours_verifies_its_roots_and_says_its_chains_were_not_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    sweep_into(&format!("run_hours = false\n{TINY}"), dir.path());
+    let v = verify_sweep(dir.path(), Some(key())).expect("clean runs-only sweep verifies");
+    assert_eq!((v.files, v.parts, v.runs, v.run_hours_rows), (3, 2, 4, 0));
+    assert!(!v.heads_recomputed);
+
+    // The CLI's report says what was not checked.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("settlement heads were not recomputed"),
+        "{stdout}"
+    );
+
+    // An edited head, the file rehashed and the manifest re-signed: the root catches it.
+    let edited = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), edited.path());
+    let runs = read(edited.path(), RUNS0);
+    let forged = with_column(&runs, "settlement_head", |a| {
+        let mut v: Vec<String> = a
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap().to_string())
+            .collect();
+        v[1] = "11".repeat(32);
+        Arc::new(StringArray::from(v))
+    });
+    write(edited.path(), RUNS0, &forged);
+    rehash(edited.path(), RUNS0);
+    resign(edited.path());
+    let e = err(edited.path(), None);
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::MerkleRoot, Some(RUNS0)),
+        "{e}"
+    );
+
+    // A run_hours part (the full sweep's) added and listed, the manifest re-signed.
+    let added = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), added.path());
+    let full = clean();
+    std::fs::create_dir_all(added.path().join("run_hours/pcc_bus=7")).unwrap();
+    std::fs::copy(full.path().join(HOURS0), added.path().join(HOURS0)).unwrap();
+    let mut m = read_manifest(added.path());
+    let listed = read_manifest(full.path())
+        .files
+        .into_iter()
+        .find(|f| f.path == HOURS0)
+        .unwrap();
+    m.files.push(listed);
+    m.files.sort_by(|a, b| a.path.cmp(&b.path));
+    write_manifest(added.path(), &m);
+    resign(added.path());
+    let e = err(added.path(), None);
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::Manifest, Some(HOURS0)),
+        "{e}"
+    );
+
+    // sweep.json edited to claim the hours, rehashed and re-signed: their absence is named.
+    let claimed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), claimed.path());
+    let text = std::fs::read_to_string(claimed.path().join("sweep.json")).unwrap();
+    assert!(text.contains("\"run_hours\": false"), "{text}");
+    std::fs::write(
+        claimed.path().join("sweep.json"),
+        text.replace("\"run_hours\": false", "\"run_hours\": true"),
+    )
+    .unwrap();
+    rehash(claimed.path(), "sweep.json");
+    resign(claimed.path());
+    let e = err(claimed.path(), None);
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::Manifest, Some(RUNS0)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("run_hours"), "{e}");
 }

@@ -23,7 +23,8 @@
 //! ```text
 //! sweep.json                                   the parsed sweep (its identity)
 //! runs/pcc_bus={b}/part-{k:05}.parquet         one row per run
-//! run_hours/pcc_bus={b}/part-{k:05}.parquet    one row per run and hour
+//! run_hours/pcc_bus={b}/part-{k:05}.parquet    one row per run and hour (not with
+//!                                              `run_hours = false`)
 //! manifest.json                                written last, when every part exists
 //! ```
 //! Every file appears atomically (a hidden staging name unique to the writing process, that
@@ -463,14 +464,14 @@ enum PartState {
 
 /// Verifies part `part` in `out` completely (see [`manifest::verify_part_file`]).
 fn part_state(out: &Path, part: &PartPlan, attacks: bool) -> PartState {
-    let files = [
-        (part.runs_path(), part.runs as u64, runs_schema_for(attacks)),
-        (
+    let mut files = vec![(part.runs_path(), part.runs as u64, runs_schema_for(attacks))];
+    if part.run_hours {
+        files.push((
             part.run_hours_path(),
             part.runs as u64 * crate::microgrid::HOURS as u64,
             run_hours_schema(),
-        ),
-    ];
+        ));
+    }
     if files.iter().any(|(rel, ..)| !out.join(rel).is_file()) {
         return PartState::Missing;
     }
@@ -488,7 +489,7 @@ fn part_state(out: &Path, part: &PartPlan, attacks: bool) -> PartState {
 /// another shard's (another tag) are never touched, whoever holds which lock.
 fn remove_part_staging(out: &Path, part: &PartPlan, tag: &str) -> Result<()> {
     let prefix = format!(".part-{:05}.parquet.{tag}.", part.index);
-    for rel in [part.runs_path(), part.run_hours_path()] {
+    for rel in part.files() {
         let Some(dir) = out.join(rel).parent().map(Path::to_path_buf) else {
             continue;
         };
@@ -607,7 +608,7 @@ impl Sweeper<'_> {
         block: bool,
         events: &mut dyn FnMut(SweepEvent),
     ) -> Result<PartOutcome> {
-        for rel in [part.runs_path(), part.run_hours_path()] {
+        for rel in part.files() {
             if let Some(dir) = self.out.join(rel).parent() {
                 std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
             }
@@ -976,8 +977,8 @@ fn with_adapter(
     })
 }
 
-/// Computes one part and writes its two files (`runs` first; the part counts as complete
-/// only once `run_hours` is renamed into place too). Each is staged under a hidden name
+/// Computes one part and writes its files (`runs` first; the part counts as complete
+/// only once `run_hours`, when the sweep writes it, is renamed into place too). Each is staged under a hidden name
 /// unique to this writer and carrying its staging tag,
 /// `.part-{k:05}.parquet.{tag}.{host}-{pid}-{n}.tmp`, which dataset readers skip.
 fn write_part(
@@ -1021,14 +1022,15 @@ fn write_part(
         tables::runs_table(part_no, &runs, &outputs, &engine, figures.as_deref())?,
         &outputs.adapter,
     )?;
-    let hours_table = with_adapter(
-        tables::run_hours_table(&runs, &outputs, &engine)?,
-        &outputs.adapter,
-    )?;
-    for (rel, table) in [
-        (part.runs_path(), &runs_table),
-        (part.run_hours_path(), &hours_table),
-    ] {
+    let mut tables = vec![(part.runs_path(), runs_table)];
+    if part.run_hours {
+        let hours_table = with_adapter(
+            tables::run_hours_table(&runs, &outputs, &engine)?,
+            &outputs.adapter,
+        )?;
+        tables.push((part.run_hours_path(), hours_table));
+    }
+    for (rel, table) in &tables {
         let path = out.join(rel);
         let staged = path.with_file_name(format!(
             ".part-{:05}.parquet.{tag}.{}.tmp",
@@ -1124,8 +1126,7 @@ fn build_manifest(
 ) -> Result<Manifest> {
     let mut paths: Vec<String> = vec![SPEC_NAME.to_string()];
     for p in parts {
-        paths.push(p.runs_path());
-        paths.push(p.run_hours_path());
+        paths.extend(p.files());
     }
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());

@@ -97,9 +97,21 @@ pub struct PartPlan {
     pub first_run: u64,
     /// Runs in the part.
     pub runs: usize,
+    /// Whether the part has a `run_hours` file beside its `runs` file.
+    pub run_hours: bool,
 }
 
 impl PartPlan {
+    /// The part's files, relative to the sweep's output directory: its `runs` file, then
+    /// its `run_hours` file when the sweep writes one.
+    pub fn files(&self) -> Vec<String> {
+        let mut files = vec![self.runs_path()];
+        if self.run_hours {
+            files.push(self.run_hours_path());
+        }
+        files
+    }
+
     /// The part's `runs` file, relative to the sweep's output directory.
     pub fn runs_path(&self) -> String {
         format!(
@@ -130,6 +142,8 @@ pub struct SweepPlan {
     runs_per_part: u64,
     /// Every run carries an attack.
     attacks: bool,
+    /// The sweep writes the `run_hours` table.
+    run_hours: bool,
 }
 
 /// A uniform `f64` in `[0, 1)` from the top 53 bits of one `u64` (written out rather than
@@ -196,6 +210,7 @@ impl SweepSpec {
             base,
             groups,
             runs_per_part: self.runs_per_part,
+            run_hours: self.run_hours,
         })
     }
 }
@@ -258,6 +273,11 @@ impl SweepPlan {
         self.attacks
     }
 
+    /// Whether the sweep writes the `run_hours` table.
+    pub fn has_run_hours(&self) -> bool {
+        self.run_hours
+    }
+
     /// Uniform draws per grid point.
     pub fn samples(&self) -> u64 {
         self.samples
@@ -305,6 +325,7 @@ impl SweepPlan {
                     index,
                     first_run: first + start,
                     runs: n as usize,
+                    run_hours: self.run_hours,
                 });
                 start += n;
                 index += 1;

@@ -438,7 +438,8 @@ pub struct ShardManifest {
     pub engines: Vec<String>,
     /// Devices that computed its parts (from each part's footer), sorted.
     pub adapters: Vec<ManifestAdapter>,
-    /// Its part files (`runs` and `run_hours`), sorted by path.
+    /// Its part files (`runs`, and `run_hours` unless the sweep writes none), sorted by
+    /// path.
     pub files: Vec<ManifestFile>,
 }
 
@@ -468,10 +469,7 @@ pub(crate) fn describe_parts(
     out: &Path,
     parts: &[PartPlan],
 ) -> Result<(Vec<ManifestFile>, Vec<String>, Vec<ManifestAdapter>)> {
-    let mut paths: Vec<String> = parts
-        .iter()
-        .flat_map(|p| [p.runs_path(), p.run_hours_path()])
-        .collect();
+    let mut paths: Vec<String> = parts.iter().flat_map(PartPlan::files).collect();
     paths.sort();
     let mut engines = std::collections::BTreeSet::new();
     let mut adapters = std::collections::BTreeSet::new();
@@ -676,7 +674,7 @@ fn finalize_locked(out: &Path, shown: &Path) -> Result<FinalizeReport> {
     let mut missing: Vec<String> = Vec::new();
     let mut expected: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for (part, &s) in parts.iter().zip(&shard_of) {
-        for rel in [part.runs_path(), part.run_hours_path()] {
+        for rel in part.files() {
             expected.insert(rel.clone());
             let path = out.join(&rel);
             match listed.get(rel.as_str()) {
@@ -818,6 +816,7 @@ mod tests {
             index,
             first_run: 0,
             runs,
+            run_hours: true,
         }
     }
 

@@ -33,6 +33,12 @@
 //!
 //! and, at the top level, `ledger_sample = 100`: the defended runs its ledger oracle
 //! replays ([`crate::sweep::oracle`]; 0 for none).
+//!
+//! `run_hours = false` at the top level writes the `runs` table alone, without the
+//! per-hour `run_hours` table (24 rows a run, most of a sweep's bytes and of its writing
+//! time). The `runs` files are the same bytes either way; `verify` then checks everything
+//! but the settlement chains, which need the hours. Not with attacks: the ledger oracle
+//! reads the attacked hours.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -209,6 +215,16 @@ struct SweepFile {
     #[serde(default)]
     parameters: Parameters,
     ledger_sample: Option<u64>,
+    #[serde(default = "yes")]
+    run_hours: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A parsed and validated sweep. Its serialized form (JSON) is the sweep's identity: a
@@ -230,6 +246,10 @@ pub struct SweepSpec {
     /// ([`crate::sweep::oracle`]), 0..=1000000; absent: 100 (0: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_sample: Option<u64>,
+    /// Whether the sweep writes the per-hour `run_hours` table beside `runs` (default
+    /// true; serialized only when false, so a default sweep's identity is unchanged).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub run_hours: bool,
     /// The file the spec was read from, for messages and the manifest.
     #[serde(skip)]
     pub source: PathBuf,
@@ -284,6 +304,7 @@ impl SweepSpec {
             base,
             parameters: file.parameters,
             ledger_sample: file.ledger_sample,
+            run_hours: file.run_hours,
             source: path.to_path_buf(),
             text: text.to_string(),
         };
@@ -327,6 +348,14 @@ impl SweepSpec {
                     ));
                 }
             }
+        }
+        if a.any() && !self.run_hours {
+            return Err(Error::invalid(
+                "run_hours",
+                false,
+                "true (or absent) in an attack sweep: its ledger oracle reads the attacked \
+                 hours from run_hours",
+            ));
         }
         if let Some(n) = self.ledger_sample {
             if !a.any() {

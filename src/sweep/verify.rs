@@ -16,6 +16,11 @@
 //!    `settlement_head`;
 //! 6. the parts together hold each run `0..total_runs` exactly once.
 //!
+//! A sweep written with `run_hours = false` (its `sweep.json`, covered by the signature
+//! through its SHA-256, says so) has no `run_hours` files, and may list none: step 5 then
+//! checks each `runs` part's rows, root and consecutive runs, and the settlement chains,
+//! which need the hours, are not recomputed ([`SweepVerified::heads_recomputed`]).
+//!
 //! What this proves and what not: the files are those the signed manifest lists, and each
 //! run's hourly prices and exchanges are those its head and its part's root commit to. The
 //! sweep key derives from the seed, which the manifest states, so whoever holds the files
@@ -38,7 +43,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::manifest::{
-    INTEGRITY_VERSION, MANIFEST_NAME, Manifest, fixed_hex, hash_hex, sha256_file, signing_message,
+    INTEGRITY_VERSION, MANIFEST_NAME, Manifest, SPEC_NAME, fixed_hex, hash_hex, sha256_file,
+    signing_message,
 };
 use crate::ledger::{Hash, PublicKey, part_root, settlement_head, verify_signature};
 use crate::microgrid::HOURS;
@@ -167,10 +173,13 @@ pub struct SweepVerified {
     pub files: usize,
     /// Parts (pairs of `runs` and `run_hours` files).
     pub parts: usize,
-    /// Runs, each with its chain recomputed.
+    /// Runs, each with its chain recomputed when [`SweepVerified::heads_recomputed`].
     pub runs: u64,
     /// `run_hours` rows.
     pub run_hours_rows: u64,
+    /// Whether every run's settlement chain was recomputed from its `run_hours` rows:
+    /// false for a sweep written with `run_hours = false`, which has none.
+    pub heads_recomputed: bool,
     /// The key that signed the manifest.
     pub public_key: PublicKey,
     /// Whether that key was checked against an anchor.
@@ -252,6 +261,17 @@ pub fn check_part(
     merkle_root: &Hash,
     hours: &HourRows,
 ) -> Result<(), SweepVerifyError> {
+    check_runs_part(runs_file, runs, merkle_root)?;
+    check_hours_part(runs_file, hours_file, runs, hours)
+}
+
+/// The checks of [`check_part`] on the `runs` rows alone: the Merkle root and consecutive
+/// runs (a part of a sweep without `run_hours`).
+pub fn check_runs_part(
+    runs_file: &str,
+    runs: &[(u64, Hash)],
+    merkle_root: &Hash,
+) -> Result<(), SweepVerifyError> {
     let root = part_root(runs);
     if root != *merkle_root {
         return Err(fail(
@@ -278,6 +298,17 @@ pub fn check_part(
             .at(Some(i as u64 + 1), Some(w[1].0)));
         }
     }
+    Ok(())
+}
+
+/// The checks of [`check_part`] on the `run_hours` rows: their places and every run's
+/// settlement chain.
+fn check_hours_part(
+    runs_file: &str,
+    hours_file: &str,
+    runs: &[(u64, Hash)],
+    hours: &HourRows,
+) -> Result<(), SweepVerifyError> {
     let n = hours.run.len();
     if [hours.hour.len(), hours.price.len(), hours.exchange_mw.len()] != [n; 3] {
         return Err(fail(
@@ -458,6 +489,24 @@ pub fn read_hour_rows(path: &Path, rel: &str) -> Result<HourRows, SweepVerifyErr
     })
 }
 
+/// Whether the sweep in `dir` writes `run_hours`: its `sweep.json` (already checked
+/// against the signed manifest) without `"run_hours": false`.
+fn sweep_writes_run_hours(dir: &Path) -> Result<bool, SweepVerifyError> {
+    let text = std::fs::read(dir.join(SPEC_NAME))
+        .map_err(|e| fail(Kind::Io, SPEC_NAME, format!("cannot read: {e}")))?;
+    let spec: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| fail(Kind::Manifest, SPEC_NAME, format!("not a sweep: {e}")))?;
+    match spec.get("run_hours") {
+        None => Ok(true),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(fail(
+            Kind::Manifest,
+            SPEC_NAME,
+            format!("run_hours is {other}, not a boolean"),
+        )),
+    }
+}
+
 /// Verifies the sweep in `dir` (see the [module doc](self) for every check, in order) and
 /// returns what it established, or the first problem: its kind, file, row and run.
 /// With `anchor_key`, the manifest must be signed by that key.
@@ -537,6 +586,7 @@ pub fn verify_sweep(
         }
     }
 
+    let run_hours = sweep_writes_run_hours(dir)?;
     // Parts: each `runs` file with its root, and its `run_hours` pair.
     let mut parts = Vec::new();
     for f in &manifest.files {
@@ -551,7 +601,7 @@ pub fn verify_sweep(
                         .map_err(|e| fail(Kind::Manifest, &f.path, format!("merkle_root {e}")))
                 })?;
             let hours = format!("run_hours/{}", &f.path["runs/".len()..]);
-            if !listed_set.contains(hours.as_str()) {
+            if run_hours && !listed_set.contains(hours.as_str()) {
                 return Err(fail(
                     Kind::Manifest,
                     &f.path,
@@ -566,6 +616,13 @@ pub fn verify_sweep(
                 "a merkle_root on a file that is no runs part",
             ));
         } else if is_part("run_hours/") {
+            if !run_hours {
+                return Err(fail(
+                    Kind::Manifest,
+                    &f.path,
+                    format!("a run_hours part, but {SPEC_NAME} says the sweep writes none"),
+                ));
+            }
             let runs = format!("runs/{}", &f.path["run_hours/".len()..]);
             if !listed_set.contains(runs.as_str()) {
                 return Err(fail(
@@ -591,11 +648,16 @@ pub fn verify_sweep(
     let mut hour_rows = 0u64;
     for (runs_file, hours_file, root) in &parts {
         let runs = read_runs_rows(&dir.join(runs_file), runs_file)?;
-        let hours = read_hour_rows(&dir.join(hours_file), hours_file)?;
-        for (file, found) in [
-            (*runs_file, runs.len()),
-            (hours_file.as_str(), hours.run.len()),
-        ] {
+        let hours = if run_hours {
+            Some(read_hour_rows(&dir.join(hours_file), hours_file)?)
+        } else {
+            None
+        };
+        let mut counts = vec![(*runs_file, runs.len())];
+        if let Some(h) = &hours {
+            counts.push((hours_file.as_str(), h.run.len()));
+        }
+        for (file, found) in counts {
             let listed = manifest
                 .files
                 .iter()
@@ -609,7 +671,10 @@ pub fn verify_sweep(
                 ));
             }
         }
-        check_part(runs_file, hours_file, &runs, root, &hours)?;
+        match &hours {
+            Some(h) => check_part(runs_file, hours_file, &runs, root, h)?,
+            None => check_runs_part(runs_file, &runs, root)?,
+        }
         for (row, (run, _)) in runs.iter().enumerate() {
             if *run >= manifest.total_runs || !seen.insert(*run) {
                 return Err(fail(
@@ -628,7 +693,7 @@ pub fn verify_sweep(
                 .at(Some(row as u64), Some(*run)));
             }
         }
-        hour_rows += hours.run.len() as u64;
+        hour_rows += hours.map_or(0, |h| h.run.len() as u64);
     }
     if seen.len() as u64 != manifest.total_runs {
         let missing = (0..manifest.total_runs)
@@ -650,6 +715,7 @@ pub fn verify_sweep(
         parts: parts.len(),
         runs: seen.len() as u64,
         run_hours_rows: hour_rows,
+        heads_recomputed: run_hours,
         public_key,
         anchored: anchor_key.is_some(),
     })
