@@ -607,6 +607,36 @@ mod tests {
         assert!(whole.hits(AttackVariable::Power, 1, 6, u32::MAX));
     }
 
+    /// `HourAttacks::new` keeps a run's slots only in the hours one of them attacks, and
+    /// an hour without them sees every message as sent.
+    #[test]
+    fn hour_attacks_keep_their_slots_only_where_one_attacks() {
+        let slots = [
+            attack(AttackVariable::Price).slot(0, 0),
+            AttackSlot::default(),
+            attack(AttackVariable::Power).slot(2, 0),
+        ];
+        for hour in 0..DAY_HOURS {
+            let a = HourAttacks::new(&slots, hour, Defence::Defended);
+            let attacked = hour == 6 || hour == 10;
+            assert_eq!(a.slots.len(), if attacked { 3 } else { 0 }, "hour {hour}");
+            assert_eq!((a.any(), a.hour, a.defence), (attacked, hour, Defence::Defended));
+            // What every hour's receivers see is what the untrimmed slots give.
+            let full = HourAttacks {
+                slots: &slots,
+                hour,
+                defence: Defence::Defended,
+            };
+            for m in 0..6 {
+                for v in [AttackVariable::Price, AttackVariable::Power] {
+                    assert_eq!(a.targets(v, 1, m), full.targets(v, 1, m));
+                    assert_eq!(a.seen(v, 1, m, 3.0), full.seen(v, 1, m, 3.0));
+                }
+                assert_eq!(a.seen_price(1, 0, m, 3.0), full.seen_price(1, 0, m, 3.0));
+            }
+        }
+    }
+
     #[test]
     fn shapes() {
         let mut a = attack(AttackVariable::Price);
