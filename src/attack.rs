@@ -620,7 +620,10 @@ mod tests {
             let a = HourAttacks::new(&slots, hour, Defence::Defended);
             let attacked = hour == 6 || hour == 10;
             assert_eq!(a.slots.len(), if attacked { 3 } else { 0 }, "hour {hour}");
-            assert_eq!((a.any(), a.hour, a.defence), (attacked, hour, Defence::Defended));
+            assert_eq!(
+                (a.any(), a.hour, a.defence),
+                (attacked, hour, Defence::Defended)
+            );
             // What every hour's receivers see is what the untrimmed slots give.
             let full = HourAttacks {
                 slots: &slots,

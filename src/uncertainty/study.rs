@@ -396,7 +396,17 @@ pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64)
         // all) confines the search of every midpoint to the bracket's breakpoints; the
         // exports, and so every step, are bitwise those of `export_at`.
         let (mut sg_ab, mut mg_ab) = ((0, sg.len()), (0, mg.len()));
-        for _ in 0..200 {
+        for left in (1..=BISECTION_STEPS).rev() {
+            if sg_ab.0 == sg_ab.1 && mg_ab.0 == mg_ab.1 {
+                // No breakpoint of either curve in (a, b]: the balance there is one
+                // monotone formula, so where it stops being short decides every step left.
+                let balance = |m: f64| {
+                    sg.export_at_count(m, sg_ab.0).clamp(lo, hi)
+                        + mg.export_at_count(m, mg_ab.0).clamp(lo, hi)
+                };
+                let not_short = first_not_short(a, b, balance);
+                return bisect_by_boundary(a, b, not_short, left);
+            }
             let m = 0.5 * (a + b);
             if m <= a || m >= b {
                 break;
@@ -415,6 +425,87 @@ pub fn clearing_exchange(sg: CurveView<'_>, mg: CurveView<'_>, lo: f64, hi: f64)
         }
         (a, b)
     })
+}
+
+/// The clearing bisection's most halvings.
+const BISECTION_STEPS: usize = 200;
+
+/// `x`'s place in the order of the doubles (`-0.0` just below `0.0`), as an integer.
+fn order_key(x: f64) -> u64 {
+    let u = x.to_bits();
+    if u >> 63 == 1 { !u } else { u | (1 << 63) }
+}
+
+/// The double at place `k` of [`order_key`].
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// The place ([`order_key`]) of the first double in `(a, b]` where the non-decreasing
+/// `balance` is not short (`>= 0`), given `balance(a) < 0 <= balance(b)`: a secant guess,
+/// then a galloping and a binary search over the doubles around it. Only the signs of
+/// `balance` at doubles decide it, so rounding in the guess costs evaluations, never bits.
+fn first_not_short(a: f64, b: f64, balance: impl Fn(f64) -> f64) -> u64 {
+    // Invariant: short at `lo`, not short at `hi`.
+    let (mut lo, mut hi) = (order_key(a), order_key(b));
+    let (fa, fb) = (balance(a), balance(b));
+    let guess = a + (b - a) * (-fa / (fb - fa));
+    if guess > a && guess < b {
+        let g = order_key(guess);
+        let short = |k: u64| balance(from_order_key(k)) < 0.0;
+        let mut step = 1u64;
+        if short(g) {
+            lo = g;
+            while hi - lo > 1 {
+                let k = lo.saturating_add(step).min(hi - 1);
+                if short(k) {
+                    lo = k;
+                } else {
+                    hi = k;
+                    break;
+                }
+                step = step.saturating_mul(2);
+            }
+        } else {
+            hi = g;
+            while hi - lo > 1 {
+                let k = hi.saturating_sub(step).max(lo + 1);
+                if short(k) {
+                    lo = k;
+                    break;
+                }
+                hi = k;
+                step = step.saturating_mul(2);
+            }
+        }
+    }
+    while hi - lo > 1 {
+        let k = lo + (hi - lo) / 2;
+        if balance(from_order_key(k)) < 0.0 {
+            lo = k;
+        } else {
+            hi = k;
+        }
+    }
+    hi
+}
+
+/// The bisection of `(a, b)` for at most `steps` halvings when the balance is short exactly
+/// below the double at place `not_short` ([`first_not_short`]): each midpoint's sign is its
+/// place against that one, so no curve is evaluated. Returns the narrowed bracket.
+fn bisect_by_boundary(mut a: f64, mut b: f64, not_short: u64, steps: usize) -> (f64, f64) {
+    for _ in 0..steps {
+        let m = 0.5 * (a + b);
+        if m <= a || m >= b {
+            break;
+        }
+        if order_key(m) < not_short {
+            a = m;
+        } else {
+            b = m;
+        }
+    }
+    (a, b)
 }
 
 /// [`clearing_exchange`] with the bisection `narrow`, which takes a price bracket whose
@@ -1283,6 +1374,34 @@ mod tests {
                 got.to_bits(),
                 want.to_bits(),
                 "case {case}: {got} != {want}"
+            );
+        }
+        // Clearing prices from 1e-300 to 1e4 $/MWh against a fixed demand: near zero the
+        // doubles are so fine that the bisection stops at its 200 halvings, not at adjacent
+        // prices; a supply from zero price on, or one that starts with a jump there.
+        for case in 0..2000 {
+            let c2 = 10f64.powf(uniform(&mut rng, -4.0, 3.0));
+            let pmin = if case % 2 == 0 {
+                0.0
+            } else {
+                uniform(&mut rng, 0.0, 5.0)
+            };
+            let units = [QuadraticUnit {
+                c2,
+                c1: 0.0,
+                c0: 0.0,
+                pmin,
+                pmax: pmin + uniform(&mut rng, 1e-3, 100.0),
+            }];
+            let sg = OfferCurve::from_units(&units, 0.0, 0.0).unwrap();
+            let demand = 10f64.powf(uniform(&mut rng, -300.0, 2.0));
+            let mg = OfferCurve::fixed(-demand, 0.0);
+            let got = clearing_exchange(sg.view(), mg.view(), -1e4, 1e4);
+            let want = plain_clearing(sg.view(), mg.view(), -1e4, 1e4);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "near zero, case {case}: {got} != {want}"
             );
         }
     }
