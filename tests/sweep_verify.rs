@@ -300,30 +300,34 @@ fn an_edited_price_is_caught_by_the_signature_then_by_the_chain() {
     }
 }
 
-#[test]
-fn an_edited_head_is_caught_by_the_merkle_root() {
-    let dir = clean();
-    let runs = read(dir.path(), RUNS0);
-    let edited = with_column(&runs, "settlement_head", |a| {
+/// Row `row`'s head in `RUNS0` set to `byte` x 32, the file rehashed and the manifest
+/// re-signed: the part's Merkle root no longer matches.
+fn forged_head_is_caught_by_the_root(dir: &Path, row: usize, byte: &str) {
+    let runs = read(dir, RUNS0);
+    let forged = with_column(&runs, "settlement_head", |a| {
         let mut v: Vec<String> = a
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
+            .as_string::<i32>()
             .iter()
             .map(|s| s.unwrap().to_string())
             .collect();
-        v[2] = "00".repeat(32);
+        v[row] = byte.repeat(32);
         Arc::new(StringArray::from(v))
     });
-    write(dir.path(), RUNS0, &edited);
-    rehash(dir.path(), RUNS0);
-    resign(dir.path());
-    let e = err(dir.path(), None);
+    write(dir, RUNS0, &forged);
+    rehash(dir, RUNS0);
+    resign(dir);
+    let e = err(dir, None);
     assert_eq!(
         (e.kind, e.file.as_deref()),
         (Kind::MerkleRoot, Some(RUNS0)),
         "{e}"
     );
+}
+
+#[test]
+fn an_edited_head_is_caught_by_the_merkle_root() {
+    let dir = clean();
+    forged_head_is_caught_by_the_root(dir.path(), 2, "00");
     // With the root recomputed too, the chain of run 2 disagrees with its head.
     let mut m = read_manifest(dir.path());
     let rows = p2pmarket::sweep::verify::read_runs_rows(&dir.path().join(RUNS0), RUNS0).unwrap();
@@ -646,25 +650,7 @@ fn a_sweep_without_run_hours_verifies_its_roots_and_says_its_chains_were_not_rec
     // An edited head, the file rehashed and the manifest re-signed: the root catches it.
     let edited = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), edited.path());
-    let runs = read(edited.path(), RUNS0);
-    let forged = with_column(&runs, "settlement_head", |a| {
-        let mut v: Vec<String> = a
-            .as_string::<i32>()
-            .iter()
-            .map(|s| s.unwrap().to_string())
-            .collect();
-        v[1] = "11".repeat(32);
-        Arc::new(StringArray::from(v))
-    });
-    write(edited.path(), RUNS0, &forged);
-    rehash(edited.path(), RUNS0);
-    resign(edited.path());
-    let e = err(edited.path(), None);
-    assert_eq!(
-        (e.kind, e.file.as_deref()),
-        (Kind::MerkleRoot, Some(RUNS0)),
-        "{e}"
-    );
+    forged_head_is_caught_by_the_root(edited.path(), 1, "11");
 
     // A run_hours part (the full sweep's) added and listed, the manifest re-signed.
     let added = tempfile::tempdir().unwrap();
