@@ -445,7 +445,12 @@ impl CurveView<'_> {
         if x >= self.exports[n - 1] {
             return self.prices[n - 1];
         }
-        let k = self.exports.partition_point(|&e| e <= x) - 1;
+        self.price_in_segment(x, self.exports.partition_point(|&e| e <= x) - 1)
+    }
+
+    /// The marginal cost at export `x` strictly inside the export range, on the segment
+    /// `k` that holds it (`exports[k] <= x < exports[k + 1]`).
+    fn price_in_segment(&self, x: f64, k: usize) -> f64 {
         let dx = self.exports[k + 1] - self.exports[k];
         let t = (x - self.exports[k]) / dx;
         self.prices[k] + t * (self.prices[k + 1] - self.prices[k])
@@ -466,7 +471,7 @@ impl CurveView<'_> {
             return self.costs[n - 1] + (x - self.exports[n - 1]) * self.prices[n - 1];
         }
         let k = self.exports.partition_point(|&e| e <= x) - 1;
-        let p = self.price_at_export(x);
+        let p = self.price_in_segment(x, k);
         // Trapezoid rule: exact, because the marginal cost is linear on the segment.
         self.costs[k] + (x - self.exports[k]) * 0.5 * (self.prices[k] + p)
     }
