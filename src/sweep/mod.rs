@@ -978,8 +978,8 @@ fn with_adapter(
 }
 
 /// Computes one part and writes its files (`runs` first; the part counts as complete
-/// only once `run_hours`, when the sweep writes it, is renamed into place too). Each is staged under a hidden name
-/// unique to this writer and carrying its staging tag,
+/// only once `run_hours`, when the sweep writes it, is renamed into place too). Each is
+/// staged under a hidden name unique to this writer and carrying its staging tag,
 /// `.part-{k:05}.parquet.{tag}.{host}-{pid}-{n}.tmp`, which dataset readers skip.
 fn write_part(
     plan: &SweepPlan,
