@@ -941,8 +941,9 @@ fn step_free(
     (finish_step(state, s, residuals), kappa, mismatch)
 }
 
-/// The iteration when every agent uses the same messages: [`step_free`], with the agents
-/// (bit `i`) whose price a chi attack would have altered (a defended chi attack).
+/// The iteration of an attacked hour when every agent uses the same messages (a defended
+/// attack): [`step_free`], with the agents (bit `i`) whose price a chi attack would have
+/// altered.
 fn step_shared(
     state: &mut RciState,
     agents: &[Agent<'_>],
@@ -951,27 +952,25 @@ fn step_shared(
 ) -> (StepReport, u64) {
     let m = state.iteration + 1;
     let (report, kappa, mismatch) = step_free(state, agents, s);
+    // `previous` now holds the messages the step was computed from.
+    state.seen_prices.clear();
+    state
+        .seen_prices
+        .extend(state.previous.iter().map(|a| a.price));
     let mut chi_altered = 0u64;
-    if attacks.any() {
-        // `previous` now holds the messages the step was computed from.
-        state.seen_prices.clear();
-        state
-            .seen_prices
-            .extend(state.previous.iter().map(|a| a.price));
-        for i in 0..agents.len() {
-            if chi_alters(
-                attacks,
-                i,
-                m,
-                state.previous[i].price,
-                &state.seen_prices,
-                s,
-                kappa,
-                mismatch,
-                state.agents[i].price,
-            ) {
-                chi_altered |= 1 << i;
-            }
+    for i in 0..agents.len() {
+        if chi_alters(
+            attacks,
+            i,
+            m,
+            state.previous[i].price,
+            &state.seen_prices,
+            s,
+            kappa,
+            mismatch,
+            state.agents[i].price,
+        ) {
+            chi_altered |= 1 << i;
         }
     }
     (report, chi_altered)

@@ -1022,15 +1022,15 @@ fn write_part(
         tables::runs_table(part_no, &runs, &outputs, &engine, figures.as_deref())?,
         &outputs.adapter,
     )?;
-    let mut tables = vec![(part.runs_path(), runs_table)];
+    let mut files = vec![(part.runs_path(), runs_table)];
     if part.run_hours {
         let hours_table = with_adapter(
             tables::run_hours_table(&runs, &outputs, &engine)?,
             &outputs.adapter,
         )?;
-        tables.push((part.run_hours_path(), hours_table));
+        files.push((part.run_hours_path(), hours_table));
     }
-    for (rel, table) in &tables {
+    for (rel, table) in &files {
         let path = out.join(rel);
         let staged = path.with_file_name(format!(
             ".part-{:05}.parquet.{tag}.{}.tmp",
