@@ -5,9 +5,9 @@
 //! unit markets of 1 to 5 agents.
 //!
 //! A change meant to make the CPU backend faster without changing a bit prints the same
-//! lines before and after: build this example at both commits and `diff` the outputs.
-//! It uses only APIs that have been stable since the engine's first release, so it
-//! compiles unchanged against older commits.
+//! lines before and after: build this example at both commits (copy it into the older
+//! checkout: it needs only the public API of 9578331 and later) and `diff` the outputs.
+//! The draws use `powf`, so another libm may draw other runs: compare on one machine.
 //!
 //! `cargo run --release --example cpu_digest`
 
