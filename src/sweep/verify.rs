@@ -171,7 +171,7 @@ fn fail(kind: Kind, file: &str, reason: impl Into<String>) -> SweepVerifyError {
 pub struct SweepVerified {
     /// Files checked (`manifest.json` aside).
     pub files: usize,
-    /// Parts (pairs of `runs` and `run_hours` files).
+    /// Parts (each a `runs` file, with its `run_hours` file unless the sweep writes none).
     pub parts: usize,
     /// Runs, each with its chain recomputed when [`SweepVerified::heads_recomputed`].
     pub runs: u64,
