@@ -200,7 +200,10 @@ impl RciSettings {
                 Bounds::closed(-1e6, 1e6, "$/MWh"),
             ),
         ] {
-            range.check(&format!("rci.{field}"), value)?;
+            // Named only on failure: a batch validates every run's settings.
+            if !range.contains(value) {
+                range.check(&format!("rci.{field}"), value)?;
+            }
         }
         if self.max_iterations == 0 || self.max_iterations > 10_000_000 {
             return Err(Error::invalid(

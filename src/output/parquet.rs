@@ -11,9 +11,11 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -93,32 +95,88 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
 /// `batch` as the bytes of a Parquet file written like [`write_parquet`]'s (for a file
 /// whose hash must be known before it is stored); `name` labels errors.
 pub fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let path = Path::new(name);
-    let mut writer = ArrowWriter::try_new(
-        Vec::new(),
-        batch.schema(),
-        Some(writer_properties(&batch.schema())),
-    )
-    .map_err(parquet_err(path))?;
-    writer.write(batch).map_err(parquet_err(path))?;
-    writer.into_inner().map_err(parquet_err(path))
+    encode_parquet(Vec::new(), batch, writer_properties(&batch.schema()))
+        .map_err(parquet_err(Path::new(name)))
 }
 
 /// Writes and syncs one Parquet file (no renaming).
 fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
     let file =
         File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    let mut writer = ArrowWriter::try_new(
-        file,
-        batch.schema(),
-        Some(writer_properties(&batch.schema())),
-    )
-    .map_err(parquet_err(path))?;
-    writer.write(batch).map_err(parquet_err(path))?;
-    let file = writer.into_inner().map_err(parquet_err(path))?;
+    let file = encode_parquet(file, batch, writer_properties(&batch.schema()))
+        .map_err(parquet_err(path))?;
     // Sync before the rename so that a crash cannot leave a renamed but empty file.
     file.sync_all()
         .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// Encodes `batch` as a Parquet file with `props` into `out` and returns it: the bytes
+/// [`ArrowWriter`] writes for the same batch and properties, but with the columns of each
+/// row group encoded (dictionary, statistics, ZSTD) in parallel over rayon's threads. A
+/// sweep part's `run_hours` table has a million rows or more, and one thread encoding it
+/// was the serial step of a sweep on a many-core node.
+///
+/// The row groups are [`ArrowWriter`]'s: slices of the writer properties' row count
+/// limit, each column chunk encoded by the writer's own column writer and appended in
+/// column order, so the bytes do not depend on the thread count (a test holds them equal
+/// to [`ArrowWriter`]'s).
+fn encode_parquet<W: std::io::Write + Send>(
+    out: W,
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> parquet::errors::Result<W> {
+    use parquet::errors::ParquetError;
+    let schema = batch.schema();
+    // `ArrowWriter` also splits row groups by bytes when asked to; the tool never is.
+    let bytes_limit = props.max_row_group_bytes().is_some();
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props))?;
+    // One Parquet leaf column per field (every table the tool writes is flat) lets each
+    // column be encoded alone; otherwise, or with a byte limit, `ArrowWriter` does it all.
+    let flat = schema.fields().iter().all(|f| !f.data_type().is_nested());
+    if bytes_limit || !flat {
+        writer.write(batch)?;
+        return writer.into_inner();
+    }
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    let rows_per_group = file
+        .properties()
+        .max_row_group_row_count()
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let rows = batch.num_rows();
+    let mut start = 0;
+    while start < rows {
+        let len = rows_per_group.min(rows - start);
+        let group = batch.slice(start, len);
+        let writers = factory.create_column_writers(file.flushed_row_groups().len())?;
+        if writers.len() != schema.fields().len() {
+            return Err(ParquetError::General(format!(
+                "{} column writers for {} flat fields",
+                writers.len(),
+                schema.fields().len()
+            )));
+        }
+        // A column's leaf (its levels) is computed where it is encoded and dropped with
+        // it, as `ArrowWriter` does: all of them at once would hold an index per row and
+        // column.
+        let chunks = writers
+            .into_par_iter()
+            .zip(schema.fields().par_iter().zip(group.columns()))
+            .map(|(mut writer, (field, column))| {
+                for leaf in compute_leaves(field, column)? {
+                    writer.write(&leaf)?;
+                }
+                writer.close()
+            })
+            .collect::<parquet::errors::Result<Vec<_>>>()?;
+        let mut row_group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        start += len;
+    }
+    file.into_inner()
 }
 
 /// Reads a whole Parquet file as one batch, so that row numbers in errors are the file's.
@@ -434,6 +492,132 @@ mod tests {
         let forward = with_keys(&keys);
         keys.reverse();
         assert_eq!(with_keys(&keys), forward);
+    }
+
+    /// `ArrowWriter`'s bytes for `batch` with `props`: the reference the parallel
+    /// encoder must reproduce.
+    fn arrow_writer_bytes(batch: &RecordBatch, props: WriterProperties) -> Vec<u8> {
+        let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
+        writer.write(batch).unwrap();
+        writer.into_inner().unwrap()
+    }
+
+    /// A table with every column type the tool writes (integers, floats with NaN, -0.0
+    /// and infinities, repeated and distinct strings, booleans, nulls), with schema and
+    /// field metadata, from a seeded generator.
+    fn mixed_table(rows: usize, seed: u64) -> RecordBatch {
+        use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field};
+        let mut x = seed;
+        let mut next = move || {
+            // SplitMix64.
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let specials = [f64::NAN, -0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY];
+        let mut ints = Vec::new();
+        let (mut floats, mut nullable, mut names, mut heads, mut flags) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..rows {
+            let r = next();
+            ints.push(i as i64 * 7 - (r % 1000) as i64);
+            floats.push(if r % 97 == 0 {
+                specials[(r >> 8) as usize % specials.len()]
+            } else {
+                (r >> 11) as f64 * 2f64.powi(-40) - 3000.0
+            });
+            nullable.push((r % 5 != 0).then_some((r >> 20) as f64 / 7.0));
+            names.push(["newton", "constant", "diminishing"][(r >> 3) as usize % 3]);
+            heads.push(format!("{:016x}{:016x}", next(), r));
+            flags.push(r & 1 == 1);
+        }
+        let field = |name: &str, t: DataType, nullable: bool| {
+            Field::new(name, t, nullable).with_metadata(std::collections::HashMap::from([(
+                "unit".to_string(),
+                "MW".to_string(),
+            )]))
+        };
+        let schema = Schema::new(vec![
+            field("run", DataType::Int64, false),
+            field("price", DataType::Float64, false),
+            field("maybe", DataType::Float64, true),
+            field("rule", DataType::Utf8, false),
+            field("head", DataType::Utf8, false),
+            field("converged", DataType::Boolean, false),
+        ])
+        .with_metadata(std::collections::HashMap::from([(
+            "p2pmarket.engine".to_string(),
+            "test".to_string(),
+        )]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ints)),
+            Arc::new(Float64Array::from(floats)),
+            Arc::new(Float64Array::from(nullable)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(heads)),
+            Arc::new(BooleanArray::from(flags)),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    #[test]
+    fn parallel_encoding_writes_arrow_writers_bytes() {
+        let threads = |n: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        for (rows, group_rows) in [(0, None), (1, None), (30_000, None), (30_000, Some(4_096))] {
+            let batch = mixed_table(rows, 17 + rows as u64);
+            let props = || {
+                let p = writer_properties(&batch.schema());
+                match group_rows {
+                    Some(n) => p
+                        .into_builder()
+                        .set_max_row_group_row_count(Some(n))
+                        .build(),
+                    None => p,
+                }
+            };
+            let reference = arrow_writer_bytes(&batch, props());
+            for n in [1, 3] {
+                let bytes = threads(n)
+                    .install(|| encode_parquet(Vec::new(), &batch, props()))
+                    .unwrap();
+                assert!(
+                    bytes == reference,
+                    "{rows} rows, row groups of {group_rows:?}, {n} threads: {} bytes, \
+                     ArrowWriter {}",
+                    bytes.len(),
+                    reference.len()
+                );
+            }
+            // The split into row groups is ArrowWriter's, and the data reads back.
+            let meta =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(reference)).unwrap();
+            let groups = meta.metadata().num_row_groups();
+            assert_eq!(groups, rows.div_ceil(group_rows.unwrap_or(1 << 20)));
+            if rows > 0 {
+                let back: Vec<RecordBatch> = meta.build().unwrap().map(|b| b.unwrap()).collect();
+                let back = concat_batches(&batch.schema(), &back).unwrap();
+                assert_eq!(back.num_rows(), rows);
+                assert_eq!(back.columns(), batch.columns());
+            }
+        }
+        // A byte limit per row group (never set by the tool) is left to ArrowWriter.
+        let batch = mixed_table(500, 3);
+        let limited = || {
+            writer_properties(&batch.schema())
+                .into_builder()
+                .set_max_row_group_bytes(Some(20_000))
+                .build()
+        };
+        let bytes = encode_parquet(Vec::new(), &batch, limited()).unwrap();
+        assert!(bytes == arrow_writer_bytes(&batch, limited()));
     }
 
     #[test]

@@ -649,7 +649,9 @@ pub fn runs_table(
         .map_err(output_err(RUNS))
 }
 
-/// The `run_hours` rows of one part, ordered by (run, hour).
+/// The `run_hours` rows of one part, ordered by (run, hour). A part holds a million
+/// rows or more, and each column is a pass over the hour records: the columns are built
+/// in parallel (each is the same array whatever the thread count).
 pub fn run_hours_table(
     runs: &[PlannedRun],
     outputs: &BatchOutputs,
@@ -658,29 +660,42 @@ pub fn run_hours_table(
     check_sizes(runs, outputs)?;
     let h = outputs.hours;
     let recs = &outputs.records;
-    let r = |g: fn(&HourRecord) -> f64| f64s(recs.iter().map(g));
-    let arrays: Vec<ArrayRef> = vec![
-        int_array(
-            RUN_HOURS,
-            runs.iter().flat_map(|run| std::iter::repeat_n(run.run, h)),
-        )?,
-        int_array(RUN_HOURS, (0..recs.len()).map(|k| k % h))?,
+    let r = |g: fn(&HourRecord) -> f64| -> Column<'_> {
+        Box::new(move || Ok(f64s(recs.iter().map(g))))
+    };
+    let columns: Vec<Column<'_>> = vec![
+        Box::new(|| {
+            int_array(
+                RUN_HOURS,
+                runs.iter().flat_map(|run| std::iter::repeat_n(run.run, h)),
+            )
+        }),
+        Box::new(|| int_array(RUN_HOURS, (0..recs.len()).map(|k| k % h))),
         r(|x| x.price),
         r(|x| x.exchange_mw),
         r(|x| x.agent_cost[0]),
         r(|x| x.agent_cost[1]),
-        int_array(RUN_HOURS, recs.iter().map(|x| x.iterations))?,
-        Arc::new(BooleanArray::from(
-            recs.iter().map(|x| x.converged).collect::<Vec<bool>>(),
-        )),
+        Box::new(|| int_array(RUN_HOURS, recs.iter().map(|x| x.iterations))),
+        Box::new(|| {
+            Ok(Arc::new(BooleanArray::from(
+                recs.iter().map(|x| x.converged).collect::<Vec<bool>>(),
+            )) as ArrayRef)
+        }),
         r(|x| x.residuals.price_change),
         r(|x| x.residuals.power_change),
         r(|x| x.residuals.dual_change),
         r(|x| x.residuals.balance),
     ];
+    let arrays = columns
+        .into_par_iter()
+        .map(|build| build())
+        .collect::<Result<Vec<ArrayRef>>>()?;
     RecordBatch::try_new(with_engine(run_hours_schema(), engine), arrays)
         .map_err(output_err(RUN_HOURS))
 }
+
+/// Builds one column of a table (see [`run_hours_table`]).
+type Column<'a> = Box<dyn Fn() -> Result<ArrayRef> + Send + Sync + 'a>;
 
 fn check_sizes(runs: &[PlannedRun], outputs: &BatchOutputs) -> Result<()> {
     if outputs.records.len() != runs.len() * outputs.hours {
