@@ -34,7 +34,7 @@
 //! `SHA256(0x01 || left || right)`, odd nodes promoted, root `SHA256(0x02 || count u64 LE ||
 //! top)`).
 
-use sha2::{Digest, Sha256};
+use sha2::block_api::compress256;
 
 use super::Hash;
 use super::encoding::{TAG_SETTLEMENT, VERSION};
@@ -70,10 +70,47 @@ pub fn hour_settlement(hour: u32, price: f64, exchange_mw: f64) -> Settlement {
 
 /// `h_0 = SHA256(CHAIN_DOMAIN || run u64 LE)`.
 pub fn chain_start(run: u64) -> Hash {
-    let mut h = Sha256::new();
-    h.update(CHAIN_DOMAIN);
-    h.update(run.to_le_bytes());
-    h.finalize().into()
+    let mut msg = [0u8; 32];
+    msg[..24].copy_from_slice(CHAIN_DOMAIN);
+    msg[24..].copy_from_slice(&run.to_le_bytes());
+    sha256_short(&msg)
+}
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Longest message [`sha256_short`] takes: two blocks less the padding's 9 bytes.
+const SHORT_MESSAGE: usize = 2 * 64 - 9;
+
+/// SHA-256 of a message of at most [`SHORT_MESSAGE`] bytes, padded on the stack and
+/// compressed block by block (FIPS 180-4, 5.1.1). A sweep hashes 49 such messages per run
+/// (the chain's links are 70 bytes), and the streaming `Digest` interface cost about half
+/// as much again as the compressions themselves. A test holds it equal to `Sha256` for
+/// every length.
+fn sha256_short(msg: &[u8]) -> Hash {
+    assert!(msg.len() <= SHORT_MESSAGE, "a short SHA-256 message");
+    let mut blocks = [[0u8; 64]; 2];
+    let n = (msg.len() + 9).div_ceil(64);
+    let flat = blocks.as_flattened_mut();
+    flat[..msg.len()].copy_from_slice(msg);
+    flat[msg.len()] = 0x80;
+    flat[n * 64 - 8..n * 64].copy_from_slice(&(msg.len() as u64 * 8).to_be_bytes());
+    let mut state = SHA256_IV;
+    compress256(&mut state, &blocks[..n]);
+    let mut out = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 /// The settlement's canonical bytes, `TxBody::Settlement(s).encode()` (a test holds them
@@ -97,10 +134,10 @@ pub const SETTLEMENT_BYTES: usize = 38;
 
 /// `SHA256(prev || settlement bytes)`: the next link.
 pub fn chain_link(prev: &Hash, settlement: &Settlement) -> Hash {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(settlement_bytes(settlement));
-    h.finalize().into()
+    let mut msg = [0u8; 32 + SETTLEMENT_BYTES];
+    msg[..32].copy_from_slice(prev);
+    msg[32..].copy_from_slice(&settlement_bytes(settlement));
+    sha256_short(&msg)
 }
 
 /// The head of run `run`'s chain over its hours' `(price, exchange_mw)`, hour 0 first.
@@ -135,6 +172,7 @@ pub fn part_root(rows: &[(u64, Hash)]) -> Hash {
 mod tests {
     use super::*;
     use crate::ledger::TxBody;
+    use sha2::{Digest, Sha256};
 
     fn sha(parts: &[&[u8]]) -> Hash {
         let mut h = Sha256::new();
@@ -148,6 +186,29 @@ mod tests {
         (0..24)
             .map(|h| (20.0 + h as f64 * 0.5, (h as f64 - 11.5) * 0.75))
             .collect()
+    }
+
+    #[test]
+    fn short_messages_hash_as_sha256_does() {
+        // Every length a short message can have, up to the two-block limit, including
+        // the lengths where the padding spills into a second block (56..=64).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..=SHORT_MESSAGE {
+            let msg: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            assert_eq!(sha256_short(&msg), sha(&[&msg]), "{len} bytes");
+        }
+        // FIPS 180-2's one-block example.
+        assert_eq!(
+            hex::encode(sha256_short(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
