@@ -1106,6 +1106,13 @@ fn sweep(
             " (stopped early: incomplete)"
         }
     );
+    if report.parts_reduced_on_device > 0 {
+        println!(
+            "{} parts reduced and hashed on the device (one summary and one settlement head \
+             read back per run)",
+            report.parts_reduced_on_device
+        );
+    }
     if let Some(o) = &report.oracle {
         println!(
             "ledger oracle: {} of {} sampled defended runs agree with their ledger replay; {} of {} forged copies rejected; {} twins replayed, {} false alarms",

@@ -633,3 +633,56 @@ fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
     let e = run_sweep(&full_spec, out.path(), &cpu(None), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("another sweep"), "{e}");
 }
+
+/// A runs-only sweep on an f64 GPU reduces and hashes its runs on the device (no hour
+/// record comes back), and its `runs` files are the same bytes as the full sweep's on the
+/// same device, whose heads the host hashed from the records.
+#[test]
+fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
+    let skip = |why: String| {
+        if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
+        }
+        eprintln!("\n*** SKIPPED: {why}; device-side heads NOT tested ***\n");
+    };
+    match p2pmarket::engine::GpuContext::new(None) {
+        Err(e) => return skip(format!("no GPU adapter ({e})")),
+        Ok(ctx) if !ctx.supports_f64() => {
+            return skip(format!("adapter {} has no SHADER_F64", ctx.info().name));
+        }
+        Ok(_) => {}
+    }
+    let gpu = SweepOptions {
+        backend: BackendChoice::Gpu,
+        precision: p2pmarket::engine::Precision::F64,
+        ..SweepOptions::default()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let report = sweep_in_pool(&spec(SMALL), full.path(), &gpu, 2);
+    assert_eq!(
+        (report.parts_written, report.parts_reduced_on_device),
+        (3, 0)
+    );
+    let out = tempfile::tempdir().unwrap();
+    let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
+    let report = sweep_in_pool(&runs_only, out.path(), &gpu, 2);
+    assert_eq!(
+        (report.parts_written, report.parts_reduced_on_device),
+        (3, 3)
+    );
+    let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
+    let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
+    assert_eq!(runs_files.len(), 3);
+    for f in runs_files {
+        assert!(
+            bytes[f] == full_bytes[f],
+            "{f} differs from the full sweep's"
+        );
+    }
+    // The CPU's runs-only sweep is never reduced on a device.
+    let cpu_out = tempfile::tempdir().unwrap();
+    let report = sweep_in_pool(&runs_only, cpu_out.path(), &cpu(None), 2);
+    assert_eq!(report.parts_reduced_on_device, 0);
+    // Verification recomputes nothing it cannot, and accepts the device's heads.
+    p2pmarket::sweep::verify_sweep(out.path(), None).expect("verified");
+}

@@ -1027,6 +1027,10 @@ pub struct ChunkOutputs {
     /// One summary per run of the chunk, when only those were asked for
     /// ([`crate::engine::GpuContext::run_summaries`]; `records` is then empty), else empty.
     pub summaries: Vec<RunSummary>,
+    /// One settlement head per run of the chunk ([`crate::ledger::settlement_head`]),
+    /// when they were computed on the device
+    /// ([`crate::engine::GpuContext::run_summaries_with_heads`]), else empty.
+    pub heads: Vec<crate::ledger::Hash>,
 }
 
 /// One run's day reduced over its hours, in hour order: the per-run figures of a sweep's
@@ -1203,6 +1207,7 @@ mod tests {
             records: vec![HourRecord::default(); records],
             trajectories: Vec::new(),
             summaries: Vec::new(),
+            heads: Vec::new(),
         };
         let mut c = Collector::new(&batch);
         c.push(&chunk(0..2, 48)).unwrap();

@@ -210,6 +210,7 @@ pub fn run_cpu_streaming(
         records: Vec::with_capacity(step.min(batch.runs()) * hours),
         trajectories: Vec::new(),
         summaries: Vec::new(),
+        heads: Vec::new(),
     };
     // Each run's kept trajectory, if any, in its own slot: the slots are written in place,
     // so nothing is collected (a parallel collect would grow and link a vector per job).

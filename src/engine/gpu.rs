@@ -86,6 +86,57 @@ pub fn shader_source(precision: Precision) -> String {
     )
 }
 
+/// The settlement passes, without their constants (see [`settle_source`]).
+pub const SETTLE_WGSL: &str = include_str!("../../shaders/settle.wgsl");
+
+/// The WGSL source of the f64 kernel's settlement passes
+/// ([`GpuContext::run_summaries_with_heads`]): the record layout, the settlement encoding's
+/// first bytes and the agent indices, from their Rust definitions, prepended to
+/// `shaders/settle.wgsl`.
+pub fn settle_source() -> String {
+    use crate::ledger::chain::{MICROGRID, SMART_GRID};
+    use crate::ledger::encoding::{TAG_SETTLEMENT, VERSION};
+    let word = |bytes: usize| bytes / 4;
+    format!(
+        "const RECORD_WORDS: u32 = {}u;\nconst PRICE_WORD: u32 = {}u;\nconst EXCHANGE_WORD: u32 = \
+         {}u;\nconst SETTLEMENT_VERSION: u32 = {VERSION}u;\nconst SETTLEMENT_TAG: u32 = \
+         {TAG_SETTLEMENT}u;\nconst AGENT_MICROGRID: u32 = {MICROGRID}u;\nconst AGENT_SMART_GRID: \
+         u32 = {SMART_GRID}u;\noverride WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{SETTLE_WGSL}",
+        word(size_of::<HourOut64>()),
+        word(std::mem::offset_of!(HourOut64, price)),
+        word(std::mem::offset_of!(HourOut64, exchange)),
+    )
+}
+
+/// Refuses a batch that keeps a trajectory (a per-hour output) where only per-run outputs
+/// are read back.
+fn no_trajectories(batch: &Batch) -> Result<()> {
+    match batch.trajectory.iter().position(|&t| t) {
+        Some(run) => Err(Error::invalid(
+            format!("runs[{run}].trajectory"),
+            true,
+            "false when only run summaries are read back",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Uniform parameters of a settlement pass (mirror of WGSL `SettleParams`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+struct SettleParams {
+    /// (run, hour) pairs in the chunk.
+    items: u32,
+    /// Hours per run.
+    hours: u32,
+    /// Workgroups along x of the pass's 2-D dispatch.
+    groups_x: u32,
+    _pad: u32,
+}
+
+/// u32 words per run in the heads pass's output: the head's 8 words, then a flag.
+const HEAD_WORDS: usize = 9;
+
 fn gpu_error(message: impl Into<String>) -> Error {
     Error::Solver {
         problem: "GPU engine".into(),
@@ -743,6 +794,10 @@ enum Entry {
     Rci(KernelVariant, u32),
     /// `reduce_runs`, the runs' summaries, with workgroups of this many invocations.
     Reduce(u32),
+    /// `settle_costs` of the settlement module (f64 only).
+    SettleCosts(u32),
+    /// `settle_heads` of the settlement module (f64 only).
+    SettleHeads(u32),
 }
 
 /// A kernel's module and layouts, and the pipelines of its entry points, each compiled on
@@ -753,6 +808,9 @@ struct Kernel {
     module: wgpu::ShaderModule,
     layout: wgpu::PipelineLayout,
     bind_layout: wgpu::BindGroupLayout,
+    /// The settlement passes' module (the f64 kernel's; [`settle_source`]), whose
+    /// pipelines take their layouts from the shader.
+    settle: Option<wgpu::ShaderModule>,
     pipelines: Mutex<Vec<(Entry, wgpu::ComputePipeline)>>,
 }
 
@@ -774,12 +832,26 @@ impl Kernel {
                 ("main", c)
             }
             Entry::Reduce(wg) => ("reduce_runs", vec![("WORKGROUP_SIZE", f64::from(wg))]),
+            Entry::SettleCosts(wg) => ("settle_costs", vec![("WORKGROUP_SIZE", f64::from(wg))]),
+            Entry::SettleHeads(wg) => ("settle_heads", vec![("WORKGROUP_SIZE", f64::from(wg))]),
+        };
+        let (module, layout) = match entry {
+            Entry::Rci(..) | Entry::Reduce(_) => (&self.module, Some(&self.layout)),
+            Entry::SettleCosts(_) | Entry::SettleHeads(_) => (
+                self.settle.as_ref().ok_or_else(|| {
+                    gpu_error(format!(
+                        "the {:?} kernel has no settlement passes (f64 only)",
+                        self.precision
+                    ))
+                })?,
+                None,
+            ),
         };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
-            layout: Some(&self.layout),
-            module: &self.module,
+            layout,
+            module,
             entry_point: Some(name),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &constants,
@@ -816,12 +888,22 @@ pub struct GpuContext {
 }
 
 /// What a chunk reads back to the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Readback {
     /// Every (run, hour) record, and the kept trajectories.
     Records,
     /// One [`RunSummary`] per run, reduced on the device; the records stay there.
     Summaries,
+    /// The summaries and each run's settlement head, hashed on the device (f64 only); the
+    /// batch's runs carry these run numbers in their chains.
+    Heads(Arc<[u64]>),
+}
+
+impl Readback {
+    /// Whether the chunk's runs are reduced on the device (no record comes back).
+    fn reduced(&self) -> bool {
+        !matches!(self, Readback::Records)
+    }
 }
 
 /// Rank of an adapter when none is named: real GPUs first, then software rasterizers.
@@ -992,6 +1074,12 @@ impl GpuContext {
             bind_group_layouts: &[Some(&bind_layout)],
             immediate_size: 0,
         });
+        let settle = (precision == Precision::F64).then(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("settle.wgsl"),
+                source: wgpu::ShaderSource::Wgsl(Cow::Owned(settle_source())),
+            })
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_error(format!(
                 "compiling the {precision:?} kernel: {e}"
@@ -1002,6 +1090,7 @@ impl GpuContext {
             module,
             layout,
             bind_layout,
+            settle,
             pipelines: Mutex::new(Vec::new()),
         })
     }
@@ -1104,19 +1193,45 @@ impl GpuContext {
         max_runs_per_chunk: usize,
         on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<AdapterInfo> {
-        if let Some(run) = batch.trajectory.iter().position(|&t| t) {
-            return Err(Error::invalid(
-                format!("runs[{run}].trajectory"),
-                true,
-                "false when only run summaries are read back",
-            ));
-        }
+        no_trajectories(batch)?;
         self.stream(
             batch,
             precision,
             max_runs_per_chunk,
             on_chunk,
             Readback::Summaries,
+        )
+    }
+
+    /// Evaluates a batch in f64 like [`GpuContext::run_summaries`], and also hashes each
+    /// run's settlement chain on the device ([`crate::ledger::settlement_head`] over its
+    /// hours' price and exchange, run `run_ids[r]` for batch run `r`): a sweep that writes
+    /// only its `runs` table then reads back one summary and one head per run, 88 + 36
+    /// bytes instead of 24 records of 112. Each chunk reaches `on_chunk` with its
+    /// `summaries` and `heads`, bitwise the host's from the records. An hour whose price,
+    /// exchange or cost is not finite or is subnormal (where a device may flush to zero)
+    /// is an error, never a different head.
+    pub fn run_summaries_with_heads(
+        &self,
+        batch: &Batch,
+        run_ids: &[u64],
+        max_runs_per_chunk: usize,
+        on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
+    ) -> Result<AdapterInfo> {
+        if run_ids.len() != batch.runs() {
+            return Err(Error::invalid(
+                "run_ids",
+                run_ids.len(),
+                format!("one run number per run of the batch ({})", batch.runs()),
+            ));
+        }
+        no_trajectories(batch)?;
+        self.stream(
+            batch,
+            Precision::F64,
+            max_runs_per_chunk,
+            on_chunk,
+            Readback::Heads(run_ids.into()),
         )
     }
 
@@ -1254,11 +1369,20 @@ impl GpuContext {
             records: Vec::new(),
             trajectories: Vec::new(),
             summaries: Vec::new(),
+            heads: Vec::new(),
         };
         let result = (|| -> Result<()> {
             for range in chunks {
                 in_flight.push_back(self.submit_chunk::<L>(
-                    batch, kernel, &slots_buf, &pool_buf, range, &limits, repack, variant, readback,
+                    batch,
+                    kernel,
+                    &slots_buf,
+                    &pool_buf,
+                    range,
+                    &limits,
+                    repack,
+                    variant,
+                    readback.clone(),
                 )?);
                 // Two chunks in flight: the next is queued before this one is read back.
                 if in_flight.len() >= 2
@@ -1360,17 +1484,22 @@ impl GpuContext {
         let traj_bytes = (traj_reals.max(1) * size_of::<L::Real>()) as u64;
         let out_buf = storage_out(dev, "outputs", out_bytes);
         let traj_buf = storage_out(dev, "trajectory", traj_bytes);
-        let summaries = readback == Readback::Summaries;
+        let summaries = readback.reduced();
         // The summaries' buffer (one struct when unused: a binding holds at least one).
         let run_bytes = (runs.len().max(1) * size_of::<L::RunOut>()) as u64;
         let run_buf = storage_out(dev, "run summaries", run_bytes);
-        // What comes back: the records, or the summaries alone.
+        // What comes back: the records, or the summaries alone, followed by the heads when
+        // asked for.
+        let heads_bytes = match &readback {
+            Readback::Heads(_) => (runs.len().max(1) * HEAD_WORDS * 4) as u64,
+            _ => 0,
+        };
         let (read_src, read_bytes) = if summaries {
             (&run_buf, run_bytes)
         } else {
             (&out_buf, out_bytes)
         };
-        let read = readback_buffer(dev, "readback", read_bytes);
+        let read = readback_buffer(dev, "readback", read_bytes + heads_bytes);
         let traj_read =
             (traj_reals > 0).then(|| readback_buffer(dev, "trajectory readback", traj_bytes));
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -1402,6 +1531,18 @@ impl GpuContext {
                 workgroup_grid(runs.len(), wg, max_dim),
             );
         }
+        if let Readback::Heads(run_ids) = &readback {
+            let heads_buf = self.settle_chunk(
+                &mut enc,
+                kernel,
+                &out_buf,
+                run_ids,
+                runs.clone(),
+                hours,
+                max_dim,
+            )?;
+            enc.copy_buffer_to_buffer(&heads_buf, 0, &read, read_bytes, heads_bytes);
+        }
         enc.copy_buffer_to_buffer(read_src, 0, &read, 0, read_bytes);
         if let Some(tr) = &traj_read {
             enc.copy_buffer_to_buffer(&traj_buf, 0, tr, 0, traj_bytes);
@@ -1420,6 +1561,7 @@ impl GpuContext {
             runs,
             submission,
             read,
+            summary_bytes: read_bytes as usize,
             readback,
             traj_read,
             traj_runs,
@@ -1437,6 +1579,84 @@ impl GpuContext {
         self.read_back
             .fetch_add(view.len() as u64, Ordering::Relaxed);
         Ok(view)
+    }
+
+    /// Records the settlement passes of a chunk whose records are in `records` (the f64
+    /// kernel's `HourOut`s of runs `runs`, numbered `run_ids[r]` in their chains), and
+    /// returns the buffer of their heads ([`HEAD_WORDS`] words per run).
+    #[allow(clippy::too_many_arguments)]
+    fn settle_chunk(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        records: &wgpu::Buffer,
+        run_ids: &[u64],
+        runs: Range<usize>,
+        hours: usize,
+        max_dim: u32,
+    ) -> Result<wgpu::Buffer> {
+        let dev = &self.device;
+        let wg = self.workgroup_size;
+        let items = runs.len() * hours;
+        let params = |invocations: usize| {
+            let (gx, gy) = workgroup_grid(invocations, wg, max_dim);
+            let p = SettleParams {
+                items: items as u32,
+                hours: hours as u32,
+                groups_x: gx,
+                _pad: 0,
+            };
+            let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("settle params"),
+                contents: bytemuck::bytes_of(&p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            (buf, (gx, gy))
+        };
+        // h_0 of every run, computed here: one block per run.
+        let starts: Vec<u32> = runs
+            .clone()
+            .flat_map(|r| {
+                let h0 = crate::ledger::chain_start(run_ids[r]);
+                (0..8).map(move |i| {
+                    u32::from_be_bytes([h0[4 * i], h0[4 * i + 1], h0[4 * i + 2], h0[4 * i + 3]])
+                })
+            })
+            .collect();
+        let starts_buf = storage_init(dev, "chain starts", bytemuck::cast_slice(&starts));
+        let costs_buf = storage_out(dev, "settlement costs", (items.max(1) * 8) as u64);
+        let heads_buf = storage_out(
+            dev,
+            "settlement heads",
+            (runs.len().max(1) * HEAD_WORDS * 4) as u64,
+        );
+        let costs = kernel.pipeline(dev, Entry::SettleCosts(wg))?;
+        let (costs_params, costs_grid) = params(items);
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("settle costs"),
+            layout: &costs.get_bind_group_layout(0),
+            entries: &[
+                entry(0, &costs_params),
+                entry(1, records),
+                entry(2, &costs_buf),
+            ],
+        });
+        dispatch(enc, &costs, &bind, costs_grid);
+        let heads = kernel.pipeline(dev, Entry::SettleHeads(wg))?;
+        let (heads_params, heads_grid) = params(runs.len());
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("settle heads"),
+            layout: &heads.get_bind_group_layout(0),
+            entries: &[
+                entry(0, &heads_params),
+                entry(3, records),
+                entry(4, &costs_buf),
+                entry(5, &starts_buf),
+                entry(6, &heads_buf),
+            ],
+        });
+        dispatch(enc, &heads, &bind, heads_grid);
+        Ok(heads_buf)
     }
 
     /// Reads a finished chunk back into `chunk`, replacing its contents.
@@ -1457,9 +1677,10 @@ impl GpuContext {
         chunk.records.clear();
         chunk.summaries.clear();
         chunk.trajectories.clear();
-        if done.readback == Readback::Summaries {
+        chunk.heads.clear();
+        if done.readback.reduced() {
             let view = self.mapped(&done.read, "the run summaries")?;
-            let outs = bytemuck::try_cast_slice::<u8, L::RunOut>(&view)
+            let outs = bytemuck::try_cast_slice::<u8, L::RunOut>(&view[..done.summary_bytes])
                 .map_err(|e| gpu_error(format!("reading the run summaries: {e}")))?;
             let outs = &outs[..done.runs.len().min(outs.len())];
             if let Some((i, (fault, code, hour))) = outs
@@ -1471,6 +1692,28 @@ impl GpuContext {
                 return Err(fault_error(done.runs.start + i, hour as usize, fault, code));
             }
             chunk.summaries.extend(outs.iter().map(L::summary));
+            if matches!(done.readback, Readback::Heads(_)) {
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(&view[done.summary_bytes..]);
+                for (i, run) in words.chunks_exact(HEAD_WORDS).take(outs.len()).enumerate() {
+                    if run[8] != 0 {
+                        return Err(Error::Solver {
+                            problem: "GPU engine, settlement heads".into(),
+                            message: format!(
+                                "run {} of the batch has an hour whose price, exchange or \
+                                 cost is not finite or is subnormal, which the device does \
+                                 not hash: keep the hours (run_hours = true) to hash them on \
+                                 the host",
+                                done.runs.start + i
+                            ),
+                        });
+                    }
+                    let mut head = [0u8; 32];
+                    for (bytes, w) in head.chunks_exact_mut(4).zip(&run[..8]) {
+                        bytes.copy_from_slice(&w.to_be_bytes());
+                    }
+                    chunk.heads.push(head);
+                }
+            }
             drop(view);
             done.read.unmap();
             chunk.runs = done.runs;
@@ -1582,8 +1825,10 @@ type Repack<'a, L> = &'a dyn Fn(&mut [<L as Layout>::Run], &mut [<L as Layout>::
 struct InFlight {
     runs: Range<usize>,
     submission: wgpu::SubmissionIndex,
-    /// The records, or the summaries ([`Readback`]).
+    /// The records, or the summaries ([`Readback`]) and the heads after them.
     read: wgpu::Buffer,
+    /// Bytes of `read` before the heads.
+    summary_bytes: usize,
     readback: Readback,
     traj_read: Option<wgpu::Buffer>,
     traj_runs: Vec<(usize, usize)>,
@@ -1804,6 +2049,12 @@ mod tests {
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{p:?}: {}", e.emit_to_string(&shader_source(p))));
         }
+        // The settlement passes (f64 only).
+        let settle = naga::front::wgsl::parse_str(&settle_source())
+            .unwrap_or_else(|e| panic!("settle: {}", e.emit_to_string(&settle_source())));
+        Validator::new(ValidationFlags::all(), Capabilities::FLOAT64)
+            .validate(&settle)
+            .unwrap_or_else(|e| panic!("settle: {}", e.emit_to_string(&settle_source())));
         // The f64 kernel really needs the capability (no silent f32 fallback).
         let module = parse(Precision::F64);
         assert!(
@@ -1833,7 +2084,7 @@ mod tests {
             "atan2",
             "inverseSqrt",
         ];
-        let src = shader_source(Precision::F64);
+        let src = shader_source(Precision::F64) + &settle_source();
         // Strip comments, then look at whole identifiers only.
         let code: String = src
             .lines()
@@ -2338,6 +2589,158 @@ mod tests {
             runs[run].hourly = Some(Box::new(crate::engine::HourlyInputs::forecast(&market)));
         }
         Batch::from_market(&market, &runs).expect("batch")
+    }
+
+    /// Settlement heads hashed on the device are the host's chains over the records, bit
+    /// for bit, whatever the chunking, with the summaries beside them, and nothing per hour
+    /// crosses the bus. The batch has attacked and blended runs, negative and positive
+    /// exchanges, and run numbers with high bits set.
+    #[test]
+    fn settlement_heads_are_hashed_on_the_device() {
+        let Some(ctx) = context_or_skip() else {
+            return;
+        };
+        if !ctx.supports_f64() {
+            eprintln!("SKIPPED: adapter {} has no SHADER_F64", ctx.info().name);
+            return;
+        }
+        let batch = summary_batch();
+        let (runs, hours) = (batch.runs(), batch.hours());
+        let ids: Vec<u64> = (0..runs as u64)
+            .map(|r| if r % 3 == 0 { u64::MAX - r } else { 7 * r + 3 })
+            .collect();
+        let full = ctx
+            .run_chunked(&batch, Precision::F64, 16)
+            .expect("records");
+        let exchanges = full.records.iter().map(|h| h.exchange_mw);
+        assert!(
+            exchanges.clone().any(|x| x < 0.0) && exchanges.clone().any(|x| x > 0.0),
+            "both directions of trade"
+        );
+        let host: Vec<crate::ledger::Hash> = (0..runs)
+            .map(|r| {
+                crate::ledger::settlement_head(
+                    ids[r],
+                    full.records[r * hours..(r + 1) * hours]
+                        .iter()
+                        .map(|h| (h.price, h.exchange_mw)),
+                )
+            })
+            .collect();
+        for chunk in [16, 7] {
+            let (mut heads, mut summaries, mut records) = (Vec::new(), Vec::new(), 0);
+            let before = ctx.bytes_read_back();
+            ctx.run_summaries_with_heads(&batch, &ids, chunk, |c| {
+                assert_eq!(c.heads.len(), c.runs.len());
+                heads.extend_from_slice(&c.heads);
+                summaries.extend_from_slice(&c.summaries);
+                records += c.records.len();
+                Ok(())
+            })
+            .expect("heads");
+            assert_eq!(records, 0);
+            assert_eq!(
+                ctx.bytes_read_back() - before,
+                (runs * (size_of::<RunOut64>() + 4 * HEAD_WORDS)) as u64,
+                "chunks of {chunk}: one summary and one head per run"
+            );
+            for r in 0..runs {
+                assert_eq!(
+                    hex::encode(heads[r]),
+                    hex::encode(host[r]),
+                    "run {r}, chunks of {chunk}"
+                );
+                let of = RunSummary::of(&full.records[r * hours..(r + 1) * hours]);
+                assert_eq!(format!("{:?}", summaries[r]), format!("{of:?}"), "run {r}");
+            }
+        }
+        // Another run number gives another head: the starts are the runs' own.
+        let mut shifted = Vec::new();
+        let ids_plus: Vec<u64> = ids.iter().map(|i| i.wrapping_add(1)).collect();
+        ctx.run_summaries_with_heads(&batch, &ids_plus, 16, |c| {
+            shifted.extend_from_slice(&c.heads);
+            Ok(())
+        })
+        .expect("heads");
+        assert!(shifted.iter().zip(&host).all(|(a, b)| a != b));
+        let e = ctx
+            .run_summaries_with_heads(&batch, &ids[1..], 16, |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run_ids"), "{e}");
+    }
+
+    /// The settlement passes on hand-made records: every sign and kind of exchange and
+    /// price the encoding distinguishes (negative, -0.0, +0.0, tiny, huge, negative
+    /// prices) hash as on the host, and a non-finite or subnormal value raises the run's
+    /// flag instead of a head.
+    #[test]
+    fn settlement_passes_hash_every_kind_of_value_and_flag_the_rest() {
+        let Some(ctx) = context_or_skip() else {
+            return;
+        };
+        let Some(kernel) = ctx.kernel_f64.as_ref() else {
+            eprintln!("SKIPPED: adapter {} has no SHADER_F64", ctx.info().name);
+            return;
+        };
+        let hours = 3;
+        let finite_runs: Vec<[(f64, f64); 3]> = vec![
+            [(31.25, -2.5), (20.0, 0.0), (19.5, -0.0)],
+            [(-5.0, 7.0), (0.0, -3.0), (-0.0, 1e-300)],
+            [(1e300, 1e-5), (1e-200, -4e200), (123.456, -0.1)],
+            [(7.0, f64::MAX / 8.0), (2.0, -1.0), (42.0, 42.0)],
+        ];
+        let flagged_runs: Vec<[(f64, f64); 3]> = vec![
+            [(f64::NAN, 1.0), (20.0, 1.0), (20.0, 1.0)],
+            [(20.0, 1.0), (20.0, f64::INFINITY), (20.0, 1.0)],
+            [(20.0, 1.0), (20.0, 1.0), (f64::MIN_POSITIVE / 4.0, 1.0)],
+            // Finite factors whose product overflows, and one that underflows.
+            [(20.0, 1.0), (1e300, -1e300), (20.0, 1.0)],
+            [(1e-200, 1e-200), (20.0, 1.0), (20.0, 1.0)],
+        ];
+        let all: Vec<[(f64, f64); 3]> = finite_runs.iter().chain(&flagged_runs).copied().collect();
+        let records: Vec<HourOut64> = all
+            .iter()
+            .flatten()
+            .map(|&(price, exchange)| HourOut64 {
+                price,
+                exchange,
+                ..HourOut64::zeroed()
+            })
+            .collect();
+        let ids: Vec<u64> = (0..all.len() as u64).map(|r| 1000 + r).collect();
+        let dev = &ctx.device;
+        let records_buf = storage_init(dev, "records", bytemuck::cast_slice(&records));
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let max_dim = dev.limits().max_compute_workgroups_per_dimension;
+        let heads_buf = ctx
+            .settle_chunk(
+                &mut enc,
+                kernel,
+                &records_buf,
+                &ids,
+                0..all.len(),
+                hours,
+                max_dim,
+            )
+            .expect("settle passes");
+        let bytes = (all.len() * HEAD_WORDS * 4) as u64;
+        let read = readback_buffer(dev, "heads", bytes);
+        enc.copy_buffer_to_buffer(&heads_buf, 0, &read, 0, bytes);
+        ctx.queue.submit([enc.finish()]);
+        read.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapped"));
+        dev.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&read.get_mapped_range(..).unwrap());
+        for (r, (run, got)) in all.iter().zip(words.chunks_exact(HEAD_WORDS)).enumerate() {
+            if r < finite_runs.len() {
+                assert_eq!(got[8], 0, "run {r} flagged");
+                let host = crate::ledger::settlement_head(ids[r], run.iter().copied());
+                let device: Vec<u8> = got[..8].iter().flat_map(|w| w.to_be_bytes()).collect();
+                assert_eq!(hex::encode(device), hex::encode(host), "run {r}: {run:?}");
+            } else {
+                assert_eq!(got[8], 1, "run {r} not flagged: {run:?}");
+            }
+        }
     }
 
     /// Summaries reduced on the device are the reduction of the records (bitwise in f64,

@@ -166,6 +166,9 @@ pub struct SweepReport {
     /// Attack-free twins computed by this invocation (an attack sweep computes one per
     /// distinct set of the other parameters, not one per run).
     pub twins_computed: u64,
+    /// Parts written by this invocation whose runs were reduced and hashed on the device
+    /// (a runs-only sweep on an f64 GPU: no hour record was read back).
+    pub parts_reduced_on_device: usize,
     /// Wall time, s.
     pub wall_s: f64,
 }
@@ -575,6 +578,19 @@ impl Backend {
     }
 }
 
+/// The GPU that would evaluate the sweep's parts in f64, if any: the context `run_batch`
+/// runs a batch on for this backend (`Auto` passes over a software rasterizer and an
+/// adapter without f64, as [`run_batch`] does).
+fn device_reduction(backend: &Backend) -> Option<&GpuContext> {
+    let ctx = backend.gpu.as_ref()?;
+    let runs_there = match backend.choice {
+        BackendChoice::Cpu => false,
+        BackendChoice::Gpu => true,
+        BackendChoice::Auto => !ctx.is_software(),
+    };
+    (runs_there && backend.precision == Precision::F64 && ctx.supports_f64()).then_some(ctx)
+}
+
 /// What handling one part came to.
 enum PartOutcome {
     /// Found complete (and verified).
@@ -796,6 +812,7 @@ pub fn run_sweep(
             notices,
             adapter: None,
             twins_computed: 0,
+            parts_reduced_on_device: 0,
             oracle: None,
             wall_s: 0.0,
             shard: options.shard,
@@ -999,37 +1016,69 @@ fn write_part(
     })?;
     let cache = backend.curves.entry(part.pcc_bus).or_default();
     let batch = Batch::from_market_cached(market, &specs, cache)?;
-    let outputs = run_batch(
-        &batch,
-        backend.choice,
-        backend.precision,
-        backend.gpu.as_ref(),
-    )?;
-    if let Some(n) = &outputs.notice
-        && !report.notices.contains(n)
-    {
-        report.notices.push(n.clone());
-    }
-    let engine = engine_tag(&outputs.adapter, backend.precision);
     let part_no =
         u32::try_from(part.index).map_err(|_| Error::invalid("part", part.index, "< 2^32"))?;
-    let figures = if plan.has_attacks() {
-        Some(attack_figures(&runs, &outputs, market, backend, report)?)
+    // A runs-only part on an f64 GPU is reduced and hashed on the device: one summary and
+    // one settlement head per run come back instead of every hour's record.
+    let device = (!part.run_hours && !plan.has_attacks())
+        .then(|| device_reduction(backend))
+        .flatten();
+    let (files, adapter) = if let Some(ctx) = device {
+        let ids: Vec<u64> = runs.iter().map(|r| r.run).collect();
+        let mut results = tables::RunResults {
+            hours: batch.hours(),
+            summaries: Vec::with_capacity(runs.len()),
+            heads: Vec::with_capacity(runs.len()),
+        };
+        let adapter = ctx.run_summaries_with_heads(
+            &batch,
+            &ids,
+            crate::engine::gpu::DEFAULT_RUNS_PER_CHUNK,
+            |c| {
+                results.summaries.extend_from_slice(&c.summaries);
+                results.heads.extend_from_slice(&c.heads);
+                Ok(())
+            },
+        )?;
+        let engine = engine_tag(&adapter, backend.precision);
+        let table = tables::runs_table_of(part_no, &runs, &results, &engine, None)?;
+        report.parts_reduced_on_device += 1;
+        (
+            vec![(part.runs_path(), with_adapter(table, &adapter)?)],
+            adapter,
+        )
     } else {
-        None
-    };
-    let runs_table = with_adapter(
-        tables::runs_table(part_no, &runs, &outputs, &engine, figures.as_deref())?,
-        &outputs.adapter,
-    )?;
-    let mut files = vec![(part.runs_path(), runs_table)];
-    if part.run_hours {
-        let hours_table = with_adapter(
-            tables::run_hours_table(&runs, &outputs, &engine)?,
+        let outputs = run_batch(
+            &batch,
+            backend.choice,
+            backend.precision,
+            backend.gpu.as_ref(),
+        )?;
+        if let Some(n) = &outputs.notice
+            && !report.notices.contains(n)
+        {
+            report.notices.push(n.clone());
+        }
+        let engine = engine_tag(&outputs.adapter, backend.precision);
+        let figures = if plan.has_attacks() {
+            Some(attack_figures(&runs, &outputs, market, backend, report)?)
+        } else {
+            None
+        };
+        let runs_table = with_adapter(
+            tables::runs_table(part_no, &runs, &outputs, &engine, figures.as_deref())?,
             &outputs.adapter,
         )?;
-        files.push((part.run_hours_path(), hours_table));
-    }
+        let mut files = vec![(part.runs_path(), runs_table)];
+        if part.run_hours {
+            let hours_table = with_adapter(
+                tables::run_hours_table(&runs, &outputs, &engine)?,
+                &outputs.adapter,
+            )?;
+            files.push((part.run_hours_path(), hours_table));
+        }
+        (files, outputs.adapter)
+    };
     for (rel, table) in &files {
         let path = out.join(rel);
         let staged = path.with_file_name(format!(
@@ -1041,7 +1090,7 @@ fn write_part(
     }
     report.parts_written += 1;
     report.runs_computed += part.runs as u64;
-    report.adapter = Some(outputs.adapter);
+    report.adapter = Some(adapter);
     Ok(())
 }
 

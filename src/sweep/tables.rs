@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::engine::{BatchOutputs, HourRecord, RunSummary};
 use crate::error::{Error, Result};
-use crate::ledger::settlement_head;
+use crate::ledger::{Hash, settlement_head};
 use crate::output::integers::{INT, int_array};
 use crate::rci::StepRule;
 use crate::sweep::plan::PlannedRun;
@@ -439,11 +439,10 @@ struct DayFigures {
     max_abs_balance: f64,
 }
 
-/// The run's [`RunSummary`] (the engine's reduction, which a device can also compute) as
-/// the `runs` table's columns.
-fn day_figures(hours: &[HourRecord]) -> DayFigures {
-    let s = RunSummary::of(hours);
-    let n = hours.len().max(1) as f64;
+/// A run's [`RunSummary`] over its `hours` hours (the engine's reduction, which a device
+/// can also compute) as the `runs` table's columns.
+fn day_figures(s: &RunSummary, hours: usize) -> DayFigures {
+    let n = hours.max(1) as f64;
     DayFigures {
         converged_hours: s.converged_hours,
         iterations_max: s.iterations_max,
@@ -541,6 +540,46 @@ pub fn defence_name(defence: crate::attack::Defence) -> &'static str {
     }
 }
 
+/// What a part's `runs` rows need of its engine outputs: each run's [`RunSummary`] and
+/// settlement head ([`settlement_head`]), reduced from the hour records on the host
+/// ([`RunResults::of_records`]) or on the device
+/// ([`crate::engine::GpuContext::run_summaries_with_heads`]); either gives the same rows.
+#[derive(Debug, Clone, Default)]
+pub struct RunResults {
+    /// Hours per run.
+    pub hours: usize,
+    /// One summary per run, in run order.
+    pub summaries: Vec<RunSummary>,
+    /// One settlement head per run, in run order.
+    pub heads: Vec<Hash>,
+}
+
+impl RunResults {
+    /// The results of `runs` from their hour records: `runs[k]` is batch run `k` of
+    /// `outputs`.
+    pub fn of_records(runs: &[PlannedRun], outputs: &BatchOutputs) -> Result<Self> {
+        check_sizes(runs, outputs)?;
+        let h = outputs.hours;
+        let hours = |k: usize| &outputs.records[k * h..(k + 1) * h];
+        // In parallel (in run order): 49 SHA-256 blocks per run would otherwise be a serial
+        // step between two parallel batches.
+        let heads = (0..runs.len())
+            .into_par_iter()
+            .map(|k| {
+                settlement_head(
+                    runs[k].run,
+                    hours(k).iter().map(|x| (x.price, x.exchange_mw)),
+                )
+            })
+            .collect();
+        Ok(RunResults {
+            hours: h,
+            summaries: (0..runs.len()).map(|k| RunSummary::of(hours(k))).collect(),
+            heads,
+        })
+    }
+}
+
 /// The `runs` rows of one part: `runs[k]` is batch run `k` of `outputs`; an attack
 /// sweep's rows carry `attacks[k]`, the figures of run `k` (see [`attack_runs_schema`]).
 pub fn runs_table(
@@ -550,23 +589,41 @@ pub fn runs_table(
     engine: &str,
     attacks: Option<&[AttackFigures]>,
 ) -> Result<RecordBatch> {
-    check_sizes(runs, outputs)?;
-    let h = outputs.hours;
-    let days: Vec<DayFigures> = (0..runs.len())
-        .map(|k| day_figures(&outputs.records[k * h..(k + 1) * h]))
+    runs_table_of(
+        part,
+        runs,
+        &RunResults::of_records(runs, outputs)?,
+        engine,
+        attacks,
+    )
+}
+
+/// The `runs` rows of one part from its runs' results: `results` holds run `k`'s summary
+/// and head at `k`.
+pub fn runs_table_of(
+    part: u32,
+    runs: &[PlannedRun],
+    results: &RunResults,
+    engine: &str,
+    attacks: Option<&[AttackFigures]>,
+) -> Result<RecordBatch> {
+    if results.summaries.len() != runs.len() || results.heads.len() != runs.len() {
+        return Err(Error::Output {
+            context: "sweep part".into(),
+            message: format!(
+                "{} summaries and {} heads for {} runs",
+                results.summaries.len(),
+                results.heads.len(),
+                runs.len()
+            ),
+        });
+    }
+    let days: Vec<DayFigures> = results
+        .summaries
+        .iter()
+        .map(|s| day_figures(s, results.hours))
         .collect();
-    // In parallel (in run order): 49 SHA-256 blocks per run would otherwise be a serial
-    // step between two parallel batches.
-    let heads: Vec<String> = (0..runs.len())
-        .into_par_iter()
-        .map(|k| {
-            let hours = &outputs.records[k * h..(k + 1) * h];
-            hex::encode(settlement_head(
-                runs[k].run,
-                hours.iter().map(|x| (x.price, x.exchange_mw)),
-            ))
-        })
-        .collect();
+    let heads = results.heads.iter().map(hex::encode);
     let v = |g: fn(&PlannedRun) -> f64| f64s(runs.iter().map(g));
     let d = |g: fn(&DayFigures) -> f64| f64s(days.iter().map(g));
     let mut arrays: Vec<ArrayRef> = vec![
