@@ -7,10 +7,12 @@
 #      engine::gpu tests (kernel variants, run summaries, kernel faults);
 #   3. `p2pmarket bench` with --summaries, every backend, 1e4 to 1e7 runs;
 #   4. the attack study sweep (issue 9) on the GPU in f64;
-#   5. a workgroup-size sweep of the GPU at 1e6 runs.
+#   5. a 200 000-run runs-only sweep reduced and hashed on the GPU, against the full
+#      sweep on the GPU and the runs-only sweep on the CPU;
+#   6. a workgroup-size sweep of the GPU at 1e6 runs.
 # The steps run in this order of importance: a call cut short still returns the logs of
 # the steps that finished.
-# Six files go to $OUT (the device tool brings back at most eight): summary.txt (the
+# Seven files go to $OUT (the device tool brings back at most eight): summary.txt (the
 # machine, the commit, each step's exit code) and one log per step. A step's failure is recorded
 # and the next step still runs; the exit code is the first failure's. Not yet timed on
 # an H100/H200 (a few minutes expected): use timeout_s 480, which leaves time to rerun.
@@ -69,6 +71,20 @@ if [ "${CHECK_QUICK:-0}" = 1 ]; then
 fi
 step attack_sweep 150 "$bin/p2pmarket" sweep --backend gpu --precision f64 \
   --config "$attack" --out "$scratch/attack"
+# Issue 10, item 3: 200 000 runs of load_renewable_mc.toml without run_hours, reduced and
+# hashed on the GPU (f64), against the full sweep (records read back, heads hashed on the
+# host) and the CPU; each prints its time, the first its parts reduced on the device.
+mc="$scratch/mc.toml" samples=50000
+if [ "${CHECK_QUICK:-0}" = 1 ]; then samples=500; fi
+sed "s/^samples = .*/samples = $samples/; s/^runs_per_part = .*/runs_per_part = $samples/" \
+  experiments/sweeps/load_renewable_mc.toml >"$mc"
+{ echo "run_hours = false"; cat "$mc"; } >"$scratch/mc_ro.toml"
+step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend gpu --precision f64 \
+  --config "$scratch/mc_ro.toml" --out "$scratch/mc_ro"
+step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend gpu --precision f64 \
+  --config "$mc" --out "$scratch/mc_full"
+step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend cpu --config "$scratch/mc_ro.toml" \
+  --out "$scratch/mc_cpu"
 for wg in 32 64 128 256; do
   step bench_wg 120 "$bin/p2pmarket" bench --backend gpu --summaries \
     --sizes "$wg_size" --max-seconds 40 --workgroup-size "$wg"
