@@ -7,8 +7,9 @@
 //   price`, an IEEE-754 double product as on the host, stored to `costs`;
 // - `settle_heads`, one invocation per run: from the host's `h_0 = SHA256(domain || run)`,
 //   `h_{k+1} = SHA256(h_k || settlement bytes of hour k)` for every hour, written to
-//   `heads`, with a flag the host turns into an error when a price, exchange or cost is
-//   not finite or a subnormal is involved (where a device may flush to zero).
+//   `heads`, with a flag the host turns into an error: 1 when a price, exchange or cost
+//   is not finite or a subnormal is involved (where a device may flush to zero), 2 when
+//   the driver cut the pass's loops short.
 // The second pass reads the records and the costs as 32-bit words: WGSL has no bitcast
 // of an f64, and a buffer may be bound read-only under two types.
 //
@@ -21,7 +22,8 @@ struct SettleParams {
     items: u32,
     hours: u32,
     groups_x: u32,
-    _pad: u32,
+    // Always 2 (`engine::gpu::LOOP_PROBE`): the trip count of the loop-cut probe.
+    loop_probe: u32,
 }
 
 @group(0) @binding(0) var<uniform> sp: SettleParams;
@@ -208,6 +210,16 @@ fn settle_heads(
         for (var i = 0u; i < 8u; i++) {
             prev[i] = state[i];
         }
+    }
+    // Lavapipe ends every loop of a group of invocations once their iterations reach
+    // 65535 together (see `loops_cut` in rci.wgsl); a run's chain takes about 6 500. A
+    // probe of `loop_probe` trips that ran fewer says the chain was cut short.
+    var trips = 0u;
+    for (var i = 0u; i < sp.loop_probe; i++) {
+        trips += 1u;
+    }
+    if trips != sp.loop_probe {
+        flag = 2u;
     }
     for (var i = 0u; i < 8u; i++) {
         heads[run * 9u + i] = prev[i];

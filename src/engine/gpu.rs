@@ -131,7 +131,8 @@ struct SettleParams {
     hours: u32,
     /// Workgroups along x of the pass's 2-D dispatch.
     groups_x: u32,
-    _pad: u32,
+    /// [`LOOP_PROBE`].
+    loop_probe: u32,
 }
 
 /// u32 words per run in the heads pass's output: the head's 8 words, then a flag.
@@ -1604,7 +1605,7 @@ impl GpuContext {
                 items: items as u32,
                 hours: hours as u32,
                 groups_x: gx,
-                _pad: 0,
+                loop_probe: LOOP_PROBE,
             };
             let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("settle params"),
@@ -1695,6 +1696,14 @@ impl GpuContext {
             if matches!(done.readback, Readback::Heads(_)) {
                 let words: Vec<u32> = bytemuck::pod_collect_to_vec(&view[done.summary_bytes..]);
                 for (i, run) in words.chunks_exact(HEAD_WORDS).take(outs.len()).enumerate() {
+                    if run[8] == 2 {
+                        return Err(gpu_error(format!(
+                            "run {}: the Vulkan driver cut the settlement pass's loops short \
+                             (its probe ran fewer than {LOOP_PROBE} iterations); keep the hours \
+                             (run_hours = true) to hash them on the host",
+                            done.runs.start + i
+                        )));
+                    }
                     if run[8] != 0 {
                         return Err(Error::Solver {
                             problem: "GPU engine, settlement heads".into(),
