@@ -1,22 +1,31 @@
-// Settlement heads of a chunk's runs on the device (f64 kernel only), so that a sweep that
-// writes only the `runs` table reads back no hour record: the SHA-256 chain of
-// `ledger::chain`, over the records `rci.wgsl`'s `main` left in the device's memory.
+// Settlement heads of a chunk's runs on the device (adapters with f64), so that a sweep
+// that writes only the `runs` table reads back no hour record: the SHA-256 chain of
+// `ledger::chain`, over the records `rci.wgsl`'s `main` left in the device's memory, in
+// either precision.
 //
-// Two passes, after `reduce_runs`:
-// - `settle_costs`, one invocation per (run, hour): the settlement's cost `|exchange| *
-//   price`, an IEEE-754 double product as on the host, stored to `costs`;
+// Passes, after `main`:
+// - f32 records only, `reduce_wide`, one invocation per run: `reduce_runs` in f64 over
+//   the records widened to f64, as the host sums them (`RunSummary::of` of the records it
+//   reads back), into `wide` (the layout of the f64 kernel's `RunOut`); an f64 kernel's
+//   own `reduce_runs` already sums in f64;
+// - `settle_values` (f64 records) or `settle_values32` (f32 records, widened exactly),
+//   one invocation per (run, hour): the hour's price, exchange and settlement cost
+//   `|exchange| * price` (an IEEE-754 double product as on the host; exact for widened
+//   f32 values) and a flag, stored to `settled`;
 // - `settle_heads`, one invocation per run: from the host's `h_0 = SHA256(domain || run)`,
 //   `h_{k+1} = SHA256(h_k || settlement bytes of hour k)` for every hour, written to
 //   `heads`, with a flag the host turns into an error: 1 when a price, exchange or cost
 //   is not finite or a subnormal is involved (where a device may flush to zero), 2 when
 //   the driver cut the pass's loops short.
-// The second pass reads the records and the costs as 32-bit words: WGSL has no bitcast
-// of an f64, and a buffer may be bound read-only under two types.
+// `settle_heads` reads the settled values as 32-bit words: WGSL has no bitcast of an f64,
+// and the two passes see the buffer under two types.
 //
-// Injected by the host (`engine::gpu::settle_source`): RECORD_WORDS (u32 words per hour
-// record), PRICE_WORD and EXCHANGE_WORD (the low words of the two f64 fields),
-// SETTLEMENT_VERSION and SETTLEMENT_TAG (the encoding's first two bytes), AGENT_MICROGRID
-// and AGENT_SMART_GRID (the agent indices of `ledger::chain`), and WORKGROUP_SIZE.
+// Injected by the host (`engine::gpu::settle_source`): RECORD_WORDS (u32 words per f64
+// hour record), PRICE_WORD and EXCHANGE_WORD (the low words of its two f64 fields), the
+// f32 record's word offsets R32_* and its size RECORD32_WORDS, SUBNORMAL_FAULT (the
+// `fault` of a widened sum with a subnormal term), MAX_AGENTS, SETTLEMENT_VERSION and
+// SETTLEMENT_TAG (the encoding's first two bytes), AGENT_MICROGRID and AGENT_SMART_GRID
+// (the agent indices of `ledger::chain`), and WORKGROUP_SIZE.
 
 struct SettleParams {
     items: u32,
@@ -26,16 +35,38 @@ struct SettleParams {
     loop_probe: u32,
 }
 
+// Mirror of `engine::gpu::RunOut64` (the f64 kernel's `RunOut`).
+struct RunWide {
+    price_sum: f64,
+    price_min: f64,
+    price_max: f64,
+    exchange_sum: f64,
+    cost_sum: array<f64, MAX_AGENTS>,
+    max_abs_balance: f64,
+    iterations: u32,
+    iterations_max: u32,
+    converged_hours: u32,
+    tampered: u32,
+    rejected: u32,
+    fault: u32,
+    fault_code: u32,
+    fault_hour: u32,
+}
+
 @group(0) @binding(0) var<uniform> sp: SettleParams;
 @group(0) @binding(1) var<storage, read> records: array<f64>;
-@group(0) @binding(2) var<storage, read_write> costs: array<f64>;
-@group(0) @binding(3) var<storage, read> record_words: array<u32>;
-@group(0) @binding(4) var<storage, read> cost_words: array<u32>;
+@group(0) @binding(2) var<storage, read_write> settled: array<f64>;
+@group(0) @binding(4) var<storage, read> settled_words: array<u32>;
 @group(0) @binding(5) var<storage, read> starts: array<u32>;
 @group(0) @binding(6) var<storage, read_write> heads: array<u32>;
+@group(0) @binding(7) var<storage, read> records32: array<f32>;
+@group(0) @binding(8) var<storage, read_write> wide: array<RunWide>;
+
+// f64s per item in `settled`: price, exchange, cost, flag (1: not widened exactly).
+const SETTLED: u32 = 4u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn settle_costs(
+fn settle_values(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
@@ -46,7 +77,100 @@ fn settle_costs(
     let base = item * (RECORD_WORDS / 2u);
     let price = records[base + PRICE_WORD / 2u];
     let exchange = records[base + EXCHANGE_WORD / 2u];
-    costs[item] = abs(exchange) * price;
+    settled[SETTLED * item] = price;
+    settled[SETTLED * item + 1u] = exchange;
+    settled[SETTLED * item + 2u] = abs(exchange) * price;
+    settled[SETTLED * item + 3u] = 0.0;
+}
+
+// A subnormal f32, which a device may flush to zero when it widens it.
+fn subnormal32(x: f32) -> bool {
+    let b = bitcast<u32>(x);
+    return (b & 0x7f800000u) == 0u && (b & 0x007fffffu) != 0u;
+}
+
+// Field `word` of f32 record `item`.
+fn field32(item: u32, word: u32) -> f32 {
+    return records32[item * RECORD32_WORDS + word];
+}
+
+// Unsigned field `word` of f32 record `item`.
+fn count32(item: u32, word: u32) -> u32 {
+    return bitcast<u32>(field32(item, word));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn settle_values32(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let item = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    if item >= sp.items {
+        return;
+    }
+    let p32 = field32(item, R32_PRICE);
+    let x32 = field32(item, R32_EXCHANGE);
+    // Widening is exact, and so is the product of two widened f32 values in f64.
+    let price = f64(p32);
+    let exchange = f64(x32);
+    settled[SETTLED * item] = price;
+    settled[SETTLED * item + 1u] = exchange;
+    settled[SETTLED * item + 2u] = abs(exchange) * price;
+    settled[SETTLED * item + 3u] = f64(select(0u, 1u, subnormal32(p32) || subnormal32(x32)));
+}
+
+// `reduce_runs` of rci.wgsl over f32 records widened to f64, summed in f64 in hour order
+// as `RunSummary::of` sums the records the host reads back. A subnormal term, which the
+// device may flush when widening it, sets `fault` to SUBNORMAL_FAULT (with its hour).
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn reduce_wide(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let run = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    let hours = sp.hours;
+    if hours == 0u || run >= sp.items / hours {
+        return;
+    }
+    let base = run * hours;
+    var r: RunWide;
+    r.price_min = f64(field32(base, R32_PRICE));
+    r.price_max = r.price_min;
+    for (var h = 0u; h < hours; h++) {
+        let item = base + h;
+        let p32 = field32(item, R32_PRICE);
+        let x32 = field32(item, R32_EXCHANGE);
+        let b32 = field32(item, R32_BALANCE);
+        var tiny = subnormal32(p32) || subnormal32(x32) || subnormal32(b32);
+        let price = f64(p32);
+        r.price_sum += price;
+        r.price_min = min(r.price_min, price);
+        r.price_max = max(r.price_max, price);
+        r.exchange_sum += f64(x32);
+        for (var a = 0u; a < MAX_AGENTS; a++) {
+            let c32 = field32(item, R32_COST + a);
+            tiny = tiny || subnormal32(c32);
+            r.cost_sum[a] += f64(c32);
+        }
+        r.max_abs_balance = max(r.max_abs_balance, abs(f64(b32)));
+        let iterations = count32(item, R32_ITERATIONS);
+        r.iterations += iterations;
+        r.iterations_max = max(r.iterations_max, iterations);
+        r.converged_hours += count32(item, R32_CONVERGED);
+        r.tampered += count32(item, R32_TAMPERED);
+        r.rejected += count32(item, R32_REJECTED);
+        let fault = count32(item, R32_FAULT);
+        if fault != 0u && r.fault == 0u {
+            r.fault = fault;
+            r.fault_code = count32(item, R32_FAULT_CODE);
+            r.fault_hour = h;
+        }
+        if tiny && r.fault == 0u {
+            r.fault = SUBNORMAL_FAULT;
+            r.fault_hour = h;
+        }
+    }
+    wide[run] = r;
 }
 
 const K: array<u32, 64> = array<u32, 64>(
@@ -150,13 +274,16 @@ fn settle_heads(
     var flag = 0u;
     for (var hour = 0u; hour < hours; hour++) {
         let item = run * hours + hour;
-        let r = item * RECORD_WORDS;
-        let p_lo = record_words[r + PRICE_WORD];
-        let p_hi = record_words[r + PRICE_WORD + 1u];
-        let x_lo = record_words[r + EXCHANGE_WORD];
-        let x_hi = record_words[r + EXCHANGE_WORD + 1u];
-        let c_lo = cost_words[2u * item];
-        let c_hi = cost_words[2u * item + 1u];
+        let v = 2u * SETTLED * item;
+        let p_lo = settled_words[v];
+        let p_hi = settled_words[v + 1u];
+        let x_lo = settled_words[v + 2u];
+        let x_hi = settled_words[v + 3u];
+        let c_lo = settled_words[v + 4u];
+        let c_hi = settled_words[v + 5u];
+        if settled_words[v + 7u] != 0u {
+            flag = 1u;
+        }
         // Where a device may flush subnormals to zero, its product could differ from the
         // host's: a subnormal factor or product, or a zero product of non-zero factors.
         let flushed = subnormal(p_lo, p_hi) || subnormal(x_lo, x_hi) || subnormal(c_lo, c_hi)

@@ -634,9 +634,10 @@ fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
     assert!(e.to_string().contains("another sweep"), "{e}");
 }
 
-/// A runs-only sweep on an f64 GPU reduces and hashes its runs on the device (no hour
-/// record comes back), and its `runs` files are the same bytes as the full sweep's on the
-/// same device, whose heads the host hashed from the records.
+/// A runs-only sweep on a GPU with f64 reduces and hashes its runs on the device (no hour
+/// record comes back), in either precision, and its `runs` files are the same bytes as
+/// the full sweep's on the same device, whose heads and sums the host computes from the
+/// records.
 #[test]
 fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
     let skip = |why: String| {
@@ -652,37 +653,45 @@ fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
         }
         Ok(_) => {}
     }
-    let gpu = SweepOptions {
-        backend: BackendChoice::Gpu,
-        precision: p2pmarket::engine::Precision::F64,
-        ..SweepOptions::default()
-    };
-    let full = tempfile::tempdir().unwrap();
-    let report = sweep_in_pool(&spec(SMALL), full.path(), &gpu, 2);
-    assert_eq!(
-        (report.parts_written, report.parts_reduced_on_device),
-        (3, 0)
-    );
-    let out = tempfile::tempdir().unwrap();
-    let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
-    let report = sweep_in_pool(&runs_only, out.path(), &gpu, 2);
-    assert_eq!(
-        (report.parts_written, report.parts_reduced_on_device),
-        (3, 3)
-    );
-    let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
-    let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
-    assert_eq!(runs_files.len(), 3);
-    for f in runs_files {
-        assert!(
-            bytes[f] == full_bytes[f],
-            "{f} differs from the full sweep's"
+    use p2pmarket::engine::Precision;
+    // f32 with the stop tolerances f32 can meet (experiments/gpu_f32.toml).
+    let f32_rci =
+        "\n[base.rci]\nprice_tol = 1e-3\ndual_tol = 1e-3\npower_tol = 1e-2\nbalance_tol = 1e-2\n";
+    for (precision, rci) in [(Precision::F64, ""), (Precision::F32, f32_rci)] {
+        let gpu = SweepOptions {
+            backend: BackendChoice::Gpu,
+            precision,
+            ..SweepOptions::default()
+        };
+        let full = tempfile::tempdir().unwrap();
+        let report = sweep_in_pool(&spec(&format!("{SMALL}{rci}")), full.path(), &gpu, 2);
+        assert_eq!(
+            (report.parts_written, report.parts_reduced_on_device),
+            (3, 0)
         );
+        let out = tempfile::tempdir().unwrap();
+        let runs_only = spec(&format!("run_hours = false\n{SMALL}{rci}"));
+        let report = sweep_in_pool(&runs_only, out.path(), &gpu, 2);
+        assert_eq!(
+            (report.parts_written, report.parts_reduced_on_device),
+            (3, 3),
+            "{precision:?}"
+        );
+        let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
+        let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
+        assert_eq!(runs_files.len(), 3);
+        for f in runs_files {
+            assert!(
+                bytes[f] == full_bytes[f],
+                "{precision:?}: {f} differs from the full sweep's"
+            );
+        }
+        // Verification recomputes nothing it cannot, and accepts the device's heads.
+        p2pmarket::sweep::verify_sweep(out.path(), None).expect("verified");
     }
     // The CPU's runs-only sweep is never reduced on a device.
     let cpu_out = tempfile::tempdir().unwrap();
+    let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
     let report = sweep_in_pool(&runs_only, cpu_out.path(), &cpu(None), 2);
     assert_eq!(report.parts_reduced_on_device, 0);
-    // Verification recomputes nothing it cannot, and accepts the device's heads.
-    p2pmarket::sweep::verify_sweep(out.path(), None).expect("verified");
 }

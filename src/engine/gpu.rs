@@ -96,16 +96,46 @@ pub const SETTLE_WGSL: &str = include_str!("../../shaders/settle.wgsl");
 pub fn settle_source() -> String {
     use crate::ledger::chain::{MICROGRID, SMART_GRID};
     use crate::ledger::encoding::{TAG_SETTLEMENT, VERSION};
+    use std::mem::offset_of;
     let word = |bytes: usize| bytes / 4;
-    format!(
-        "const RECORD_WORDS: u32 = {}u;\nconst PRICE_WORD: u32 = {}u;\nconst EXCHANGE_WORD: u32 = \
-         {}u;\nconst SETTLEMENT_VERSION: u32 = {VERSION}u;\nconst SETTLEMENT_TAG: u32 = \
-         {TAG_SETTLEMENT}u;\nconst AGENT_MICROGRID: u32 = {MICROGRID}u;\nconst AGENT_SMART_GRID: \
-         u32 = {SMART_GRID}u;\noverride WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{SETTLE_WGSL}",
-        word(size_of::<HourOut64>()),
-        word(std::mem::offset_of!(HourOut64, price)),
-        word(std::mem::offset_of!(HourOut64, exchange)),
-    )
+    let mut out = String::new();
+    for (name, value) in [
+        ("RECORD_WORDS", word(size_of::<HourOut64>())),
+        ("PRICE_WORD", word(offset_of!(HourOut64, price))),
+        ("EXCHANGE_WORD", word(offset_of!(HourOut64, exchange))),
+        ("RECORD32_WORDS", word(size_of::<HourOut32>())),
+        ("R32_PRICE", word(offset_of!(HourOut32, price))),
+        ("R32_EXCHANGE", word(offset_of!(HourOut32, exchange))),
+        ("R32_COST", word(offset_of!(HourOut32, cost))),
+        ("R32_BALANCE", word(offset_of!(HourOut32, balance))),
+        ("R32_ITERATIONS", word(offset_of!(HourOut32, iterations))),
+        ("R32_CONVERGED", word(offset_of!(HourOut32, converged))),
+        ("R32_TAMPERED", word(offset_of!(HourOut32, tampered))),
+        ("R32_REJECTED", word(offset_of!(HourOut32, rejected))),
+        ("R32_FAULT", word(offset_of!(HourOut32, fault))),
+        ("R32_FAULT_CODE", word(offset_of!(HourOut32, fault_code))),
+        ("SUBNORMAL_FAULT", SUBNORMAL_FAULT as usize),
+        ("MAX_AGENTS", MAX_AGENTS),
+        ("SETTLEMENT_VERSION", usize::from(VERSION)),
+        ("SETTLEMENT_TAG", usize::from(TAG_SETTLEMENT)),
+        ("AGENT_MICROGRID", MICROGRID as usize),
+        ("AGENT_SMART_GRID", SMART_GRID as usize),
+    ] {
+        out.push_str(&format!("const {name}: u32 = {value}u;\n"));
+    }
+    format!("{out}override WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;\n{SETTLE_WGSL}")
+}
+
+/// The `fault` of a run summed in f64 from f32 records (`reduce_wide`) with a subnormal
+/// term, which the device may have flushed to zero when widening it: not a kernel fault
+/// code (those are small).
+const SUBNORMAL_FAULT: u32 = 0xffff_0001;
+
+/// Whether a chunk of layout `L` read back as `readback` has its summaries summed in f64
+/// by the settlement module (`reduce_wide`): f32 records with settlement heads, whose
+/// `runs` rows must equal those the host sums from the records in f64.
+fn wide_summaries<L: Layout>(readback: &Readback) -> bool {
+    matches!(readback, Readback::Heads(_)) && L::PRECISION == Precision::F32
 }
 
 /// Refuses a batch that keeps a trajectory (a per-hour output) where only per-run outputs
@@ -795,9 +825,12 @@ enum Entry {
     Rci(KernelVariant, u32),
     /// `reduce_runs`, the runs' summaries, with workgroups of this many invocations.
     Reduce(u32),
-    /// `settle_costs` of the settlement module (f64 only).
-    SettleCosts(u32),
-    /// `settle_heads` of the settlement module (f64 only).
+    /// `reduce_wide` of the settlement module: f32 records summed in f64.
+    ReduceWide(u32),
+    /// `settle_values` (f64 records) or `settle_values32` (f32 records) of the settlement
+    /// module.
+    SettleValues(Precision, u32),
+    /// `settle_heads` of the settlement module.
     SettleHeads(u32),
 }
 
@@ -833,15 +866,22 @@ impl Kernel {
                 ("main", c)
             }
             Entry::Reduce(wg) => ("reduce_runs", vec![("WORKGROUP_SIZE", f64::from(wg))]),
-            Entry::SettleCosts(wg) => ("settle_costs", vec![("WORKGROUP_SIZE", f64::from(wg))]),
+            Entry::ReduceWide(wg) => ("reduce_wide", vec![("WORKGROUP_SIZE", f64::from(wg))]),
+            Entry::SettleValues(Precision::F64, wg) => {
+                ("settle_values", vec![("WORKGROUP_SIZE", f64::from(wg))])
+            }
+            Entry::SettleValues(Precision::F32, wg) => {
+                ("settle_values32", vec![("WORKGROUP_SIZE", f64::from(wg))])
+            }
             Entry::SettleHeads(wg) => ("settle_heads", vec![("WORKGROUP_SIZE", f64::from(wg))]),
         };
         let (module, layout) = match entry {
             Entry::Rci(..) | Entry::Reduce(_) => (&self.module, Some(&self.layout)),
-            Entry::SettleCosts(_) | Entry::SettleHeads(_) => (
+            Entry::ReduceWide(_) | Entry::SettleValues(..) | Entry::SettleHeads(_) => (
                 self.settle.as_ref().ok_or_else(|| {
                     gpu_error(format!(
-                        "the {:?} kernel has no settlement passes (f64 only)",
+                        "the {:?} kernel has no settlement passes (the adapter has no \
+                         SHADER_F64)",
                         self.precision
                     ))
                 })?,
@@ -1075,12 +1115,16 @@ impl GpuContext {
             bind_group_layouts: &[Some(&bind_layout)],
             immediate_size: 0,
         });
-        let settle = (precision == Precision::F64).then(|| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("settle.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(Cow::Owned(settle_source())),
-            })
-        });
+        // Both kernels' settlement passes compute in f64.
+        let settle = device
+            .features()
+            .contains(wgpu::Features::SHADER_F64)
+            .then(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("settle.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(Cow::Owned(settle_source())),
+                })
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_error(format!(
                 "compiling the {precision:?} kernel: {e}"
@@ -1204,21 +1248,31 @@ impl GpuContext {
         )
     }
 
-    /// Evaluates a batch in f64 like [`GpuContext::run_summaries`], and also hashes each
-    /// run's settlement chain on the device ([`crate::ledger::settlement_head`] over its
-    /// hours' price and exchange, run `run_ids[r]` for batch run `r`): a sweep that writes
-    /// only its `runs` table then reads back one summary and one head per run, 88 + 36
-    /// bytes instead of 24 records of 112. Each chunk reaches `on_chunk` with its
-    /// `summaries` and `heads`, bitwise the host's from the records. An hour whose price,
-    /// exchange or cost is not finite or is subnormal (where a device may flush to zero)
-    /// is an error, never a different head.
+    /// Evaluates a batch like [`GpuContext::run_summaries`], and also hashes each run's
+    /// settlement chain on the device ([`crate::ledger::settlement_head`] over its hours'
+    /// price and exchange, run `run_ids[r]` for batch run `r`): a sweep that writes only
+    /// its `runs` table then reads back one summary and one head per run, 88 + 36 bytes
+    /// instead of 24 records of 112 (f64) or 68 (f32). Each chunk reaches `on_chunk` with
+    /// its `summaries` and `heads`, bitwise those the host computes from the records it
+    /// would read back: in f32 too, the hours are widened and summed in f64 on the device
+    /// (so the summaries differ from [`GpuContext::run_summaries`]'s f32 sums). The
+    /// adapter needs `SHADER_F64` in either precision. An hour whose price, exchange or
+    /// cost is not finite, or a subnormal value (which a device may flush to zero), is an
+    /// error, never a different head or sum.
     pub fn run_summaries_with_heads(
         &self,
         batch: &Batch,
+        precision: Precision,
         run_ids: &[u64],
         max_runs_per_chunk: usize,
         on_chunk: impl FnMut(&ChunkOutputs) -> Result<()>,
     ) -> Result<AdapterInfo> {
+        if !self.supports_f64() {
+            return Err(gpu_error(format!(
+                "adapter {} has no SHADER_F64, which the settlement passes need",
+                self.info.name
+            )));
+        }
         if run_ids.len() != batch.runs() {
             return Err(Error::invalid(
                 "run_ids",
@@ -1229,7 +1283,7 @@ impl GpuContext {
         no_trajectories(batch)?;
         self.stream(
             batch,
-            Precision::F64,
+            precision,
             max_runs_per_chunk,
             on_chunk,
             Readback::Heads(run_ids.into()),
@@ -1495,10 +1549,15 @@ impl GpuContext {
             Readback::Heads(_) => (runs.len().max(1) * HEAD_WORDS * 4) as u64,
             _ => 0,
         };
-        let (read_src, read_bytes) = if summaries {
-            (&run_buf, run_bytes)
-        } else {
-            (&out_buf, out_bytes)
+        // f32 records with heads are summed in f64 by the settlement module, as the host
+        // sums them, into f64 summaries.
+        let wide = wide_summaries::<L>(&readback);
+        let wide_bytes = (runs.len().max(1) * size_of::<RunOut64>()) as u64;
+        let wide_buf = wide.then(|| storage_out(dev, "wide run summaries", wide_bytes));
+        let (read_src, read_bytes) = match (&wide_buf, summaries) {
+            (Some(w), _) => (w, wide_bytes),
+            (None, true) => (&run_buf, run_bytes),
+            (None, false) => (&out_buf, out_bytes),
         };
         let read = readback_buffer(dev, "readback", read_bytes + heads_bytes);
         let traj_read =
@@ -1522,7 +1581,7 @@ impl GpuContext {
             label: Some("rci chunk"),
         });
         dispatch(&mut enc, &pipeline, &bind, (gx, gy));
-        if summaries {
+        if summaries && !wide {
             // A second pass: the first's records are complete when it starts.
             let reduce = kernel.pipeline(dev, Entry::Reduce(wg))?;
             dispatch(
@@ -1537,6 +1596,7 @@ impl GpuContext {
                 &mut enc,
                 kernel,
                 &out_buf,
+                wide_buf.as_ref(),
                 run_ids,
                 runs.clone(),
                 hours,
@@ -1582,15 +1642,17 @@ impl GpuContext {
         Ok(view)
     }
 
-    /// Records the settlement passes of a chunk whose records are in `records` (the f64
-    /// kernel's `HourOut`s of runs `runs`, numbered `run_ids[r]` in their chains), and
-    /// returns the buffer of their heads ([`HEAD_WORDS`] words per run).
+    /// Records the settlement passes of a chunk whose records are in `records` (`kernel`'s
+    /// `HourOut`s of runs `runs`, numbered `run_ids[r]` in their chains), and returns the
+    /// buffer of their heads ([`HEAD_WORDS`] words per run). With `wide` (f32 records),
+    /// the runs' summaries are first summed there in f64 (`reduce_wide`).
     #[allow(clippy::too_many_arguments)]
     fn settle_chunk(
         &self,
         enc: &mut wgpu::CommandEncoder,
         kernel: &Kernel,
         records: &wgpu::Buffer,
+        wide: Option<&wgpu::Buffer>,
         run_ids: &[u64],
         runs: Range<usize>,
         hours: usize,
@@ -1625,33 +1687,48 @@ impl GpuContext {
             })
             .collect();
         let starts_buf = storage_init(dev, "chain starts", bytemuck::cast_slice(&starts));
-        let costs_buf = storage_out(dev, "settlement costs", (items.max(1) * 8) as u64);
+        // Price, exchange, cost and flag of every item, in f64 (`SETTLED` in the shader).
+        let settled_buf = storage_out(dev, "settled values", (items.max(1) * 4 * 8) as u64);
         let heads_buf = storage_out(
             dev,
             "settlement heads",
             (runs.len().max(1) * HEAD_WORDS * 4) as u64,
         );
-        let costs = kernel.pipeline(dev, Entry::SettleCosts(wg))?;
-        let (costs_params, costs_grid) = params(items);
+        let (run_params, run_grid) = params(runs.len());
+        if let Some(wide) = wide {
+            let reduce = kernel.pipeline(dev, Entry::ReduceWide(wg))?;
+            let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("reduce wide"),
+                layout: &reduce.get_bind_group_layout(0),
+                entries: &[entry(0, &run_params), entry(7, records), entry(8, wide)],
+            });
+            dispatch(enc, &reduce, &bind, run_grid);
+        }
+        let values = kernel.pipeline(dev, Entry::SettleValues(kernel.precision, wg))?;
+        let (item_params, item_grid) = params(items);
+        // The records' binding: f64 `HourOut`s at 1, f32 ones (as f32 words) at 7.
+        let records_binding = match kernel.precision {
+            Precision::F64 => 1,
+            Precision::F32 => 7,
+        };
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("settle costs"),
-            layout: &costs.get_bind_group_layout(0),
+            label: Some("settle values"),
+            layout: &values.get_bind_group_layout(0),
             entries: &[
-                entry(0, &costs_params),
-                entry(1, records),
-                entry(2, &costs_buf),
+                entry(0, &item_params),
+                entry(records_binding, records),
+                entry(2, &settled_buf),
             ],
         });
-        dispatch(enc, &costs, &bind, costs_grid);
+        dispatch(enc, &values, &bind, item_grid);
         let heads = kernel.pipeline(dev, Entry::SettleHeads(wg))?;
-        let (heads_params, heads_grid) = params(runs.len());
+        let heads_grid = run_grid;
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("settle heads"),
             layout: &heads.get_bind_group_layout(0),
             entries: &[
-                entry(0, &heads_params),
-                entry(3, records),
-                entry(4, &costs_buf),
+                entry(0, &run_params),
+                entry(4, &settled_buf),
                 entry(5, &starts_buf),
                 entry(6, &heads_buf),
             ],
@@ -1681,21 +1758,15 @@ impl GpuContext {
         chunk.heads.clear();
         if done.readback.reduced() {
             let view = self.mapped(&done.read, "the run summaries")?;
-            let outs = bytemuck::try_cast_slice::<u8, L::RunOut>(&view[..done.summary_bytes])
-                .map_err(|e| gpu_error(format!("reading the run summaries: {e}")))?;
-            let outs = &outs[..done.runs.len().min(outs.len())];
-            if let Some((i, (fault, code, hour))) = outs
-                .iter()
-                .map(L::run_fault)
-                .enumerate()
-                .find(|(_, f)| f.0 != 0)
-            {
-                return Err(fault_error(done.runs.start + i, hour as usize, fault, code));
-            }
-            chunk.summaries.extend(outs.iter().map(L::summary));
+            let summaries = &view[..done.summary_bytes];
+            let runs = if wide_summaries::<L>(&done.readback) {
+                read_summaries::<Layout64>(summaries, done.runs.clone(), &mut chunk.summaries)?
+            } else {
+                read_summaries::<L>(summaries, done.runs.clone(), &mut chunk.summaries)?
+            };
             if matches!(done.readback, Readback::Heads(_)) {
                 let words: Vec<u32> = bytemuck::pod_collect_to_vec(&view[done.summary_bytes..]);
-                for (i, run) in words.chunks_exact(HEAD_WORDS).take(outs.len()).enumerate() {
+                for (i, run) in words.chunks_exact(HEAD_WORDS).take(runs).enumerate() {
                     if run[8] == 2 {
                         return Err(gpu_error(format!(
                             "run {}: the Vulkan driver cut the settlement pass's loops short \
@@ -1771,6 +1842,36 @@ impl GpuContext {
         chunk.runs = done.runs;
         Ok(())
     }
+}
+
+/// Appends the run summaries of layout `M` in `bytes` (a chunk of runs `runs`) to `out`,
+/// and returns how many there were; the first run with a fault is an error.
+fn read_summaries<M: Layout>(
+    bytes: &[u8],
+    runs: Range<usize>,
+    out: &mut Vec<RunSummary>,
+) -> Result<usize> {
+    let outs = bytemuck::try_cast_slice::<u8, M::RunOut>(bytes)
+        .map_err(|e| gpu_error(format!("reading the run summaries: {e}")))?;
+    let outs = &outs[..runs.len().min(outs.len())];
+    if let Some((i, (fault, code, hour))) = outs
+        .iter()
+        .map(M::run_fault)
+        .enumerate()
+        .find(|(_, f)| f.0 != 0)
+    {
+        if fault == SUBNORMAL_FAULT {
+            return Err(gpu_error(format!(
+                "run {}, hour {hour}: a subnormal f32 value, which the device may flush to \
+                 zero when it widens it, cannot be summed on the device as the host sums it; \
+                 keep the hours (run_hours = true)",
+                runs.start + i
+            )));
+        }
+        return Err(fault_error(runs.start + i, hour as usize, fault, code));
+    }
+    out.extend(outs.iter().map(M::summary));
+    Ok(outs.len())
 }
 
 /// Unpacks a chunk's outputs into `records`, replacing its contents and reusing its
@@ -2614,17 +2715,28 @@ mod tests {
             return;
         }
         let batch = summary_batch();
-        let (runs, hours) = (batch.runs(), batch.hours());
-        let ids: Vec<u64> = (0..runs as u64)
+        let ids: Vec<u64> = (0..batch.runs() as u64)
             .map(|r| if r % 3 == 0 { u64::MAX - r } else { 7 * r + 3 })
             .collect();
-        let full = ctx
-            .run_chunked(&batch, Precision::F64, 16)
-            .expect("records");
+        for precision in [Precision::F64, Precision::F32] {
+            heads_match_the_host(&ctx, &batch, &ids, precision);
+        }
+        let e = ctx
+            .run_summaries_with_heads(&batch, Precision::F64, &ids[1..], 16, |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run_ids"), "{e}");
+    }
+
+    /// [`GpuContext::run_summaries_with_heads`] in `precision` against the host's
+    /// reduction and chains of the records the same device reads back.
+    fn heads_match_the_host(ctx: &GpuContext, batch: &Batch, ids: &[u64], precision: Precision) {
+        let (runs, hours) = (batch.runs(), batch.hours());
+        let full = ctx.run_chunked(batch, precision, 16).expect("records");
         let exchanges = full.records.iter().map(|h| h.exchange_mw);
         assert!(
             exchanges.clone().any(|x| x < 0.0) && exchanges.clone().any(|x| x > 0.0),
-            "both directions of trade"
+            "{precision:?}: both directions of trade"
         );
         let host: Vec<crate::ledger::Hash> = (0..runs)
             .map(|r| {
@@ -2639,7 +2751,7 @@ mod tests {
         for chunk in [16, 7] {
             let (mut heads, mut summaries, mut records) = (Vec::new(), Vec::new(), 0);
             let before = ctx.bytes_read_back();
-            ctx.run_summaries_with_heads(&batch, &ids, chunk, |c| {
+            ctx.run_summaries_with_heads(batch, precision, ids, chunk, |c| {
                 assert_eq!(c.heads.len(), c.runs.len());
                 heads.extend_from_slice(&c.heads);
                 summaries.extend_from_slice(&c.summaries);
@@ -2648,35 +2760,35 @@ mod tests {
             })
             .expect("heads");
             assert_eq!(records, 0);
+            // f64 summaries in either precision: f32 records are summed in f64.
             assert_eq!(
                 ctx.bytes_read_back() - before,
                 (runs * (size_of::<RunOut64>() + 4 * HEAD_WORDS)) as u64,
-                "chunks of {chunk}: one summary and one head per run"
+                "{precision:?}, chunks of {chunk}: one summary and one head per run"
             );
             for r in 0..runs {
                 assert_eq!(
                     hex::encode(heads[r]),
                     hex::encode(host[r]),
-                    "run {r}, chunks of {chunk}"
+                    "{precision:?}, run {r}, chunks of {chunk}"
                 );
                 let of = RunSummary::of(&full.records[r * hours..(r + 1) * hours]);
-                assert_eq!(format!("{:?}", summaries[r]), format!("{of:?}"), "run {r}");
+                assert_eq!(
+                    format!("{:?}", summaries[r]),
+                    format!("{of:?}"),
+                    "{precision:?}, run {r}"
+                );
             }
         }
         // Another run number gives another head: the starts are the runs' own.
         let mut shifted = Vec::new();
         let ids_plus: Vec<u64> = ids.iter().map(|i| i.wrapping_add(1)).collect();
-        ctx.run_summaries_with_heads(&batch, &ids_plus, 16, |c| {
+        ctx.run_summaries_with_heads(batch, precision, &ids_plus, 16, |c| {
             shifted.extend_from_slice(&c.heads);
             Ok(())
         })
         .expect("heads");
         assert!(shifted.iter().zip(&host).all(|(a, b)| a != b));
-        let e = ctx
-            .run_summaries_with_heads(&batch, &ids[1..], 16, |_| Ok(()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("run_ids"), "{e}");
     }
 
     /// The settlement passes on hand-made records: every sign and kind of exchange and
@@ -2688,11 +2800,10 @@ mod tests {
         let Some(ctx) = context_or_skip() else {
             return;
         };
-        let Some(kernel) = ctx.kernel_f64.as_ref() else {
+        let (Some(k64), Some(_)) = (ctx.kernel_f64.as_ref(), ctx.kernel_f32.settle.as_ref()) else {
             eprintln!("SKIPPED: adapter {} has no SHADER_F64", ctx.info().name);
             return;
         };
-        let hours = 3;
         let finite_runs: Vec<[(f64, f64); 3]> = vec![
             [(31.25, -2.5), (20.0, 0.0), (19.5, -0.0)],
             [(-5.0, 7.0), (0.0, -3.0), (-0.0, 1e-300)],
@@ -2707,9 +2818,9 @@ mod tests {
             [(20.0, 1.0), (1e300, -1e300), (20.0, 1.0)],
             [(1e-200, 1e-200), (20.0, 1.0), (20.0, 1.0)],
         ];
-        let all: Vec<[(f64, f64); 3]> = finite_runs.iter().chain(&flagged_runs).copied().collect();
-        let records: Vec<HourOut64> = all
+        let records: Vec<HourOut64> = finite_runs
             .iter()
+            .chain(&flagged_runs)
             .flatten()
             .map(|&(price, exchange)| HourOut64 {
                 price,
@@ -2717,9 +2828,87 @@ mod tests {
                 ..HourOut64::zeroed()
             })
             .collect();
-        let ids: Vec<u64> = (0..all.len() as u64).map(|r| 1000 + r).collect();
+        let (words, _) = settle_by_hand(&ctx, k64, bytemuck::cast_slice(&records), 9, false);
+        check_heads(&finite_runs, &flagged_runs, &words);
+
+        // f32 records: widened exactly (a subnormal f32 is flagged: a device may flush
+        // it), their products exact in f64, and `reduce_wide` summing them in f64.
+        let finite32: Vec<[(f32, f32); 3]> = vec![
+            [(31.25, -2.5), (20.0, 0.0), (19.5, -0.0)],
+            [(-5.0, 7.0), (0.1, -3.3), (f32::MAX, f32::MAX)],
+            [(1e-30, 1e-6), (123.456, -0.1), (f32::MIN_POSITIVE, 2.0)],
+        ];
+        let flagged32: Vec<[(f32, f32); 3]> = vec![
+            [(f32::NAN, 1.0), (20.0, 1.0), (20.0, 1.0)],
+            [(20.0, f32::NEG_INFINITY), (20.0, 1.0), (20.0, 1.0)],
+            [(20.0, 1.0), (1e-40, 1.0), (20.0, 1.0)],
+            [(20.0, 1.0), (20.0, 1.0), (20.0, -1e-42)],
+        ];
+        let records: Vec<HourOut32> = finite32
+            .iter()
+            .chain(&flagged32)
+            .flatten()
+            .enumerate()
+            .map(|(i, &(price, exchange))| HourOut32 {
+                price,
+                exchange,
+                cost: [price.abs() + 1.0, 1e-3 * i as f32],
+                balance: -0.25 * i as f32,
+                iterations: 3 + i as u32,
+                converged: (i % 2) as u32,
+                tampered: i as u32 / 4,
+                ..HourOut32::zeroed()
+            })
+            .collect();
+        let widen = |runs: &[[(f32, f32); 3]]| -> Vec<[(f64, f64); 3]> {
+            runs.iter()
+                .map(|r| r.map(|(p, x)| (f64::from(p), f64::from(x))))
+                .collect()
+        };
+        let (words, wide) = settle_by_hand(
+            &ctx,
+            &ctx.kernel_f32,
+            bytemuck::cast_slice(&records),
+            7,
+            true,
+        );
+        check_heads(&widen(&finite32), &widen(&flagged32), &words);
+        let wide: Vec<RunOut64> = bytemuck::pod_collect_to_vec(&wide);
+        for (r, w) in wide.iter().enumerate() {
+            let hours: Vec<HourRecord> = records[3 * r..3 * r + 3]
+                .iter()
+                .map(Layout32::record)
+                .collect();
+            if r < finite32.len() {
+                assert_eq!(w.fault, 0, "run {r}");
+                assert_eq!(
+                    format!("{:?}", Layout64::summary(w)),
+                    format!("{:?}", RunSummary::of(&hours)),
+                    "run {r}"
+                );
+            } else if r >= finite32.len() + 2 {
+                // A subnormal price or exchange, a term of a sum, in hour 1 and then 2.
+                let hour = (r - finite32.len() - 1) as u32;
+                assert_eq!((w.fault, w.fault_hour), (SUBNORMAL_FAULT, hour), "run {r}");
+            }
+        }
+    }
+
+    /// Runs the settlement passes of `kernel` on hand-made records (`runs` runs of 3
+    /// hours, numbered 1000 + r) and returns the heads' words and, with `wide`, the f64
+    /// summaries' bytes.
+    fn settle_by_hand(
+        ctx: &GpuContext,
+        kernel: &Kernel,
+        records: &[u8],
+        runs: usize,
+        wide: bool,
+    ) -> (Vec<u32>, Vec<u8>) {
+        let ids: Vec<u64> = (0..runs as u64).map(|r| 1000 + r).collect();
         let dev = &ctx.device;
-        let records_buf = storage_init(dev, "records", bytemuck::cast_slice(&records));
+        let records_buf = storage_init(dev, "records", records);
+        let wide_bytes = (runs * size_of::<RunOut64>()) as u64;
+        let wide_buf = wide.then(|| storage_out(dev, "wide", wide_bytes));
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let max_dim = dev.limits().max_compute_workgroups_per_dimension;
         let heads_buf = ctx
@@ -2727,23 +2916,35 @@ mod tests {
                 &mut enc,
                 kernel,
                 &records_buf,
+                wide_buf.as_ref(),
                 &ids,
-                0..all.len(),
-                hours,
+                0..runs,
+                3,
                 max_dim,
             )
             .expect("settle passes");
-        let bytes = (all.len() * HEAD_WORDS * 4) as u64;
-        let read = readback_buffer(dev, "heads", bytes);
+        let bytes = (runs * HEAD_WORDS * 4) as u64;
+        let read = readback_buffer(dev, "heads", bytes + wide_bytes);
         enc.copy_buffer_to_buffer(&heads_buf, 0, &read, 0, bytes);
+        if let Some(w) = &wide_buf {
+            enc.copy_buffer_to_buffer(w, 0, &read, bytes, wide_bytes);
+        }
         ctx.queue.submit([enc.finish()]);
         read.map_async(wgpu::MapMode::Read, .., |r| r.expect("mapped"));
         dev.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&read.get_mapped_range(..).unwrap());
-        for (r, (run, got)) in all.iter().zip(words.chunks_exact(HEAD_WORDS)).enumerate() {
-            if r < finite_runs.len() {
+        let view = read.get_mapped_range(..).unwrap();
+        let words = bytemuck::pod_collect_to_vec(&view[..bytes as usize]);
+        (words, view[bytes as usize..].to_vec())
+    }
+
+    /// The heads of hand-made runs (numbered 1000 + r, the finite ones first) are the
+    /// host's, and the others are flagged.
+    fn check_heads(finite: &[[(f64, f64); 3]], flagged: &[[(f64, f64); 3]], words: &[u32]) {
+        let all = finite.iter().chain(flagged);
+        for (r, (run, got)) in all.zip(words.chunks_exact(HEAD_WORDS)).enumerate() {
+            if r < finite.len() {
                 assert_eq!(got[8], 0, "run {r} flagged");
-                let host = crate::ledger::settlement_head(ids[r], run.iter().copied());
+                let host = crate::ledger::settlement_head(1000 + r as u64, run.iter().copied());
                 let device: Vec<u8> = got[..8].iter().flat_map(|w| w.to_be_bytes()).collect();
                 assert_eq!(hex::encode(device), hex::encode(host), "run {r}: {run:?}");
             } else {
@@ -2976,6 +3177,40 @@ mod tests {
             HourIn32,
             HourOut32,
             RunOut32
+        );
+    }
+
+    /// The settlement module's structs: its parameters, and the f64 summaries
+    /// `reduce_wide` writes, which the host reads as `RunOut64`.
+    #[test]
+    fn host_structs_match_the_settlement_module_layout() {
+        let m = naga::front::wgsl::parse_str(&settle_source()).expect("settle.wgsl");
+        check_layout!(
+            &m,
+            "SettleParams",
+            SettleParams,
+            [items, hours, groups_x, loop_probe]
+        );
+        check_layout!(
+            &m,
+            "RunWide",
+            RunOut64,
+            [
+                price_sum,
+                price_min,
+                price_max,
+                exchange_sum,
+                cost_sum,
+                max_abs_balance,
+                iterations,
+                iterations_max,
+                converged_hours,
+                tampered,
+                rejected,
+                fault,
+                fault_code,
+                fault_hour
+            ]
         );
     }
 

@@ -167,7 +167,7 @@ pub struct SweepReport {
     /// distinct set of the other parameters, not one per run).
     pub twins_computed: u64,
     /// Parts written by this invocation whose runs were reduced and hashed on the device
-    /// (a runs-only sweep on an f64 GPU: no hour record was read back).
+    /// (a runs-only sweep on a GPU with f64: no hour record was read back).
     pub parts_reduced_on_device: usize,
     /// Wall time, s.
     pub wall_s: f64,
@@ -578,9 +578,10 @@ impl Backend {
     }
 }
 
-/// The GPU that would evaluate the sweep's parts in f64, if any: the context `run_batch`
-/// runs a batch on for this backend (`Auto` passes over a software rasterizer and an
-/// adapter without f64, as [`run_batch`] does).
+/// The GPU that would evaluate the sweep's parts, if it can also reduce and hash them:
+/// the context `run_batch` runs a batch on for this backend (`Auto` passes over a
+/// software rasterizer, and over an adapter without f64 for an f64 sweep, as
+/// [`run_batch`] does), when it has the f64 the settlement passes need.
 fn device_reduction(backend: &Backend) -> Option<&GpuContext> {
     let ctx = backend.gpu.as_ref()?;
     let runs_there = match backend.choice {
@@ -588,7 +589,7 @@ fn device_reduction(backend: &Backend) -> Option<&GpuContext> {
         BackendChoice::Gpu => true,
         BackendChoice::Auto => !ctx.is_software(),
     };
-    (runs_there && backend.precision == Precision::F64 && ctx.supports_f64()).then_some(ctx)
+    (runs_there && ctx.supports_f64()).then_some(ctx)
 }
 
 /// What handling one part came to.
@@ -1018,8 +1019,8 @@ fn write_part(
     let batch = Batch::from_market_cached(market, &specs, cache)?;
     let part_no =
         u32::try_from(part.index).map_err(|_| Error::invalid("part", part.index, "< 2^32"))?;
-    // A runs-only part on an f64 GPU is reduced and hashed on the device: one summary and
-    // one settlement head per run come back instead of every hour's record.
+    // A runs-only part on a GPU with f64 is reduced and hashed on the device: one summary
+    // and one settlement head per run come back instead of every hour's record.
     let device = (!part.run_hours && !plan.has_attacks())
         .then(|| device_reduction(backend))
         .flatten();
@@ -1032,6 +1033,7 @@ fn write_part(
         };
         let adapter = ctx.run_summaries_with_heads(
             &batch,
+            backend.precision,
             &ids,
             crate::engine::gpu::DEFAULT_RUNS_PER_CHUNK,
             |c| {
