@@ -8,7 +8,8 @@
 #   3. `p2pmarket bench` with --summaries, every backend, 1e4 to 1e7 runs;
 #   4. the attack study sweep (issue 9) on the GPU in f64;
 #   5. a 200 000-run runs-only sweep reduced and hashed on the GPU, against the full
-#      sweep on the GPU and the runs-only sweep on the CPU;
+#      sweep on the GPU and the runs-only sweep on the CPU (f64), then both GPU sweeps
+#      in f32;
 #   6. a workgroup-size sweep of the GPU at 1e6 runs.
 # The steps run in this order of importance: a call cut short still returns the logs of
 # the steps that finished.
@@ -85,6 +86,14 @@ step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend gpu --precision f64 \
   --config "$mc" --out "$scratch/mc_full"
 step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend cpu --config "$scratch/mc_ro.toml" \
   --out "$scratch/mc_cpu"
+# The same two GPU sweeps in f32, with the stop tolerances f32 can meet.
+f32_rci='[base.rci]\nprice_tol = 1e-3\ndual_tol = 1e-3\npower_tol = 1e-2\nbalance_tol = 1e-2\n'
+printf "%s\n$f32_rci" "$(cat "$mc")" >"$scratch/mc32.toml"
+printf "%s\n$f32_rci" "$(cat "$scratch/mc_ro.toml")" >"$scratch/mc32_ro.toml"
+step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend gpu --precision f32 \
+  --config "$scratch/mc32_ro.toml" --out "$scratch/mc32_ro"
+step sweep_runs_only 90 "$bin/p2pmarket" sweep --backend gpu --precision f32 \
+  --config "$scratch/mc32.toml" --out "$scratch/mc32_full"
 for wg in 32 64 128 256; do
   step bench_wg 120 "$bin/p2pmarket" bench --backend gpu --summaries \
     --sizes "$wg_size" --max-seconds 40 --workgroup-size "$wg"
