@@ -608,16 +608,6 @@ mod tests {
                 assert_eq!(back.columns(), batch.columns());
             }
         }
-        // A byte limit per row group (never set by the tool) is left to ArrowWriter.
-        let batch = mixed_table(500, 3);
-        let limited = || {
-            writer_properties(&batch.schema())
-                .into_builder()
-                .set_max_row_group_bytes(Some(20_000))
-                .build()
-        };
-        let bytes = encode_parquet(Vec::new(), &batch, limited()).unwrap();
-        assert!(bytes == arrow_writer_bytes(&batch, limited()));
     }
 
     #[test]
