@@ -62,6 +62,17 @@ struct RunWide {
 @group(0) @binding(7) var<storage, read> records32: array<f32>;
 @group(0) @binding(8) var<storage, read_write> wide: array<RunWide>;
 
+// The invocation's index in a 2-D dispatch of rows of `sp.groups_x` workgroups.
+fn invocation(wg: vec3<u32>, li: u32) -> u32 {
+    return (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+}
+
+// Whether `run` is a run of the chunk (a per-run pass's invocation past the last has
+// nothing to do).
+fn is_run(run: u32) -> bool {
+    return sp.hours != 0u && run < sp.items / sp.hours;
+}
+
 // f64s per item in `settled`: price, exchange, cost, flag (1: not widened exactly).
 const SETTLED: u32 = 4u;
 
@@ -70,7 +81,7 @@ fn settle_values(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let item = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    let item = invocation(wg, li);
     if item >= sp.items {
         return;
     }
@@ -104,7 +115,7 @@ fn settle_values32(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let item = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    let item = invocation(wg, li);
     if item >= sp.items {
         return;
     }
@@ -127,9 +138,9 @@ fn reduce_wide(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let run = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    let run = invocation(wg, li);
     let hours = sp.hours;
-    if hours == 0u || run >= sp.items / hours {
+    if !is_run(run) {
         return;
     }
     let base = run * hours;
@@ -262,9 +273,9 @@ fn settle_heads(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let run = (wg.y * sp.groups_x + wg.x) * WORKGROUP_SIZE + li;
+    let run = invocation(wg, li);
     let hours = sp.hours;
-    if hours == 0u || run >= sp.items / hours {
+    if !is_run(run) {
         return;
     }
     var prev: array<u32, 8>;
