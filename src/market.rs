@@ -9,7 +9,7 @@ use crate::attack::{AttackSlot, Defence, HourAttacks};
 use crate::central::{self, ReferenceHour};
 use crate::error::{Error, Result};
 use crate::grid::SmartGrid;
-use crate::grid::curve::{export_range, smart_grid_curve};
+use crate::grid::curve::{CurveSeeds, export_range, smart_grid_curve_seeded};
 use crate::microgrid::{BatteryPlan, HOURS, HourlyMicrogrid, Microgrid};
 use crate::offer::{OfferCurve, QuadraticUnit};
 use crate::rci::{self, Agent, HourOutcome, RciSettings};
@@ -361,6 +361,22 @@ impl Market {
     /// The agents' offer curves for an hour, in [`AGENT_NAMES`] order (one agent when the
     /// microgrid is disabled). The smart grid's curve spans the tie capacity.
     pub fn curves(&self, hour: usize) -> Result<Vec<OfferCurve>> {
+        let sg = self.smart_grid_curve(hour, &[])?.0;
+        if self.microgrid.config.enabled {
+            Ok(vec![sg, self.microgrid.curve(hour)?])
+        } else {
+            Ok(vec![sg])
+        }
+    }
+
+    /// The smart grid's curve of `hour` (as [`Market::curves`] builds it), its walk seeded
+    /// first from `seeds` (curves of the same hour at other loads, see
+    /// [`smart_grid_curve_seeded`]), with its own seeds.
+    pub(crate) fn smart_grid_curve(
+        &self,
+        hour: usize,
+        seeds: &[&CurveSeeds],
+    ) -> Result<(OfferCurve, CurveSeeds)> {
         let tie = self.microgrid.tie_capacity_mw;
         let label = format!("hour {hour}");
         let loads = self.bus_loads(hour);
@@ -381,12 +397,7 @@ impl Market {
                 })?
             }
         };
-        let sg = smart_grid_curve(&self.grid, &loads, self.pcc, range, &label)?;
-        if self.microgrid.config.enabled {
-            Ok(vec![sg, self.microgrid.curve(hour)?])
-        } else {
-            Ok(vec![sg])
-        }
+        smart_grid_curve_seeded(&self.grid, &loads, self.pcc, range, &label, seeds)
     }
 
     /// Trade limits of each agent (the P_min/P_max of eq. 33-36): the tie capacity.

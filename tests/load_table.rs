@@ -149,9 +149,58 @@ fn check_case(
     bound_mw: f64,
 ) {
     let t0 = Instant::now();
-    let table =
-        LoadTable::build(market, range, tol_mw, 400).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (table, seeds) = LoadTable::build_counted(market, range, tol_mw, 400, true)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let build_s = t0.elapsed().as_secs_f64();
+    // Seeding each curve's walk from its neighbouring levels spares interior-point solves.
+    // Where the solve's guessed active sets certify at the walk's first export, the seeded
+    // piece is the one they give, and the curve is bitwise the one built from a solve;
+    // where none does (the unseeded walk then starts at another export), the curve may
+    // differ in the last bits of its breakpoints, never by more than rounding.
+    let t0 = Instant::now();
+    let (reference, solved) = LoadTable::build_counted(market, range, tol_mw, 400, false)
+        .unwrap_or_else(|e| panic!("{name} unseeded: {e}"));
+    let reference_s = t0.elapsed().as_secs_f64();
+    assert_eq!(seeds.curves, solved.curves, "{name}");
+    assert_eq!(solved.reused, 0, "{name}");
+    assert!(
+        seeds.reused > 0 && seeds.solved < solved.solved,
+        "{name}: seeded {seeds:?}, unseeded {solved:?}"
+    );
+    let mut differing = 0;
+    for hour in 0..table.hours() {
+        let (a, b) = (table.hour(hour), reference.hour(hour));
+        assert_eq!(a.levels(), b.levels(), "{name} hour {hour}");
+        for k in 0..a.levels() {
+            assert_eq!(a.load_mw(k).to_bits(), b.load_mw(k).to_bits());
+            if k + 1 < a.levels() {
+                assert_eq!(a.blends(k), b.blends(k), "{name} hour {hour} interval {k}");
+            }
+            let (ca, cb) = (a.curve(k), b.curve(k));
+            assert_eq!(ca.len(), cb.len(), "{name} hour {hour} level {k}");
+            let pairs = || {
+                ca.prices
+                    .iter()
+                    .zip(&cb.prices)
+                    .chain(ca.exports.iter().zip(&cb.exports))
+                    .chain(ca.costs.iter().zip(&cb.costs))
+            };
+            if pairs().any(|(x, y)| x.to_bits() != y.to_bits()) {
+                differing += 1;
+            }
+            for (x, y) in pairs() {
+                assert!(
+                    (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                    "{name} hour {hour} level {k}: {x} seeded, {y} unseeded"
+                );
+            }
+        }
+    }
+    assert!(
+        differing * 100 <= table.levels_total(),
+        "{name}: {differing} of {} level curves differ from the unseeded build's",
+        table.levels_total()
+    );
     assert!(table.export_error_mw() <= tol_mw, "{name}");
     // At the levels themselves the table's curve is the exact curve (to rounding).
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -188,7 +237,9 @@ fn check_case(
     let v = compare(market, &table, 2025, loads / 3, 20, true);
     eprintln!(
         "{name}: scales {range:?}, tol {tol_mw} MW: levels per hour {}/{:.1}/{} \
-         (min/mean/max), {} in all, {blends}/{} intervals blend; build {build_s:.2} s; \
+         (min/mean/max), {} in all, {blends}/{} intervals blend; build {build_s:.2} s \
+         ({} curves, {} seeds reused, {} solved; {reference_s:.2} s and {} solved \
+         unseeded, {differing} level curves not bitwise the unseeded ones); \
          build bound {:.2e} MW (cost {:.2e} $/h, rel {:.2e}); sampled {loads} loads, {} \
          random prices: max export error {:.2e} MW at random prices, {:.2e} MW over all \
          prices; cost error {:.2e} $/h (rel {:.2e}); at levels {at_levels:.1e} MW; inside \
@@ -198,6 +249,10 @@ fn check_case(
         per_hour.iter().max().unwrap(),
         table.levels_total(),
         table.levels_total() - table.hours(),
+        seeds.curves,
+        seeds.reused,
+        seeds.solved,
+        solved.solved,
         table.export_error_mw(),
         table.cost_error(),
         table.cost_error_rel(),

@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::central::qp::{Qp, QpOutcome, QpSolution};
 use crate::error::{Error, Result};
@@ -55,8 +56,43 @@ pub fn smart_grid_curve(
     range: (f64, f64),
     label: &str,
 ) -> Result<OfferCurve> {
+    Ok(smart_grid_curve_seeded(grid, bus_loads, pcc, range, label, &[])?.0)
+}
+
+/// The active sets of a built curve's pieces with the exports each was used on: guesses
+/// for the seeds of a curve of the same grid at a nearby load ([`smart_grid_curve_seeded`]).
+#[derive(Debug, Clone, Default)]
+pub struct CurveSeeds {
+    /// `(from, to, active set)` per segment, in the order the walk found them.
+    segments: Vec<(f64, f64, ActiveSet)>,
+    /// Seeds of this curve's walk taken from other curves' active sets.
+    pub reused: usize,
+    /// Seeds of this curve's walk that needed an interior-point solve.
+    pub solved: usize,
+}
+
+/// [`smart_grid_curve`], trying first, wherever the walk needs a seed at an export `x`,
+/// the active sets that `seeds` (curves of the same grid and hour at other loads) used
+/// at `x`, before an interior-point solve there; also returns this curve's own seeds.
+///
+/// A seed is only ever a guess: the piece it gives is used only if it certifies at `x`
+/// (module doc), so the curve is exact either way. Where one active set certifies at `x`
+/// (anywhere but within the tolerances of a breakpoint) and the solve's guesses find it,
+/// it is the piece the solve gives, and the curve is bitwise the unseeded one. Where the
+/// solve's guesses fail at `x` but a seed certifies, the unseeded walk would have started
+/// at another export, and breakpoints may differ in their last bits
+/// (`tests/load_table.rs` builds tables both ways: 1 curve of 7 379 on five cases).
+pub fn smart_grid_curve_seeded(
+    grid: &SmartGrid,
+    bus_loads: &[f64],
+    pcc: usize,
+    range: (f64, f64),
+    label: &str,
+    seeds: &[&CurveSeeds],
+) -> Result<(OfferCurve, CurveSeeds)> {
     let (lo, hi) = range;
-    let hour = HourData::new(grid, bus_loads, pcc, lo, hi, label);
+    let mut hour = HourData::new(grid, bus_loads, pcc, lo, hi, label);
+    hour.seeds = seeds;
     if !(lo < hi) {
         return Err(hour.error(format!(
             "the grid can only trade in [{lo:.6}, {hi:.6}] MW at the PCC: no room to negotiate"
@@ -67,7 +103,16 @@ pub fn smart_grid_curve(
         segments: Vec::new(),
     };
     walker.fill(lo, hi, 0)?;
-    walker.assemble()
+    let seeds = CurveSeeds {
+        segments: walker
+            .segments
+            .iter()
+            .map(|s| (s.from, s.to, s.piece.active.clone()))
+            .collect(),
+        reused: hour.reused.load(Ordering::Relaxed),
+        solved: hour.solved.load(Ordering::Relaxed),
+    };
+    Ok((walker.assemble()?, seeds))
 }
 
 /// The exports in `[lo, hi]` MW the smart grid can deliver at bus index `pcc` within its
@@ -284,6 +329,11 @@ struct HourData<'a> {
     ptdf_rows: Mutex<HashMap<usize, std::sync::Arc<Vec<f64>>>>,
     tol_x: f64,
     price_scale: f64,
+    /// Other curves' active sets to try before an interior-point solve.
+    seeds: &'a [&'a CurveSeeds],
+    /// Seeds taken from `seeds`, and seeds solved for.
+    reused: AtomicUsize,
+    solved: AtomicUsize,
 }
 
 impl<'a> HourData<'a> {
@@ -313,6 +363,9 @@ impl<'a> HourData<'a> {
             ptdf_rows: Mutex::new(HashMap::new()),
             tol_x: TOL_X_REL * (hi - lo).abs().max(1.0),
             price_scale,
+            seeds: &[],
+            reused: AtomicUsize::new(0),
+            solved: AtomicUsize::new(0),
         }
     }
 
@@ -434,7 +487,8 @@ impl<'a> HourData<'a> {
         let (l0, l1) = price_at(self.pcc);
 
         let tol_price = TOL_PRICE_REL * self.price_scale;
-        let mut conditions = Vec::new();
+        let mut conditions =
+            Vec::with_capacity(2 * free.len() + (n - free.len()) + m + 2 * g.lines.len());
         for &i in &free {
             let u = &g.units[i];
             conditions.push(Condition {
@@ -634,8 +688,25 @@ impl<'a> HourData<'a> {
         Ok(sets)
     }
 
-    /// A certified piece valid at `x`, seeded by an interior-point solve there.
+    /// A certified piece valid at `x`: from the active set another curve's seeds used at
+    /// `x`, else seeded by an interior-point solve there.
     fn seed(&self, x: f64) -> Option<Piece> {
+        for seeds in self.seeds {
+            for (from, to, active) in &seeds.segments {
+                if !(*from <= x && x <= *to) {
+                    continue;
+                }
+                // The solve's candidates list active lines in index order, and a piece's
+                // rounding follows that order.
+                let mut active = active.clone();
+                active.lines.sort_by_key(|&(l, _)| l);
+                if let Some(p) = self.piece(&active).filter(|p| p.valid_at(x)) {
+                    self.reused.fetch_add(1, Ordering::Relaxed);
+                    return Some(p);
+                }
+            }
+        }
+        self.solved.fetch_add(1, Ordering::Relaxed);
         let sets = self.candidate_active_sets(x).ok()?;
         sets.iter()
             .filter_map(|a| self.piece(a))

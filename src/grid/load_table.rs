@@ -46,9 +46,22 @@
 //! table worse than asked for. Both the blend's match of the midpoint and the
 //! nearest-level bounds are reported ([`LoadTable::export_error_mw`]).
 //!
-//! Measured (`tests/load_table.rs`, `tol_mw = 0.01`, release, 2 shared cores): RTS-24 over
-//! scales 0.88..1.12 takes 30/76/115 levels per hour (min/mean/max) and 13-30 s; over
-//! 0.8..1.2, 57/115/203 and 18-27 s; case118 derated over 0.95..1.05, 3/61/194 and 15 s.
+//! **Seeded curves.** Each exact curve is a walk over certified pieces from a seed
+//! (`grid::curve`), which `Market::curves` finds by an interior-point solve. A level's
+//! neighbours (the interval's ends, or the previous initial level) were built at nearby
+//! loads, so the walk first tries the active sets they used at the same export
+//! ([`crate::grid::curve::CurveSeeds`]) and solves only when none certifies: on RTS-24 over
+//! 0.88..1.12, 93 of 4 421 seeds needed a solve. What remains is mostly the two LPs of
+//! each curve's export range. A seed is used only where its piece certifies, so the curve
+//! is exact either way, and bitwise the solve-seeded one except where the solve's guesses
+//! fail at the walk's first export (the unseeded walk then starts elsewhere and the
+//! breakpoints may differ in their last bits: 1 curve of 7 379 over the five cases of
+//! `tests/load_table.rs`, which builds each table both ways, [`LoadTable::build_counted`]).
+//!
+//! Measured (`tests/load_table.rs`, `tol_mw = 0.01`, release, 2 cores, one test at a time,
+//! seeded build against unseeded): RTS-24 over scales 0.88..1.12 takes 30/76/115 levels
+//! per hour (min/mean/max) and 2.4 s (3.6 s unseeded); over 0.8..1.2, 57/115/203 and 4.6 s
+//! (5.4 s); case118 derated over 0.95..1.05, 3/61/194 and 2.4 s (3.7 s).
 //! Random loads (almost all inside blend intervals) are within about 1e-10 MW of exact
 //! rebuilds at every price; loads inside non-blend intervals within 4.1e-3 MW (build bound
 //! 9.9e-3 MW). Most levels sit around vertices: with an export slope of about 1 MW per MW
@@ -64,6 +77,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::grid::curve::CurveSeeds;
 use crate::market::Market;
 use crate::microgrid::HOURS;
 use crate::offer::OfferCurve;
@@ -165,6 +179,22 @@ impl LoadTable {
         tol_mw: f64,
         max_levels_per_hour: usize,
     ) -> Result<LoadTable> {
+        Ok(Self::build_counted(market, scale_range, tol_mw, max_levels_per_hour, true)?.0)
+    }
+
+    /// [`LoadTable::build`], and how its exact curves were seeded. With `seeded` false
+    /// every curve's walk starts from an interior-point solve, as [`Market::curves`] builds
+    /// a curve; with `seeded` true (what `build` does) it first tries the active sets the
+    /// neighbouring levels' curves used at the same export (`grid::curve::CurveSeeds`),
+    /// which spares most solves. The tables are bitwise equal either way
+    /// (`tests/load_table.rs` builds each case both ways).
+    pub fn build_counted(
+        market: &Market,
+        scale_range: (f64, f64),
+        tol_mw: f64,
+        max_levels_per_hour: usize,
+        seeded: bool,
+    ) -> Result<(LoadTable, SeedCounts)> {
         let (lo, hi) = scale_range;
         let range_text = format!("({lo}, {hi})");
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo) {
@@ -204,18 +234,21 @@ impl LoadTable {
             range_text: &range_text,
             tol_mw,
             max_levels: max_levels_per_hour,
+            seeded,
         };
-        let built: Vec<(HourLevels, Reached)> = (0..HOURS)
+        let built: Vec<Building> = (0..HOURS)
             .into_par_iter()
             .map(|hour| ctx.build_hour(hour, &scales))
             .collect::<Result<_>>()?;
         let mut reached = Reached::default();
+        let mut seeds = SeedCounts::default();
         let mut hours = Vec::with_capacity(HOURS);
-        for (levels, r) in built {
-            reached = reached.max(r);
-            hours.push(levels);
+        for b in built {
+            reached = reached.max(b.reached);
+            seeds.add(b.seeds);
+            hours.push(b.levels);
         }
-        Ok(LoadTable {
+        let table = LoadTable {
             base_load_mw: market.system_load_mw,
             scale_range,
             hours,
@@ -223,7 +256,8 @@ impl LoadTable {
             export_error_mw: reached.export_mw,
             cost_error: reached.cost,
             cost_error_rel: reached.cost_rel,
-        })
+        };
+        Ok((table, seeds))
     }
 
     /// The levels of one hour. Panics if `hour >= self.hours()`.
@@ -404,10 +438,37 @@ struct Ctx<'a> {
     range_text: &'a str,
     tol_mw: f64,
     max_levels: usize,
+    /// Whether each curve's walk is seeded from its neighbouring levels' active sets
+    /// (false: an interior-point solve seeds every curve, as `Market::curves`).
+    seeded: bool,
+}
+
+/// A level's exact curve and the active sets of its pieces.
+type Level = (OfferCurve, CurveSeeds);
+
+/// How a build's exact curves were seeded ([`LoadTable::build_counted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedCounts {
+    /// Exact curves built (levels, and midpoints that only tested a blend).
+    pub curves: usize,
+    /// Seeds of their walks taken from a neighbouring level's active sets.
+    pub reused: usize,
+    /// Seeds of their walks that needed an interior-point solve.
+    pub solved: usize,
+}
+
+impl SeedCounts {
+    fn add(&mut self, o: SeedCounts) {
+        self.curves += o.curves;
+        self.reused += o.reused;
+        self.solved += o.solved;
+    }
 }
 
 /// An hour's levels while they are built.
 struct Building {
+    /// How its curves were seeded.
+    seeds: SeedCounts,
     levels: HourLevels,
     reached: Reached,
 }
@@ -415,9 +476,19 @@ struct Building {
 impl Ctx<'_> {
     /// The exact curve at `hour` with that hour's system load `load_mw` (a market clone).
     /// A failure names the scale, hour and load under `scale_range`.
-    fn curve_at(&self, market: &mut Market, hour: usize, load_mw: f64) -> Result<OfferCurve> {
+    /// The walk is seeded from `seeds` (the curves of neighbouring levels) when the build
+    /// is (`Ctx::seeded`).
+    fn curve_at(
+        &self,
+        market: &mut Market,
+        hour: usize,
+        load_mw: f64,
+        seeds: &[&CurveSeeds],
+        counts: &mut SeedCounts,
+    ) -> Result<Level> {
         market.system_load_mw[hour] = load_mw;
-        let mut curves = market.curves(hour).map_err(|e| match e {
+        let seeds = if self.seeded { seeds } else { &[] };
+        let level = market.smart_grid_curve(hour, seeds).map_err(|e| match e {
             Error::InvalidInput { .. } | Error::Solver { .. } => Error::invalid(
                 "scale_range",
                 self.range_text,
@@ -429,22 +500,31 @@ impl Ctx<'_> {
             ),
             other => other,
         })?;
-        Ok(curves.swap_remove(0))
+        counts.add(SeedCounts {
+            curves: 1,
+            reused: level.1.reused,
+            solved: level.1.solved,
+        });
+        Ok(level)
     }
 
     /// One hour's levels: the initial scales, each interval refined (module doc).
-    fn build_hour(&self, hour: usize, scales: &[f64]) -> Result<(HourLevels, Reached)> {
+    fn build_hour(&self, hour: usize, scales: &[f64]) -> Result<Building> {
         let mut market = self.market.clone();
         let base = self.market.system_load_mw[hour];
         let loads: Vec<f64> = scales.iter().map(|&s| scaled(base, s)).collect();
-        let curves = loads
-            .iter()
-            .map(|&l| self.curve_at(&mut market, hour, l))
-            .collect::<Result<Vec<_>>>()?;
+        let mut curves: Vec<Level> = Vec::with_capacity(loads.len());
+        let mut counts = SeedCounts::default();
+        for &l in &loads {
+            let seeds: Vec<&CurveSeeds> = curves.last().map(|c| &c.1).into_iter().collect();
+            let level = self.curve_at(&mut market, hour, l, &seeds, &mut counts)?;
+            curves.push(level);
+        }
         let mut b = Building {
+            seeds: counts,
             levels: HourLevels {
                 loads_mw: vec![loads[0]],
-                curves: vec![curves[0].clone()],
+                curves: vec![curves[0].0.clone()],
                 blend: Vec::new(),
             },
             reached: Reached::default(),
@@ -464,7 +544,7 @@ impl Ctx<'_> {
             )?;
             lower = upper;
         }
-        Ok((b.levels, b.reached))
+        Ok(b)
     }
 
     /// Appends the levels inside `(a, b]` (the interval's end `a` is already the last
@@ -473,24 +553,25 @@ impl Ctx<'_> {
         &self,
         market: &mut Market,
         hour: usize,
-        a: (f64, &OfferCurve),
-        b: (f64, &OfferCurve),
+        a: (f64, &Level),
+        b: (f64, &Level),
         reserve: usize,
         out: &mut Building,
     ) -> Result<()> {
         let mid = 0.5 * (a.0 + b.0);
-        let same_len = a.1.len() == b.1.len();
+        let same_len = a.1.0.len() == b.1.0.len();
         let mut mid_curve = None;
+        let seeds = [&a.1.1, &b.1.1];
         if same_len {
-            let m = self.curve_at(market, hour, mid)?;
+            let m = self.curve_at(market, hour, mid, &seeds, &mut out.seeds)?;
             let w = (mid - a.0) / (b.0 - a.0);
-            if let Some(r) = blend_match(a.1, b.1, w, &m) {
+            if let Some(r) = blend_match(&a.1.0, &b.1.0, w, &m.0) {
                 out.reached = out.reached.max(r);
                 return push(out, b, true);
             }
             mid_curve = Some(m);
         }
-        let nearest = nearest_bound(a.1, b.1);
+        let nearest = nearest_bound(&a.1.0, &b.1.0);
         if nearest <= self.tol_mw {
             out.reached.export_mw = out.reached.export_mw.max(nearest);
             return push(out, b, false);
@@ -509,14 +590,14 @@ impl Ctx<'_> {
                     self.range_text,
                     a.0,
                     b.0,
-                    a.1.len(),
-                    b.1.len()
+                    a.1.0.len(),
+                    b.1.0.len()
                 ),
             ));
         }
         let m = match mid_curve {
             Some(m) => m,
-            None => self.curve_at(market, hour, mid)?,
+            None => self.curve_at(market, hour, mid, &seeds, &mut out.seeds)?,
         };
         // The upper half's levels are still to come: reserve one for the midpoint's
         // interval partner, the upper end.
@@ -526,9 +607,9 @@ impl Ctx<'_> {
 }
 
 /// Appends level `b` after an interval with blend flag `blend`.
-fn push(out: &mut Building, b: (f64, &OfferCurve), blend: bool) -> Result<()> {
+fn push(out: &mut Building, b: (f64, &Level), blend: bool) -> Result<()> {
     out.levels.loads_mw.push(b.0);
-    out.levels.curves.push(b.1.clone());
+    out.levels.curves.push(b.1.0.clone());
     out.levels.blend.push(blend);
     Ok(())
 }
