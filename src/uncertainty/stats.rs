@@ -17,6 +17,8 @@
 //! lies outside, and 0 at k = 1 (min) and k = N (max). Memory per output is
 //! `8 (bins + 2 + thresholds + exact_limit)` bytes at most.
 
+use rayon::prelude::*;
+
 use super::sigma::SigmaWeights;
 use crate::error::{Error, Result, number};
 
@@ -82,6 +84,46 @@ struct OutputState {
     histogram: Vec<u64>,
     exceed: Vec<u64>,
     exact: Option<Vec<f64>>,
+}
+
+impl OutputState {
+    /// Adds the `count`-th sample `x` (finite), keeping it while `keep_exact`.
+    fn add(&mut self, x: f64, count: u64, keep_exact: bool, bins: usize) {
+        let n = count as f64;
+        // Welford (1962): no cancellation between large sums.
+        let delta = x - self.mean;
+        // Higher central moments: Pébay (2008), SAND2008-6212, eq. (1.5), from the
+        // moments before this sample.
+        let dn = delta / n;
+        let term = delta * dn * (n - 1.0);
+        self.m4 +=
+            term * dn * dn * (n * n - 3.0 * n + 3.0) + 6.0 * dn * dn * self.m2 - 4.0 * dn * self.m3;
+        self.m3 += term * dn * (n - 2.0) - 3.0 * dn * self.m2;
+        self.mean += delta / n;
+        self.m2 += delta * (x - self.mean);
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let (lo, hi) = (self.spec.lo, self.spec.hi);
+        let slot = if x < lo {
+            0
+        } else if x > hi {
+            bins + 1
+        } else {
+            // Bins are [lo + j w, lo + (j + 1) w), the last one closed at hi.
+            1 + (((x - lo) / (hi - lo) * bins as f64) as usize).min(bins - 1)
+        };
+        self.histogram[slot] += 1;
+        for (c, &t) in self.exceed.iter_mut().zip(&self.spec.thresholds) {
+            *c += u64::from(x > t);
+        }
+        if keep_exact {
+            if let Some(v) = self.exact.as_mut() {
+                v.push(x);
+            }
+        } else {
+            self.exact = None;
+        }
+    }
 }
 
 /// Streaming statistics of m outputs over samples pushed in index order.
@@ -153,6 +195,28 @@ impl Accumulator {
     /// Adds sample `index` (must equal [`Self::count`]: index order) with one finite value
     /// per output.
     pub fn push(&mut self, index: u64, values: &[f64]) -> Result<()> {
+        if index == self.count && values.len() != self.outputs.len() {
+            return Err(Error::invalid(
+                "sample outputs",
+                format!("{} values", values.len()),
+                format!("{} values, one per output", self.outputs.len()),
+            ));
+        }
+        if index == self.count && values.is_empty() {
+            // No outputs: the sample is only counted.
+            self.count += 1;
+            return Ok(());
+        }
+        self.push_rows(index, values)
+    }
+
+    /// Adds the samples `index, index + 1, ...` (the first must equal [`Self::count`]),
+    /// one row of [`Self::outputs`] finite values each, laid end to end in `rows`: the same
+    /// state, bit for bit, as [`Self::push`] of each row in turn, and the same error, the
+    /// rows before a bad one pushed. Many rows are spread over the rayon pool by output
+    /// (each output still sees the samples in index order), so the result does not depend
+    /// on the pool's size.
+    pub fn push_rows(&mut self, index: u64, rows: &[f64]) -> Result<()> {
         if index != self.count {
             return Err(Error::invalid(
                 "sample index",
@@ -160,57 +224,47 @@ impl Accumulator {
                 format!("{} (samples are accumulated in index order)", self.count),
             ));
         }
-        if values.len() != self.outputs.len() {
+        let m = self.outputs.len();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if m == 0 || !rows.len().is_multiple_of(m) {
             return Err(Error::invalid(
                 "sample outputs",
-                format!("{} values", values.len()),
-                format!("{} values, one per output", self.outputs.len()),
+                format!("{} values", rows.len()),
+                format!("a multiple of {m}, one value per output per sample"),
             ));
         }
-        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        // Rows up to the first one with a value that is not finite, which is refused.
+        let bad = rows.iter().position(|v| !v.is_finite());
+        let good = bad.map_or(rows.len(), |i| i / m * m);
+        let rows_ok = &rows[..good];
+        let (first, bins, exact_limit) = (self.count, self.bins, self.exact_limit as u64);
+        let update = |o: &mut OutputState, k: usize| {
+            for (r, row) in rows_ok.chunks_exact(m).enumerate() {
+                let count = first + 1 + r as u64;
+                o.add(row[k], count, count <= exact_limit, bins);
+            }
+        };
+        // Below this many values a thread's start costs more than it saves.
+        const PARALLEL_VALUES: usize = 1 << 14;
+        if rows_ok.len() >= PARALLEL_VALUES {
+            self.outputs
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| update(o, k));
+        } else {
+            for (k, o) in self.outputs.iter_mut().enumerate() {
+                update(o, k);
+            }
+        }
+        self.count += (rows_ok.len() / m) as u64;
+        if let Some(i) = bad {
             return Err(Error::invalid(
-                format!("sample {index} output {k}"),
-                number(values[k]),
+                format!("sample {} output {}", first + (i / m) as u64, i % m),
+                number(rows[i]),
                 "a finite number",
             ));
-        }
-        self.count += 1;
-        let n = self.count as f64;
-        let keep_exact = self.count <= self.exact_limit as u64;
-        for (o, &x) in self.outputs.iter_mut().zip(values) {
-            // Welford (1962): no cancellation between large sums.
-            let delta = x - o.mean;
-            // Higher central moments: Pébay (2008), SAND2008-6212, eq. (1.5), from the
-            // moments before this sample.
-            let dn = delta / n;
-            let term = delta * dn * (n - 1.0);
-            o.m4 +=
-                term * dn * dn * (n * n - 3.0 * n + 3.0) + 6.0 * dn * dn * o.m2 - 4.0 * dn * o.m3;
-            o.m3 += term * dn * (n - 2.0) - 3.0 * dn * o.m2;
-            o.mean += delta / n;
-            o.m2 += delta * (x - o.mean);
-            o.min = o.min.min(x);
-            o.max = o.max.max(x);
-            let (lo, hi) = (o.spec.lo, o.spec.hi);
-            let slot = if x < lo {
-                0
-            } else if x > hi {
-                self.bins + 1
-            } else {
-                // Bins are [lo + j w, lo + (j + 1) w), the last one closed at hi.
-                1 + (((x - lo) / (hi - lo) * self.bins as f64) as usize).min(self.bins - 1)
-            };
-            o.histogram[slot] += 1;
-            for (c, &t) in o.exceed.iter_mut().zip(&o.spec.thresholds) {
-                *c += u64::from(x > t);
-            }
-            if keep_exact {
-                if let Some(v) = o.exact.as_mut() {
-                    v.push(x);
-                }
-            } else {
-                o.exact = None;
-            }
         }
         Ok(())
     }
@@ -525,6 +579,106 @@ mod tests {
             .is_err()
         );
         assert!(Accumulator::new(vec![spec()], 0, 0).is_err());
+    }
+
+    /// Every bit of an accumulator's state.
+    fn state_bits(acc: &Accumulator) -> Vec<u64> {
+        let mut bits = vec![acc.count];
+        for o in &acc.outputs {
+            bits.extend([o.mean, o.m2, o.m3, o.m4, o.min, o.max].map(f64::to_bits));
+            bits.extend(&o.histogram);
+            bits.extend(&o.exceed);
+            match &o.exact {
+                Some(v) => bits.extend(v.iter().map(|x| x.to_bits())),
+                None => bits.push(u64::MAX),
+            }
+        }
+        bits
+    }
+
+    #[test]
+    fn rows_pushed_together_give_the_bits_of_rows_pushed_one_by_one() {
+        use rand::{RngExt, SeedableRng};
+        let outputs = 40;
+        let specs: Vec<OutputSpec> = (0..outputs)
+            .map(|k| OutputSpec {
+                lo: -1.0 - k as f64,
+                hi: 1.0 + k as f64,
+                thresholds: vec![0.0, 0.5 * k as f64],
+            })
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let samples = 3_000;
+        let rows: Vec<f64> = (0..samples * outputs)
+            .map(|i| 1e3 + rng.random_range(-3.0..3.0) * (1 + i % outputs) as f64)
+            .collect();
+        // The exact values are dropped at sample 1 500, inside the large batch below.
+        let one_by_one = {
+            let mut acc = Accumulator::new(specs.clone(), 64, 1_500).expect("valid");
+            for (i, row) in rows.chunks(outputs).enumerate() {
+                acc.push(i as u64, row).expect("in order");
+            }
+            acc
+        };
+        assert!(one_by_one.outputs[0].exact.is_none());
+        // Values are kept while N <= exact_limit.
+        let mut at_limit = Accumulator::new(specs.clone(), 64, 1_500).expect("valid");
+        at_limit
+            .push_rows(0, &rows[..1_500 * outputs])
+            .expect("in order");
+        assert_eq!(
+            at_limit.outputs[3].exact.as_ref().map(Vec::len),
+            Some(1_500)
+        );
+        at_limit
+            .push(1_500, &rows[1_500 * outputs..1_501 * outputs])
+            .expect("in order");
+        assert!(at_limit.outputs[3].exact.is_none());
+        // The reference itself against plain sums.
+        for k in 0..outputs {
+            let column = rows.iter().skip(k).step_by(outputs);
+            let mean = column.clone().sum::<f64>() / samples as f64;
+            let var = column.map(|x| (x - mean).powi(2)).sum::<f64>() / (samples - 1) as f64;
+            let s = one_by_one.summary(k).expect("samples");
+            assert!((s.mean - mean).abs() <= 1e-12 * mean.abs(), "{k}");
+            let std = s.std.expect("N >= 2");
+            assert!((std - var.sqrt()).abs() <= 1e-9 * std, "{k}: {std}");
+        }
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a pool");
+            let together = pool.install(|| {
+                let mut acc = Accumulator::new(specs.clone(), 64, 1_500).expect("valid");
+                let mut at = 0;
+                // A single row, a small batch (sequential) and large ones (parallel).
+                for n in [1, 7, 1_800, samples - 1_808] {
+                    acc.push_rows(at as u64, &rows[at * outputs..(at + n) * outputs])
+                        .expect("in order");
+                    at += n;
+                }
+                acc
+            });
+            assert_eq!(state_bits(&together), state_bits(&one_by_one), "{threads}");
+        }
+        // A value that is not finite: the rows before it are taken, then the error names
+        // its sample and output, as pushing the rows one by one would.
+        let mut bad = rows[..1_000 * outputs].to_vec();
+        bad[600 * outputs + 13] = f64::INFINITY;
+        let mut acc = Accumulator::new(specs.clone(), 64, 1_500).expect("valid");
+        let e = acc.push_rows(0, &bad).expect_err("infinite").to_string();
+        assert!(e.contains("sample 600 output 13"), "{e}");
+        let mut reference = Accumulator::new(specs, 64, 1_500).expect("valid");
+        reference
+            .push_rows(0, &rows[..600 * outputs])
+            .expect("finite");
+        assert_eq!(state_bits(&acc), state_bits(&reference));
+        assert!(acc.push_rows(0, &rows[..outputs]).is_err(), "index order");
+        assert!(
+            acc.push_rows(600, &rows[..outputs + 1]).is_err(),
+            "whole rows"
+        );
     }
 
     #[test]

@@ -826,10 +826,12 @@ enum ReductionKind {
         values: Vec<[f64; OUTPUTS]>,
     },
     /// The first [`PILOT_SAMPLES`] finite runs are held until they set the histograms'
-    /// ranges, then every run goes straight into the accumulator, in sample order.
+    /// ranges, then the runs go into the accumulator in sample order, [`CHUNK_RUNS`] at a
+    /// time (`pending`), which spreads them over the pool by output.
     Sampling {
         acc: Option<Accumulator>,
         pilot: Vec<[f64; OUTPUTS]>,
+        pending: Vec<f64>,
         thresholds: Vec<Vec<f64>>,
     },
 }
@@ -867,6 +869,7 @@ impl Reduction {
                 kind: ReductionKind::Sampling {
                     acc: None,
                     pilot: Vec::new(),
+                    pending: Vec::new(),
                     thresholds: reference.thresholds.clone(),
                 },
                 sigma: None,
@@ -879,11 +882,22 @@ impl Reduction {
         let Some(out) = outputs else { return Ok(()) };
         match &mut self.kind {
             ReductionKind::Unscented { values, .. } => values.push(*out),
-            ReductionKind::Sampling { acc: Some(a), .. } => a.push(a.count(), out)?,
+            ReductionKind::Sampling {
+                acc: Some(a),
+                pending,
+                ..
+            } => {
+                pending.extend_from_slice(out);
+                if pending.len() >= CHUNK_RUNS * OUTPUTS {
+                    a.push_rows(a.count(), pending)?;
+                    pending.clear();
+                }
+            }
             ReductionKind::Sampling {
                 acc,
                 pilot,
                 thresholds,
+                ..
             } => {
                 pilot.push(*out);
                 if pilot.len() == PILOT_SAMPLES {
@@ -935,10 +949,14 @@ impl Reduction {
             ReductionKind::Sampling {
                 acc,
                 mut pilot,
+                pending,
                 thresholds,
             } => {
                 let acc = match acc {
-                    Some(a) => a,
+                    Some(mut a) => {
+                        a.push_rows(a.count(), &pending)?;
+                        a
+                    }
                     None if pilot.is_empty() => {
                         return Err(Error::Solver {
                             problem: format!("uncertainty study, {method}"),
