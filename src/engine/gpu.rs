@@ -2262,6 +2262,34 @@ mod tests {
         }};
     }
 
+    /// A run summary's layout: the kernel's `RunOut` and the settlement module's
+    /// `RunWide` both mirror the host's `RunOut32` / `RunOut64`.
+    macro_rules! check_run_out_layout {
+        ($module:expr, $wgsl:literal, $ty:ty) => {
+            check_layout!(
+                $module,
+                $wgsl,
+                $ty,
+                [
+                    price_sum,
+                    price_min,
+                    price_max,
+                    exchange_sum,
+                    cost_sum,
+                    max_abs_balance,
+                    iterations,
+                    iterations_max,
+                    converged_hours,
+                    tampered,
+                    rejected,
+                    fault,
+                    fault_code,
+                    fault_hour
+                ]
+            )
+        };
+    }
+
     macro_rules! check_all {
         ($p:expr, $run:ty, $attack:ty, $slot:ty, $hour:ty, $out:ty, $run_out:ty) => {{
             let m = parse($p);
@@ -2364,27 +2392,7 @@ mod tests {
                     fault_code
                 ]
             );
-            check_layout!(
-                &m,
-                "RunOut",
-                $run_out,
-                [
-                    price_sum,
-                    price_min,
-                    price_max,
-                    exchange_sum,
-                    cost_sum,
-                    max_abs_balance,
-                    iterations,
-                    iterations_max,
-                    converged_hours,
-                    tampered,
-                    rejected,
-                    fault,
-                    fault_code,
-                    fault_hour
-                ]
-            );
+            check_run_out_layout!(&m, "RunOut", $run_out);
         }};
     }
 
@@ -3219,27 +3227,7 @@ mod tests {
             SettleParams,
             [items, hours, groups_x, loop_probe]
         );
-        check_layout!(
-            &m,
-            "RunWide",
-            RunOut64,
-            [
-                price_sum,
-                price_min,
-                price_max,
-                exchange_sum,
-                cost_sum,
-                max_abs_balance,
-                iterations,
-                iterations_max,
-                converged_hours,
-                tampered,
-                rejected,
-                fault,
-                fault_code,
-                fault_hour
-            ]
-        );
+        check_run_out_layout!(&m, "RunWide", RunOut64);
     }
 
     #[test]

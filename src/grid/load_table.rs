@@ -186,8 +186,10 @@ impl LoadTable {
     /// every curve's walk starts from an interior-point solve, as [`Market::curves`] builds
     /// a curve; with `seeded` true (what `build` does) it first tries the active sets the
     /// neighbouring levels' curves used at the same export (`grid::curve::CurveSeeds`),
-    /// which spares most solves. The tables are bitwise equal either way
-    /// (`tests/load_table.rs` builds each case both ways).
+    /// which spares most solves. The tables have the same levels and blend flags either
+    /// way, and their curves are bitwise equal except where the solve's guesses fail at a
+    /// walk's first export (module doc: last bits, 1 curve of 7 379 in
+    /// `tests/load_table.rs`, which builds each case both ways).
     pub fn build_counted(
         market: &Market,
         scale_range: (f64, f64),
