@@ -129,24 +129,28 @@ impl OfferCurve {
             costs.push(fixed_cost);
             return Ok(());
         }
-        prices.extend(
-            units
-                .iter()
-                .flat_map(|u| [u.c1 + 2.0 * u.c2 * u.pmin, u.c1 + 2.0 * u.c2 * u.pmax]),
-        );
+        prices.reserve(2 * units.len());
+        for u in units {
+            prices.push(u.c1 + 2.0 * u.c2 * u.pmin);
+            prices.push(u.c1 + 2.0 * u.c2 * u.pmax);
+        }
         // Values equal under `total_cmp` have equal bits, so the unstable sort (which
         // never allocates) gives the stable sort's order.
         prices.sort_unstable_by(f64::total_cmp);
         prices.dedup();
-        for &price in prices.iter() {
+        let m = prices.len();
+        exports.resize(m, 0.0);
+        costs.resize(m, 0.0);
+        for ((&price, export), cost) in prices.iter().zip(exports.iter_mut()).zip(costs.iter_mut())
+        {
             let (mut x, mut c) = (fixed_export, fixed_cost);
             for u in units {
                 let p = u.output_at(price);
                 x += p;
                 c += u.cost(p);
             }
-            exports.push(x);
-            costs.push(c);
+            *export = x;
+            *cost = c;
         }
         self.check()
     }
@@ -274,6 +278,35 @@ impl CurveView<'_> {
 
     /// Checks the invariants: equal non-zero lengths, finite values, monotone coordinates.
     pub fn check(&self) -> Result<()> {
+        if self.holds_invariants() {
+            return Ok(());
+        }
+        self.first_violation()
+    }
+
+    /// Whether every invariant of [`CurveView::check`] holds: one branch-free pass, as a
+    /// batch rebuilds and checks a curve for every (run, hour).
+    fn holds_invariants(&self) -> bool {
+        let n = self.prices.len();
+        if n == 0 || self.exports.len() != n || self.costs.len() != n {
+            return false;
+        }
+        let (prices, exports, costs) = (self.prices, &self.exports[..n], &self.costs[..n]);
+        let mut ok = true;
+        let (mut last_price, mut last_export) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for k in 0..n {
+            let (p, e, c) = (prices[k], exports[k], costs[k]);
+            // Finite values compare as numbers, so `>=` is "not below".
+            ok &= p.is_finite() & e.is_finite() & c.is_finite();
+            ok &= (p >= last_price) & (e >= last_export);
+            (last_price, last_export) = (p, e);
+        }
+        ok
+    }
+
+    /// The error of [`CurveView::check`]: the first invariant that fails, in the order
+    /// lengths, then breakpoint by breakpoint finiteness and monotonicity; `Ok` if none.
+    fn first_violation(&self) -> Result<()> {
         let n = self.prices.len();
         if n == 0 || self.exports.len() != n || self.costs.len() != n {
             return Err(Error::invalid(
@@ -323,6 +356,7 @@ impl CurveView<'_> {
 
     /// The export at `price`, MW: the agent's set point (eq. 37-38 generalized to any
     /// monotone response).
+    #[inline(always)]
     pub fn export_at(&self, price: f64) -> f64 {
         self.export_with(price, || self.prices.partition_point(|&p| p <= price))
     }
@@ -363,6 +397,7 @@ impl CurveView<'_> {
 
     /// Slope `d export / d price`, MW per $/MWh, on the side of `price` the price is moving
     /// to (`downward` true: the segment left of `price`).
+    #[inline(always)]
     pub fn slope_at(&self, price: f64, downward: bool) -> f64 {
         let n = self.prices.len();
         if n < 2 {
@@ -480,6 +515,71 @@ impl CurveView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_detailed_one() {
+        use rand::{RngExt, SeedableRng};
+        // Values that break an invariant (non-finite, decreasing) or sit on its edge
+        // (equal neighbours, signed zeros, extremes).
+        let pool = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.5,
+            f64::MAX,
+            f64::MIN,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (mut valid, mut invalid) = (0, 0);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..6usize);
+            let len = |rng: &mut rand_chacha::ChaCha8Rng| {
+                if rng.random_range(0..20) == 0 {
+                    rng.random_range(0..6usize)
+                } else {
+                    n
+                }
+            };
+            let column = |rng: &mut rand_chacha::ChaCha8Rng, len: usize| -> Vec<f64> {
+                let mut v: Vec<f64> = (0..len)
+                    .map(|_| pool[rng.random_range(0..pool.len())])
+                    .collect();
+                // Mostly sorted, so that valid curves are common.
+                if rng.random_range(0..4) != 0 {
+                    v.sort_by(f64::total_cmp);
+                }
+                v
+            };
+            let (lp, le, lc) = (n, len(&mut rng), len(&mut rng));
+            let prices = column(&mut rng, lp);
+            let exports = column(&mut rng, le);
+            let costs = column(&mut rng, lc);
+            let view = CurveView {
+                prices: &prices,
+                exports: &exports,
+                costs: &costs,
+            };
+            let detailed = view.first_violation();
+            assert_eq!(
+                view.holds_invariants(),
+                detailed.is_ok(),
+                "{prices:?} {exports:?} {costs:?}: {detailed:?}"
+            );
+            if detailed.is_ok() {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        assert!(
+            valid > 1_000 && invalid > 1_000,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
 
     #[test]
     fn export_at_count_is_export_at_without_the_search() {

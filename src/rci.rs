@@ -528,6 +528,7 @@ fn held_at_limit(st: &AgentState, s: &RciSettings) -> bool {
 
 /// Agent's local slope of its response when the price moves down (`downward`) or up, at
 /// its effective price `lambda - H_up + H_lo`, MW per $/MWh; 0 while held at a limit.
+#[inline(always)]
 fn directional_slope(a: &Agent<'_>, st: &AgentState, s: &RciSettings, downward: bool) -> f64 {
     if held_at_limit(st, s) {
         0.0
@@ -637,6 +638,7 @@ impl NewtonMemory {
     /// trade, a balance of rounding noise whose sign says nothing about the mean price,
     /// and a bracket end set at the mean could exclude the solution and hold the step in
     /// a cycle. When the agents agree, `low = high` is their price.
+    #[inline(always)]
     pub fn kappa(
         &mut self,
         mismatch: f64,
@@ -686,6 +688,7 @@ pub fn nearest_gap(gaps: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
 
 /// The innovation step `kappa^k` of eq. (31)-(32) for the state's iteration, updating the
 /// Newton bracket and safeguard memory.
+#[inline(always)]
 fn innovation_step(
     state: &mut RciState,
     agents: &[Agent<'_>],
@@ -695,9 +698,11 @@ fn innovation_step(
     if let Some(kappa) = scheduled_kappa(s, state.iteration) {
         return kappa;
     }
-    let mean_price = state.price();
+    // The states as long as `agents` (they always are), so that a caller that knows the
+    // count lets the compiler unroll every loop below.
+    let current = &state.agents[..agents.len()];
+    let mean_price = mean_price(current);
     let downward = mismatch > 0.0;
-    let current = &state.agents;
     let slope: f64 = agents
         .iter()
         .zip(current)
@@ -711,9 +716,10 @@ fn innovation_step(
                 .map(|(a, st)| directional_gap(a, st, s, downward)),
         )
     };
+    let range = price_range(current);
     state
         .newton
-        .kappa(mismatch, mean_price, price_range(current), slope, flat, s)
+        .kappa(mismatch, mean_price, range, slope, flat, s)
 }
 
 /// The innovation step of the rules that follow a schedule, at `iteration` (the number of
@@ -848,6 +854,7 @@ fn chi_alters(
 
 /// The new duals, set point and power of agent `agent` (index `i`) from its state `me` at
 /// its new price, eq. (33)-(42).
+#[inline(always)]
 fn respond(
     agent: &Agent<'_>,
     limit_prices: (f64, f64),
@@ -887,8 +894,15 @@ fn respond(
 }
 
 /// Ends an iteration: the Newton memories' reset when gradient duals moved, the swap of
-/// the new states in, the iteration count and the stop decision on `residuals`.
-fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> StepReport {
+/// the new states in, the iteration count and the stop decision on `residuals`. `n` is
+/// the number of agents (the states' length).
+#[inline(always)]
+fn finish_step(
+    state: &mut RciState,
+    n: usize,
+    s: &RciSettings,
+    residuals: Residuals,
+) -> StepReport {
     let duals_moved = || {
         state
             .agents
@@ -905,7 +919,7 @@ fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> S
     state.iteration += 1;
     // A diverged iterate can never meet the stop rules: it is reported as not converged
     // after this iteration.
-    let progress = if diverged(&state.agents) {
+    let progress = if diverged(&state.agents[..n]) {
         Progress::Diverged
     } else if stop_rules_hold(&residuals, s) {
         Progress::Converged
@@ -920,15 +934,33 @@ fn finish_step(state: &mut RciState, s: &RciSettings, residuals: Residuals) -> S
 
 /// The attack-free iteration: every agent uses the same messages and one innovation step.
 /// Returns the report, the innovation step and the trade balance it was taken on.
+///
+/// Two agents, the batch backends' market, take a copy of the body compiled for exactly
+/// two: the same operations in the same order (so the same bits), with the loops over the
+/// agents unrolled and their bounds checks gone.
 fn step_free(
     state: &mut RciState,
     agents: &[Agent<'_>],
     s: &RciSettings,
 ) -> (StepReport, f64, f64) {
-    let mismatch: f64 = state.agents.iter().map(|a| a.power).sum();
-    let kappa = innovation_step(state, agents, s, mismatch);
+    match agents {
+        [_, _] => step_free_body(state, &agents[..2], s),
+        _ => step_free_body(state, agents, s),
+    }
+}
+
+/// The body of [`step_free`], inlined into each of its calls.
+#[inline(always)]
+fn step_free_body(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+) -> (StepReport, f64, f64) {
     let n = agents.len();
+    let mismatch: f64 = state.agents[..n].iter().map(|a| a.power).sum();
+    let kappa = innovation_step(state, agents, s, mismatch);
     let (current, next) = (&state.agents[..n], &mut state.previous[..n]);
+    let limit_prices = &state.limit_prices[..n];
     for i in 0..n {
         let me = current[i];
         let price = price_update(
@@ -938,10 +970,10 @@ fn step_free(
             kappa,
             mismatch,
         );
-        next[i] = respond(&agents[i], state.limit_prices[i], me, price, s);
+        next[i] = respond(&agents[i], limit_prices[i], me, price, s);
     }
     let residuals = residuals_between(current, next);
-    (finish_step(state, s, residuals), kappa, mismatch)
+    (finish_step(state, n, s, residuals), kappa, mismatch)
 }
 
 /// The iteration of an attacked hour when every agent uses the same messages (a defended
@@ -1117,7 +1149,7 @@ fn step_views(
     }
     (state.view_old, state.view_new) = (old, new);
     state.signals = signals;
-    (finish_step(state, s, residuals), chi_altered)
+    (finish_step(state, n, s, residuals), chi_altered)
 }
 
 /// Runs [`step`] from `state` until it converges or diverges, or the state reaches
@@ -1133,8 +1165,14 @@ pub fn negotiate_in(
     if let Some(t) = trajectory.as_deref_mut() {
         state.record(t);
     }
+    // `step` asks this of every iteration; an hour's attacks do not change within it.
+    let free = !attacks.any();
     while state.iteration < settings.max_iterations {
-        let report = step(state, agents, settings, attacks);
+        let report = if free {
+            step_free(state, agents, settings).0
+        } else {
+            step(state, agents, settings, attacks)
+        };
         if let Some(t) = trajectory.as_deref_mut() {
             state.record(t);
         }
@@ -1198,6 +1236,7 @@ pub fn negotiate_attacked(
 /// Newton step (negligible at that mismatch), never the flat-stretch jump, clamped into the
 /// bracket, so no step rule leaves it. Targets are checked with `f64` comparisons only, so
 /// the GPU kernel can mirror them.
+#[inline(always)]
 pub fn newton_kappa(
     mismatch: f64,
     mean_price: f64,
@@ -1338,6 +1377,78 @@ mod tests {
                 max_export: 500.0,
             },
         ]
+    }
+
+    /// `step_free` runs two agents through a copy of its body compiled for exactly two;
+    /// every other count, and this test, through the general one. Both must give the
+    /// same bits at every iteration, over random unit markets and every rule.
+    #[test]
+    fn two_agents_step_the_same_in_the_specialised_and_the_general_body() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut iterations = 0;
+        for case in 0..300 {
+            let curve = |rng: &mut rand_chacha::ChaCha8Rng, fixed: f64| {
+                let units: Vec<QuadraticUnit> = (0..rng.random_range(1..4))
+                    .map(|_| {
+                        let pmin = rng.random_range(-20.0..20.0);
+                        QuadraticUnit {
+                            c2: rng.random_range(0.001..0.2),
+                            c1: rng.random_range(0.0..60.0),
+                            c0: rng.random_range(0.0..50.0),
+                            pmin,
+                            pmax: pmin + rng.random_range(0.0..150.0),
+                        }
+                    })
+                    .collect();
+                OfferCurve::from_units(&units, fixed, 0.0).unwrap()
+            };
+            let (fixed_a, fixed_b) = (rng.random_range(-50.0..50.0), rng.random_range(-200.0..0.0));
+            let (a, b) = (curve(&mut rng, fixed_a), curve(&mut rng, fixed_b));
+            let mut pair = agents(&a, &b);
+            let limit = rng.random_range(10.0..300.0);
+            for agent in &mut pair {
+                (agent.min_export, agent.max_export) = (-limit, limit);
+            }
+            let s = RciSettings {
+                step_rule: [StepRule::Newton, StepRule::Constant, StepRule::Diminishing][case % 3],
+                dual_update: [DualUpdate::Exact, DualUpdate::Gradient][case / 3 % 2],
+                power_update: [PowerUpdate::Relaxed, PowerUpdate::Plain][case / 6 % 2],
+                start_price: [StartPrice::Common, StartPrice::OwnMarginal][case / 12 % 2],
+                initial_price: rng.random_range(0.0..80.0),
+                kappa: 0.05,
+                max_iterations: 300,
+                ..RciSettings::default()
+            };
+            s.validate().unwrap();
+            let (mut fast, mut general) = (RciState::new(&pair, &s), RciState::new(&pair, &s));
+            // A length the compiler cannot see, so the general body runs.
+            let unknown: &[Agent<'_>] = std::hint::black_box(&pair[..]);
+            for _ in 0..s.max_iterations {
+                let (f, kf, mf) = step_free(&mut fast, &pair, &s);
+                let (g, kg, mg) = step_free_body(&mut general, unknown, &s);
+                iterations += 1;
+                let bits = |st: &RciState| {
+                    st.agents()
+                        .iter()
+                        .flat_map(|a| [a.price, a.power, a.dual_upper, a.dual_lower])
+                        .chain([st.bracket().0, st.bracket().1])
+                        .map(f64::to_bits)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&fast), bits(&general), "case {case}");
+                assert_eq!(
+                    (kf.to_bits(), mf.to_bits()),
+                    (kg.to_bits(), mg.to_bits()),
+                    "case {case}"
+                );
+                assert_eq!(f.progress, g.progress, "case {case}");
+                if f.progress != Progress::Running {
+                    break;
+                }
+            }
+        }
+        assert!(iterations > 3_000, "{iterations} iterations");
     }
 
     #[test]
