@@ -1025,7 +1025,7 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
     let buses = plan.pcc_buses();
     println!(
         "sweep {} is valid: {} runs ({} per grid point) in {} parts ({}) over {} pcc bus(es) \
-         {:?}; it would build {} smart-grid curve set(s)",
+         {:?}; it would build {}",
         path.display(),
         plan.total_runs(),
         plan.samples(),
@@ -1037,7 +1037,12 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
         },
         buses.len(),
         buses,
-        plan.curve_sets()
+        match plan.load_table_spec() {
+            Some(((lo, hi), tol)) => format!(
+                "one load table per pcc bus over load scales [{lo}, {hi}] (table_tol_mw {tol})"
+            ),
+            None => format!("{} smart-grid curve set(s)", plan.curve_sets()),
+        }
     );
     Ok(())
 }

@@ -858,6 +858,19 @@ fn check_sweep_is_a_dry_run() {
             "stdout lacks {fragment}: {stdout}"
         );
     }
+    // A drawn load scale read from a load table: the table, not a curve set per run.
+    let sweep = root.join("experiments/sweeps/load_uniform_table.toml");
+    let (code, stdout, stderr) = cli(dir.path(), &["check", "--sweep", &sweep.to_string_lossy()]);
+    assert_eq!(code, 0, "{stderr}");
+    for fragment in [
+        "20000 runs",
+        "one load table per pcc bus over load scales [0.9, 1.1] (table_tol_mw 0.01)",
+    ] {
+        assert!(
+            stdout.contains(fragment),
+            "stdout lacks {fragment}: {stdout}"
+        );
+    }
     assert_eq!(
         std::fs::read_dir(dir.path()).expect("dir").count(),
         0,
@@ -872,6 +885,17 @@ fn check_sweep_is_a_dry_run() {
     let (code, _, stderr) = cli(dir.path(), &["check", "--sweep", "bad.toml"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("renewable_scale"), "{stderr}");
+    std::fs::write(
+        dir.path().join("bad_table.toml"),
+        "seed = 1\n[parameters]\nload_scale = { uniform = [0.9, 1.1], table_tol_mw = -1 }\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = cli(dir.path(), &["check", "--sweep", "bad_table.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("parameters.load_scale.table_tol_mw") && stderr.contains("(0, 10] MW"),
+        "{stderr}"
+    );
 }
 
 /// A relative `grid.case_file` is relative to the scenario file, not to the directory the

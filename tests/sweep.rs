@@ -476,6 +476,22 @@ fn bad_sweep_inputs_name_the_field() {
         ("seed = 1\n[base.load]\nscale = -1.0", "base.load.scale"),
         ("seed = 1\nrun_hours = 1", "run_hours"),
         (
+            "seed = 1\n[parameters]\nload_scale = { values = [0.95, 1.0], table_tol_mw = 0.01 }",
+            "parameters.load_scale.table_tol_mw",
+        ),
+        (
+            "seed = 1\n[parameters]\nload_scale = { uniform = [0.95, 1.0], table_tol_mw = 0.0 }",
+            "parameters.load_scale.table_tol_mw",
+        ),
+        (
+            "seed = 1\n[parameters]\nload_scale = { uniform = [0.95, 1.0], table_tol_mw = nan }",
+            "parameters.load_scale.table_tol_mw",
+        ),
+        (
+            "seed = 1\n[parameters]\nrenewable_scale = { uniform = [0.5, 1.0], table_tol_mw = 0.01 }",
+            "parameters.renewable_scale.table_tol_mw",
+        ),
+        (
             "seed = 1\nrun_hours = false\n[parameters]\nattack.variable = { values = [\"price\"] }\n\
              attack.agent = { values = [1] }\nattack.hour = { values = [10] }\n\
              attack.size = { values = [5.0] }",
@@ -491,6 +507,10 @@ fn bad_sweep_inputs_name_the_field() {
         let e = err_text(text);
         assert!(e.contains(field), "{text}\n-> {e}");
     }
+    let e = err_text(
+        "seed = 1\n[parameters]\nload_scale = { uniform = [0.95, 1.0], table_tol_mw = 11.0 }",
+    );
+    assert!(e.contains("(0, 10] MW"), "{e}");
     let e = err_text("seed = 1\n[parameters]\nload_scale = { uniform = [1.05, 0.9] }");
     assert!(e.contains("[1.05, 0.9]") && e.contains("lo < hi"), "{e}");
     let e = err_text(
@@ -527,6 +547,7 @@ fn example_sweeps_are_valid() {
         ("step_size_grid.toml", 14, 1),
         ("load_renewable_mc.toml", 4000, 4),
         ("pcc_buses.toml", 100, 5),
+        ("load_uniform_table.toml", 20000, 4),
     ] {
         let s = SweepSpec::from_file(&example(name)).unwrap();
         let plan = s.plan().unwrap();
@@ -552,6 +573,7 @@ fn example_sweeps_run_to_completion() {
         "step_size_grid.toml",
         "load_renewable_mc.toml",
         "pcc_buses.toml",
+        "load_uniform_table.toml",
     ] {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
@@ -694,4 +716,122 @@ fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
     let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
     let report = sweep_in_pool(&runs_only, cpu_out.path(), &cpu(None), 2);
     assert_eq!(report.parts_reduced_on_device, 0);
+}
+
+/// A drawn load scale, once with each run's own network-exact curves and once from a load
+/// table; 5 runs per part, so the table sweep's parts also cross the exact one's.
+fn drawn_load(table_tol_mw: Option<f64>, runs_per_part: u64) -> SweepSpec {
+    let tol = table_tol_mw.map_or(String::new(), |t| format!(", table_tol_mw = {t}"));
+    spec(&format!(
+        r#"
+seed = 5
+runs_per_part = {runs_per_part}
+samples = 12
+
+[parameters]
+load_scale = {{ uniform = [0.96, 1.04]{tol} }}
+renewable_scale = {{ uniform = [0.5, 1.5] }}
+"#
+    ))
+}
+
+fn f64_column(batch: &RecordBatch, name: &str) -> Vec<f64> {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap_or_else(|| panic!("{name} is not f64"))
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn a_drawn_load_scale_read_from_a_load_table_matches_the_exact_curves_within_its_bound() {
+    let tol = 0.01;
+    let (exact, table, other) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let exact_report = sweep_in_pool(&drawn_load(None, 12), exact.path(), &cpu(None), 2);
+    assert!(
+        exact_report
+            .notices
+            .iter()
+            .any(|n| n.contains("table_tol_mw = 0.01")),
+        "{:?}",
+        exact_report.notices
+    );
+    let report = sweep_in_pool(&drawn_load(Some(tol), 12), table.path(), &cpu(None), 2);
+    assert!(report.complete);
+    let built: Vec<&String> = report
+        .notices
+        .iter()
+        .filter(|n| n.contains("load table over load scales [0.96, 1.04]"))
+        .collect();
+    assert_eq!(built.len(), 1, "{:?}", report.notices);
+    no_tmp_files(table.path());
+
+    // The smart grid's curves differ from the exact ones by at most `tol` MW of export at
+    // any price (and costs by the blend's quadratic error), so the negotiated exchange and
+    // price move by far less than the RCI's own tolerances; every hour still converges.
+    let (e, t) = (
+        dataset(exact.path(), "run_hours"),
+        dataset(table.path(), "run_hours"),
+    );
+    assert_eq!(e.num_rows(), 12 * 24);
+    assert_eq!(t.num_rows(), e.num_rows());
+    let close = |name: &str, bound: f64, relative: bool| {
+        let (a, b) = (f64_column(&e, name), f64_column(&t, name));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / if relative { x.abs().max(1.0) } else { 1.0 })
+            .fold(0.0, f64::max);
+        assert!(worst <= bound, "{name}: {worst} > {bound}");
+        worst
+    };
+    close("exchange_mw", tol, false);
+    close("price", 1e-3, false);
+    close("microgrid_cost", 1e-6, true);
+    // The blend's cost error is at most 3.8e-4 relative on RTS-24 (grid::load_table).
+    let cost = close("smart_grid_cost", 1e-3, true);
+    assert!(
+        cost > 0.0,
+        "the table's costs equal the exact ones: is it read at all?"
+    );
+    let converged = |b: &RecordBatch| {
+        b.column_by_name("converged")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .unwrap()
+            .true_count()
+    };
+    assert_eq!(converged(&t), converged(&e));
+    // The runs table records each run's drawn scale, whichever curves it read.
+    assert_eq!(
+        f64_column(&dataset(exact.path(), "runs"), "load_scale"),
+        f64_column(&dataset(table.path(), "runs"), "load_scale")
+    );
+
+    // The table sweep is as reproducible as any: other parts, other threads, same rows.
+    sweep_in_pool(&drawn_load(Some(tol), 5), other.path(), &cpu(None), 1);
+    for name in ["runs", "run_hours"] {
+        assert_eq!(
+            dataset(table.path(), name),
+            dataset(other.path(), name),
+            "{name}"
+        );
+    }
+    // A table sweep is another sweep: it does not resume into the exact one's directory.
+    let err = run_sweep(
+        &drawn_load(Some(tol), 12),
+        exact.path(),
+        &cpu(None),
+        &mut |_| {},
+    )
+    .expect_err("another sweep's directory");
+    assert!(err.to_string().contains("holds another sweep"), "{err}");
 }

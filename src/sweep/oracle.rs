@@ -255,15 +255,11 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
     buses.sort_unstable();
     buses.dedup();
     for bus in buses {
-        let market = plan.market(bus).ok_or_else(|| Error::Output {
-            context: "ledger oracle".into(),
-            message: format!("no market for pcc_bus {bus}"),
-        })?;
         let members: Vec<usize> = (0..planned.len())
             .filter(|&k| planned[k].values.pcc_bus == bus)
             .collect();
         let specs: Vec<_> = members.iter().map(|&k| planned[k].run_spec()).collect();
-        let batch = Batch::from_market(market, &specs)?;
+        let batch = plan.batch(bus, &specs, &mut Default::default())?;
         let mut index = vec![usize::MAX; planned.len()];
         for (b, &k) in members.iter().enumerate() {
             index[k] = b;

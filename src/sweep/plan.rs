@@ -11,9 +11,12 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use std::sync::OnceLock;
+
 use crate::attack::{Attack, MAX_ATTACKS};
-use crate::engine::RunSpec;
+use crate::engine::{Batch, CurveCache, HourlyInputs, RunSpec};
 use crate::error::{Error, Result};
+use crate::grid::load_table::LoadTable;
 use crate::market::Market;
 use crate::rci::RciSettings;
 use crate::sweep::spec::{Axis, Dimension, RunAttack, SweepSpec, Target, Value, apply};
@@ -144,7 +147,15 @@ pub struct SweepPlan {
     attacks: bool,
     /// The sweep writes the `run_hours` table.
     run_hours: bool,
+    /// A drawn load scale answered from a load table: its scale range and tolerance, MW.
+    load_table: Option<((f64, f64), f64)>,
+    /// Each group's load table, built on first use.
+    tables: Vec<OnceLock<LoadTable>>,
 }
+
+/// Most levels per hour a sweep's load table may use (the build fails with the figures it
+/// reached beyond).
+pub const MAX_TABLE_LEVELS: usize = 4000;
 
 /// A uniform `f64` in `[0, 1)` from the top 53 bits of one `u64` (written out rather than
 /// taken from `rand`'s distributions so that the values cannot change with its version).
@@ -211,6 +222,8 @@ impl SweepSpec {
             groups,
             runs_per_part: self.runs_per_part,
             run_hours: self.run_hours,
+            load_table: self.load_table(),
+            tables: (0..buses.len()).map(|_| OnceLock::new()).collect(),
         })
     }
 }
@@ -293,10 +306,88 @@ impl SweepPlan {
         self.groups.iter().find(|g| g.0 == pcc_bus).map(|g| &g.3)
     }
 
+    /// The load table the sweep's drawn load scale reads, `(scale range, tol_mw)`; `None`
+    /// when every run builds its own exact curves.
+    pub fn load_table_spec(&self) -> Option<((f64, f64), f64)> {
+        self.load_table
+    }
+
+    /// The load table of a pcc bus's market, built on the first call (about 3 s for
+    /// RTS-24 over load scales 0.88..1.12 on 2 cores), and whether this call built it;
+    /// `None` when the sweep reads no table.
+    pub fn table(&self, pcc_bus: usize) -> Result<Option<(&LoadTable, bool)>> {
+        let Some((range, tol)) = self.load_table else {
+            return Ok(None);
+        };
+        let k = self.group_index(pcc_bus)?;
+        if let Some(t) = self.tables[k].get() {
+            return Ok(Some((t, false)));
+        }
+        let table = LoadTable::build(&self.groups[k].3, range, tol, MAX_TABLE_LEVELS)
+            .map_err(|e| e.with_field_prefix("parameters.load_scale.table_"))?;
+        Ok(Some((self.tables[k].get_or_init(|| table), true)))
+    }
+
+    /// The engine's batch of `runs` of a pcc bus: the smart grid's curves from `cache`'s
+    /// curve sets (built per distinct load scale), or, when the sweep reads a load table,
+    /// each run's hours at `load_scale` times the base load, blended from the table
+    /// ([`Batch::from_market_with_table`]; the microgrid's hours are the forecast's, so
+    /// only the smart grid's curves differ from the exact ones, by at most `tol_mw`).
+    pub fn batch(&self, pcc_bus: usize, runs: &[RunSpec], cache: &mut CurveCache) -> Result<Batch> {
+        let market = &self.groups[self.group_index(pcc_bus)?].3;
+        let Some((table, _)) = self.table(pcc_bus)? else {
+            return Batch::from_market_cached(market, runs, cache);
+        };
+        let forecast = HourlyInputs::forecast(market);
+        let specs: Vec<RunSpec> = runs
+            .iter()
+            .map(|r| {
+                let scale = r.load_scale;
+                RunSpec {
+                    load_scale: 1.0,
+                    hourly: Some(Box::new(HourlyInputs {
+                        sg_load_mw: Some(market.system_load_mw.map(|l| l * scale)),
+                        ..forecast.clone()
+                    })),
+                    ..r.clone()
+                }
+            })
+            .collect();
+        let batch = Batch::from_market_with_table(market, &specs, cache, table)?;
+        // Drawn scales lie in the table's range, so no hour may fall outside it.
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(h) = (0..batch.hours()).find(|&h| batch.sg_load_out_of_range(i, h)) {
+                return Err(Error::invalid(
+                    "parameters.load_scale",
+                    crate::error::number(r.load_scale),
+                    format!(
+                        "within the load table's range {:?} (hour {h} fell outside it)",
+                        table.scale_range()
+                    ),
+                ));
+            }
+        }
+        Ok(batch)
+    }
+
+    fn group_index(&self, pcc_bus: usize) -> Result<usize> {
+        self.groups
+            .iter()
+            .position(|g| g.0 == pcc_bus)
+            .ok_or_else(|| Error::Output {
+                context: "sweep plan".into(),
+                message: format!("no market for pcc_bus {pcc_bus}"),
+            })
+    }
+
     /// Smart-grid curve sets the sweep builds: one per (pcc bus, distinct load scale),
     /// since only the system load changes the network-exact curves. A drawn load scale
-    /// gives every run its own.
+    /// gives every run its own, unless it reads a load table (0: the table's levels,
+    /// counted when it is built, are the curves).
     pub fn curve_sets(&self) -> u64 {
+        if self.load_table.is_some() {
+            return 0;
+        }
         let load = self
             .dims
             .iter()

@@ -72,7 +72,16 @@ pub struct RealParam {
     /// `lo < hi` (read as a list so that a third value is refused, not dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uniform: Option<Vec<f64>>,
+    /// `parameters.load_scale` drawn uniformly only: answer the smart grid's curves from a
+    /// load table over `[lo, hi]` built once per pcc bus ([`crate::grid::load_table`]),
+    /// within this many MW of the exact curves, instead of building each run's own
+    /// network-exact curves; `(0, MAX_TABLE_TOL_MW]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_tol_mw: Option<f64>,
 }
+
+/// Largest `parameters.load_scale.table_tol_mw`, MW.
+pub const MAX_TABLE_TOL_MW: f64 = 10.0;
 
 /// An integer sweep parameter: exactly one of a grid or a uniform draw.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -310,6 +319,16 @@ impl SweepSpec {
         };
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// The load table a drawn `parameters.load_scale` asks for: its scale range `(lo, hi)`
+    /// and `table_tol_mw`; `None` when the runs build their own exact curves.
+    pub fn load_table(&self) -> Option<((f64, f64), f64)> {
+        let p = self.parameters.load_scale.as_ref()?;
+        match (p.uniform.as_deref(), p.table_tol_mw) {
+            (Some(&[lo, hi]), Some(tol)) => Some(((lo, hi), tol)),
+            _ => None,
+        }
     }
 
     /// Validates everything that does not need the grid case.
@@ -628,6 +647,31 @@ impl SweepSpec {
         field: &'static str,
         param: &RealParam,
     ) -> Result<Dimension> {
+        if let Some(tol) = param.table_tol_mw {
+            let sub = format!("{field}.table_tol_mw");
+            if target != Target::LoadScale {
+                return Err(Error::invalid(
+                    sub,
+                    crate::error::number(tol),
+                    "absent: only parameters.load_scale reads a load table",
+                ));
+            }
+            if param.uniform.is_none() {
+                return Err(Error::invalid(
+                    sub,
+                    crate::error::number(tol),
+                    "absent unless load_scale is drawn uniformly (a grid builds each \
+                     value's exact curves once)",
+                ));
+            }
+            if !(tol.is_finite() && tol > 0.0 && tol <= MAX_TABLE_TOL_MW) {
+                return Err(Error::invalid(
+                    sub,
+                    crate::error::number(tol),
+                    format!("(0, {MAX_TABLE_TOL_MW}] MW"),
+                ));
+            }
+        }
         let axis = match (&param.values, &param.uniform) {
             (Some(values), None) => {
                 check_grid(&format!("{field}.values"), values)?;
