@@ -873,3 +873,28 @@ fn a_drawn_load_scale_read_from_a_load_table_gives_the_cpu_bits_on_a_gpu_in_f64(
         }
     }
 }
+
+/// A tolerance no table can meet is found only while the table is built, after the sweep
+/// has claimed its directory: the error names `table_tol_mw` and nothing is left behind.
+#[test]
+fn a_table_tolerance_too_fine_to_build_is_refused_naming_it() {
+    let s = spec(
+        r#"
+seed = 5
+runs_per_part = 4
+samples = 4
+
+[parameters]
+load_scale = { uniform = [0.8, 1.2], table_tol_mw = 1e-9 }
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    match run_sweep(&s, &out, &cpu(None), &mut |_| {}) {
+        Err(Error::InvalidInput { field, .. }) => {
+            assert_eq!(field, "parameters.load_scale.table_tol_mw");
+        }
+        other => panic!("expected an invalid table_tol_mw, got {other:?}"),
+    }
+    assert!(!out.exists() || files(&out).is_empty(), "{:?}", files(&out));
+}
