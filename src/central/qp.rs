@@ -159,7 +159,7 @@ impl Qp {
 
     /// Solves the problem, reporting infeasibility as an outcome. A solver that stops
     /// short (too little progress, numerical trouble, the iteration cap), or that reaches
-    /// only reduced accuracy with KKT residuals above [`KKT_TOL`], is retried with other
+    /// only reduced accuracy with KKT residuals above `KKT_TOL`, is retried with other
     /// settings before an error names the problem and every status seen.
     pub fn solve_outcome(&self, name: &str) -> Result<QpOutcome> {
         let n = self.num_vars();

@@ -73,7 +73,7 @@ impl Precision {
 }
 
 /// The WGSL source of the kernel for a precision: an `alias real`, the size constants and
-/// the shared codes ([`codes`]) prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
+/// the shared codes (`codes`) prepended to `shaders/rci.wgsl`. WGSL has no preprocessor and naga needs no `enable`
 /// for f64 (it is gated by `Capabilities::FLOAT64` / `Features::SHADER_F64`).
 pub fn shader_source(precision: Precision) -> String {
     let real = precision.as_str();

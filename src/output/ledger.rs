@@ -290,7 +290,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes a verified ledger's three files into `sink` (see the module doc) and returns
-/// their names; `summary` is what [`verify`] established for it.
+/// their names; `summary` is what [`verify()`] established for it.
 pub fn write_ledger(
     sink: &mut dyn Sink,
     ledger: &Ledger,

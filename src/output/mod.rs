@@ -2,7 +2,7 @@
 //! and the figures, published atomically as one directory.
 //!
 //! - [`tables`]: the Arrow tables (`hourly`, `trajectories`) and the cost per iteration;
-//! - [`parquet`](self::parquet): atomic Parquet files and the [`Sink`] abstraction (directory or memory);
+//! - [`parquet`]: atomic Parquet files and the [`Sink`] abstraction (directory or memory);
 //! - [`integers`]: counts and indices written as signed integers and read back unsigned;
 //! - [`plots`]: figures as PNG, SVG and PDF;
 //! - [`attack_figures`]: the heat maps of an attack sweep;

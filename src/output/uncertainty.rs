@@ -325,7 +325,7 @@ pub fn tails_table(result: &StudyResult) -> Result<RecordBatch> {
 /// Histogram bins written and drawn: the accumulator's bins merged in groups.
 const COARSE_BINS: usize = 128;
 
-/// A histogram's bins merged into [`COARSE_BINS`] (exact: each coarse bin is the sum of
+/// A histogram's bins merged into `COARSE_BINS` (exact: each coarse bin is the sum of
 /// whole fine bins), as (lower, upper, count), with the underflow as [min, lo] and the
 /// overflow as [hi, max] when they hold samples.
 pub fn coarse_bins(h: &HistogramRow) -> Vec<(f64, f64, u64)> {

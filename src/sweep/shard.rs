@@ -10,7 +10,7 @@
 //! - [`finalize`]: checks that the shards' parts make the whole plan once, with the same
 //!   spec and build, and writes `manifest.json` as an unsharded sweep would.
 //!
-//! Shared-filesystem rules: `sweep.json` is created once ([`write_once`], a hard link of a
+//! Shared-filesystem rules: `sweep.json` is created once (`write_once`, a hard link of a
 //! complete private file, so it appears whole or not at all) and every task compares it
 //! with its own; a task writes only its own parts, staged under names carrying its shard
 //! tag, and removes only staging files with its own tag, under the part's lock.

@@ -3,7 +3,7 @@
 //! In order, stopping at the first failure:
 //! 1. `manifest.json` parses and carries an integrity record of a known version;
 //! 2. its Ed25519 signature verifies (`verify_strict`) over
-//!    [`signing_message`](super::manifest::signing_message) under the key it names, and
+//!    [`super::manifest::signing_message`] under the key it names, and
 //!    that key is the anchor when one is given;
 //! 3. every listed file exists, and every file in the directory but `manifest.json` (and a
 //!    sharded sweep's `shards/`) is listed (the paths are sorted and unique);
@@ -187,7 +187,7 @@ pub struct SweepVerified {
 }
 
 /// Checks the manifest's integrity record: its signature over
-/// [`signing_message`](super::manifest::signing_message), and its key against `anchor_key`
+/// [`super::manifest::signing_message`], and its key against `anchor_key`
 /// when given. Returns the signing key.
 pub fn check_signature(
     manifest: &Manifest,
