@@ -50,6 +50,8 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 pub use manifest::{
     MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, ManifestIntegrity, SPEC_NAME,
 };
@@ -1207,36 +1209,46 @@ fn build_manifest(
         paths.extend(p.files());
     }
     paths.sort();
-    let mut files = Vec::with_capacity(paths.len());
+    // Every file is read, hashed and (a runs part) decoded for its Merkle root on the
+    // pool's threads; the entries are collected in path order, so the bytes are the same.
+    type Entry = (ManifestFile, Option<String>, Option<ManifestAdapter>);
+    let entries: Vec<Entry> = paths
+        .into_par_iter()
+        .map(|rel| -> Result<Entry> {
+            let path = out.join(&rel);
+            let (sha256, bytes) = manifest::sha256_file(&path)?;
+            let (rows, engine, adapter) = if rel.ends_with(".parquet") {
+                let footer = manifest::parquet_footer(&path)?;
+                (footer.rows, footer.engine, footer.adapter)
+            } else {
+                (0, None, None)
+            };
+            let merkle_root = if rel.starts_with("runs/") && rel.ends_with(".parquet") {
+                let rows = verify::read_runs_rows(&path, &rel).map_err(|e| Error::Output {
+                    context: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                Some(hex::encode(crate::ledger::part_root(&rows)))
+            } else {
+                None
+            };
+            let file = ManifestFile {
+                path: rel,
+                rows,
+                bytes,
+                sha256,
+                merkle_root,
+            };
+            Ok((file, engine, adapter))
+        })
+        .collect::<Result<_>>()?;
+    let mut files = Vec::with_capacity(entries.len());
     let mut engines = std::collections::BTreeSet::new();
     let mut adapters = std::collections::BTreeSet::new();
-    for rel in paths {
-        let path = out.join(&rel);
-        let (sha256, bytes) = manifest::sha256_file(&path)?;
-        let rows = if rel.ends_with(".parquet") {
-            let footer = manifest::parquet_footer(&path)?;
-            engines.extend(footer.engine);
-            adapters.extend(footer.adapter);
-            footer.rows
-        } else {
-            0
-        };
-        let merkle_root = if rel.starts_with("runs/") && rel.ends_with(".parquet") {
-            let rows = verify::read_runs_rows(&path, &rel).map_err(|e| Error::Output {
-                context: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            Some(hex::encode(crate::ledger::part_root(&rows)))
-        } else {
-            None
-        };
-        files.push(ManifestFile {
-            path: rel,
-            rows,
-            bytes,
-            sha256,
-            merkle_root,
-        });
+    for (file, engine, adapter) in entries {
+        engines.extend(engine);
+        adapters.extend(adapter);
+        files.push(file);
     }
     let sweep = serde_json::from_str(spec_json).map_err(|e| Error::Output {
         context: MANIFEST_NAME.into(),
