@@ -115,6 +115,23 @@ fn manifest(dir: &Path) -> Manifest {
     serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_NAME)).unwrap()).unwrap()
 }
 
+/// Whether a GPU with f64 is at hand. Without one, a test fails under
+/// `P2PMARKET_REQUIRE_GPU=1` (as in CI) and otherwise says loudly what it did not test.
+fn gpu_with_f64(untested: &str) -> bool {
+    let why = match p2pmarket::engine::GpuContext::new(None) {
+        Err(e) => format!("no GPU adapter ({e})"),
+        Ok(ctx) if !ctx.supports_f64() => {
+            format!("adapter {} has no SHADER_F64", ctx.info().name)
+        }
+        Ok(_) => return true,
+    };
+    if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
+    }
+    eprintln!("\n*** SKIPPED: {why}; {untested} NOT tested ***\n");
+    false
+}
+
 fn no_tmp_files(dir: &Path) {
     let tmp: Vec<String> = files(dir)
         .into_iter()
@@ -662,18 +679,8 @@ fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
 /// records.
 #[test]
 fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
-    let skip = |why: String| {
-        if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
-            panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
-        }
-        eprintln!("\n*** SKIPPED: {why}; device-side heads NOT tested ***\n");
-    };
-    match p2pmarket::engine::GpuContext::new(None) {
-        Err(e) => return skip(format!("no GPU adapter ({e})")),
-        Ok(ctx) if !ctx.supports_f64() => {
-            return skip(format!("adapter {} has no SHADER_F64", ctx.info().name));
-        }
-        Ok(_) => {}
+    if !gpu_with_f64("device-side heads") {
+        return;
     }
     use p2pmarket::engine::Precision;
     // f32 with the stop tolerances f32 can meet (experiments/gpu_f32.toml).
@@ -840,18 +847,8 @@ fn a_drawn_load_scale_read_from_a_load_table_matches_the_exact_curves_within_its
 /// the kernel's blend variant: every decoded value of both tables is the CPU's.
 #[test]
 fn a_drawn_load_scale_read_from_a_load_table_gives_the_cpu_bits_on_a_gpu_in_f64() {
-    let skip = |why: String| {
-        if std::env::var("P2PMARKET_REQUIRE_GPU").as_deref() == Ok("1") {
-            panic!("GPU required (P2PMARKET_REQUIRE_GPU=1) but {why}");
-        }
-        eprintln!("\n*** SKIPPED: {why}; table sweeps on the GPU NOT tested ***\n");
-    };
-    match p2pmarket::engine::GpuContext::new(None) {
-        Err(e) => return skip(format!("no GPU adapter ({e})")),
-        Ok(ctx) if !ctx.supports_f64() => {
-            return skip(format!("adapter {} has no SHADER_F64", ctx.info().name));
-        }
-        Ok(_) => {}
+    if !gpu_with_f64("table sweeps on the GPU") {
+        return;
     }
     let gpu = SweepOptions {
         backend: BackendChoice::Gpu,
