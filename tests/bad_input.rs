@@ -848,54 +848,53 @@ fn cli_check_names_the_case_file_line_and_row() {
 fn check_sweep_is_a_dry_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let sweep = root.join("experiments/sweeps/load_renewable_mc.toml");
-    let (code, stdout, stderr) = cli(dir.path(), &["check", "--sweep", &sweep.to_string_lossy()]);
-    assert_eq!(code, 0, "{stderr}");
+    // `check --sweep` on `file` (under `dir`) exits `want` with every fragment on stdout
+    // (exit 0) or stderr.
+    let check = |file: &Path, want: i32, fragments: &[&str]| {
+        let (code, stdout, stderr) =
+            cli(dir.path(), &["check", "--sweep", &file.to_string_lossy()]);
+        assert_eq!(code, want, "{stderr}");
+        let said = if want == 0 { stdout } else { stderr };
+        for fragment in fragments {
+            assert!(said.contains(fragment), "lacks {fragment}: {said}");
+        }
+    };
     // 4 load scales x 1000 draws, 1000 runs per part, one bus, one curve set per load scale.
-    for fragment in ["4000 runs", "4 parts", "[7]", "4 smart-grid curve set(s)"] {
-        assert!(
-            stdout.contains(fragment),
-            "stdout lacks {fragment}: {stdout}"
-        );
-    }
+    check(
+        &root.join("experiments/sweeps/load_renewable_mc.toml"),
+        0,
+        &["4000 runs", "4 parts", "[7]", "4 smart-grid curve set(s)"],
+    );
     // A drawn load scale read from a load table: the table, not a curve set per run.
-    let sweep = root.join("experiments/sweeps/load_uniform_table.toml");
-    let (code, stdout, stderr) = cli(dir.path(), &["check", "--sweep", &sweep.to_string_lossy()]);
-    assert_eq!(code, 0, "{stderr}");
-    for fragment in [
-        "20000 runs",
-        "one load table per pcc bus over load scales [0.9, 1.1] (table_tol_mw 0.01)",
-    ] {
-        assert!(
-            stdout.contains(fragment),
-            "stdout lacks {fragment}: {stdout}"
-        );
-    }
+    check(
+        &root.join("experiments/sweeps/load_uniform_table.toml"),
+        0,
+        &[
+            "20000 runs",
+            "one load table per pcc bus over load scales [0.9, 1.1] (table_tol_mw 0.01)",
+        ],
+    );
     assert_eq!(
         std::fs::read_dir(dir.path()).expect("dir").count(),
         0,
         "wrote files"
     );
 
-    std::fs::write(
-        dir.path().join("bad.toml"),
-        "seed = 1\n[parameters]\nrenewable_scale = { uniform = [1.5, 0.5] }\n",
-    )
-    .expect("write");
-    let (code, _, stderr) = cli(dir.path(), &["check", "--sweep", "bad.toml"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("renewable_scale"), "{stderr}");
-    std::fs::write(
-        dir.path().join("bad_table.toml"),
-        "seed = 1\n[parameters]\nload_scale = { uniform = [0.9, 1.1], table_tol_mw = -1 }\n",
-    )
-    .expect("write");
-    let (code, _, stderr) = cli(dir.path(), &["check", "--sweep", "bad_table.toml"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("parameters.load_scale.table_tol_mw") && stderr.contains("(0, 10] MW"),
-        "{stderr}"
-    );
+    for (name, text, fragments) in [
+        (
+            "bad.toml",
+            "seed = 1\n[parameters]\nrenewable_scale = { uniform = [1.5, 0.5] }\n",
+            &["renewable_scale"][..],
+        ),
+        (
+            "bad_table.toml",
+            "seed = 1\n[parameters]\nload_scale = { uniform = [0.9, 1.1], table_tol_mw = -1 }\n",
+            &["parameters.load_scale.table_tol_mw", "(0, 10] MW"][..],
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), text).expect("write");
+        check(Path::new(name), 2, fragments);
+    }
 }
 
 /// A relative `grid.case_file` is relative to the scenario file, not to the directory the
