@@ -342,23 +342,24 @@ impl CurveView<'_> {
         Ok(())
     }
 
-    /// Index `k` of the segment `[k, k+1]` that contains `price` (prices[k] <= price <
-    /// prices[k+1]); `None` outside the curve's price range.
-    fn segment_by_price(&self, price: f64) -> Option<usize> {
-        let n = self.prices.len();
-        // Written so that NaN falls outside every segment.
-        if n < 2 || !(price >= self.prices[0] && price < self.prices[n - 1]) {
-            return None;
-        }
-        // partition_point gives the first breakpoint with price > `price`.
-        Some(self.prices.partition_point(|&p| p <= price) - 1)
-    }
-
     /// The export at `price`, MW: the agent's set point (eq. 37-38 generalized to any
     /// monotone response).
     #[inline(always)]
     pub fn export_at(&self, price: f64) -> f64 {
         self.export_with(price, || self.prices.partition_point(|&p| p <= price))
+    }
+
+    /// [`CurveView::export_at`], bitwise, with the segment searched for first at `guess`
+    /// (a count of breakpoints at or below the price, as [`CurveView::count_at_or_below`]
+    /// returns), which is then set to the count found when the price is strictly inside
+    /// the curve's price range. Any guess gives the same export; the RCI loop passes the
+    /// count of the agent's last look-up, right when the iterate stays on its segment.
+    #[inline(always)]
+    pub fn export_at_near(&self, price: f64, guess: &mut usize) -> f64 {
+        self.export_with(price, || {
+            *guess = self.count_at_or_below_near(price, *guess);
+            *guess
+        })
     }
 
     /// The number of breakpoints priced at or below `price`, searched for only in
@@ -399,6 +400,13 @@ impl CurveView<'_> {
     /// to (`downward` true: the segment left of `price`).
     #[inline(always)]
     pub fn slope_at(&self, price: f64, downward: bool) -> f64 {
+        self.slope_near(price, downward, 0)
+    }
+
+    /// [`CurveView::slope_at`], bitwise, searching first at `guess` (see
+    /// [`CurveView::export_at_near`]): any guess gives the same slope.
+    #[inline(always)]
+    pub fn slope_near(&self, price: f64, downward: bool, guess: usize) -> f64 {
         let n = self.prices.len();
         if n < 2 {
             return 0.0;
@@ -408,12 +416,13 @@ impl CurveView<'_> {
                 return 0.0;
             }
             // Last breakpoint strictly below `price`.
-            self.prices.partition_point(|&p| p < price) - 1
+            self.count_below_near(price, guess) - 1
         } else {
-            match self.segment_by_price(price) {
-                Some(k) => k,
-                None => return 0.0,
+            // Written so that NaN falls outside every segment.
+            if !(price >= self.prices[0] && price < self.prices[n - 1]) {
+                return 0.0;
             }
+            self.count_at_or_below_near(price, guess) - 1
         };
         let dp = self.prices[k + 1] - self.prices[k];
         if dp > 0.0 {
@@ -421,6 +430,31 @@ impl CurveView<'_> {
         } else {
             0.0
         }
+    }
+
+    /// The number of breakpoints priced at or below `price` (`partition_point(p <=
+    /// price)`), checked first at `guess`: when `guess` is that number the search is two
+    /// compares whose outcome the processor predicts (an iterate that stays on its
+    /// segment), where the bisection is a chain of dependent loads and selects. The
+    /// result does not depend on `guess`.
+    #[inline(always)]
+    fn count_at_or_below_near(&self, price: f64, guess: usize) -> usize {
+        let p = self.prices;
+        if guess > 0 && guess < p.len() && p[guess - 1] <= price && price < p[guess] {
+            return guess;
+        }
+        p.partition_point(|&q| q <= price)
+    }
+
+    /// The number of breakpoints priced strictly below `price`, checked first at `guess`
+    /// (as [`CurveView::count_at_or_below_near`]).
+    #[inline(always)]
+    fn count_below_near(&self, price: f64, guess: usize) -> usize {
+        let p = self.prices;
+        if guess > 0 && guess < p.len() && p[guess - 1] < price && price <= p[guess] {
+            return guess;
+        }
+        p.partition_point(|&q| q < price)
     }
 
     /// The nearest breakpoint price strictly below (`downward`) or above `price`: where a
@@ -618,6 +652,89 @@ mod tests {
             v.export_at_count(f64::NAN, v.count_at_or_below(f64::NAN, 0..n))
                 .is_nan()
         );
+    }
+
+    #[test]
+    fn searches_started_anywhere_find_the_same_segment() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        // The hand-made curve with jumps and flat stretches, then random ones with repeated
+        // prices (jumps) and exports (flat stretches).
+        let mut curves = vec![
+            OfferCurve::new(
+                vec![-5.0, 0.0, 10.0, 10.0, 25.0, 40.0, 40.0, 70.0],
+                vec![-3.0, -3.0, 1.0, 6.0, 6.0, 20.0, 35.0, 50.0],
+                vec![0.0, 0.0, 20.0, 70.0, 70.0, 400.0, 900.0, 1900.0],
+            )
+            .unwrap(),
+            OfferCurve::fixed(4.0, 1.0),
+        ];
+        for _ in 0..200 {
+            let n = rng.random_range(2..12);
+            let (mut p, mut e) = (rng.random_range(-50.0..50.0), rng.random_range(-50.0..50.0));
+            let (mut prices, mut exports) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                prices.push(p);
+                exports.push(e);
+                p += [0.0, rng.random_range(0.0..30.0)][rng.random_range(0..2usize)];
+                e += [0.0, rng.random_range(0.0..30.0)][rng.random_range(0..2usize)];
+            }
+            curves.push(OfferCurve::new(prices, exports, vec![0.0; n]).unwrap());
+        }
+        let mut inside = 0;
+        for c in &curves {
+            let v = c.view();
+            let n = v.len();
+            let mut prices = vec![-1e300, 1e300, f64::INFINITY, f64::NEG_INFINITY, f64::NAN];
+            for &p in v.prices {
+                prices.extend([p, p.next_up(), p.next_down(), p + 0.37, p - 0.37]);
+            }
+            for &p in &prices {
+                let count = v.prices.partition_point(|&q| q <= p);
+                let (export, up, down) =
+                    (v.export_at(p), v.slope_at(p, false), v.slope_at(p, true));
+                // The slopes by plain bisection: the segment right of `p` (left of it when
+                // moving down), 0 outside the curve or on a jump.
+                let slope = |k: usize| {
+                    let dp = v.prices[k + 1] - v.prices[k];
+                    if dp > 0.0 {
+                        (v.exports[k + 1] - v.exports[k]) / dp
+                    } else {
+                        0.0
+                    }
+                };
+                let right = if n > 1 && p >= v.prices[0] && p < v.prices[n - 1] {
+                    slope(count - 1)
+                } else {
+                    0.0
+                };
+                let left = if n > 1 && p > v.prices[0] && p <= v.prices[n - 1] {
+                    slope(v.prices.partition_point(|&q| q < p) - 1)
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    (up.to_bits(), down.to_bits()),
+                    (right.to_bits(), left.to_bits()),
+                    "{p}"
+                );
+                for start in (0..=n + 1).chain([usize::MAX]) {
+                    let mut guess = start;
+                    let got = v.export_at_near(p, &mut guess);
+                    assert_eq!(got.to_bits(), export.to_bits(), "{p} from {start} on {v:?}");
+                    // The guess becomes the count wherever the search ran.
+                    if p > v.prices[0] && p < v.prices[n - 1] {
+                        assert_eq!(guess, count, "{p} from {start}");
+                        inside += 1;
+                    } else {
+                        assert_eq!(guess, start, "{p} from {start}");
+                    }
+                    assert_eq!(v.slope_near(p, false, start).to_bits(), up.to_bits());
+                    assert_eq!(v.slope_near(p, true, start).to_bits(), down.to_bits());
+                }
+            }
+        }
+        assert!(inside > 10_000, "{inside} searches inside a curve");
     }
 
     fn unit(c2: f64, c1: f64, pmin: f64, pmax: f64) -> QuadraticUnit {

@@ -363,6 +363,10 @@ pub struct RciState {
     /// Per agent, the lowest price at which its curve reaches its `min_export` and the
     /// highest at which it stays within its `max_export` (the exact duals' thresholds).
     limit_prices: Vec<(f64, f64)>,
+    /// Per agent, the count of breakpoints at or below the effective price of its last
+    /// curve look-up: where the next look-up searches first
+    /// ([`CurveView::export_at_near`]; it changes no result).
+    guesses: Vec<usize>,
     /// The Newton step's bracket and safeguard memory.
     newton: NewtonMemory,
     /// Under an undefended attack, each agent's own Newton memory (its view of the
@@ -396,15 +400,18 @@ impl RciState {
     /// Makes this state [`RciState::new`]`(agents, settings)`, reusing its storage.
     pub fn reset(&mut self, agents: &[Agent<'_>], settings: &RciSettings) {
         self.agents.clear();
-        self.agents.extend(agents.iter().map(|a| {
+        self.guesses.clear();
+        for a in agents {
             let p0 = start_price(a, settings);
-            AgentState {
+            let mut guess = 0;
+            self.agents.push(AgentState {
                 price: p0,
-                power: a.curve.export_at(p0),
+                power: a.curve.export_at_near(p0, &mut guess),
                 dual_upper: 0.0,
                 dual_lower: 0.0,
-            }
-        }));
+            });
+            self.guesses.push(guess);
+        }
         self.previous.clear();
         self.previous.extend_from_slice(&self.agents);
         self.limit_prices.clear();
@@ -530,11 +537,23 @@ fn held_at_limit(st: &AgentState, s: &RciSettings) -> bool {
 /// its effective price `lambda - H_up + H_lo`, MW per $/MWh; 0 while held at a limit.
 #[inline(always)]
 fn directional_slope(a: &Agent<'_>, st: &AgentState, s: &RciSettings, downward: bool) -> f64 {
+    directional_slope_near(a, st, s, downward, 0)
+}
+
+/// [`directional_slope`], its curve search starting at `guess` (no other difference).
+#[inline(always)]
+fn directional_slope_near(
+    a: &Agent<'_>,
+    st: &AgentState,
+    s: &RciSettings,
+    downward: bool,
+    guess: usize,
+) -> f64 {
     if held_at_limit(st, s) {
         0.0
     } else {
         a.curve
-            .slope_at(st.price - st.dual_upper + st.dual_lower, downward)
+            .slope_near(st.price - st.dual_upper + st.dual_lower, downward, guess)
     }
 }
 
@@ -701,12 +720,14 @@ fn innovation_step(
     // The states as long as `agents` (they always are), so that a caller that knows the
     // count lets the compiler unroll every loop below.
     let current = &state.agents[..agents.len()];
+    let guesses = &state.guesses[..agents.len()];
     let mean_price = mean_price(current);
     let downward = mismatch > 0.0;
     let slope: f64 = agents
         .iter()
         .zip(current)
-        .map(|(a, st)| directional_slope(a, st, s, downward))
+        .zip(guesses)
+        .map(|((a, st), &g)| directional_slope_near(a, st, s, downward, g))
         .sum();
     let flat = || {
         nearest_gap(
@@ -861,6 +882,7 @@ fn respond(
     me: AgentState,
     price: f64,
     s: &RciSettings,
+    guess: &mut usize,
 ) -> AgentState {
     // eq. (33)-(36): projected dual ascent on the agent's power limits.
     let (dual_upper, dual_lower) = match s.dual_update {
@@ -877,7 +899,9 @@ fn respond(
         ),
     };
     // eq. (37)-(38), erratum 1: the lower multiplier raises the effective price.
-    let set_point = agent.curve.export_at(price - dual_upper + dual_lower);
+    let set_point = agent
+        .curve
+        .export_at_near(price - dual_upper + dual_lower, guess);
     // eq. (39)-(42).
     let ratio = match s.power_update {
         PowerUpdate::Plain => 1.0,
@@ -961,6 +985,7 @@ fn step_free_body(
     let kappa = innovation_step(state, agents, s, mismatch);
     let (current, next) = (&state.agents[..n], &mut state.previous[..n]);
     let limit_prices = &state.limit_prices[..n];
+    let guesses = &mut state.guesses[..n];
     for i in 0..n {
         let me = current[i];
         let price = price_update(
@@ -970,7 +995,7 @@ fn step_free_body(
             kappa,
             mismatch,
         );
-        next[i] = respond(&agents[i], limit_prices[i], me, price, s);
+        next[i] = respond(&agents[i], limit_prices[i], me, price, s, &mut guesses[i]);
     }
     let residuals = residuals_between(current, next);
     (finish_step(state, n, s, residuals), kappa, mismatch)
@@ -1126,7 +1151,7 @@ fn step_views(
                 chi_altered |= 1 << r;
             }
         }
-        state.previous[r] = respond(agent, state.limit_prices[r], me, price, s);
+        state.previous[r] = respond(agent, state.limit_prices[r], me, price, s, &mut 0);
         state.view_old = view;
     }
     // Residuals: the largest over the agents' views of iteration m - 1 and m.
@@ -1379,48 +1404,85 @@ mod tests {
         ]
     }
 
+    /// A random two-agent unit market (1-3 units each, the second agent short) with
+    /// symmetric trade limits, and settings of rule combination `case` (every rule, dual
+    /// and power update and start over 24 cases) capped at `max_iterations`.
+    fn random_unit_market(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        case: usize,
+        max_iterations: u32,
+    ) -> ((OfferCurve, OfferCurve), f64, RciSettings) {
+        use rand::RngExt;
+        let curve = |rng: &mut rand_chacha::ChaCha8Rng, fixed: f64| {
+            let units: Vec<QuadraticUnit> = (0..rng.random_range(1..4))
+                .map(|_| {
+                    let pmin = rng.random_range(-20.0..20.0);
+                    QuadraticUnit {
+                        c2: rng.random_range(0.001..0.2),
+                        c1: rng.random_range(0.0..60.0),
+                        c0: rng.random_range(0.0..50.0),
+                        pmin,
+                        pmax: pmin + rng.random_range(0.0..150.0),
+                    }
+                })
+                .collect();
+            OfferCurve::from_units(&units, fixed, 0.0).unwrap()
+        };
+        let (fixed_a, fixed_b) = (rng.random_range(-50.0..50.0), rng.random_range(-200.0..0.0));
+        let (a, b) = (curve(rng, fixed_a), curve(rng, fixed_b));
+        let limit = rng.random_range(10.0..300.0);
+        let s = RciSettings {
+            step_rule: [StepRule::Newton, StepRule::Constant, StepRule::Diminishing][case % 3],
+            dual_update: [DualUpdate::Exact, DualUpdate::Gradient][case / 3 % 2],
+            power_update: [PowerUpdate::Relaxed, PowerUpdate::Plain][case / 6 % 2],
+            start_price: [StartPrice::Common, StartPrice::OwnMarginal][case / 12 % 2],
+            initial_price: rng.random_range(0.0..80.0),
+            kappa: 0.05,
+            max_iterations,
+            ..RciSettings::default()
+        };
+        s.validate().unwrap();
+        ((a, b), limit, s)
+    }
+
+    /// The agents of two curves with trade limits `[-limit, limit]`.
+    fn limited_agents<'a>(a: &'a OfferCurve, b: &'a OfferCurve, limit: f64) -> [Agent<'a>; 2] {
+        let mut pair = agents(a, b);
+        for agent in &mut pair {
+            (agent.min_export, agent.max_export) = (-limit, limit);
+        }
+        pair
+    }
+
+    /// Every value of a state the next iteration depends on or a record reports, as bits.
+    fn whole_state_bits(st: &RciState) -> Vec<u64> {
+        st.agents()
+            .iter()
+            .flat_map(|a| [a.price, a.power, a.dual_upper, a.dual_lower])
+            .chain([st.bracket().0, st.bracket().1])
+            .chain([
+                st.residuals.price_change,
+                st.residuals.power_change,
+                st.residuals.dual_change,
+                st.residuals.balance,
+                st.residuals.price_spread,
+            ])
+            .map(f64::to_bits)
+            .chain([u64::from(st.iteration())])
+            .collect()
+    }
+
     /// `step_free` runs two agents through a copy of its body compiled for exactly two;
     /// every other count, and this test, through the general one. Both must give the
     /// same bits at every iteration, over random unit markets and every rule.
     #[test]
     fn two_agents_step_the_same_in_the_specialised_and_the_general_body() {
-        use rand::{RngExt, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let mut iterations = 0;
         for case in 0..300 {
-            let curve = |rng: &mut rand_chacha::ChaCha8Rng, fixed: f64| {
-                let units: Vec<QuadraticUnit> = (0..rng.random_range(1..4))
-                    .map(|_| {
-                        let pmin = rng.random_range(-20.0..20.0);
-                        QuadraticUnit {
-                            c2: rng.random_range(0.001..0.2),
-                            c1: rng.random_range(0.0..60.0),
-                            c0: rng.random_range(0.0..50.0),
-                            pmin,
-                            pmax: pmin + rng.random_range(0.0..150.0),
-                        }
-                    })
-                    .collect();
-                OfferCurve::from_units(&units, fixed, 0.0).unwrap()
-            };
-            let (fixed_a, fixed_b) = (rng.random_range(-50.0..50.0), rng.random_range(-200.0..0.0));
-            let (a, b) = (curve(&mut rng, fixed_a), curve(&mut rng, fixed_b));
-            let mut pair = agents(&a, &b);
-            let limit = rng.random_range(10.0..300.0);
-            for agent in &mut pair {
-                (agent.min_export, agent.max_export) = (-limit, limit);
-            }
-            let s = RciSettings {
-                step_rule: [StepRule::Newton, StepRule::Constant, StepRule::Diminishing][case % 3],
-                dual_update: [DualUpdate::Exact, DualUpdate::Gradient][case / 3 % 2],
-                power_update: [PowerUpdate::Relaxed, PowerUpdate::Plain][case / 6 % 2],
-                start_price: [StartPrice::Common, StartPrice::OwnMarginal][case / 12 % 2],
-                initial_price: rng.random_range(0.0..80.0),
-                kappa: 0.05,
-                max_iterations: 300,
-                ..RciSettings::default()
-            };
-            s.validate().unwrap();
+            let ((a, b), limit, s) = random_unit_market(&mut rng, case, 300);
+            let pair = limited_agents(&a, &b, limit);
             let (mut fast, mut general) = (RciState::new(&pair, &s), RciState::new(&pair, &s));
             // A length the compiler cannot see, so the general body runs.
             let unknown: &[Agent<'_>] = std::hint::black_box(&pair[..]);
@@ -1428,15 +1490,11 @@ mod tests {
                 let (f, kf, mf) = step_free(&mut fast, &pair, &s);
                 let (g, kg, mg) = step_free_body(&mut general, unknown, &s);
                 iterations += 1;
-                let bits = |st: &RciState| {
-                    st.agents()
-                        .iter()
-                        .flat_map(|a| [a.price, a.power, a.dual_upper, a.dual_lower])
-                        .chain([st.bracket().0, st.bracket().1])
-                        .map(f64::to_bits)
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(bits(&fast), bits(&general), "case {case}");
+                assert_eq!(
+                    whole_state_bits(&fast),
+                    whole_state_bits(&general),
+                    "case {case}"
+                );
                 assert_eq!(
                     (kf.to_bits(), mf.to_bits()),
                     (kg.to_bits(), mg.to_bits()),
