@@ -1210,6 +1210,35 @@ pub fn negotiate_in(
     false
 }
 
+/// Two attack-free two-agent hours negotiated side by side, as [`negotiate_in`] would
+/// negotiate each alone (without trajectories): every pass of the loop steps each hour
+/// that still runs, so the two hours' independent dependency chains overlap in the core.
+/// Each hour's iterates are exactly those of negotiating it alone. Returns whether each
+/// converged.
+pub fn negotiate_free_pair(
+    (sa, aa): (&mut RciState, &[Agent<'_>]),
+    (sb, ab): (&mut RciState, &[Agent<'_>]),
+    settings: &RciSettings,
+) -> (bool, bool) {
+    let (aa, ab) = (&aa[..2], &ab[..2]);
+    let max = settings.max_iterations;
+    let (mut pa, mut pb) = (Progress::Running, Progress::Running);
+    loop {
+        let run_a = pa == Progress::Running && sa.iteration < max;
+        let run_b = pb == Progress::Running && sb.iteration < max;
+        match (run_a, run_b) {
+            (true, true) => {
+                pa = step_free_body(sa, aa, settings).0.progress;
+                pb = step_free_body(sb, ab, settings).0.progress;
+            }
+            (true, false) => pa = step_free_body(sa, aa, settings).0.progress,
+            (false, true) => pb = step_free_body(sb, ab, settings).0.progress,
+            (false, false) => break,
+        }
+    }
+    (pa == Progress::Converged, pb == Progress::Converged)
+}
+
 /// Runs the RCI negotiation of one hour to its stop rules or to the iteration cap: the
 /// loop of [`step`] from [`RciState::new`].
 ///
@@ -1507,6 +1536,44 @@ mod tests {
             }
         }
         assert!(iterations > 3_000, "{iterations} iterations");
+    }
+
+    #[test]
+    fn paired_hours_negotiate_as_each_alone() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let (mut capped, mut unequal) = (0, 0);
+        for case in 0..300 {
+            // Low caps too, so that one hour of a pair stops at the cap while the other
+            // converges, or both stop there.
+            let cap = [3, 8, 40, 300][rng.random_range(0..4usize)];
+            let ((a, b), la, s) = random_unit_market(&mut rng, case, cap);
+            let ((c, d), lb, _) = random_unit_market(&mut rng, case, cap);
+            let (first, second) = (limited_agents(&a, &b, la), limited_agents(&c, &d, lb));
+            let alone = |agents: &[Agent<'_>]| {
+                let mut st = RciState::new(agents, &s);
+                let converged = negotiate_in(&mut st, agents, &s, &HourAttacks::NONE, None);
+                (whole_state_bits(&st), converged)
+            };
+            let (mut x, mut y) = (RciState::new(&first, &s), RciState::new(&second, &s));
+            let (cx, cy) = negotiate_free_pair((&mut x, &first), (&mut y, &second), &s);
+            assert_eq!(
+                (whole_state_bits(&x), cx),
+                alone(&first),
+                "case {case}, first"
+            );
+            assert_eq!(
+                (whole_state_bits(&y), cy),
+                alone(&second),
+                "case {case}, second"
+            );
+            capped += usize::from(x.iteration() == cap || y.iteration() == cap);
+            unequal += usize::from(x.iteration() != y.iteration());
+        }
+        assert!(
+            capped > 30 && unequal > 100,
+            "{capped} capped, {unequal} unequal"
+        );
     }
 
     #[test]

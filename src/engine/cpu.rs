@@ -5,6 +5,9 @@
 //! runs the same computation without allocating per (run, hour): the smart grid's curve is
 //! borrowed from the batch's pool, the microgrid's is rebuilt in a scratch curve, and the
 //! RCI state is reset in place ([`rci::negotiate_in`]), all in one scratch per rayon job.
+//! A run's attack-free hours go two at a time through [`rci::negotiate_free_pair`], which
+//! steps both in one loop so that their independent dependency chains overlap in the
+//! core; each hour's iterates are those of negotiating it alone.
 //! Scratch contents never outlive an hour, and each (run, hour) is independent with its
 //! results collected in index order, so the output is bit-identical whatever the size of
 //! the thread pool or of the chunks (the caller may install its own pool with
@@ -98,7 +101,8 @@ fn hour_record(
     rec
 }
 
-/// One rayon job's reused storage: the unit agents' curves and the RCI state.
+/// One hour's reused storage in a rayon job: the unit agents' curves and the RCI state (a
+/// job holds two, for two hours negotiated side by side).
 struct HourScratch {
     curves: [OfferCurve; MAX_AGENTS],
     state: RciState,
@@ -113,17 +117,14 @@ impl HourScratch {
     }
 }
 
-/// [`evaluate_hour`] in a job's scratch, appending the trajectory to `trajectory` when
-/// given; allocates nothing without one.
-fn evaluate_hour_in(
-    batch: &Batch,
+/// The agents of (run, hour), their curves borrowed from the pool or rebuilt in `curves`;
+/// entries past the batch's agents are never read.
+fn hour_agents<'a>(
+    batch: &'a Batch,
     run: usize,
     hour: usize,
-    scratch: &mut HourScratch,
-    trajectory: Option<&mut Vec<TrajectoryPoint>>,
-) -> Result<HourRecord> {
-    let HourScratch { curves, state } = scratch;
-    // Entries past the batch's agents are never read.
+    curves: &'a mut [OfferCurve; MAX_AGENTS],
+) -> Result<[Agent<'a>; MAX_AGENTS]> {
     let unused = Agent {
         curve: CurveView {
             prices: &[],
@@ -143,16 +144,11 @@ fn evaluate_hour_in(
             max_export: s.max_export,
         };
     }
-    let agents = &agents[..n];
-    let settings = batch.rci(run);
-    state.reset(agents, settings);
-    let converged = rci::negotiate_in(
-        state,
-        agents,
-        settings,
-        &batch.hour_attacks(run, hour),
-        trajectory,
-    );
+    Ok(agents)
+}
+
+/// The record of an hour negotiated in `state`.
+fn state_record(agents: &[Agent<'_>], state: &RciState, converged: bool) -> HourRecord {
     let mut rec = hour_record(
         agents,
         state.agents(),
@@ -162,7 +158,81 @@ fn evaluate_hour_in(
         state.residuals(),
     );
     (rec.tampered, rec.rejected) = (state.tampered(), state.rejected());
-    Ok(rec)
+    rec
+}
+
+/// [`evaluate_hour`] in a job's scratch, appending the trajectory to `trajectory` when
+/// given; allocates nothing without one.
+fn evaluate_hour_in(
+    batch: &Batch,
+    run: usize,
+    hour: usize,
+    scratch: &mut HourScratch,
+    trajectory: Option<&mut Vec<TrajectoryPoint>>,
+) -> Result<HourRecord> {
+    let HourScratch { curves, state } = scratch;
+    let agents = hour_agents(batch, run, hour, curves)?;
+    let agents = &agents[..batch.agents()];
+    let settings = batch.rci(run);
+    state.reset(agents, settings);
+    let converged = rci::negotiate_in(
+        state,
+        agents,
+        settings,
+        &batch.hour_attacks(run, hour),
+        trajectory,
+    );
+    Ok(state_record(agents, state, converged))
+}
+
+/// Two hours of a run, each as [`evaluate_hour_in`] gives it, negotiated side by side
+/// when both are attack-free two-agent hours ([`rci::negotiate_free_pair`]).
+fn evaluate_hours_in(
+    batch: &Batch,
+    run: usize,
+    hours: [usize; 2],
+    scratch: &mut [HourScratch; 2],
+) -> Result<[HourRecord; 2]> {
+    let [x, y] = scratch;
+    let paired = batch.agents() == 2
+        && !batch.hour_attacks(run, hours[0]).any()
+        && !batch.hour_attacks(run, hours[1]).any();
+    if !paired {
+        return Ok([
+            evaluate_hour_in(batch, run, hours[0], x, None)?,
+            evaluate_hour_in(batch, run, hours[1], y, None)?,
+        ]);
+    }
+    let settings = batch.rci(run);
+    let aa = hour_agents(batch, run, hours[0], &mut x.curves)?;
+    let ab = hour_agents(batch, run, hours[1], &mut y.curves)?;
+    let (aa, ab) = (&aa[..2], &ab[..2]);
+    x.state.reset(aa, settings);
+    y.state.reset(ab, settings);
+    let (ca, cb) = rci::negotiate_free_pair((&mut x.state, aa), (&mut y.state, ab), settings);
+    Ok([
+        state_record(aa, &x.state, ca),
+        state_record(ab, &y.state, cb),
+    ])
+}
+
+/// Every hour of a run that keeps no trajectory into `rows`, two hours at a time
+/// ([`evaluate_hours_in`]), the last alone when the count is odd.
+fn evaluate_run_in(
+    batch: &Batch,
+    run: usize,
+    rows: &mut [HourRecord],
+    scratch: &mut [HourScratch; 2],
+) -> Result<()> {
+    let hours = rows.len();
+    let mut pairs = rows.chunks_exact_mut(2);
+    for (p, pair) in (&mut pairs).enumerate() {
+        pair.copy_from_slice(&evaluate_hours_in(batch, run, [2 * p, 2 * p + 1], scratch)?);
+    }
+    if let [row] = pairs.into_remainder() {
+        *row = evaluate_hour_in(batch, run, hours - 1, &mut scratch[0], None)?;
+    }
+    Ok(())
 }
 
 /// The backend's description of itself (the current rayon pool's size).
@@ -229,26 +299,58 @@ pub fn run_cpu_streaming(
             .par_chunks_mut(hours.max(1))
             .zip(kept.par_iter_mut())
             .zip(runs.clone().into_par_iter())
-            .try_for_each_init(HourScratch::new, |scratch, ((rows, slot), run)| {
-                if !batch.keeps_trajectory(run) {
-                    for (hour, row) in rows.iter_mut().enumerate() {
-                        *row = evaluate_hour_in(batch, run, hour, scratch, None)?;
+            .try_for_each_init(
+                || [HourScratch::new(), HourScratch::new()],
+                |scratch, ((rows, slot), run)| {
+                    if !batch.keeps_trajectory(run) {
+                        return evaluate_run_in(batch, run, rows, scratch);
                     }
-                    return Ok(());
-                }
-                let mut traj = Vec::with_capacity(rows.len());
-                for (hour, row) in rows.iter_mut().enumerate() {
-                    let mut t = Vec::new();
-                    *row = evaluate_hour_in(batch, run, hour, scratch, Some(&mut t))?;
-                    traj.push(t);
-                }
-                *slot = Some(RunTrajectory { run, hours: traj });
-                Ok(())
-            })?;
+                    let mut traj = Vec::with_capacity(rows.len());
+                    for (hour, row) in rows.iter_mut().enumerate() {
+                        let mut t = Vec::new();
+                        *row = evaluate_hour_in(batch, run, hour, &mut scratch[0], Some(&mut t))?;
+                        traj.push(t);
+                    }
+                    *slot = Some(RunTrajectory { run, hours: traj });
+                    Ok(())
+                },
+            )?;
         chunk.runs = runs;
         chunk.trajectories.clear();
         chunk.trajectories.extend(kept.drain(..).flatten());
         on_chunk(&chunk)?;
     }
     Ok(cpu_adapter_info())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::bench::bench_runs;
+    use crate::market::Market;
+    use crate::scenario::Scenario;
+
+    /// A run's hours two at a time, and an odd count's last hour alone, give the records
+    /// of evaluating every hour by itself, bit for bit.
+    #[test]
+    fn hours_in_pairs_and_alone_give_each_hour_its_own_record() {
+        let market = Market::from_scenario(&Scenario::default()).unwrap();
+        let batch = Batch::from_market(&market, &bench_runs(&market, 6)).unwrap();
+        let mut scratch = [HourScratch::new(), HourScratch::new()];
+        for run in 0..batch.runs() {
+            for hours in [batch.hours(), batch.hours() - 1, 1] {
+                let mut rows = vec![HourRecord::default(); hours];
+                evaluate_run_in(&batch, run, &mut rows, &mut scratch).unwrap();
+                for (hour, row) in rows.iter().enumerate() {
+                    let alone = evaluate_hour(&batch, run, hour).unwrap().0;
+                    // Debug prints every f64 exactly, signed zeros included.
+                    assert_eq!(
+                        format!("{row:?}"),
+                        format!("{alone:?}"),
+                        "run {run}, hour {hour}"
+                    );
+                }
+            }
+        }
+    }
 }
