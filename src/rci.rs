@@ -1216,11 +1216,10 @@ pub fn negotiate_in(
 /// Each hour's iterates are exactly those of negotiating it alone. Returns whether each
 /// converged.
 pub fn negotiate_free_pair(
-    (sa, aa): (&mut RciState, &[Agent<'_>]),
-    (sb, ab): (&mut RciState, &[Agent<'_>]),
+    (sa, aa): (&mut RciState, &[Agent<'_>; 2]),
+    (sb, ab): (&mut RciState, &[Agent<'_>; 2]),
     settings: &RciSettings,
 ) -> (bool, bool) {
-    let (aa, ab) = (&aa[..2], &ab[..2]);
     let max = settings.max_iterations;
     let (mut pa, mut pb) = (Progress::Running, Progress::Running);
     loop {

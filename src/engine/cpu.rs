@@ -206,13 +206,13 @@ fn evaluate_hours_in(
     let settings = batch.rci(run);
     let aa = hour_agents(batch, run, hours[0], &mut x.curves)?;
     let ab = hour_agents(batch, run, hours[1], &mut y.curves)?;
-    let (aa, ab) = (&aa[..2], &ab[..2]);
-    x.state.reset(aa, settings);
-    y.state.reset(ab, settings);
-    let (ca, cb) = rci::negotiate_free_pair((&mut x.state, aa), (&mut y.state, ab), settings);
+    let (aa, ab) = ([aa[0], aa[1]], [ab[0], ab[1]]);
+    x.state.reset(&aa, settings);
+    y.state.reset(&ab, settings);
+    let (ca, cb) = rci::negotiate_free_pair((&mut x.state, &aa), (&mut y.state, &ab), settings);
     Ok([
-        state_record(aa, &x.state, ca),
-        state_record(ab, &y.state, cb),
+        state_record(&aa, &x.state, ca),
+        state_record(&ab, &y.state, cb),
     ])
 }
 
