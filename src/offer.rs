@@ -48,8 +48,21 @@ pub struct QuadraticUnit {
 impl QuadraticUnit {
     /// Output that minimizes `cost(p) - price * p` on `[pmin, pmax]` (the inverse marginal
     /// cost of eq. 37-38 with erratum 1: `(price - c1) / (2 c2)`, clamped).
+    ///
+    /// The unit must have `pmin <= pmax` (as [`OfferCurve::from_units`] checks); the clamp
+    /// is then `f64::clamp`'s, NaN included, without its check, which would cost a branch
+    /// per unit and breakpoint in every batch curve rebuilt.
+    #[inline(always)]
     pub fn output_at(&self, price: f64) -> f64 {
-        ((price - self.c1) / (2.0 * self.c2)).clamp(self.pmin, self.pmax)
+        debug_assert!(self.pmin <= self.pmax, "unit pmin above pmax");
+        let mut p = (price - self.c1) / (2.0 * self.c2);
+        if p < self.pmin {
+            p = self.pmin;
+        }
+        if p > self.pmax {
+            p = self.pmax;
+        }
+        p
     }
 
     /// Cost of producing `p`, $/h.
@@ -103,7 +116,8 @@ impl OfferCurve {
         fixed_cost: f64,
     ) -> Result<()> {
         for (i, u) in units.iter().enumerate() {
-            if !(u.c2 > 0.0 && u.c2.is_finite()) {
+            // For a positive c2, `< INFINITY` is `is_finite`; NaN fails both compares.
+            if !(u.c2 > 0.0 && u.c2 < f64::INFINITY) {
                 return Err(Error::invalid(
                     format!("unit[{i}].c2"),
                     u.c2,
@@ -129,30 +143,22 @@ impl OfferCurve {
             costs.push(fixed_cost);
             return Ok(());
         }
-        prices.reserve(2 * units.len());
-        for u in units {
-            prices.push(u.c1 + 2.0 * u.c2 * u.pmin);
-            prices.push(u.c1 + 2.0 * u.c2 * u.pmax);
-        }
-        // Values equal under `total_cmp` have equal bits, so the unstable sort (which
-        // never allocates) gives the stable sort's order.
-        prices.sort_unstable_by(f64::total_cmp);
-        prices.dedup();
-        let m = prices.len();
-        exports.resize(m, 0.0);
-        costs.resize(m, 0.0);
-        for ((&price, export), cost) in prices.iter().zip(exports.iter_mut()).zip(costs.iter_mut())
-        {
-            let (mut x, mut c) = (fixed_export, fixed_cost);
-            for u in units {
-                let p = u.output_at(price);
-                x += p;
-                c += u.cost(p);
-            }
-            *export = x;
-            *cost = c;
-        }
-        self.check()
+        // The group sizes a market has, each with its unit loop unrolled and the units'
+        // coefficients kept in registers (the values are the same whatever the length).
+        let finite = match units.len() {
+            1 => fill_small(self, &units[..1], fixed_export, fixed_cost),
+            2 => fill_small(self, &units[..2], fixed_export, fixed_cost),
+            3 => fill_small(self, &units[..3], fixed_export, fixed_cost),
+            4 => fill_small(self, &units[..4], fixed_export, fixed_cost),
+            _ => fill_large(self, units, fixed_export, fixed_cost),
+        };
+        // A curve of checked units with finite values holds every invariant of `check`:
+        // the prices are sorted, and each export is `fixed_export` plus the units' outputs
+        // added in unit order, where each output (a difference, a quotient by a positive
+        // number, a clamp) and each rounded sum is non-decreasing in the price. So only
+        // finiteness is tested here, and `check` names the value when it fails.
+        debug_assert!(!finite || self.view().holds_invariants());
+        if finite { Ok(()) } else { self.check() }
     }
 
     /// The curve as a borrowed view, which every evaluation goes through.
@@ -225,6 +231,93 @@ impl OfferCurve {
     pub fn cost_at_export(&self, x: f64) -> f64 {
         self.view().cost_at_export(x)
     }
+}
+
+/// Most units of a group whose breakpoints [`OfferCurve::rebuild_from_units`] builds on
+/// the stack before copying them into the curve (a market's groups have at most 4).
+const STACK_UNITS: usize = 4;
+
+/// The breakpoints of [`OfferCurve::rebuild_from_units`] for checked, non-empty `units`,
+/// written to the front of `prices`, `exports` and `costs` (each at least `2 *
+/// units.len()` long); inlined into each length it is called with. Returns the number of
+/// breakpoints and whether every price, export and cost is finite.
+#[inline(always)]
+fn breakpoints_into(
+    units: &[QuadraticUnit],
+    fixed_export: f64,
+    fixed_cost: f64,
+    prices: &mut [f64],
+    exports: &mut [f64],
+    costs: &mut [f64],
+) -> (usize, bool) {
+    let prices = &mut prices[..2 * units.len()];
+    for (u, pair) in units.iter().zip(prices.chunks_exact_mut(2)) {
+        pair[0] = u.c1 + 2.0 * u.c2 * u.pmin;
+        pair[1] = u.c1 + 2.0 * u.c2 * u.pmax;
+    }
+    // Values equal under `total_cmp` have equal bits, so the unstable sort (which
+    // never allocates) gives the stable sort's order.
+    prices.sort_unstable_by(f64::total_cmp);
+    // `Vec::dedup`: a price equal to the last one kept is dropped.
+    let mut m = 1;
+    for k in 1..prices.len() {
+        if prices[k] != prices[m - 1] {
+            prices[m] = prices[k];
+            m += 1;
+        }
+    }
+    // `v * 0.0` is a zero for a finite v and NaN otherwise, so the sum is a zero exactly
+    // when all are finite.
+    let mut zero = 0.0;
+    for ((&price, export), cost) in prices[..m]
+        .iter()
+        .zip(&mut exports[..m])
+        .zip(&mut costs[..m])
+    {
+        let (mut x, mut c) = (fixed_export, fixed_cost);
+        for u in units {
+            let p = u.output_at(price);
+            x += p;
+            c += u.cost(p);
+        }
+        *export = x;
+        *cost = c;
+        zero += price * 0.0 + x * 0.0 + c * 0.0;
+    }
+    (m, zero == 0.0)
+}
+
+/// [`breakpoints_into`] for a group of `units.len() <= STACK_UNITS`, on the stack, then
+/// copied into `curve`'s (cleared) storage.
+#[inline(always)]
+fn fill_small(curve: &mut OfferCurve, units: &[QuadraticUnit], fe: f64, fc: f64) -> bool {
+    let mut buf = [[0.0; 2 * STACK_UNITS]; 3];
+    let [p, x, c] = &mut buf;
+    let (m, finite) = breakpoints_into(units, fe, fc, p, x, c);
+    curve.prices.extend_from_slice(&p[..m]);
+    curve.exports.extend_from_slice(&x[..m]);
+    curve.costs.extend_from_slice(&c[..m]);
+    finite
+}
+
+/// [`breakpoints_into`] for a group of any size, in `curve`'s (cleared) storage.
+fn fill_large(curve: &mut OfferCurve, units: &[QuadraticUnit], fe: f64, fc: f64) -> bool {
+    let n = 2 * units.len();
+    curve.prices.resize(n, 0.0);
+    curve.exports.resize(n, 0.0);
+    curve.costs.resize(n, 0.0);
+    let (m, finite) = breakpoints_into(
+        units,
+        fe,
+        fc,
+        &mut curve.prices,
+        &mut curve.exports,
+        &mut curve.costs,
+    );
+    curve.prices.truncate(m);
+    curve.exports.truncate(m);
+    curve.costs.truncate(m);
+    finite
 }
 
 impl<'a> From<&'a OfferCurve> for CurveView<'a> {
@@ -875,6 +968,139 @@ mod tests {
         assert!(
             c.rebuild_from_units(&[unit(0.0, 1.0, 0.0, 1.0)], 0.0, 0.0)
                 .is_err()
+        );
+    }
+
+    /// `OfferCurve::from_units` as first written: pushes, the library's sort and dedup,
+    /// `f64::clamp`, and the full `check`.
+    fn plain_from_units(units: &[QuadraticUnit], fe: f64, fc: f64) -> Result<OfferCurve> {
+        for (i, u) in units.iter().enumerate() {
+            if !(u.c2 > 0.0 && u.c2.is_finite()) {
+                let allowed = "> 0 (apply the linear-cost floor first)";
+                return Err(Error::invalid(format!("unit[{i}].c2"), u.c2, allowed));
+            }
+            if !(u.pmin <= u.pmax) {
+                let allowed = format!("<= pmax = {}", u.pmax);
+                return Err(Error::invalid(format!("unit[{i}].pmin"), u.pmin, allowed));
+            }
+        }
+        if units.is_empty() {
+            return Ok(OfferCurve::fixed(fe, fc));
+        }
+        let mut prices = Vec::new();
+        for u in units {
+            prices.push(u.c1 + 2.0 * u.c2 * u.pmin);
+            prices.push(u.c1 + 2.0 * u.c2 * u.pmax);
+        }
+        prices.sort_by(f64::total_cmp);
+        prices.dedup();
+        let (mut exports, mut costs) = (Vec::new(), Vec::new());
+        for &price in &prices {
+            let (mut x, mut c) = (fe, fc);
+            for u in units {
+                let p = ((price - u.c1) / (2.0 * u.c2)).clamp(u.pmin, u.pmax);
+                x += p;
+                c += (u.c2 * p + u.c1) * p + u.c0;
+            }
+            exports.push(x);
+            costs.push(c);
+        }
+        let curve = OfferCurve {
+            prices,
+            exports,
+            costs,
+        };
+        curve.check()?;
+        Ok(curve)
+    }
+
+    #[test]
+    fn unit_curves_are_the_plain_build_bit_for_bit() {
+        use rand::{RngExt, SeedableRng};
+        let bits = |c: &OfferCurve| -> Vec<u64> {
+            [&c.prices, &c.exports, &c.costs]
+                .iter()
+                .flat_map(|v| v.iter().map(|x| x.to_bits()))
+                .collect()
+        };
+        // Common coefficients tie breakpoints (repeated values) and sign zeros; one draw
+        // in 30 is an extreme that overflows (huge c2 or c1, infinite limits), is
+        // subnormal, or breaks a unit's checks.
+        let c2s = (
+            [1e-3, 0.05, 0.05, 2.0],
+            [1e300, 5e-324, f64::MAX, 0.0, f64::NAN],
+        );
+        let c1s = ([0.0, -0.0, 10.0, 10.0, 35.5], [-1e308, 1e308, f64::NAN]);
+        let limits = (
+            [0.0, -0.0, 5.0, 10.0, 10.0],
+            [1e308, f64::INFINITY, f64::NEG_INFINITY],
+        );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let pick = |rng: &mut rand_chacha::ChaCha8Rng, (common, rare): (&[f64], &[f64])| {
+            if rng.random_range(0..30) == 0 {
+                rare[rng.random_range(0..rare.len())]
+            } else {
+                common[rng.random_range(0..common.len())]
+            }
+        };
+        let (c2s, c1s, limits) = (
+            (&c2s.0[..], &c2s.1[..]),
+            (&c1s.0[..], &c1s.1[..]),
+            (&limits.0[..], &limits.1[..]),
+        );
+        let (mut valid, mut invalid) = (0, 0);
+        let mut reused = OfferCurve::fixed(0.0, 0.0);
+        for _ in 0..20_000 {
+            let units: Vec<QuadraticUnit> = (0..rng.random_range(1..=7usize))
+                .map(|_| {
+                    let (a, b) = (pick(&mut rng, limits), pick(&mut rng, limits));
+                    QuadraticUnit {
+                        c2: pick(&mut rng, c2s),
+                        c1: pick(&mut rng, c1s),
+                        c0: pick(&mut rng, c1s),
+                        pmin: a.min(b),
+                        pmax: a.max(b),
+                    }
+                })
+                .collect();
+            let fe = pick(&mut rng, c1s);
+            let want = plain_from_units(&units, fe, 1.5);
+            let got = reused.rebuild_from_units(&units, fe, 1.5);
+            match (&want, &got) {
+                (Ok(w), Ok(())) => {
+                    assert_eq!(bits(&reused), bits(w), "{units:?} {fe}");
+                    valid += 1;
+                }
+                (Err(w), Err(g)) => {
+                    // A NaN's sign and payload depend on which operand of a commutative
+                    // operation the compiler puts first (x86 returns the first NaN), and
+                    // `total_cmp` sorts NaNs by sign: which value is named first may then
+                    // differ between two builds of the same sum.
+                    let (w, g) = (w.to_string(), g.to_string());
+                    if !w.contains("NaN") && !g.contains("NaN") {
+                        assert_eq!(w, g, "{units:?} {fe}");
+                    }
+                    invalid += 1;
+                }
+                _ => panic!("{units:?} {fe}: plain {want:?}, rebuilt {got:?}"),
+            }
+            // The stack path and the general one build the same breakpoints.
+            if units.len() <= STACK_UNITS && got.is_ok() {
+                let mut small = OfferCurve::fixed(0.0, 0.0);
+                let mut large = OfferCurve::fixed(0.0, 0.0);
+                for c in [&mut small, &mut large] {
+                    c.prices.clear();
+                    c.exports.clear();
+                    c.costs.clear();
+                }
+                let fs = fill_small(&mut small, &units, fe, 1.5);
+                let fl = fill_large(&mut large, &units, fe, 1.5);
+                assert_eq!((fs, bits(&small)), (fl, bits(&large)), "{units:?}");
+            }
+        }
+        assert!(
+            valid > 5_000 && invalid > 1_000,
+            "{valid} valid, {invalid} invalid"
         );
     }
 
