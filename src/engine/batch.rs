@@ -28,7 +28,7 @@ use crate::grid::load_table::LoadTable;
 use crate::market::Market;
 use crate::microgrid::{HOURS, Microgrid};
 use crate::offer::{CurveView, OfferCurve, QuadraticUnit};
-use crate::rci::{RciSettings, Residuals, TrajectoryPoint};
+use crate::rci::{Agent, RciSettings, Residuals, TrajectoryPoint};
 
 /// Most agents one market hour may have (the smart grid and the microgrid).
 pub const MAX_AGENTS: usize = 2;
@@ -775,7 +775,12 @@ impl Batch {
 
     /// Whether any run carries an attack.
     pub fn has_attacks(&self) -> bool {
-        self.attacks.iter().flatten().any(|a| a.variable != 0)
+        (0..self.runs()).any(|run| self.run_has_attacks(run))
+    }
+
+    /// Whether a run carries an attack (in any hour); when not, no hour of it has one.
+    pub fn run_has_attacks(&self, run: usize) -> bool {
+        self.attacks[run].iter().any(|a| a.variable != 0)
     }
 
     /// Whether a run keeps its trajectories.
@@ -786,11 +791,22 @@ impl Batch {
     /// The slot of an agent in an hour of a run (for a blended pool curve, the lower
     /// level's; see [`Batch::blend_partner`]).
     pub fn slot(&self, run: usize, hour: usize, agent: usize) -> &AgentSlot {
-        let base = match self.hour_input(run, hour) {
+        self.slot_and_input(run, hour, agent).0
+    }
+
+    /// [`Batch::slot`] with the hour's [`Batch::hour_input`], looked up once.
+    fn slot_and_input(
+        &self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+    ) -> (&AgentSlot, Option<&HourInput>) {
+        let input = self.hour_input(run, hour);
+        let base = match input {
             Some(h) => h.slot_base as usize,
             None => (self.sg_curve_set[run] as usize * self.hours + hour) * self.agents,
         };
-        &self.slots[base + agent]
+        (&self.slots[base + agent], input)
     }
 
     /// For a pool-curve agent whose curve this hour is a blend of two load-table levels:
@@ -802,8 +818,19 @@ impl Batch {
         hour: usize,
         agent: usize,
     ) -> Option<(&AgentSlot, f64)> {
-        let h = self.hour_input(run, hour)?;
-        if h.sg_weight == 0.0 || self.slot(run, hour, agent).curve_len == 0 {
+        let (s, input) = self.slot_and_input(run, hour, agent);
+        self.blend_partner_of(s, input, agent)
+    }
+
+    /// [`Batch::blend_partner`] of the agent's slot `s` in an hour with `input`.
+    fn blend_partner_of(
+        &self,
+        s: &AgentSlot,
+        input: Option<&HourInput>,
+        agent: usize,
+    ) -> Option<(&AgentSlot, f64)> {
+        let h = input?;
+        if h.sg_weight == 0.0 || s.curve_len == 0 {
             return None;
         }
         Some((
@@ -845,8 +872,19 @@ impl Batch {
         agent: usize,
         units: &mut [QuadraticUnit; MAX_UNITS],
     ) -> (usize, f64, f64) {
-        let s = self.slot(run, hour, agent);
-        let input = self.hour_input(run, hour);
+        let (s, input) = self.slot_and_input(run, hour, agent);
+        self.scaled_units_of(run, s, input, units)
+    }
+
+    /// [`Batch::scaled_units_into`] of the agent's slot `s` in an hour of `run` with
+    /// `input`.
+    fn scaled_units_of(
+        &self,
+        run: usize,
+        s: &AgentSlot,
+        input: Option<&HourInput>,
+        units: &mut [QuadraticUnit; MAX_UNITS],
+    ) -> (usize, f64, f64) {
         let renewables = s.flags & SCALE_RENEWABLES != 0;
         let rs = if renewables {
             self.renewable_scale[run]
@@ -925,19 +963,36 @@ impl Batch {
         agent: usize,
         scratch: &'a mut OfferCurve,
     ) -> Result<CurveView<'a>> {
-        let s = self.slot(run, hour, agent);
-        if let Some((upper, w)) = self.blend_partner(run, hour, agent) {
+        Ok(self.agent(run, hour, agent, scratch)?.curve)
+    }
+
+    /// The RCI agent of (run, hour, agent): its curve as [`Batch::curve`] gives it (built
+    /// in `scratch` when it is not borrowed from the pool) and its slot's trade limits,
+    /// with the slot looked up once.
+    pub fn agent<'a>(
+        &'a self,
+        run: usize,
+        hour: usize,
+        agent: usize,
+        scratch: &'a mut OfferCurve,
+    ) -> Result<Agent<'a>> {
+        let (s, input) = self.slot_and_input(run, hour, agent);
+        let curve = if let Some((upper, w)) = self.blend_partner_of(s, input, agent) {
             self.blend_into(s, upper, w, scratch);
-            return Ok(scratch.view());
-        }
-        if s.curve_len > 0 {
-            return Ok(self.pool_curve(s));
-        }
-        let mut units = [UNSET_UNIT; MAX_UNITS];
-        let (count, fixed_export, fixed_cost) =
-            self.scaled_units_into(run, hour, agent, &mut units);
-        scratch.rebuild_from_units(&units[..count], fixed_export, fixed_cost)?;
-        Ok(scratch.view())
+            scratch.view()
+        } else if s.curve_len > 0 {
+            self.pool_curve(s)
+        } else {
+            let mut units = [UNSET_UNIT; MAX_UNITS];
+            let (count, fixed_export, fixed_cost) = self.scaled_units_of(run, s, input, &mut units);
+            scratch.rebuild_from_units(&units[..count], fixed_export, fixed_cost)?;
+            scratch.view()
+        };
+        Ok(Agent {
+            curve,
+            min_export: s.min_export,
+            max_export: s.max_export,
+        })
     }
 }
 

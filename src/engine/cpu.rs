@@ -137,12 +137,7 @@ fn hour_agents<'a>(
     let mut agents = [unused; MAX_AGENTS];
     let n = batch.agents();
     for ((a, agent), curve) in agents.iter_mut().enumerate().take(n).zip(curves) {
-        let s = batch.slot(run, hour, a);
-        *agent = Agent {
-            curve: batch.curve(run, hour, a, curve)?,
-            min_export: s.min_export,
-            max_export: s.max_export,
-        };
+        *agent = batch.agent(run, hour, a, curve)?;
     }
     Ok(agents)
 }
@@ -194,9 +189,9 @@ fn evaluate_hours_in(
     scratch: &mut [HourScratch; 2],
 ) -> Result<[HourRecord; 2]> {
     let [x, y] = scratch;
-    let paired = batch.agents() == 2
-        && !batch.hour_attacks(run, hours[0]).any()
-        && !batch.hour_attacks(run, hours[1]).any();
+    let free = |hour| !batch.hour_attacks(run, hour).any();
+    let paired =
+        batch.agents() == 2 && (!batch.run_has_attacks(run) || (free(hours[0]) && free(hours[1])));
     if !paired {
         return Ok([
             evaluate_hour_in(batch, run, hours[0], x, None)?,
@@ -206,13 +201,14 @@ fn evaluate_hours_in(
     let settings = batch.rci(run);
     let aa = hour_agents(batch, run, hours[0], &mut x.curves)?;
     let ab = hour_agents(batch, run, hours[1], &mut y.curves)?;
-    let (aa, ab) = ([aa[0], aa[1]], [ab[0], ab[1]]);
-    x.state.reset(&aa, settings);
-    y.state.reset(&ab, settings);
-    let (ca, cb) = rci::negotiate_free_pair((&mut x.state, &aa), (&mut y.state, &ab), settings);
+    let two = "MAX_AGENTS is at least 2";
+    let (aa, ab) = (aa.first_chunk().expect(two), ab.first_chunk().expect(two));
+    x.state.reset(aa, settings);
+    y.state.reset(ab, settings);
+    let (ca, cb) = rci::negotiate_free_pair((&mut x.state, aa), (&mut y.state, ab), settings);
     Ok([
-        state_record(&aa, &x.state, ca),
-        state_record(&ab, &y.state, cb),
+        state_record(aa, &x.state, ca),
+        state_record(ab, &y.state, cb),
     ])
 }
 
