@@ -283,8 +283,9 @@ pub fn run_cpu_streaming(
     let mut kept: Vec<Option<RunTrajectory>> = Vec::new();
     for start in (0..batch.runs()).step_by(step) {
         let runs = start..(start + step).min(batch.runs());
-        // Every run fills its own rows of the reused buffer.
-        chunk.records.clear();
+        // Every run fills its own rows of the reused buffer, so rows left from the last
+        // chunk are overwritten, never read: the buffer is filled (a serial pass over
+        // megabytes while the pool waits) only where it grows, for the first chunk.
         chunk
             .records
             .resize(runs.len() * hours, HourRecord::default());
