@@ -180,23 +180,24 @@ fn evaluate_hour_in(
     Ok(state_record(agents, state, converged))
 }
 
-/// Two hours of a run, each as [`evaluate_hour_in`] gives it, negotiated side by side
-/// when both are attack-free two-agent hours ([`rci::negotiate_free_pair`]).
+/// Two hours of a run into `rows`, each as [`evaluate_hour_in`] gives it, negotiated side
+/// by side when both are attack-free two-agent hours ([`rci::negotiate_free_pair`]).
 fn evaluate_hours_in(
     batch: &Batch,
     run: usize,
     hours: [usize; 2],
     scratch: &mut [HourScratch; 2],
-) -> Result<[HourRecord; 2]> {
+    rows: &mut [HourRecord; 2],
+) -> Result<()> {
     let [x, y] = scratch;
+    let [ra, rb] = rows;
     let free = |hour| !batch.hour_attacks(run, hour).any();
     let paired =
         batch.agents() == 2 && (!batch.run_has_attacks(run) || (free(hours[0]) && free(hours[1])));
     if !paired {
-        return Ok([
-            evaluate_hour_in(batch, run, hours[0], x, None)?,
-            evaluate_hour_in(batch, run, hours[1], y, None)?,
-        ]);
+        *ra = evaluate_hour_in(batch, run, hours[0], x, None)?;
+        *rb = evaluate_hour_in(batch, run, hours[1], y, None)?;
+        return Ok(());
     }
     let settings = batch.rci(run);
     let aa = hour_agents(batch, run, hours[0], &mut x.curves)?;
@@ -206,10 +207,9 @@ fn evaluate_hours_in(
     x.state.reset(aa, settings);
     y.state.reset(ab, settings);
     let (ca, cb) = rci::negotiate_free_pair((&mut x.state, aa), (&mut y.state, ab), settings);
-    Ok([
-        state_record(aa, &x.state, ca),
-        state_record(ab, &y.state, cb),
-    ])
+    *ra = state_record(aa, &x.state, ca);
+    *rb = state_record(ab, &y.state, cb);
+    Ok(())
 }
 
 /// Every hour of a run that keeps no trajectory into `rows`, two hours at a time
@@ -221,11 +221,11 @@ fn evaluate_run_in(
     scratch: &mut [HourScratch; 2],
 ) -> Result<()> {
     let hours = rows.len();
-    let mut pairs = rows.chunks_exact_mut(2);
-    for (p, pair) in (&mut pairs).enumerate() {
-        pair.copy_from_slice(&evaluate_hours_in(batch, run, [2 * p, 2 * p + 1], scratch)?);
+    let (pairs, rest) = rows.as_chunks_mut::<2>();
+    for (p, pair) in pairs.iter_mut().enumerate() {
+        evaluate_hours_in(batch, run, [2 * p, 2 * p + 1], scratch, pair)?;
     }
-    if let [row] = pairs.into_remainder() {
+    if let [row] = rest {
         *row = evaluate_hour_in(batch, run, hours - 1, &mut scratch[0], None)?;
     }
     Ok(())
