@@ -228,6 +228,18 @@ enum DirUse {
 /// Decides how `out` (resolved) may be used by the sweep `spec_json`; `shown` is the
 /// directory as given. Refusals are [`Error::OutputDir`].
 fn decide(out: &Path, shown: &Path, spec_json: &str, force: bool) -> Result<DirUse> {
+    decide_looking(out, shown, spec_json, force, true)
+}
+
+/// [`decide`], looking at the directory once more (`again`) when `sweep.json` appears
+/// between reading it and listing the directory.
+fn decide_looking(
+    out: &Path,
+    shown: &Path,
+    spec_json: &str,
+    force: bool,
+    again: bool,
+) -> Result<DirUse> {
     let refuse = |reason: String| Error::OutputDir {
         path: shown.to_path_buf(),
         reason,
@@ -260,6 +272,13 @@ fn decide(out: &Path, shown: &Path, spec_json: &str, force: bool) -> Result<DirU
         .collect();
     if entries.is_empty() {
         return Ok(DirUse::Claim);
+    }
+    if again && entries.iter().any(|n| n == SPEC_NAME) {
+        // It appeared after the read above said it was missing: another process claimed
+        // the directory meanwhile (`run_sweep`'s early check holds no lock). Look once
+        // more, rather than refuse a directory for holding "no sweep.json" beside its
+        // sweep.json. (Once: a dangling link of that name reads as missing every time.)
+        return decide_looking(out, shown, spec_json, force, false);
     }
     if !force {
         let shown_entries: Vec<&str> = entries.iter().take(5).map(String::as_str).collect();
@@ -1321,5 +1340,23 @@ mod tests {
         assert!(!c.created_out && !c.created_spec);
         c.release(&joined, true, shard::UNSHARDED_TAG);
         assert_eq!(list(&joined).unwrap(), vec![SPEC_NAME]);
+    }
+
+    /// `decide` looks again when `sweep.json` is listed but read as missing (it appeared
+    /// in between), and only once: a dangling link of that name reads as missing every
+    /// time, and is refused as a file that is not a sweep's, without `--force`.
+    #[cfg(unix)]
+    #[test]
+    fn a_spec_listed_but_unreadable_is_looked_at_once_more_then_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), out.join(SPEC_NAME)).unwrap();
+        let err = decide(&out, &out, "{}", false).unwrap_err().to_string();
+        assert!(err.contains("it is not empty (sweep.json)"), "{err}");
+        // Once sweep.json is there, the same spec joins it.
+        std::fs::remove_file(out.join(SPEC_NAME)).unwrap();
+        std::fs::write(out.join(SPEC_NAME), "{}").unwrap();
+        assert_eq!(decide(&out, &out, "{}", false).unwrap(), DirUse::Join);
     }
 }
