@@ -236,6 +236,10 @@ impl OfferCurve {
 /// Most units of a group whose breakpoints [`OfferCurve::rebuild_from_units`] builds on
 /// the stack before copying them into the curve (a market's groups have at most 4).
 const STACK_UNITS: usize = 4;
+const _: () = assert!(
+    STACK_UNITS == 4,
+    "rebuild_from_units has an arm per size 1-4"
+);
 
 /// The breakpoints of [`OfferCurve::rebuild_from_units`] for checked, non-empty `units`,
 /// written to the front of `prices`, `exports` and `costs` (each at least `2 *
@@ -1005,13 +1009,7 @@ mod tests {
             exports.push(x);
             costs.push(c);
         }
-        let curve = OfferCurve {
-            prices,
-            exports,
-            costs,
-        };
-        curve.check()?;
-        Ok(curve)
+        OfferCurve::new(prices, exports, costs)
     }
 
     #[test]
