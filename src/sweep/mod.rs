@@ -250,6 +250,15 @@ fn decide_looking(
     let spec_path = out.join(SPEC_NAME);
     match std::fs::read(&spec_path) {
         Ok(existing) if existing == spec_json.as_bytes() => return Ok(DirUse::Join),
+        // Not a sweep's: a file of the user's that merely has the name. Never replaced,
+        // with or without --force.
+        Ok(existing) if serde_json::from_slice::<SweepSpec>(&existing).is_err() => {
+            return Err(refuse(format!(
+                "it holds a {SPEC_NAME} that is not a p2pmarket sweep's (it does not read as \
+                 one), which a sweep would replace; nothing was written. Move it away or \
+                 choose another directory"
+            )));
+        }
         Ok(_) if holds_data(out)? => {
             return Err(refuse(format!(
                 "it holds another sweep (its {SPEC_NAME} differs: seed, runs_per_part, samples, \
@@ -290,7 +299,8 @@ fn decide_looking(
             if entries.len() > 5 { ", ..." } else { "" }
         )));
     }
-    let clashes: Vec<&str> = [MANIFEST_NAME, TABLES[0], TABLES[1]]
+    // A `sweep.json` listed here did not read (a dangling link, say): not a sweep's.
+    let clashes: Vec<&str> = [SPEC_NAME, MANIFEST_NAME, TABLES[0], TABLES[1]]
         .into_iter()
         .filter(|n| entries.iter().any(|e| e == n))
         .collect();
@@ -753,8 +763,9 @@ impl Sweeper<'_> {
 /// Parts already complete on disk are verified and skipped (a corrupt one is recomputed,
 /// with a notice); `manifest.json` is written once every part exists.
 ///
-/// `out` must be missing, empty, or hold this same sweep (or, with `options.force`, any
-/// directory without `runs/`, `run_hours/` and `manifest.json`); anything else is refused
+/// `out` must be missing, empty, or hold this same sweep or another's abandoned claim (or,
+/// with `options.force`, any directory without `runs/`, `run_hours/`, `manifest.json` and
+/// a `sweep.json` that does not read as a sweep's); anything else is refused
 /// with [`Error::OutputDir`] before anything is written. Everything that can be checked
 /// (the plan, a named or required GPU) is checked before `out` is touched; when this
 /// process fails before writing any part, it removes what it created.
@@ -1358,5 +1369,52 @@ mod tests {
         std::fs::remove_file(out.join(SPEC_NAME)).unwrap();
         std::fs::write(out.join(SPEC_NAME), "{}").unwrap();
         assert_eq!(decide(&out, &out, "{}", false).unwrap(), DirUse::Join);
+    }
+
+    /// A `sweep.json` that does not read as a sweep's is the user's: refused with or
+    /// without `--force`, and left as it was, as is a dangling link of that name with
+    /// `--force`. Another sweep's spec without data (an abandoned claim) is taken over.
+    #[test]
+    fn a_users_sweep_json_is_never_replaced() {
+        let spec = |seed: u64| {
+            let s = SweepSpec::from_toml(&format!("seed = {seed}\n"), Path::new("s.toml")).unwrap();
+            serde_json::to_string_pretty(&s).unwrap()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mine = b"{\"my\": \"results\"}\n";
+        std::fs::write(out.join(SPEC_NAME), mine).unwrap();
+        for force in [false, true] {
+            let err = decide(&out, &out, &spec(1), force).unwrap_err().to_string();
+            assert!(err.contains("not a p2pmarket sweep's"), "{err}");
+            let err = claim(&out, &out, &spec(1), force, &mut |_| {})
+                .err()
+                .expect("claimed a user's sweep.json")
+                .to_string();
+            assert!(err.contains("not a p2pmarket sweep's"), "{err}");
+            assert_eq!(std::fs::read(out.join(SPEC_NAME)).unwrap(), mine);
+            assert_eq!(list(&out).unwrap(), vec![SPEC_NAME]);
+        }
+        // Another sweep's abandoned claim reads as a sweep: a new sweep takes it over.
+        std::fs::write(out.join(SPEC_NAME), spec(2)).unwrap();
+        assert_eq!(decide(&out, &out, &spec(1), false).unwrap(), DirUse::Claim);
+        assert_eq!(decide(&out, &out, &spec(2), false).unwrap(), DirUse::Join);
+
+        #[cfg(unix)]
+        {
+            let linked = tmp.path().join("linked");
+            std::fs::create_dir(&linked).unwrap();
+            let target = tmp.path().join("nowhere");
+            std::os::unix::fs::symlink(&target, linked.join(SPEC_NAME)).unwrap();
+            let err = decide(&linked, &linked, &spec(1), true)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("holds sweep.json that p2pmarket did not write"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_link(linked.join(SPEC_NAME)).unwrap(), target);
+        }
     }
 }
