@@ -254,7 +254,7 @@ pub struct Agent<'a> {
 }
 
 /// The state of one agent after an iteration.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AgentState {
     /// Local price lambda_i, $/MWh.
     pub price: f64,
@@ -380,12 +380,13 @@ pub struct RciState {
     tampered: u32,
     /// Altered messages the ledger rejected so far.
     rejected: u32,
-    /// Scratch of the attacked step: one agent's view of the others' messages, before
-    /// and after an iteration, and the prices it receives.
+    /// Scratch of the attacked steps: every agent's view of the messages before an
+    /// iteration (agent `r`'s at `r * n`), one agent's view after it, and the prices an
+    /// agent receives (defended).
     view_old: Vec<AgentState>,
     view_new: Vec<AgentState>,
     seen_prices: Vec<f64>,
-    signals: Vec<NewtonSignals>,
+    slopes: Vec<(f64, f64)>,
 }
 
 impl RciState {
@@ -534,13 +535,8 @@ fn held_at_limit(st: &AgentState, s: &RciSettings) -> bool {
 }
 
 /// Agent's local slope of its response when the price moves down (`downward`) or up, at
-/// its effective price `lambda - H_up + H_lo`, MW per $/MWh; 0 while held at a limit.
-#[inline(always)]
-fn directional_slope(a: &Agent<'_>, st: &AgentState, s: &RciSettings, downward: bool) -> f64 {
-    directional_slope_near(a, st, s, downward, 0)
-}
-
-/// [`directional_slope`], its curve search starting at `guess` (no other difference).
+/// its effective price `lambda - H_up + H_lo`, MW per $/MWh; 0 while held at a limit. Its
+/// curve search starts at `guess` (any guess gives the same slope).
 #[inline(always)]
 fn directional_slope_near(
     a: &Agent<'_>,
@@ -595,9 +591,16 @@ pub struct NewtonSignals {
 impl NewtonSignals {
     /// The agent's signals in its state `st` (the values [`step`] uses).
     pub fn of(a: &Agent<'_>, st: &AgentState, s: &RciSettings) -> Self {
+        Self::of_near(a, st, s, 0)
+    }
+
+    /// [`NewtonSignals::of`], bitwise, its curve searches starting at `guess` (see
+    /// [`CurveView::export_at_near`]).
+    #[inline(always)]
+    fn of_near(a: &Agent<'_>, st: &AgentState, s: &RciSettings, guess: usize) -> Self {
         NewtonSignals {
-            slope_down: directional_slope(a, st, s, true),
-            slope_up: directional_slope(a, st, s, false),
+            slope_down: directional_slope_near(a, st, s, true, guess),
+            slope_up: directional_slope_near(a, st, s, false, guess),
             gap_down: directional_gap(a, st, s, true).unwrap_or(f64::INFINITY),
             gap_up: directional_gap(a, st, s, false).unwrap_or(f64::INFINITY),
         }
@@ -1037,17 +1040,17 @@ fn step_shared(
 }
 
 /// Agent `r`'s view of the messages `states` of iteration `m`: its own state, and the
-/// others' as received under `attacks`.
+/// others' as received under `attacks`, written into `out` (as long as `states`).
+#[inline(always)]
 fn view_of(
     attacks: &HourAttacks<'_>,
     r: usize,
     m: u32,
     states: &[AgentState],
-    out: &mut Vec<AgentState>,
+    out: &mut [AgentState],
 ) {
-    out.clear();
-    out.extend(states.iter().enumerate().map(|(j, st)| {
-        if j == r {
+    for (j, (st, o)) in states.iter().zip(out.iter_mut()).enumerate() {
+        *o = if j == r {
             *st
         } else {
             AgentState {
@@ -1056,8 +1059,8 @@ fn view_of(
                 dual_upper: attacks.seen(AttackVariable::DualUpper, j, m, st.dual_upper),
                 dual_lower: attacks.seen(AttackVariable::DualLower, j, m, st.dual_lower),
             }
-        }
-    }));
+        };
+    }
 }
 
 /// The undefended attacked iteration: each agent `r` computes its innovation step and
@@ -1066,7 +1069,23 @@ fn view_of(
 /// from its own price as in the attack-free step. The residuals are the largest over
 /// the agents' views of the messages before and after. Without an active injection every
 /// view is the true state and the result is [`step_shared`]'s, bit for bit.
+///
+/// Two agents take a copy of the body compiled for exactly two, as in [`step_free`].
 fn step_views(
+    state: &mut RciState,
+    agents: &[Agent<'_>],
+    s: &RciSettings,
+    attacks: &HourAttacks<'_>,
+) -> (StepReport, u64) {
+    match agents {
+        [_, _] => step_views_body(state, &agents[..2], s, attacks),
+        _ => step_views_body(state, agents, s, attacks),
+    }
+}
+
+/// The body of [`step_views`], inlined into each of its calls.
+#[inline(always)]
+fn step_views_body(
     state: &mut RciState,
     agents: &[Agent<'_>],
     s: &RciSettings,
@@ -1079,21 +1098,34 @@ fn step_views(
         state.views.resize(n, state.newton);
     }
     let scheduled = scheduled_kappa(s, state.iteration);
-    // Every agent's genuine signals (each receiver sees the others' through the attack).
-    let mut signals = std::mem::take(&mut state.signals);
-    signals.clear();
+    // Every agent's genuine slopes down and up, its [`NewtonSignals`] that every
+    // receiver asks for (each sees the others' through the attack); the gaps, asked for
+    // only on a flat stretch, are found when they are.
+    let mut slopes = std::mem::take(&mut state.slopes);
+    slopes.clear();
     if scheduled.is_none() {
-        signals.extend(
-            agents
-                .iter()
-                .zip(&state.agents)
-                .map(|(a, st)| NewtonSignals::of(a, st, s)),
-        );
+        slopes.extend(agents.iter().zip(&state.agents).zip(&state.guesses).map(
+            |((a, st), &guess)| {
+                (
+                    directional_slope_near(a, st, s, true, guess),
+                    directional_slope_near(a, st, s, false, guess),
+                )
+            },
+        ));
+    }
+    // Every receiver's view of iteration m - 1 (receiver r's in `old[r * n..][..n]`),
+    // made once: the step and the residuals both read it.
+    let (mut old, mut new) = (
+        std::mem::take(&mut state.view_old),
+        std::mem::take(&mut state.view_new),
+    );
+    old.resize(n * n, AgentState::default());
+    new.resize(n, AgentState::default());
+    for (r, view) in old.chunks_exact_mut(n).enumerate() {
+        view_of(attacks, r, m - 1, &state.agents[..n], view);
     }
     let mut chi_altered = 0u64;
-    for (r, agent) in agents.iter().enumerate() {
-        let mut view = std::mem::take(&mut state.view_old);
-        view_of(attacks, r, m - 1, &state.agents, &mut view);
+    for ((r, agent), view) in agents.iter().enumerate().zip(old.chunks_exact(n)) {
         let mismatch: f64 = view.iter().map(|a| a.power).sum();
         let kappa = match scheduled {
             Some(k) => k,
@@ -1106,64 +1138,58 @@ fn step_views(
                         attacks.seen(v, j, m - 1, x)
                     }
                 };
-                let slope: f64 = signals
+                let slope: f64 = slopes
                     .iter()
                     .enumerate()
-                    .map(|(j, g)| signal(j, AttackVariable::Slope, g.toward(downward).0))
+                    .map(|(j, &(down, up))| {
+                        signal(j, AttackVariable::Slope, if downward { down } else { up })
+                    })
                     .sum();
-                let flat = || {
-                    nearest_gap(signals.iter().enumerate().map(|(j, g)| {
-                        g.toward(downward)
-                            .1
-                            .map(|d| signal(j, AttackVariable::Gap, d))
-                    }))
-                };
+                // `NewtonSignals::toward`'s gaps: an infinite one is none.
+                let flat =
+                    || {
+                        nearest_gap(agents.iter().zip(&state.agents).enumerate().map(
+                            |(j, (a, st))| {
+                                directional_gap(a, st, s, downward)
+                                    .filter(|&d| d != f64::INFINITY)
+                                    .map(|d| signal(j, AttackVariable::Gap, d))
+                            },
+                        ))
+                    };
                 state.views[r].kappa(
                     mismatch,
-                    mean_price(&view),
-                    price_range(&view),
+                    mean_price(view),
+                    price_range(view),
                     slope,
                     flat,
                     s,
                 )
             }
         };
-        state.seen_prices.clear();
-        state.seen_prices.extend(view.iter().map(|a| a.price));
         let me = state.agents[r];
         let chi = attacks.seen(AttackVariable::Chi, r, m, s.chi);
-        let price = price_update(
-            me.price,
-            state.seen_prices.iter().copied(),
-            chi,
-            kappa,
-            mismatch,
-        );
+        let prices = || view.iter().map(|a| a.price);
+        let price = price_update(me.price, prices(), chi, kappa, mismatch);
         if attacks.targets(AttackVariable::Chi, r, m) {
-            let genuine = price_update(
-                me.price,
-                state.seen_prices.iter().copied(),
-                s.chi,
-                kappa,
-                mismatch,
-            );
+            let genuine = price_update(me.price, prices(), s.chi, kappa, mismatch);
             if genuine.to_bits() != price.to_bits() {
                 chi_altered |= 1 << r;
             }
         }
-        state.previous[r] = respond(agent, state.limit_prices[r], me, price, s, &mut 0);
-        state.view_old = view;
+        state.previous[r] = respond(
+            agent,
+            state.limit_prices[r],
+            me,
+            price,
+            s,
+            &mut state.guesses[r],
+        );
     }
     // Residuals: the largest over the agents' views of iteration m - 1 and m.
     let mut residuals = Residuals::default();
-    let (mut old, mut new) = (
-        std::mem::take(&mut state.view_old),
-        std::mem::take(&mut state.view_new),
-    );
-    for r in 0..n {
-        view_of(attacks, r, m - 1, &state.agents, &mut old);
-        view_of(attacks, r, m, &state.previous, &mut new);
-        let v = residuals_between(&old, &new);
+    for (r, view_before) in old.chunks_exact(n).enumerate() {
+        view_of(attacks, r, m, &state.previous[..n], &mut new[..n]);
+        let v = residuals_between(view_before, &new);
         residuals = Residuals {
             price_change: residuals.price_change.max(v.price_change),
             power_change: residuals.power_change.max(v.power_change),
@@ -1173,7 +1199,7 @@ fn step_views(
         };
     }
     (state.view_old, state.view_new) = (old, new);
-    state.signals = signals;
+    state.slopes = slopes;
     (finish_step(state, n, s, residuals), chi_altered)
 }
 
