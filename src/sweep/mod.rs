@@ -55,7 +55,7 @@ use rayon::prelude::*;
 pub use manifest::{
     MANIFEST_NAME, Manifest, ManifestAdapter, ManifestFile, ManifestIntegrity, SPEC_NAME,
 };
-pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan};
+pub use plan::{PartPlan, PlannedRun, RunValues, SweepPlan, TwinKey};
 pub use shard::{FinalizeReport, Shard, ShardManifest, finalize};
 pub use spec::{
     AttackParameters, GridParam, IntParam, Parameters, RciParameters, RealParam, RunAttack,
@@ -549,7 +549,7 @@ struct Backend {
     curves: std::collections::HashMap<usize, crate::engine::CurveCache>,
     /// An attack sweep's attack-free twins computed so far, by their values: each one's
     /// hour records, once per sweep invocation.
-    twins: std::collections::HashMap<String, Vec<HourRecord>>,
+    twins: std::collections::HashMap<TwinKey, Vec<HourRecord>>,
 }
 
 impl Backend {
@@ -1169,14 +1169,11 @@ fn attack_figures(
     backend: &mut Backend,
     report: &mut SweepReport,
 ) -> Result<Vec<AttackFigures>> {
-    let keys: Vec<String> = runs
-        .iter()
-        .map(|r| format!("{:?}", r.values.attack_free()))
-        .collect();
-    let mut missing: Vec<(String, RunValues)> = Vec::new();
+    let keys: Vec<TwinKey> = runs.iter().map(|r| r.values.twin_key()).collect();
+    let mut missing: Vec<(TwinKey, RunValues)> = Vec::new();
     for (r, key) in runs.iter().zip(&keys) {
         if !backend.twins.contains_key(key) && !missing.iter().any(|(k, _)| k == key) {
-            missing.push((key.clone(), r.values.attack_free()));
+            missing.push((*key, r.values.attack_free()));
         }
     }
     if !missing.is_empty() {

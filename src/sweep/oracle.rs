@@ -42,7 +42,7 @@ use crate::output::integers::{Unsigned, unsigned_column};
 use crate::output::parquet::read_parquet;
 use crate::rci;
 use crate::sweep::manifest;
-use crate::sweep::plan::{PartPlan, SweepPlan};
+use crate::sweep::plan::{PartPlan, SweepPlan, TwinKey};
 
 /// Runs the oracle replays when the sweep file names no `ledger_sample`.
 pub const DEFAULT_LEDGER_SAMPLE: u64 = 100;
@@ -246,7 +246,7 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         sample: modelled.iter().map(|m| m.run).collect(),
         ..OracleReport::default()
     };
-    let mut twins: HashMap<String, (bool, u32, bool)> = HashMap::new();
+    let mut twins: HashMap<(TwinKey, u32), (bool, u32, bool)> = HashMap::new();
     // One batch per pcc bus for the whole sample: the smart grid's network-exact curves
     // are built once per distinct load scale, not once per run.
     let planned: Vec<_> = modelled.iter().map(|m| plan.run(m.run)).collect();
@@ -297,11 +297,13 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         .map(|k| replay_of(k, false))
         .collect::<Result<_>>()?;
     // A twin replays one hour: the same values and the same attacked hour.
-    let keys: Vec<String> = planned
+    let keys: Vec<(TwinKey, u32)> = planned
         .iter()
         .map(|p| {
-            let hour = p.values.attack.map_or(0, |(a, _)| a.hour);
-            format!("{:?} hour {hour}", p.values.attack_free())
+            (
+                p.values.twin_key(),
+                p.values.attack.map_or(0, |(a, _)| a.hour),
+            )
         })
         .collect();
     let mut first_of: Vec<usize> = Vec::new();
@@ -324,7 +326,7 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         .collect::<Result<_>>()?;
     report.twins_replayed = first_of.len() as u64;
     for (&k, t) in first_of.iter().zip(twin_replays) {
-        twins.insert(keys[k].clone(), t);
+        twins.insert(keys[k], t);
     }
     for (k, m) in modelled.iter().enumerate() {
         let replay = &replays[k];

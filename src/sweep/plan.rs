@@ -46,7 +46,68 @@ impl RunValues {
             ..self.clone()
         }
     }
+
+    /// The identity of the run's attack-free twin: every value but the attack, each
+    /// number by its bits (so `-0.0` and `0.0` differ, as two runs with them may). Runs
+    /// with one key have one twin. The destructuring names every field, so a field added
+    /// to [`RunValues`] or [`RciSettings`] cannot be left out of the key.
+    pub fn twin_key(&self) -> TwinKey {
+        let RunValues {
+            pcc_bus,
+            load_scale,
+            renewable_scale,
+            mg_load_scale,
+            rci,
+            attack: _,
+        } = self;
+        let RciSettings {
+            chi,
+            step_rule,
+            kappa,
+            kappa_decay,
+            newton_damping,
+            slope_floor,
+            dual_update,
+            xi,
+            power_update,
+            relax_gamma,
+            price_tol,
+            power_tol,
+            dual_tol,
+            balance_tol,
+            max_iterations,
+            initial_price,
+            start_price,
+        } = rci;
+        TwinKey([
+            *pcc_bus as u64,
+            load_scale.to_bits(),
+            renewable_scale.to_bits(),
+            mg_load_scale.to_bits(),
+            chi.to_bits(),
+            *step_rule as u64,
+            kappa.to_bits(),
+            kappa_decay.to_bits(),
+            newton_damping.to_bits(),
+            slope_floor.to_bits(),
+            *dual_update as u64,
+            xi.to_bits(),
+            *power_update as u64,
+            relax_gamma.to_bits(),
+            price_tol.to_bits(),
+            power_tol.to_bits(),
+            dual_tol.to_bits(),
+            balance_tol.to_bits(),
+            u64::from(*max_iterations),
+            initial_price.to_bits(),
+            *start_price as u64,
+        ])
+    }
 }
+
+/// [`RunValues::twin_key`]: a run's values without its attack, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TwinKey([u64; 21]);
 
 /// One run of the sweep.
 #[derive(Debug, Clone, PartialEq)]
@@ -547,6 +608,64 @@ mod tests {
 
     fn spec(text: &str) -> SweepSpec {
         SweepSpec::from_toml(text, Path::new("t.toml")).unwrap()
+    }
+
+    /// Every value but the attack is in a run's twin key, by its bits: changing any one
+    /// of them (a sign of zero included) changes the key, and the attack does not.
+    #[test]
+    fn a_twin_key_holds_every_value_but_the_attack() {
+        use crate::rci::{DualUpdate, PowerUpdate, StartPrice, StepRule};
+        let base = RunValues {
+            pcc_bus: 7,
+            load_scale: 1.0,
+            renewable_scale: 0.0,
+            mg_load_scale: 1.0,
+            rci: RciSettings::default(),
+            attack: None,
+        };
+        let key = base.twin_key();
+        let attacked = RunValues {
+            attack: Some((RunAttack::default(), 99)),
+            ..base.clone()
+        };
+        assert_eq!(attacked.twin_key(), key);
+        type Change = fn(&mut RunValues);
+        let changes: [Change; 22] = [
+            |v| v.pcc_bus = 8,
+            |v| v.load_scale = 1.05,
+            |v| v.renewable_scale = -0.0,
+            |v| v.mg_load_scale = 0.9,
+            |v| v.rci.chi = 0.25,
+            |v| v.rci.step_rule = StepRule::Constant,
+            |v| v.rci.step_rule = StepRule::Diminishing,
+            |v| v.rci.kappa = 0.003,
+            |v| v.rci.kappa_decay = 100.0,
+            |v| v.rci.newton_damping = 0.5,
+            |v| v.rci.slope_floor = 2.0,
+            |v| v.rci.dual_update = DualUpdate::Gradient,
+            |v| v.rci.xi = 0.1,
+            |v| v.rci.power_update = PowerUpdate::Relaxed,
+            |v| v.rci.relax_gamma = 2.0,
+            |v| v.rci.price_tol = 1e-6,
+            |v| v.rci.power_tol = 1e-5,
+            |v| v.rci.dual_tol = 1e-6,
+            |v| v.rci.balance_tol = 1e-5,
+            |v| v.rci.max_iterations = 999,
+            |v| v.rci.initial_price = 21.0,
+            |v| v.rci.start_price = StartPrice::Common,
+        ];
+        let mut keys = vec![key];
+        for change in changes {
+            let mut v = base.clone();
+            change(&mut v);
+            // Two twins by the former key, the values' `Debug` text, too.
+            assert_ne!(format!("{v:?}"), format!("{base:?}"));
+            keys.push(v.twin_key());
+        }
+        let n = keys.len();
+        keys.sort_by_key(|k| format!("{k:?}"));
+        keys.dedup();
+        assert_eq!(keys.len(), n, "two different runs share a twin key");
     }
 
     #[test]
