@@ -167,8 +167,10 @@ fn power_update_code(r: PowerUpdate) -> u8 {
     }
 }
 
-/// Appends the canonical bytes of `rci` (the field order of the module doc).
-fn write_rci(w: &mut Writer, rci: &RciSettings) {
+/// Appends the canonical bytes of `rci` (the field order of the module doc): every field,
+/// each number by its bits. Also the settings' part of a sweep run's twin key
+/// ([`crate::sweep::RunValues::twin_key`]).
+pub(crate) fn write_rci(w: &mut Writer, rci: &RciSettings) {
     // Destructured so that a new field is a compile error here, not a silent omission.
     let RciSettings {
         chi,

@@ -1173,7 +1173,7 @@ fn attack_figures(
     let mut missing: Vec<(TwinKey, RunValues)> = Vec::new();
     for (r, key) in runs.iter().zip(&keys) {
         if !backend.twins.contains_key(key) && !missing.iter().any(|(k, _)| k == key) {
-            missing.push((*key, r.values.attack_free()));
+            missing.push((key.clone(), r.values.attack_free()));
         }
     }
     if !missing.is_empty() {

@@ -326,7 +326,7 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         .collect::<Result<_>>()?;
     report.twins_replayed = first_of.len() as u64;
     for (&k, t) in first_of.iter().zip(twin_replays) {
-        twins.insert(keys[k], t);
+        twins.insert(keys[k].clone(), t);
     }
     for (k, m) in modelled.iter().enumerate() {
         let replay = &replays[k];

@@ -17,6 +17,8 @@ use crate::attack::{Attack, MAX_ATTACKS};
 use crate::engine::{Batch, CurveCache, HourlyInputs, RunSpec};
 use crate::error::{Error, Result};
 use crate::grid::load_table::LoadTable;
+use crate::ledger::encoding::Writer;
+use crate::ledger::tx::write_rci;
 use crate::market::Market;
 use crate::rci::RciSettings;
 use crate::sweep::spec::{Axis, Dimension, RunAttack, SweepSpec, Target, Value, apply};
@@ -48,9 +50,10 @@ impl RunValues {
     }
 
     /// The identity of the run's attack-free twin: every value but the attack, each
-    /// number by its bits (so `-0.0` and `0.0` differ, as two runs with them may). Runs
-    /// with one key have one twin. The destructuring names every field, so a field added
-    /// to [`RunValues`] or [`RciSettings`] cannot be left out of the key.
+    /// number by its bits (so `-0.0` and `0.0` differ, as two runs with them may), the
+    /// settings in the ledger's canonical encoding. Runs with one key have one twin. The
+    /// destructurings (here and in the encoding) name every field, so a field added to
+    /// [`RunValues`] or [`RciSettings`] cannot be left out of the key.
     pub fn twin_key(&self) -> TwinKey {
         let RunValues {
             pcc_bus,
@@ -60,54 +63,19 @@ impl RunValues {
             rci,
             attack: _,
         } = self;
-        let RciSettings {
-            chi,
-            step_rule,
-            kappa,
-            kappa_decay,
-            newton_damping,
-            slope_floor,
-            dual_update,
-            xi,
-            power_update,
-            relax_gamma,
-            price_tol,
-            power_tol,
-            dual_tol,
-            balance_tol,
-            max_iterations,
-            initial_price,
-            start_price,
-        } = rci;
-        TwinKey([
-            *pcc_bus as u64,
-            load_scale.to_bits(),
-            renewable_scale.to_bits(),
-            mg_load_scale.to_bits(),
-            chi.to_bits(),
-            *step_rule as u64,
-            kappa.to_bits(),
-            kappa_decay.to_bits(),
-            newton_damping.to_bits(),
-            slope_floor.to_bits(),
-            *dual_update as u64,
-            xi.to_bits(),
-            *power_update as u64,
-            relax_gamma.to_bits(),
-            price_tol.to_bits(),
-            power_tol.to_bits(),
-            dual_tol.to_bits(),
-            balance_tol.to_bits(),
-            u64::from(*max_iterations),
-            initial_price.to_bits(),
-            *start_price as u64,
-        ])
+        let mut w = Writer::default();
+        w.u64(*pcc_bus as u64)
+            .f64(*load_scale)
+            .f64(*renewable_scale)
+            .f64(*mg_load_scale);
+        write_rci(&mut w, rci);
+        TwinKey(w.bytes)
     }
 }
 
-/// [`RunValues::twin_key`]: a run's values without its attack, as bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TwinKey([u64; 21]);
+/// [`RunValues::twin_key`]: a run's values without its attack, as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TwinKey(Vec<u8>);
 
 /// One run of the sweep.
 #[derive(Debug, Clone, PartialEq)]
