@@ -2317,5 +2317,217 @@ mod tests {
             assert_eq!(defended.trajectory, free.trajectory);
             assert_eq!(defended.rejected, free.iterations + 1);
         }
+
+        /// The undefended step as first written, kept as the reference of
+        /// [`step_views`]: every view rebuilt into a vector for each use (six an
+        /// iteration), every curve look-up a full search, every agent's Newton signals,
+        /// gaps included, found before the step, and the prices copied out of the view.
+        fn plain_step_views(
+            state: &mut RciState,
+            agents: &[Agent<'_>],
+            s: &RciSettings,
+            attacks: &HourAttacks<'_>,
+        ) -> (StepReport, u64) {
+            let view_of = |r: usize, m: u32, states: &[AgentState]| -> Vec<AgentState> {
+                states
+                    .iter()
+                    .enumerate()
+                    .map(|(j, st)| {
+                        if j == r {
+                            *st
+                        } else {
+                            AgentState {
+                                price: attacks.seen_price(j, r, m, st.price),
+                                power: attacks.seen(AttackVariable::Power, j, m, st.power),
+                                dual_upper: attacks.seen(
+                                    AttackVariable::DualUpper,
+                                    j,
+                                    m,
+                                    st.dual_upper,
+                                ),
+                                dual_lower: attacks.seen(
+                                    AttackVariable::DualLower,
+                                    j,
+                                    m,
+                                    st.dual_lower,
+                                ),
+                            }
+                        }
+                    })
+                    .collect()
+            };
+            let n = agents.len();
+            let m = state.iteration + 1;
+            if state.views.len() != n {
+                state.views.clear();
+                state.views.resize(n, state.newton);
+            }
+            let scheduled = scheduled_kappa(s, state.iteration);
+            let signals: Vec<NewtonSignals> = match scheduled {
+                Some(_) => Vec::new(),
+                None => agents
+                    .iter()
+                    .zip(&state.agents)
+                    .map(|(a, st)| NewtonSignals::of(a, st, s))
+                    .collect(),
+            };
+            let mut chi_altered = 0u64;
+            for (r, agent) in agents.iter().enumerate() {
+                let view = view_of(r, m - 1, &state.agents);
+                let mismatch: f64 = view.iter().map(|a| a.power).sum();
+                let kappa = match scheduled {
+                    Some(k) => k,
+                    None => {
+                        let downward = mismatch > 0.0;
+                        let signal = |j: usize, v: AttackVariable, x: f64| {
+                            if j == r {
+                                x
+                            } else {
+                                attacks.seen(v, j, m - 1, x)
+                            }
+                        };
+                        let slope: f64 = signals
+                            .iter()
+                            .enumerate()
+                            .map(|(j, g)| signal(j, AttackVariable::Slope, g.toward(downward).0))
+                            .sum();
+                        let flat = || {
+                            nearest_gap(signals.iter().enumerate().map(|(j, g)| {
+                                g.toward(downward)
+                                    .1
+                                    .map(|d| signal(j, AttackVariable::Gap, d))
+                            }))
+                        };
+                        state.views[r].kappa(
+                            mismatch,
+                            mean_price(&view),
+                            price_range(&view),
+                            slope,
+                            flat,
+                            s,
+                        )
+                    }
+                };
+                let seen_prices: Vec<f64> = view.iter().map(|a| a.price).collect();
+                let me = state.agents[r];
+                let chi = attacks.seen(AttackVariable::Chi, r, m, s.chi);
+                let price =
+                    price_update(me.price, seen_prices.iter().copied(), chi, kappa, mismatch);
+                if attacks.targets(AttackVariable::Chi, r, m) {
+                    let genuine = price_update(
+                        me.price,
+                        seen_prices.iter().copied(),
+                        s.chi,
+                        kappa,
+                        mismatch,
+                    );
+                    if genuine.to_bits() != price.to_bits() {
+                        chi_altered |= 1 << r;
+                    }
+                }
+                state.previous[r] = respond(agent, state.limit_prices[r], me, price, s, &mut 0);
+            }
+            let mut residuals = Residuals::default();
+            for r in 0..n {
+                let old = view_of(r, m - 1, &state.agents);
+                let new = view_of(r, m, &state.previous);
+                let v = residuals_between(&old, &new);
+                residuals = Residuals {
+                    price_change: residuals.price_change.max(v.price_change),
+                    power_change: residuals.power_change.max(v.power_change),
+                    dual_change: residuals.dual_change.max(v.dual_change),
+                    balance: residuals.balance.max(v.balance),
+                    price_spread: residuals.price_spread.max(v.price_spread),
+                };
+            }
+            (finish_step(state, n, s, residuals), chi_altered)
+        }
+
+        /// `step_views` (two agents: the body compiled for two; and the general body)
+        /// gives the plain undefended step's bits at every iteration: the agents' states,
+        /// every agent's Newton memory, the residuals, the stop decision and the chi
+        /// attacks' alterations, over random unit markets, every rule, and one to four
+        /// random undefended attacks of every variable and shape.
+        #[test]
+        fn the_undefended_step_is_the_plain_one_bit_for_bit() {
+            use rand::{RngExt, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+            let views_bits = |st: &RciState| -> Vec<u64> {
+                st.views
+                    .iter()
+                    .flat_map(|v| [v.bracket.0, v.bracket.1, v.last_step, v.step_before_last])
+                    .map(f64::to_bits)
+                    .collect()
+            };
+            let (mut iterations, mut chi_hits, mut flat_steps) = (0u64, 0u64, 0u64);
+            for case in 0..600 {
+                let ((a, b), limit, s) = random_unit_market(&mut rng, case, 150);
+                let pair = limited_agents(&a, &b, limit);
+                let slots: Vec<AttackSlot> = (0..rng.random_range(1..=4usize))
+                    .map(|index| {
+                        let size = rng
+                            .random_range(0.01f64..30.0)
+                            .copysign(if rng.random_bool(0.5) { 1.0 } else { -1.0 });
+                        Attack {
+                            variable: AttackVariable::ALL[rng.random_range(0..8usize)],
+                            agent: rng.random_range(0..2u32),
+                            hours: vec![3],
+                            first_iteration: rng.random_range(0..6u32),
+                            duration: if rng.random_bool(0.5) {
+                                None
+                            } else {
+                                Some(rng.random_range(1..40u32))
+                            },
+                            shape: AttackShape::ALL[rng.random_range(0..4usize)],
+                            size,
+                            ramp_iterations: rng.random_range(1..20u32),
+                            seed: rng.random(),
+                        }
+                        .slot(index, case as u64)
+                    })
+                    .collect();
+                let attacks = HourAttacks::new(&slots, 3, Defence::Undefended);
+                assert!(attacks.alters_views());
+                let mut fast = RciState::new(&pair, &s);
+                let (mut general, mut plain) = (fast.clone(), fast.clone());
+                // A length the compiler cannot see, so the general body runs.
+                let unknown: &[Agent<'_>] = std::hint::black_box(&pair[..]);
+                for _ in 0..s.max_iterations {
+                    let before = fast.agents().to_vec();
+                    let (f, cf) = step_views(&mut fast, &pair, &s, &attacks);
+                    let (g, cg) = step_views_body(&mut general, unknown, &s, &attacks);
+                    let (p, cp) = plain_step_views(&mut plain, &pair, &s, &attacks);
+                    iterations += 1;
+                    chi_hits += u64::from(cp != 0);
+                    // A summed slope below the floor: the Newton step looks for the gaps.
+                    let mismatch: f64 = before.iter().map(|a| a.power).sum();
+                    flat_steps += u64::from(
+                        pair.iter()
+                            .zip(&before)
+                            .map(|(a, st)| directional_slope_near(a, st, &s, mismatch > 0.0, 0))
+                            .sum::<f64>()
+                            < s.slope_floor,
+                    );
+                    for (name, other, report, chi) in
+                        [("specialised", &fast, f, cf), ("general", &general, g, cg)]
+                    {
+                        assert_eq!(
+                            whole_state_bits(other),
+                            whole_state_bits(&plain),
+                            "{name}, case {case}"
+                        );
+                        assert_eq!(views_bits(other), views_bits(&plain), "{name}, case {case}");
+                        assert_eq!(chi, cp, "{name}, case {case}");
+                        assert_eq!(report.progress, p.progress, "{name}, case {case}");
+                    }
+                    if p.progress != Progress::Running {
+                        break;
+                    }
+                }
+            }
+            // The draws reach what the optimised step does differently.
+            assert!(iterations > 5_000, "{iterations}");
+            assert!(chi_hits > 0 && flat_steps > 0, "{chi_hits} {flat_steps}");
+        }
     }
 }
