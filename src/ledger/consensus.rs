@@ -84,6 +84,16 @@ impl Validator {
         rule: &dyn ContentRule,
     ) -> std::result::Result<Vote, BlockFault> {
         state.check_block(header, txs, Some(rule))?;
+        self.vote_for_checked(header)
+    }
+
+    /// The vote of [`Validator::consider`] for a block whose check has passed: refused
+    /// only when the validator is honest and already voted for another block at this
+    /// height.
+    pub fn vote_for_checked(
+        &mut self,
+        header: &BlockHeader,
+    ) -> std::result::Result<Vote, BlockFault> {
         let hash = header.hash();
         if self.behaviour == Behaviour::Honest
             && self.voted.get(&header.height).is_some_and(|h| *h != hash)
@@ -137,6 +147,13 @@ pub struct Network {
     pub validators: Vec<Validator>,
     agents: Vec<KeyPair>,
     salts: Vec<[u8; 32]>,
+    /// Whether the validators share one check of each proposed block (its outcome is the
+    /// same pure function for each) instead of checking it each in turn. The decisions
+    /// and the ledger are the same; only the work differs. Off by default, so that the
+    /// recording's measured time is that of `n` checks, which eq. (1)'s model counts
+    /// ([`crate::ledger::ProcessingTime::from_costs`]); a replay that wants the
+    /// decisions alone turns it on.
+    pub check_once: bool,
 }
 
 impl Network {
@@ -238,6 +255,7 @@ impl Network {
             validators,
             agents,
             salts,
+            check_once: false,
         })
     }
 
@@ -337,8 +355,17 @@ impl Network {
     ) -> (Vec<Vote>, Vec<(u32, BlockFault)>) {
         let mut votes = Vec::new();
         let mut refusals = Vec::new();
+        // Each validator's check of the block is the same pure function of the committed
+        // state, the block and the rule (the signatures' `verify_strict` most of it).
+        let shared = self
+            .check_once
+            .then(|| self.state.check_block(header, txs, Some(rule)));
         for v in &mut self.validators {
-            match v.consider(&self.state, header, txs, rule) {
+            let vote = match &shared {
+                Some(checked) => checked.clone().and_then(|()| v.vote_for_checked(header)),
+                None => v.consider(&self.state, header, txs, rule),
+            };
+            match vote {
                 Ok(vote) => votes.push(vote),
                 Err(fault) => refusals.push((v.index, fault)),
             }
@@ -572,9 +599,9 @@ mod tests {
 
     const RULE: SimplePriceRule = SimplePriceRule { tolerance: 1e-12 };
 
-    #[test]
-    fn honest_rounds_commit_and_converge_to_the_hand_price() {
-        let curves = [
+    /// Two linear agents that balance at 50/3 $/MWh.
+    fn two_curves() -> [LinearAgent; 2] {
+        [
             LinearAgent {
                 slope: 1.0,
                 offset: 10.0,
@@ -583,7 +610,12 @@ mod tests {
                 slope: 0.5,
                 offset: 30.0,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn honest_rounds_commit_and_converge_to_the_hand_price() {
+        let curves = two_curves();
         let mut net = Network::genesis(3, 1, 0, &rci(), &[b"a", b"b"], 0).unwrap();
         for round in 0..200u32 {
             let txs = net.signed_next_messages(&curves, 0, 0).unwrap();
@@ -599,16 +631,7 @@ mod tests {
 
     #[test]
     fn a_signed_but_wrong_price_is_refused_by_every_honest_validator() {
-        let curves = [
-            LinearAgent {
-                slope: 1.0,
-                offset: 10.0,
-            },
-            LinearAgent {
-                slope: 0.5,
-                offset: 30.0,
-            },
-        ];
+        let curves = two_curves();
         let mut net = Network::genesis(3, 1, 0, &rci(), &[b"a", b"b"], 0).unwrap();
         let first = net.signed_next_messages(&curves, 0, 0).unwrap();
         net.propose(0, first, 1000, &RULE).unwrap();
@@ -643,6 +666,52 @@ mod tests {
             failure.refusals[0].1.rejection,
             Rejection::Signature { agent: 1, .. }
         ));
+    }
+
+    /// Validators that share one check of each block decide as validators that check it
+    /// each in turn: the same votes, refusals (with their reasons) and ledger, over
+    /// honest rounds, a signed but wrong price and a forged signature.
+    #[test]
+    fn one_shared_check_decides_as_every_validators_own() {
+        let curves = two_curves();
+        let run = |check_once: bool| {
+            let mut net = Network::genesis(3, 1, 0, &rci(), &[b"a", b"b"], 0).unwrap();
+            net.check_once = check_once;
+            let mut outcomes = Vec::new();
+            for round in 0..30u32 {
+                let t = net.state.timestamp_ms + 1000;
+                let mut msgs = net.next_messages(&curves, 0, 0).unwrap();
+                let txs: Vec<Transaction> = match round % 3 {
+                    0 => net.signed_next_messages(&curves, 0, 0).unwrap(),
+                    1 => {
+                        msgs[1].price += 0.5;
+                        msgs.into_iter()
+                            .map(|m| net.sign(TxBody::Consensus(m)).unwrap())
+                            .collect()
+                    }
+                    _ => {
+                        let honest = net.sign(TxBody::Consensus(msgs[0])).unwrap();
+                        msgs[0].agent = 1;
+                        vec![Transaction {
+                            body: TxBody::Consensus(msgs[0]),
+                            signatures: honest.signatures,
+                        }]
+                    }
+                };
+                outcomes.push(format!("{:?}", net.propose(round % 4, txs, t, &RULE)));
+            }
+            (outcomes, net.state.height, net.state.tip)
+        };
+        let (each, shared) = (run(false), run(true));
+        assert_eq!(each, shared);
+        // Both kinds of refusal and commits happened.
+        assert_eq!(each.1, 10);
+        assert!(each.0.iter().any(|o| o.contains("Price")), "{:?}", each.0);
+        assert!(
+            each.0.iter().any(|o| o.contains("Signature")),
+            "{:?}",
+            each.0
+        );
     }
 
     #[test]

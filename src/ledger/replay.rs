@@ -198,7 +198,9 @@ pub fn replay_hour(
         .map(|(a, c)| private_data(&[c], (a.min_export, a.max_export)))
         .collect();
     let private_refs: Vec<&[u8]> = private.iter().map(Vec::as_slice).collect();
-    let net = Network::genesis(opts.seed, opts.faults, 0, settings, &private_refs, 0)?;
+    let mut net = Network::genesis(opts.seed, opts.faults, 0, settings, &private_refs, 0)?;
+    // A replay asks what the validators decide, not what n checks cost.
+    net.check_once = true;
     let mut rec = Recorder::new(net, strict_rule(opts.run), opts.block_interval_ms);
     let hour = record_hour(&mut rec, agents, settings, attacks, opts)?;
     let outcome = committed_outcome(&rec.net, settings, opts.run, attacks.hour, agents.len());
