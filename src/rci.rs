@@ -591,16 +591,9 @@ pub struct NewtonSignals {
 impl NewtonSignals {
     /// The agent's signals in its state `st` (the values [`step`] uses).
     pub fn of(a: &Agent<'_>, st: &AgentState, s: &RciSettings) -> Self {
-        Self::of_near(a, st, s, 0)
-    }
-
-    /// [`NewtonSignals::of`], bitwise, its curve searches starting at `guess` (see
-    /// [`CurveView::export_at_near`]).
-    #[inline(always)]
-    fn of_near(a: &Agent<'_>, st: &AgentState, s: &RciSettings, guess: usize) -> Self {
         NewtonSignals {
-            slope_down: directional_slope_near(a, st, s, true, guess),
-            slope_up: directional_slope_near(a, st, s, false, guess),
+            slope_down: directional_slope_near(a, st, s, true, 0),
+            slope_up: directional_slope_near(a, st, s, false, 0),
             gap_down: directional_gap(a, st, s, true).unwrap_or(f64::INFINITY),
             gap_up: directional_gap(a, st, s, false).unwrap_or(f64::INFINITY),
         }
@@ -1098,9 +1091,8 @@ fn step_views_body(
         state.views.resize(n, state.newton);
     }
     let scheduled = scheduled_kappa(s, state.iteration);
-    // Every agent's genuine slopes down and up, its [`NewtonSignals`] that every
-    // receiver asks for (each sees the others' through the attack); the gaps, asked for
-    // only on a flat stretch, are found when they are.
+    // Every agent's genuine Newton slopes, down and up (each receiver sees the others'
+    // through the attack); the gaps, needed only on a flat stretch, are found there.
     let mut slopes = std::mem::take(&mut state.slopes);
     slopes.clear();
     if scheduled.is_none() {
