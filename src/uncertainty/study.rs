@@ -505,19 +505,73 @@ fn first_not_short(a: f64, b: f64, balance: impl Fn(f64) -> f64) -> u64 {
 /// The bisection of `(a, b)` for at most `steps` halvings when the balance is short exactly
 /// below the double at place `not_short` ([`first_not_short`]): each midpoint's sign is its
 /// place against that one, so no curve is evaluated. Returns the narrowed bracket.
+///
+/// The halvings need not be made one by one. While a double lies strictly between the
+/// ends, the midpoint `0.5 * (a + b)` is the double nearest to the exact midpoint (the
+/// sum is rounded once, and halving it is exact, or the sum is exact and the halving
+/// rounds once), which is strictly between the ends: so the bisection stops exactly at
+/// adjacent doubles, and those are the two around `not_short`, whatever the path. Where
+/// the ends lie in one evenly spaced stretch of doubles ([`halvings_to_adjacent`]) the
+/// number of halvings that takes is bounded, and when the bound fits in the halvings left
+/// the result is known without them. Elsewhere (ends of different signs or binades, or
+/// near zero, where the cap may end the search first) the bisection halves one step and
+/// looks again.
 fn bisect_by_boundary(mut a: f64, mut b: f64, not_short: u64, steps: usize) -> (f64, f64) {
-    for _ in 0..steps {
-        let m = 0.5 * (a + b);
-        if m <= a || m >= b {
-            break;
+    for left in (1..=steps).rev() {
+        if halvings_to_adjacent(a, b).is_some_and(|k| k <= left) {
+            debug_assert!(order_key(a) < not_short && not_short <= order_key(b));
+            return (from_order_key(not_short - 1), from_order_key(not_short));
         }
-        if order_key(m) < not_short {
-            a = m;
-        } else {
-            b = m;
+        match halve_by_boundary(a, b, not_short) {
+            Some(ab) => (a, b) = ab,
+            None => break,
         }
     }
     (a, b)
+}
+
+/// One halving of [`bisect_by_boundary`]: the half of `(a, b)` that holds the boundary,
+/// or `None` when `a` and `b` are adjacent doubles (the midpoint is one of them).
+fn halve_by_boundary(a: f64, b: f64, not_short: u64) -> Option<(f64, f64)> {
+    let m = 0.5 * (a + b);
+    if m <= a || m >= b {
+        None
+    } else if order_key(m) < not_short {
+        Some((m, b))
+    } else {
+        Some((a, m))
+    }
+}
+
+/// An upper bound on the halvings of `(a, b)`, `a < b`, that reach adjacent doubles, when
+/// every double of `[a, b]` is one spacing `s` from the next: both ends of one sign,
+/// normal, of one binade (or the larger at the top of the smaller's binade), and far
+/// from overflow. Each midpoint is then a multiple of `s` strictly inside, so a halving
+/// keeps at most `ceil(d / 2)` of the `d` spacings between the ends, and `ceil(log2 d)`
+/// halvings reach one spacing whatever the boundary. `None` elsewhere.
+fn halvings_to_adjacent(a: f64, b: f64) -> Option<usize> {
+    let (small, large) = if a > 0.0 && a < b {
+        (a, b)
+    } else if b < 0.0 && a < b {
+        (-b, -a)
+    } else {
+        return None;
+    };
+    let (lo, hi) = (small.to_bits(), large.to_bits());
+    let (binade_lo, binade_hi) = (lo >> 52, hi >> 52);
+    // Subnormals (binade 0) are spaced otherwise; above 2^1000 a sum of the ends could
+    // overflow.
+    if binade_lo == 0 || binade_hi >= 1023 + 1000 {
+        return None;
+    }
+    let at_top = binade_hi == binade_lo + 1 && hi & ((1 << 52) - 1) == 0;
+    if binade_hi != binade_lo && !at_top {
+        return None;
+    }
+    // The spacings between the ends (positive doubles of one spacing are consecutive
+    // integers as bits), and the ceiling of its base-2 logarithm.
+    let spacings = hi - lo;
+    Some((u64::BITS - (spacings - 1).leading_zeros()) as usize)
 }
 
 /// [`clearing_exchange`] with the bisection `narrow`, which takes a price bracket whose
@@ -1463,6 +1517,102 @@ mod tests {
                 "near zero, case {case}: {got} != {want}"
             );
         }
+    }
+
+    /// [`bisect_by_boundary`] as first written: every halving made.
+    fn bisect_by_boundary_plain(
+        mut a: f64,
+        mut b: f64,
+        not_short: u64,
+        steps: usize,
+    ) -> (f64, f64) {
+        for _ in 0..steps {
+            match halve_by_boundary(a, b, not_short) {
+                Some(ab) => (a, b) = ab,
+                None => break,
+            }
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn bisection_by_boundary_skips_its_halvings_bit_for_bit() {
+        // Hand cases: in [1, 2] the doubles are 2^-52 apart, so 52 halvings reach any
+        // boundary; 51 do not, and then the halvings are made.
+        let one = order_key(1.0);
+        let at = |k: u64| from_order_key(k);
+        assert_eq!(halvings_to_adjacent(1.0, 2.0), Some(52));
+        assert_eq!(halvings_to_adjacent(-2.0, -1.0), Some(52));
+        assert_eq!(halvings_to_adjacent(1.0, at(one + 1)), Some(0));
+        assert_eq!(halvings_to_adjacent(1.0, at(one + 5)), Some(3));
+        assert_eq!(halvings_to_adjacent(1.0, 2.5), None);
+        assert_eq!(halvings_to_adjacent(-1.0, 1.0), None);
+        assert_eq!(halvings_to_adjacent(0.0, 1.0), None);
+        assert_eq!(halvings_to_adjacent(f64::MIN_POSITIVE / 2.0, 1.0), None);
+        assert_eq!(halvings_to_adjacent(1.0, f64::INFINITY), None);
+        assert_eq!(halvings_to_adjacent(2.0, 1.0), None);
+        let b = one + 12_345;
+        assert_eq!(bisect_by_boundary(1.0, 2.0, b, 52), (at(b - 1), at(b)));
+        assert_eq!(
+            bisect_by_boundary(1.0, 2.0, b, 51),
+            bisect_by_boundary_plain(1.0, 2.0, b, 51)
+        );
+        assert_ne!(
+            bisect_by_boundary_plain(1.0, 2.0, b, 51),
+            (at(b - 1), at(b))
+        );
+
+        // Random brackets of every kind: within a binade, across several, of either sign,
+        // around zero, among subnormals, near overflow; boundaries anywhere inside; caps
+        // from none to more than needed.
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let mut skipped = 0;
+        let mut capped = 0;
+        for case in 0..200_000 {
+            let magnitude = |rng: &mut ChaCha8Rng| match rng.next_u64() % 4 {
+                0 => uniform(rng, 0.5, 2.0),
+                1 => 2f64.powi((rng.next_u64() % 80) as i32 - 40) * uniform(rng, 1.0, 2.0),
+                2 => f64::from_bits(rng.next_u64() >> 1),
+                _ => f64::from_bits(rng.next_u64() % (1 << 54)),
+            };
+            let x = magnitude(&mut rng);
+            let y = match rng.next_u64() % 4 {
+                // A few doubles away, or within a factor of two, or anywhere.
+                0 => from_order_key(order_key(x) + 1 + rng.next_u64() % 1000),
+                1 => x * uniform(&mut rng, 1.0, 2.0),
+                2 => 2.0 * x,
+                _ => magnitude(&mut rng),
+            };
+            let (x, y) = match rng.next_u64() % 3 {
+                0 => (x, y),
+                1 => (-x, -y),
+                _ => (-x, y),
+            };
+            let (a, b) = (x.min(y), x.max(y));
+            if !(a < b && a.is_finite() && b.is_finite()) {
+                continue;
+            }
+            let (ka, kb) = (order_key(a), order_key(b));
+            let not_short = ka + 1 + rng.next_u64() % (kb - ka);
+            let steps = (rng.next_u64() % 201) as usize;
+            let got = bisect_by_boundary(a, b, not_short, steps);
+            let want = bisect_by_boundary_plain(a, b, not_short, steps);
+            assert_eq!(
+                (got.0.to_bits(), got.1.to_bits()),
+                (want.0.to_bits(), want.1.to_bits()),
+                "case {case}: ({a:e}, {b:e}) at {not_short}, {steps} halvings"
+            );
+            let adjacent = (from_order_key(not_short - 1), from_order_key(not_short));
+            if halvings_to_adjacent(a, b).is_some_and(|k| k <= steps) {
+                skipped += 1;
+            } else if want != adjacent {
+                capped += 1;
+            }
+        }
+        // Both paths are exercised: brackets answered without their halvings, and
+        // brackets the cap left wider than two adjacent doubles.
+        assert!(skipped > 40_000, "{skipped} skipped from the start");
+        assert!(capped > 10_000, "{capped} left wide by the cap");
     }
 
     #[test]
