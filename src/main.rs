@@ -269,9 +269,10 @@ enum Command {
         /// Methods to run, comma-separated (e.g. `ut,mc`: the UT against a large MC).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
         method: Vec<MethodArg>,
-        /// Samples of each sampling method (MC, QMC, LHS), 1..=1e9 (QMC: at most 65536);
-        /// the UT always takes 2c+1 = 241 runs.
-        #[arg(long, default_value_t = 1000)]
+        /// Samples of each sampling method (MC, QMC, LHS), 1..=1e9, as an integer or in
+        /// scientific notation (100000 or 1e5; QMC: at most 65536); the UT always takes
+        /// 2c+1 = 241 runs.
+        #[arg(long, default_value_t = 1000, value_parser = parse_count)]
         samples: u64,
         /// Output directory: new, empty, or a previous output of a command.
         #[arg(long, default_value = "out-uncertainty")]
@@ -306,8 +307,10 @@ enum Command {
         /// Backends to time: auto = CPU plus every GPU precision available.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendArg,
-        /// Batch sizes (runs), comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = vec![1_000usize, 10_000, 100_000, 1_000_000])]
+        /// Batch sizes (runs), comma-separated, each an integer or in scientific notation
+        /// (10000,1e5).
+        #[arg(long, value_delimiter = ',', value_parser = parse_size,
+              default_values_t = vec![1_000usize, 10_000, 100_000, 1_000_000])]
         sizes: Vec<usize>,
         /// GPU adapter to use, by name substring (also WGPU_ADAPTER_NAME).
         #[arg(long)]
@@ -767,6 +770,30 @@ struct UncertaintyPlan<'a> {
     shard: Option<p2pmarket::sweep::Shard>,
     /// How the figures are drawn.
     figures: p2pmarket::output::FigureOptions,
+}
+
+/// A count on the command line: an integer (`100000`) or a whole number in decimal or
+/// scientific notation (`1e5`, `2.5e5`), the way sample counts are usually written. Only
+/// whole numbers up to 2^53, which such a literal gives exactly, are taken that way; the
+/// caller checks the range.
+fn parse_count(s: &str) -> std::result::Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= EXACT => Ok(x as u64),
+        Ok(x) if x.is_finite() && x.fract() == 0.0 && x > EXACT => Err(format!(
+            "{s} is above 2^53 in scientific notation; write it as an integer"
+        )),
+        _ => Err("a whole number of at least 0, e.g. 100000 or 1e5".into()),
+    }
+}
+
+/// [`parse_count`] for a `usize`.
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let n = parse_count(s)?;
+    usize::try_from(n).map_err(|_| format!("{n} does not fit this machine's usize"))
 }
 
 /// Most samples per sampling method.
@@ -1556,5 +1583,36 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_count, parse_size};
+
+    #[test]
+    fn counts_are_taken_as_integers_or_exact_scientific_notation() {
+        for (text, n) in [
+            ("1000", 1000),
+            ("1e5", 100_000),
+            ("1E6", 1_000_000),
+            ("2.5e5", 250_000),
+            ("+3e2", 300),
+            ("0", 0),
+            ("18446744073709551615", u64::MAX),
+            ("9007199254740992", 1 << 53),
+            ("9.007199254740992e15", 1 << 53),
+        ] {
+            assert_eq!(parse_count(text), Ok(n), "{text}");
+        }
+        for text in [
+            "1.5", "2.5e0", "-1", "-1e3", "1e400", "inf", "nan", "", "1e", "ten", "1,000",
+        ] {
+            let err = parse_count(text).expect_err(text);
+            assert!(err.contains("whole number"), "{text}: {err}");
+        }
+        let err = parse_count("1e17").expect_err("above 2^53");
+        assert!(err.contains("2^53"), "{err}");
+        assert_eq!(parse_size("1e4"), Ok(10_000));
     }
 }

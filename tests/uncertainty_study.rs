@@ -637,6 +637,19 @@ fn bad_input_names_the_field_and_writes_nothing() {
     let (code, err) = run(&["--samples", "0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--samples"), "{err}");
+    // Scientific notation is read as the count it writes, then checked like any other.
+    let (code, err) = run(&["--samples", "1e10"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--samples") && err.contains("10000000000"),
+        "{err}"
+    );
+    let (code, err) = run(&["--samples", "2.5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--samples") && err.contains("2.5") && err.contains("whole number"),
+        "{err}"
+    );
     let (code, err) = run(&["--method", "qmc", "--samples", "70000"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--samples") && err.contains("65536"), "{err}");
