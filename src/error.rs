@@ -170,9 +170,11 @@ pub enum Error {
         /// The allowed range or set, in words.
         allowed: String,
     },
-    /// A scenario file could not be parsed (syntax, unknown field, wrong type).
-    #[error("scenario {path}: {message}")]
+    /// A scenario or sweep file could not be parsed (syntax, unknown field, wrong type).
+    #[error("{kind} {path}: {message}")]
     Scenario {
+        /// What the file is: `scenario` or `sweep`.
+        kind: &'static str,
         /// The file that failed.
         path: PathBuf,
         /// The parser's message, which names the field and location.
@@ -254,7 +256,8 @@ impl Error {
     /// the parser's message with any quoted input cut to [`MAX_QUOTED_CHARS`], and an
     /// excerpt of the offending line around the column (never the whole line: a one-line
     /// 50 MB file must not be echoed back).
-    pub fn toml(path: &Path, text: &str, error: &toml::de::Error) -> Self {
+    /// `kind` says what the file is (`scenario`, `sweep`).
+    pub fn toml(kind: &'static str, path: &Path, text: &str, error: &toml::de::Error) -> Self {
         let message = match error.span() {
             Some(span) => {
                 let start = floor_char_boundary(text, span.start.min(text.len()));
@@ -282,6 +285,7 @@ impl Error {
             None => clip_message(error.to_string().trim()),
         };
         Error::Scenario {
+            kind,
             path: path.to_path_buf(),
             message,
         }
@@ -361,7 +365,7 @@ mod tests {
     fn toml_errors_quote_an_excerpt_of_the_line() {
         let text = format!("a = 1\nb = \"{}\" c\n", "z".repeat(100_000));
         let err = toml::from_str::<toml::Table>(&text).expect_err("junk after the string");
-        let shown = Error::toml(Path::new("s.toml"), &text, &err).to_string();
+        let shown = Error::toml("scenario", Path::new("s.toml"), &text, &err).to_string();
         assert!(shown.contains("s.toml"), "{shown}");
         assert!(shown.contains("line 2, column 100008"), "{shown}");
         assert!(shown.len() < 600, "{shown}");

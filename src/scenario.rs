@@ -126,9 +126,10 @@ impl Scenario {
     /// at most a short excerpt of the text) and anchors a relative `grid.case_file`.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let mut scenario: Scenario =
-            toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+            toml::from_str(text).map_err(|e| Error::toml("scenario", path, text, &e))?;
         scenario.anchor_case_file(path);
-        let raw: toml::Table = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+        let raw: toml::Table =
+            toml::from_str(text).map_err(|e| Error::toml("scenario", path, text, &e))?;
         scenario.complete_from(&raw, path)?;
         Ok(scenario)
     }

@@ -278,7 +278,8 @@ impl SweepSpec {
     /// relative `base_config`. Checks that need the grid case (bus numbers, load limits)
     /// happen in [`SweepSpec::plan`].
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let file: SweepFile = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+        let file: SweepFile =
+            toml::from_str(text).map_err(|e| Error::toml("sweep", path, text, &e))?;
         let base = match (file.base, &file.base_config) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -290,7 +291,7 @@ impl SweepSpec {
             (Some(mut b), None) => {
                 b.anchor_case_file(path);
                 let raw: toml::Table =
-                    toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
+                    toml::from_str(text).map_err(|e| Error::toml("sweep", path, text, &e))?;
                 let empty = toml::Table::new();
                 let base = raw.get("base").and_then(|v| v.as_table()).unwrap_or(&empty);
                 b.complete_from(base, path)?;
@@ -1118,6 +1119,8 @@ mod tests {
             let e = parse(text).expect_err(text);
             assert!(matches!(e, Error::Scenario { .. }), "{text}: {e}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
+            // Named as the sweep file it is, not as a scenario.
+            assert!(e.to_string().starts_with("sweep "), "{text}: {e}");
         }
     }
 }
