@@ -117,7 +117,9 @@ pub struct RciSettings {
     pub dual_tol: f64,
     /// Trade-balance stop tolerance on |sum_i P_i|, MW.
     pub balance_tol: f64,
-    /// Iteration cap; reaching it is a reported non-convergence, not an error.
+    /// Iteration cap; reaching it is a reported non-convergence, not an error. A file may
+    /// write it `1e4` ([`crate::input::de_count`]).
+    #[serde(deserialize_with = "crate::input::de_count")]
     pub max_iterations: u32,
     /// Starting price of every agent with `start_price = "common"`, $/MWh.
     pub initial_price: f64,

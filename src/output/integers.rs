@@ -129,8 +129,9 @@ where
         .collect()
 }
 
-/// An unsigned in-memory type that [`unsigned_column`] reads into.
-pub trait Unsigned: TryFrom<i64> {
+/// An unsigned in-memory count type: what [`unsigned_column`] reads a column into, and
+/// what a file's count is deserialized into ([`crate::input::de_count`]).
+pub trait Unsigned: TryFrom<i64> + TryFrom<u64> {
     /// Its largest value.
     const MAX: u64;
 }

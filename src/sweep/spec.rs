@@ -215,14 +215,22 @@ fn default_samples() -> u64 {
 #[serde(deny_unknown_fields)]
 struct SweepFile {
     seed: u64,
-    #[serde(default = "default_runs_per_part")]
+    // Counts may be written `1e5` (`crate::input::de_count`).
+    #[serde(
+        default = "default_runs_per_part",
+        deserialize_with = "crate::input::de_count"
+    )]
     runs_per_part: u64,
-    #[serde(default = "default_samples")]
+    #[serde(
+        default = "default_samples",
+        deserialize_with = "crate::input::de_count"
+    )]
     samples: u64,
     base: Option<Scenario>,
     base_config: Option<PathBuf>,
     #[serde(default)]
     parameters: Parameters,
+    #[serde(default, deserialize_with = "crate::input::de_count_opt")]
     ledger_sample: Option<u64>,
     #[serde(default = "yes")]
     run_hours: bool,
@@ -1092,6 +1100,57 @@ mod tests {
             let e = parse(text).expect_err(text);
             assert_eq!(field_of(e), field, "{text}");
         }
+    }
+
+    /// Counts may be written in scientific notation, as the command line takes them; a
+    /// count that is not a whole number is refused with the key and the value named.
+    #[test]
+    fn counts_take_scientific_notation_and_refuse_fractions() {
+        let sweep = |[samples, per_part, ledger, iterations]: [&str; 4]| {
+            parse(&format!(
+                "seed = 1\nsamples = {samples}\nruns_per_part = {per_part}\n\
+                 ledger_sample = {ledger}\n[base.rci]\nmax_iterations = {iterations}\n\
+                 [parameters]\nattack.variable = {{ values = [\"price\"] }}\n\
+                 attack.agent = {{ values = [1] }}\nattack.hour = {{ values = [10] }}\n\
+                 attack.size = {{ uniform = [0.1, 1.0] }}\n\
+                 attack.defence = {{ values = [\"defended\"] }}"
+            ))
+            .unwrap()
+        };
+        let s = sweep(["1e2", "2.048e3", "5e1", "4e2"]);
+        assert_eq!(
+            (s.samples, s.runs_per_part, s.ledger_sample),
+            (100, 2048, Some(50))
+        );
+        assert_eq!(s.base.rci.max_iterations, 400);
+        // The same sweep with integers has the same identity (its JSON; the text differs).
+        let ints = sweep(["100", "2048", "50", "400"]);
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            serde_json::to_string(&ints).unwrap()
+        );
+        for (text, key, value) in [
+            ("seed = 1\nsamples = 2.5", "samples", "2.5"),
+            ("seed = 1\nruns_per_part = -1e3", "runs_per_part", "-1000"),
+            ("seed = 1\nledger_sample = 1e17", "ledger_sample", "2^53"),
+            ("seed = 1\nsamples = nan", "samples", "NaN"),
+            (
+                "seed = 1\n[base.rci]\nmax_iterations = 1e10",
+                "max_iterations",
+                "10000000000",
+            ),
+            (
+                "seed = 1\n[base.rci]\nmax_iterations = -3",
+                "max_iterations",
+                "-3",
+            ),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+        }
+        // In range of the type but not of the field: the range check names it.
+        let e = parse("seed = 1\n[base.rci]\nmax_iterations = 2e7").expect_err("above 1e7");
+        assert_eq!(field_of(e), "base.rci.max_iterations");
     }
 
     #[test]
