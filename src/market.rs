@@ -400,6 +400,16 @@ impl Market {
         smart_grid_curve_seeded(&self.grid, &loads, self.pcc, range, &label, seeds)
     }
 
+    /// Whether the smart grid can deliver some export within the tie capacity at `hour`
+    /// with a system load of `load_mw`: the export range's two LPs ([`export_range`]),
+    /// which every curve of the hour needs. Errors are the solver's.
+    pub(crate) fn can_trade_at(&self, hour: usize, load_mw: f64) -> Result<bool> {
+        let tie = self.microgrid.tie_capacity_mw;
+        let loads = self.grid.bus_loads(load_mw);
+        let label = format!("hour {hour}");
+        Ok(export_range(&self.grid, &loads, self.pcc, -tie, tie, &label)?.is_some())
+    }
+
     /// Trade limits of each agent (the P_min/P_max of eq. 33-36): the tie capacity.
     pub fn agent_limits(&self) -> (f64, f64) {
         (

@@ -25,6 +25,11 @@ fn repo_path(relative: &str) -> PathBuf {
 /// A MATPOWER case with the 24 hourly loads of its committed reference, the microgrid off
 /// (its PCC bus still names where the curve is read).
 fn reference_market(name: &str) -> Market {
+    Market::from_scenario(&reference_scenario(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The scenario of [`reference_market`].
+fn reference_scenario(name: &str) -> Scenario {
     let path = repo_path(&format!("tests/data/matpower_refs/{name}.json"));
     let text = std::fs::read_to_string(&path).expect("reference JSON");
     let v: Value = serde_json::from_str(&text).expect("valid JSON");
@@ -41,7 +46,7 @@ fn reference_market(name: &str) -> Market {
     );
     s.microgrid.enabled = false;
     s.microgrid.pcc_bus = v["pcc_bus"].as_u64().expect("pcc_bus") as usize;
-    Market::from_scenario(&s).unwrap_or_else(|e| panic!("{name}: {e}"))
+    s
 }
 
 fn rts24_congested() -> Market {
@@ -404,6 +409,72 @@ fn bad_inputs_name_their_field() {
     // A tolerance the level budget cannot meet fails, never returns a worse table.
     let err = LoadTable::build(&market, (0.9, 1.1), 1e-6, 6).unwrap_err();
     assert!(err.to_string().contains("max_levels"), "{err}");
+}
+
+/// A study's system-load spread that the market cannot serve (case39's peak day, where
+/// the network stops carrying any exchange near 1.10 times the load, with the default 3 %
+/// spread, whose table spans 0.88..1.12): `servable_scales` finds where it stops, which
+/// the market's own curve building confirms on both sides, and the study's error names
+/// the user's field with the largest spread that fits, which then builds.
+#[test]
+fn an_unservable_spread_names_the_largest_that_fits() {
+    use p2pmarket::grid::load_table::servable_scales;
+    use p2pmarket::uncertainty::study::PreparedStudy;
+    // As a study's market: the microgrid trades (the tie widens what the grid can serve).
+    let mut s = reference_scenario("case39");
+    s.microgrid.enabled = true;
+    let market = Market::from_scenario(&s).expect("case39 with its microgrid");
+    let (a, b) = servable_scales(&market, (0.88, 1.12))
+        .expect("LPs solve")
+        .expect("the base day trades");
+    assert_eq!(a, 0.88, "the low end trades");
+    assert!(b > 1.05 && b < 1.12, "the high end stops inside: {b}");
+    let at = |scale: f64| -> Result<(), String> {
+        let mut m = market.clone();
+        for h in 0..24 {
+            m.system_load_mw[h] = market.system_load_mw[h] * scale;
+        }
+        (0..24)
+            .try_for_each(|h| m.curves(h).map(drop))
+            .map_err(|e| e.to_string())
+    };
+    at(b).unwrap_or_else(|e| panic!("every hour builds its curve at {b}: {e}"));
+    // The bisection stops within 1e-4 of the edge.
+    assert!(
+        at(b + 2e-4).is_err(),
+        "some hour cannot trade at {}",
+        b + 2e-4
+    );
+
+    let cfg = s.uncertainty.clone();
+    assert_eq!(cfg.sg_load.std_fraction, 0.03, "the default spread");
+    let err = match PreparedStudy::new(&market, &cfg) {
+        Err(e) => e,
+        Ok(_) => panic!("a table over 0.88..1.12 cannot be built"),
+    };
+    let text = err.to_string();
+    let p2pmarket::Error::InvalidInput { field, value, .. } = err else {
+        panic!("not an invalid input: {text}");
+    };
+    assert_eq!(
+        (field.as_str(), value.as_str()),
+        ("uncertainty.sg_load.std_fraction", "0.03")
+    );
+    let advised: f64 = text
+        .split("std_fraction <= ")
+        .nth(1)
+        .and_then(|t| t.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("advises a spread: {text}"));
+    assert!(
+        advised > 0.02 && advised < 0.03 && 1.0 + 4.0 * advised <= b,
+        "{advised} against {b}: {text}"
+    );
+    let mut fits = cfg.clone();
+    fits.sg_load.std_fraction = advised;
+    assert!(
+        PreparedStudy::new(&market, &fits).is_ok(),
+        "the advised spread builds"
+    );
 }
 
 /// Why the table blends breakpoints, prices included, and not exports at a fixed price

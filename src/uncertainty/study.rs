@@ -268,6 +268,54 @@ pub struct PreparedStudy {
     cache: CurveCache,
 }
 
+/// A load-table build's error in the user's terms. The table's range and size follow from
+/// `uncertainty.sg_load.std_fraction` (its range is [`TABLE_SIGMAS`] standard deviations
+/// each side), so a range the smart grid cannot serve, or one needing more than
+/// [`TABLE_MAX_LEVELS`] levels, names that field, with the largest spread the market
+/// serves ([`crate::grid::load_table::servable_scales`], found only on this path).
+fn table_error(market: &Market, sg_std: f64, (lo, hi): (f64, f64), e: Error) -> Error {
+    let Error::InvalidInput { field, allowed, .. } = e else {
+        return e;
+    };
+    let span = format!(
+        "the load table spans {TABLE_SIGMAS} standard deviations of the system load each \
+         side, load scales {lo}..={hi}"
+    );
+    let allowed = if field == "scale_range" {
+        let servable = match crate::grid::load_table::servable_scales(market, (lo, hi)) {
+            // The whole range trades: the build failed for another reason, given above.
+            Ok(Some((a, b))) if a <= lo && b >= hi => String::new(),
+            Ok(Some((a, b))) => {
+                // The range's low end is clamped at 0.05 (`PreparedStudy::new`), so a
+                // market served down to there never limits the spread from below.
+                let below = if a <= 0.05 {
+                    f64::INFINITY
+                } else {
+                    (1.0 - a) / TABLE_SIGMAS
+                };
+                let max_std = ((b - 1.0) / TABLE_SIGMAS).min(below);
+                format!(
+                    "; this market is served at load scales {a:.4}..={b:.4} (to 1e-4), so \
+                     std_fraction <= {:.4}",
+                    (max_std * 1e4).floor() / 1e4
+                )
+            }
+            Ok(None) => "; the base day's loads themselves cannot be served".into(),
+            Err(e) => format!("; the servable scales could not be found: {e}"),
+        };
+        format!("a spread the smart grid can serve: {span}, and {allowed}{servable}")
+    } else {
+        format!(
+            "a spread whose load table fits {TABLE_MAX_LEVELS} levels an hour: {span}, and {allowed}"
+        )
+    };
+    Error::InvalidInput {
+        field: "uncertainty.sg_load.std_fraction".into(),
+        value: number(sg_std),
+        allowed,
+    }
+}
+
 impl PreparedStudy {
     /// Builds the load table of `market` for `cfg`'s system-load spread (none when it is 0).
     pub fn new(market: &Market, cfg: &UncertaintyConfig) -> Result<Self> {
@@ -279,12 +327,10 @@ impl PreparedStudy {
                 (1.0 - TABLE_SIGMAS * sg_std).max(0.05),
                 1.0 + TABLE_SIGMAS * sg_std,
             );
-            Some(LoadTable::build(
-                market,
-                range,
-                TABLE_TOL_MW,
-                TABLE_MAX_LEVELS,
-            )?)
+            Some(
+                LoadTable::build(market, range, TABLE_TOL_MW, TABLE_MAX_LEVELS)
+                    .map_err(|e| table_error(market, sg_std, range, e))?,
+            )
         } else {
             None
         };
