@@ -168,10 +168,13 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
         s,
         "\n## UT against {reference} ({samples} samples)\n\nLargest over the 24 hours of the \
          |error| of the UT's mean and standard deviation against {reference}'s: in the \
-         quantity's unit, relative to {reference}'s value (mean: floor 1 unit; std: hours \
-         with a std below 1e-9 left out), and in units of the half-width of {reference}'s 95 % \
-         interval of that statistic (the std's from the sample's fourth moment). A ratio \
-         above 1 is an error the sampling noise does not explain.\n"
+         quantity's unit, relative to {reference}'s value (mean: floor 1 unit), and in units \
+         of the half-width of {reference}'s 95 % interval of that statistic (the std's from \
+         the sample's fourth moment). A ratio above 1 is an error the sampling noise does \
+         not explain. The std's relative error and both ratios leave out the hours where \
+         {reference}'s std is at most {NOISE_STD:e} in the quantity's unit, whose spread is \
+         rounding (`clearing_error_mw`'s, a numerical check of the consensus, always is; \
+         `-`: no hour left).\n"
     );
     let _ = writeln!(
         s,
@@ -182,8 +185,13 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
             let e = ut_errors(result, ut, reference, q);
             let _ = writeln!(
                 s,
-                "| {ut} | {q} | {:.3e} | {:.3e} | {:.2} | {:.3e} | {:.3e} | {:.2} |",
-                e.mean_abs, e.mean_rel, e.mean_ci, e.std_abs, e.std_rel, e.std_ci
+                "| {ut} | {q} | {:.3e} | {:.3e} | {} | {:.3e} | {} | {} |",
+                e.mean_abs,
+                e.mean_rel,
+                ratio(e.mean_ci),
+                e.std_abs,
+                e.std_rel.map_or("-".into(), |r| format!("{r:.3e}")),
+                ratio(e.std_ci)
             );
         }
     }
@@ -222,6 +230,17 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
     s
 }
 
+/// A ratio of [`UtErrors`] in the report: two decimals, `-` for none.
+fn ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}"))
+}
+
+/// A reference std at or below this, in the quantity's unit, is rounding, not sampling
+/// spread: [`ut_errors`] leaves such hours out of its relative and interval ratios.
+/// `clearing_error_mw`, the consensus exchange minus the exact clearing (about 1e-11 MW),
+/// always is; the market's quantities vary by far more wherever they vary at all.
+pub const NOISE_STD: f64 = 1e-9;
+
 /// The UT's largest errors over the hours against a sampling reference for one quantity
 /// (see [`report_markdown`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -230,14 +249,16 @@ pub struct UtErrors {
     pub mean_abs: f64,
     /// Largest |mean error| / max(|reference mean|, 1).
     pub mean_rel: f64,
-    /// Largest |mean error| / the reference mean's 95 % CI half-width.
-    pub mean_ci: f64,
+    /// Largest |mean error| / the reference mean's 95 % CI half-width, over the hours
+    /// whose reference std is above [`NOISE_STD`]; `None` when there is none.
+    pub mean_ci: Option<f64>,
     /// Largest |std error|, the quantity's unit (hours where the UT has a std).
     pub std_abs: f64,
-    /// Largest |std error| / reference std (reference std above 1e-9).
-    pub std_rel: f64,
-    /// Largest |std error| / the reference std's 95 % half-width.
-    pub std_ci: f64,
+    /// Largest |std error| / reference std, over the hours whose reference std is above
+    /// [`NOISE_STD`]; `None` when there is none.
+    pub std_rel: Option<f64>,
+    /// Largest |std error| / the reference std's 95 % half-width, over the same hours.
+    pub std_ci: Option<f64>,
 }
 
 /// [`UtErrors`] of `ut` against `reference` for `quantity`.
@@ -250,22 +271,26 @@ pub fn ut_errors(result: &StudyResult, ut: &str, reference: &str, quantity: &str
         ) else {
             continue;
         };
+        let most = |m: &mut Option<f64>, x: f64| *m = Some(m.map_or(x, |m| m.max(x)));
+        // The reference varies by more than rounding at this hour.
+        let spread = r.std.is_some_and(|rs| rs > NOISE_STD);
         let d = (u.mean - r.mean).abs();
         e.mean_abs = e.mean_abs.max(d);
         e.mean_rel = e.mean_rel.max(d / r.mean.abs().max(1.0));
         if let Some((lo, hi)) = r.ci95
             && hi > lo
+            && spread
         {
-            e.mean_ci = e.mean_ci.max(d / (0.5 * (hi - lo)));
+            most(&mut e.mean_ci, d / (0.5 * (hi - lo)));
         }
         if let (Some(us), Some(rs)) = (u.std, r.std) {
             let d = (us - rs).abs();
             e.std_abs = e.std_abs.max(d);
-            if rs > 1e-9 {
-                e.std_rel = e.std_rel.max(d / rs);
-            }
-            if let Some(w) = r.std_half_width.filter(|&w| w > 0.0) {
-                e.std_ci = e.std_ci.max(d / w);
+            if spread {
+                most(&mut e.std_rel, d / rs);
+                if let Some(w) = r.std_half_width.filter(|&w| w > 0.0) {
+                    most(&mut e.std_ci, d / w);
+                }
             }
         }
     }
@@ -736,4 +761,105 @@ fn write_figures(
         )?);
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uncertainty::study::MethodReport;
+
+    /// One hour's statistics row of a method.
+    fn stat(
+        method: &'static str,
+        quantity: &'static str,
+        hour: u32,
+        mean: f64,
+        std: f64,
+        ci_half: f64,
+        std_half: f64,
+    ) -> StatRow {
+        StatRow {
+            method,
+            quantity,
+            hour: Some(hour),
+            runs: 100,
+            mean,
+            std: Some(std),
+            quantiles: None,
+            ci95: (ci_half > 0.0).then_some((mean - ci_half, mean + ci_half)),
+            std_half_width: (std_half > 0.0).then_some(std_half),
+        }
+    }
+
+    fn method(method: &'static str) -> MethodReport {
+        MethodReport {
+            runs: 100,
+            ..MethodReport::new(method)
+        }
+    }
+
+    /// The UT's errors against MC by hand: the largest over the hours of the mean's and
+    /// the std's errors, relative and in units of MC's interval; an hour whose MC spread
+    /// is rounding (std at most `NOISE_STD`, as `clearing_error_mw` always has) counts in
+    /// the absolute errors only, and a quantity with no other hour shows `-` in the report
+    /// instead of a ratio of one rounding error to another.
+    #[test]
+    fn ut_errors_by_hand_and_rounding_left_out_of_the_ratios() {
+        let rows = vec![
+            stat("mc", "price", 0, 40.0, 2.0, 0.1, 0.05),
+            stat("ut_paper", "price", 0, 40.3, 2.1, 0.0, 0.0),
+            stat("mc", "price", 1, 30.0, 1.0, 0.05, 0.02),
+            stat("ut_paper", "price", 1, 30.01, 0.9, 0.0, 0.0),
+            // An hour without spread (PV at night): no interval, left out of every ratio.
+            stat("mc", "price", 2, 10.0, 0.0, 0.0, 0.0),
+            stat("ut_paper", "price", 2, 10.0, 0.0, 0.0, 0.0),
+            stat("mc", "clearing_error_mw", 0, 1e-12, 1e-13, 2e-14, 1e-14),
+            stat("ut_paper", "clearing_error_mw", 0, 3e-11, 5e-13, 0.0, 0.0),
+        ];
+        let result = StudyResult {
+            rows,
+            methods: vec![method("ut_paper"), method("mc")],
+            table_levels: 0,
+            table_range: None,
+            table_export_error_mw: None,
+            table_s: 0.0,
+            forecast_outputs: Vec::new(),
+            tails: Vec::new(),
+            histograms: Vec::new(),
+            histogram_hours: [19, 3],
+        };
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+        let e = ut_errors(&result, "ut_paper", "mc", "price");
+        assert!(close(e.mean_abs, 0.3), "{e:?}");
+        assert!(close(e.mean_rel, 0.3 / 40.0), "{e:?}");
+        // Hour 0: 0.3 / 0.1; hour 1: 0.01 / 0.05.
+        assert!(close(e.mean_ci.unwrap(), 3.0), "{e:?}");
+        // Hour 0: 0.1 (0.05 of 2, 2.0 half-widths); hour 1: 0.1 (0.1 of 1, 5.0).
+        assert!(close(e.std_abs, 0.1), "{e:?}");
+        assert!(close(e.std_rel.unwrap(), 0.1), "{e:?}");
+        assert!(close(e.std_ci.unwrap(), 5.0), "{e:?}");
+        let c = ut_errors(&result, "ut_paper", "mc", "clearing_error_mw");
+        assert!(
+            close(c.mean_abs, 2.9e-11) && close(c.std_abs, 4e-13),
+            "{c:?}"
+        );
+        assert_eq!(
+            (c.mean_ci, c.std_rel, c.std_ci),
+            (None, None, None),
+            "{c:?}"
+        );
+        let report = report_markdown(&result, 100);
+        assert!(
+            report.contains(
+                "| ut_paper | price | 3.000e-1 | 7.500e-3 | 3.00 | 1.000e-1 | 1.000e-1 | 5.00 |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| ut_paper | clearing_error_mw | 2.900e-11 | 2.900e-11 | - | 4.000e-13 | - | - |"
+            ),
+            "{report}"
+        );
+    }
 }
