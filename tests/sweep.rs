@@ -873,6 +873,49 @@ fn a_drawn_load_scale_read_from_a_load_table_gives_the_cpu_bits_on_a_gpu_in_f64(
 
 /// A tolerance no table can meet is found only while the table is built, after the sweep
 /// has claimed its directory: the error names `table_tol_mw` and nothing is left behind.
+/// A drawn load range the market cannot serve (case39's reference day stops carrying any
+/// exchange at about 1.0997 times its load) is refused naming the draw, with the load
+/// scales the market does serve, and writes nothing.
+#[test]
+fn a_drawn_load_range_the_market_cannot_serve_names_the_scales_it_can() {
+    let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matpower_refs");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(refs.join("case39.json")).unwrap()).unwrap();
+    let loads: Vec<String> = v["hourly_mw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().to_string())
+        .collect();
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join(v["case_file"].as_str().unwrap());
+    let text = format!(
+        "seed = 5\nruns_per_part = 4\nsamples = 4\n[base.grid]\ncase_file = {case:?}\n\
+         [base.load]\nhourly_mw = [{}]\n[base.microgrid]\npcc_bus = 1\n[parameters]\n\
+         load_scale = {{ uniform = [0.9, 1.1], table_tol_mw = 0.01 }}\n",
+        loads.join(", ")
+    );
+    let s = SweepSpec::from_toml(&text, Path::new("case39_sweep.toml")).expect("valid sweep");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    match run_sweep(&s, &out, &cpu(None), &mut |_| {}) {
+        Err(e @ Error::InvalidInput { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("parameters.load_scale.uniform"), "{text}");
+            let served = text
+                .split("served at load scales ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .unwrap_or_else(|| panic!("names the served scales: {text}"));
+            let (lo, hi) = served.split_once("..=").expect("a range");
+            assert_eq!(lo, "0.9000", "{text}");
+            let hi: f64 = hi.parse().unwrap();
+            assert!(hi > 1.05 && hi < 1.1, "{text}");
+        }
+        other => panic!("expected an invalid load_scale draw, got {other:?}"),
+    }
+    assert!(!out.exists() || files(&out).is_empty(), "{:?}", files(&out));
+}
+
 #[test]
 fn a_table_tolerance_too_fine_to_build_is_refused_naming_it() {
     let s = spec(

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use crate::attack::{Attack, MAX_ATTACKS};
 use crate::engine::{Batch, CurveCache, HourlyInputs, RunSpec};
 use crate::error::{Error, Result};
-use crate::grid::load_table::LoadTable;
+use crate::grid::load_table::{LoadTable, servable_scales};
 use crate::ledger::encoding::Writer;
 use crate::ledger::tx::write_rci;
 use crate::market::Market;
@@ -354,8 +354,9 @@ impl SweepPlan {
         }
         // The build's errors name its arguments; the user's are the draw's range and the
         // tolerance (a tolerance that needs too many levels is the tolerance's fault).
-        let table = LoadTable::build(&self.groups[k].3, range, tol, MAX_TABLE_LEVELS).map_err(
-            |e| match e {
+        let market = &self.groups[k].3;
+        let table =
+            LoadTable::build(market, range, tol, MAX_TABLE_LEVELS).map_err(|e| match e {
                 Error::InvalidInput {
                     field,
                     value,
@@ -370,11 +371,21 @@ impl SweepPlan {
                     } else {
                         value
                     },
-                    allowed,
+                    // A range the market cannot serve: where it can, found only on this path.
+                    allowed: match servable_scales(market, range) {
+                        Ok(Some((a, b)))
+                            if field == "scale_range" && (a > range.0 || b < range.1) =>
+                        {
+                            format!(
+                                "{allowed}; this market is served at load scales {a:.4}..={b:.4} \
+                             (to 1e-4): draw within them"
+                            )
+                        }
+                        _ => allowed,
+                    },
                 },
                 other => other,
-            },
-        )?;
+            })?;
         Ok(Some((self.tables[k].get_or_init(|| table), true)))
     }
 
