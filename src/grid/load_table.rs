@@ -691,18 +691,16 @@ fn one_sided(c: &OfferCurve, price: f64) -> (f64, f64) {
     (left, right)
 }
 
-/// Every hour's system load at every scale in `[lo, hi]` must lie between the committed
-/// units' minimum output and their capacity, each widened by the tie when the microgrid is
-/// on (the market's own check of its loads).
-/// The load scales within `(lo, hi)` around 1 at which every hour of `market` can trade:
-/// `(a, b)` with `lo <= a <= 1 <= b <= hi`, each end the nearest to `lo` or `hi` (within
-/// `1e-4` in scale) at which every hour's system load lies within the committed units'
-/// output and capacity (widened by the tie) and the smart grid can deliver some export
-/// within the tie capacity ([`Market::can_trade_at`]). For the error of a table the market
-/// cannot serve (a user's spread too wide): bisects each failing side, two LPs an hour a
-/// probe, so it costs about a fifth of a second on RTS-24. Assumes the servable scales
-/// form an interval around 1 (a load that can be served is servable at every load between
-/// it and the base); `None` when the base loads themselves cannot be served.
+/// The load scales from `lo` to `hi` at which every hour of `market` can trade, taken as an
+/// interval around 1: `(a, b)` with `min(lo, 1) <= a <= 1 <= b <= max(hi, 1)`, each end the
+/// farthest from 1 (within `1e-4` in scale) at which every hour's system load lies within
+/// the committed units' output and capacity (widened by the tie) and the smart grid can
+/// deliver some export within the tie capacity ([`Market::can_trade_at`]). For the error
+/// of a table the market cannot serve (a user's spread too wide): it bisects each failing
+/// side, two LPs an hour a probe (case39's reference day: the whole refused study, table
+/// attempt and search included, took 3.5 s on the 2-core VM). Assumes a load between the
+/// base and a servable one is servable; `None` when the base loads themselves cannot be
+/// served.
 pub fn servable_scales(market: &Market, (lo, hi): (f64, f64)) -> Result<Option<(f64, f64)>> {
     let (s_lo, s_hi) = capacity_scales(market);
     let servable = |s: f64| -> Result<bool> {
@@ -738,16 +736,23 @@ pub fn servable_scales(market: &Market, (lo, hi): (f64, f64)) -> Result<Option<(
     Ok(Some((end(lo.min(1.0))?, end(hi.max(1.0))?)))
 }
 
-/// The load scales at which every hour's system load lies between the committed units'
-/// minimum output and capacity, each widened by the tie when the microgrid is on.
-fn capacity_scales(market: &Market) -> (f64, f64) {
+/// The committed units' minimum output and capacity, MW, and the tie's relief (its
+/// capacity when the microgrid is on, else 0).
+fn capacity_limits(market: &Market) -> (f64, f64, f64) {
     let grid = &market.grid;
     let relief = if market.microgrid.config.enabled {
         market.microgrid.tie_capacity_mw
     } else {
         0.0
     };
-    let (load_hi, load_lo) = (grid.capacity_mw() + relief, grid.min_output_mw() - relief);
+    (grid.min_output_mw(), grid.capacity_mw(), relief)
+}
+
+/// The load scales at which every hour's system load lies between the committed units'
+/// minimum output and capacity, each widened by the tie when the microgrid is on.
+fn capacity_scales(market: &Market) -> (f64, f64) {
+    let (min_out, cap, relief) = capacity_limits(market);
+    let (load_hi, load_lo) = (cap + relief, min_out - relief);
     let (mut s_lo, mut s_hi) = (0.0_f64, f64::INFINITY);
     for &base in &market.system_load_mw {
         if base > 0.0 {
@@ -758,18 +763,15 @@ fn capacity_scales(market: &Market) -> (f64, f64) {
     (s_lo, s_hi)
 }
 
+/// Every hour's system load at every scale in `[lo, hi]` must lie between the committed
+/// units' minimum output and their capacity, each widened by the tie when the microgrid is
+/// on (the market's own check of its loads).
 fn check_scales(market: &Market, lo: f64, hi: f64, range_text: &str) -> Result<()> {
-    let grid = &market.grid;
-    let relief = if market.microgrid.config.enabled {
-        market.microgrid.tie_capacity_mw
-    } else {
-        0.0
-    };
-    let (cap, min_out) = (grid.capacity_mw(), grid.min_output_mw());
     let (s_lo, s_hi) = capacity_scales(market);
     if lo >= s_lo && hi <= s_hi {
         return Ok(());
     }
+    let (min_out, cap, relief) = capacity_limits(market);
     Err(Error::invalid(
         "scale_range",
         range_text,
