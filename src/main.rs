@@ -272,7 +272,7 @@ enum Command {
         /// Samples of each sampling method (MC, QMC, LHS), 1..=1e9, as an integer or in
         /// scientific notation (100000 or 1e5; QMC: at most 65536); the UT always takes
         /// 2c+1 = 241 runs.
-        #[arg(long, default_value_t = 1000, value_parser = parse_count)]
+        #[arg(long, default_value_t = 1000, value_parser = p2pmarket::input::parse_count)]
         samples: u64,
         /// Output directory: new, empty, or a previous output of a command.
         #[arg(long, default_value = "out-uncertainty")]
@@ -772,16 +772,10 @@ struct UncertaintyPlan<'a> {
     figures: p2pmarket::output::FigureOptions,
 }
 
-/// A count on the command line: an integer (`100000`) or a whole number in decimal or
-/// scientific notation (`1e5`, `2.5e5`), the way sample counts are usually written
-/// ([`p2pmarket::input::parse_count`]); the caller checks the range.
-fn parse_count(s: &str) -> std::result::Result<u64, String> {
-    p2pmarket::input::parse_count(s)
-}
-
-/// [`parse_count`] for a `usize`.
+/// [`p2pmarket::input::parse_count`] (an integer, or a whole number in scientific
+/// notation: `1e5`) for a `usize`.
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
-    let n = parse_count(s)?;
+    let n = p2pmarket::input::parse_count(s)?;
     usize::try_from(n).map_err(|_| format!("{n} does not fit this machine's usize"))
 }
 
@@ -1577,14 +1571,13 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_count, parse_size};
+    use super::parse_size;
 
-    /// The command line's counts are the library's (`input::parse_count`, tested there),
-    /// and a size must fit a `usize`.
+    /// A batch size is a count (`input::parse_count`, tested there) that fits a `usize`.
     #[test]
-    fn counts_are_taken_as_integers_or_exact_scientific_notation() {
-        assert_eq!(parse_count("2.5e5"), Ok(250_000));
-        assert!(parse_count("1.5").is_err());
+    fn sizes_are_counts() {
         assert_eq!(parse_size("1e4"), Ok(10_000));
+        assert_eq!(parse_size("2.5e5"), Ok(250_000));
+        assert!(parse_size("1.5").is_err());
     }
 }

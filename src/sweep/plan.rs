@@ -371,16 +371,14 @@ impl SweepPlan {
                     } else {
                         value
                     },
-                    // A range the market cannot serve: where it can, found only on this path.
-                    allowed: match servable_scales(market, range) {
-                        Ok(Some((a, b)))
-                            if field == "scale_range" && (a > range.0 || b < range.1) =>
-                        {
-                            format!(
-                                "{allowed}; this market is served at load scales {a:.4}..={b:.4} \
+                    // A range the market cannot serve: where it can (LPs, so searched only
+                    // for that error).
+                    allowed: match (field == "scale_range").then(|| servable_scales(market, range))
+                    {
+                        Some(Ok(Some((a, b)))) if a > range.0 || b < range.1 => format!(
+                            "{allowed}; this market is served at load scales {a:.4}..={b:.4} \
                              (to 1e-4): draw within them"
-                            )
-                        }
+                        ),
                         _ => allowed,
                     },
                 },
