@@ -2,7 +2,7 @@
 # The real-GPU check (issue 10, item 5), run on the device machine in the repository
 # root after scripts/device/prepare.sh, with .devbin and .gl carried:
 #   1. the GPU's name and driver (nvidia-smi) and the Vulkan adapter the engine picks;
-#   2. the GPU tests with P2PMARKET_REQUIRE_GPU=1: tests/engine_equivalence (the
+#   2. the GPU tests with P2PMARKET_REQUIRE_GPU=1: tests/integration/engine_equivalence (the
 #      harness: f64 and f32 kernels against the CPU reference) and the library's
 #      engine::gpu tests (kernel variants, run summaries, kernel faults);
 #   3. `p2pmarket bench` with --summaries, every backend, 1e4 to 1e7 runs;
@@ -55,7 +55,7 @@ done
 head -n 14 "$out/summary.txt"
 
 export P2PMARKET_REQUIRE_GPU=1
-step equivalence 240 "$bin/engine_equivalence"
+step equivalence 240 "$bin/integration" engine_equivalence::
 step gpu_unit 240 "$bin/lib-tests" engine::gpu
 sizes=10000,100000,1000000,10000000 wg_size=1000000
 if [ "${CHECK_QUICK:-0}" = 1 ]; then sizes=1000,10000 wg_size=2000; fi

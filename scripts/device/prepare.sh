@@ -3,7 +3,7 @@
 # machine has no Rust toolchain and reaches no registry, so the binaries travel.
 #
 # Writes, in the repository root (both ignored by git):
-#   .devbin/  p2pmarket, the library's unit tests and tests/engine_equivalence, release
+#   .devbin/  p2pmarket, the library's unit tests and the integration tests, release
 #             builds, stripped and gzipped (about 25 MB together);
 #   .gl/      the Vulkan loader's Debian packages (amd64), unpacked there by check.sh.
 # Then call the device tool's `run` with carry [".devbin", ".gl"] and the command
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 export CARGO_TERM_COLOR=never
 cargo build --release --bin p2pmarket
 # The test executables, by name, from cargo's own report.
-tests_json="$(cargo test --release --lib --test engine_equivalence --no-run --message-format=json)"
+tests_json="$(cargo test --release --lib --test integration --no-run --message-format=json)"
 paths="$(python3 -c '
 import json, sys
 for line in sys.stdin:

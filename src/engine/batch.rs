@@ -1201,7 +1201,7 @@ mod tests {
     use crate::scenario::Scenario;
 
     /// Any change of what a curve depends on changes the key (its value is pinned in
-    /// tests/sweep_shard.rs).
+    /// tests/integration/sweep_shard.rs).
     #[test]
     fn market_fingerprint_is_sensitive() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();

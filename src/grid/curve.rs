@@ -81,7 +81,7 @@ pub struct CurveSeeds {
 /// it is the piece the solve gives, and the curve is bitwise the unseeded one. Where the
 /// solve's guesses fail at `x` but a seed certifies, the unseeded walk would have started
 /// at another export, and breakpoints may differ in their last bits
-/// (`tests/load_table.rs` builds tables both ways: 1 curve of 7 379 on five cases).
+/// (`tests/integration/load_table.rs` builds tables both ways: 1 curve of 7 379 on five cases).
 pub fn smart_grid_curve_seeded(
     grid: &SmartGrid,
     bus_loads: &[f64],

@@ -31,7 +31,7 @@
 //! them). It bounds the nearest level's error at any load inside on the assumption that the
 //! export at a fixed price is monotone in load over the interval (a higher load leaves less
 //! to export at any price), so the exact export lies between the two ends'; the sampled
-//! checks in `tests/load_table.rs` confirm it on every case.
+//! checks in `tests/integration/load_table.rs` confirm it on every case.
 //!
 //! **The build**, per hour independently (in parallel over hours): levels start
 //! [`INITIAL_SPACING`] apart in load scale over the range, ends included, at loads
@@ -56,10 +56,11 @@
 //! is exact either way, and bitwise the solve-seeded one except where the solve's guesses
 //! fail at the walk's first export (the unseeded walk then starts elsewhere and the
 //! breakpoints may differ in their last bits: 1 curve of 7 379 over the five cases of
-//! `tests/load_table.rs`, which builds each table both ways, [`LoadTable::build_counted`]).
+//! `tests/integration/load_table.rs`, which builds each table both ways,
+//! [`LoadTable::build_counted`]).
 //!
-//! Measured (`tests/load_table.rs`, `tol_mw = 0.01`, release, 2 cores, one test at a time,
-//! seeded build against unseeded): RTS-24 over scales 0.88..1.12 takes 30/76/115 levels
+//! Measured (`tests/integration/load_table.rs`, `tol_mw = 0.01`, release, 2 cores, one
+//! test at a time, seeded build against unseeded): RTS-24 over scales 0.88..1.12 takes 30/76/115 levels
 //! per hour (min/mean/max) and 2.4 s (3.6 s unseeded); over 0.8..1.2, 57/115/203 and 4.6 s
 //! (5.4 s); case118 derated over 0.95..1.05, 3/61/194 and 2.4 s (3.7 s).
 //! Random loads (almost all inside blend intervals) are within about 1e-10 MW of exact
@@ -189,7 +190,7 @@ impl LoadTable {
     /// which spares most solves. The tables have the same levels and blend flags either
     /// way, and their curves are bitwise equal except where the solve's guesses fail at a
     /// walk's first export (module doc: last bits, 1 curve of 7 379 in
-    /// `tests/load_table.rs`, which builds each case both ways).
+    /// `tests/integration/load_table.rs`, which builds each case both ways).
     pub fn build_counted(
         market: &Market,
         scale_range: (f64, f64),

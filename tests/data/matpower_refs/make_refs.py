@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent DC-OPF reference values for `tests/case_library.rs`.
+"""Independent DC-OPF reference values for `tests/integration/case_library.rs`.
 
 For every case/variant in VARIANTS this script builds the project's smart-grid model for 24
 hours (see README.md beside this file), solves each hour with PYPOWER's `rundcopf` (MATPOWER's

@@ -299,7 +299,7 @@ const GOLDEN_TIP: &str = "199504d7107547010177ec361f7444814f264270fcfde557b637c2
 
 /// Regenerates `tests/data/ledger/` (run by hand after an encoding change, or a change
 /// of the default day's negotiation such as its start price:
-/// `cargo test --release --test ledger_store -- --ignored`).
+/// `cargo test --release --test integration -- --ignored ledger_store::`).
 #[test]
 #[ignore = "writes the golden files"]
 fn write_golden_ledger() {

@@ -15,6 +15,7 @@ use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::support::file_bytes;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::engine::gpu::{GpuContext, Precision};
 use p2pmarket::market::{self, Market};
@@ -152,7 +153,7 @@ fn study_is_reproducible_and_spreads() {
 ///   (measured 97.0 %).
 ///
 /// Statistical and about 25 s, so apart from the quick suite (CI runs it):
-/// `cargo test --release --test uncertainty_study -- --ignored`.
+/// `cargo test --release --test integration -- --ignored uncertainty_study::`.
 #[test]
 #[ignore]
 fn mc_intervals_cover_the_market_means() {
@@ -667,27 +668,6 @@ fn bad_input_names_the_field_and_writes_nothing() {
     assert!(!out.exists());
 }
 
-/// Every file under `dir` (relative paths, sorted) with its bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().display().to_string();
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if dir.is_dir() {
-        walk(dir, dir, &mut out);
-    }
-    out.sort();
-    out
-}
-
 /// Issue 11: a study run as shards of a job array (two of them at once into one
 /// directory), with a task killed midway and rerun, seals into the same statistics, tails
 /// and histograms as one process's run, byte for byte. An incomplete job, another study's
@@ -757,12 +737,12 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
 
     // Shard 1 missing: finalize names its parts and writes nothing.
-    let before = snapshot(&sharded);
+    let before = file_bytes(&sharded);
     let (code, text) = finalize(&sharded);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("1/3"), "{text}");
     assert_eq!(
-        snapshot(&sharded),
+        file_bytes(&sharded),
         before,
         "an incomplete finalize wrote something"
     );
@@ -771,7 +751,11 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
     let (code, text) = study_of(50, &sharded, &["--shard", "1/3"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("uncertainty.json"), "{text}");
-    assert_eq!(snapshot(&sharded), before, "a foreign task wrote something");
+    assert_eq!(
+        file_bytes(&sharded),
+        before,
+        "a foreign task wrote something"
+    );
 
     // Shard 1 runs, then is "killed": its manifest and one part gone, a temporary file
     // left. While a process holds shard 1, a second one is refused.
@@ -856,7 +840,7 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
     // same size, same schema) is refused, and the sealed outputs stay as they were.
     let lhs = sharded.join("samples/method=lhs/part-00001.parquet");
     std::fs::copy(sharded.join("samples/method=mc/part-00001.parquet"), &lhs).unwrap();
-    let before = snapshot(&sharded);
+    let before = file_bytes(&sharded);
     let (code, text) = finalize(&sharded);
     assert_eq!(code, Some(2), "{text}");
     assert!(
@@ -864,7 +848,7 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
         "{text}"
     );
     assert_eq!(
-        snapshot(&sharded),
+        file_bytes(&sharded),
         before,
         "a refused finalize wrote something"
     );

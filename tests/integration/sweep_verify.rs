@@ -260,7 +260,7 @@ fn bit_flips_of_a_part_file_are_named() {
 }
 
 /// Every bit of a 13 KB part file: about 100 000 verifications, 5 to 6 minutes on the
-/// shared 2-core VM (`cargo test --release --test sweep_verify -- --ignored`).
+/// shared 2-core VM (`cargo test --release --test integration -- --ignored sweep_verify::`).
 #[test]
 #[ignore = "exhaustive: minutes"]
 fn every_bit_flip_of_a_part_file_is_named() {

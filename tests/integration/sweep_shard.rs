@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::file_bytes;
 use p2pmarket::Error;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::sweep::{
@@ -48,32 +49,10 @@ fn sweep(s: &SweepSpec, out: &Path, o: &SweepOptions) -> SweepReport {
     run_sweep(s, out, o, &mut |_| {}).expect("sweep runs")
 }
 
-/// Every file under `dir` (relative, `/`-separated) with its bytes.
-fn bytes_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap();
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.insert(parts.join("/"), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut m = BTreeMap::new();
-    walk(dir, dir, &mut m);
-    m
-}
-
 /// The dataset: `sweep.json` and every file of the two tables (hidden ones included, so a
 /// left-over staging file shows).
 fn dataset(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    bytes_of(dir)
+    file_bytes(dir)
         .into_iter()
         .filter(|(p, _)| p == SPEC_NAME || p.starts_with("runs/") || p.starts_with("run_hours/"))
         .collect()
@@ -182,7 +161,7 @@ fn finalize_with_parts_missing_names_them_and_writes_nothing() {
     for k in [0, 1] {
         sweep(&s, out.path(), &opts(shard(k, 3), None));
     }
-    let before = bytes_of(out.path());
+    let before = file_bytes(out.path());
     let missing = part_files(&s, 2, 3);
     assert!(!missing.is_empty());
     match finalize(out.path()) {
@@ -197,7 +176,7 @@ fn finalize_with_parts_missing_names_them_and_writes_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        bytes_of(out.path()),
+        file_bytes(out.path()),
         before,
         "finalize wrote or removed something"
     );
@@ -206,12 +185,12 @@ fn finalize_with_parts_missing_names_them_and_writes_nothing() {
     sweep(&s, out.path(), &opts(shard(2, 3), None));
     let lost = part_files(&s, 0, 3)[1].clone();
     std::fs::remove_file(out.path().join(&lost)).unwrap();
-    let before = bytes_of(out.path());
+    let before = file_bytes(out.path());
     match finalize(out.path()) {
         Err(Error::OutputDir { reason, .. }) => assert!(reason.contains(&lost), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(bytes_of(out.path()), before);
+    assert_eq!(file_bytes(out.path()), before);
     assert!(!out.path().join(MANIFEST_NAME).exists());
 }
 
@@ -260,14 +239,14 @@ fn a_task_of_another_sweep_refuses_the_directory() {
     let s = spec(SMALL);
     let out = tempfile::tempdir().unwrap();
     sweep(&s, out.path(), &opts(shard(0, 2), None));
-    let before = bytes_of(out.path());
+    let before = file_bytes(out.path());
     let other = spec(&SMALL.replace("seed = 23", "seed = 24"));
     match run_sweep(&other, out.path(), &opts(shard(1, 2), None), &mut |_| {}) {
         Err(Error::OutputDir { reason, .. }) => assert!(reason.contains(SPEC_NAME), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        bytes_of(out.path()),
+        file_bytes(out.path()),
         before,
         "the refused task wrote or removed something"
     );

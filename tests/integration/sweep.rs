@@ -1,7 +1,6 @@
 //! Sweeps end to end on the CPU backend: reproducibility whatever the part size and thread
 //! count, resumption after a kill, atomic files, the manifest, and input validation.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
+use crate::support::{file_bytes, file_paths};
 use p2pmarket::Error;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::sweep::{
@@ -52,39 +52,6 @@ fn sweep_in_pool(spec: &SweepSpec, out: &Path, opts: &SweepOptions, threads: usi
         .expect("sweep runs")
 }
 
-/// Every file under `dir`, relative, `/`-separated, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap();
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.push(parts.join("/"));
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
-fn bytes_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files(dir)
-        .into_iter()
-        .map(|f| {
-            let b = std::fs::read(dir.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
-}
-
 fn read_parquet(path: &Path) -> RecordBatch {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
     let schema = builder.schema().clone();
@@ -95,7 +62,7 @@ fn read_parquet(path: &Path) -> RecordBatch {
 /// A table's rows over every partition and part, in path order, without the `part` column
 /// (which depends on the part size by definition).
 fn dataset(dir: &Path, table: &str) -> RecordBatch {
-    let parts: Vec<RecordBatch> = files(dir)
+    let parts: Vec<RecordBatch> = file_paths(dir)
         .iter()
         .filter(|f| f.starts_with(&format!("{table}/")) && f.ends_with(".parquet"))
         .map(|f| read_parquet(&dir.join(f)))
@@ -133,7 +100,7 @@ fn gpu_with_f64(untested: &str) -> bool {
 }
 
 fn no_tmp_files(dir: &Path) {
-    let tmp: Vec<String> = files(dir)
+    let tmp: Vec<String> = file_paths(dir)
         .into_iter()
         .filter(|f| f.contains(".tmp") || f.split('/').any(|c| c.starts_with('.')))
         .collect();
@@ -158,8 +125,8 @@ fn same_seed_gives_the_same_tables_whatever_the_part_size_and_threads() {
         no_tmp_files(dir.path());
     }
     // Same part size, different thread counts: byte-identical files.
-    assert_eq!(bytes_of(dirs[0].path()).len(), 2 + 2 * 3);
-    let (a, b) = (bytes_of(dirs[0].path()), bytes_of(dirs[1].path()));
+    assert_eq!(file_bytes(dirs[0].path()).len(), 2 + 2 * 3);
+    let (a, b) = (file_bytes(dirs[0].path()), file_bytes(dirs[1].path()));
     for (name, bytes) in &a {
         if name != MANIFEST_NAME {
             assert!(b[name] == *bytes, "{name} differs between 1 and 2 threads");
@@ -223,7 +190,7 @@ fn killed_midway_and_resumed_equals_uninterrupted() {
     assert_eq!(second.parts_written, 2);
     assert_eq!(seen, vec![(0, true), (1, false), (2, false)]);
     no_tmp_files(out.path());
-    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
+    assert_eq!(file_bytes(out.path()), file_bytes(full.path()));
     assert_eq!(manifest(out.path()), manifest(full.path()));
 
     // Run again on the finished directory: everything skipped, nothing changes.
@@ -285,7 +252,7 @@ fn corrupt_parts_found_on_resume_are_recomputed_with_a_notice() {
             r.notices
         );
     }
-    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
+    assert_eq!(file_bytes(out.path()), file_bytes(full.path()));
 }
 
 /// Issue 6 item 9: a sweep that claimed a directory and wrote no part (killed, or failed)
@@ -353,7 +320,7 @@ fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
     let report = worker.join().unwrap().unwrap();
     assert!(report.complete);
     assert!(!staging.exists(), "stale once its writer let go");
-    assert_eq!(bytes_of(out.path()), bytes_of(full.path()));
+    assert_eq!(file_bytes(out.path()), file_bytes(full.path()));
 }
 
 #[test]
@@ -362,7 +329,7 @@ fn manifest_lists_every_file_with_its_sha256() {
     let out = tempfile::tempdir().unwrap();
     let report = sweep_in_pool(&s, out.path(), &cpu(None), 2);
     let m = manifest(out.path());
-    let on_disk: Vec<String> = files(out.path())
+    let on_disk: Vec<String> = file_paths(out.path())
         .into_iter()
         .filter(|f| f != MANIFEST_NAME)
         .collect();
@@ -578,7 +545,8 @@ fn example_sweeps_are_valid() {
 }
 
 /// Runs every example sweep to completion and prints its CPU throughput (a measurement,
-/// not an assertion: `cargo test --release --test sweep -- --ignored --nocapture`).
+/// not an assertion:
+/// `cargo test --release --test integration -- --ignored --nocapture sweep::`).
 #[test]
 #[ignore]
 fn example_sweeps_run_to_completion() {
@@ -630,7 +598,7 @@ fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
     assert!(report.complete);
     assert_eq!((report.runs, report.parts_written), (20, 3));
 
-    let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
+    let (full_bytes, bytes) = (file_bytes(full.path()), file_bytes(out.path()));
     let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
     assert_eq!(runs_files.len(), 3);
     for f in &runs_files {
@@ -667,7 +635,7 @@ fn a_sweep_without_run_hours_writes_the_same_runs_files_and_resumes() {
     let second = sweep_in_pool(&runs_only, again.path(), &cpu(None), 2);
     assert_eq!((second.parts_skipped, second.parts_written), (2, 1));
     no_tmp_files(again.path());
-    assert_eq!(bytes_of(again.path()), bytes);
+    assert_eq!(file_bytes(again.path()), bytes);
     // The full sweep does not accept the runs-only directory as its own.
     let e = run_sweep(&full_spec, out.path(), &cpu(None), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("another sweep"), "{e}");
@@ -706,7 +674,7 @@ fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
             (3, 3),
             "{precision:?}"
         );
-        let (full_bytes, bytes) = (bytes_of(full.path()), bytes_of(out.path()));
+        let (full_bytes, bytes) = (file_bytes(full.path()), file_bytes(out.path()));
         let runs_files: Vec<&String> = bytes.keys().filter(|f| f.starts_with("runs/")).collect();
         assert_eq!(runs_files.len(), 3);
         for f in runs_files {
@@ -913,7 +881,11 @@ fn a_drawn_load_range_the_market_cannot_serve_names_the_scales_it_can() {
         }
         other => panic!("expected an invalid load_scale draw, got {other:?}"),
     }
-    assert!(!out.exists() || files(&out).is_empty(), "{:?}", files(&out));
+    assert!(
+        !out.exists() || file_paths(&out).is_empty(),
+        "{:?}",
+        file_paths(&out)
+    );
 }
 
 #[test]
@@ -936,5 +908,9 @@ load_scale = { uniform = [0.8, 1.2], table_tol_mw = 1e-9 }
         }
         other => panic!("expected an invalid table_tol_mw, got {other:?}"),
     }
-    assert!(!out.exists() || files(&out).is_empty(), "{:?}", files(&out));
+    assert!(
+        !out.exists() || file_paths(&out).is_empty(),
+        "{:?}",
+        file_paths(&out)
+    );
 }

@@ -5,8 +5,8 @@
 //! scenarios.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::support::cli;
 use p2pmarket::attack::{Attack, AttackShape, AttackSlot, AttackVariable, Defence, MAX_ATTACKS};
 use p2pmarket::engine::cpu::run_cpu;
 use p2pmarket::engine::{Batch, HourRecord, RunSpec};
@@ -251,19 +251,6 @@ fn batch_backend_equals_the_reference_under_attacks() {
             assert_eq!(out.record(run, hour), &reference, "run {run} hour {hour}");
         }
     }
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run p2pmarket");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `run` on the paper's experiment writes the attack columns, summary and figure; the

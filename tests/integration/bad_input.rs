@@ -7,10 +7,10 @@
 //! mutations of a case file or a scenario never panic.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use proptest::prelude::*;
 
+use crate::support::cli;
 use p2pmarket::Error;
 use p2pmarket::data::matpower;
 use p2pmarket::market::Market;
@@ -714,20 +714,6 @@ fn uniform_with_three_values_is_refused_issue_6() {
     assert!(e.to_string().contains("exactly two values"), "{e}");
     sweep_result("seed = 1\nsamples = 2\n[parameters]\nrenewable_scale = { uniform = [0.5, 1.5] }")
         .expect("two values are fine");
-}
-
-/// Runs the CLI in `dir`, returning (exit code, stdout, stderr).
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The names in `dir`, sorted.
