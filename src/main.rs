@@ -477,15 +477,8 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;
     let keep = scenario.output.keep_trajectories;
-    let r = &scenario.rci;
-    if plan.backend != BackendChoice::Cpu
-        && plan.precision == Precision::F32
-        && (r.price_tol < 1e-3 || r.power_tol < 1e-2 || r.balance_tol < 1e-2)
-    {
-        eprintln!(
-            "note: f32 cannot meet price_tol {} / power_tol {} / balance_tol {}; hours will stop at the iteration cap (see experiments/gpu_f32.toml)",
-            r.price_tol, r.power_tol, r.balance_tol
-        );
+    if plan.backend != BackendChoice::Cpu && plan.precision == Precision::F32 {
+        f32_note("rci", &scenario.rci);
     }
     let (negotiated, adapter) = if plan.backend == BackendChoice::Cpu {
         (
@@ -821,6 +814,9 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
     let market = Market::from_scenario(&scenario)?;
     let (backend, gpu) = p2pmarket::engine::open_backend(plan.backend, plan.adapter)
         .map_err(|e| device_failure(e, plan.adapter))?;
+    if gpu.is_some() && plan.precision == Precision::F32 {
+        f32_note("rci", &scenario.rci);
+    }
     let opts = StudyOptions {
         methods: plan.methods.clone(),
         samples: plan.samples,
@@ -1057,6 +1053,24 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Says on stderr which of `rci`'s stop tolerances an f32 kernel cannot meet (`what`
+/// names where they come from), and nothing when it can meet them all.
+fn f32_note(what: &str, rci: &p2pmarket::rci::RciSettings) {
+    let tight = rci.tolerances_below_f32();
+    if tight.is_empty() {
+        return;
+    }
+    let list: Vec<String> = tight.iter().map(|(f, v)| format!("{f} {v:e}")).collect();
+    eprintln!(
+        "note: f32 cannot meet {what} {}: the f32 kernel's floors are price and dual {:e} \
+         $/MWh, power and balance {:e} MW; hours under them stop at the iteration cap (see \
+         experiments/gpu_f32.toml)",
+        list.join(", "),
+        p2pmarket::rci::F32_PRICE_TOL,
+        p2pmarket::rci::F32_POWER_TOL,
+    );
+}
+
 fn sweep(
     config: &Path,
     out: &Path,
@@ -1069,9 +1083,7 @@ fn sweep(
         config,
     )?;
     if options.backend != BackendChoice::Cpu && options.precision == Precision::F32 {
-        eprintln!(
-            "note: f32 kernels cannot meet stop tolerances below ~1e-3 $/MWh / 1e-2 MW; runs with tighter ones stop at their iteration cap (see experiments/gpu_f32.toml)"
-        );
+        f32_note("the sweep's smallest rci", &spec.tightest_rci());
     }
     let bar = if quiet {
         indicatif::ProgressBar::hidden()

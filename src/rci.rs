@@ -218,7 +218,36 @@ impl RciSettings {
     }
 }
 
+/// The smallest price and dual stop tolerances an f32 kernel can meet, $/MWh: one f32 ulp
+/// of a ~50 $/MWh price is ~4e-6 $/MWh and moves the steepest smart-grid segment (~4 700
+/// MW per $/MWh) by ~0.02 MW (`experiments/gpu_f32.toml`).
+pub const F32_PRICE_TOL: f64 = 1e-3;
+/// The smallest power and trade-balance stop tolerances an f32 kernel can meet, MW.
+pub const F32_POWER_TOL: f64 = 1e-2;
+
+/// The four stop tolerances of `s` that an f32 kernel must not go below, with their floors:
+/// `(field, value, floor)`.
+fn stop_tolerances(s: &RciSettings) -> [(&'static str, f64, f64); 4] {
+    [
+        ("price_tol", s.price_tol, F32_PRICE_TOL),
+        ("dual_tol", s.dual_tol, F32_PRICE_TOL),
+        ("power_tol", s.power_tol, F32_POWER_TOL),
+        ("balance_tol", s.balance_tol, F32_POWER_TOL),
+    ]
+}
+
 impl RciSettings {
+    /// The stop tolerances below what an f32 kernel can meet ([`F32_PRICE_TOL`],
+    /// [`F32_POWER_TOL`]), as `(field, value)` in the order price, dual, power, balance:
+    /// hours negotiated in f32 under them stop at the iteration cap. Empty when f32 suits.
+    pub fn tolerances_below_f32(&self) -> Vec<(&'static str, f64)> {
+        stop_tolerances(self)
+            .into_iter()
+            .filter(|&(_, value, floor)| value < floor)
+            .map(|(field, value, _)| (field, value))
+            .collect()
+    }
+
     /// [`RciSettings::validate`], plus what depends on the number of agents: agents that
     /// start apart (`start_price = "own_marginal"`) need `chi < 2 / agents`. On a complete
     /// graph the consensus term multiplies each agent's disagreement with the mean by
@@ -1931,6 +1960,36 @@ mod tests {
         assert_eq!(price_update(25.0, three, 0.25, 0.5, -4.0), 21.0);
         // The agent's own term carries a diverged price into its update.
         assert!(price_update(f64::INFINITY, [f64::INFINITY, 1.0], 0.5, 0.1, 0.0).is_nan());
+    }
+
+    /// The default tolerances are all below f32's floors; the floors themselves are not;
+    /// one value just below its floor is named alone.
+    #[test]
+    fn f32_floors_name_each_tolerance_below_them() {
+        let d = RciSettings::default();
+        assert_eq!(
+            d.tolerances_below_f32(),
+            [
+                ("price_tol", 1e-7),
+                ("dual_tol", 1e-7),
+                ("power_tol", 1e-6),
+                ("balance_tol", 1e-6)
+            ]
+        );
+        let at_floors = RciSettings {
+            price_tol: 1e-3,
+            dual_tol: 1e-3,
+            power_tol: 1e-2,
+            balance_tol: 1e-2,
+            ..d.clone()
+        };
+        assert!(at_floors.tolerances_below_f32().is_empty());
+        let balance = 0.999e-2;
+        let one = RciSettings {
+            balance_tol: balance,
+            ..at_floors
+        };
+        assert_eq!(one.tolerances_below_f32(), [("balance_tol", balance)]);
     }
 
     #[test]

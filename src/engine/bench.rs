@@ -23,7 +23,7 @@ use crate::engine::cpu::{cpu_runs_per_chunk, run_cpu, run_cpu_streaming};
 use crate::engine::gpu::{DEFAULT_RUNS_PER_CHUNK, GpuContext, Precision};
 use crate::error::Result;
 use crate::market::Market;
-use crate::rci::{RciSettings, StartPrice};
+use crate::rci::{F32_POWER_TOL, F32_PRICE_TOL, RciSettings, StartPrice};
 
 /// Default largest predicted time of one timed batch, s (`p2pmarket bench --max-seconds`).
 pub const DEFAULT_TIME_CAP_S: f64 = 20.0;
@@ -192,17 +192,17 @@ impl fmt::Display for BenchReport {
     }
 }
 
-/// The market's RCI settings with stop tolerances f32 arithmetic can meet: price and
-/// duals 1e-3 $/MWh, power and balance 1e-2 MW (one f32 ulp of a ~50 $/MWh price moves the
-/// steepest smart-grid segment by ~0.02 MW), from a common start: the workload the
-/// README's throughput figures were measured on, and the start whose f32 bounds are known.
+/// The market's RCI settings with the stop tolerances f32 arithmetic can meet
+/// ([`F32_PRICE_TOL`] for price and duals, [`F32_POWER_TOL`] for power and balance), from a
+/// common start: the workload the README's throughput figures were measured on, and the
+/// start whose f32 bounds are known.
 pub fn bench_rci(market: &Market) -> RciSettings {
     RciSettings {
         start_price: StartPrice::Common,
-        price_tol: 1e-3,
-        dual_tol: 1e-3,
-        power_tol: 1e-2,
-        balance_tol: 1e-2,
+        price_tol: F32_PRICE_TOL,
+        dual_tol: F32_PRICE_TOL,
+        power_tol: F32_POWER_TOL,
+        balance_tol: F32_POWER_TOL,
         ..market.rci.clone()
     }
 }

@@ -80,6 +80,17 @@ pub struct RealParam {
     pub table_tol_mw: Option<f64>,
 }
 
+impl RealParam {
+    /// The least value a run takes: the smallest grid value or the draw's lower bound.
+    pub fn least(&self) -> Option<f64> {
+        match (&self.values, &self.uniform) {
+            (Some(v), _) => v.iter().copied().reduce(f64::min),
+            (None, Some(u)) => u.first().copied(),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Largest `parameters.load_scale.table_tol_mw`, MW.
 pub const MAX_TABLE_TOL_MW: f64 = 10.0;
 
@@ -338,6 +349,25 @@ impl SweepSpec {
             (Some(&[lo, hi]), Some(tol)) => Some(((lo, hi), tol)),
             _ => None,
         }
+    }
+
+    /// The base RCI settings with each stop tolerance the sweep varies replaced by the
+    /// smallest value its runs take (the least grid value or the draw's lower bound), so
+    /// that [`RciSettings::tolerances_below_f32`] says whether any run is too tight for an
+    /// f32 kernel.
+    pub fn tightest_rci(&self) -> RciSettings {
+        let mut s = self.base.rci.clone();
+        let p = &self.parameters.rci;
+        for (param, value) in [
+            (&p.price_tol, &mut s.price_tol),
+            (&p.power_tol, &mut s.power_tol),
+            (&p.balance_tol, &mut s.balance_tol),
+        ] {
+            if let Some(least) = param.as_ref().and_then(RealParam::least) {
+                *value = least;
+            }
+        }
+        s
     }
 
     /// Validates everything that does not need the grid case.
@@ -1100,6 +1130,28 @@ mod tests {
             let e = parse(text).expect_err(text);
             assert_eq!(field_of(e), field, "{text}");
         }
+    }
+
+    /// A varied stop tolerance counts with its least value (grid or draw); one not varied
+    /// keeps the base's.
+    #[test]
+    fn the_tightest_rci_takes_each_varied_tolerance_at_its_least() {
+        let spec = parse(
+            "seed = 1\nsamples = 2\n[base.rci]\nprice_tol = 1e-3\ndual_tol = 2e-3\npower_tol = 0.5\n\
+             balance_tol = 0.25\n[parameters]\nrci.price_tol = { values = [0.1, 1e-4, 0.01] }\n\
+             rci.power_tol = { uniform = [0.02, 0.3] }\n",
+        )
+        .unwrap();
+        let t = spec.tightest_rci();
+        assert_eq!(
+            (t.price_tol, t.dual_tol, t.power_tol, t.balance_tol),
+            (1e-4, 2e-3, 0.02, 0.25)
+        );
+        assert_eq!(t.tolerances_below_f32(), [("price_tol", 1e-4)]);
+        assert_eq!(
+            parse("seed = 1\n").unwrap().tightest_rci(),
+            RciSettings::default()
+        );
     }
 
     /// Counts may be written in scientific notation, as the command line takes them; a

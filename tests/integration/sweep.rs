@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::support::{file_bytes, file_paths};
+use crate::support::{cli, file_bytes, file_paths};
 use p2pmarket::Error;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::sweep::{
@@ -691,6 +691,61 @@ fn a_runs_only_gpu_sweep_hashes_on_the_device_and_writes_the_same_runs_files() {
     let runs_only = spec(&format!("run_hours = false\n{SMALL}"));
     let report = sweep_in_pool(&runs_only, cpu_out.path(), &cpu(None), 2);
     assert_eq!(report.parts_reduced_on_device, 0);
+}
+
+/// `sweep --precision f32` on a GPU says which stop tolerances f32 cannot meet, taking a
+/// varied one at its least value, and says nothing when every run's tolerances suit f32.
+#[test]
+fn an_f32_sweep_names_only_the_tolerances_f32_cannot_meet() {
+    if !gpu_with_f64("the f32 tolerance note") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f32_rci = "[base.rci]\nmax_iterations = 50\nprice_tol = 1e-3\ndual_tol = 1e-3\n\
+                   power_tol = 1e-2\nbalance_tol = 1e-2\n";
+    let note = "f32 cannot meet";
+    for (name, text, expect) in [
+        ("suits", format!("seed = 3\nsamples = 1\n{f32_rci}"), None),
+        (
+            "varied",
+            format!(
+                "seed = 3\nsamples = 1\n{f32_rci}[parameters]\n\
+                 rci.power_tol = {{ values = [0.5, 0.005] }}\n"
+            ),
+            Some("the sweep's smallest rci power_tol 5e-3:"),
+        ),
+        (
+            "default",
+            "seed = 3\nsamples = 1\n[base.rci]\nmax_iterations = 50\n".to_string(),
+            Some(
+                "the sweep's smallest rci price_tol 1e-7, dual_tol 1e-7, power_tol 1e-6, balance_tol 1e-6:",
+            ),
+        ),
+    ] {
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let out = dir.path().join(name);
+        let (code, _, err) = cli(
+            dir.path(),
+            &[
+                "sweep",
+                "--backend",
+                "gpu",
+                "--precision",
+                "f32",
+                "--quiet",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        match expect {
+            None => assert!(!err.contains(note), "{name}: {err}"),
+            Some(list) => assert!(err.contains(&format!("{note} {list}")), "{name}: {err}"),
+        }
+    }
 }
 
 /// A drawn load scale, once with each run's own network-exact curves and once from a load
