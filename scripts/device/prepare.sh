@@ -4,7 +4,7 @@
 #
 # Writes, in the repository root (both ignored by git):
 #   .devbin/  p2pmarket, the library's unit tests and the integration tests, release
-#             builds, stripped and gzipped (about 25 MB together);
+#             builds, stripped and gzipped (about 33 MB together);
 #   .gl/      the Vulkan loader's Debian packages (amd64), unpacked there by check.sh.
 # Then call the device tool's `run` with carry [".devbin", ".gl"] and the command
 #   bash scripts/device/check.sh
