@@ -477,26 +477,29 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;
     let keep = scenario.output.keep_trajectories;
-    if plan.backend != BackendChoice::Cpu && plan.precision == Precision::F32 {
-        f32_note("rci", &scenario.rci);
-    }
-    let (negotiated, adapter) = if plan.backend == BackendChoice::Cpu {
+    let (negotiated, adapter, precision) = if plan.backend == BackendChoice::Cpu {
         (
             None,
             serde_json::json!({"name": "f64 CPU reference", "backend": "cpu"}),
+            Precision::F64,
         )
     } else {
-        let day = negotiate_day(&market, keep, plan.backend, plan.precision, plan.adapter)
+        let backend = p2pmarket::engine::open_backend(plan.backend, plan.precision, plan.adapter)
             .map_err(|e| device_failure(e, plan.adapter))?;
-        if let Some(notice) = &day.notice {
+        if let Some(notice) = &backend.notice {
             eprintln!("note: {notice}");
         }
+        if backend.precision(plan.precision) == Precision::F32 {
+            f32_note("rci", &scenario.rci);
+        }
+        let day = negotiate_day(&market, keep, &backend, plan.precision)
+            .map_err(|e| device_failure(e, plan.adapter))?;
         let a = &day.adapter;
         let info = serde_json::json!({
             "name": a.name, "device_type": a.device_type, "driver": a.driver,
             "driver_info": a.driver_info, "backend": a.backend, "notice": day.notice,
         });
-        (Some(day.outcomes), info)
+        (Some(day.outcomes), info, day.precision)
     };
     let mut day = market::run_day_with(&market, keep, negotiated)?;
     let recorded = match &plan.ledger {
@@ -519,7 +522,7 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
     let mut extra = serde_json::json!({
         "p2pmarket_version": env!("CARGO_PKG_VERSION"),
         "backend": format!("{:?}", plan.backend).to_lowercase(),
-        "precision": if plan.backend == BackendChoice::Cpu { "f64" } else { plan.precision.as_str() },
+        "precision": precision.as_str(),
         "adapter": adapter,
     });
     let eq1 = recorded.as_ref().and_then(|(rec, _)| eq1_block_s(rec));
@@ -812,15 +815,22 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         p2pmarket::output::check_run_out(plan.out, out_options)?;
     }
     let market = Market::from_scenario(&scenario)?;
-    let (backend, gpu) = p2pmarket::engine::open_backend(plan.backend, plan.adapter)
+    let backend = p2pmarket::engine::open_backend(plan.backend, plan.precision, plan.adapter)
         .map_err(|e| device_failure(e, plan.adapter))?;
-    if gpu.is_some() && plan.precision == Precision::F32 {
+    if let Some(notice) = &backend.notice {
+        eprintln!("note: {notice}");
+    }
+    let precision = backend.precision(plan.precision);
+    if precision == Precision::F32 {
         f32_note("rci", &scenario.rci);
     }
+    let gpu = backend.gpu;
     let opts = StudyOptions {
         methods: plan.methods.clone(),
         samples: plan.samples,
-        backend,
+        backend: backend.choice,
+        // As asked, not as run: a sharded study's identity, which its tasks on other
+        // machines (GPU or not) must share; the CPU backend ignores it.
         precision: plan.precision,
     };
     if let Some(shard) = plan.shard {
@@ -891,7 +901,7 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
         scenario.uncertainty.seed,
         serde_json::json!({
             "backend": format!("{:?}", plan.backend).to_lowercase(),
-            "precision": plan.precision.as_str(),
+            "precision": precision.as_str(),
             "runtime_s": start.elapsed().as_secs_f64(),
         }),
     );
@@ -1056,19 +1066,9 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
 /// Says on stderr which of `rci`'s stop tolerances an f32 kernel cannot meet (`what`
 /// names where they come from), and nothing when it can meet them all.
 fn f32_note(what: &str, rci: &p2pmarket::rci::RciSettings) {
-    let tight = rci.tolerances_below_f32();
-    if tight.is_empty() {
-        return;
+    if let Some(note) = rci.f32_note(what) {
+        eprintln!("note: {note}");
     }
-    let list: Vec<String> = tight.iter().map(|(f, v)| format!("{f} {v:e}")).collect();
-    eprintln!(
-        "note: f32 cannot meet {what} {}: the f32 kernel's floors are price and dual {:e} \
-         $/MWh, power and balance {:e} MW; hours under them stop at the iteration cap (see \
-         experiments/gpu_f32.toml)",
-        list.join(", "),
-        p2pmarket::rci::F32_PRICE_TOL,
-        p2pmarket::rci::F32_POWER_TOL,
-    );
 }
 
 fn sweep(
@@ -1082,9 +1082,6 @@ fn sweep(
         &p2pmarket::input::read_text(config, "--config")?,
         config,
     )?;
-    if options.backend != BackendChoice::Cpu && options.precision == Precision::F32 {
-        f32_note("the sweep's smallest rci", &spec.tightest_rci());
-    }
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -1096,6 +1093,8 @@ fn sweep(
         )
         .map_err(|e| Failure::Other(e.into()))?,
     );
+    // Notes already said while the sweep ran, not repeated at its end.
+    let mut said = Vec::new();
     let report = p2pmarket::sweep::run_sweep(&spec, out, &options, &mut |event| match event {
         SweepEvent::Part(p) => {
             bar.set_length(p.runs_total);
@@ -1108,10 +1107,14 @@ fn sweep(
             ));
         }
         SweepEvent::Waiting(message) => bar.suspend(|| say_waiting(&message)),
+        SweepEvent::Notice(note) => {
+            bar.suspend(|| eprintln!("note: {note}"));
+            said.push(note);
+        }
     })
     .map_err(|e| device_failure(e, options.adapter.as_deref()))?;
     bar.finish_and_clear();
-    for n in &report.notices {
+    for n in report.notices.iter().filter(|n| !said.contains(n)) {
         eprintln!("note: {n}");
     }
     let device = report

@@ -248,6 +248,23 @@ impl RciSettings {
             .collect()
     }
 
+    /// The note for a user about to run these settings on an f32 kernel (`what` names
+    /// where they come from): which stop tolerances f32 cannot meet and its floors, or
+    /// `None` when it can meet them all.
+    pub fn f32_note(&self, what: &str) -> Option<String> {
+        let tight = self.tolerances_below_f32();
+        if tight.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = tight.iter().map(|(f, v)| format!("{f} {v:e}")).collect();
+        Some(format!(
+            "f32 cannot meet {what} {}: the f32 kernel's floors are price and dual {F32_PRICE_TOL:e} \
+             $/MWh, power and balance {F32_POWER_TOL:e} MW; hours under them stop at the \
+             iteration cap (see experiments/gpu_f32.toml)",
+            list.join(", "),
+        ))
+    }
+
     /// [`RciSettings::validate`], plus what depends on the number of agents: agents that
     /// start apart (`start_price = "own_marginal"`) need `chi < 2 / agents`. On a complete
     /// graph the consensus term multiplies each agent's disagreement with the mean by

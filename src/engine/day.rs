@@ -5,9 +5,7 @@
 //! plots, summary) is written the same way whatever the backend.
 
 use crate::attack::MAX_ATTACKS;
-use crate::engine::{
-    AdapterInfo, AttackSlot, BackendChoice, Batch, Precision, RunSpec, open_backend, run_batch,
-};
+use crate::engine::{AdapterInfo, AttackSlot, Batch, OpenBackend, Precision, RunSpec, run_batch};
 use crate::error::Result;
 use crate::market::Market;
 use crate::microgrid::HOURS;
@@ -22,16 +20,17 @@ pub struct EngineDay {
     pub adapter: AdapterInfo,
     /// Set when `Auto` fell back to the CPU backend, saying why.
     pub notice: Option<String>,
+    /// The precision it ran at: the asked one on a GPU, f64 on the CPU backend.
+    pub precision: Precision,
 }
 
-/// Negotiates every hour of `market`'s day on `choice`. With a named `adapter`, a missing
-/// adapter is an error even for `Auto` (the user asked for that device).
+/// Negotiates every hour of `market`'s day on `backend` (see
+/// [`crate::engine::open_backend`]), at `precision` on a GPU.
 pub fn negotiate_day(
     market: &Market,
     keep_trajectories: bool,
-    choice: BackendChoice,
+    backend: &OpenBackend,
     precision: Precision,
-    adapter: Option<&str>,
 ) -> Result<EngineDay> {
     let mut attacks = [AttackSlot::default(); MAX_ATTACKS];
     for (slot, a) in attacks.iter_mut().zip(&market.attacks) {
@@ -45,8 +44,8 @@ pub fn negotiate_day(
         ..RunSpec::default()
     };
     let batch = Batch::from_market(market, &[spec])?;
-    let (choice, ctx) = open_backend(choice, adapter)?;
-    let out = run_batch(&batch, choice, precision, ctx.as_ref())?;
+    let precision = backend.precision(precision);
+    let out = run_batch(&batch, backend.choice, precision, backend.gpu.as_ref())?;
     let agents = batch.agents();
     let trajectory = out.trajectories.iter().find(|t| t.run == 0);
     let outcomes = (0..HOURS)
@@ -84,20 +83,23 @@ pub fn negotiate_day(
     Ok(EngineDay {
         outcomes,
         adapter: out.adapter.clone(),
-        notice: out.notice.clone(),
+        notice: backend.notice.clone().or(out.notice),
+        precision,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{BackendChoice, open_backend};
     use crate::scenario::Scenario;
 
     /// The CPU backend through the engine reproduces the reference day bit for bit.
     #[test]
     fn cpu_engine_day_equals_the_reference() {
         let market = Market::from_scenario(&Scenario::default()).unwrap();
-        let day = negotiate_day(&market, true, BackendChoice::Cpu, Precision::F64, None).unwrap();
+        let cpu = open_backend(BackendChoice::Cpu, Precision::F32, None).unwrap();
+        let day = negotiate_day(&market, true, &cpu, Precision::F32).unwrap();
         for (h, got) in day.outcomes.iter().enumerate() {
             let curves = market.curves(h).unwrap();
             let want = market.negotiate_hour(h, &curves, true);
@@ -105,5 +107,6 @@ mod tests {
         }
         assert_eq!(day.adapter.backend, "cpu");
         assert!(day.notice.is_none());
+        assert_eq!(day.precision, Precision::F64, "the CPU backend runs in f64");
     }
 }

@@ -59,44 +59,105 @@ pub fn run_batch(
     }
 }
 
-/// Opens what `choice` needs for a command: the GPU context (none for `Cpu`; for `Auto`
-/// without a named adapter, none when no adapter opens) and the choice to run with. A
-/// named `adapter` must exist even for `Auto`, and `Auto` then means that adapter (the
-/// user asked for that device, software rasterizer or not).
+/// A backend opened for a command, with `Auto` decided once: the GPU when a hardware
+/// adapter that can run the asked precision opens, else the rayon CPU backend with a
+/// notice saying why.
+pub struct OpenBackend {
+    /// [`BackendChoice::Gpu`] or [`BackendChoice::Cpu`], never `Auto`.
+    pub choice: BackendChoice,
+    /// The GPU's context, when `choice` is `Gpu`.
+    pub gpu: Option<GpuContext>,
+    /// Why `Auto` fell back to the CPU backend.
+    pub notice: Option<String>,
+}
+
+impl OpenBackend {
+    /// The precision the batches run at when `asked` was asked for: the CPU backend is
+    /// always f64.
+    pub fn precision(&self, asked: Precision) -> Precision {
+        match self.choice {
+            BackendChoice::Cpu => Precision::F64,
+            _ => asked,
+        }
+    }
+}
+
+/// Opens what `choice` needs for a command, once, before any work: the GPU context (none
+/// for `Cpu`), and `Auto` decided as [`run_batch`] would decide it for each batch. A named
+/// `adapter` must exist even for `Auto`, and `Auto` then means that adapter (the user asked
+/// for that device, software rasterizer or not). On the GPU, f64 needs an adapter with
+/// `SHADER_F64`: an invalid `--precision` otherwise.
 pub fn open_backend(
     choice: BackendChoice,
+    precision: Precision,
     adapter: Option<&str>,
-) -> Result<(BackendChoice, Option<GpuContext>)> {
-    let ctx = match (choice, adapter) {
-        (BackendChoice::Cpu, _) => None,
-        (_, Some(name)) => Some(GpuContext::new(Some(name))?),
-        (BackendChoice::Gpu, None) => Some(GpuContext::new(None)?),
-        (BackendChoice::Auto, None) => GpuContext::new(None).ok(),
+) -> Result<OpenBackend> {
+    let cpu = |notice| OpenBackend {
+        choice: BackendChoice::Cpu,
+        gpu: None,
+        notice,
     };
-    let choice = if adapter.is_some() && choice == BackendChoice::Auto {
-        BackendChoice::Gpu
-    } else {
-        choice
-    };
-    Ok((choice, ctx))
+    match (choice, adapter) {
+        (BackendChoice::Cpu, _) => Ok(cpu(None)),
+        (BackendChoice::Gpu, _) | (BackendChoice::Auto, Some(_)) => {
+            let ctx = GpuContext::new(adapter)?;
+            if precision == Precision::F64 && !ctx.supports_f64() {
+                return Err(crate::error::Error::invalid(
+                    "--precision",
+                    "f64",
+                    format!(
+                        "f32 on adapter {}, which has no SHADER_F64 (64-bit floats in shaders)",
+                        ctx.info().name
+                    ),
+                ));
+            }
+            Ok(OpenBackend {
+                choice: BackendChoice::Gpu,
+                gpu: Some(ctx),
+                notice: None,
+            })
+        }
+        (BackendChoice::Auto, None) => {
+            let ctx = GpuContext::new(None);
+            match auto_decision(ctx.as_ref(), precision).err() {
+                None => Ok(OpenBackend {
+                    choice: BackendChoice::Gpu,
+                    gpu: ctx.ok(),
+                    notice: None,
+                }),
+                Some(why) => Ok(cpu(Some(fallback_notice(&why)))),
+            }
+        }
+    }
+}
+
+/// What `Auto` does at `precision` with `gpu` (the adapter search's outcome): runs on the
+/// context, or falls back to the CPU backend for the reason given.
+fn auto_decision<'a>(
+    gpu: std::result::Result<&'a GpuContext, &crate::error::Error>,
+    precision: Precision,
+) -> std::result::Result<&'a GpuContext, String> {
+    match gpu {
+        Ok(ctx) if ctx.is_software() => Err(software_notice(&ctx.info().name)),
+        Ok(ctx) if precision == Precision::F32 || ctx.supports_f64() => Ok(ctx),
+        Ok(ctx) => Err(format!(
+            "no GPU adapter found (adapter {} has no SHADER_F64)",
+            ctx.info().name
+        )),
+        Err(e) => Err(missing_notice(e)),
+    }
 }
 
 /// The `Auto` choice once the GPU context is known (or known to be missing).
 fn run_auto(batch: &Batch, precision: Precision, gpu: Result<&GpuContext>) -> Result<BatchOutputs> {
-    let why = match gpu {
-        Ok(ctx) if ctx.is_software() => software_notice(&ctx.info().name),
-        Ok(ctx) if precision == Precision::F32 || ctx.supports_f64() => {
-            return ctx.run(batch, precision);
+    match auto_decision(gpu.as_ref().copied(), precision) {
+        Ok(ctx) => ctx.run(batch, precision),
+        Err(why) => {
+            let mut out = cpu::run_cpu(batch)?;
+            out.notice = Some(fallback_notice(&why));
+            Ok(out)
         }
-        Ok(ctx) => format!(
-            "no GPU adapter found (adapter {} has no SHADER_F64)",
-            ctx.info().name
-        ),
-        Err(e) => missing_notice(&e),
-    };
-    let mut out = cpu::run_cpu(batch)?;
-    out.notice = Some(fallback_notice(&why));
-    Ok(out)
+    }
 }
 
 /// Why `Auto` passes over a software rasterizer named `adapter`.

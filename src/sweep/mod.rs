@@ -133,6 +133,10 @@ pub enum SweepEvent {
     Part(Progress),
     /// This process waits for another one that holds a lock it needs (said once per wait).
     Waiting(String),
+    /// A note for the user as soon as it is known: why `Auto` fell back to the CPU
+    /// backend, or which tolerances an f32 kernel cannot meet. It is also one of
+    /// [`SweepReport::notices`].
+    Notice(String),
 }
 
 /// What [`run_sweep`] did.
@@ -544,6 +548,9 @@ struct Backend {
     adapter: Option<String>,
     gpu: Option<GpuContext>,
     started: bool,
+    /// Which of the sweep's tolerances an f32 kernel cannot meet, said once the backend
+    /// opens on a GPU at f32 ([`crate::rci::RciSettings::f32_note`]).
+    f32_note: Option<String>,
     /// Smart-grid curve sets built so far, per PCC bus: each load scale is built once per
     /// sweep, not once per part.
     curves: std::collections::HashMap<usize, crate::engine::CurveCache>,
@@ -559,66 +566,41 @@ impl Backend {
         self.choice == BackendChoice::Gpu || self.adapter.is_some()
     }
 
-    fn ensure(&mut self, notices: &mut Vec<String>) -> Result<()> {
+    /// Opens the backend once (see [`crate::engine::open_backend`]): `Auto` is decided
+    /// here rather than per part by `run_batch`, which would retry the adapter search for
+    /// every part. A named adapter that is missing is an error, as in `run`: the user asked
+    /// for that device. The fallback's reason, and which tolerances an f32 kernel cannot
+    /// meet, are said through `events` and kept in `notices`.
+    fn ensure(
+        &mut self,
+        notices: &mut Vec<String>,
+        events: &mut dyn FnMut(SweepEvent),
+    ) -> Result<()> {
         if self.started {
             return Ok(());
         }
         self.started = true;
-        match self.choice {
-            BackendChoice::Cpu => {}
-            BackendChoice::Gpu => {
-                let ctx = GpuContext::new(self.adapter.as_deref())?;
-                if self.precision == Precision::F64 && !ctx.supports_f64() {
-                    return Err(Error::invalid(
-                        "--precision",
-                        "f64",
-                        format!(
-                            "f32 on adapter {}, which has no SHADER_F64 (64-bit floats in \
-                             shaders)",
-                            ctx.info().name
-                        ),
-                    ));
-                }
-                self.gpu = Some(ctx);
-            }
-            // Decided once here rather than per part by `run_batch`, which would retry the
-            // adapter search for every part. A named adapter that is missing is an error,
-            // as in `run`: the user asked for that device.
-            BackendChoice::Auto => match GpuContext::new(self.adapter.as_deref()) {
-                // A named adapter is used whatever it is; an unnamed software rasterizer
-                // is passed over for the faster rayon backend.
-                Ok(ctx) if self.adapter.is_none() && ctx.is_software() => {
-                    notices.push(crate::engine::fallback_notice(
-                        &crate::engine::software_notice(&ctx.info().name),
-                    ));
-                    self.choice = BackendChoice::Cpu;
-                }
-                Ok(ctx) => self.gpu = Some(ctx),
-                Err(e) if self.adapter.is_some() => return Err(e),
-                Err(e) => {
-                    notices.push(crate::engine::fallback_notice(
-                        &crate::engine::missing_notice(&e),
-                    ));
-                    self.choice = BackendChoice::Cpu;
-                }
-            },
+        let opened =
+            crate::engine::open_backend(self.choice, self.precision, self.adapter.as_deref())?;
+        let f32_note = match opened.precision(self.precision) {
+            Precision::F32 => self.f32_note.take(),
+            Precision::F64 => None,
+        };
+        for note in opened.notice.into_iter().chain(f32_note) {
+            events(SweepEvent::Notice(note.clone()));
+            notices.push(note);
         }
+        self.choice = opened.choice;
+        self.gpu = opened.gpu;
         Ok(())
     }
 }
 
-/// The GPU that would evaluate the sweep's parts, if it can also reduce and hash them:
-/// the context `run_batch` runs a batch on for this backend (`Auto` passes over a
-/// software rasterizer, and over an adapter without f64 for an f64 sweep, as
-/// [`run_batch`] does), when it has the f64 the settlement passes need.
+/// The GPU that evaluates the sweep's parts (once [`Backend::ensure`] has decided `Auto`),
+/// if it can also reduce and hash them: it has the f64 the settlement passes need.
 fn device_reduction(backend: &Backend) -> Option<&GpuContext> {
     let ctx = backend.gpu.as_ref()?;
-    let runs_there = match backend.choice {
-        BackendChoice::Cpu => false,
-        BackendChoice::Gpu => true,
-        BackendChoice::Auto => !ctx.is_software(),
-    };
-    (runs_there && ctx.supports_f64()).then_some(ctx)
+    ctx.supports_f64().then_some(ctx)
 }
 
 /// What handling one part came to.
@@ -676,12 +658,16 @@ impl Sweeper<'_> {
                 None => return Ok(PartOutcome::Busy),
             }
         };
-        let result = self.handle_locked(part);
+        let result = self.handle_locked(part, events);
         lock.release_and_remove();
         result
     }
 
-    fn handle_locked(&mut self, part: &PartPlan) -> Result<PartOutcome> {
+    fn handle_locked(
+        &mut self,
+        part: &PartPlan,
+        events: &mut dyn FnMut(SweepEvent),
+    ) -> Result<PartOutcome> {
         remove_part_staging(self.out, part, &self.tag)?;
         match part_state(self.out, part, self.plan.has_attacks()) {
             PartState::Complete => return Ok(PartOutcome::Skipped),
@@ -698,7 +684,7 @@ impl Sweeper<'_> {
         {
             return Ok(PartOutcome::Stopped);
         }
-        self.backend.ensure(&mut self.report.notices)?;
+        self.backend.ensure(&mut self.report.notices, events)?;
         // A manifest describes a complete dataset; this one no longer is until the end.
         remove_file_if_present(&self.out.join(MANIFEST_NAME))?;
         write_part(
@@ -759,7 +745,7 @@ impl Sweeper<'_> {
     }
 }
 
-/// Runs (or resumes) a sweep into `out`, reporting every part and every wait to `events`.
+/// Runs (or resumes) a sweep into `out`, reporting every part, wait and note to `events`.
 /// Parts already complete on disk are verified and skipped (a corrupt one is recomputed,
 /// with a notice); `manifest.json` is written once every part exists.
 ///
@@ -820,11 +806,12 @@ pub fn run_sweep(
         adapter: options.adapter.clone(),
         gpu: None,
         started: false,
+        f32_note: spec.tightest_rci().f32_note("the sweep's smallest rci"),
         curves: Default::default(),
         twins: Default::default(),
     };
     if backend.explicit() {
-        backend.ensure(&mut notices)?;
+        backend.ensure(&mut notices, events)?;
     }
     let mut sweeper = Sweeper {
         plan: &plan,

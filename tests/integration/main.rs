@@ -4,6 +4,7 @@
 //! `cargo test --release --test integration -- engine_equivalence::`.
 
 mod attack;
+mod backend_choice;
 mod bad_input;
 mod case_library;
 mod engine_equivalence;

@@ -309,6 +309,7 @@ fn a_part_held_by_another_writer_is_waited_for_and_its_staging_kept() {
                 assert!(m.contains("part 1"), "{m}");
                 break;
             }
+            SweepEvent::Notice(_) => {}
         }
     }
     assert_eq!(handled, vec![0, 2], "the free parts first");
