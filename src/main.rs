@@ -1179,6 +1179,19 @@ fn finalize(dir: &Path, figures: &p2pmarket::output::FigureOptions) -> Result<()
     if p2pmarket::uncertainty::shard::is_study_dir(dir) {
         return finalize_study(dir, figures);
     }
+    // Named as the argument it is (DIR, not the tasks' --out), for both kinds.
+    if !dir.join(p2pmarket::sweep::manifest::SPEC_NAME).is_file() {
+        return Err(Failure::BadInput(Error::invalid(
+            "DIR",
+            dir.display(),
+            format!(
+                "the directory of a sharded sweep (holding {}) or of a sharded uncertainty \
+                 study ({}), where its tasks ran; nothing was written",
+                p2pmarket::sweep::manifest::SPEC_NAME,
+                p2pmarket::uncertainty::shard::SPEC_NAME
+            ),
+        )));
+    }
     let report = p2pmarket::sweep::finalize(dir)?;
     for n in &report.notices {
         eprintln!("note: {n}");

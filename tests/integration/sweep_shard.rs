@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::file_bytes;
+use crate::support::{file_bytes, file_paths};
 use p2pmarket::Error;
 use p2pmarket::engine::BackendChoice;
 use p2pmarket::sweep::{
@@ -319,6 +319,23 @@ fn cli_shards_from_flag_or_scheduler_and_finalize() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("SLURM_ARRAY_TASK_ID"), "{text}");
     assert!(!out.exists());
+    // finalize of a directory where no task ran (missing, or holding other files) names
+    // its argument and both kinds of job, and writes nothing.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    for dir in [&out, &other] {
+        let (code, text) = run_cli(bin().arg("finalize").arg(dir));
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.contains("invalid value for `DIR`")
+                && text.contains("sweep.json")
+                && text.contains("uncertainty.json"),
+            "{text}"
+        );
+    }
+    assert!(!out.exists());
+    assert_eq!(file_paths(&other), ["notes.txt"]);
 
     // Shard 0 from Slurm's variables (--array=1-2), shard 1 from Kubernetes'.
     let mut c = bin();
