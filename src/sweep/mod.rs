@@ -408,6 +408,7 @@ fn claim_shard(
     shown: &Path,
     spec_json: &str,
     force: bool,
+    tag: &str,
     events: &mut dyn FnMut(SweepEvent),
 ) -> Result<Claim> {
     let created_out = !out.exists();
@@ -418,18 +419,29 @@ fn claim_shard(
             shown.display()
         )))
     })?;
-    if !out.join(SPEC_NAME).exists() {
-        // What a first task may find beside it: other tasks' work in progress.
-        let ours = [LOCK_NAME, TABLES[0], TABLES[1], shard::SHARDS_DIR];
-        shard::check_first_task(out, shown, SPEC_NAME, &ours, &[MANIFEST_NAME], force)?;
-    }
-    let created_spec = shard::write_once(out, SPEC_NAME, spec_json.as_bytes())?;
-    shard::check_spec(out, shown, spec_json)?;
-    Ok(Claim {
+    let mut claim = Claim {
         lock: Some(lock),
         created_out,
-        created_spec,
-    })
+        created_spec: false,
+    };
+    let checked = (|| {
+        if !out.join(SPEC_NAME).exists() {
+            // What a first task may find beside it: other tasks' work in progress.
+            let ours = [LOCK_NAME, TABLES[0], TABLES[1], shard::SHARDS_DIR];
+            shard::check_first_task(out, shown, SPEC_NAME, &ours, &[MANIFEST_NAME], force)?;
+        }
+        claim.created_spec = shard::write_once(out, SPEC_NAME, spec_json.as_bytes())?;
+        shard::check_spec(out, shown, spec_json)
+    })();
+    match checked {
+        Ok(()) => Ok(claim),
+        Err(e) => {
+            // A refused task leaves nothing: the lock file when it was the last process
+            // there, and the directory when it created it.
+            claim.release(out, true, tag);
+            Err(e)
+        }
+    }
 }
 
 impl Claim {
@@ -474,6 +486,7 @@ impl Claim {
                 }
                 let _ = std::fs::remove_dir(&dir);
             }
+            let _ = std::fs::remove_dir(out.join(shard::SHARDS_DIR));
         }
         exclusive.release_and_remove();
         if undo && self.created_out {
@@ -843,7 +856,7 @@ pub fn run_sweep(
     };
     let claim = match options.shard {
         None => claim(out, shown, &spec_json, options.force, events)?,
-        Some(_) => claim_shard(out, shown, &spec_json, options.force, events)?,
+        Some(_) => claim_shard(out, shown, &spec_json, options.force, &tag, events)?,
     };
     let result = sweeper
         .all_parts(&parts, start, events)
@@ -871,8 +884,13 @@ pub fn run_sweep(
                 }
             }
         });
-    // A shard never undoes a claim: other tasks may already have checked its sweep.json.
-    let undo = options.shard.is_none() && result.is_err() && sweeper.report.parts_written == 0;
+    // A failed task that wrote nothing undoes its claim when it is the last process there
+    // (`release` checks) and the directory holds no data. A shard's task also needs no
+    // other shard's manifest there: a task that checked this sweep.json and finished
+    // without a part (an empty shard) still counts on it.
+    let undo = result.is_err()
+        && sweeper.report.parts_written == 0
+        && (options.shard.is_none() || !shard::holds_shard_manifest(out));
     claim.release(out, undo, &tag);
     result?;
     let mut report = sweeper.report;

@@ -316,6 +316,15 @@ pub(crate) fn check_spec_file(
     }
 }
 
+/// Whether `out`'s [`SHARDS_DIR`] holds a shard manifest (any entry that is not a hidden
+/// lock or staging file): some task of the job finished there.
+pub(crate) fn holds_shard_manifest(out: &Path) -> bool {
+    crate::output::list(&out.join(SHARDS_DIR))
+        .unwrap_or_default()
+        .iter()
+        .any(|n| !n.starts_with('.'))
+}
+
 /// Refuses ([`Error::OutputDir`]) a job's first task in `out` (no spec file `spec_name`
 /// there yet) when `out` holds anything but the entries `ours` and the spec's temporary
 /// files: unless `force`, and always when one of them is in `never`.

@@ -48,7 +48,7 @@ use crate::output::lock::{Lock, LockMode};
 use crate::scenario::Scenario;
 use crate::sweep::shard::{
     Build, SHARDS_DIR, Shard, TaskRecord, assign_work, check_first_task, check_spec_file,
-    sha256_hex, unix_now, write_once, write_replace,
+    holds_shard_manifest, sha256_hex, unix_now, write_once, write_replace,
 };
 
 /// The study's identity in its output directory.
@@ -473,6 +473,61 @@ pub fn run_shard(task: &ShardTask<'_>, out_dir: &Path) -> Result<StudyShardRepor
     let spec = StudySpec::new(task.scenario, task.market, task.opts);
     let spec_json = spec.to_json()?;
     let out = &crate::output::resolve_out(out_dir)?;
+    let created_out = !out.exists();
+    std::fs::create_dir_all(out).map_err(io_err("creating", out))?;
+    // Every task of the job holds the directory's lock shared while it works, so that a
+    // failed task undoes its claim only when no other task is there.
+    let dir_lock_path = out.join(crate::output::LOCK_NAME);
+    let dir_lock = Lock::acquire(&dir_lock_path, LockMode::Shared, &mut || {})?;
+    let mut created_spec = false;
+    let result = run_shard_in(task, out, out_dir, &spec_json, started, &mut created_spec);
+    drop(dir_lock);
+    if let Ok(Some(last)) = Lock::try_acquire(&dir_lock_path, LockMode::Exclusive) {
+        if result.is_err() {
+            undo_claim(out, created_spec);
+        }
+        last.release_and_remove();
+        if result.is_err() && created_out {
+            // Best effort: only an empty directory is removed.
+            let _ = std::fs::remove_dir(out);
+        }
+    }
+    result
+}
+
+/// After a failed task that was the last in `out`: when no task left a part or a shard
+/// manifest there, removes what the claim made (`uncertainty.json` when this task wrote
+/// it, the empty `samples/` and `shards/` directories), so that a corrected job starts
+/// afresh. Best effort: the task's own error is what gets reported.
+fn undo_claim(out: &Path, created_spec: bool) {
+    let list = |d: &Path| crate::output::list(d).unwrap_or_default();
+    let samples = out.join(SAMPLES_DIR);
+    let parts = list(&samples)
+        .iter()
+        .any(|m| !list(&samples.join(m)).is_empty());
+    if parts || holds_shard_manifest(out) {
+        return;
+    }
+    if created_spec {
+        let _ = std::fs::remove_file(out.join(SPEC_NAME));
+    }
+    for m in list(&samples) {
+        let _ = std::fs::remove_dir(samples.join(m));
+    }
+    let _ = std::fs::remove_dir(&samples);
+    let _ = std::fs::remove_dir(out.join(SHARDS_DIR));
+}
+
+/// [`run_shard`] under the directory's shared lock: takes the shard's own lock and runs
+/// it; `created_spec` says whether this task wrote `uncertainty.json`.
+fn run_shard_in(
+    task: &ShardTask<'_>,
+    out: &Path,
+    out_dir: &Path,
+    spec_json: &str,
+    started: f64,
+    created_spec: &mut bool,
+) -> Result<StudyShardReport> {
     std::fs::create_dir_all(out.join(SHARDS_DIR)).map_err(io_err("creating", out))?;
     let lock_path = out
         .join(SHARDS_DIR)
@@ -487,7 +542,7 @@ pub fn run_shard(task: &ShardTask<'_>, out_dir: &Path) -> Result<StudyShardRepor
             ),
         });
     };
-    let result = run_shard_locked(task, out, out_dir, &spec_json, started);
+    let result = run_shard_locked(task, out, out_dir, spec_json, started, created_spec);
     lock.release_and_remove();
     result
 }
@@ -498,13 +553,14 @@ fn run_shard_locked(
     shown: &Path,
     spec_json: &str,
     started: f64,
+    created_spec: &mut bool,
 ) -> Result<StudyShardReport> {
     if !out.join(SPEC_NAME).exists() {
         // What a first task may find beside it: other tasks' work in progress.
         let ours = [crate::output::LOCK_NAME, SAMPLES_DIR, SHARDS_DIR];
         check_first_task(out, shown, SPEC_NAME, &ours, &[], task.force)?;
     }
-    write_once(out, SPEC_NAME, spec_json.as_bytes())?;
+    *created_spec = write_once(out, SPEC_NAME, spec_json.as_bytes())?;
     check_spec_file(
         out,
         shown,

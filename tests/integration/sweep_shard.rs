@@ -293,6 +293,53 @@ fn run_cli(c: &mut Command) -> (i32, String) {
     (o.status.code().unwrap_or(-1), text)
 }
 
+/// `sweep --shard SHARD` of the sweep file `cfg` into `out` on the CPU backend.
+fn shard_task(cfg: &Path, shard: &str, out: &Path) -> (i32, String) {
+    let mut c = bin();
+    c.args(["sweep", "--quiet", "--backend", "cpu", "--shard", shard])
+        .arg("--config")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out);
+    run_cli(&mut c)
+}
+
+/// A job's first task that fails after claiming the directory (here a drawn load range
+/// case39's grid cannot serve, found when its load table is built) takes its claim back,
+/// so the corrected job is not refused as another sweep's.
+#[test]
+fn a_failed_first_task_takes_its_claim_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matpower/case39.m");
+    let write = |name: &str, parameters: &str| {
+        let path = tmp.path().join(name);
+        let text = format!(
+            "seed = 1\nsamples = 4\nruns_per_part = 2\n[base.grid]\ncase_file = {:?}\n\
+             {parameters}",
+            case.to_str().unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let unserved = write(
+        "unserved.toml",
+        "[parameters]\nload_scale = { uniform = [0.9, 1.12], table_tol_mw = 0.01 }\n",
+    );
+    let corrected = write(
+        "corrected.toml",
+        "[parameters]\nrenewable_scale = { uniform = [0.5, 1.5] }\n",
+    );
+    let out = tmp.path().join("out");
+    let task = |cfg: &Path| shard_task(cfg, "0/2", &out);
+    let (code, text) = task(&unserved);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("parameters.load_scale.uniform"), "{text}");
+    assert!(!out.exists(), "{:?}", file_paths(&out));
+    let (code, text) = task(&corrected);
+    assert_eq!(code, 0, "{text}");
+    assert!(out.join("shards/shard-0-of-2.json").is_file(), "{text}");
+}
+
 #[test]
 fn cli_shards_from_flag_or_scheduler_and_finalize() {
     let tmp = tempfile::tempdir().unwrap();
@@ -336,6 +383,16 @@ fn cli_shards_from_flag_or_scheduler_and_finalize() {
     }
     assert!(!out.exists());
     assert_eq!(file_paths(&other), ["notes.txt"]);
+    // A first task refused beside a user's file leaves nothing there (not even its lock).
+    let (code, text) = shard_task(&toml, "0/2", &other);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not empty (notes.txt)"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&other).unwrap().count(),
+        1,
+        "{:?}",
+        file_paths(&other)
+    );
 
     // Shard 0 from Slurm's variables (--array=1-2), shard 1 from Kubernetes'.
     let mut c = bin();

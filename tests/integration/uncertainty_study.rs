@@ -668,6 +668,80 @@ fn bad_input_names_the_field_and_writes_nothing() {
     assert!(!out.exists());
 }
 
+/// `uncertainty --backend cpu --config CFG ARGS --out OUT` outside any job array: (exit
+/// code, stdout and stderr).
+fn study_cli(cfg: &Path, args: &[&str], out: &Path) -> (Option<i32>, String) {
+    let o = bin()
+        .args(["uncertainty", "--backend", "cpu", "--config"])
+        .arg(cfg)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// A job's first task that fails leaves nothing behind, so that the corrected job starts
+/// afresh: refused beside a user's file (no `shards/`, no lock), or failing on its scenario
+/// after claiming a new directory (no `uncertainty.json`, which would refuse the corrected
+/// tasks as another study's, and no directory).
+#[test]
+fn a_failed_first_task_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matpower/case39.m");
+    // case39's reference day serves load scales up to about 1.10: the default spread's
+    // table (0.88..=1.12) cannot be built; 0.02's (0.92..=1.08) can.
+    let scenario = |name: &str, std: f64| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[grid]\ncase_file = {:?}\n[uncertainty.sg_load]\nstd_fraction = {std}\n\
+                 ar1 = 0.9\n",
+                case.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (served, unserved) = (scenario("ok.toml", 0.02), scenario("bad.toml", 0.03));
+    let task = |cfg: &Path, out: &Path| {
+        let args = ["--method", "mc", "--samples", "20", "--shard", "0/2"];
+        study_cli(cfg, &args, out)
+    };
+    let entries = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    let (code, text) = task(&served, &mine);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("not empty (notes.txt)"), "{text}");
+    assert_eq!(entries(&mine), ["notes.txt"]);
+
+    let job = dir.path().join("job");
+    let (code, text) = task(&unserved, &job);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("uncertainty.sg_load.std_fraction"), "{text}");
+    assert!(!job.exists(), "{:?}", entries(&job));
+    let (code, text) = task(&served, &job);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(entries(&job), ["samples", "shards", "uncertainty.json"]);
+}
+
 /// Issue 11: a study run as shards of a job array (two of them at once into one
 /// directory), with a task killed midway and rerun, seals into the same statistics, tails
 /// and histograms as one process's run, byte for byte. An incomplete job, another study's
@@ -685,22 +759,10 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
     .unwrap();
     let samples = PART_SAMPLES + 104;
     let study_of = |n: u64, out: &Path, extra: &[&str]| {
-        let o = bin()
-            .args(["uncertainty", "--method", "ut,mc,lhs", "--backend", "cpu"])
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--samples", &n.to_string()])
-            .args(extra)
-            .arg("--out")
-            .arg(out)
-            .env_remove("SLURM_ARRAY_TASK_ID")
-            .env_remove("JOB_COMPLETION_INDEX")
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
-        )
+        let n = n.to_string();
+        let mut args = vec!["--method", "ut,mc,lhs", "--samples", &n];
+        args.extend(extra);
+        study_cli(&cfg, &args, out)
     };
     let study = |out: &Path, extra: &[&str]| study_of(samples, out, extra);
     let finalize = |out: &Path| {
