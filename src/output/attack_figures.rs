@@ -49,10 +49,10 @@ pub struct AttackRow {
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::invalid(
-        "sweep",
+        "--sweep",
         path.display().to_string(),
         format!(
-            "the output directory of a finished attack sweep ({})",
+            "the output directory of a finished attack sweep; {}",
             message.into()
         ),
     )
@@ -61,8 +61,18 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
 /// Reads every attack run of the sweep in `dir` (`runs/pcc_bus=*/part-*.parquet`).
 /// A directory without a finished attack sweep is bad input.
 pub fn read_attack_rows(dir: &Path) -> Result<Vec<AttackRow>> {
+    if !dir.is_dir() {
+        return Err(bad(dir, "it is not a directory"));
+    }
     if !dir.join(crate::sweep::MANIFEST_NAME).is_file() {
-        return Err(bad(dir, "no manifest.json"));
+        return Err(bad(
+            dir,
+            format!(
+                "it holds no {}: no sweep finished there (a sharded one is sealed by \
+                 `p2pmarket finalize`)",
+                crate::sweep::MANIFEST_NAME
+            ),
+        ));
     }
     let runs = dir.join("runs");
     let mut files = Vec::new();

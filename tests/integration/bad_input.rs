@@ -1098,4 +1098,13 @@ fn cli_refuses_bad_figure_flags_with_exit_2() {
             );
         }
     }
+    // With good figure flags, the missing sweep is named by its flag.
+    let (code, _, stderr) = cli(dir.path(), commands[2]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid value for `--sweep`: no_sweep")
+            && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+    assert_eq!(listing(dir.path()), ["not_a_font.ttf"]);
 }
