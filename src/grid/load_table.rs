@@ -696,7 +696,7 @@ fn one_sided(c: &OfferCurve, price: f64) -> (f64, f64) {
 /// interval around 1: `(a, b)` with `min(lo, 1) <= a <= 1 <= b <= max(hi, 1)`, each end the
 /// farthest from 1 (within `1e-4` in scale) at which every hour's system load lies within
 /// the committed units' output and capacity (widened by the tie) and the smart grid can
-/// deliver some export within the tie capacity ([`Market::can_trade_at`]). For the error
+/// deliver some export within the tie capacity (`Market::can_trade_at`). For the error
 /// of a table the market cannot serve (a user's spread too wide): it bisects each failing
 /// side, two LPs an hour a probe (case39's reference day: the whole refused study, table
 /// attempt and search included, took 3.5 s on the 2-core VM). Assumes a load between the
