@@ -132,6 +132,29 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// Longest positional rendering of a number kept as it is in messages.
+const LONG_NUMBER: usize = 20;
+
+/// `x` as `f64`'s `Display` writes it (`99999`, `0.25`), unless that is longer than
+/// [`LONG_NUMBER`] characters (1e-300 is 302 of them): then as [`number`] writes it.
+pub fn compact(x: f64) -> String {
+    let plain = format!("{x}");
+    if plain.len() > LONG_NUMBER {
+        number(x)
+    } else {
+        plain
+    }
+}
+
+/// `text` as [`compact`] writes it when it is one long number (an `f64` passed to
+/// [`Error::invalid`] as the value); anything else unchanged.
+fn short_number(text: String) -> String {
+    match text.parse::<f64>() {
+        Ok(x) if text.len() > LONG_NUMBER && x.is_finite() => number(x),
+        _ => text,
+    }
+}
+
 /// Most items (bus numbers) listed in an error before the rest are counted.
 pub const LISTED_ITEMS: usize = 10;
 
@@ -247,7 +270,7 @@ impl Error {
     ) -> Self {
         Error::InvalidInput {
             field: field.into(),
-            value: clip(&value.to_string()),
+            value: clip(&short_number(value.to_string())),
             allowed: allowed.into(),
         }
     }
@@ -336,6 +359,26 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_numbers_in_messages_take_an_exponent() {
+        let value = |v: f64| match Error::invalid("f", v, "x") {
+            Error::InvalidInput { value, .. } => value,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(1e-300), "1e-300");
+        assert_eq!(value(-1e300), "-1e300");
+        assert_eq!(value(0.25), "0.25");
+        assert_eq!(value(99999.0), "99999");
+        assert_eq!(value(1e-7), "0.0000001");
+        assert_eq!(compact(1e-300), "1e-300");
+        assert_eq!(compact(2500.5), "2500.5");
+        let text = match Error::invalid("f", "0".repeat(30) + "x", "x") {
+            Error::InvalidInput { value, .. } => value,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text, "0".repeat(30) + "x", "not a number: unchanged");
+    }
 
     #[test]
     fn clip_counts_what_it_leaves_out() {

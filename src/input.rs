@@ -25,13 +25,17 @@ pub fn whole_count(x: f64) -> std::result::Result<u64, String> {
     let max = MAX_NOTATION_COUNT as f64;
     if x.is_finite() && x.fract() == 0.0 && x > max {
         Err(format!(
-            "{x} is above 2^53 in scientific notation; write it as an integer"
+            "{} is above 2^53 in scientific notation; write it as an integer",
+            crate::error::compact(x)
         ))
     } else if x.is_finite() && x.fract() == 0.0 && x >= 0.0 {
         // Whole, in 0..=2^53: the conversion is exact (-0.0 gives 0).
         Ok(x as u64)
     } else {
-        Err(format!("{x} is not {COUNT_EXPECTED}"))
+        Err(format!(
+            "{} is not {COUNT_EXPECTED}",
+            crate::error::compact(x)
+        ))
     }
 }
 
@@ -131,12 +135,17 @@ pub fn read_text(path: &Path, field: &str) -> Result<String> {
             "a binary file (NUL byte at offset {at}), not a text file"
         )));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let byte = e.as_bytes()[at];
         refuse(format!(
             "not UTF-8 text (byte 0x{byte:02x} at offset {at}); save it as UTF-8"
         ))
+    })?;
+    // A byte-order mark (spreadsheets write one before a CSV's header) is not text.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     })
 }
 

@@ -1055,7 +1055,8 @@ fn check_sweep(path: &Path) -> Result<(), Failure> {
         buses,
         match plan.load_table_spec() {
             Some(((lo, hi), tol)) => format!(
-                "one load table per pcc bus over load scales [{lo}, {hi}] (table_tol_mw {tol})"
+                "one load table per pcc bus over load scales [{lo}, {hi}] (table_tol_mw {})",
+                p2pmarket::error::compact(tol)
             ),
             None => format!("{} smart-grid curve set(s)", plan.curve_sets()),
         }

@@ -86,13 +86,13 @@ fn check_system_load(scenario: &Scenario, load_mw: &[f64; HOURS], grid: &SmartGr
     match &scenario.load.hourly_mw {
         Some(v) => Err(Error::invalid(
             format!("load.hourly_mw[{bad}]"),
-            format!("{} MW", v[bad]),
+            format!("{} MW", crate::error::compact(v[bad])),
             format!(
                 "{:.3}..={:.3} MW: hour {bad}'s system load ({} MW x load.scale {scale} = \
                  {load:.3} MW) must lie between {limits}",
                 lo.max(0.0) / scale,
                 hi / scale,
-                v[bad]
+                crate::error::compact(v[bad])
             ),
         )),
         None => {

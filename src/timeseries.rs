@@ -286,6 +286,20 @@ mod tests {
         assert!(d.get("irradiance_wm2").is_none());
     }
 
+    /// A spreadsheet's export: a byte-order mark before the header and CRLF line ends.
+    #[test]
+    fn a_spreadsheet_csv_reads_as_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = write(dir.path(), "plain.csv", &csv(2, ""));
+        let excel = format!("\u{feff}{}", csv(2, "").replace('\n', "\r\n"));
+        let excel = write(dir.path(), "excel.csv", &excel);
+        let (a, b) = (read_day(&plain, 1).unwrap(), read_day(&excel, 1).unwrap());
+        for column in ["wind_speed_ms", "system_load_mw"] {
+            assert_eq!(a.get(column), b.get(column), "{column}");
+        }
+        assert!(b.get("system_load_mw").is_some());
+    }
+
     #[test]
     fn bad_files_name_the_row_column_and_value() {
         let dir = tempfile::tempdir().unwrap();

@@ -589,7 +589,7 @@ impl Ctx<'_> {
                      needs more than {levels} levels; between loads {:.6} and {:.6} MW \
                      (breakpoints {} and {}) the nearest level is still up to {nearest:.4} MW \
                      from the exact curve",
-                    self.tol_mw,
+                    crate::error::compact(self.tol_mw),
                     self.range_text,
                     a.0,
                     b.0,
