@@ -23,7 +23,9 @@
 //! ([`crate::sweep::shard`]'s `write_once`), and every task compares it with its own; a
 //! task writes only its own parts, through hidden temporary names and a rename, holding
 //! an exclusive lock on `shards/.shard-{K}-of-{N}.lock`, so two processes never compute one
-//! shard at once, and it removes only its own shard's temporary files.
+//! shard at once, and it removes only its own shard's temporary files. Every task also holds
+//! `.p2pmarket.lock` shared; a task that fails when it is the last one there, with no part
+//! or shard manifest on disk, takes the claim back (`uncertainty.json` if it wrote it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
