@@ -138,12 +138,7 @@ const LONG_NUMBER: usize = 20;
 /// `x` as `f64`'s `Display` writes it (`99999`, `0.25`), unless that is longer than
 /// [`LONG_NUMBER`] characters (1e-300 is 302 of them): then as [`number`] writes it.
 pub fn compact(x: f64) -> String {
-    let plain = format!("{x}");
-    if plain.len() > LONG_NUMBER {
-        number(x)
-    } else {
-        plain
-    }
+    short_number(x.to_string())
 }
 
 /// `text` as [`compact`] writes it when it is one long number (an `f64` passed to

@@ -83,7 +83,7 @@ pub fn negotiate_day(
     Ok(EngineDay {
         outcomes,
         adapter: out.adapter.clone(),
-        notice: backend.notice.clone().or(out.notice),
+        notice: backend.notice.clone(),
         precision,
     })
 }

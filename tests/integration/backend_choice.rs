@@ -6,7 +6,8 @@
 //! (`sweep::an_f32_sweep_names_only_the_tolerances_f32_cannot_meet`).
 
 use std::path::Path;
-use std::process::Command;
+
+use crate::support::cli_with;
 
 const FALLBACK: &str = "; falling back to the rayon CPU backend";
 const F32_NOTE: &str = "f32 cannot meet";
@@ -14,19 +15,13 @@ const F32_NOTE: &str = "f32 cannot meet";
 /// Runs the CLI in `dir` without any Vulkan driver: (exit code, stderr).
 fn cli_without_gpu(dir: &Path, args: &[&str]) -> (i32, String) {
     let missing = dir.join("no-such-icd.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
-        .current_dir(dir)
-        .args(args)
-        .env("VK_ICD_FILENAMES", &missing)
-        .env("VK_DRIVER_FILES", &missing)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, stderr) = cli_with(dir, args, |c| {
+        c.env("VK_ICD_FILENAMES", &missing)
+            .env("VK_DRIVER_FILES", &missing)
+            .env_remove("WGPU_BACKEND")
+            .env_remove("WGPU_ADAPTER_NAME");
+    });
+    (code, stderr)
 }
 
 fn json(path: &Path) -> serde_json::Value {

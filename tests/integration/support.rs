@@ -41,11 +41,19 @@ pub fn file_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Runs the CLI in `dir`, returning (exit code, stdout, stderr).
 pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("binary runs");
+    cli_with(dir, args, |_| {})
+}
+
+/// [`cli`] with the command first adjusted by `setup` (its environment, say).
+pub fn cli_with(
+    dir: &Path,
+    args: &[&str],
+    setup: impl FnOnce(&mut Command),
+) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_p2pmarket"));
+    command.current_dir(dir).args(args);
+    setup(&mut command);
+    let out = command.output().expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
