@@ -851,7 +851,7 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
             report.parts_written,
             report.parts_skipped,
             if report.adapters.is_empty() {
-                "none (every part was already done)".to_string()
+                idle_device(report.parts_written + report.parts_skipped)
             } else {
                 report.adapters.join(", ")
             },
@@ -1121,7 +1121,7 @@ fn sweep(
     let device = report
         .adapter
         .as_ref()
-        .map_or("none (every part was already done)".to_string(), |a| {
+        .map_or(idle_device(report.parts_total), |a| {
             format!("{} ({})", a.name, a.backend)
         });
     println!(
@@ -1165,6 +1165,16 @@ fn sweep(
         );
     }
     Ok(())
+}
+
+/// What a sweep or study task that computed nothing ran on: `parts` is how many parts it
+/// had (none: a shard the plan gave no part, as when there are more shards than parts).
+fn idle_device(parts: usize) -> String {
+    if parts == 0 {
+        "none (no part of the plan falls to this shard)".to_string()
+    } else {
+        "none (every part was already done)".to_string()
+    }
 }
 
 /// The shard of a `sweep`: `--shard K/N`, else the scheduler's array-task environment.

@@ -82,6 +82,9 @@ impl Shard {
     ///   `SLURM_ARRAY_TASK_MIN` (default 0) and `SLURM_ARRAY_TASK_STEP` (default 1) give
     ///   shard `(ID - MIN) / STEP` of the array's task count;
     /// - Kubernetes Indexed Job: `JOB_COMPLETION_INDEX`, with [`SHARD_COUNT_VAR`].
+    ///
+    /// [`SHARD_COUNT_VAR`] without either index is an error: each task would otherwise
+    /// run the whole sweep (or study).
     pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Shard>> {
         let num = |name: &str| -> Result<Option<u64>> {
             match var(name) {
@@ -131,6 +134,17 @@ impl Shard {
                 )
             })?;
             return Shard::new(index, count, "JOB_COMPLETION_INDEX").map(Some);
+        }
+        // A shard count without an index (a Job that is not Indexed, an `sbatch` without
+        // `--array`) would have every task run the whole sweep: refused, not ignored.
+        if let Some(count) = num(SHARD_COUNT_VAR)? {
+            return Err(Error::invalid(
+                SHARD_COUNT_VAR,
+                count,
+                "set only with an array task's index (SLURM_ARRAY_TASK_ID or \
+                 JOB_COMPLETION_INDEX, neither of which is set): unset it to run the whole \
+                 sweep or study in this process, or pass --shard K/N",
+            ));
         }
         Ok(None)
     }
@@ -920,6 +934,18 @@ mod tests {
                 (SHARD_COUNT_VAR, "3")
             ])),
             "JOB_COMPLETION_INDEX"
+        );
+        // A shard count alone (a Job that is not Indexed, `sbatch` without `--array`) is
+        // refused rather than ignored; empty variables count as unset.
+        assert_eq!(field(get(&[(SHARD_COUNT_VAR, "4")])), SHARD_COUNT_VAR);
+        assert_eq!(
+            get(&[
+                (SHARD_COUNT_VAR, " "),
+                ("JOB_COMPLETION_INDEX", ""),
+                ("SLURM_ARRAY_TASK_ID", "")
+            ])
+            .unwrap(),
+            None
         );
     }
 

@@ -366,6 +366,26 @@ fn cli_shards_from_flag_or_scheduler_and_finalize() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("SLURM_ARRAY_TASK_ID"), "{text}");
     assert!(!out.exists());
+    // A shard count without an index would have every task run the whole sweep.
+    let mut c = bin();
+    sweep_cmd(&mut c);
+    c.env("P2PMARKET_SHARD_COUNT", "2");
+    let (code, text) = run_cli(&mut c);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("invalid value for `P2PMARKET_SHARD_COUNT`: 2"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    // More shards than parts: a shard with no part says so (not "already done").
+    let idle = tmp.path().join("idle");
+    let (code, text) = shard_task(&toml, "11/12", &idle);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("0 runs in 0 parts")
+            && text.contains("no part of the plan falls to this shard"),
+        "{text}"
+    );
     // finalize of a directory where no task ran (missing, or holding other files) names
     // its argument and both kinds of job, and writes nothing.
     let other = tmp.path().join("other");
