@@ -650,7 +650,7 @@ fn print_ledger(rec: &p2pmarket::ledger::RecordedDay, total_s: f64, eq1_block_s:
 
 /// `p2pmarket verify PATH`: re-verifies a stored ledger.
 fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
-    use p2pmarket::output::ledger::{LEDGER_MANIFEST, LedgerDirError, verify_ledger_dir};
+    use p2pmarket::output::ledger::{Extent, LEDGER_MANIFEST, LedgerDirError, verify_ledger_dir};
     let anchor = anchor
         .map(|a| {
             hex::decode(a)
@@ -681,7 +681,7 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
     {
         return verify_sweep_dir(&dir, anchor);
     }
-    match verify_ledger_dir(&dir, anchor) {
+    match verify_ledger_dir(&dir, anchor, Extent::Day) {
         Ok(check) => {
             let s = &check.summary;
             println!(

@@ -51,6 +51,36 @@ impl MarketRule {
         }
     }
 
+    /// `Ok` when `committed`, a whole stored ledger, records the complete negotiation of
+    /// this run's day of `hours` hours: every hour's negotiation ended (its stop rules
+    /// held, it diverged or it reached the iteration cap) and, with two agents (the
+    /// markets [`crate::ledger::record_day`] settles), its settlement is committed; and no
+    /// message belongs to another run or to an hour outside the day. A prefix of a valid
+    /// ledger is itself valid block by block, so without this a ledger cut short after
+    /// any block, its manifest recomputed, would pass.
+    pub fn check_day(&self, committed: &LedgerState, hours: u32) -> Result<(), Rejection> {
+        if let Some((first, last)) = committed.message_hours() {
+            for (run, hour) in [first, last] {
+                if run != self.run || hour >= hours {
+                    return Err(Rejection::OutsideDay { run, hour });
+                }
+            }
+        }
+        for hour in 0..hours {
+            let incomplete = |reason| Err(Rejection::Incomplete { hour, reason });
+            if committed.last_iteration(self.run, hour).is_none() {
+                return incomplete("has no consensus message");
+            }
+            if ended_at(committed, self.run, hour).ok().flatten().is_none() {
+                return incomplete("stops before its negotiation ended");
+            }
+            if committed.params.agents == 2 && !committed.has_settlement(hour) {
+                return incomplete("has no settlement");
+            }
+        }
+        Ok(())
+    }
+
     fn agrees(&self, field: &'static str, expected: f64, found: f64) -> Result<(), Rejection> {
         if (found - expected).abs() <= self.tolerance * expected.abs().max(1.0) {
             Ok(())

@@ -130,5 +130,5 @@ pub use tx::{
 };
 pub use verify::{
     BlockRow, Ledger, TxRecord, TxRow, VerifiedSummary, VerifyError, VerifyErrorKind,
-    VerifyOptions, verify, verify_bytes,
+    VerifyOptions, verify, verify_bytes, verify_to_state,
 };

@@ -154,6 +154,23 @@ pub enum Rejection {
         /// Why.
         reason: &'static str,
     },
+    /// A stored day's ledger stops before the day's end (see
+    /// [`crate::ledger::MarketRule::check_day`]).
+    #[error("the day is incomplete: hour {hour} {reason}")]
+    Incomplete {
+        /// The first hour not recorded to its end.
+        hour: u32,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A consensus message of another run, or of an hour outside the recorded day.
+    #[error("a message of run {run}, hour {hour} lies outside the recorded day")]
+    OutsideDay {
+        /// The message's run.
+        run: u32,
+        /// The message's hour.
+        hour: u32,
+    },
     /// The content rule cannot check messages under the committed step rule.
     #[error("the content rule does not support step rule {0:?}")]
     StepRule(StepRule),
@@ -516,6 +533,14 @@ impl LedgerState {
             .range((run, hour, 0, 0)..=(run, hour, u32::MAX, u32::MAX))
             .next_back()
             .map(|(k, _)| k.2)
+    }
+
+    /// The (run, hour) of the first and the last committed consensus message, in key
+    /// order (run, then hour).
+    pub fn message_hours(&self) -> Option<((u32, u32), (u32, u32))> {
+        let first = self.messages.keys().next()?;
+        let last = self.messages.keys().next_back()?;
+        Some(((first.0, first.1), (last.0, last.1)))
     }
 
     /// Whether a settlement of `hour` is committed.

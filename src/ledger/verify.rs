@@ -250,11 +250,24 @@ pub struct VerifyOptions<'a> {
 /// hash link, height, timestamp, Merkle root and count, every transaction signature
 /// (`verify_strict`), duplicates, settlements, the content rule when given, and every
 /// block's votes (each must verify; 2f + 1 needed). Pure.
+///
+/// A prefix of a valid ledger is valid: a record known to be finished (a stored day) is
+/// also checked for its end, with [`verify_to_state`] and the rule's check of the final
+/// state ([`crate::ledger::MarketRule::check_day`]).
 pub fn verify(
     blocks: &[Block],
     transactions: &[TxRecord],
     options: &VerifyOptions<'_>,
 ) -> Result<VerifiedSummary, VerifyError> {
+    verify_to_state(blocks, transactions, options).map(|(summary, _)| summary)
+}
+
+/// [`verify`], also returning the state the ledger's blocks establish.
+pub fn verify_to_state(
+    blocks: &[Block],
+    transactions: &[TxRecord],
+    options: &VerifyOptions<'_>,
+) -> Result<(VerifiedSummary, LedgerState), VerifyError> {
     let fail = |kind, height: Option<u64>, index: Option<u32>| VerifyError {
         kind,
         height,
@@ -334,7 +347,7 @@ pub fn verify(
     let Some(s) = state else {
         return Err(fail(VerifyErrorKind::Empty, None, None));
     };
-    Ok(VerifiedSummary {
+    let summary = VerifiedSummary {
         genesis_hash: s.genesis_hash,
         tip_hash: s.tip,
         height: s.height,
@@ -343,7 +356,8 @@ pub fn verify(
         settlements: s.settlements(),
         agents: s.params.agents,
         validators: s.params.validators,
-    })
+    };
+    Ok((summary, s))
 }
 
 /// [`Ledger::from_bytes`] then [`verify`]; a decoding failure is a

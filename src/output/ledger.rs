@@ -34,8 +34,9 @@ use crate::error::{Error, Result};
 use crate::ledger::encoding::VERSION;
 use crate::ledger::{
     Block, Hash, Ledger, MarketRule, Transaction, TxBody, TxRecord, VerifiedSummary, VerifyError,
-    VerifyOptions, verify,
+    VerifyErrorKind, VerifyOptions, verify_to_state,
 };
+use crate::microgrid::HOURS;
 
 use super::integers::{INT, int_array, unsigned_column};
 use super::parquet::{Sink, parquet_bytes};
@@ -458,24 +459,38 @@ pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerD
     })
 }
 
+/// How much of a day's negotiation a stored ledger must record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The whole day, as `run --ledger` stores it: every hour's negotiation to its end and,
+    /// with two agents, its settlement ([`MarketRule::check_day`]). `p2pmarket verify`
+    /// demands it, so a ledger cut short after any block is refused.
+    Day,
+    /// Any prefix of a day's ledger (every block valid; a prefix of a valid ledger is
+    /// valid): for excerpts, such as the committed golden ledger.
+    Prefix,
+}
+
 /// Re-verifies the ledger stored in `dir`: [`read_ledger_files`] then
 /// [`verify_ledger_files`].
 pub fn verify_ledger_dir(
     dir: &Path,
     anchor: Option<Hash>,
+    extent: Extent,
 ) -> std::result::Result<LedgerCheck, LedgerDirError> {
-    verify_ledger_files(&read_ledger_files(dir)?, anchor)
+    verify_ledger_files(&read_ledger_files(dir)?, anchor, extent)
 }
 
 /// Re-verifies a stored ledger (see the module doc): the manifest is canonical, every
 /// file has the size and SHA-256 the manifest says, the tables decode and their derived
 /// columns match the encoded rows, and the whole ledger replays from its genesis under
 /// the market's content rule ([`MarketRule`]): every hash link, Merkle root, signature,
-/// quorum and recomputed update. With `anchor`, the genesis hash must equal it. Returns
-/// the first problem found. Pure.
+/// quorum and recomputed update; and, for [`Extent::Day`], that it records the whole day.
+/// With `anchor`, the genesis hash must equal it. Returns the first problem found. Pure.
 pub fn verify_ledger_files(
     files: &LedgerFiles,
     anchor: Option<Hash>,
+    extent: Extent,
 ) -> std::result::Result<LedgerCheck, LedgerDirError> {
     let text = &files.manifest;
     let manifest: LedgerManifest = serde_json::from_slice(text)
@@ -569,8 +584,31 @@ pub fn verify_ledger_files(
             ));
         }
     }
+    // The run the rule replays is the manifest's claim: checked against the signed
+    // messages first, so an edited `run` is blamed on the manifest, not on a table.
+    let message_run = ledger.transactions.iter().find_map(|r| match &r.tx.body {
+        TxBody::Consensus(m) => Some(m.run),
+        _ => None,
+    });
+    if let Some(run) = message_run.filter(|&r| r != manifest.run) {
+        return Err(file_error(
+            LEDGER_MANIFEST,
+            format!(
+                "`run` is {}, but the ledger's messages are of run {run}",
+                manifest.run
+            ),
+        ));
+    }
     let rule = MarketRule::new(manifest.run);
-    let summary = verify(
+    let table_of = |error: &VerifyError| {
+        if error.index.is_some() {
+            TRANSACTIONS_FILE
+        } else {
+            BLOCKS_FILE
+        }
+        .to_string()
+    };
+    let (summary, state) = verify_to_state(
         &ledger.blocks,
         &ledger.transactions,
         &VerifyOptions {
@@ -579,14 +617,21 @@ pub fn verify_ledger_files(
         },
     )
     .map_err(|error| LedgerDirError::Ledger {
-        file: if error.index.is_some() {
-            TRANSACTIONS_FILE
-        } else {
-            BLOCKS_FILE
-        }
-        .to_string(),
+        file: table_of(&error),
         error,
     })?;
+    // A stored day records the whole day: one cut short after any block is refused.
+    if extent == Extent::Day {
+        rule.check_day(&state, HOURS as u32)
+            .map_err(|rejection| LedgerDirError::Ledger {
+                file: BLOCKS_FILE.to_string(),
+                error: VerifyError {
+                    kind: VerifyErrorKind::Rejected(rejection),
+                    height: Some(summary.height),
+                    index: None,
+                },
+            })?;
+    }
     let claims = [
         (
             "genesis_hash",

@@ -19,8 +19,8 @@ use p2pmarket::ledger::{
 };
 use p2pmarket::market::{self, Market};
 use p2pmarket::output::ledger::{
-    BLOCKS_FILE, LEDGER_MANIFEST, LedgerDirError, LedgerFiles, LedgerManifest, TRANSACTIONS_FILE,
-    ledger_tables, verify_ledger_dir, verify_ledger_files, write_ledger,
+    BLOCKS_FILE, Extent, LEDGER_MANIFEST, LedgerDirError, LedgerFiles, LedgerManifest,
+    TRANSACTIONS_FILE, ledger_tables, verify_ledger_dir, verify_ledger_files, write_ledger,
 };
 use p2pmarket::output::parquet::{MemorySink, parquet_bytes};
 use p2pmarket::scenario::Scenario;
@@ -99,7 +99,7 @@ fn every_single_bit_flip_of_every_file_is_detected() {
     let full = day_ledger();
     let small = small_ledger(&full);
     let files = store(&small, &small);
-    verify_ledger_files(&files, None).expect("the clean ledger verifies");
+    verify_ledger_files(&files, None, Extent::Prefix).expect("the clean ledger verifies");
     let sizes = [
         files.manifest.len(),
         files.blocks.len(),
@@ -118,7 +118,7 @@ fn every_single_bit_flip_of_every_file_is_detected() {
                 _ => &mut altered.transactions,
             };
             target[bit / 8] ^= 1 << (bit % 8);
-            verify_ledger_files(&altered, None).is_ok()
+            verify_ledger_files(&altered, None, Extent::Prefix).is_ok()
         })
         .copied()
         .collect();
@@ -133,7 +133,7 @@ fn every_single_bit_flip_of_every_file_is_detected() {
 }
 
 fn reason(files: &LedgerFiles) -> LedgerDirError {
-    verify_ledger_files(files, None).expect_err("refused")
+    verify_ledger_files(files, None, Extent::Prefix).expect_err("refused")
 }
 
 /// A forger rewrites a table and recomputes the manifest's hashes: a derived column that
@@ -209,6 +209,72 @@ fn rewritten_tables_are_caught_after_the_hashes_are_recomputed() {
     assert!(matches!(reason(&files), LedgerDirError::File { .. }));
 }
 
+/// A day's ledger cut short after any block is a valid prefix, block by block; stored
+/// with an honest manifest (every claim and hash recomputed), it is still refused as a
+/// day, naming the first hour not recorded to its end. An edited `run` in the manifest
+/// is blamed on the manifest, not on the table the replay would then refuse.
+#[test]
+fn a_day_cut_short_is_refused_even_with_its_manifest_recomputed() {
+    let full = day_ledger();
+    let whole = store(&full, &full);
+    let check = verify_ledger_files(&whole, None, Extent::Day).expect("the whole day verifies");
+    assert_eq!(check.summary.settlements, 24);
+    let settled: Vec<usize> = full
+        .transactions
+        .iter()
+        .filter(|r| matches!(r.tx.body, TxBody::Settlement(_)))
+        .map(|r| r.height as usize)
+        .collect();
+    assert_eq!(settled.len(), 24);
+    let blocks = full.blocks.len();
+    assert_eq!(
+        settled[23],
+        blocks - 1,
+        "the day ends with hour 23's settlement"
+    );
+    for (cut, why) in [
+        (1, "hour 0 has no consensus message"),
+        (settled[0] + 1, "hour 1 has no consensus message"),
+        (settled[22] + 1, "hour 23 has no consensus message"),
+        (
+            settled[22] + 2,
+            "hour 23 stops before its negotiation ended",
+        ),
+        (blocks - 1, "hour 23 has no settlement"),
+    ] {
+        let short = prefix(&full, cut);
+        let files = store(&short, &short);
+        verify_ledger_files(&files, None, Extent::Prefix).expect("a valid prefix");
+        match verify_ledger_files(&files, None, Extent::Day).expect_err("cut short") {
+            LedgerDirError::Ledger { file, error } => {
+                assert_eq!(file, BLOCKS_FILE);
+                assert_eq!(error.height, Some(cut as u64 - 1));
+                let text = error.to_string();
+                assert!(
+                    text.contains(&format!("the day is incomplete: {why}")),
+                    "{cut}: {text}"
+                );
+            }
+            other => panic!("{cut}: {other}"),
+        }
+    }
+    // The manifest's `run` edited (in canonical form): the manifest is named.
+    let mut files = whole.clone();
+    let mut m: LedgerManifest = serde_json::from_slice(&files.manifest).expect("manifest");
+    m.run = 1;
+    files.manifest = m.to_bytes().expect("json");
+    match verify_ledger_files(&files, None, Extent::Day).expect_err("edited") {
+        LedgerDirError::File { file, reason } => {
+            assert_eq!(file, LEDGER_MANIFEST);
+            assert!(
+                reason.contains("`run` is 1, but the ledger's messages are of run 0"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+}
+
 /// Issue 12, item 2: heights and indices are signed in the tables (readers subtract
 /// them); a negative height, with the manifest's hashes recomputed, is refused naming the
 /// file, the column, the value and the row.
@@ -280,7 +346,8 @@ fn the_golden_ledger_verifies_with_pinned_hashes() {
         .expect("hex")
         .try_into()
         .expect("32 bytes");
-    let check = verify_ledger_dir(&dir, Some(anchor)).expect("the golden ledger verifies");
+    let check =
+        verify_ledger_dir(&dir, Some(anchor), Extent::Prefix).expect("the golden ledger verifies");
     assert_eq!(check.manifest.genesis_hash, genesis);
     assert_eq!(
         check.manifest.tip_hash, GOLDEN_TIP,
@@ -379,7 +446,7 @@ fn run_ledger_then_verify_through_the_cli() {
     bytes[mid] ^= 0x10;
     std::fs::write(&path, &bytes).expect("write");
     let mut files = p2pmarket::output::ledger::read_ledger_files(&out).expect("files");
-    let check = verify_ledger_files(&files, None).expect("restored");
+    let check = verify_ledger_files(&files, None, Extent::Day).expect("restored");
     assert_eq!(hex::encode(check.summary.genesis_hash), genesis);
     let market = Market::from_scenario(&Scenario::default()).expect("market");
     let day = market::run_day(&market, false).expect("day");
