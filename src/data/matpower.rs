@@ -73,6 +73,9 @@ pub struct Branch {
     pub shift_deg: f64,
     /// In service (`BR_STATUS` > 0).
     pub in_service: bool,
+    /// 0-based row of `mpc.branch` in the file (kept when rows are dropped, as by
+    /// [`Case::without_isolated`]).
+    pub row: usize,
 }
 
 /// A parsed MATPOWER case.
@@ -1150,6 +1153,7 @@ fn read_branches(
             tap,
             shift_deg: v[9],
             in_service,
+            row: i,
         });
     }
     Ok(branches)
@@ -2010,6 +2014,27 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
         assert_eq!(solved.generators.len(), 1);
         assert_eq!(solved.branches.len(), 1);
         assert_eq!(solved.buses, case.buses[..2]);
+    }
+
+    /// Rows dropped with an isolated bus keep the other branches' file rows: the network
+    /// reports `mpc.branch` row 2 for the case's second row, not the first.
+    #[test]
+    fn branches_keep_their_file_rows_when_an_isolated_bus_goes() {
+        let text = case_with_third_bus(4, 0.0, &[], &[]).replace(
+            BRANCH_ROWS,
+            &format!("{}\n{BRANCH_ROWS}", branch_row(1, 3, "0.1", 0)),
+        );
+        let case = parse(&text, "test.m").expect("out-of-service branch to an isolated bus");
+        assert_eq!(
+            case.branches.iter().map(|b| b.row).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let solved = case.without_isolated();
+        assert_eq!(solved.branches.len(), 1);
+        assert_eq!((solved.branches[0].from, solved.branches[0].to), (1, 2));
+        assert_eq!(solved.branches[0].row, 1);
+        let grid = crate::grid::SmartGrid::from_case(&solved, 0.0).expect("grid");
+        assert_eq!(grid.network.branches()[0].case_row, 1);
     }
 
     #[test]

@@ -150,18 +150,21 @@ impl SmartGrid {
             .position(|&i| case.buses[i].kind == 3)
             .unwrap_or(0);
         let mut branches = Vec::new();
-        for (row, br) in case.branches.iter().enumerate() {
+        // The in-service rows, in the network's branch order.
+        let mut in_service = Vec::new();
+        for br in &case.branches {
             if !br.in_service {
                 continue;
             }
-            let what = format!("in-service branch (mpc.branch row {})", row + 1);
+            in_service.push(br);
+            let what = format!("in-service branch (mpc.branch row {})", br.row + 1);
             branches.push((
                 index(br.from, &what)?,
                 index(br.to, &what)?,
                 br.x_pu,
                 br.tap,
                 br.shift_deg,
-                row,
+                br.row,
             ));
         }
         let describe = |b: usize| format!("bus {}", bus_ids[b]);
@@ -170,12 +173,10 @@ impl SmartGrid {
                 Error::Matpower { message, .. } => case_error(message),
                 other => other,
             })?;
-        let lines = network
-            .branches()
+        let lines = in_service
             .iter()
             .enumerate()
-            .filter_map(|(k, nb)| {
-                let br = &case.branches[nb.case_row];
+            .filter_map(|(k, br)| {
                 (br.rate_a_mw > 0.0).then_some(Line {
                     branch: k,
                     from_id: br.from,
