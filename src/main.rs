@@ -181,12 +181,13 @@ enum Command {
         #[command(flatten)]
         figures: FigureArgs,
     },
-    /// Re-verify a stored ledger (a run's output written with --ledger: every file's
-    /// hash, every hash link, Merkle root, signature, quorum and recomputed update) or a
-    /// sweep (its signed manifest, file hashes, Merkle roots and settlement chains). Exits
-    /// 0 when valid, 3 when a file is altered, missing or unlisted, 4 when the content is
-    /// refused (naming the first bad block, transaction, file, row or run), 2 when PATH
-    /// holds neither.
+    /// Re-verify a stored ledger (the ledger files of a run written with --ledger: their
+    /// hashes, every hash link, Merkle root, signature, quorum and recomputed update, and
+    /// that it records the whole day; the run's other outputs are not covered) or a sweep
+    /// (its signed manifest, every file's hash, Merkle roots and settlement chains). Exits
+    /// 0 when valid, 3 when a file is altered, missing, unlisted or unreadable, 4 when the
+    /// content is refused (naming the first bad block, transaction, file, row or run), 2
+    /// when PATH holds neither.
     Verify {
         /// A run's output directory (or its ledger.json), or a sweep's output directory.
         path: PathBuf,
@@ -675,9 +676,13 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
     } else {
         path.to_path_buf()
     };
-    if !dir.join(LEDGER_MANIFEST).exists()
-        && dir.join(p2pmarket::sweep::MANIFEST_NAME).exists()
-        && dir.join(p2pmarket::sweep::SPEC_NAME).exists()
+    // A sweep's directory is checked as a sweep whatever else it holds (a ledger copied
+    // into it is an unlisted file), and one missing its manifest is a sweep that did not
+    // finish, not "no ledger".
+    let marks = |name: &str| dir.join(name).symlink_metadata().is_ok();
+    if named(p2pmarket::sweep::MANIFEST_NAME)
+        || marks(p2pmarket::sweep::MANIFEST_NAME)
+        || marks(p2pmarket::sweep::SPEC_NAME)
     {
         return verify_sweep_dir(&dir, anchor);
     }
@@ -702,10 +707,26 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
             }
             Ok(())
         }
+        // A run's output that lists the ledger's manifest has lost it: a missing file.
+        Err(LedgerDirError::NotALedger { .. })
+            if p2pmarket::output::run_lists(&dir, LEDGER_MANIFEST) =>
+        {
+            Err(Failure::Tampered(
+                3,
+                format!(
+                    "{LEDGER_MANIFEST}: listed by the run's {} but missing or unreadable",
+                    p2pmarket::output::RUN_MARKER
+                ),
+            ))
+        }
         Err(e @ LedgerDirError::NotALedger { .. }) => Err(Failure::BadInput(Error::invalid(
             "PATH",
             path.display(),
-            format!("a directory holding a stored ledger ({LEDGER_MANIFEST}); {e}"),
+            format!(
+                "a directory holding a stored ledger ({LEDGER_MANIFEST}) or a sweep \
+                 ({}); {e}",
+                p2pmarket::sweep::MANIFEST_NAME
+            ),
         ))),
         Err(e @ LedgerDirError::File { .. }) => Err(Failure::Tampered(3, e.to_string())),
         Err(e @ LedgerDirError::Ledger { .. }) => Err(Failure::Tampered(4, e.to_string())),
@@ -739,14 +760,13 @@ fn verify_sweep_dir(dir: &Path, anchor: Option<[u8; 32]>) -> Result<(), Failure>
             Ok(())
         }
         Err(e) => match e.kind {
-            K::Io => Err(Failure::Env(Error::invalid(
-                "PATH",
-                dir.display(),
-                e.to_string(),
-            ))),
-            K::Manifest | K::MissingFile | K::UnlistedFile | K::FileHash | K::Unreadable => {
-                Err(Failure::Tampered(3, e.to_string()))
-            }
+            // A file that cannot be read is reported as a stored ledger's is: exit 3.
+            K::Io
+            | K::Manifest
+            | K::MissingFile
+            | K::UnlistedFile
+            | K::FileHash
+            | K::Unreadable => Err(Failure::Tampered(3, e.to_string())),
             _ => Err(Failure::Tampered(4, e.to_string())),
         },
     }

@@ -444,13 +444,29 @@ pub struct LedgerFiles {
 
 /// Reads the three files of the ledger stored in `dir`.
 pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerDirError> {
+    if let Ok(m) = dir.join(LEDGER_MANIFEST).symlink_metadata()
+        && !m.is_file()
+    {
+        return Err(file_error(
+            LEDGER_MANIFEST,
+            "not a regular file (a link, FIFO or device; a run writes none)",
+        ));
+    }
     let manifest =
         std::fs::read(dir.join(LEDGER_MANIFEST)).map_err(|e| LedgerDirError::NotALedger {
             path: dir.display().to_string(),
             reason: format!("no readable {LEDGER_MANIFEST} ({e})"),
         })?;
     let read = |file: &str| {
-        std::fs::read(dir.join(file)).map_err(|e| file_error(file, format!("cannot read ({e})")))
+        let path = dir.join(file);
+        // Not followed: a link, FIFO or device could block, or never end.
+        match path.symlink_metadata() {
+            Ok(m) if !m.is_file() => Err(file_error(
+                file,
+                "not a regular file (a link, FIFO or device; a run writes none)",
+            )),
+            _ => std::fs::read(&path).map_err(|e| file_error(file, format!("cannot read ({e})"))),
+        }
     };
     Ok(LedgerFiles {
         manifest,

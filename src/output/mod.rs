@@ -120,6 +120,15 @@ impl RunMarker {
     }
 }
 
+/// Whether `dir` holds a run's output whose marker lists the file `name` (read
+/// leniently: any unreadable or foreign marker is `false`).
+pub fn run_lists(dir: &Path, name: &str) -> bool {
+    std::fs::read(dir.join(RUN_MARKER))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
+        .is_some_and(|m| m.written_by == RUN_WRITTEN_BY && m.files.iter().any(|f| f == name))
+}
+
 /// How a run may use an output directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunOutputOptions {

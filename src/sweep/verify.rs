@@ -373,15 +373,27 @@ fn walk(dir: &Path) -> Result<Vec<String>, SweepVerifyError> {
             SweepVerifyError::new(Kind::Io, None, format!("listing {}: {e}", dir.display()))
         };
         for entry in std::fs::read_dir(dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if path.is_dir() {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            // Not followed: a sweep writes directories and regular files only.
+            let kind = entry.file_type().map_err(io)?;
+            if kind.is_dir() {
                 go(root, &path, out)?;
             } else if let Ok(rel) = path.strip_prefix(root) {
                 let parts: Vec<String> = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect();
-                out.push(parts.join("/"));
+                let rel = parts.join("/");
+                if !kind.is_file() {
+                    // A link, FIFO or device would be followed, block or never end.
+                    return Err(fail(
+                        Kind::UnlistedFile,
+                        &rel,
+                        "not a regular file (a link, FIFO or device; a sweep writes none)",
+                    ));
+                }
+                out.push(rel);
             }
         }
         Ok(())
@@ -546,11 +558,13 @@ pub fn verify_sweep(
         ));
     }
     // A sharded sweep's shard manifests are the tasks' working records, checked by
-    // `finalize`; the dataset is what manifest.json lists.
+    // `finalize`; the dataset is what manifest.json lists. A sweep run by one process has
+    // no `shards/`: there it is unlisted like any other file.
     let shards_prefix = format!("{}/", super::shard::SHARDS_DIR);
+    let sharded = !manifest.shards.is_empty();
     let on_disk: BTreeSet<String> = walk(dir)?
         .into_iter()
-        .filter(|p| p != MANIFEST_NAME && !p.starts_with(&shards_prefix))
+        .filter(|p| p != MANIFEST_NAME && !(sharded && p.starts_with(&shards_prefix)))
         .collect();
     if let Some(missing) = listed.iter().find(|p| !on_disk.contains(**p)) {
         return Err(fail(

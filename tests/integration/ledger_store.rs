@@ -432,6 +432,28 @@ fn run_ledger_then_verify_through_the_cli() {
     // A malformed anchor and a directory without a ledger are bad input (exit 2).
     assert_eq!(verify_cli(&out, Some("xyz")).status.code(), Some(2));
     assert_eq!(verify_cli(tmp.path(), None).status.code(), Some(2));
+    // The run lists its ledger: a lost ledger.json is a missing file, and a FIFO in a
+    // table's place is refused unread (exit 3), in a copy of the output.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).expect("dir");
+    for entry in std::fs::read_dir(&out).expect("list") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+    }
+    std::fs::rename(copy.join(LEDGER_MANIFEST), tmp.path().join("kept.json")).expect("move");
+    let o = verify_cli(&copy, None);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ledger.json: listed by the run's"));
+    std::fs::rename(tmp.path().join("kept.json"), copy.join(LEDGER_MANIFEST)).expect("back");
+    std::fs::remove_file(copy.join(BLOCKS_FILE)).expect("remove");
+    let made = Command::new("mkfifo")
+        .arg(copy.join(BLOCKS_FILE))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let o = verify_cli(&copy, None);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
     // One flipped bit in a table: exit 3, naming the file.
     let path = out.join(TRANSACTIONS_FILE);
     let mut bytes = std::fs::read(&path).expect("read");

@@ -623,6 +623,78 @@ fn verify_command_on_a_sweep() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("settlement_head"));
 }
 
+/// A sweep's directory is verified as a sweep whatever else it holds: a run's ledger
+/// copied in beside an altered part is an unlisted file (it used to be verified alone, and
+/// pass), as is a `shards/` in a sweep run by one process; a missing manifest is a sweep
+/// that did not finish; a FIFO or a link is refused unread (it used to block). All exit 3.
+#[test]
+fn a_sweep_directory_is_verified_as_a_sweep_whatever_it_holds() {
+    let cli = |path: &Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_p2pmarket"))
+            .arg("verify")
+            .arg(path)
+            .output()
+            .expect("verify");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let clean = clean();
+    let case = |edit: &dyn Fn(&Path)| {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(clean.path(), dir.path());
+        edit(dir.path());
+        dir
+    };
+    let ledger = case(&|d| {
+        std::fs::write(d.join("ledger.json"), "{}").unwrap();
+        let mut bytes = std::fs::read(d.join(HOURS0)).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(d.join(HOURS0), bytes).unwrap();
+    });
+    for path in [
+        ledger.path().to_path_buf(),
+        ledger.path().join("ledger.json"),
+    ] {
+        let (code, text) = cli(&path);
+        assert_eq!(code, Some(3), "{text}");
+        assert!(
+            text.contains("ledger.json: on disk but not in manifest.json"),
+            "{text}"
+        );
+    }
+    let shards = case(&|d| {
+        std::fs::create_dir(d.join("shards")).unwrap();
+        std::fs::write(d.join("shards/extra.parquet"), "x").unwrap();
+    });
+    let (code, text) = cli(shards.path());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("shards/extra.parquet: on disk but not"),
+        "{text}"
+    );
+    let unfinished =
+        case(&|d| std::fs::remove_file(d.join(p2pmarket::sweep::MANIFEST_NAME)).unwrap());
+    let (code, text) = cli(unfinished.path());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("missing (the sweep did not finish)"),
+        "{text}"
+    );
+    let fifo = case(&|d| {
+        std::fs::remove_file(d.join(p2pmarket::sweep::SPEC_NAME)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(d.join(p2pmarket::sweep::SPEC_NAME))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+    });
+    let (code, text) = cli(fifo.path());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("not a regular file"), "{text}");
+}
+
 /// A sweep written with `run_hours = false` verifies everything but the settlement chains
 /// (it says so); its roots still catch an edited head, a `run_hours` file slipped into its
 /// listing is refused, and a `sweep.json` edited to claim hours asks for them.
