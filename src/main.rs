@@ -5,6 +5,42 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `std`'s `println!`, except that a closed standard output does not panic: once its
+/// reader is gone (`p2pmarket check ... | head`), the rest of the report is dropped and
+/// the command's work and exit code go on unchanged.
+macro_rules! println {
+    () => {
+        say(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        say(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `std`'s `print!`, as [`println!`] here.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        say(format_args!($($arg)*))
+    };
+}
+
+/// Writes to standard output. A closed pipe is silent; any other failure is said once on
+/// standard error, and later output is dropped.
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: standard output cannot be written ({e}); its report is dropped");
+        }
+    }
+}
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use p2pmarket::Error;

@@ -677,3 +677,28 @@ fn own_marginal_start_exercises_chi_and_reaches_the_same_market() {
     s.microgrid.enabled = false;
     Market::from_scenario(&s).expect("one agent: no disagreement to damp");
 }
+
+/// A reader that quits early (`p2pmarket check | head`) closes standard output: the
+/// command neither panics (exit 101) nor stops its work. The pipe's read end is closed
+/// before the command starts, so its first write fails every time.
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    for args in [vec!["check"], vec!["run", "--backend", "cpu", "--out"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_p2pmarket"));
+        c.args(&args);
+        if args[0] == "run" {
+            c.arg(&out);
+        }
+        let o = c.stdout(writer).output().expect("spawn");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The run's work was done: its outputs are complete.
+    assert!(out.join("summary.json").is_file());
+    assert!(out.join("hourly.parquet").is_file());
+}
