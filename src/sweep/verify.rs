@@ -503,11 +503,24 @@ pub fn read_hour_rows(path: &Path, rel: &str) -> Result<HourRows, SweepVerifyErr
 
 /// Whether the sweep in `dir` writes `run_hours`: its `sweep.json` (already checked
 /// against the signed manifest) without `"run_hours": false`.
-fn sweep_writes_run_hours(dir: &Path) -> Result<bool, SweepVerifyError> {
+///
+/// The manifest's copy of the sweep (`sweep`, unsigned) must be `sweep.json`'s (signed
+/// through its hash), so a reader of the manifest alone is not shown another sweep.
+fn sweep_writes_run_hours(
+    dir: &Path,
+    manifest_copy: &serde_json::Value,
+) -> Result<bool, SweepVerifyError> {
     let text = std::fs::read(dir.join(SPEC_NAME))
         .map_err(|e| fail(Kind::Io, SPEC_NAME, format!("cannot read: {e}")))?;
     let spec: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| fail(Kind::Manifest, SPEC_NAME, format!("not a sweep: {e}")))?;
+    if &spec != manifest_copy {
+        return Err(fail(
+            Kind::Manifest,
+            MANIFEST_NAME,
+            format!("its `sweep` differs from {SPEC_NAME} (edited?)"),
+        ));
+    }
     match spec.get("run_hours") {
         None => Ok(true),
         Some(serde_json::Value::Bool(b)) => Ok(*b),
@@ -600,7 +613,7 @@ pub fn verify_sweep(
         }
     }
 
-    let run_hours = sweep_writes_run_hours(dir)?;
+    let run_hours = sweep_writes_run_hours(dir, &manifest.sweep)?;
     // Parts: each `runs` file with its root, and its `run_hours` pair.
     let mut parts = Vec::new();
     for f in &manifest.files {

@@ -674,8 +674,7 @@ fn a_sweep_directory_is_verified_as_a_sweep_whatever_it_holds() {
         text.contains("shards/extra.parquet: on disk but not"),
         "{text}"
     );
-    let unfinished =
-        case(&|d| std::fs::remove_file(d.join(p2pmarket::sweep::MANIFEST_NAME)).unwrap());
+    let unfinished = case(&|d| std::fs::remove_file(d.join(MANIFEST_NAME)).unwrap());
     let (code, text) = cli(unfinished.path());
     assert_eq!(code, Some(3), "{text}");
     assert!(
@@ -747,7 +746,8 @@ fn a_sweep_without_run_hours_verifies_its_roots_and_says_its_chains_were_not_rec
         "{e}"
     );
 
-    // sweep.json edited to claim the hours, rehashed and re-signed: their absence is named.
+    // sweep.json edited to claim the hours, rehashed and re-signed: the manifest's copy of
+    // the sweep no longer matches it; edited too, the hours' absence is named.
     let claimed = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), claimed.path());
     let text = std::fs::read_to_string(claimed.path().join("sweep.json")).unwrap();
@@ -758,6 +758,21 @@ fn a_sweep_without_run_hours_verifies_its_roots_and_says_its_chains_were_not_rec
     )
     .unwrap();
     rehash(claimed.path(), "sweep.json");
+    resign(claimed.path());
+    let e = err(claimed.path(), None);
+    assert_eq!(
+        (e.kind, e.file.as_deref()),
+        (Kind::Manifest, Some(MANIFEST_NAME)),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("its `sweep` differs from sweep.json"),
+        "{e}"
+    );
+    let mut m = read_manifest(claimed.path());
+    m.sweep["run_hours"] = serde_json::Value::Bool(true);
+    write_manifest(claimed.path(), &m);
     resign(claimed.path());
     let e = err(claimed.path(), None);
     assert_eq!(
