@@ -39,8 +39,10 @@ fn solution<'a>(h: &'a HourResult, name: &str) -> &'a ReferenceHour {
 /// A line binds when its flow is within this of its rating, MW (as `binding_lines`).
 pub const BINDING_TOL_MW: f64 = 1e-4;
 
-/// A unit sits at a limit when within this of it, MW.
-const AT_LIMIT_TOL_MW: f64 = 1e-6;
+/// A unit sits at a limit when within this of it, MW: the lines' rule
+/// ([`BINDING_TOL_MW`]). The QP leaves a unit held at a limit a few 1e-6 MW inside it, so
+/// a tighter rule reported 0 for units whose LMP and marginal cost differ.
+const AT_LIMIT_TOL_MW: f64 = BINDING_TOL_MW;
 
 fn field(name: &str, data_type: DataType, nullable: bool, unit: &str, description: &str) -> Field {
     Field::new(name, data_type, nullable).with_metadata(HashMap::from([
@@ -183,8 +185,8 @@ pub fn units_schema() -> SchemaRef {
             DataType::Float64,
             false,
             "$/MWh",
-            "LMP at its bus minus its marginal cost: > 0 held at PMAX, < 0 held at PMIN, \
-             0 between (the dual of the binding output limit)",
+            "LMP at its bus minus its marginal cost: > 0 held at PMAX, < 0 held at PMIN \
+             (within 1e-4 MW of it), 0 between (the dual of the binding output limit)",
         ),
     ]);
     Arc::new(Schema::new(f))
@@ -302,7 +304,15 @@ pub fn units_table(day: &DayResult) -> Result<RecordBatch> {
             let p = r.generator_mw.get(k).copied().unwrap_or(f64::NAN);
             let marginal = 2.0 * u.c2 * p + u.c1;
             let lmp = r.bus_prices.get(u.bus).copied().unwrap_or(f64::NAN);
-            let at_limit = p >= u.pmax - AT_LIMIT_TOL_MW || p <= u.pmin + AT_LIMIT_TOL_MW;
+            // The dual of a one-sided limit has its sign (MATPOWER's MU_PMAX, MU_PMIN >= 0):
+            // a unit near a limit whose LMP leans the other way is not held by it.
+            let gap = lmp - marginal;
+            let dual = match (p >= u.pmax - AT_LIMIT_TOL_MW, p <= u.pmin + AT_LIMIT_TOL_MW) {
+                (true, true) => gap,
+                (true, false) => gap.max(0.0),
+                (false, true) => gap.min(0.0),
+                (false, false) => 0.0,
+            };
             rows.push(
                 s,
                 hour,
@@ -313,7 +323,7 @@ pub fn units_table(day: &DayResult) -> Result<RecordBatch> {
                     Some(marginal),
                     Some(u.pmin),
                     Some(u.pmax),
-                    Some(if at_limit { lmp - marginal } else { 0.0 }),
+                    Some(dual),
                 ],
             );
         }
