@@ -364,6 +364,12 @@ fn scan_matrix_line<'a>(
         }
         Ok::<(), Error>(())
     };
+    // MATLAB's continuation: `...` ends the line's content (what follows is a comment) and
+    // joins the next line to this row.
+    let (text, continued) = match text.find("...") {
+        Some(at) => (&text[..at], true),
+        None => (text, false),
+    };
     for (i, c) in text.char_indices() {
         match c {
             ']' => {
@@ -384,27 +390,19 @@ fn scan_matrix_line<'a>(
         }
     }
     flush(&mut start, text.len(), items)?;
-    items.push(MatrixItem::Newline);
+    if !continued {
+        items.push(MatrixItem::Newline);
+    }
     Ok(None)
 }
 
-/// Forms rows from the scanned items and checks the matrix is rectangular.
-///
-/// MATLAB ends a row at a newline, but hand-edited case files wrap long `mpc.gen` rows
-/// across lines. So when a matrix uses `;` terminators at all, only `;` ends a row;
-/// otherwise newlines do. The rectangularity check (which MATLAB also enforces) catches
-/// files that mix the two styles inconsistently.
-fn build_rows(
-    items: Vec<MatrixItem>,
-    source_name: &str,
-    field: &str,
-    line: usize,
-) -> Result<Matrix> {
-    let semicolon_rows = items.iter().any(|i| matches!(i, MatrixItem::Semicolon));
+/// The rows of the scanned items: a `;` ends a row, and so does a newline when
+/// `newline_ends` (MATLAB's rule; a `...` continuation leaves no newline item).
+fn rows_of(items: &[MatrixItem], newline_ends: bool) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
     let mut current: Option<Row> = None;
     for item in items {
-        match item {
+        match *item {
             MatrixItem::Value(l, v) => current
                 .get_or_insert_with(|| Row {
                     line: l,
@@ -413,11 +411,39 @@ fn build_rows(
                 .values
                 .push(v),
             MatrixItem::Semicolon => rows.extend(current.take()),
-            MatrixItem::Newline if !semicolon_rows => rows.extend(current.take()),
+            MatrixItem::Newline if newline_ends => rows.extend(current.take()),
             MatrixItem::Newline => {}
         }
     }
     rows.extend(current.take());
+    rows
+}
+
+/// Forms rows from the scanned items and checks the matrix is rectangular.
+///
+/// MATLAB ends a row at a `;` and at a newline (unless the line ends in `...`), and the
+/// matrix is read that way when the result is rectangular: rows with and without `;` may
+/// mix, as MATLAB allows. Hand-edited case files also wrap long `mpc.gen` rows across lines
+/// without `...`, which MATLAB refuses: when MATLAB's reading is not rectangular and the
+/// matrix uses `;` terminators, only `;` ends a row. The rectangularity check (which
+/// MATLAB also enforces) catches files that fit neither reading.
+fn build_rows(
+    items: Vec<MatrixItem>,
+    source_name: &str,
+    field: &str,
+    line: usize,
+) -> Result<Matrix> {
+    let rectangular = |rows: &[Row]| {
+        rows.windows(2)
+            .all(|w| w[0].values.len() == w[1].values.len())
+    };
+    let semicolon_rows = items.iter().any(|i| matches!(i, MatrixItem::Semicolon));
+    let matlab = rows_of(&items, true);
+    let rows = if rectangular(&matlab) || !semicolon_rows {
+        matlab
+    } else {
+        rows_of(&items, false)
+    };
     if let Some(first) = rows.first() {
         let width = first.values.len();
         if let Some(bad) = rows.iter().find(|r| r.values.len() != width) {
@@ -1558,6 +1584,56 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
         assert_eq!((g.pmax_mw, g.pmin_mw, g.ramp_30_mw), (80.0, 10.0, 0.0));
         assert_eq!((g.c2, g.c1, g.c0), (0.0, 20.0, 50.0));
         assert_eq!(case.branches.len(), 1);
+    }
+
+    /// MATLAB's row rules: rows with and without `;` mix, and `...` continues a row. A
+    /// matrix where every other row lacks its `;` was read as half as many rows of twice
+    /// the width (rectangular, so only a later check could notice); it is read as MATLAB
+    /// reads it.
+    #[test]
+    fn rows_end_at_newlines_as_in_matlab() {
+        let plain = parse(&default_case(), "test.m").expect("plain");
+        let bus = BUS_ROWS.replacen(";\n", "\n", 1);
+        let mixed = parse(
+            &small_case(&bus, GEN_ROWS, BRANCH_ROWS, GENCOST_ROWS),
+            "test.m",
+        )
+        .expect("a row without `;` beside one with it");
+        assert_eq!(mixed.buses, plain.buses);
+        let (head, tail) = GEN_ROWS.split_at(GEN_ROWS.find("\t80").expect("PMAX"));
+        let continued = format!("{head} ... PMAX onwards:\n{tail}");
+        let case = parse(
+            &small_case(BUS_ROWS, &continued, BRANCH_ROWS, GENCOST_ROWS),
+            "test.m",
+        )
+        .expect("`...` continuation");
+        assert_eq!(case.generators, plain.generators);
+        // Four branches, `;` on every other row: four rows of 13 columns, not two of 26.
+        let rows = [
+            branch_row(1, 2, "0.1", 1),
+            branch_row(1, 2, "0.2", 1),
+            branch_row(1, 2, "0.3", 1),
+            branch_row(1, 2, "0.4", 1),
+        ];
+        let branch = rows
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                if k % 2 == 0 {
+                    r.trim_end_matches(';').to_string()
+                } else {
+                    r.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let case = parse(
+            &small_case(BUS_ROWS, GEN_ROWS, &branch, GENCOST_ROWS),
+            "test.m",
+        )
+        .expect("half the rows without `;`");
+        let x: Vec<f64> = case.branches.iter().map(|b| b.x_pu).collect();
+        assert_eq!(x, [0.1, 0.2, 0.3, 0.4]);
     }
 
     #[test]
