@@ -272,10 +272,11 @@ impl RciSettings {
     /// agents at chi = 1 swap prices forever). With a common start the prices never
     /// disagree and chi has no effect, so (0, 1] stays allowed.
     pub fn validate_for_agents(&self, agents: usize) -> Result<()> {
-        self.validate()?;
+        // chi's range under this start, checked first so that every refused chi (0 too)
+        // is told the same range.
         if self.start_price == StartPrice::OwnMarginal && agents >= 2 {
             let bound = 2.0 / agents as f64;
-            if self.chi >= bound {
+            if !(self.chi > 0.0 && self.chi < bound) {
                 return Err(Error::invalid(
                     "rci.chi",
                     self.chi,
@@ -285,7 +286,7 @@ impl RciSettings {
                 ));
             }
         }
-        Ok(())
+        self.validate()
     }
 }
 

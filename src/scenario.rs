@@ -262,9 +262,10 @@ impl Scenario {
             check_hourly_mw(v)?;
         }
         self.microgrid.validate_fields()?;
-        self.rci.validate()?;
+        let agents = if self.microgrid.enabled { 2 } else { 1 };
+        self.rci.validate_for_agents(agents)?;
         self.uncertainty.validate()?;
-        crate::attack::validate_all(&self.attack, if self.microgrid.enabled { 2 } else { 1 })
+        crate::attack::validate_all(&self.attack, agents)
     }
 }
 

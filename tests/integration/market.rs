@@ -674,6 +674,16 @@ fn own_marginal_start_exercises_chi_and_reaches_the_same_market() {
     s.rci.chi = 1.0;
     let e = Market::from_scenario(&s).expect_err("chi = 1 refused");
     assert!(e.to_string().contains("rci.chi"), "{e}");
+    // Every refused chi is told the same range (chi = 0 was told (0, 1]).
+    for chi in [0.0, -0.5, 1.0] {
+        s.rci.chi = chi;
+        let e = Market::from_scenario(&s).expect_err("refused").to_string();
+        assert!(
+            e.contains("(allowed: (0, 1) with start_price"),
+            "{chi}: {e}"
+        );
+    }
+    s.rci.chi = 1.0;
     s.microgrid.enabled = false;
     Market::from_scenario(&s).expect("one agent: no disagreement to damp");
 }
