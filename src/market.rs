@@ -315,13 +315,7 @@ impl Market {
                             system_load_mw: self.system_load_mw[h],
                             range: r,
                         }),
-                        _ => Err(Error::invalid(
-                            load_field(scenario, h),
-                            format!("{:.3} MW", self.system_load_mw[h]),
-                            format!(
-                                "a load the network can serve: at hour {h} no dispatch of the committed units meets it within their limits and the line ratings"
-                            ),
-                        )),
+                        _ => Err(self.unservable_load(scenario, h, None)),
                     };
                 }
                 let hm = &self.microgrid.hourly[h];
@@ -341,16 +335,46 @@ impl Market {
                             "a bus whose network can carry the microgrid's exchange: at hour {h} the grid can deliver between {lo:.3} and {hi:.3} MW at bus {bus} (negative: it takes power) within its unit and line limits, but the microgrid needs between {need_lo:.3} and {need_hi:.3} MW (its load minus its renewables and battery plan, within the tie)"
                         ),
                     )),
-                    None => Err(Error::invalid(
-                        "microgrid.pcc_bus",
-                        bus,
-                        format!(
-                            "a bus whose network can carry the microgrid's exchange: at hour {h} no exchange within the tie capacity (+-{tie} MW) at bus {bus} is feasible within the grid's unit and line limits"
-                        ),
-                    )),
+                    // Not even a zero exchange is feasible: the network cannot serve its
+                    // own load, wherever the microgrid connects, unless an exchange at
+                    // this bus could relieve it, and none within the tie does.
+                    None => Err(self.unservable_load(scenario, h, Some((bus, tie)))),
                 }
             })
+            // Every hour is checked; the first failing hour is reported, whatever the
+            // threads' order.
+            .collect::<Vec<Result<ExportRange>>>()
+            .into_iter()
             .collect()
+    }
+
+    /// The error of an hour whose system load no dispatch of the committed units can serve
+    /// within their limits and the line ratings (with `pcc`, `(bus, tie)`: at any exchange
+    /// within the tie at that bus either). It names the load's field with its value.
+    fn unservable_load(&self, scenario: &Scenario, h: usize, pcc: Option<(usize, f64)>) -> Error {
+        let value = match &scenario.load.hourly_mw {
+            Some(v) => format!("{} MW", crate::error::compact(v[h])),
+            None => crate::error::compact(scenario.load.scale),
+        };
+        let shunts = self.grid.shunt_load_total_mw();
+        let shunts = if shunts != 0.0 {
+            format!(" plus the shunt conductances' {shunts:.3} MW")
+        } else {
+            String::new()
+        };
+        let exchange = pcc.map_or(String::new(), |(bus, tie)| {
+            format!(", nor with any exchange within the tie (+-{tie} MW) at the PCC, bus {bus}")
+        });
+        Error::invalid(
+            load_field(scenario, h),
+            value,
+            format!(
+                "a load the network can serve: at hour {h} no dispatch of the committed units \
+                 meets the system load {:.3} MW{shunts} within their limits and the line \
+                 ratings{exchange}",
+                self.system_load_mw[h]
+            ),
+        )
     }
 
     /// Bus loads of an hour, MW.

@@ -1108,3 +1108,33 @@ fn cli_refuses_bad_figure_flags_with_exit_2() {
     );
     assert_eq!(listing(dir.path()), ["not_a_font.ttf"]);
 }
+
+/// A load the network cannot serve at any dispatch (case30 with a 250 MW shunt at bus 5,
+/// beyond what bus 5's lines carry) names the load's field with its value, not the PCC
+/// (which no choice of bus fixes) nor the scale as a MW figure, and counts the shunt.
+/// The first failing hour is reported, whatever the threads' order.
+#[test]
+fn a_load_no_dispatch_serves_names_the_load_and_its_shunts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(library_cases("case30")).expect("case30");
+    let row = "\t5\t1\t0\t0\t0\t0.19\t";
+    assert!(text.contains(row));
+    let case = tmp.path().join("gs250.m");
+    std::fs::write(&case, text.replace(row, "\t5\t1\t0\t0\t250\t0.19\t")).expect("write");
+    for enabled in [true, false] {
+        let mut s = Scenario::default();
+        s.grid.case_file = Some(case.clone());
+        s.microgrid.enabled = enabled;
+        for _ in 0..3 {
+            let e = Market::from_scenario(&s)
+                .expect_err("unservable")
+                .to_string();
+            assert!(
+                e.starts_with("invalid value for `load.scale`: 1 (allowed: a load the network can serve: at hour 0 "),
+                "{e}"
+            );
+            assert!(e.contains("plus the shunt conductances' 250.000 MW"), "{e}");
+            assert_eq!(e.contains("nor with any exchange"), enabled, "{e}");
+        }
+    }
+}
