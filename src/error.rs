@@ -135,6 +135,14 @@ pub fn number(x: f64) -> String {
 /// Longest positional rendering of a number kept as it is in messages.
 const LONG_NUMBER: usize = 20;
 
+/// The values of parallel work, or its first error in item order. A parallel
+/// `collect::<Result<_>>()` returns whichever error a thread met first in time, so the
+/// same bad input could be reported at another hour from one run to the next; collect
+/// into a `Vec<Result<T>>` and pass it here instead.
+pub fn in_order<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    results.into_iter().collect()
+}
+
 /// `x` as `f64`'s `Display` writes it (`99999`, `0.25`), unless that is longer than
 /// [`LONG_NUMBER`] characters (1e-300 is 302 of them): then as [`number`] writes it.
 pub fn compact(x: f64) -> String {

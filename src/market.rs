@@ -304,6 +304,7 @@ impl Market {
         let tie = self.microgrid.tie_capacity_mw;
         let enabled = self.microgrid.config.enabled;
         let bus = self.grid.bus_ids[self.pcc];
+        crate::error::in_order(
         (0..HOURS)
             .into_par_iter()
             .map(|h| {
@@ -341,11 +342,9 @@ impl Market {
                     None => Err(self.unservable_load(scenario, h, Some((bus, tie)))),
                 }
             })
-            // Every hour is checked; the first failing hour is reported, whatever the
-            // threads' order.
-            .collect::<Vec<Result<ExportRange>>>()
-            .into_iter()
-            .collect()
+            // The first failing hour is reported, whatever the threads' order.
+            .collect::<Vec<Result<ExportRange>>>(),
+        )
     }
 
     /// The error of an hour whose system load no dispatch of the committed units can serve
@@ -697,7 +696,7 @@ pub fn run_day_with(
     }
     let start = Instant::now();
     let horizon = central::horizon_reference(market)?;
-    let hours: Vec<HourResult> = (0..HOURS)
+    let hours: Vec<Result<HourResult>> = (0..HOURS)
         .into_par_iter()
         .map(|h| -> Result<HourResult> {
             let curves = market.curves(h)?;
@@ -748,7 +747,8 @@ pub fn run_day_with(
                 attack_free,
             })
         })
-        .collect::<Result<_>>()?;
+        .collect::<Vec<_>>();
+    let hours = crate::error::in_order(hours)?;
     let mut summary = summarize(&hours, start.elapsed().as_secs_f64());
     summary.attack = attack_summary(market, &hours);
     Ok(DayResult {

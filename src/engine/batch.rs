@@ -554,7 +554,7 @@ impl Batch {
             .copied()
             .filter(|s| !cache.sets.contains_key(&s.to_bits()))
             .collect();
-        let built: Vec<OfferCurve> = (0..missing.len() * hours)
+        let built: Vec<Result<OfferCurve>> = (0..missing.len() * hours)
             .into_par_iter()
             .map(|k| {
                 let (set, hour) = (k / hours, k % hours);
@@ -568,7 +568,8 @@ impl Batch {
                 let mut curves = scaled.curves(hour)?;
                 Ok(curves.swap_remove(0))
             })
-            .collect::<Result<_>>()?;
+            .collect::<Vec<_>>();
+        let built = crate::error::in_order(built)?;
         for (set, chunk) in built.chunks(hours).enumerate() {
             cache.sets.insert(missing[set].to_bits(), chunk.to_vec());
         }

@@ -239,10 +239,11 @@ impl LoadTable {
             max_levels: max_levels_per_hour,
             seeded,
         };
-        let built: Vec<Building> = (0..HOURS)
+        let built: Vec<Result<Building>> = (0..HOURS)
             .into_par_iter()
             .map(|hour| ctx.build_hour(hour, &scales))
-            .collect::<Result<_>>()?;
+            .collect::<Vec<_>>();
+        let built = crate::error::in_order(built)?;
         let mut reached = Reached::default();
         let mut seeds = SeedCounts::default();
         let mut hours = Vec::with_capacity(HOURS);

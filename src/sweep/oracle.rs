@@ -292,10 +292,11 @@ pub fn check(plan: &SweepPlan, modelled: &[Modelled]) -> Result<OracleReport> {
         };
         replay_hour(&agents, batch.rci(b), &attacks, &opts)
     };
-    let replays: Vec<HourReplay> = (0..modelled.len())
+    let replays: Vec<Result<HourReplay>> = (0..modelled.len())
         .into_par_iter()
         .map(|k| replay_of(k, false))
-        .collect::<Result<_>>()?;
+        .collect::<Vec<_>>();
+    let replays = crate::error::in_order(replays)?;
     // A twin replays one hour: the same values and the same attacked hour.
     let keys: Vec<(TwinKey, u32)> = planned
         .iter()
