@@ -726,13 +726,15 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
         Ok(check) => {
             let s = &check.summary;
             println!(
-                "valid: {} blocks, {} transactions ({} consensus messages, {} settlements), {} agents, {} validators",
+                "valid: {} blocks, {} transactions ({} consensus messages, {} settlements), {} agent{}, {} validator{}",
                 s.height + 1,
                 s.transactions,
                 s.consensus_messages,
                 s.settlements,
                 s.agents,
-                s.validators
+                if s.agents == 1 { "" } else { "s" },
+                s.validators,
+                if s.validators == 1 { "" } else { "s" }
             );
             println!("genesis {}", hex::encode(s.genesis_hash));
             println!("tip     {}", hex::encode(s.tip_hash));

@@ -444,19 +444,30 @@ pub struct LedgerFiles {
 
 /// Reads the three files of the ledger stored in `dir`.
 pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerDirError> {
-    if let Ok(m) = dir.join(LEDGER_MANIFEST).symlink_metadata()
-        && !m.is_file()
-    {
-        return Err(file_error(
-            LEDGER_MANIFEST,
-            "not a regular file (a link, FIFO or device; a run writes none)",
-        ));
+    if let Ok(m) = dir.join(LEDGER_MANIFEST).symlink_metadata() {
+        if !m.is_file() {
+            return Err(file_error(
+                LEDGER_MANIFEST,
+                "not a regular file (a link, FIFO or device; a run writes none)",
+            ));
+        }
+        if m.len() > MAX_MANIFEST_BYTES {
+            return Err(file_error(
+                LEDGER_MANIFEST,
+                format!("{} bytes, more than any ledger manifest (altered)", m.len()),
+            ));
+        }
     }
     let manifest =
         std::fs::read(dir.join(LEDGER_MANIFEST)).map_err(|e| LedgerDirError::NotALedger {
             path: dir.display().to_string(),
             reason: format!("no readable {LEDGER_MANIFEST} ({e})"),
         })?;
+    // The sizes the manifest states, when it reads as one: a table of another size is
+    // refused before it is read (a sparse or huge file would be read whole).
+    let stated: HashMap<String, u64> = serde_json::from_slice::<LedgerManifest>(&manifest)
+        .map(|m| m.files.into_iter().map(|f| (f.path, f.bytes)).collect())
+        .unwrap_or_default();
     let read = |file: &str| {
         let path = dir.join(file);
         // Not followed: a link, FIFO or device could block, or never end.
@@ -464,6 +475,10 @@ pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerD
             Ok(m) if !m.is_file() => Err(file_error(
                 file,
                 "not a regular file (a link, FIFO or device; a run writes none)",
+            )),
+            Ok(m) if stated.get(file).is_some_and(|&b| b != m.len()) => Err(file_error(
+                file,
+                "its size or SHA-256 differs from the manifest's (altered)",
             )),
             _ => std::fs::read(&path).map_err(|e| file_error(file, format!("cannot read ({e})"))),
         }
@@ -474,6 +489,9 @@ pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerD
         transactions: read(TRANSACTIONS_FILE)?,
     })
 }
+
+/// The largest `ledger.json` read: written ones are under a kilobyte.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// How much of a day's negotiation a stored ledger must record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -454,6 +454,22 @@ fn run_ledger_then_verify_through_the_cli() {
     let o = verify_cli(&copy, None);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+    // A table grown to 4 GiB (sparse) is refused by its size, unread.
+    std::fs::remove_file(copy.join(BLOCKS_FILE)).expect("remove");
+    std::fs::copy(out.join(BLOCKS_FILE), copy.join(BLOCKS_FILE)).expect("copy");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(copy.join(TRANSACTIONS_FILE))
+        .expect("open")
+        .set_len(1 << 32)
+        .expect("grow");
+    let o = verify_cli(&copy, None);
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("{TRANSACTIONS_FILE}: its size")),
+        "{stderr}"
+    );
     // One flipped bit in a table: exit 3, naming the file.
     let path = out.join(TRANSACTIONS_FILE);
     let mut bytes = std::fs::read(&path).expect("read");
