@@ -218,8 +218,9 @@ enum Command {
         figures: FigureArgs,
     },
     /// Re-verify a stored ledger (the ledger files of a run written with --ledger: their
-    /// hashes, every hash link, Merkle root, signature, quorum and recomputed update, and
-    /// that it records the whole day; the run's other outputs are not covered) or a sweep
+    /// hashes, every hash link, Merkle root, signature, quorum and recomputed update, that
+    /// it records the whole day, and that hourly.parquet's prices and exchanges are its
+    /// settlements; the run's other outputs are not covered) or a sweep
     /// (its signed manifest, every file's hash, Merkle roots and settlement chains). Exits
     /// 0 when valid, 3 when a file is altered, missing, unlisted or unreadable, 4 when the
     /// content is refused (naming the first bad block, transaction, file, row or run), 2
@@ -767,7 +768,9 @@ fn verify(path: &Path, anchor: Option<&str>) -> Result<(), Failure> {
             ),
         ))),
         Err(e @ LedgerDirError::File { .. }) => Err(Failure::Tampered(3, e.to_string())),
-        Err(e @ LedgerDirError::Ledger { .. }) => Err(Failure::Tampered(4, e.to_string())),
+        Err(e @ (LedgerDirError::Ledger { .. } | LedgerDirError::Outputs { .. })) => {
+            Err(Failure::Tampered(4, e.to_string()))
+        }
     }
 }
 

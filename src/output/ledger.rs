@@ -33,8 +33,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::ledger::encoding::VERSION;
 use crate::ledger::{
-    Block, Hash, Ledger, MarketRule, Transaction, TxBody, TxRecord, VerifiedSummary, VerifyError,
-    VerifyErrorKind, VerifyOptions, verify_to_state,
+    Block, Hash, Ledger, MarketRule, Settlement, Transaction, TxBody, TxRecord, VerifiedSummary,
+    VerifyError, VerifyErrorKind, VerifyOptions, verify_to_state,
 };
 use crate::microgrid::HOURS;
 
@@ -350,6 +350,15 @@ pub enum LedgerDirError {
         /// Why.
         reason: String,
     },
+    /// A run's output disagrees with the verified ledger (its hourly price or exchange
+    /// is not the committed settlement's).
+    #[error("{file}: {reason}")]
+    Outputs {
+        /// The output file.
+        file: String,
+        /// What differs.
+        reason: String,
+    },
     /// The ledger's content fails verification (a hash link, a Merkle root, a signature,
     /// a quorum or a recomputed update).
     #[error("{file}: {error}")]
@@ -429,6 +438,8 @@ pub struct LedgerCheck {
     pub manifest: LedgerManifest,
     /// What the replay established.
     pub summary: VerifiedSummary,
+    /// The committed settlements, in ledger order.
+    pub settlements: Vec<Settlement>,
 }
 
 /// The three files of a stored ledger, as bytes.
@@ -506,13 +517,84 @@ pub enum Extent {
 }
 
 /// Re-verifies the ledger stored in `dir`: [`read_ledger_files`] then
-/// [`verify_ledger_files`].
+/// [`verify_ledger_files`]; for [`Extent::Day`], also that the run's `hourly.parquet`,
+/// when the directory holds one, reports the committed settlements
+/// ([`check_hourly_table`]).
 pub fn verify_ledger_dir(
     dir: &Path,
     anchor: Option<Hash>,
     extent: Extent,
 ) -> std::result::Result<LedgerCheck, LedgerDirError> {
-    verify_ledger_files(&read_ledger_files(dir)?, anchor, extent)
+    let check = verify_ledger_files(&read_ledger_files(dir)?, anchor, extent)?;
+    let hourly = dir.join(HOURLY_FILE);
+    if extent == Extent::Day
+        && (hourly.symlink_metadata().is_ok() || super::run_lists(dir, HOURLY_FILE))
+    {
+        let bytes = match hourly.symlink_metadata() {
+            Ok(m) if !m.is_file() => Err(file_error(
+                HOURLY_FILE,
+                "not a regular file (a link, FIFO or device; a run writes none)",
+            )),
+            _ => std::fs::read(&hourly)
+                .map_err(|e| file_error(HOURLY_FILE, format!("cannot read ({e})"))),
+        }?;
+        check_hourly_table(&bytes, &check.settlements)?;
+    }
+    Ok(check)
+}
+
+/// The run's hourly table, beside its ledger.
+pub const HOURLY_FILE: &str = "hourly.parquet";
+
+/// Checks that the `price` and `exchange_mw` of every hour of a run's hourly table (its
+/// bytes) are the committed settlement's, bit for bit: the settlement's price, and its MW
+/// signed by who sold (the smart grid, agent 0: positive). A market without settlements
+/// (one agent) is not checked. A table that cannot be read, or lacks an hour or a
+/// column, is a [`LedgerDirError::File`]; a value that differs is a
+/// [`LedgerDirError::Outputs`].
+pub fn check_hourly_table(
+    bytes: &[u8],
+    settlements: &[Settlement],
+) -> std::result::Result<(), LedgerDirError> {
+    if settlements.is_empty() {
+        return Ok(());
+    }
+    let table = read_table(HOURLY_FILE, bytes)?;
+    let column = |name: &str| {
+        table
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .filter(|c| c.null_count() == 0)
+            .ok_or_else(|| file_error(HOURLY_FILE, format!("no float64 column `{name}`")))
+    };
+    let hours = unsigned_column::<u32>(&table, "hour")
+        .map_err(|e| file_error(HOURLY_FILE, e.to_string()))?;
+    let (price, exchange) = (column("price")?, column("exchange_mw")?);
+    for s in settlements {
+        let Some(row) = hours.iter().position(|&h| h == s.hour) else {
+            return Err(file_error(
+                HOURLY_FILE,
+                format!("no row for hour {}, which the ledger settles", s.hour),
+            ));
+        };
+        let signed = if s.seller == 0 { s.mw } else { -s.mw };
+        for (field, found, committed) in [
+            ("price", price.value(row), s.price),
+            ("exchange_mw", exchange.value(row), signed),
+        ] {
+            if found.to_bits() != committed.to_bits() && found != committed {
+                return Err(LedgerDirError::Outputs {
+                    file: HOURLY_FILE.to_string(),
+                    reason: format!(
+                        "hour {}: {field} {found} differs from the ledger's settlement \
+                         {committed}",
+                        s.hour
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Re-verifies a stored ledger (see the module doc): the manifest is canonical, every
@@ -697,5 +779,17 @@ pub fn verify_ledger_files(
             format!("`{field}` differs from the verified ledger"),
         ));
     }
-    Ok(LedgerCheck { manifest, summary })
+    let settlements = ledger
+        .transactions
+        .iter()
+        .filter_map(|r| match &r.tx.body {
+            TxBody::Settlement(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    Ok(LedgerCheck {
+        manifest,
+        summary,
+        settlements,
+    })
 }

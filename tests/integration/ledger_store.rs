@@ -470,6 +470,45 @@ fn run_ledger_then_verify_through_the_cli() {
         stderr.contains(&format!("{TRANSACTIONS_FILE}: its size")),
         "{stderr}"
     );
+    // The run's hourly table must report the committed settlements: one price moved by
+    // a cent is refused (exit 4, naming the hour); a lost table is a missing file.
+    std::fs::copy(out.join(TRANSACTIONS_FILE), copy.join(TRANSACTIONS_FILE)).expect("copy");
+    assert_eq!(verify_cli(&copy, None).status.code(), Some(0));
+    let hourly = copy.join("hourly.parquet");
+    let file = std::fs::File::open(&hourly).expect("hourly");
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .next()
+        .expect("a batch")
+        .expect("rows");
+    let i = batch.schema().index_of("price").expect("price");
+    let mut prices: Vec<f64> = batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64")
+        .values()
+        .to_vec();
+    prices[7] += 0.01;
+    let mut columns = batch.columns().to_vec();
+    columns[i] = Arc::new(Float64Array::from(prices));
+    let edited = RecordBatch::try_new(batch.schema(), columns).expect("batch");
+    std::fs::write(
+        &hourly,
+        parquet_bytes("hourly.parquet", &edited).expect("bytes"),
+    )
+    .expect("write");
+    let o = verify_cli(&copy, None);
+    assert_eq!(o.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("hourly.parquet: hour 7: price") && stderr.contains("settlement"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&hourly).expect("remove");
+    assert_eq!(verify_cli(&copy, None).status.code(), Some(3));
     // One flipped bit in a table: exit 3, naming the file.
     let path = out.join(TRANSACTIONS_FILE);
     let mut bytes = std::fs::read(&path).expect("read");
