@@ -5,6 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use p2pmarket::Error;
+use p2pmarket::engine::bench::{BenchBackend, DEFAULT_TIME_CAP_S, run_bench};
+use p2pmarket::engine::day::negotiate_day;
+use p2pmarket::engine::{BackendChoice, Precision};
+use p2pmarket::market::{self, DayResult, Market};
+use p2pmarket::scenario::Scenario;
+use p2pmarket::sweep::SweepEvent;
+
 /// `std`'s `println!`, except that a closed standard output does not panic: once its
 /// reader is gone (`p2pmarket check ... | head`), the rest of the report is dropped and
 /// the command's work and exit code go on unchanged.
@@ -40,16 +50,6 @@ fn say(args: std::fmt::Arguments<'_>) {
         }
     }
 }
-
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use p2pmarket::Error;
-use p2pmarket::engine::bench::{BenchBackend, DEFAULT_TIME_CAP_S, run_bench};
-use p2pmarket::engine::day::negotiate_day;
-use p2pmarket::engine::{BackendChoice, Precision};
-use p2pmarket::market::{self, DayResult, Market};
-use p2pmarket::scenario::Scenario;
-use p2pmarket::sweep::SweepEvent;
 
 /// `--backend`: where RCI runs are evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

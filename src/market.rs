@@ -304,8 +304,7 @@ impl Market {
         let tie = self.microgrid.tie_capacity_mw;
         let enabled = self.microgrid.config.enabled;
         let bus = self.grid.bus_ids[self.pcc];
-        crate::error::in_order(
-        (0..HOURS)
+        let ranges: Vec<Result<ExportRange>> = (0..HOURS)
             .into_par_iter()
             .map(|h| {
                 let label = format!("hour {h}");
@@ -342,9 +341,9 @@ impl Market {
                     None => Err(self.unservable_load(scenario, h, Some((bus, tie)))),
                 }
             })
-            // The first failing hour is reported, whatever the threads' order.
-            .collect::<Vec<Result<ExportRange>>>(),
-        )
+            .collect();
+        // The first failing hour is reported, whatever the threads' order.
+        crate::error::in_order(ranges)
     }
 
     /// The error of an hour whose system load no dispatch of the committed units can serve

@@ -455,50 +455,58 @@ pub struct LedgerFiles {
 
 /// Reads the three files of the ledger stored in `dir`.
 pub fn read_ledger_files(dir: &Path) -> std::result::Result<LedgerFiles, LedgerDirError> {
-    if let Ok(m) = dir.join(LEDGER_MANIFEST).symlink_metadata() {
-        if !m.is_file() {
-            return Err(file_error(
-                LEDGER_MANIFEST,
-                "not a regular file (a link, FIFO or device; a run writes none)",
-            ));
-        }
-        if m.len() > MAX_MANIFEST_BYTES {
-            return Err(file_error(
-                LEDGER_MANIFEST,
-                format!("{} bytes, more than any ledger manifest (altered)", m.len()),
-            ));
-        }
+    if let Ok(m) = dir.join(LEDGER_MANIFEST).symlink_metadata()
+        && m.is_file()
+        && m.len() > MAX_MANIFEST_BYTES
+    {
+        return Err(file_error(
+            LEDGER_MANIFEST,
+            format!("{} bytes, more than any ledger manifest (altered)", m.len()),
+        ));
     }
-    let manifest =
-        std::fs::read(dir.join(LEDGER_MANIFEST)).map_err(|e| LedgerDirError::NotALedger {
-            path: dir.display().to_string(),
-            reason: format!("no readable {LEDGER_MANIFEST} ({e})"),
-        })?;
+    // A missing manifest is no ledger; any other failure is the file's.
+    let manifest = match dir.join(LEDGER_MANIFEST).symlink_metadata() {
+        Ok(_) => read_regular(dir, LEDGER_MANIFEST, None)?,
+        Err(e) => {
+            return Err(LedgerDirError::NotALedger {
+                path: dir.display().to_string(),
+                reason: format!("no readable {LEDGER_MANIFEST} ({e})"),
+            });
+        }
+    };
     // The sizes the manifest states, when it reads as one: a table of another size is
     // refused before it is read (a sparse or huge file would be read whole).
     let stated: HashMap<String, u64> = serde_json::from_slice::<LedgerManifest>(&manifest)
         .map(|m| m.files.into_iter().map(|f| (f.path, f.bytes)).collect())
         .unwrap_or_default();
-    let read = |file: &str| {
-        let path = dir.join(file);
-        // Not followed: a link, FIFO or device could block, or never end.
-        match path.symlink_metadata() {
-            Ok(m) if !m.is_file() => Err(file_error(
-                file,
-                "not a regular file (a link, FIFO or device; a run writes none)",
-            )),
-            Ok(m) if stated.get(file).is_some_and(|&b| b != m.len()) => Err(file_error(
-                file,
-                "its size or SHA-256 differs from the manifest's (altered)",
-            )),
-            _ => std::fs::read(&path).map_err(|e| file_error(file, format!("cannot read ({e})"))),
-        }
-    };
+    let read = |file: &str| read_regular(dir, file, stated.get(file).copied());
     Ok(LedgerFiles {
         manifest,
         blocks: read(BLOCKS_FILE)?,
         transactions: read(TRANSACTIONS_FILE)?,
     })
+}
+
+/// The bytes of the file `file` in `dir`, read only when it is a regular file (not
+/// followed: a link, FIFO or device could block, or never end) of size `size` when one is
+/// stated (a sparse or huge file would otherwise be read whole).
+fn read_regular(
+    dir: &Path,
+    file: &str,
+    size: Option<u64>,
+) -> std::result::Result<Vec<u8>, LedgerDirError> {
+    let path = dir.join(file);
+    match path.symlink_metadata() {
+        Ok(m) if !m.is_file() => Err(file_error(
+            file,
+            "not a regular file (a link, FIFO or device; a run writes none)",
+        )),
+        Ok(m) if size.is_some_and(|b| b != m.len()) => Err(file_error(
+            file,
+            "its size or SHA-256 differs from the manifest's (altered)",
+        )),
+        _ => std::fs::read(&path).map_err(|e| file_error(file, format!("cannot read ({e})"))),
+    }
 }
 
 /// The largest `ledger.json` read: written ones are under a kilobyte.
@@ -526,18 +534,10 @@ pub fn verify_ledger_dir(
     extent: Extent,
 ) -> std::result::Result<LedgerCheck, LedgerDirError> {
     let check = verify_ledger_files(&read_ledger_files(dir)?, anchor, extent)?;
-    let hourly = dir.join(HOURLY_FILE);
     if extent == Extent::Day
-        && (hourly.symlink_metadata().is_ok() || super::run_lists(dir, HOURLY_FILE))
+        && (dir.join(HOURLY_FILE).symlink_metadata().is_ok() || super::run_lists(dir, HOURLY_FILE))
     {
-        let bytes = match hourly.symlink_metadata() {
-            Ok(m) if !m.is_file() => Err(file_error(
-                HOURLY_FILE,
-                "not a regular file (a link, FIFO or device; a run writes none)",
-            )),
-            _ => std::fs::read(&hourly)
-                .map_err(|e| file_error(HOURLY_FILE, format!("cannot read ({e})"))),
-        }?;
+        let bytes = read_regular(dir, HOURLY_FILE, None)?;
         check_hourly_table(&bytes, &check.settlements)?;
     }
     Ok(check)
@@ -582,7 +582,9 @@ pub fn check_hourly_table(
             ("price", price.value(row), s.price),
             ("exchange_mw", exchange.value(row), signed),
         ] {
-            if found.to_bits() != committed.to_bits() && found != committed {
+            // Settlements are finite (the replay checks it), so `!=` is the bits' test
+            // but for the sign of a zero exchange, which the settlement does not carry.
+            if found != committed {
                 return Err(LedgerDirError::Outputs {
                     file: HOURLY_FILE.to_string(),
                     reason: format!(

@@ -720,7 +720,9 @@ fn a_closed_standard_output_is_not_a_panic() {
 /// 0.12 $/MWh apart), which the column once reported as 0.
 #[test]
 fn limit_duals_satisfy_the_hourly_clearing_kkt_conditions() {
-    use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type};
+    use arrow::record_batch::RecordBatch;
     let repo = |p: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
     let mut scenarios = vec![("rts24".to_string(), Scenario::default())];
     for (case, bus) in [("case39.m", 4), ("case118.m", 11)] {
@@ -735,62 +737,46 @@ fn limit_duals_satisfy_the_hourly_clearing_kkt_conditions() {
         let day = market::run_day(&m, false).expect("day");
         let units = p2pmarket::output::network::units_table(&day).expect("units");
         let buses = p2pmarket::output::network::buses_table(&day).expect("buses");
-        let col =
-            |t: &arrow::record_batch::RecordBatch, n: &str| t.column_by_name(n).unwrap().clone();
-        let (bs, bh, bb, bl) = (
-            col(&buses, "solution"),
-            col(&buses, "hour"),
-            col(&buses, "bus"),
-            col(&buses, "lmp"),
-        );
-        let (bs, bh, bb, bl) = (
-            bs.as_any().downcast_ref::<StringArray>().unwrap(),
-            bh.as_any().downcast_ref::<Int64Array>().unwrap(),
-            bb.as_any().downcast_ref::<Int64Array>().unwrap(),
-            bl.as_any().downcast_ref::<Float64Array>().unwrap(),
-        );
-        let lmp: std::collections::HashMap<(String, i64, i64), f64> = (0..buses.num_rows())
-            .map(|i| {
-                (
-                    (bs.value(i).to_string(), bh.value(i), bb.value(i)),
-                    bl.value(i),
-                )
-            })
-            .collect();
-        let f = |n: &str| {
-            col(&units, n)
-                .as_any()
-                .downcast_ref::<Float64Array>()
+        let f64s = |t: &RecordBatch, n: &str| {
+            t.column_by_name(n)
                 .unwrap()
+                .as_primitive::<Float64Type>()
                 .values()
                 .to_vec()
         };
-        let i = |n: &str| {
-            col(&units, n)
-                .as_any()
-                .downcast_ref::<Int64Array>()
+        let i64s = |t: &RecordBatch, n: &str| {
+            t.column_by_name(n)
                 .unwrap()
+                .as_primitive::<Int64Type>()
                 .values()
                 .to_vec()
         };
-        let sol = col(&units, "solution");
-        let sol = sol.as_any().downcast_ref::<StringArray>().unwrap();
-        let (hour, bus) = (i("hour"), i("bus"));
+        let strs = |t: &RecordBatch, n: &str| -> Vec<String> {
+            let c = t.column_by_name(n).unwrap().as_string::<i32>();
+            c.iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        let keys = |t: &RecordBatch| {
+            let (s, h, b) = (strs(t, "solution"), i64s(t, "hour"), i64s(t, "bus"));
+            (0..t.num_rows()).map(move |r| (s[r].clone(), h[r], b[r]))
+        };
+        let lmp: std::collections::HashMap<(String, i64, i64), f64> =
+            keys(&buses).zip(f64s(&buses, "lmp")).collect();
         let (p, mc, lo, hi, dual) = (
-            f("dispatch_mw"),
-            f("marginal_cost"),
-            f("pmin_mw"),
-            f("pmax_mw"),
-            f("limit_dual"),
+            f64s(&units, "dispatch_mw"),
+            f64s(&units, "marginal_cost"),
+            f64s(&units, "pmin_mw"),
+            f64s(&units, "pmax_mw"),
+            f64s(&units, "limit_dual"),
         );
-        for r in 0..units.num_rows() {
-            if sol.value(r) != "hourly_ref" {
+        for (r, key) in keys(&units).enumerate() {
+            if key.0 != "hourly_ref" {
                 continue;
             }
-            let gap = lmp[&(sol.value(r).to_string(), hour[r], bus[r])] - mc[r];
+            let hour = key.1;
+            let gap = lmp[&key] - mc[r];
             let what = format!(
-                "{name}, hour {}, row {r}: P {} in [{}, {}], LMP - MC {gap}, dual {}",
-                hour[r], p[r], lo[r], hi[r], dual[r]
+                "{name}, hour {hour}, row {r}: P {} in [{}, {}], LMP - MC {gap}, dual {}",
+                p[r], lo[r], hi[r], dual[r]
             );
             let near = (p[r] - lo[r]).min(hi[r] - p[r]);
             if near > 1e-4 {
