@@ -253,6 +253,15 @@ pub enum Error {
         /// Why it is refused and what to do instead.
         reason: String,
     },
+    /// A directory `p2pmarket finalize DIR` cannot seal: not a sharded job's, or one whose
+    /// tasks did not all finish.
+    #[error("directory to seal (DIR) {path}: {reason}")]
+    SealDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why it cannot be sealed and what to do instead.
+        reason: String,
+    },
     /// Parquet/Arrow encoding failure.
     #[error("writing {context}: {message}")]
     Output {

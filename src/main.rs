@@ -405,7 +405,8 @@ impl From<Error> for Failure {
             | Error::Scenario { .. }
             | Error::Matpower { .. }
             | Error::InputFile { .. }
-            | Error::OutputDir { .. } => Failure::BadInput(e),
+            | Error::OutputDir { .. }
+            | Error::SealDir { .. } => Failure::BadInput(e),
             other => Failure::Env(other),
         }
     }

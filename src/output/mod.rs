@@ -248,6 +248,15 @@ pub(crate) fn resolve_out(out_dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// [`resolve_out`] for `p2pmarket finalize DIR`: its refusals name `DIR`
+/// ([`Error::SealDir`]), the argument it is.
+pub(crate) fn resolve_sealed(dir: &Path) -> Result<PathBuf> {
+    resolve_out(dir).map_err(|e| match e {
+        Error::OutputDir { path, reason } => Error::SealDir { path, reason },
+        other => other,
+    })
+}
+
 /// Whether `name`, in an output directory, is the tool's lock or one of its temporary
 /// files (which do not make a directory non-empty).
 fn is_transient(name: &str) -> bool {

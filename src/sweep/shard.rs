@@ -553,13 +553,13 @@ pub struct FinalizeReport {
 /// the sha256 listed, that no other part file lies in the tables; then writes
 /// `manifest.json` (atomically), as an unsharded run of the sweep would, its `adapters`
 /// listing every device that computed a part. Any failure names what is wrong (all the
-/// missing parts) and writes nothing ([`Error::OutputDir`]).
+/// missing parts) and writes nothing ([`Error::SealDir`]).
 pub fn finalize(out: &Path) -> Result<FinalizeReport> {
     use crate::output::lock::{Lock, LockMode};
     let shown = out;
-    let out = &crate::output::resolve_out(out)?;
+    let out = &crate::output::resolve_sealed(out)?;
     if !out.is_dir() {
-        return Err(Error::OutputDir {
+        return Err(Error::SealDir {
             path: shown.to_path_buf(),
             reason: "it is not a directory: no sweep ran there".into(),
         });
@@ -577,7 +577,7 @@ pub fn finalize(out: &Path) -> Result<FinalizeReport> {
 }
 
 fn finalize_locked(out: &Path, shown: &Path) -> Result<FinalizeReport> {
-    let refuse = |reason: String| Error::OutputDir {
+    let refuse = |reason: String| Error::SealDir {
         path: shown.to_path_buf(),
         reason,
     };

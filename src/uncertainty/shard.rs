@@ -718,8 +718,8 @@ pub fn is_study_dir(out: &Path) -> bool {
 /// `samples/`; then reduces the parts in sample order. Any failure names what is wrong
 /// (every missing part) and nothing is written; the caller writes the outputs.
 pub fn finalize(out_dir: &Path) -> Result<SealedStudy> {
-    let out = &crate::output::resolve_out(out_dir)?;
-    let refuse = |reason: String| Error::OutputDir {
+    let out = &crate::output::resolve_sealed(out_dir)?;
+    let refuse = |reason: String| Error::SealDir {
         path: out_dir.to_path_buf(),
         reason,
     };

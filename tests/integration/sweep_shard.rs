@@ -165,7 +165,7 @@ fn finalize_with_parts_missing_names_them_and_writes_nothing() {
     let missing = part_files(&s, 2, 3);
     assert!(!missing.is_empty());
     match finalize(out.path()) {
-        Err(Error::OutputDir { reason, .. }) => {
+        Err(Error::SealDir { reason, .. }) => {
             for f in &missing {
                 assert!(reason.contains(f.as_str()), "{f} not named: {reason}");
             }
@@ -187,7 +187,7 @@ fn finalize_with_parts_missing_names_them_and_writes_nothing() {
     std::fs::remove_file(out.path().join(&lost)).unwrap();
     let before = file_bytes(out.path());
     match finalize(out.path()) {
-        Err(Error::OutputDir { reason, .. }) => assert!(reason.contains(&lost), "{reason}"),
+        Err(Error::SealDir { reason, .. }) => assert!(reason.contains(&lost), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(file_bytes(out.path()), before);
@@ -426,6 +426,11 @@ fn cli_shards_from_flag_or_scheduler_and_finalize() {
     let (code, text) = run_cli(bin().arg("finalize").arg(&out));
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("shard 1/2"), "{text}");
+    // Named as finalize's argument, not as a task's --out.
+    assert!(
+        text.contains("directory to seal (DIR)") && !text.contains("--out"),
+        "{text}"
+    );
     assert!(!out.join(MANIFEST_NAME).exists());
     let mut c = bin();
     sweep_cmd(&mut c);

@@ -803,6 +803,10 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
     let (code, text) = finalize(&sharded);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("1/3"), "{text}");
+    assert!(
+        text.contains("directory to seal (DIR)") && !text.contains("--out"),
+        "{text}"
+    );
     assert_eq!(
         file_bytes(&sharded),
         before,
