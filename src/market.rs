@@ -360,6 +360,29 @@ impl Market {
         } else {
             String::new()
         };
+        // A shifter's fixed flow can make a load unservable that the case serves without
+        // it: name them (a few, and the count of the rest) with MATPOWER's Pfinj.
+        const SHOWN: usize = 4;
+        let shifters = self.grid.phase_shifters();
+        let shifters = match shifters.len() {
+            0 => String::new(),
+            n => {
+                let mut listed: Vec<String> = shifters
+                    .iter()
+                    .take(SHOWN)
+                    .map(|(row, mw)| format!("{row} (Pfinj {mw:.3} MW)"))
+                    .collect();
+                if n > SHOWN {
+                    listed.push(format!("{} more", n - SHOWN));
+                }
+                let (s, its) = if n == 1 { ("", "its") } else { ("s", "their") };
+                format!(
+                    ", with the phase shifter{s} of mpc.branch row{s} {} at {its} fixed \
+                     angle{s}",
+                    listed.join(", ")
+                )
+            }
+        };
         let exchange = pcc.map_or(String::new(), |(bus, tie)| {
             format!(", nor with any exchange within the tie (+-{tie} MW) at the PCC, bus {bus}")
         });
@@ -369,7 +392,7 @@ impl Market {
             format!(
                 "a load the network can serve: at hour {h} no dispatch of the committed units \
                  meets the system load {:.3} MW{shunts} within their limits and the line \
-                 ratings{exchange}",
+                 ratings{shifters}{exchange}",
                 self.system_load_mw[h]
             ),
         )

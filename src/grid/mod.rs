@@ -215,6 +215,17 @@ impl SmartGrid {
         self.units.iter().map(|u| u.c0).sum()
     }
 
+    /// The in-service phase shifters, each as `(mpc.branch row, 1-based; its fixed flow,
+    /// MW)`, in case order.
+    pub fn phase_shifters(&self) -> Vec<(usize, f64)> {
+        self.network
+            .branches()
+            .iter()
+            .filter(|b| b.shift_flow_mw != 0.0)
+            .map(|b| (b.case_row + 1, b.shift_flow_mw))
+            .collect()
+    }
+
     /// Total constant shunt load, MW.
     pub fn shunt_load_total_mw(&self) -> f64 {
         self.shunt_load_mw.iter().sum()

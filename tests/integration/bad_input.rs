@@ -1138,3 +1138,37 @@ fn a_load_no_dispatch_serves_names_the_load_and_its_shunts() {
         }
     }
 }
+
+/// A phase shifter whose fixed flow leaves no feasible dispatch (case30, 30 degrees on
+/// branch 1-2, x = 0.06: Pfinj = -100 / 0.06 * pi / 6 = -872.665 MW) is named with the
+/// load; with the shifter at 0 degrees the same load is served.
+#[test]
+fn a_load_no_dispatch_serves_names_the_phase_shifters() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(library_cases("case30")).expect("case30");
+    let row = "\t1\t2\t0.02\t0.06\t0.03\t130\t130\t130\t0\t0\t";
+    assert!(text.contains(row));
+    let market_with = |shift: &str| {
+        let case = tmp.path().join(format!("shift{shift}.m"));
+        let shifted = row.replace("\t0\t0\t", &format!("\t0\t{shift}\t"));
+        std::fs::write(&case, text.replace(row, &shifted)).expect("write");
+        let mut s = Scenario::default();
+        s.grid.case_file = Some(case);
+        Market::from_scenario(&s)
+    };
+    market_with("0").expect("case30 serves its load without the shifter");
+    let e = market_with("30").expect_err("unservable").to_string();
+    assert!(
+        e.starts_with(
+            "invalid value for `load.scale`: 1 (allowed: a load the network can serve: at hour 0 "
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "line ratings, with the phase shifter of mpc.branch row 1 (Pfinj -872.665 MW) at its \
+             fixed angle, nor with any exchange"
+        ),
+        "{e}"
+    );
+}
