@@ -511,7 +511,10 @@ fn run(plan: &RunPlan<'_>) -> Result<(), Failure> {
             "\"defended\" with --ledger and [[attack]] tables (an undefended attack's messages bypass the ledger)",
         )));
     }
-    let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
+    let out_options = p2pmarket::output::RunOutputOptions {
+        force: plan.force,
+        writer: p2pmarket::output::OutputWriter::Run,
+    };
     // Before any computing: a directory that may not be written is refused at once.
     p2pmarket::output::check_run_out(plan.out, out_options)?;
     let market = Market::from_scenario(&scenario)?;
@@ -872,9 +875,13 @@ fn uncertainty(plan: &UncertaintyPlan<'_>) -> Result<(), Failure> {
             "none: the uncertainty study negotiates attack-free days (attacks run with `run` or as attack.* sweep parameters)",
         )));
     }
-    let out_options = p2pmarket::output::RunOutputOptions { force: plan.force };
+    let out_options = p2pmarket::output::RunOutputOptions {
+        force: plan.force,
+        writer: p2pmarket::output::OutputWriter::Uncertainty,
+    };
     if plan.shard.is_none() {
         p2pmarket::output::check_run_out(plan.out, out_options)?;
+        p2pmarket::uncertainty::shard::refuse_sharded_study(plan.out)?;
     }
     let market = Market::from_scenario(&scenario)?;
     let backend = p2pmarket::engine::open_backend(plan.backend, plan.precision, plan.adapter)
@@ -1060,7 +1067,10 @@ fn finalize_study(dir: &Path, figures: &p2pmarket::output::FigureOptions) -> Res
     );
     // The directory holds the study's parts and manifests, which are not a run's files:
     // they are written beside, never replaced.
-    let options = p2pmarket::output::RunOutputOptions { force: true };
+    let options = p2pmarket::output::RunOutputOptions {
+        force: true,
+        writer: p2pmarket::output::OutputWriter::Uncertainty,
+    };
     let files = write_study_dir(
         dir,
         options,
@@ -1300,7 +1310,10 @@ fn attack_figures(
     figures: &p2pmarket::output::FigureOptions,
 ) -> Result<(), Failure> {
     use p2pmarket::output::attack_figures::{read_attack_rows, write_attack_figures};
-    let options = p2pmarket::output::RunOutputOptions { force };
+    let options = p2pmarket::output::RunOutputOptions {
+        force,
+        writer: p2pmarket::output::OutputWriter::AttackFigures,
+    };
     p2pmarket::output::check_run_out(out, options)?;
     let rows = read_attack_rows(sweep)?;
     let files = p2pmarket::output::publish_dir_with(out, options, &mut say_waiting, &mut |sink| {

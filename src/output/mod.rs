@@ -89,10 +89,55 @@ pub const LOCK_NAME: &str = ".p2pmarket.lock";
 /// `written_by` of a run's marker.
 const RUN_WRITTEN_BY: &str = "p2pmarket run";
 
+/// The command that writes an output directory, named in its marker's `written_by`: a
+/// command writes into a previous output of its own, and treats another command's output
+/// as a directory of files it did not write (refused without `--force`), so that
+/// `uncertainty --out` of a run's directory cannot replace the run's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputWriter {
+    /// `p2pmarket run`.
+    #[default]
+    Run,
+    /// `p2pmarket uncertainty` (and `finalize` of a sharded study).
+    Uncertainty,
+    /// `p2pmarket attack-figures`.
+    AttackFigures,
+}
+
+impl OutputWriter {
+    /// The marker's `written_by`.
+    pub fn written_by(self) -> &'static str {
+        match self {
+            OutputWriter::Run => RUN_WRITTEN_BY,
+            OutputWriter::Uncertainty => "p2pmarket uncertainty",
+            OutputWriter::AttackFigures => "p2pmarket attack-figures",
+        }
+    }
+
+    /// The writer of a marker. Markers written before they named the command say
+    /// `p2pmarket run` for every command's output: a run's always lists `summary.json`, a
+    /// study's `study.json`, and attack figures' neither.
+    fn of(m: &RunMarker) -> Option<OutputWriter> {
+        let lists = |name: &str| m.files.iter().any(|f| f == name);
+        [
+            OutputWriter::Run,
+            OutputWriter::Uncertainty,
+            OutputWriter::AttackFigures,
+        ]
+        .into_iter()
+        .find(|w| w.written_by() == m.written_by)
+        .map(|w| match w {
+            OutputWriter::Run if lists("study.json") => OutputWriter::Uncertainty,
+            OutputWriter::Run if !lists("summary.json") => OutputWriter::AttackFigures,
+            w => w,
+        })
+    }
+}
+
 /// The content of [`RUN_MARKER`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RunMarker {
-    /// Always [`RUN_WRITTEN_BY`].
+    /// The command that wrote the files ([`OutputWriter::written_by`]).
     written_by: String,
     /// Version of the crate that wrote the files.
     version: String,
@@ -103,9 +148,9 @@ struct RunMarker {
 }
 
 impl RunMarker {
-    fn new(files: Vec<String>, complete: bool) -> Self {
+    fn new(writer: OutputWriter, files: Vec<String>, complete: bool) -> Self {
         RunMarker {
-            written_by: RUN_WRITTEN_BY.into(),
+            written_by: writer.written_by().into(),
             version: env!("CARGO_PKG_VERSION").into(),
             complete,
             files,
@@ -126,7 +171,9 @@ pub fn run_lists(dir: &Path, name: &str) -> bool {
     std::fs::read(dir.join(RUN_MARKER))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RunMarker>(&bytes).ok())
-        .is_some_and(|m| m.written_by == RUN_WRITTEN_BY && m.files.iter().any(|f| f == name))
+        .is_some_and(|m| {
+            OutputWriter::of(&m) == Some(OutputWriter::Run) && m.files.iter().any(|f| f == name)
+        })
 }
 
 /// How a run may use an output directory.
@@ -135,6 +182,8 @@ pub struct RunOutputOptions {
     /// Also write into a non-empty directory that is not a previous run's output. Files the
     /// tool did not write are still never deleted or overwritten (a name clash is refused).
     pub force: bool,
+    /// The command writing (whose previous outputs it may replace).
+    pub writer: OutputWriter,
 }
 
 /// What an output directory holds.
@@ -268,8 +317,8 @@ fn is_plain(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\'])
 }
 
-/// What the directory `out` (resolved) holds.
-fn inspect(out: &Path) -> Result<DirState> {
+/// What the directory `out` (resolved) holds, for the command `writer`.
+fn inspect(out: &Path, writer: OutputWriter) -> Result<DirState> {
     if !out.is_dir() {
         return Ok(DirState::Missing);
     }
@@ -286,13 +335,23 @@ fn inspect(out: &Path) -> Result<DirState> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<RunMarker>(&b).map_err(|e| e.to_string()));
         match parsed {
-            Ok(m) if m.written_by == RUN_WRITTEN_BY && m.files.iter().all(|f| is_plain(f)) => {
+            Ok(m)
+                if OutputWriter::of(&m) == Some(writer) && m.files.iter().all(|f| is_plain(f)) =>
+            {
                 return Ok(DirState::PreviousRun(m));
             }
-            Ok(m) if m.written_by == RUN_WRITTEN_BY => {
+            Ok(m) if OutputWriter::of(&m) == Some(writer) => {
                 marker = Some(format!("its {RUN_MARKER} lists paths, not file names"))
             }
-            Ok(m) => marker = Some(format!("its {RUN_MARKER} names {:?}", m.written_by)),
+            Ok(m) => match OutputWriter::of(&m) {
+                Some(other) => {
+                    marker = Some(format!(
+                        "it is an output of `{}`, by its {RUN_MARKER}",
+                        other.written_by()
+                    ))
+                }
+                None => marker = Some(format!("its {RUN_MARKER} names {:?}", m.written_by)),
+            },
             Err(e) => marker = Some(format!("its {RUN_MARKER} cannot be read: {e}")),
         }
     }
@@ -300,8 +359,13 @@ fn inspect(out: &Path) -> Result<DirState> {
     Ok(DirState::Foreign { sample, marker })
 }
 
-/// The refusal of a directory holding files a run did not write.
-fn foreign_refusal(out: &Path, sample: &[String], marker: Option<&str>) -> Error {
+/// The refusal of a directory holding files the command `writer` did not write.
+fn foreign_refusal(
+    out: &Path,
+    writer: OutputWriter,
+    sample: &[String],
+    marker: Option<&str>,
+) -> Error {
     let shown: Vec<&str> = sample.iter().take(5).map(String::as_str).collect();
     let more = if sample.len() > shown.len() {
         ", ..."
@@ -311,10 +375,11 @@ fn foreign_refusal(out: &Path, sample: &[String], marker: Option<&str>) -> Error
     Error::OutputDir {
         path: out.to_path_buf(),
         reason: format!(
-            "it holds files p2pmarket did not write ({}{more}) and is not a previous output of \
-             `p2pmarket run` ({}); nothing was written. Choose a new or empty directory, or \
-             pass --force to write beside those files (they are never deleted or overwritten)",
+            "it holds files this command did not write ({}{more}) and is not a previous output \
+             of `{}` ({}); nothing was written. Choose a new or empty directory, or pass \
+             --force to write beside those files (they are never deleted or overwritten)",
             shown.join(", "),
+            writer.written_by(),
             marker.unwrap_or(&format!("it has no {RUN_MARKER}")),
         ),
     }
@@ -325,10 +390,13 @@ fn foreign_refusal(out: &Path, sample: &[String], marker: Option<&str>) -> Error
 /// computing; [`write_run_with`] checks again under the directory's lock.
 pub fn check_run_out(out_dir: &Path, options: RunOutputOptions) -> Result<()> {
     let out = resolve_out(out_dir)?;
-    match inspect(&out)? {
-        DirState::Foreign { sample, marker } if !options.force => {
-            Err(foreign_refusal(out_dir, &sample, marker.as_deref()))
-        }
+    match inspect(&out, options.writer)? {
+        DirState::Foreign { sample, marker } if !options.force => Err(foreign_refusal(
+            out_dir,
+            options.writer,
+            &sample,
+            marker.as_deref(),
+        )),
         _ => Ok(()),
     }
 }
@@ -404,7 +472,8 @@ pub fn publish_dir_with(
     let names = {
         let mut sink = DirSink::new(&staging.path);
         let names = write(&mut sink)?;
-        sink.write_bytes(RUN_MARKER, &RunMarker::new(names.clone(), true).to_bytes()?)?;
+        let marker = RunMarker::new(options.writer, names.clone(), true);
+        sink.write_bytes(RUN_MARKER, &marker.to_bytes()?)?;
         names
     };
     // An existing directory, even an empty one, is written into rather than replaced: it
@@ -523,10 +592,15 @@ fn replace_in_place(
         ))
     })?;
     let result = (|| {
-        let owned = match inspect(out)? {
+        let owned = match inspect(out, options.writer)? {
             DirState::PreviousRun(m) => m.files,
             DirState::Foreign { sample, marker } if !options.force => {
-                return Err(foreign_refusal(shown, &sample, marker.as_deref()));
+                return Err(foreign_refusal(
+                    shown,
+                    options.writer,
+                    &sample,
+                    marker.as_deref(),
+                ));
             }
             _ => Vec::new(),
         };
@@ -543,7 +617,7 @@ fn replace_in_place(
             return Err(Error::OutputDir {
                 path: shown.to_path_buf(),
                 reason: format!(
-                    "it holds {} that p2pmarket did not write and a run would overwrite; \
+                    "it holds {} that this command did not write and would overwrite; \
                      nothing was written. Move them away or choose another directory",
                     clashes.join(", ")
                 ),
@@ -551,7 +625,8 @@ fn replace_in_place(
         }
         let mut all: Vec<String> = names.to_vec();
         all.extend(owned.iter().filter(|o| !names.contains(o)).cloned());
-        write_atomic(out, RUN_MARKER, &RunMarker::new(all, false).to_bytes()?)?;
+        let marker = RunMarker::new(options.writer, all, false);
+        write_atomic(out, RUN_MARKER, &marker.to_bytes()?)?;
         for n in names {
             std::fs::rename(staging.join(n), out.join(n))
                 .map_err(|e| Error::io(format!("moving {n} into {}", out.display()), e))?;
@@ -565,7 +640,7 @@ fn replace_in_place(
         write_atomic(
             out,
             RUN_MARKER,
-            &RunMarker::new(names.to_vec(), true).to_bytes()?,
+            &RunMarker::new(options.writer, names.to_vec(), true).to_bytes()?,
         )
     })();
     lock.release_and_remove();
@@ -703,7 +778,10 @@ mod tests {
             "{r:?}"
         );
         // With --force, a name clash with a foreign file is still refused.
-        let forced = RunOutputOptions { force: true };
+        let forced = RunOutputOptions {
+            force: true,
+            ..RunOutputOptions::default()
+        };
         let run = |out: &Path| {
             write_run_with(
                 out,

@@ -23,7 +23,7 @@ use crate::uncertainty::study::{
 /// | column | type | unit / meaning |
 /// |---|---|---|
 /// | `method` | utf8 | `ut_paper`, `ut_julier`, `ut_merwe`, `mc`, `qmc_sobol`, `lhs` |
-/// | `quantity` | utf8 | see [`QUANTITIES`]: MW, $/MWh or $/h (day: MWh, mean $/MWh, $) |
+/// | `quantity` | utf8 | see [`QUANTITIES`]: MW, $/MWh or $/h (day: MWh, mean $/MWh, $; `clearing_error_mw`: the largest \|error\|, MW) |
 /// | `hour` | int64, null | 0..23, null for the day |
 /// | `runs` | int64 | runs the statistic is over |
 /// | `mean` | float64 | the quantity's unit |
@@ -185,11 +185,11 @@ pub fn report_markdown(result: &StudyResult, samples: u64) -> String {
             let e = ut_errors(result, ut, reference, q);
             let _ = writeln!(
                 s,
-                "| {ut} | {q} | {:.3e} | {:.3e} | {} | {:.3e} | {} | {} |",
+                "| {ut} | {q} | {:.3e} | {:.3e} | {} | {} | {} | {} |",
                 e.mean_abs,
                 e.mean_rel,
                 ratio(e.mean_ci),
-                e.std_abs,
+                e.std_abs.map_or("-".into(), |d| format!("{d:.3e}")),
                 e.std_rel.map_or("-".into(), |r| format!("{r:.3e}")),
                 ratio(e.std_ci)
             );
@@ -252,8 +252,9 @@ pub struct UtErrors {
     /// Largest |mean error| / the reference mean's 95 % CI half-width, over the hours
     /// whose reference std is above [`NOISE_STD`]; `None` when there is none.
     pub mean_ci: Option<f64>,
-    /// Largest |std error|, the quantity's unit (hours where the UT has a std).
-    pub std_abs: f64,
+    /// Largest |std error|, the quantity's unit, over the hours where both the UT and the
+    /// reference have a std; `None` when there is none (e.g. a 1-sample reference).
+    pub std_abs: Option<f64>,
     /// Largest |std error| / reference std, over the hours whose reference std is above
     /// [`NOISE_STD`]; `None` when there is none.
     pub std_rel: Option<f64>,
@@ -285,7 +286,7 @@ pub fn ut_errors(result: &StudyResult, ut: &str, reference: &str, quantity: &str
         }
         if let (Some(us), Some(rs)) = (u.std, r.std) {
             let d = (us - rs).abs();
-            e.std_abs = e.std_abs.max(d);
+            most(&mut e.std_abs, d);
             if spread {
                 most(&mut e.std_rel, d / rs);
                 if let Some(w) = r.std_half_width.filter(|&w| w > 0.0) {
@@ -351,8 +352,11 @@ pub fn tails_table(result: &StudyResult) -> Result<RecordBatch> {
 const COARSE_BINS: usize = 128;
 
 /// A histogram's bins merged into `COARSE_BINS` (exact: each coarse bin is the sum of
-/// whole fine bins), as (lower, upper, count), with the underflow as [min, lo] and the
-/// overflow as [hi, max] when they hold samples.
+/// whole fine bins), as (lower, upper, count), with the underflow as [min, lo) and the
+/// overflow as (hi, max] when they hold samples. Each bin counts the samples in
+/// [lower, upper), but the last bin of [lo, hi] is closed at hi (as the accumulator's
+/// last fine bin) and the overflow row holds the samples above hi, the largest at its
+/// upper end.
 pub fn coarse_bins(h: &HistogramRow) -> Vec<(f64, f64, u64)> {
     let fine = &h.counts[1..h.counts.len() - 1];
     let group = fine.len().div_ceil(COARSE_BINS).max(1);
@@ -376,7 +380,10 @@ pub fn coarse_bins(h: &HistogramRow) -> Vec<(f64, f64, u64)> {
 
 /// The columns of `histograms.parquet`, one row per bin (see [`coarse_bins`]):
 /// `method`, `quantity`, `hour` (null: the day), `bin_lo`, `bin_hi` (the quantity's unit)
-/// and `count` (samples in [bin_lo, bin_hi); the counts of a histogram sum to its runs).
+/// and `count` (samples in [bin_lo, bin_hi), except in the range's last bin, closed at its
+/// bin_hi, and in the overflow row after it, (bin_lo, bin_hi] with bin_hi the largest
+/// sample; the underflow row starts at the smallest sample; the counts of a histogram sum
+/// to its runs).
 pub fn histograms_table(result: &StudyResult) -> Result<RecordBatch> {
     let mut rows = Vec::new();
     for h in &result.histograms {
@@ -815,6 +822,12 @@ mod tests {
             stat("ut_paper", "price", 2, 10.0, 0.0, 0.0, 0.0),
             stat("mc", "clearing_error_mw", 0, 1e-12, 1e-13, 2e-14, 1e-14),
             stat("ut_paper", "clearing_error_mw", 0, 3e-11, 5e-13, 0.0, 0.0),
+            // A reference without a std (one sample): no std error at all, not 0.
+            StatRow {
+                std: None,
+                ..stat("mc", "wind_mw", 0, 50.0, 0.0, 0.0, 0.0)
+            },
+            stat("ut_paper", "wind_mw", 0, 52.0, 3.0, 0.0, 0.0),
         ];
         let result = StudyResult {
             rows,
@@ -835,12 +848,12 @@ mod tests {
         // Hour 0: 0.3 / 0.1; hour 1: 0.01 / 0.05.
         assert!(close(e.mean_ci.unwrap(), 3.0), "{e:?}");
         // Hour 0: 0.1 (0.05 of 2, 2.0 half-widths); hour 1: 0.1 (0.1 of 1, 5.0).
-        assert!(close(e.std_abs, 0.1), "{e:?}");
+        assert!(close(e.std_abs.unwrap(), 0.1), "{e:?}");
         assert!(close(e.std_rel.unwrap(), 0.1), "{e:?}");
         assert!(close(e.std_ci.unwrap(), 5.0), "{e:?}");
         let c = ut_errors(&result, "ut_paper", "mc", "clearing_error_mw");
         assert!(
-            close(c.mean_abs, 2.9e-11) && close(c.std_abs, 4e-13),
+            close(c.mean_abs, 2.9e-11) && close(c.std_abs.unwrap(), 4e-13),
             "{c:?}"
         );
         assert_eq!(
@@ -848,7 +861,13 @@ mod tests {
             (None, None, None),
             "{c:?}"
         );
+        let w = ut_errors(&result, "ut_paper", "mc", "wind_mw");
+        assert!(close(w.mean_abs, 2.0) && w.std_abs.is_none(), "{w:?}");
         let report = report_markdown(&result, 100);
+        assert!(
+            report.contains("| ut_paper | wind_mw | 2.000e0 | 4.000e-2 | - | - | - | - |"),
+            "{report}"
+        );
         assert!(
             report.contains(
                 "| ut_paper | price | 3.000e-1 | 7.500e-3 | 3.00 | 1.000e-1 | 1.000e-1 | 5.00 |"

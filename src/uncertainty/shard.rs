@@ -216,6 +216,8 @@ fn output_column(quantity: &str, hour: Option<u32>) -> String {
 fn output_unit(quantity: &str, day: bool) -> &'static str {
     match (quantity, day) {
         ("price", _) => "$/MWh",
+        // The day's value is the largest error of its hours, not a sum.
+        ("clearing_error_mw", _) => "MW",
         (q, false) if q.ends_with("_cost") => "$/h",
         (q, true) if q.ends_with("_cost") => "$",
         (_, false) => "MW",
@@ -266,7 +268,13 @@ pub fn part_schema() -> SchemaRef {
             output_unit(quantity, hour.is_none()),
             &match hour {
                 Some(h) => format!("{quantity} at hour {h}"),
-                None => format!("{quantity} over the day"),
+                None => match quantity {
+                    "price" => "mean price over the day's hours".to_string(),
+                    "clearing_error_mw" => {
+                        "largest |clearing_error_mw| over the day's hours".to_string()
+                    }
+                    _ => format!("{quantity} summed over the day's hours"),
+                },
             },
         ));
     }
@@ -712,6 +720,23 @@ pub fn is_study_dir(out: &Path) -> bool {
     out.join(SPEC_NAME).is_file()
 }
 
+/// Refuses (exit 2), even with `--force`, a study run in one process into `out` when it
+/// holds a sharded study: its outputs would sit beside the other study's spec and parts,
+/// and `finalize` would later put that study's back.
+pub fn refuse_sharded_study(out: &Path) -> Result<()> {
+    if is_study_dir(out) {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            reason: format!(
+                "it holds a sharded study ({SPEC_NAME}, sealed by `p2pmarket finalize`); a \
+                 study in one process would mix its outputs with that study's, even with \
+                 --force; nothing was written. Choose another directory"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Seals the sharded study in `out`: checks that every shard of the job left a manifest
 /// of this study and one build, that every part of the plan is listed by exactly the shard
 /// [`assign`] gives it and matches its sha256, that no other part file lies in
@@ -973,6 +998,8 @@ mod tests {
         assert_eq!(unit("total_cost_day").as_deref(), Some("$"));
         assert_eq!(unit("sg_cost_h23").as_deref(), Some("$/h"));
         assert_eq!(unit("wind_mw_day").as_deref(), Some("MWh"));
+        assert_eq!(unit("clearing_error_mw_day").as_deref(), Some("MW"));
+        assert_eq!(unit("price_day").as_deref(), Some("$/MWh"));
         assert_eq!(unit("exchange_mw_h05").as_deref(), Some("MW"));
     }
 

@@ -918,4 +918,87 @@ fn sharded_study_seals_to_the_unsharded_bytes() {
         before,
         "a refused finalize wrote something"
     );
+
+    // A study in one process into the sealed directory would leave it holding two
+    // studies: refused, even with --force, and nothing written.
+    for extra in [&[][..], &["--force"][..]] {
+        let (code, text) = study_of(20, &sharded, extra);
+        assert_eq!(code, Some(2), "{text}");
+        assert!(
+            text.contains("holds a sharded study (uncertainty.json"),
+            "{text}"
+        );
+        assert_eq!(
+            file_bytes(&sharded),
+            before,
+            "a refused study wrote something"
+        );
+    }
+}
+
+/// A study's `--out` may be a previous study's output, but not a run's: the run's files
+/// are not the study's to replace (with --force too: both write `scenario.toml`). A run
+/// refuses a study's output in turn.
+#[test]
+fn a_study_does_not_replace_a_run_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(&cfg, "[output]\nplots = false\n").unwrap();
+    let run = |out: &Path| {
+        bin()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("out");
+    let o = run(&out);
+    assert!(o.status.success(), "{o:?}");
+    let run_files = file_bytes(&out);
+    let args = ["--method", "mc", "--samples", "20"];
+    let (code, text) = study_cli(&cfg, &args, &out);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("not a previous output of `p2pmarket uncertainty`")
+            && text.contains("it is an output of `p2pmarket run`"),
+        "{text}"
+    );
+    assert_eq!(
+        file_bytes(&out),
+        run_files,
+        "a refused study wrote something"
+    );
+    let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
+    let (code, text) = study_cli(&cfg, &forced, &out);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("it holds scenario.toml that this command did not write"),
+        "{text}"
+    );
+    assert_eq!(
+        file_bytes(&out),
+        run_files,
+        "a refused study wrote something"
+    );
+    // A study replaces its own output; a run refuses it.
+    let study = dir.path().join("study");
+    for _ in 0..2 {
+        let (code, text) = study_cli(&cfg, &args, &study);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let study_files = file_bytes(&study);
+    let o = run(&study);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("it is an output of `p2pmarket uncertainty`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        file_bytes(&study),
+        study_files,
+        "a refused run wrote something"
+    );
 }
