@@ -1458,6 +1458,15 @@ fn print_report(day: &DayResult) {
         s.iterations_max, s.iterations_mean
     );
     println!("P2P total cost               {:.2} $", s.p2p_total_cost);
+    let unconverged = day.hours.len() - s.converged_hours;
+    if unconverged > 0 {
+        println!(
+            "  (with {unconverged} hour{} that did not converge, at the iterates where {} \
+             stopped: not a market outcome)",
+            if unconverged == 1 { "" } else { "s" },
+            if unconverged == 1 { "it" } else { "they" }
+        );
+    }
     println!(
         "hourly reference cost        {:.2} $",
         s.central_hourly_total_cost

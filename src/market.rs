@@ -643,8 +643,10 @@ pub struct HourResult {
     /// 24-h co-optimization, this hour.
     pub horizon_reference: ReferenceHour,
     /// The smart grid's network at the negotiated outcome: its optimal dispatch with the
-    /// P2P exchange fixed at the PCC ([`central::network_at_exchange`]).
-    pub consensus_network: ReferenceHour,
+    /// P2P exchange fixed at the PCC ([`central::network_at_exchange`]); `None` when the
+    /// negotiation did not converge and ended at an exchange the grid cannot deliver
+    /// (beyond its offer curve's exports, or not finite: a diverged hour).
+    pub consensus_network: Option<ReferenceHour>,
     /// The agents' offer curves.
     pub curves: Vec<OfferCurve>,
     /// For an attacked hour, its attack-free negotiation; `None` otherwise.
@@ -747,6 +749,7 @@ pub fn run_day_with(
                 .zip(&outcome.agents)
                 .map(|(c, a)| c.cost_at_export(a.power))
                 .collect();
+            let outcome_converged = outcome.converged;
             // The smart grid's export is the microgrid's import.
             let exchange_mw = if curves.len() > 1 {
                 outcome.agents[0].power
@@ -764,7 +767,11 @@ pub fn run_day_with(
                 },
                 hourly_reference: central::hourly_reference(market, h)?,
                 horizon_reference: horizon[h].clone(),
-                consensus_network: central::network_at_exchange(market, h, exchange_mw)?,
+                consensus_network: if outcome_converged || deliverable(&curves[0], exchange_mw) {
+                    Some(central::network_at_exchange(market, h, exchange_mw)?)
+                } else {
+                    None
+                },
                 curves,
                 attack_free,
             })
@@ -778,6 +785,14 @@ pub fn run_day_with(
         summary,
         layout: central::GridLayout::of(market),
     })
+}
+
+/// Whether the smart grid, offering `sg`, can deliver `exchange_mw` (its curve spans the
+/// exports its network can deliver; 1e-6 MW of rounding is allowed, as the QP does).
+fn deliverable(sg: &OfferCurve, exchange_mw: f64) -> bool {
+    exchange_mw.is_finite()
+        && exchange_mw >= sg.min_export() - 1e-6
+        && exchange_mw <= sg.max_export() + 1e-6
 }
 
 /// Computes the headline figures.

@@ -28,11 +28,13 @@ use crate::market::{DayResult, HourResult};
 /// The solutions of every hour, in table order, with how each is read from an hour.
 pub const SOLUTIONS: [&str; 3] = ["hourly_ref", "horizon_ref", "consensus"];
 
-fn solution<'a>(h: &'a HourResult, name: &str) -> &'a ReferenceHour {
+/// `None`: the hour has no such solution (the consensus of an hour whose negotiation
+/// ended at an exchange the grid cannot deliver).
+fn solution<'a>(h: &'a HourResult, name: &str) -> Option<&'a ReferenceHour> {
     match name {
-        "hourly_ref" => &h.hourly_reference,
-        "horizon_ref" => &h.horizon_reference,
-        _ => &h.consensus_network,
+        "hourly_ref" => Some(&h.hourly_reference),
+        "horizon_ref" => Some(&h.horizon_reference),
+        _ => h.consensus_network.as_ref(),
     }
 }
 
@@ -239,11 +241,14 @@ impl Rows {
     }
 }
 
-/// Every solution of every hour, in table order.
+/// Every solution of every hour, in table order (an hour without a consensus network has
+/// no `consensus` rows).
 fn solutions(day: &DayResult) -> impl Iterator<Item = (&'static str, usize, &ReferenceHour)> {
-    SOLUTIONS
-        .into_iter()
-        .flat_map(move |s| day.hours.iter().map(move |h| (s, h.hour, solution(h, s))))
+    SOLUTIONS.into_iter().flat_map(move |s| {
+        day.hours
+            .iter()
+            .filter_map(move |h| solution(h, s).map(|r| (s, h.hour, r)))
+    })
 }
 
 /// `network_buses` of a day.

@@ -127,7 +127,7 @@ fn two_agent_hour(hour: usize, powers: &[f64], keep_trajectory: bool) -> HourRes
         },
         hourly_reference: reference(15.0, last + 1.0, &["101-102", "103-124"]),
         horizon_reference: reference(14.0, last - 1.0, &[]),
-        consensus_network: reference(10.0 + last, last, &[]),
+        consensus_network: Some(reference(10.0 + last, last, &[])),
         curves,
         attack_free: None,
     }
@@ -157,7 +157,7 @@ fn one_agent_hour(hour: usize) -> HourResult {
         },
         hourly_reference: reference(12.0, 0.0, &[]),
         horizon_reference: reference(12.0, 0.0, &["115-121"]),
-        consensus_network: reference(12.0, 0.0, &[]),
+        consensus_network: Some(reference(12.0, 0.0, &[])),
         curves,
         attack_free: None,
     }
