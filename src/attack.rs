@@ -263,18 +263,31 @@ pub const MAX_SIZE: f64 = 1e9;
 /// Largest iteration number an attack window may name.
 pub const MAX_ITERATION: u32 = 10_000_000;
 
+/// Why a market of one agent takes no attack.
+pub const ONE_AGENT: &str = "an attack alters the messages one agent receives from another: \
+     with the microgrid disabled the smart grid negotiates alone and no message is received";
+
 impl Attack {
     /// Checks every field (`field` names the table, e.g. `attack[0]`); `agents` is the
-    /// market's number of agents.
+    /// market's number of agents (at least two: see [`ONE_AGENT`]).
     pub fn validate(&self, field: &str, agents: usize) -> Result<()> {
-        if self.agent as usize >= agents.max(1) {
+        if agents < 2 {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "an attack on a market of {agents} agent{}",
+                    if agents == 1 { "" } else { "s" }
+                ),
+                format!("none ({ONE_AGENT})"),
+            ));
+        }
+        if self.agent as usize >= agents {
             return Err(Error::invalid(
                 format!("{field}.agent"),
                 self.agent,
                 format!(
-                    "0..={} (0 = the smart grid, 1 = the microgrid; this market has {agents} agent{})",
-                    agents.max(1) - 1,
-                    if agents == 1 { "" } else { "s" }
+                    "0..={} (0 = the smart grid, 1 = the microgrid; this market has {agents} agents)",
+                    agents - 1
                 ),
             ));
         }
@@ -684,6 +697,18 @@ mod tests {
     fn validation_names_the_field() {
         let ok = attack(AttackVariable::Gap);
         ok.validate("attack[0]", 2).unwrap();
+        let alone = Attack {
+            agent: 0,
+            ..ok.clone()
+        }
+        .validate("attack[0]", 1)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            alone.starts_with("invalid value for `attack[0]`: an attack on a market of 1 agent")
+                && alone.contains("no message is received"),
+            "{alone}"
+        );
         let cases: Vec<(Attack, &str)> = vec![
             (
                 Attack {

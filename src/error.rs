@@ -207,7 +207,7 @@ pub enum Error {
         message: String,
     },
     /// A MATPOWER case file is malformed or uses an unsupported feature.
-    #[error("MATPOWER case {source_name}, line {line}: {message}")]
+    #[error("MATPOWER case {source_name}{}: {message}", at_line(*line))]
     Matpower {
         /// File name or `<embedded case24_ieee_rts>`.
         source_name: String,
@@ -270,6 +270,15 @@ pub enum Error {
         /// The underlying message.
         message: String,
     },
+}
+
+/// `, line N`, or nothing for line 0 (a problem not tied to a line).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(", line {line}")
+    }
 }
 
 impl Error {

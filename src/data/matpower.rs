@@ -1919,6 +1919,12 @@ mpc.gencost = [ 2 0 0 2 20 50 ];\n";
     fn missing_version_is_refused() {
         let text = default_case().replace("mpc.version = '2';\n", "");
         assert_error(&text, 0, &["mpc.version", "missing", "'2'"]);
+        // Not tied to a line: the message names none (no "line 0").
+        let shown = parse(&text, "test.m").unwrap_err().to_string();
+        assert!(
+            shown.starts_with("MATPOWER case test.m: required field mpc.version is missing"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! 1/100 inch ([`UNITS_PER_INCH`]), so a figure keeps its proportions and font sizes
 //! whatever `--dpi` the PNG is rasterized at.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -125,11 +125,11 @@ impl Default for FigureOptions {
 }
 
 /// Widths a figure may have, inches (below 4 the axis labels crowd the plot).
-pub const WIDTH_IN: Range<f64> = 4.0..40.0;
+pub const WIDTH_IN: RangeInclusive<f64> = 4.0..=40.0;
 /// Heights a figure may have, inches.
-pub const HEIGHT_IN: Range<f64> = 3.0..30.0;
+pub const HEIGHT_IN: RangeInclusive<f64> = 3.0..=30.0;
 /// Resolutions the PNG may have, pixels per inch.
-pub const DPI: std::ops::RangeInclusive<u32> = 50..=1200;
+pub const DPI: RangeInclusive<u32> = 50..=1200;
 /// Most pixels of a PNG (40 in x 30 in at 600 dpi is far beyond any journal's need).
 const MAX_PNG_PIXELS: f64 = 2.0e8;
 
@@ -137,8 +137,11 @@ impl FigureOptions {
     /// Parses `WxH` in inches (e.g. `7x4.5`); errors name `field`.
     pub fn parse_size(field: &str, text: &str) -> Result<(f64, f64)> {
         let allowed = format!(
-            "WxH in inches, e.g. 7x4.5, width in [{}, {}), height in [{}, {})",
-            WIDTH_IN.start, WIDTH_IN.end, HEIGHT_IN.start, HEIGHT_IN.end
+            "WxH in inches, e.g. 7x4.5, width {} to {}, height {} to {}",
+            WIDTH_IN.start(),
+            WIDTH_IN.end(),
+            HEIGHT_IN.start(),
+            HEIGHT_IN.end()
         );
         let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| {
             Some((w.trim().parse::<f64>().ok()?, h.trim().parse::<f64>().ok()?))
@@ -158,19 +161,30 @@ impl FigureOptions {
                 "figure_size",
                 format!("{w}x{h}"),
                 format!(
-                    "width in [{}, {}), height in [{}, {}) inches",
-                    WIDTH_IN.start, WIDTH_IN.end, HEIGHT_IN.start, HEIGHT_IN.end
+                    "width {} to {}, height {} to {} inches",
+                    WIDTH_IN.start(),
+                    WIDTH_IN.end(),
+                    HEIGHT_IN.start(),
+                    HEIGHT_IN.end()
                 ),
             ));
         }
-        if !DPI.contains(&dpi) || w * h * f64::from(dpi).powi(2) > MAX_PNG_PIXELS {
+        if !DPI.contains(&dpi) {
+            return Err(Error::invalid(
+                "dpi",
+                dpi.to_string(),
+                format!("{}..={} pixels per inch", DPI.start(), DPI.end()),
+            ));
+        }
+        if w * h * f64::from(dpi).powi(2) > MAX_PNG_PIXELS {
+            // The largest resolution whose PNG of this size stays within the cap.
+            let most = (MAX_PNG_PIXELS / (w * h)).sqrt().floor();
             return Err(Error::invalid(
                 "dpi",
                 dpi.to_string(),
                 format!(
-                    "{}..={} pixels per inch, at most {MAX_PNG_PIXELS:.0e} pixels in all",
-                    DPI.start(),
-                    DPI.end()
+                    "at most {most} pixels per inch at {w}x{h} in: a PNG has at most \
+                     {MAX_PNG_PIXELS:.0e} pixels"
                 ),
             ));
         }

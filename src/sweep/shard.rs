@@ -97,8 +97,19 @@ impl Shard {
                     .map_err(|_| Error::invalid(name, &v, "a non-negative integer")),
             }
         };
+        // The job's shard count, when given, is at least 1 (named itself, not the index).
+        let shard_count = || -> Result<Option<u64>> {
+            match num(SHARD_COUNT_VAR)? {
+                Some(0) => Err(Error::invalid(
+                    SHARD_COUNT_VAR,
+                    0,
+                    "a number of shards >= 1",
+                )),
+                n => Ok(n),
+            }
+        };
         if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
-            if let Some(count) = num(SHARD_COUNT_VAR)? {
+            if let Some(count) = shard_count()? {
                 return Shard::new(id, count, "SLURM_ARRAY_TASK_ID").map(Some);
             }
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
@@ -125,7 +136,7 @@ impl Shard {
             return Shard::new((id - min) / step, count, "SLURM_ARRAY_TASK_ID").map(Some);
         }
         if let Some(index) = num("JOB_COMPLETION_INDEX")? {
-            let count = num(SHARD_COUNT_VAR)?.ok_or_else(|| {
+            let count = shard_count()?.ok_or_else(|| {
                 Error::invalid(
                     SHARD_COUNT_VAR,
                     "unset",
@@ -923,6 +934,18 @@ mod tests {
         assert_eq!(
             get(&[("JOB_COMPLETION_INDEX", "1"), (SHARD_COUNT_VAR, "3")]).unwrap(),
             Some(Shard { index: 1, count: 3 })
+        );
+        // A count of 0 is the count's fault, whichever index comes with it.
+        assert_eq!(
+            field(get(&[
+                ("JOB_COMPLETION_INDEX", "0"),
+                (SHARD_COUNT_VAR, "0")
+            ])),
+            SHARD_COUNT_VAR
+        );
+        assert_eq!(
+            field(get(&[("SLURM_ARRAY_TASK_ID", "0"), (SHARD_COUNT_VAR, "0")])),
+            SHARD_COUNT_VAR
         );
         assert_eq!(
             field(get(&[("JOB_COMPLETION_INDEX", "1")])),

@@ -391,6 +391,16 @@ impl SweepSpec {
             ));
         }
         let a = &self.parameters.attack;
+        if a.any() && !self.base.microgrid.enabled {
+            return Err(Error::invalid(
+                "parameters.attack",
+                "attack.* parameters",
+                format!(
+                    "absent while base.microgrid.enabled = false ({})",
+                    crate::attack::ONE_AGENT
+                ),
+            ));
+        }
         if a.any() {
             for (field, given) in [
                 ("parameters.attack.variable", a.variable.is_some()),

@@ -352,6 +352,11 @@ fn scenario_table() -> Vec<(String, Expect)> {
         // [[attack]] and defence
         t("defence = \"maybe\"", Mentions("maybe")),
         t(&attack("agent = 2"), Field("attack[0].agent")),
+        // One agent (microgrid off) receives no message: no attack, on agent 0 either.
+        t(
+            &format!("{}\n[microgrid]\nenabled = false", attack("agent = 0")),
+            Field("attack[0]"),
+        ),
         t(&attack("agent = -1"), Mentions("agent")),
         t(&attack("hours = []"), Field("attack[0].hours")),
         t(&attack("hours = [24]"), Field("attack[0].hours[0]")),
@@ -596,6 +601,12 @@ fn sweep_table() -> Vec<(String, Expect)> {
         t(
             "seed = 1\n[base.microgrid]\nenabled = false\n[parameters]\npcc_bus = { values = [7, 8] }",
             Field("parameters.pcc_bus"),
+        ),
+        t(
+            "seed = 1\n[base.microgrid]\nenabled = false\n[parameters]\n\
+             attack.variable = { values = [\"price\"] }\nattack.agent = { values = [0] }\n\
+             attack.hour = { values = [6] }\nattack.size = { values = [1.0] }",
+            Field("parameters.attack"),
         ),
         // parameters.load_scale
         p(
@@ -1171,4 +1182,35 @@ fn a_load_no_dispatch_serves_names_the_phase_shifters() {
         ),
         "{e}"
     );
+}
+
+/// The figure size's ends are allowed, as the README and `--help` say ("width 4 to 40,
+/// height 3 to 30"), and a resolution within 50..=1200 that makes too large a PNG for its
+/// size is told the largest one that fits.
+#[test]
+fn figure_sizes_take_their_ends_and_a_too_large_png_names_its_dpi_limit() {
+    use p2pmarket::output::FigureOptions;
+    use p2pmarket::output::plots::FigureFont;
+    for size in ["4x3", "40x30", "40x7", "12x30"] {
+        let (w, h) = FigureOptions::parse_size("--figure-size", size).expect(size);
+        FigureOptions::new((w, h), 100, FigureFont::embedded()).expect(size);
+    }
+    for size in ["3.99x7", "40.01x7", "12x2.99", "12x30.01"] {
+        let e = FigureOptions::parse_size("--figure-size", size).unwrap_err();
+        assert!(
+            e.to_string().contains("width 4 to 40, height 3 to 30"),
+            "{e}"
+        );
+    }
+    // 39 x 29 in at 1200 dpi is 1.6e9 pixels; sqrt(2e8 / (39 x 29)) = 420.5.
+    let e = FigureOptions::new((39.0, 29.0), 1200, FigureFont::embedded())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "invalid value for `dpi`: 1200 (allowed: at most 420 pixels per inch at 39x29 in"
+        ),
+        "{e}"
+    );
+    FigureOptions::new((39.0, 29.0), 420, FigureFont::embedded()).expect("420 dpi fits");
 }
